@@ -1,0 +1,554 @@
+//! Typed frames (serde) for the server side: decoding what clients send, and building what the
+//! server sends. Payloads that the protocol carries as *JSON text inside JSON* (`login_ret[1]`,
+//! `call2-ret[2]`, the `recvmsg` argument) are produced only by [`json_text`].
+
+use serde::Serialize;
+use serde_json::{value::RawValue, Map, Value};
+
+use crate::codes::ErrorKind;
+use crate::names::{call, event, fixed, notify};
+
+/// JSON text of `value`, to be embedded as a JSON *string* (the protocol's double encoding).
+pub fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("serialising plain JSON data cannot fail")
+}
+
+/// Why a client frame could not be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    /// Not valid JSON text (or not UTF-8).
+    #[error("frame is not valid JSON")]
+    NotJson,
+    /// Valid JSON but not `[event, payload]` with a string event.
+    #[error("frame is not an [event, payload] array")]
+    NotAFrame,
+    /// A known event with a payload of the wrong shape.
+    #[error("malformed {0} payload")]
+    BadPayload(&'static str),
+}
+
+/// The `login` payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Login {
+    /// App id (`vid`).
+    pub vid: String,
+    /// Account; non-strings are converted with JSON text as the original client does.
+    pub account: String,
+    /// Token as sent.
+    pub token: String,
+    /// `device` (`websdk` for web clients).
+    pub device: String,
+}
+
+/// A `call2` request: name, id (number or string, echoed back), and its args object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call2 {
+    /// Function name.
+    pub name: String,
+    /// Request id, echoed verbatim in the reply.
+    pub id: Value,
+    /// Arguments; `None` when they were not an object.
+    pub args: Option<Map<String, Value>>,
+}
+
+/// A decoded client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    /// `["login", {...}]`.
+    Login(Login),
+    /// `["line_login", {...}]` (never sent by 1.4.0).
+    LineLogin,
+    /// `["set_flag", {"binary": 0|1}]`.
+    SetFlag {
+        /// Whether the client accepts zlib binary frames.
+        binary: bool,
+    },
+    /// `["ping", n]`.
+    Ping(Value),
+    /// `["call2", [name, id, args]]`.
+    Call2(Call2),
+    /// Any other event (ignored by the server).
+    Unknown(String),
+}
+
+impl ClientFrame {
+    /// Decode one text frame.
+    pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
+        let (name, payload): (String, Box<RawValue>) =
+            serde_json::from_str(text).map_err(|_| {
+                match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                    Ok(_) => DecodeError::NotAFrame,
+                    Err(_) => DecodeError::NotJson,
+                }
+            })?;
+        let bad = |ev: &'static str| DecodeError::BadPayload(ev);
+        Ok(match name.as_str() {
+            event::LOGIN => {
+                let v: Map<String, Value> =
+                    serde_json::from_str(payload.get()).map_err(|_| bad(event::LOGIN))?;
+                let text_of = |k: &str| match v.get(k) {
+                    None | Some(Value::Null) => Some(String::new()),
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    Some(_) => None,
+                };
+                let account = match v.get("account") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                ClientFrame::Login(Login {
+                    vid: text_of("vid").ok_or(bad(event::LOGIN))?,
+                    account,
+                    token: text_of("token").ok_or(bad(event::LOGIN))?,
+                    device: text_of("device").unwrap_or_default(),
+                })
+            }
+            event::LINE_LOGIN => ClientFrame::LineLogin,
+            event::SET_FLAG => {
+                let v: Value =
+                    serde_json::from_str(payload.get()).map_err(|_| bad(event::SET_FLAG))?;
+                let binary = match v.get("binary") {
+                    Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0) != 0.0,
+                    Some(Value::Bool(b)) => *b,
+                    _ => false,
+                };
+                ClientFrame::SetFlag { binary }
+            }
+            event::PING => {
+                let v: Value = serde_json::from_str(payload.get()).map_err(|_| bad(event::PING))?;
+                ClientFrame::Ping(v)
+            }
+            event::CALL2 => {
+                let (name, id, args): (String, Value, Value) =
+                    serde_json::from_str(payload.get()).map_err(|_| bad(event::CALL2))?;
+                if !(id.is_number() || id.is_string()) {
+                    return Err(bad(event::CALL2));
+                }
+                let args = match args {
+                    Value::Object(m) => Some(m),
+                    _ => None,
+                };
+                ClientFrame::Call2(Call2 { name, id, args })
+            }
+            _ => ClientFrame::Unknown(name),
+        })
+    }
+}
+
+/// Kinds of call-signalling relays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VoipKind {
+    /// `voip_invite`
+    Invite,
+    /// `voip_invite_ack`
+    Ack,
+    /// `voip_invite_accept`
+    Accept,
+    /// `voip_invite_refuse`
+    Refuse,
+    /// `voip_invite_msg`
+    Msg,
+    /// `voip_invite_bye`
+    Bye,
+}
+
+impl VoipKind {
+    /// The call2 name, which is also the message type delivered to the peer.
+    pub const fn name(self) -> &'static str {
+        match self {
+            VoipKind::Invite => call::VOIP_INVITE,
+            VoipKind::Ack => call::VOIP_INVITE_ACK,
+            VoipKind::Accept => call::VOIP_INVITE_ACCEPT,
+            VoipKind::Refuse => call::VOIP_INVITE_REFUSE,
+            VoipKind::Msg => call::VOIP_INVITE_MSG,
+            VoipKind::Bye => call::VOIP_INVITE_BYE,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<VoipKind> {
+        Some(match name {
+            call::VOIP_INVITE => VoipKind::Invite,
+            call::VOIP_INVITE_ACK => VoipKind::Ack,
+            call::VOIP_INVITE_ACCEPT => VoipKind::Accept,
+            call::VOIP_INVITE_REFUSE => VoipKind::Refuse,
+            call::VOIP_INVITE_MSG => VoipKind::Msg,
+            call::VOIP_INVITE_BYE => VoipKind::Bye,
+            _ => return None,
+        })
+    }
+}
+
+/// A call2 request with its arguments checked for presence and type (not yet for limits).
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Request {
+    UserLogout,
+    UserGetmsg { ver_clear: u64, max: u64 },
+    UserGetmsg2 { clear_msgs: Vec<String>, max: u64 },
+    UserSendmsg { peer: String, flag: String, kind: String, content: String, message_id: Option<String> },
+    UserQueryUserStatus { account: String },
+    UserSetAttr { name: String, value: String },
+    UserGetAttr { account: String, name: String },
+    UserGetAttrAll { account: String },
+    ChannelJoin { name: String },
+    ChannelLeave { name: String },
+    ChannelSendmsg { name: String, msg: String, msg_id: Option<String>, force: bool },
+    ChannelSetAttr { channel: String, name: String, value: String },
+    ChannelDelAttr { channel: String, name: String },
+    ChannelClearAttr { channel: String },
+    ChannelQueryNum { name: String },
+    ChannelQueryUserIsin { name: String, account: String },
+    ChannelQueryUserlist { name: String, num: Option<u64> },
+    Voip { kind: VoipKind, channel: String, peer: String, extra: Value, message_id: Option<String> },
+}
+
+/// Text of a scalar: strings as they are, numbers and booleans in JSON form.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Non-negative integer from a number or a numeric string.
+fn uint(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
+            .or_else(|| n.as_i64().map(|i| i.max(0) as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Field accessors that turn absence or a wrong type into `invalid_args`.
+struct Args<'a>(&'a Map<String, Value>);
+
+impl Args<'_> {
+    fn text(&self, key: &str) -> Result<String, ErrorKind> {
+        self.0.get(key).and_then(scalar_text).ok_or(ErrorKind::InvalidArgs)
+    }
+    fn text_or(&self, key: &str, default: &str) -> Result<String, ErrorKind> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(default.to_owned()),
+            Some(v) => scalar_text(v).ok_or(ErrorKind::InvalidArgs),
+        }
+    }
+    fn opt_text(&self, key: &str) -> Result<Option<String>, ErrorKind> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => scalar_text(v).map(Some).ok_or(ErrorKind::InvalidArgs),
+        }
+    }
+    fn uint_or(&self, key: &str, default: u64) -> Result<u64, ErrorKind> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => uint(v).ok_or(ErrorKind::InvalidArgs),
+        }
+    }
+    fn flag(&self, key: &str) -> Result<bool, ErrorKind> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(0.0) != 0.0),
+            Some(_) => Err(ErrorKind::InvalidArgs),
+        }
+    }
+}
+
+impl Request {
+    /// Check a call2's name and argument types. `Err(UnknownFunction)` for names the server
+    /// does not implement; `Err(InvalidArgs)` for a missing field or a wrong type.
+    pub fn parse(name: &str, args: &Map<String, Value>) -> Result<Request, ErrorKind> {
+        let a = Args(args);
+        Ok(match name {
+            call::USER_LOGOUT => Request::UserLogout,
+            call::USER_GETMSG => Request::UserGetmsg {
+                ver_clear: a.uint_or("ver_clear", 0)?,
+                max: a.uint_or("max", 30)?,
+            },
+            call::USER_GETMSG2 => Request::UserGetmsg2 {
+                clear_msgs: match args.get("clear_msgs") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(ids)) => ids
+                        .iter()
+                        .map(scalar_text)
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or(ErrorKind::InvalidArgs)?,
+                    Some(_) => return Err(ErrorKind::InvalidArgs),
+                },
+                max: a.uint_or("max", 30)?,
+            },
+            call::USER_SENDMSG => Request::UserSendmsg {
+                peer: a.text("peer")?,
+                flag: a.text_or("flag", fixed::DEFAULT_MSG_FLAG)?,
+                kind: a.text_or("t", crate::names::msgtype::INSTANT)?,
+                content: a.text_or("content", "")?,
+                message_id: a.opt_text("messageID")?,
+            },
+            call::USER_QUERY_USER_STATUS => Request::UserQueryUserStatus { account: a.text("account")? },
+            call::USER_SET_ATTR => Request::UserSetAttr {
+                name: a.text("name")?,
+                value: a.text_or("value", "")?,
+            },
+            call::USER_GET_ATTR => Request::UserGetAttr {
+                account: a.text("account")?,
+                name: a.text("name")?,
+            },
+            call::USER_GET_ATTR_ALL => Request::UserGetAttrAll { account: a.text("account")? },
+            call::CHANNEL_JOIN => Request::ChannelJoin { name: a.text("name")? },
+            call::CHANNEL_LEAVE => Request::ChannelLeave { name: a.text("name")? },
+            call::CHANNEL_SENDMSG => Request::ChannelSendmsg {
+                name: a.text("name")?,
+                msg: a.text_or("msg", "")?,
+                msg_id: a.opt_text("msgID")?,
+                force: a.flag("force")?,
+            },
+            call::CHANNEL_SET_ATTR => Request::ChannelSetAttr {
+                channel: a.text("channel")?,
+                name: a.text("name")?,
+                value: a.text_or("value", "")?,
+            },
+            call::CHANNEL_DEL_ATTR => Request::ChannelDelAttr {
+                channel: a.text("channel")?,
+                name: a.text("name")?,
+            },
+            call::CHANNEL_CLEAR_ATTR => Request::ChannelClearAttr { channel: a.text("channel")? },
+            call::CHANNEL_QUERY_NUM => Request::ChannelQueryNum { name: a.text("name")? },
+            call::CHANNEL_QUERY_USER_ISIN => Request::ChannelQueryUserIsin {
+                name: a.text("name")?,
+                account: a.text("account")?,
+            },
+            call::CHANNEL_QUERY_USERLIST => Request::ChannelQueryUserlist { name: a.text("name")?, num: None },
+            call::CHANNEL_QUERY_USERLIST_ALL => Request::ChannelQueryUserlist {
+                name: a.text("name")?,
+                num: Some(a.uint_or("num", 1_000_000)?),
+            },
+            other => match VoipKind::from_name(other) {
+                Some(kind) => Request::Voip {
+                    kind,
+                    channel: a.text("channelName")?,
+                    peer: a.text("peer")?,
+                    extra: args.get("extra").cloned().unwrap_or(Value::String(String::new())),
+                    message_id: a.opt_text("messageID")?,
+                },
+                None => return Err(ErrorKind::UnknownFunction),
+            },
+        })
+    }
+}
+
+/// Builders of every frame the server sends, serialised once.
+pub mod out {
+    use super::*;
+
+    /// `["login_ret",["","{\"result\":\"ok\",\"uid\":0,\"line\":…}"]]`.
+    pub fn login_ok(line: &str) -> String {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            result: &'a str,
+            uid: u32,
+            line: &'a str,
+            config_msg_set: u32,
+            config_inst_msg_with_msgid: u32,
+        }
+        let body = json_text(&Body {
+            result: fixed::RESULT_OK,
+            uid: 0,
+            line,
+            config_msg_set: 0,
+            config_inst_msg_with_msgid: 0,
+        });
+        json_text(&(event::LOGIN_RET, (String::new(), body)))
+    }
+
+    /// A failed `login_ret`: the error string both in `[0]` and as `reason`.
+    pub fn login_failed(err: &str) -> String {
+        let body = json_text(&serde_json::json!({"result": fixed::RESULT_FAILED, "reason": err}));
+        json_text(&(event::LOGIN_RET, (err, body)))
+    }
+
+    /// `["call2-ret",[id,"",<json text of {result:"ok", …fields}>]]`.
+    pub fn call2_ok(id: &Value, fields: Map<String, Value>) -> String {
+        let mut body = Map::with_capacity(fields.len() + 1);
+        body.insert("result".into(), Value::from(fixed::RESULT_OK));
+        body.extend(fields);
+        json_text(&(event::CALL2_RET, (id, "", json_text(&body))))
+    }
+
+    /// `["call2-ret",[id,"<err>",""]]`.
+    pub fn call2_err(id: &Value, err: ErrorKind) -> String {
+        json_text(&(event::CALL2_RET, (id, err.as_str(), "")))
+    }
+
+    /// `["notify",["channel2",channel,seq,"<msg string>"]]`.
+    pub fn channel2(channel: &str, seq: u64, message: &str) -> String {
+        json_text(&(event::NOTIFY, (notify::CHANNEL2, channel, seq, message)))
+    }
+
+    /// `["notify",["recvmsg","[version,\"<msg string>\"]"]]`.
+    pub fn recvmsg(version: u64, message: &str) -> String {
+        json_text(&(event::NOTIFY, (notify::RECVMSG, json_text(&(version, message)))))
+    }
+
+    /// `["notify",["msg",version]]`.
+    pub fn msg_notice(version: u64) -> String {
+        json_text(&(event::NOTIFY, (notify::MSG, version)))
+    }
+
+    /// `["pong",n]`.
+    pub fn pong(n: &Value) -> String {
+        json_text(&(event::PONG, n))
+    }
+
+    /// `["close",""]`.
+    pub fn close() -> String {
+        json_text(&(event::CLOSE, ""))
+    }
+
+    /// `["kick",""]`.
+    pub fn kick() -> String {
+        json_text(&(event::KICK, ""))
+    }
+
+    /// `["multi",[f1,f2,…]]` from already-serialised frames.
+    pub fn multi<S: AsRef<str>>(frames: &[S]) -> String {
+        let len = frames.iter().map(|f| f.as_ref().len() + 1).sum::<usize>() + 16;
+        let mut s = String::with_capacity(len);
+        s.push_str("[\"multi\",[");
+        for (i, f) in frames.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(f.as_ref());
+        }
+        s.push_str("]]");
+        s
+    }
+}
+
+/// Content of channel events and voip messages (PROTOCOL.md §12.4, §13.3).
+pub mod content {
+    use super::*;
+
+    /// `{"channel":…,"account":…,"uid":0,"msg":…}`.
+    pub fn channel_msg(channel: &str, account: &str, msg: &str) -> String {
+        json_text(&serde_json::json!({"channel": channel, "account": account, "uid": 0, "msg": msg}))
+    }
+
+    /// `{"channel":…,"account":…,"uid":0}` for join/leave.
+    pub fn channel_user(channel: &str, account: &str) -> String {
+        json_text(&serde_json::json!({"channel": channel, "account": account, "uid": 0}))
+    }
+
+    /// `{"channel":…,"account":…,"uid":0,"name":…,"value":…,"type":…}`.
+    pub fn channel_attr(channel: &str, account: &str, name: &str, value: &str, kind: &str) -> String {
+        json_text(&serde_json::json!({
+            "channel": channel, "account": account, "uid": 0,
+            "name": name, "value": value, "type": kind
+        }))
+    }
+
+    /// `{"channel":C,"peer":P,"extra":E,"peeruid":0}` plus an optional `ecode`.
+    pub fn voip(channel: &str, peer: &str, extra: &Value, ecode: Option<u32>) -> String {
+        let mut m = Map::new();
+        m.insert("channel".into(), channel.into());
+        m.insert("peer".into(), peer.into());
+        m.insert("extra".into(), extra.clone());
+        m.insert("peeruid".into(), 0.into());
+        if let Some(code) = ecode {
+            m.insert("ecode".into(), code.into());
+        }
+        json_text(&m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_the_original_clients_frames() {
+        let f = ClientFrame::decode(
+            r#"["login",{"vid":"APP","account":"alice","uid":0,"token":"_no_need_token","device":"websdk","ip":""}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Login(Login {
+                vid: "APP".into(),
+                account: "alice".into(),
+                token: "_no_need_token".into(),
+                device: "websdk".into()
+            })
+        );
+        assert_eq!(
+            ClientFrame::decode(r#"["set_flag",{"binary":1}]"#).unwrap(),
+            ClientFrame::SetFlag { binary: true }
+        );
+        assert_eq!(ClientFrame::decode(r#"["ping",3]"#).unwrap(), ClientFrame::Ping(json!(3)));
+        let c = ClientFrame::decode(r#"["call2",["channel_join",7,{"line":"L","name":"room1"}]]"#).unwrap();
+        let ClientFrame::Call2(c) = c else { panic!() };
+        assert_eq!(c.name, "channel_join");
+        assert_eq!(c.id, json!(7));
+        let r = Request::parse(&c.name, c.args.as_ref().unwrap()).unwrap();
+        assert_eq!(r, Request::ChannelJoin { name: "room1".into() });
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        assert_eq!(ClientFrame::decode("{"), Err(DecodeError::NotJson));
+        assert_eq!(ClientFrame::decode("{}"), Err(DecodeError::NotAFrame));
+        assert_eq!(ClientFrame::decode("[1,2]"), Err(DecodeError::NotAFrame));
+        assert_eq!(ClientFrame::decode(r#"["call2",5]"#), Err(DecodeError::BadPayload("call2")));
+        assert_eq!(
+            ClientFrame::decode(r#"["call2",["x",{},{}]]"#),
+            Err(DecodeError::BadPayload("call2"))
+        );
+        assert_eq!(ClientFrame::decode(r#"["login",[]]"#), Err(DecodeError::BadPayload("login")));
+        assert_eq!(ClientFrame::decode(r#"["hello",1]"#), Ok(ClientFrame::Unknown("hello".into())));
+    }
+
+    #[test]
+    fn request_types_are_checked() {
+        let m = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            Request::parse("user_getmsg", &m(json!({"ver_clear": "12", "max": 30}))),
+            Ok(Request::UserGetmsg { ver_clear: 12, max: 30 })
+        );
+        assert_eq!(
+            Request::parse("user_getmsg", &m(json!({"ver_clear": [1]}))),
+            Err(ErrorKind::InvalidArgs)
+        );
+        assert_eq!(Request::parse("channel_join", &m(json!({}))), Err(ErrorKind::InvalidArgs));
+        assert_eq!(
+            Request::parse("channel_join", &m(json!({"name": {"x": 1}}))),
+            Err(ErrorKind::InvalidArgs)
+        );
+        assert_eq!(Request::parse("nope", &m(json!({}))), Err(ErrorKind::UnknownFunction));
+        for name in call::ALL {
+            // every known name parses or complains about args, never "unknown"
+            assert_ne!(Request::parse(name, &m(json!({}))), Err(ErrorKind::UnknownFunction));
+        }
+    }
+
+    #[test]
+    fn double_encoded_payloads() {
+        let f: Value = serde_json::from_str(&out::login_ok("abc")).unwrap();
+        assert_eq!(f[0], "login_ret");
+        let body: Value = serde_json::from_str(f[1][1].as_str().unwrap()).unwrap();
+        assert_eq!(body["result"], "ok");
+        assert_eq!(body["line"], "abc");
+        let f: Value = serde_json::from_str(&out::recvmsg(5, "msg-v2 a 0 b instant - hi")).unwrap();
+        assert_eq!(f, json!(["notify", ["recvmsg", "[5,\"msg-v2 a 0 b instant - hi\"]"]]));
+        let f: Value = serde_json::from_str(&out::call2_err(&json!(3), ErrorKind::InvalidArgs)).unwrap();
+        assert_eq!(f, json!(["call2-ret", [3, "invalid_args", ""]]));
+        let f: Value = serde_json::from_str(&out::multi(&[out::pong(&json!(1)), out::close()])).unwrap();
+        assert_eq!(f, json!(["multi", [["pong", 1], ["close", ""]]]));
+    }
+}

@@ -1,0 +1,25 @@
+//! The AgoraSig 1.4 web wire protocol, shared by the opensig server, the WASM SDK and the
+//! native tools: names, codes, limits, message strings, SignalingToken, typed frames, and the
+//! client session as a sans-IO state machine (see `ARCHITECTURE.md`).
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod client;
+pub mod codes;
+pub mod json;
+pub mod limits;
+pub mod msg;
+pub mod names;
+
+#[cfg(feature = "serde")]
+pub mod frame;
+#[cfg(feature = "token")]
+pub mod token;
+#[cfg(feature = "zlib")]
+pub mod zlib;
+#[cfg(feature = "tokio")]
+pub mod driver;
+
+pub use codes::{Code, ErrorKind};
+pub use limits::Limits;

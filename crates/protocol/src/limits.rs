@@ -1,0 +1,229 @@
+//! Every limit of the protocol in one struct, with the seeds' values as defaults, and the
+//! input rules (account, channel name, sizes) both the server and the SDK check.
+
+use crate::codes::ErrorKind;
+
+/// Sizes, rates, timeouts and capacities. The server reads overrides from its CLI/env; the SDK
+/// uses the defaults to refuse oversize input locally.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+pub struct Limits {
+    /// Account names: at most this many bytes, visible characters, no spaces (seed 003).
+    pub account_max_bytes: usize,
+    /// Channel names (seed 003 `channelJoin`).
+    pub channel_name_max_bytes: usize,
+    /// Peer-to-peer message body (seed 003 `messageInstantSend`: 8196).
+    pub p2p_message_max_bytes: usize,
+    /// Channel message body (seed 003 `messageChannelSend`: 8 K).
+    pub channel_message_max_bytes: usize,
+    /// Attribute names (channel and user).
+    pub attr_name_max_bytes: usize,
+    /// Attribute values (channel and user: 8096).
+    pub attr_value_max_bytes: usize,
+    /// Invitation `extra` (8 K).
+    pub invite_extra_max_bytes: usize,
+    /// Largest WebSocket message the server accepts; a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// Messages per second one user may send (p2p and channel together).
+    pub user_messages_per_second: u32,
+    /// Default messages per second for a whole channel (`_sendmsg_limit` overrides).
+    pub channel_messages_per_second: u32,
+    /// Default changes per second for each channel attribute (`_setattr_limit` overrides).
+    pub attr_changes_per_second: u32,
+    /// Members listed in a join reply / `channel_query_userlist` (the latest ones).
+    pub channel_list_max: usize,
+    /// Default and largest p2p message time-to-live in seconds (`v1:E:3600`).
+    pub message_ttl_default_secs: u64,
+    /// Largest TTL a sender may ask for.
+    pub message_ttl_max_secs: u64,
+    /// Stored messages per mailbox; further sends get `mailbox_full`.
+    pub mailbox_max_messages: usize,
+    /// Messages returned by one `user_getmsg`, whatever `max` asks.
+    pub mailbox_page_max: usize,
+    /// Default `_conn_timeout` (seconds without traffic before a connection is dropped).
+    pub conn_timeout_default_secs: u64,
+    /// Smallest `_conn_timeout`.
+    pub conn_timeout_min_secs: u64,
+    /// Largest `_conn_timeout`.
+    pub conn_timeout_max_secs: u64,
+    /// Default `_channel_ttl`: seconds channel state outlives its last member.
+    pub channel_ttl_default_secs: u64,
+    /// Seconds a peer may stay offline before an invite with `_require_peer_online:0` fails.
+    pub invite_offline_grace_secs: u64,
+    /// Largest `_timeout` of an invite.
+    pub invite_timeout_max_secs: u64,
+    /// Seconds a connection may take from upgrade to a successful login.
+    pub login_timeout_secs: u64,
+    /// Channels one session may be in at once.
+    pub channels_per_session: usize,
+    /// Attributes per channel and per user.
+    pub attrs_max: usize,
+    /// Frames queued for one connection; a client that lets it fill is disconnected.
+    pub outbound_queue: usize,
+    /// Seconds a sent message id is remembered to drop resent duplicates.
+    pub dedup_window_secs: u64,
+    /// Client: milliseconds between pings.
+    pub ping_interval_ms: u64,
+    /// Client: milliseconds without any frame from the server before the connection is
+    /// considered dead (pong watchdog).
+    pub pong_timeout_ms: u64,
+    /// Client: milliseconds a WebSocket may stay CONNECTING.
+    pub connect_timeout_ms: u64,
+    /// Client: milliseconds from `login()` to `login_ret` before `onLoginFailed(201)`.
+    pub client_login_timeout_ms: u64,
+    /// Client: milliseconds before an unanswered request fails.
+    pub request_timeout_ms: u64,
+    /// Client: default `reconnect_count`.
+    pub reconnect_count_default: u32,
+    /// Client: default `reconnect_time` in milliseconds (the shipped 1.4.0 value).
+    pub reconnect_time_default_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            account_max_bytes: 128,
+            channel_name_max_bytes: 128,
+            p2p_message_max_bytes: 8196,
+            channel_message_max_bytes: 8192,
+            attr_name_max_bytes: 128,
+            attr_value_max_bytes: 8096,
+            invite_extra_max_bytes: 8192,
+            max_frame_bytes: 64 * 1024,
+            user_messages_per_second: 60,
+            channel_messages_per_second: 200,
+            attr_changes_per_second: 100,
+            channel_list_max: 200,
+            message_ttl_default_secs: 3600,
+            message_ttl_max_secs: 7 * 24 * 3600,
+            mailbox_max_messages: 10_000,
+            mailbox_page_max: 100,
+            conn_timeout_default_secs: 120,
+            conn_timeout_min_secs: 20,
+            conn_timeout_max_secs: 120,
+            channel_ttl_default_secs: 7200,
+            invite_offline_grace_secs: 20,
+            invite_timeout_max_secs: 30,
+            login_timeout_secs: 30,
+            channels_per_session: 256,
+            attrs_max: 1024,
+            outbound_queue: 4096,
+            dedup_window_secs: 300,
+            ping_interval_ms: 10_000,
+            pong_timeout_ms: 35_000,
+            connect_timeout_ms: 6_000,
+            client_login_timeout_ms: 30_000,
+            request_timeout_ms: 30_000,
+            reconnect_count_default: 10,
+            reconnect_time_default_ms: 300_000,
+        }
+    }
+}
+
+/// Characters allowed in accounts and channel names: visible, no whitespace, no controls.
+fn is_visible(c: char) -> bool {
+    !c.is_whitespace() && !c.is_control()
+}
+
+/// A name (account or channel) of 1..=max bytes of visible characters without spaces.
+pub fn valid_name(name: &str, max_bytes: usize) -> bool {
+    !name.is_empty() && name.len() <= max_bytes && name.chars().all(is_visible)
+}
+
+impl Limits {
+    /// The account rule of seed 003: ≤ 128 bytes, visible, no spaces.
+    pub fn check_account(&self, account: &str) -> Result<(), ErrorKind> {
+        if account.len() > self.account_max_bytes {
+            Err(ErrorKind::TooLarge)
+        } else if valid_name(account, self.account_max_bytes) {
+            Ok(())
+        } else {
+            Err(ErrorKind::InvalidArgs)
+        }
+    }
+
+    /// Channel names follow the account rule (they travel in space-separated strings).
+    pub fn check_channel(&self, name: &str) -> Result<(), ErrorKind> {
+        if name.len() > self.channel_name_max_bytes {
+            Err(ErrorKind::TooLarge)
+        } else if valid_name(name, self.channel_name_max_bytes) {
+            Ok(())
+        } else {
+            Err(ErrorKind::InvalidArgs)
+        }
+    }
+
+    /// Attribute names: 1..=128 bytes, no spaces.
+    pub fn check_attr_name(&self, name: &str) -> Result<(), ErrorKind> {
+        if name.len() > self.attr_name_max_bytes {
+            Err(ErrorKind::TooLarge)
+        } else if valid_name(name, self.attr_name_max_bytes) {
+            Ok(())
+        } else {
+            Err(ErrorKind::InvalidArgs)
+        }
+    }
+
+    /// A size check: `Err(TooLarge)` when `len > max`.
+    pub fn check_len(len: usize, max: usize) -> Result<(), ErrorKind> {
+        if len > max {
+            Err(ErrorKind::TooLarge)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Clamp a requested `_conn_timeout` into 20–120 s (seed 002 `setAttr`).
+    pub fn clamp_conn_timeout(&self, secs: i64) -> u64 {
+        (secs.max(0) as u64).clamp(self.conn_timeout_min_secs, self.conn_timeout_max_secs)
+    }
+}
+
+/// Parse a message flag such as `v1:E:3600` into a TTL in seconds, within the limits.
+pub fn flag_ttl_secs(flag: &str, limits: &Limits) -> u64 {
+    let mut parts = flag.split(':');
+    let ttl = match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some("E"), Some(secs)) => secs.parse::<u64>().ok(),
+        _ => None,
+    };
+    ttl.unwrap_or(limits.message_ttl_default_secs)
+        .clamp(1, limits.message_ttl_max_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_rule() {
+        let l = Limits::default();
+        assert!(l.check_account("alice").is_ok());
+        assert!(l.check_account("用户").is_ok());
+        assert_eq!(l.check_account(""), Err(ErrorKind::InvalidArgs));
+        assert_eq!(l.check_account("a b"), Err(ErrorKind::InvalidArgs));
+        assert_eq!(l.check_account("a\tb"), Err(ErrorKind::InvalidArgs));
+        assert_eq!(l.check_account("a\u{7}"), Err(ErrorKind::InvalidArgs));
+        assert!(l.check_account(&"x".repeat(128)).is_ok());
+        assert_eq!(l.check_account(&"x".repeat(129)), Err(ErrorKind::TooLarge));
+    }
+
+    #[test]
+    fn flag_ttl() {
+        let l = Limits::default();
+        assert_eq!(flag_ttl_secs("v1:E:3600", &l), 3600);
+        assert_eq!(flag_ttl_secs("v1:E:60", &l), 60);
+        assert_eq!(flag_ttl_secs("nonsense", &l), 3600);
+        assert_eq!(flag_ttl_secs("v1:E:0", &l), 1);
+        assert_eq!(flag_ttl_secs("v1:E:99999999999", &l), l.message_ttl_max_secs);
+    }
+
+    #[test]
+    fn conn_timeout_clamps() {
+        let l = Limits::default();
+        assert_eq!(l.clamp_conn_timeout(5), 20);
+        assert_eq!(l.clamp_conn_timeout(60), 60);
+        assert_eq!(l.clamp_conn_timeout(500), 120);
+        assert_eq!(l.clamp_conn_timeout(-3), 20);
+    }
+}

@@ -1,0 +1,229 @@
+//! Every name that travels on the wire, in one place: frame events, call2 functions, notify
+//! kinds, message types, special channels and built-in attributes (PROTOCOL.md §6–§14).
+
+/// Frame events (the first element of a frame's JSON array).
+pub mod event {
+    /// Client → server: the login request.
+    pub const LOGIN: &str = "login";
+    /// Client → server: resume by session line (never sent by 1.4.0; refused by the server).
+    pub const LINE_LOGIN: &str = "line_login";
+    /// Client → server: capability flags (`{"binary":1}`).
+    pub const SET_FLAG: &str = "set_flag";
+    /// Client → server: keepalive with a counter.
+    pub const PING: &str = "ping";
+    /// Client → server: an RPC `[name, id, args]`.
+    pub const CALL2: &str = "call2";
+    /// Server → client: the login reply `[err, "<json>"]`.
+    pub const LOGIN_RET: &str = "login_ret";
+    /// Server → client: an RPC reply `[id, err, "<json>"]`.
+    pub const CALL2_RET: &str = "call2-ret";
+    /// Server → client: a pushed event.
+    pub const NOTIFY: &str = "notify";
+    /// Server → client: the keepalive answer.
+    pub const PONG: &str = "pong";
+    /// Server → client: the session is over (network/server reasons, `onLogout(102)`).
+    pub const CLOSE: &str = "close";
+    /// Server → client: the session is over, socket left open (`onLogout(102)`).
+    pub const CLOSE_SILENT: &str = "_close";
+    /// Server → client: another login of the same account took over (`onLogout(103)`).
+    pub const KICK: &str = "kick";
+    /// Server → client: a batch of frames `[[event, payload], …]`.
+    pub const MULTI: &str = "multi";
+}
+
+/// `call2` function names (PROTOCOL.md §9.3 and the `invoke` table of §14).
+pub mod call {
+    /// End the session.
+    pub const USER_LOGOUT: &str = "user_logout";
+    /// Mailbox poll, mode 0.
+    pub const USER_GETMSG: &str = "user_getmsg";
+    /// Mailbox poll, mode 1.
+    pub const USER_GETMSG2: &str = "user_getmsg2";
+    /// Send a peer-to-peer message.
+    pub const USER_SENDMSG: &str = "user_sendmsg";
+    /// Online status of an account.
+    pub const USER_QUERY_USER_STATUS: &str = "user_query_user_status";
+    /// Set one of the caller's attributes.
+    pub const USER_SET_ATTR: &str = "user_set_attr";
+    /// Read one attribute of an account.
+    pub const USER_GET_ATTR: &str = "user_get_attr";
+    /// Read all attributes of an account.
+    pub const USER_GET_ATTR_ALL: &str = "user_get_attr_all";
+    /// Join a channel.
+    pub const CHANNEL_JOIN: &str = "channel_join";
+    /// Leave a channel.
+    pub const CHANNEL_LEAVE: &str = "channel_leave";
+    /// Send a channel message (with `force`, without being a member).
+    pub const CHANNEL_SENDMSG: &str = "channel_sendmsg";
+    /// Set a channel attribute.
+    pub const CHANNEL_SET_ATTR: &str = "channel_set_attr";
+    /// Delete a channel attribute.
+    pub const CHANNEL_DEL_ATTR: &str = "channel_del_attr";
+    /// Delete all channel attributes.
+    pub const CHANNEL_CLEAR_ATTR: &str = "channel_clear_attr";
+    /// Number of members of a channel.
+    pub const CHANNEL_QUERY_NUM: &str = "channel_query_num";
+    /// Whether an account is a member of a channel.
+    pub const CHANNEL_QUERY_USER_ISIN: &str = "channel_query_user_isin";
+    /// The latest members of a channel.
+    pub const CHANNEL_QUERY_USERLIST: &str = "channel_query_userlist";
+    /// Up to `num` latest members of a channel (deprecated in the docs).
+    pub const CHANNEL_QUERY_USERLIST_ALL: &str = "channel_query_userlist_all";
+    /// Invite a peer into a channel.
+    pub const VOIP_INVITE: &str = "voip_invite";
+    /// Automatic "invite received" answer.
+    pub const VOIP_INVITE_ACK: &str = "voip_invite_ack";
+    /// Accept an invite.
+    pub const VOIP_INVITE_ACCEPT: &str = "voip_invite_accept";
+    /// Refuse an invite.
+    pub const VOIP_INVITE_REFUSE: &str = "voip_invite_refuse";
+    /// In-call message (DTMF).
+    pub const VOIP_INVITE_MSG: &str = "voip_invite_msg";
+    /// End a call or withdraw an invite.
+    pub const VOIP_INVITE_BYE: &str = "voip_invite_bye";
+
+    /// Prefix that `invoke` requires on function names.
+    pub const INVOKE_PREFIX: &str = "io.agora.signal.";
+
+    /// Every call2 name the server understands.
+    pub const ALL: &[&str] = &[
+        USER_LOGOUT,
+        USER_GETMSG,
+        USER_GETMSG2,
+        USER_SENDMSG,
+        USER_QUERY_USER_STATUS,
+        USER_SET_ATTR,
+        USER_GET_ATTR,
+        USER_GET_ATTR_ALL,
+        CHANNEL_JOIN,
+        CHANNEL_LEAVE,
+        CHANNEL_SENDMSG,
+        CHANNEL_SET_ATTR,
+        CHANNEL_DEL_ATTR,
+        CHANNEL_CLEAR_ATTR,
+        CHANNEL_QUERY_NUM,
+        CHANNEL_QUERY_USER_ISIN,
+        CHANNEL_QUERY_USERLIST,
+        CHANNEL_QUERY_USERLIST_ALL,
+        VOIP_INVITE,
+        VOIP_INVITE_ACK,
+        VOIP_INVITE_ACCEPT,
+        VOIP_INVITE_REFUSE,
+        VOIP_INVITE_MSG,
+        VOIP_INVITE_BYE,
+    ];
+}
+
+/// Kinds of `notify` payloads (PROTOCOL.md §10.1).
+pub mod notify {
+    /// A channel event `["channel2", channel, seq, "<msg string>"]`.
+    pub const CHANNEL2: &str = "channel2";
+    /// "New mail up to version" `["msg", version]`.
+    pub const MSG: &str = "msg";
+    /// Inline mailbox delivery `["recvmsg", "[version, \"<msg string>\"]"]`.
+    pub const RECVMSG: &str = "recvmsg";
+    /// Inline delivery acknowledged by id `["recvmsg_by_msgid", "<msg-v3 string>"]`.
+    pub const RECVMSG_BY_MSGID: &str = "recvmsg_by_msgid";
+}
+
+/// Message types (field F4 of msg-v2, F5 of msg-v3).
+pub mod msgtype {
+    /// A peer-to-peer text message.
+    pub const INSTANT: &str = "instant";
+    /// A channel message.
+    pub const CHANNEL_MSG: &str = "channel_msg";
+    /// Someone joined the channel.
+    pub const CHANNEL_USER_JOIN: &str = "channel_user_join";
+    /// Someone left the channel.
+    pub const CHANNEL_USER_LEAVE: &str = "channel_user_leave";
+    /// A channel attribute changed.
+    pub const CHANNEL_ATTR_UPDATE: &str = "channel_attr_update";
+    /// Prefix shared by every call-signalling type.
+    pub const VOIP_PREFIX: &str = "voip_";
+    /// The invite failed (server → caller).
+    pub const VOIP_INVITE_FAILED: &str = "voip_invite_failed";
+}
+
+/// `type` values of `channel_attr_update`.
+pub mod attr_change {
+    /// An attribute was set.
+    pub const UPDATE: &str = "update";
+    /// An attribute was deleted.
+    pub const DEL: &str = "del";
+    /// All attributes were deleted.
+    pub const CLEAR: &str = "clear";
+}
+
+/// Special channels (seed 003, `channelJoin`).
+pub mod special {
+    /// Members see every login/logout of the app as user join/leave.
+    pub const USER_ONLINE: &str = "__agora_user_online";
+    /// Members see every channel join/leave of the app.
+    pub const CHANNEL_EVENT: &str = "__agora_channel_event";
+    /// Prefix of reserved channel names.
+    pub const PREFIX: &str = "__agora_";
+}
+
+/// Built-in attribute names (seed 003 `channelSetAttr`, seed 002 `setAttr`).
+pub mod attr {
+    /// User attribute: seconds without traffic before the connection is dropped (20–120).
+    pub const CONN_TIMEOUT: &str = "_conn_timeout";
+    /// Channel: 0 = no join/leave events.
+    pub const USER_NOTIFICATION: &str = "_userNotification";
+    /// Channel: seconds the channel's state outlives its last member.
+    pub const CHANNEL_TTL: &str = "_channel_ttl";
+    /// Channel: current member count, maintained by the server.
+    pub const MEMBER_NUM: &str = "_member_num";
+    /// Channel: push `_member_num` every N seconds when membership changed (0 = off).
+    pub const AUTO_UPDATE_NUM: &str = "_auto_update_num";
+    /// Channel: messages per second allowed in the whole channel.
+    pub const SENDMSG_LIMIT: &str = "_sendmsg_limit";
+    /// Channel: changes per second allowed for each attribute.
+    pub const SETATTR_LIMIT: &str = "_setattr_limit";
+}
+
+/// Keys inside `voip_invite` `extra` that the server interprets.
+pub mod invite_option {
+    /// 1: fail at once when the peer is offline; 0: after 20 s offline.
+    pub const REQUIRE_PEER_ONLINE: &str = "_require_peer_online";
+    /// Seconds (0–30) before an unanswered invite fails and is destroyed.
+    pub const TIMEOUT: &str = "_timeout";
+}
+
+/// Login reply error strings (PROTOCOL.md §7.4, §16).
+pub mod login_error {
+    /// The session was kicked → 207.
+    pub const KICK: &str = "kick";
+    /// The token has expired → 204.
+    pub const TOKEN_EXPIRED: &str = "TokenErrorExpired";
+    /// Any other token problem → 206 (every string starting with `TokenError`).
+    pub const TOKEN_INVALID: &str = "TokenErrorInvalid";
+    /// The app id is not configured on this server → 206.
+    pub const TOKEN_UNKNOWN_APP: &str = "TokenErrorUnknownAppId";
+    /// Prefix shared by the token errors.
+    pub const TOKEN_PREFIX: &str = "TokenError";
+    /// The account breaks the account rule → 209.
+    pub const WRONG_ACCOUNT: &str = "wrong account format";
+    /// Prefix that maps to 209.
+    pub const WRONG_ACCOUNT_PREFIX: &str = "wrong account";
+    /// The server is full or shutting down → 201.
+    pub const UNAVAILABLE: &str = "server_unavailable";
+}
+
+/// Fixed values of the login frame and replies.
+pub mod fixed {
+    /// `device` sent by web clients.
+    pub const DEVICE_WEB: &str = "websdk";
+    /// Token accepted when the app has no certificate.
+    pub const NO_NEED_TOKEN: &str = "_no_need_token";
+    /// The `flag` web clients put on every p2p message: version 1, expire after 3600 s.
+    pub const DEFAULT_MSG_FLAG: &str = "v1:E:3600";
+    /// `result` of a successful reply body.
+    pub const RESULT_OK: &str = "ok";
+    /// `result` of a failed reply body.
+    pub const RESULT_FAILED: &str = "failed";
+    /// The SDK version string the web SDK reports.
+    pub const SDK_VERSION: &str = "1.4.0";
+    /// The numeric SDK version the web SDK reports.
+    pub const SDK_VERSION_INT: u32 = 1_010_400_000;
+}

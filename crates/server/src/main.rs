@@ -1,0 +1,135 @@
+//! `opensig-server`: run the server, or print a SignalingToken.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use opensig_server::ServerConfig;
+
+#[derive(Parser)]
+#[command(name = "opensig-server", version, about = "Self-hosted AgoraSig 1.4 signaling server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a SignalingToken for an account.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Address to listen on.
+    #[arg(long, env = "OPENSIG_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// An app: `ID` (no token needed) or `ID:CERTIFICATE` (tokens required). Repeatable.
+    /// None given = development mode: any app id, any token.
+    #[arg(long = "app", env = "OPENSIG_APPS", value_delimiter = ',')]
+    apps: Vec<String>,
+    /// The WebSocket URL `/getaddr` returns (default: ws://<request Host>/).
+    #[arg(long, env = "OPENSIG_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Override a limit: `name=value`, e.g. `user_messages_per_second=100`. Repeatable.
+    #[arg(long = "limit", env = "OPENSIG_LIMITS", value_delimiter = ',')]
+    limits: Vec<String>,
+    /// Folder served at `/` (the demo app).
+    #[arg(long, env = "OPENSIG_WWW", default_value = "www")]
+    www: PathBuf,
+    /// Folder served at `/pkg/` (the built SDK).
+    #[arg(long, env = "OPENSIG_PKG", default_value = "pkg")]
+    pkg: PathBuf,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// App id.
+    #[arg(long)]
+    app_id: String,
+    /// App certificate.
+    #[arg(long)]
+    certificate: String,
+    /// Account the token is for.
+    #[arg(long)]
+    account: String,
+    /// Seconds from now until the token expires (0 = never).
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Some(Command::Token(t)) = cli.command {
+        let expiry = if t.ttl == 0 {
+            0
+        } else {
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + t.ttl
+        };
+        println!("{}", opensig_protocol::token::sign(&t.app_id, &t.certificate, &t.account, expiry));
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPENSIG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let s = cli.serve;
+    let mut config = ServerConfig {
+        listen: s.listen,
+        public_url: s.public_url,
+        www_dir: Some(s.www),
+        pkg_dir: Some(s.pkg),
+        ..ServerConfig::default()
+    };
+    for app in s.apps.iter().filter(|a| !a.trim().is_empty()) {
+        if let Err(e) = config.add_app(app) {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+    for l in s.limits.iter().filter(|a| !a.trim().is_empty()) {
+        if let Err(e) = config.set_limit(l) {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+    let mode = if config.development_mode() {
+        "development mode: any app id, no token check".to_string()
+    } else {
+        format!("{} app(s) configured", config.apps.len())
+    };
+    let running = match opensig_server::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot listen: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!("opensig-server listening on {} ({mode})", running.http_url());
+    println!("opensig-server: WebSocket {}  demo {}/", running.ws_url(), running.http_url());
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing every session");
+    running.shutdown().await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

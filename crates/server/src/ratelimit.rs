@@ -1,0 +1,54 @@
+//! Token buckets: `rate` events per second with a burst of one second's worth.
+
+use tokio::time::Instant;
+
+/// A token bucket refilled continuously.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: u32) -> Bucket {
+        Bucket {
+            tokens: rate as f64,
+            last: Instant::now(),
+        }
+    }
+
+    /// Take one token if the rate allows it now. A rate of 0 means unlimited.
+    pub fn take(&mut self, rate: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let rate = rate as f64;
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn allows_rate_per_second() {
+        let mut b = Bucket::new(60);
+        let ok = (0..100).filter(|_| b.take(60)).count();
+        assert_eq!(ok, 60);
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        let ok = (0..100).filter(|_| b.take(60)).count();
+        assert_eq!(ok, 30);
+        assert!(Bucket::new(0).take(0));
+    }
+}

@@ -1,0 +1,255 @@
+//! Test helpers: a server on port 0, native clients (the protocol crate's driver), and a raw
+//! WebSocket client for wire-level checks.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use opensig_protocol::client::{Config, Event};
+use opensig_protocol::driver::Session;
+use opensig_protocol::json::JsonValue;
+use opensig_server::engine::memory::Memory;
+use opensig_server::{Running, ServerConfig};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const APP: &str = "testapp";
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub async fn server() -> Running<Memory> {
+    server_with(|_| {}).await
+}
+
+pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<Memory> {
+    let mut c = ServerConfig {
+        listen: "127.0.0.1:0".into(),
+        ..ServerConfig::default()
+    };
+    f(&mut c);
+    opensig_server::start(c).await.expect("server starts")
+}
+
+/// A logged-in native client that records what it saw.
+pub struct User {
+    pub s: Session,
+    pub name: String,
+}
+
+pub fn config(url: &str, account: &str, token: &str) -> Config {
+    let mut c = Config::new(APP, account, token);
+    c.servers = vec![url.to_string()];
+    c
+}
+
+impl User {
+    pub async fn login(url: &str, account: &str) -> User {
+        Self::login_with(config(url, account, "_no_need_token")).await
+    }
+
+    pub async fn login_with(c: Config) -> User {
+        let name = c.account.clone();
+        let mut u = User { s: Session::login(c), name };
+        let e = u.expect(|e| matches!(e, Event::LoginSuccess { .. } | Event::LoginFailed { .. })).await;
+        assert!(matches!(e, Event::LoginSuccess { .. }), "{} login: {e:?}", u.name);
+        u
+    }
+
+    /// Start logging in without waiting.
+    pub fn start(c: Config) -> User {
+        let name = c.account.clone();
+        User { s: Session::login(c), name }
+    }
+
+    /// Next event that is not a log line, within WAIT.
+    pub async fn next(&mut self) -> Event<Value> {
+        self.next_within(WAIT).await.unwrap_or_else(|| panic!("{}: no event within {WAIT:?}", self.name))
+    }
+
+    pub async fn next_within(&mut self, d: Duration) -> Option<Event<Value>> {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let e = tokio::time::timeout_at(deadline, self.s.next_event()).await.ok()??;
+            if !matches!(e, Event::Log { .. }) {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Skip events until one matches (fails after WAIT).
+    pub async fn expect(&mut self, pred: impl Fn(&Event<Value>) -> bool) -> Event<Value> {
+        self.expect_within(WAIT, pred).await
+    }
+
+    pub async fn expect_within(&mut self, d: Duration, pred: impl Fn(&Event<Value>) -> bool) -> Event<Value> {
+        let deadline = tokio::time::Instant::now() + d;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.s.next_event()).await {
+                Ok(Some(e)) if pred(&e) => return e,
+                Ok(Some(e)) => seen.push(e),
+                Ok(None) => panic!("{}: session ended; saw {seen:?}", self.name),
+                Err(_) => panic!("{}: expected event not seen within {d:?}; saw {seen:?}", self.name),
+            }
+        }
+    }
+
+    /// Assert nothing but log lines arrives for `d`.
+    pub async fn quiet(&mut self, d: Duration) {
+        if let Some(e) = self.next_within(d).await {
+            panic!("{}: unexpected event {e:?}", self.name);
+        }
+    }
+
+    /// Wait for `Done` of `req` and return its result.
+    pub async fn done(&mut self, req: opensig_protocol::client::ReqId) -> Result<Value, String> {
+        match self.expect(|e| matches!(e, Event::Done { req: r, .. } if *r == req)).await {
+            Event::Done { result, .. } => result.map_err(|f| f.err),
+            _ => unreachable!(),
+        }
+    }
+
+    pub async fn send(&mut self, peer: &str, text: &str) -> Result<Value, String> {
+        let (p, t) = (peer.to_string(), text.to_string());
+        let req = self.s.with(move |c, now| c.message_instant_send(&p, &t, now)).await;
+        self.done(req).await
+    }
+
+    pub async fn invoke(&mut self, func: &str, args: Value) -> Result<Value, String> {
+        let (f, a) = (format!("io.agora.signal.{func}"), args.to_string());
+        let req = self.s.with(move |c, now| c.invoke(&f, &a, now)).await;
+        self.done(req).await
+    }
+
+    pub async fn join(&mut self, channel: &str) -> (opensig_protocol::client::ChannelId, Value) {
+        let n = channel.to_string();
+        let ch = self.s.with(move |c, now| c.channel_join(&n, now)).await;
+        let e = self
+            .expect(|e| matches!(e, Event::ChannelJoined { ch: c } | Event::ChannelJoinFailed { ch: c, .. } if *c == ch))
+            .await;
+        assert!(matches!(e, Event::ChannelJoined { .. }), "{} join {channel}: {e:?}", self.name);
+        let list = match self.expect(|e| matches!(e, Event::ChannelUserList { ch: c, .. } if *c == ch)).await {
+            Event::ChannelUserList { list, .. } => list,
+            _ => unreachable!(),
+        };
+        (ch, list)
+    }
+
+    pub async fn channel_send(&mut self, channel: &str, text: &str) -> Result<Value, String> {
+        let (n, t) = (channel.to_string(), text.to_string());
+        let req = self.s.with(move |c, now| c.channel_send(&n, &t, false, now)).await;
+        self.done(req).await
+    }
+}
+
+pub fn s(v: &Value) -> String {
+    v.as_string().unwrap_or_else(|| v.to_string())
+}
+
+/// Accounts of a join list `[[account, uid], …]`.
+pub fn accounts(list: &Value) -> Vec<String> {
+    list.as_array().unwrap().iter().map(|e| e[0].as_str().unwrap().to_string()).collect()
+}
+
+/// A raw WebSocket client speaking frames directly.
+pub struct Raw {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub line: String,
+    pub binary_frames: usize,
+}
+
+impl Raw {
+    pub async fn connect(url: &str) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        Raw { ws, line: String::new(), binary_frames: 0 }
+    }
+
+    pub async fn send(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("send");
+    }
+
+    pub async fn send_value(&mut self, v: Value) {
+        self.send(v.to_string()).await;
+    }
+
+    /// Next JSON frame (zlib binary frames inflated; `multi` left as is).
+    pub async fn recv(&mut self) -> Option<Value> {
+        self.recv_within(WAIT).await
+    }
+
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
+        loop {
+            let m = tokio::time::timeout(d, self.ws.next()).await.ok()??.ok()?;
+            match m {
+                Message::Text(t) => return Some(serde_json::from_str(&t).expect("server sends JSON")),
+                Message::Binary(b) => {
+                    self.binary_frames += 1;
+                    let t = opensig_protocol::zlib::decompress(&b, 1 << 20).expect("zlib frame");
+                    return Some(serde_json::from_str(&t).expect("server sends JSON"));
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next frame, with `multi` batches flattened.
+    pub async fn recv_flat(&mut self, pending: &mut std::collections::VecDeque<Value>) -> Option<Value> {
+        if let Some(v) = pending.pop_front() {
+            return Some(v);
+        }
+        let v = self.recv().await?;
+        if v[0] == "multi" {
+            pending.extend(v[1].as_array().unwrap().iter().cloned());
+            return pending.pop_front();
+        }
+        Some(v)
+    }
+
+    /// Log in and return the login_ret frame.
+    pub async fn login(&mut self, app: &str, account: &str, token: &str) -> Value {
+        self.send_value(json!(["login", {"vid": app, "account": account, "uid": 0, "token": token, "device": "websdk", "ip": ""}]))
+            .await;
+        let r = self.recv().await.expect("login_ret");
+        assert_eq!(r[0], "login_ret", "{r}");
+        if r[1][0] == "" {
+            let body: Value = serde_json::from_str(r[1][1].as_str().unwrap()).unwrap();
+            self.line = body["line"].as_str().unwrap_or_default().to_string();
+        }
+        r
+    }
+
+    /// Send a call2 and wait for its reply `[id, err, body]` (other frames are skipped).
+    pub async fn call(&mut self, name: &str, id: u64, mut args: Value) -> (String, Value) {
+        if args.get("line").is_none() {
+            args["line"] = Value::String(self.line.clone());
+        }
+        self.send_value(json!(["call2", [name, id, args]])).await;
+        self.reply(id).await
+    }
+
+    pub async fn reply(&mut self, id: u64) -> (String, Value) {
+        let mut pending = std::collections::VecDeque::new();
+        loop {
+            let f = self.recv_flat(&mut pending).await.expect("call2-ret before close");
+            if f[0] == "call2-ret" && f[1][0] == id {
+                let err = f[1][1].as_str().unwrap().to_string();
+                let body = f[1][2].as_str().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
+                return (err, body);
+            }
+        }
+    }
+
+    /// True when the server closed the connection (a close frame or EOF) within WAIT.
+    pub async fn closed(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}

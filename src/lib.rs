@@ -1,0 +1,1 @@
+//! opensig WASM SDK (placeholder until the SDK lands).
