@@ -604,7 +604,9 @@ impl<V: JsonValue> Client<V> {
             self.login_failed(Code::LoginNet, now);
             return;
         }
-        let base = self.cfg.lbs[self.lbs_next].trim_end_matches('/').to_string();
+        let base = self.cfg.lbs[self.lbs_next]
+            .trim_end_matches('/')
+            .to_string();
         self.lbs_next += 1;
         self.fetch_seq += 1;
         self.pending_fetch = Some(self.fetch_seq);
@@ -947,9 +949,16 @@ impl<V: JsonValue> Client<V> {
             .and_then(|b| b.as_string())
             .and_then(|t| V::parse(&t));
         let ok = err.is_empty()
-            && body.as_ref().and_then(|b| b.get("result")).and_then(|r| r.as_string()).as_deref()
+            && body
+                .as_ref()
+                .and_then(|b| b.get("result"))
+                .and_then(|r| r.as_string())
+                .as_deref()
                 == Some(fixed::RESULT_OK);
-        let line = body.as_ref().and_then(|b| b.get("line")).and_then(|l| l.as_string());
+        let line = body
+            .as_ref()
+            .and_then(|b| b.get("line"))
+            .and_then(|l| l.as_string());
         match (ok, line) {
             (true, Some(line)) if !line.is_empty() => {
                 let uid = body
@@ -1018,16 +1027,23 @@ impl<V: JsonValue> Client<V> {
                 .collect();
             for (ch, name) in rejoin {
                 let body = Body::new().s("name", &name).0;
-                self.request_front(call::CHANNEL_JOIN, body, Kind::Join { ch, rejoin: true }, "channelJoin", now);
+                self.request_front(
+                    call::CHANNEL_JOIN,
+                    body,
+                    Kind::Join { ch, rejoin: true },
+                    "channelJoin",
+                    now,
+                );
             }
         }
         self.flush(now);
     }
 
     fn on_call2_ret(&mut self, p: V, now: Millis) {
-        let Some(id) = p.at(0).and_then(|i| {
-            as_u64(&i).or_else(|| i.as_string().and_then(|s| s.parse().ok()))
-        }) else {
+        let Some(id) = p
+            .at(0)
+            .and_then(|i| as_u64(&i).or_else(|| i.as_string().and_then(|s| s.parse().ok())))
+        else {
             return;
         };
         let Some(req) = self.in_flight.remove(&(id as u32)) else {
@@ -1090,17 +1106,25 @@ impl<V: JsonValue> Client<V> {
             }
             Kind::Join { ch, rejoin } => match &result {
                 Ok(body) => {
-                    let Some(c) = self.channels.get_mut(&ch) else { return };
+                    let Some(c) = self.channels.get_mut(&ch) else {
+                        return;
+                    };
                     if c.state == ChanState::Left {
                         return;
                     }
                     c.state = ChanState::Joined;
                     c.last_seq = 0;
                     if !rejoin {
-                        self.events.push_back(Event::ChannelJoined { ch: ChannelId(ch) });
+                        self.events
+                            .push_back(Event::ChannelJoined { ch: ChannelId(ch) });
                     }
-                    let list = body.get("list").unwrap_or_else(|| V::parse("[]").unwrap_or_else(|| V::from_string("")));
-                    self.events.push_back(Event::ChannelUserList { ch: ChannelId(ch), list });
+                    let list = body
+                        .get("list")
+                        .unwrap_or_else(|| V::parse("[]").unwrap_or_else(|| V::from_string("")));
+                    self.events.push_back(Event::ChannelUserList {
+                        ch: ChannelId(ch),
+                        list,
+                    });
                     if let Some(attrs) = body.get("attrs") {
                         let update = V::from_string(crate::names::attr_change::UPDATE);
                         for k in attrs.keys() {
@@ -1189,7 +1213,10 @@ impl<V: JsonValue> Client<V> {
                 if f.len() < 3 {
                     return;
                 }
-                (f[1].to_string(), V::parse(f[2]).or_else(|| Some(V::from_string(f[2]))))
+                (
+                    f[1].to_string(),
+                    V::parse(f[2]).or_else(|| Some(V::from_string(f[2]))),
+                )
             }
             None => match p.at(0).and_then(|k| k.as_string()) {
                 Some(k) => (k, p.at(1)),
@@ -1209,7 +1236,9 @@ impl<V: JsonValue> Client<V> {
                 self.poll_mailbox(now);
             }
             notify::RECVMSG => {
-                let Some(text) = arg1.and_then(|a| a.as_string()) else { return };
+                let Some(text) = arg1.and_then(|a| a.as_string()) else {
+                    return;
+                };
                 let Some(pair) = V::parse(&text) else { return };
                 let (Some(v), Some(m)) = (
                     pair.at(0).as_ref().and_then(as_u64),
@@ -1263,7 +1292,9 @@ impl<V: JsonValue> Client<V> {
         let msgs = body.get("msgs");
         let count = msgs.as_ref().and_then(|m| m.array_len()).unwrap_or(0);
         for i in 0..count {
-            let Some(entry) = msgs.as_ref().and_then(|m| m.at(i)) else { continue };
+            let Some(entry) = msgs.as_ref().and_then(|m| m.at(i)) else {
+                continue;
+            };
             let (Some(v), Some(text)) = (
                 entry.at(0).as_ref().and_then(as_u64),
                 entry.at(1).and_then(|t| t.as_string()),
@@ -1301,8 +1332,14 @@ impl<V: JsonValue> Client<V> {
                 self.log("ignored a call message whose content is not JSON");
                 return;
             };
-            let channel = content.get("channel").and_then(|c| c.as_string()).unwrap_or_default();
-            let peer = content.get("peer").and_then(|c| c.as_string()).unwrap_or_default();
+            let channel = content
+                .get("channel")
+                .and_then(|c| c.as_string())
+                .unwrap_or_default();
+            let peer = content
+                .get("peer")
+                .and_then(|c| c.as_string())
+                .unwrap_or_default();
             let extra = content.get("extra").unwrap_or_else(|| V::from_string(""));
             self.on_voip(m.kind, channel, peer, extra, now);
         }
@@ -1330,7 +1367,9 @@ impl<V: JsonValue> Client<V> {
             });
             return;
         }
-        let Some(&call) = self.calls.get(&key) else { return };
+        let Some(&call) = self.calls.get(&key) else {
+            return;
+        };
         let (what, ends) = match kind {
             call::VOIP_INVITE_ACK => (CallEvent::ReceivedByPeer, false),
             call::VOIP_INVITE_ACCEPT => (CallEvent::AcceptedByPeer, false),
@@ -1352,7 +1391,13 @@ impl<V: JsonValue> Client<V> {
 
     /// `channelInviteUser2(channel, peer, extra)`; `extra_json` is the JSON text of the app's
     /// value (a JSON string literal for string extras).
-    pub fn invite(&mut self, channel: &str, peer: &str, extra_json: &str, now: Millis) -> (CallId, ReqId) {
+    pub fn invite(
+        &mut self,
+        channel: &str,
+        peer: &str,
+        extra_json: &str,
+        now: Millis,
+    ) -> (CallId, ReqId) {
         self.next_id += 1;
         let call = self.next_id;
         let l = &self.cfg.limits;
@@ -1368,7 +1413,14 @@ impl<V: JsonValue> Client<V> {
             .s("peer", peer)
             .raw("extra", extra_json)
             .0;
-        let req = self.checked(check, call::VOIP_INVITE, body, Kind::Invite { call }, "channelInviteUser2", now);
+        let req = self.checked(
+            check,
+            call::VOIP_INVITE,
+            body,
+            Kind::Invite { call },
+            "channelInviteUser2",
+            now,
+        );
         (CallId(call), req)
     }
 
@@ -1397,7 +1449,9 @@ impl<V: JsonValue> Client<V> {
             .0;
         let req = self.checked(check, name, body, Kind::User, op, now);
         let key = (channel.to_string(), peer.to_string());
-        if matches!(name, call::VOIP_INVITE_REFUSE | call::VOIP_INVITE_BYE) && self.calls.get(&key) == Some(&call.0) {
+        if matches!(name, call::VOIP_INVITE_REFUSE | call::VOIP_INVITE_BYE)
+            && self.calls.get(&key) == Some(&call.0)
+        {
             self.calls.remove(&key);
         }
         if name == call::VOIP_INVITE_BYE {
@@ -1412,7 +1466,14 @@ impl<V: JsonValue> Client<V> {
 
     /// `call.channelInviteDTMF(dtmf)`: `extra` is the JSON text
     /// `{"msgtype":"dtmf","msgdata":"<dtmf>"}`, sent as a string.
-    pub fn call_dtmf(&mut self, call: CallId, channel: &str, peer: &str, dtmf: &str, now: Millis) -> ReqId {
+    pub fn call_dtmf(
+        &mut self,
+        call: CallId,
+        channel: &str,
+        peer: &str,
+        dtmf: &str,
+        now: Millis,
+    ) -> ReqId {
         let mut inner = String::from("{\"msgtype\":\"dtmf\",\"msgdata\":");
         push_str(&mut inner, dtmf);
         inner.push('}');
@@ -1425,11 +1486,17 @@ impl<V: JsonValue> Client<V> {
 
     fn on_channel2(&mut self, channel: &str, seq: u64, text: &str) {
         // route by name (Q1); only an event without a channel name goes to the newest channel
-        let routed = if channel.is_empty() { self.current } else { self.by_name.get(channel).copied() };
+        let routed = if channel.is_empty() {
+            self.current
+        } else {
+            self.by_name.get(channel).copied()
+        };
         let Some(ch) = routed else {
             return;
         };
-        let Some(c) = self.channels.get_mut(&ch) else { return };
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
         if c.last_seq != 0 && seq <= c.last_seq {
             return;
         }
@@ -1492,7 +1559,13 @@ impl<V: JsonValue> Client<V> {
                 self.by_name.insert(name.into(), ch);
                 self.current = Some(ch);
                 let body = Body::new().s("name", name).0;
-                self.request(call::CHANNEL_JOIN, body, Kind::Join { ch, rejoin: false }, "channelJoin", now);
+                self.request(
+                    call::CHANNEL_JOIN,
+                    body,
+                    Kind::Join { ch, rejoin: false },
+                    "channelJoin",
+                    now,
+                );
             }
             Err(e) => {
                 if let Some(c) = self.channels.get_mut(&ch) {
@@ -1513,17 +1586,30 @@ impl<V: JsonValue> Client<V> {
     }
 
     fn channel_name(&self, ch: ChannelId) -> String {
-        self.channels.get(&ch.0).map(|c| c.name.clone()).unwrap_or_default()
+        self.channels
+            .get(&ch.0)
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
     }
 
     /// `channel.channelLeave()`; completes with `ChannelLeft` and `Done`.
     pub fn channel_leave(&mut self, ch: ChannelId, name: &str, now: Millis) -> ReqId {
-        let name = if self.channels.contains_key(&ch.0) { self.channel_name(ch) } else { name.into() };
+        let name = if self.channels.contains_key(&ch.0) {
+            self.channel_name(ch)
+        } else {
+            name.into()
+        };
         if let Some(c) = self.channels.get_mut(&ch.0) {
             c.state = ChanState::Left;
         }
         let body = Body::new().s("name", &name).0;
-        self.request(call::CHANNEL_LEAVE, body, Kind::Leave { ch: ch.0 }, "channelLeave", now)
+        self.request(
+            call::CHANNEL_LEAVE,
+            body,
+            Kind::Leave { ch: ch.0 },
+            "channelLeave",
+            now,
+        )
     }
 
     /// `channel.messageChannelSend(msg)`; `force` sends without membership.
@@ -1537,12 +1623,25 @@ impl<V: JsonValue> Client<V> {
         if force {
             body = body.raw("force", "true");
         }
-        self.checked(check, call::CHANNEL_SENDMSG, body.0, Kind::User, "messageChannelSend", now)
+        self.checked(
+            check,
+            call::CHANNEL_SENDMSG,
+            body.0,
+            Kind::User,
+            "messageChannelSend",
+            now,
+        )
     }
 
     /// `channelSetAttr` (`value` Some), `channelDelAttr` (`name` Some, `value` None) or
     /// `channelClearAttr` (both None).
-    pub fn channel_attr(&mut self, channel: &str, name: Option<&str>, value: Option<&str>, now: Millis) -> ReqId {
+    pub fn channel_attr(
+        &mut self,
+        channel: &str,
+        name: Option<&str>,
+        value: Option<&str>,
+        now: Millis,
+    ) -> ReqId {
         let l = &self.cfg.limits;
         let mut check = l.check_channel(channel);
         let mut body = Body::new().s("channel", channel);
@@ -1579,7 +1678,14 @@ impl<V: JsonValue> Client<V> {
             .s("content", text)
             .s("messageID", &self.unique_id())
             .0;
-        self.checked(check, call::USER_SENDMSG, body, Kind::User, "messageInstantSend", now)
+        self.checked(
+            check,
+            call::USER_SENDMSG,
+            body,
+            Kind::User,
+            "messageInstantSend",
+            now,
+        )
     }
 
     /// `invoke(func, args)`; `args_json` is the JSON text of the app's args object.
@@ -1598,7 +1704,7 @@ impl<V: JsonValue> Client<V> {
             (Some(_), None) => self.failed_now(ErrorKind::InvalidArgs, "invoke"),
             (Some(n), Some(inner)) => {
                 let check = Limits::check_len(args_json.len(), self.cfg.limits.max_frame_bytes / 2);
-                self.checked(check, &n.to_string(), inner.to_string(), Kind::User, "invoke", now)
+                self.checked(check, n, inner.to_string(), Kind::User, "invoke", now)
             }
         }
     }
@@ -1612,7 +1718,13 @@ impl<V: JsonValue> Client<V> {
                 self.logout_waiters.push(id);
                 if self.logout_deadline.is_none() {
                     self.logout_deadline = Some(now + LOGOUT_TIMEOUT_MS);
-                    self.request_front(call::USER_LOGOUT, String::new(), Kind::Logout, "logout", now);
+                    self.request_front(
+                        call::USER_LOGOUT,
+                        String::new(),
+                        Kind::Logout,
+                        "logout",
+                        now,
+                    );
                 }
             }
             State::LoggingIn | State::Reconnecting => {
@@ -1696,7 +1808,14 @@ impl<V: JsonValue> Client<V> {
         }
     }
 
-    fn new_req(&mut self, name: &str, body: String, kind: Kind, op: &'static str, now: Millis) -> Req {
+    fn new_req(
+        &mut self,
+        name: &str,
+        body: String,
+        kind: Kind,
+        op: &'static str,
+        now: Millis,
+    ) -> Req {
         self.next_id += 1;
         Req {
             id: self.next_id,
@@ -1708,7 +1827,14 @@ impl<V: JsonValue> Client<V> {
         }
     }
 
-    fn request(&mut self, name: &str, body: String, kind: Kind, op: &'static str, now: Millis) -> ReqId {
+    fn request(
+        &mut self,
+        name: &str,
+        body: String,
+        kind: Kind,
+        op: &'static str,
+        now: Millis,
+    ) -> ReqId {
         let r = self.new_req(name, body, kind, op, now);
         let id = r.id;
         if self.state == State::LoggedIn {
@@ -1719,7 +1845,14 @@ impl<V: JsonValue> Client<V> {
         ReqId(id)
     }
 
-    fn request_front(&mut self, name: &str, body: String, kind: Kind, op: &'static str, now: Millis) {
+    fn request_front(
+        &mut self,
+        name: &str,
+        body: String,
+        kind: Kind,
+        op: &'static str,
+        now: Millis,
+    ) {
         let r = self.new_req(name, body, kind, op, now);
         if self.state == State::LoggedIn {
             self.transmit(r);
@@ -1730,7 +1863,9 @@ impl<V: JsonValue> Client<V> {
 
     fn flush(&mut self, _now: Millis) {
         while self.state == State::LoggedIn {
-            let Some(r) = self.queue.pop_front() else { break };
+            let Some(r) = self.queue.pop_front() else {
+                break;
+            };
             self.transmit(r);
         }
     }
@@ -1769,7 +1904,11 @@ fn server_url<V: JsonValue>(entry: &V) -> Option<String> {
     let ip = entry.at(0)?.as_string()?;
     let port = as_u64(&entry.at(1)?)?;
     let parts: Vec<&str> = ip.split('.').collect();
-    if parts.len() != 4 || !parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() != 4
+        || !parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let mut url = String::from("wss://");

@@ -348,10 +348,22 @@ mod tests {
     #[test]
     fn login_strings_map_like_the_original() {
         assert_eq!(login_failure_code("kick"), Code::LoginTokenKicked);
-        assert_eq!(login_failure_code("TokenErrorExpired"), Code::LoginTokenExpired);
-        assert_eq!(login_failure_code("TokenErrorInvalid"), Code::LoginTokenWrong);
-        assert_eq!(login_failure_code("TokenErrorUnknownAppId"), Code::LoginTokenWrong);
-        assert_eq!(login_failure_code("wrong account format"), Code::LoginWrongAccount);
+        assert_eq!(
+            login_failure_code("TokenErrorExpired"),
+            Code::LoginTokenExpired
+        );
+        assert_eq!(
+            login_failure_code("TokenErrorInvalid"),
+            Code::LoginTokenWrong
+        );
+        assert_eq!(
+            login_failure_code("TokenErrorUnknownAppId"),
+            Code::LoginTokenWrong
+        );
+        assert_eq!(
+            login_failure_code("wrong account format"),
+            Code::LoginWrongAccount
+        );
         assert_eq!(login_failure_code("whatever"), Code::LoginNet);
         assert_eq!(login_failure_code(""), Code::LoginNet);
     }

@@ -123,7 +123,9 @@ async fn run(
         }
         let deadline = client.poll_timeout();
         let sleep: Pin<Box<dyn Future<Output = ()> + Send>> = match deadline {
-            Some(t) => Box::pin(tokio::time::sleep_until(start + std::time::Duration::from_millis(t))),
+            Some(t) => Box::pin(tokio::time::sleep_until(
+                start + std::time::Duration::from_millis(t),
+            )),
             None => Box::pin(std::future::pending()),
         };
         tokio::select! {

@@ -184,23 +184,87 @@ impl VoipKind {
 #[allow(missing_docs)]
 pub enum Request {
     UserLogout,
-    UserGetmsg { ver_clear: u64, max: u64 },
-    UserGetmsg2 { clear_msgs: Vec<String>, max: u64 },
-    UserSendmsg { peer: String, flag: String, kind: String, content: String, message_id: Option<String> },
-    UserQueryUserStatus { account: String },
-    UserSetAttr { name: String, value: String },
-    UserGetAttr { account: String, name: String },
-    UserGetAttrAll { account: String },
-    ChannelJoin { name: String },
-    ChannelLeave { name: String },
-    ChannelSendmsg { name: String, msg: String, msg_id: Option<String>, force: bool },
-    ChannelSetAttr { channel: String, name: String, value: String },
-    ChannelDelAttr { channel: String, name: String },
-    ChannelClearAttr { channel: String },
-    ChannelQueryNum { name: String },
-    ChannelQueryUserIsin { name: String, account: String },
-    ChannelQueryUserlist { name: String, num: Option<u64> },
-    Voip { kind: VoipKind, channel: String, peer: String, extra: Value, message_id: Option<String> },
+    UserGetmsg {
+        ver_clear: u64,
+        max: u64,
+    },
+    UserGetmsg2 {
+        clear_msgs: Vec<String>,
+        max: u64,
+    },
+    UserSendmsg {
+        peer: String,
+        flag: String,
+        kind: String,
+        content: String,
+        message_id: Option<String>,
+    },
+    UserQueryUserStatus {
+        account: String,
+    },
+    UserSetAttr {
+        name: String,
+        value: String,
+    },
+    UserGetAttr {
+        account: String,
+        name: String,
+    },
+    UserGetAttrAll {
+        account: String,
+    },
+    ChannelJoin {
+        name: String,
+    },
+    ChannelLeave {
+        name: String,
+    },
+    ChannelSendmsg {
+        name: String,
+        msg: String,
+        msg_id: Option<String>,
+        force: bool,
+    },
+    ChannelSetAttr {
+        channel: String,
+        name: String,
+        value: String,
+    },
+    ChannelDelAttr {
+        channel: String,
+        name: String,
+    },
+    ChannelClearAttr {
+        channel: String,
+    },
+    ChannelQueryNum {
+        name: String,
+    },
+    ChannelQueryUserIsin {
+        name: String,
+        account: String,
+    },
+    ChannelQueryUserlist {
+        name: String,
+        num: Option<u64>,
+    },
+    Voip {
+        kind: VoipKind,
+        channel: String,
+        peer: String,
+        extra: Value,
+        message_id: Option<String>,
+    },
+}
+
+/// Text of a name: strings as they are, numbers in JSON form (the original client turns a
+/// non-string account or channel into JSON text).
+fn name_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Text of a scalar: strings as they are, numbers and booleans in JSON form.
@@ -216,10 +280,11 @@ fn scalar_text(v: &Value) -> Option<String> {
 /// Non-negative integer from a number or a numeric string.
 fn uint(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
-            .or_else(|| n.as_i64().map(|i| i.max(0) as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -230,7 +295,10 @@ struct Args<'a>(&'a Map<String, Value>);
 
 impl Args<'_> {
     fn text(&self, key: &str) -> Result<String, ErrorKind> {
-        self.0.get(key).and_then(scalar_text).ok_or(ErrorKind::InvalidArgs)
+        self.0
+            .get(key)
+            .and_then(name_text)
+            .ok_or(ErrorKind::InvalidArgs)
     }
     fn text_or(&self, key: &str, default: &str) -> Result<String, ErrorKind> {
         match self.0.get(key) {
@@ -290,7 +358,9 @@ impl Request {
                 content: a.text_or("content", "")?,
                 message_id: a.opt_text("messageID")?,
             },
-            call::USER_QUERY_USER_STATUS => Request::UserQueryUserStatus { account: a.text("account")? },
+            call::USER_QUERY_USER_STATUS => Request::UserQueryUserStatus {
+                account: a.text("account")?,
+            },
             call::USER_SET_ATTR => Request::UserSetAttr {
                 name: a.text("name")?,
                 value: a.text_or("value", "")?,
@@ -299,9 +369,15 @@ impl Request {
                 account: a.text("account")?,
                 name: a.text("name")?,
             },
-            call::USER_GET_ATTR_ALL => Request::UserGetAttrAll { account: a.text("account")? },
-            call::CHANNEL_JOIN => Request::ChannelJoin { name: a.text("name")? },
-            call::CHANNEL_LEAVE => Request::ChannelLeave { name: a.text("name")? },
+            call::USER_GET_ATTR_ALL => Request::UserGetAttrAll {
+                account: a.text("account")?,
+            },
+            call::CHANNEL_JOIN => Request::ChannelJoin {
+                name: a.text("name")?,
+            },
+            call::CHANNEL_LEAVE => Request::ChannelLeave {
+                name: a.text("name")?,
+            },
             call::CHANNEL_SENDMSG => Request::ChannelSendmsg {
                 name: a.text("name")?,
                 msg: a.text_or("msg", "")?,
@@ -317,13 +393,20 @@ impl Request {
                 channel: a.text("channel")?,
                 name: a.text("name")?,
             },
-            call::CHANNEL_CLEAR_ATTR => Request::ChannelClearAttr { channel: a.text("channel")? },
-            call::CHANNEL_QUERY_NUM => Request::ChannelQueryNum { name: a.text("name")? },
+            call::CHANNEL_CLEAR_ATTR => Request::ChannelClearAttr {
+                channel: a.text("channel")?,
+            },
+            call::CHANNEL_QUERY_NUM => Request::ChannelQueryNum {
+                name: a.text("name")?,
+            },
             call::CHANNEL_QUERY_USER_ISIN => Request::ChannelQueryUserIsin {
                 name: a.text("name")?,
                 account: a.text("account")?,
             },
-            call::CHANNEL_QUERY_USERLIST => Request::ChannelQueryUserlist { name: a.text("name")?, num: None },
+            call::CHANNEL_QUERY_USERLIST => Request::ChannelQueryUserlist {
+                name: a.text("name")?,
+                num: None,
+            },
             call::CHANNEL_QUERY_USERLIST_ALL => Request::ChannelQueryUserlist {
                 name: a.text("name")?,
                 num: Some(a.uint_or("num", 1_000_000)?),
@@ -333,7 +416,10 @@ impl Request {
                     kind,
                     channel: a.text("channelName")?,
                     peer: a.text("peer")?,
-                    extra: args.get("extra").cloned().unwrap_or(Value::String(String::new())),
+                    extra: args
+                        .get("extra")
+                        .cloned()
+                        .unwrap_or(Value::String(String::new())),
                     message_id: a.opt_text("messageID")?,
                 },
                 None => return Err(ErrorKind::UnknownFunction),
@@ -392,7 +478,10 @@ pub mod out {
 
     /// `["notify",["recvmsg","[version,\"<msg string>\"]"]]`.
     pub fn recvmsg(version: u64, message: &str) -> String {
-        json_text(&(event::NOTIFY, (notify::RECVMSG, json_text(&(version, message)))))
+        json_text(&(
+            event::NOTIFY,
+            (notify::RECVMSG, json_text(&(version, message))),
+        ))
     }
 
     /// `["notify",["msg",version]]`.
@@ -437,7 +526,9 @@ pub mod content {
 
     /// `{"channel":…,"account":…,"uid":0,"msg":…}`.
     pub fn channel_msg(channel: &str, account: &str, msg: &str) -> String {
-        json_text(&serde_json::json!({"channel": channel, "account": account, "uid": 0, "msg": msg}))
+        json_text(
+            &serde_json::json!({"channel": channel, "account": account, "uid": 0, "msg": msg}),
+        )
     }
 
     /// `{"channel":…,"account":…,"uid":0}` for join/leave.
@@ -446,7 +537,13 @@ pub mod content {
     }
 
     /// `{"channel":…,"account":…,"uid":0,"name":…,"value":…,"type":…}`.
-    pub fn channel_attr(channel: &str, account: &str, name: &str, value: &str, kind: &str) -> String {
+    pub fn channel_attr(
+        channel: &str,
+        account: &str,
+        name: &str,
+        value: &str,
+        kind: &str,
+    ) -> String {
         json_text(&serde_json::json!({
             "channel": channel, "account": account, "uid": 0,
             "name": name, "value": value, "type": kind
@@ -491,13 +588,22 @@ mod tests {
             ClientFrame::decode(r#"["set_flag",{"binary":1}]"#).unwrap(),
             ClientFrame::SetFlag { binary: true }
         );
-        assert_eq!(ClientFrame::decode(r#"["ping",3]"#).unwrap(), ClientFrame::Ping(json!(3)));
-        let c = ClientFrame::decode(r#"["call2",["channel_join",7,{"line":"L","name":"room1"}]]"#).unwrap();
+        assert_eq!(
+            ClientFrame::decode(r#"["ping",3]"#).unwrap(),
+            ClientFrame::Ping(json!(3))
+        );
+        let c = ClientFrame::decode(r#"["call2",["channel_join",7,{"line":"L","name":"room1"}]]"#)
+            .unwrap();
         let ClientFrame::Call2(c) = c else { panic!() };
         assert_eq!(c.name, "channel_join");
         assert_eq!(c.id, json!(7));
         let r = Request::parse(&c.name, c.args.as_ref().unwrap()).unwrap();
-        assert_eq!(r, Request::ChannelJoin { name: "room1".into() });
+        assert_eq!(
+            r,
+            Request::ChannelJoin {
+                name: "room1".into()
+            }
+        );
     }
 
     #[test]
@@ -505,13 +611,22 @@ mod tests {
         assert_eq!(ClientFrame::decode("{"), Err(DecodeError::NotJson));
         assert_eq!(ClientFrame::decode("{}"), Err(DecodeError::NotAFrame));
         assert_eq!(ClientFrame::decode("[1,2]"), Err(DecodeError::NotAFrame));
-        assert_eq!(ClientFrame::decode(r#"["call2",5]"#), Err(DecodeError::BadPayload("call2")));
+        assert_eq!(
+            ClientFrame::decode(r#"["call2",5]"#),
+            Err(DecodeError::BadPayload("call2"))
+        );
         assert_eq!(
             ClientFrame::decode(r#"["call2",["x",{},{}]]"#),
             Err(DecodeError::BadPayload("call2"))
         );
-        assert_eq!(ClientFrame::decode(r#"["login",[]]"#), Err(DecodeError::BadPayload("login")));
-        assert_eq!(ClientFrame::decode(r#"["hello",1]"#), Ok(ClientFrame::Unknown("hello".into())));
+        assert_eq!(
+            ClientFrame::decode(r#"["login",[]]"#),
+            Err(DecodeError::BadPayload("login"))
+        );
+        assert_eq!(
+            ClientFrame::decode(r#"["hello",1]"#),
+            Ok(ClientFrame::Unknown("hello".into()))
+        );
     }
 
     #[test]
@@ -519,21 +634,33 @@ mod tests {
         let m = |v: Value| v.as_object().unwrap().clone();
         assert_eq!(
             Request::parse("user_getmsg", &m(json!({"ver_clear": "12", "max": 30}))),
-            Ok(Request::UserGetmsg { ver_clear: 12, max: 30 })
+            Ok(Request::UserGetmsg {
+                ver_clear: 12,
+                max: 30
+            })
         );
         assert_eq!(
             Request::parse("user_getmsg", &m(json!({"ver_clear": [1]}))),
             Err(ErrorKind::InvalidArgs)
         );
-        assert_eq!(Request::parse("channel_join", &m(json!({}))), Err(ErrorKind::InvalidArgs));
+        assert_eq!(
+            Request::parse("channel_join", &m(json!({}))),
+            Err(ErrorKind::InvalidArgs)
+        );
         assert_eq!(
             Request::parse("channel_join", &m(json!({"name": {"x": 1}}))),
             Err(ErrorKind::InvalidArgs)
         );
-        assert_eq!(Request::parse("nope", &m(json!({}))), Err(ErrorKind::UnknownFunction));
+        assert_eq!(
+            Request::parse("nope", &m(json!({}))),
+            Err(ErrorKind::UnknownFunction)
+        );
         for name in call::ALL {
             // every known name parses or complains about args, never "unknown"
-            assert_ne!(Request::parse(name, &m(json!({}))), Err(ErrorKind::UnknownFunction));
+            assert_ne!(
+                Request::parse(name, &m(json!({}))),
+                Err(ErrorKind::UnknownFunction)
+            );
         }
     }
 
@@ -545,10 +672,15 @@ mod tests {
         assert_eq!(body["result"], "ok");
         assert_eq!(body["line"], "abc");
         let f: Value = serde_json::from_str(&out::recvmsg(5, "msg-v2 a 0 b instant - hi")).unwrap();
-        assert_eq!(f, json!(["notify", ["recvmsg", "[5,\"msg-v2 a 0 b instant - hi\"]"]]));
-        let f: Value = serde_json::from_str(&out::call2_err(&json!(3), ErrorKind::InvalidArgs)).unwrap();
+        assert_eq!(
+            f,
+            json!(["notify", ["recvmsg", "[5,\"msg-v2 a 0 b instant - hi\"]"]])
+        );
+        let f: Value =
+            serde_json::from_str(&out::call2_err(&json!(3), ErrorKind::InvalidArgs)).unwrap();
         assert_eq!(f, json!(["call2-ret", [3, "invalid_args", ""]]));
-        let f: Value = serde_json::from_str(&out::multi(&[out::pong(&json!(1)), out::close()])).unwrap();
+        let f: Value =
+            serde_json::from_str(&out::multi(&[out::pong(&json!(1)), out::close()])).unwrap();
         assert_eq!(f, json!(["multi", [["pong", 1], ["close", ""]]]));
     }
 }

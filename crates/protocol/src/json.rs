@@ -148,7 +148,15 @@ mod tests {
 
     #[test]
     fn strings_escape_like_json() {
-        for s in ["plain", "q\"uote", "back\\slash", "nl\n\r\t", "\u{1}\u{1f}", "中文 ✓", ""] {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "nl\n\r\t",
+            "\u{1}\u{1f}",
+            "中文 ✓",
+            "",
+        ] {
             let text = quote(s);
             let back: String = serde_json::from_str(&text).unwrap();
             assert_eq!(back, s);
@@ -175,6 +183,9 @@ mod tests {
         assert_eq!(get("a").at(1).unwrap().as_string().as_deref(), Some("x"));
         assert_eq!(as_u64(&get("b")), None);
         assert!(<serde_json::Value as JsonValue>::parse("{").is_none());
-        assert_eq!(<serde_json::Value as JsonValue>::from_f64(3.0).to_text(), "3");
+        assert_eq!(
+            <serde_json::Value as JsonValue>::from_f64(3.0).to_text(),
+            "3"
+        );
     }
 }

@@ -12,14 +12,14 @@ pub mod limits;
 pub mod msg;
 pub mod names;
 
+#[cfg(feature = "tokio")]
+pub mod driver;
 #[cfg(feature = "serde")]
 pub mod frame;
 #[cfg(feature = "token")]
 pub mod token;
 #[cfg(feature = "zlib")]
 pub mod zlib;
-#[cfg(feature = "tokio")]
-pub mod driver;
 
 pub use codes::{Code, ErrorKind};
 pub use limits::Limits;

@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(flag_ttl_secs("v1:E:60", &l), 60);
         assert_eq!(flag_ttl_secs("nonsense", &l), 3600);
         assert_eq!(flag_ttl_secs("v1:E:0", &l), 1);
-        assert_eq!(flag_ttl_secs("v1:E:99999999999", &l), l.message_ttl_max_secs);
+        assert_eq!(
+            flag_ttl_secs("v1:E:99999999999", &l),
+            l.message_ttl_max_secs
+        );
     }
 
     #[test]

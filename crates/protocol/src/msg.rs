@@ -94,7 +94,10 @@ pub fn build_v3(
     content: &str,
 ) -> String {
     let mut s = String::with_capacity(48 + source.len() + dest.len() + content.len());
-    push_fields(&mut s, &[V3, id, source, UID_FIELD, dest, kind, flag, content]);
+    push_fields(
+        &mut s,
+        &[V3, id, source, UID_FIELD, dest, kind, flag, content],
+    );
     s
 }
 
@@ -116,7 +119,14 @@ mod tests {
         let m = parse(&s).unwrap();
         assert_eq!(
             (m.id, m.source, m.dest, m.kind, m.flag, m.content),
-            (None, "bob", "alice", "instant", "v1:E:3600", "hello  world ")
+            (
+                None,
+                "bob",
+                "alice",
+                "instant",
+                "v1:E:3600",
+                "hello  world "
+            )
         );
         // exactly 5 spaces: delivered with empty content
         let m = parse("msg-v2 bob 0 alice instant -").unwrap();

@@ -88,10 +88,7 @@ mod tests {
             verify(&t, APP, CERT, "TestAccount", 1446455472),
             Err(TokenError::Expired)
         );
-        assert_eq!(
-            verify(&t, APP, CERT, "Other", 1),
-            Err(TokenError::Invalid)
-        );
+        assert_eq!(verify(&t, APP, CERT, "Other", 1), Err(TokenError::Invalid));
         assert_eq!(
             verify(&t, APP, "0000", "TestAccount", 1),
             Err(TokenError::Invalid)
@@ -100,8 +97,18 @@ mod tests {
             verify(&t, "otherapp", CERT, "TestAccount", 1),
             Err(TokenError::Invalid)
         );
-        for bad in ["", "_no_need_token", "1:x", "2:a:1:b", "1:a:b:c", "1:a:+5:c"] {
-            assert_eq!(verify(bad, APP, CERT, "TestAccount", 1), Err(TokenError::Invalid));
+        for bad in [
+            "",
+            "_no_need_token",
+            "1:x",
+            "2:a:1:b",
+            "1:a:b:c",
+            "1:a:+5:c",
+        ] {
+            assert_eq!(
+                verify(bad, APP, CERT, "TestAccount", 1),
+                Err(TokenError::Invalid)
+            );
         }
         let forever = sign(APP, CERT, "TestAccount", 0);
         assert_eq!(verify(&forever, APP, CERT, "TestAccount", u64::MAX), Ok(()));

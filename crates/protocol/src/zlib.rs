@@ -8,7 +8,8 @@ use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 /// Compress UTF-8 JSON text into one complete zlib stream.
 pub fn compress(text: &str) -> Vec<u8> {
     let mut enc = ZlibEncoder::new(Vec::with_capacity(text.len() / 2 + 16), Compression::fast());
-    enc.write_all(text.as_bytes()).expect("writing to a Vec cannot fail");
+    enc.write_all(text.as_bytes())
+        .expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")
 }
 
@@ -27,7 +28,8 @@ pub enum InflateError {
 pub fn decompress(bytes: &[u8], max_bytes: usize) -> Result<String, InflateError> {
     let mut out = Vec::new();
     let mut dec = ZlibDecoder::new(bytes).take(max_bytes as u64 + 1);
-    dec.read_to_end(&mut out).map_err(|_| InflateError::Corrupt)?;
+    dec.read_to_end(&mut out)
+        .map_err(|_| InflateError::Corrupt)?;
     if out.len() > max_bytes {
         return Err(InflateError::TooLarge);
     }

@@ -69,7 +69,10 @@ impl ServerConfig {
         let map = current.as_object_mut().expect("limits are an object");
         if !map.contains_key(name.trim()) {
             let known: Vec<&String> = map.keys().collect();
-            return Err(ConfigError::BadLimit(spec.into(), format!("unknown limit; known: {known:?}")));
+            return Err(ConfigError::BadLimit(
+                spec.into(),
+                format!("unknown limit; known: {known:?}"),
+            ));
         }
         let parsed: serde_json::Value = serde_json::from_str(value.trim())
             .map_err(|e| ConfigError::BadLimit(spec.into(), e.to_string()))?;

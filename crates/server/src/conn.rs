@@ -46,7 +46,13 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
     Stats::inc(&shared.stats.connections);
     shared.register(handle.clone());
 
-    let mut writer = tokio::spawn(write_loop(sink, rx, signals.clone(), binary.clone(), shared.clone()));
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        signals.clone(),
+        binary.clone(),
+        shared.clone(),
+    ));
     let mut reader = Reader {
         shared: shared.clone(),
         handle: handle.clone(),
@@ -95,7 +101,11 @@ enum Flow {
 impl<E: Engine> Reader<E> {
     /// Read until the connection ends; true when it ended because the writer finished
     /// (kick, overflow, shutdown, or a reply that closes).
-    async fn run(&mut self, mut stream: SplitStream<WebSocket>, writer: &mut tokio::task::JoinHandle<()>) -> bool {
+    async fn run(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        writer: &mut tokio::task::JoinHandle<()>,
+    ) -> bool {
         loop {
             let next = tokio::select! {
                 m = tokio::time::timeout(self.idle, stream.next()) => m,
@@ -225,8 +235,12 @@ impl<E: Engine> Reader<E> {
                         .unwrap_or(0);
                     match token::verify(&login.token, &login.vid, cert, &login.account, now) {
                         Ok(()) => {}
-                        Err(token::TokenError::Expired) => return refuse(login_error::TOKEN_EXPIRED),
-                        Err(token::TokenError::Invalid) => return refuse(login_error::TOKEN_INVALID),
+                        Err(token::TokenError::Expired) => {
+                            return refuse(login_error::TOKEN_EXPIRED)
+                        }
+                        Err(token::TokenError::Invalid) => {
+                            return refuse(login_error::TOKEN_INVALID)
+                        }
                     }
                 }
                 Some(None) => {}
@@ -234,16 +248,20 @@ impl<E: Engine> Reader<E> {
         } else if login.vid.is_empty() || login.vid.len() > 128 {
             return refuse(login_error::TOKEN_UNKNOWN_APP);
         }
-        let info = match shared.engine.login(&login.vid, &login.account, self.handle.clone()).await {
+        let line = hex::encode(rand::random::<[u8; 16]>());
+        let welcome: Frame = out::login_ok(&line).into();
+        let info = match shared
+            .engine
+            .login(&login.vid, &login.account, self.handle.clone(), welcome)
+            .await
+        {
             Ok(i) => i,
             Err(_) => return refuse(login_error::UNAVAILABLE),
         };
-        let line = hex::encode(rand::random::<[u8; 16]>());
         self.idle = Duration::from_secs(info.conn_timeout_secs);
         Stats::inc(&shared.stats.logins);
         Stats::inc(&shared.stats.sessions);
         info!(app = %login.vid, account = %login.account, conn = self.handle.id, "login");
-        self.send(out::login_ok(&line));
         self.session = Some(Session {
             app: login.vid,
             account: login.account,
@@ -296,18 +314,32 @@ impl<E: Engine> Reader<E> {
                 return Ok(Reply::Logout);
             }
             Request::UserGetmsg { ver_clear, max } => {
-                let page = engine.get_messages(&app, &me, ver_clear, max as usize).await?;
+                let page = engine
+                    .get_messages(&app, &me, ver_clear, max as usize)
+                    .await?;
                 fields.insert("ver_clear".into(), page.ver_clear.into());
                 fields.insert("msgs".into(), msgs_json(&page.msgs));
             }
             Request::UserGetmsg2 { clear_msgs, max } => {
-                let page = engine.get_messages_by_id(&app, &me, &clear_msgs, max as usize).await?;
+                let page = engine
+                    .get_messages_by_id(&app, &me, &clear_msgs, max as usize)
+                    .await?;
                 fields.insert("msgs".into(), msgs_json(&page.msgs));
             }
-            Request::UserSendmsg { peer, flag, kind, content, message_id } => {
+            Request::UserSendmsg {
+                peer,
+                flag,
+                kind,
+                content,
+                message_id,
+            } => {
                 l.check_account(&peer)?;
                 Limits::check_len(content.len(), l.p2p_message_max_bytes)?;
-                if flag.contains(' ') || flag.len() > 64 || kind.len() > 64 || !opensig_protocol::limits::valid_name(&kind, 64) {
+                if flag.contains(' ')
+                    || flag.len() > 64
+                    || kind.len() > 64
+                    || !opensig_protocol::limits::valid_name(&kind, 64)
+                {
                     return Err(ErrorKind::InvalidArgs);
                 }
                 if kind.starts_with(msgtype::VOIP_PREFIX) {
@@ -339,7 +371,9 @@ impl<E: Engine> Reader<E> {
                 if name == attr::CONN_TIMEOUT {
                     let secs: i64 = value.trim().parse().map_err(|_| ErrorKind::InvalidArgs)?;
                     let clamped = l.clamp_conn_timeout(secs);
-                    engine.set_user_attr(&app, &me, &name, &clamped.to_string()).await?;
+                    engine
+                        .set_user_attr(&app, &me, &name, &clamped.to_string())
+                        .await?;
                     self.idle = Duration::from_secs(clamped);
                 } else {
                     engine.set_user_attr(&app, &me, &name, &value).await?;
@@ -349,7 +383,11 @@ impl<E: Engine> Reader<E> {
                 l.check_account(&account)?;
                 l.check_attr_name(&name)?;
                 let attrs = engine.user_attrs(&app, &account).await?;
-                let value = attrs.into_iter().find(|(n, _)| *n == name).map(|(_, v)| v).unwrap_or_default();
+                let value = attrs
+                    .into_iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
                 fields.insert("account".into(), account.into());
                 fields.insert("name".into(), name.into());
                 fields.insert("value".into(), value.into());
@@ -357,22 +395,38 @@ impl<E: Engine> Reader<E> {
             Request::UserGetAttrAll { account } => {
                 l.check_account(&account)?;
                 let attrs = engine.user_attrs(&app, &account).await?;
-                let obj: Map<String, Value> = attrs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+                let obj: Map<String, Value> = attrs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
                 fields.insert("account".into(), account.into());
-                fields.insert("json".into(), opensig_protocol::frame::json_text(&obj).into());
+                fields.insert(
+                    "json".into(),
+                    opensig_protocol::frame::json_text(&obj).into(),
+                );
             }
             Request::ChannelJoin { name } => {
                 l.check_channel(&name)?;
                 let session = self.session.as_ref().ok_or(ErrorKind::NotLoggedIn)?;
-                if !session.channels.contains(&name) && session.channels.len() >= l.channels_per_session {
+                if !session.channels.contains(&name)
+                    && session.channels.len() >= l.channels_per_session
+                {
                     return Err(ErrorKind::TooManyChannels);
                 }
                 let info = engine.join(&app, &name, &me, &self.handle).await?;
                 if let Some(s) = self.session.as_mut() {
                     s.channels.insert(name.clone());
                 }
-                let list: Vec<Value> = info.list.into_iter().map(|a| Value::Array(vec![a.into(), 0.into()])).collect();
-                let attrs: Map<String, Value> = info.attrs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+                let list: Vec<Value> = info
+                    .list
+                    .into_iter()
+                    .map(|a| Value::Array(vec![a.into(), 0.into()]))
+                    .collect();
+                let attrs: Map<String, Value> = info
+                    .attrs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
                 fields.insert("list".into(), Value::Array(list));
                 fields.insert("attrs".into(), Value::Object(attrs));
             }
@@ -383,27 +437,44 @@ impl<E: Engine> Reader<E> {
                     s.channels.remove(&name);
                 }
             }
-            Request::ChannelSendmsg { name, msg, msg_id, force } => {
+            Request::ChannelSendmsg {
+                name,
+                msg,
+                msg_id,
+                force,
+            } => {
                 l.check_channel(&name)?;
                 Limits::check_len(msg.len(), l.channel_message_max_bytes)?;
                 self.rate()?;
-                engine.channel_send(&app, &name, &me, &msg, force, msg_id.as_deref()).await?;
+                engine
+                    .channel_send(&app, &name, &me, &msg, force, msg_id.as_deref())
+                    .await?;
                 Stats::inc(&self.shared.stats.channel_messages);
             }
-            Request::ChannelSetAttr { channel, name, value } => {
+            Request::ChannelSetAttr {
+                channel,
+                name,
+                value,
+            } => {
                 l.check_channel(&channel)?;
                 l.check_attr_name(&name)?;
                 Limits::check_len(value.len(), l.attr_value_max_bytes)?;
-                engine.channel_attr(&app, &channel, &me, AttrOp::Set { name, value }).await?;
+                engine
+                    .channel_attr(&app, &channel, &me, AttrOp::Set { name, value })
+                    .await?;
             }
             Request::ChannelDelAttr { channel, name } => {
                 l.check_channel(&channel)?;
                 l.check_attr_name(&name)?;
-                engine.channel_attr(&app, &channel, &me, AttrOp::Del { name }).await?;
+                engine
+                    .channel_attr(&app, &channel, &me, AttrOp::Del { name })
+                    .await?;
             }
             Request::ChannelClearAttr { channel } => {
                 l.check_channel(&channel)?;
-                engine.channel_attr(&app, &channel, &me, AttrOp::Clear).await?;
+                engine
+                    .channel_attr(&app, &channel, &me, AttrOp::Clear)
+                    .await?;
             }
             Request::ChannelQueryNum { name } => {
                 l.check_channel(&name)?;
@@ -423,12 +494,21 @@ impl<E: Engine> Reader<E> {
                 l.check_channel(&name)?;
                 let max = num.map_or(l.channel_list_max, |n| (n as usize).min(100_000));
                 let (count, list) = engine.channel_members(&app, &name, max).await?;
-                let list: Vec<Value> = list.into_iter().map(|a| Value::Array(vec![a.into(), 0.into()])).collect();
+                let list: Vec<Value> = list
+                    .into_iter()
+                    .map(|a| Value::Array(vec![a.into(), 0.into()]))
+                    .collect();
                 fields.insert("name".into(), name.into());
                 fields.insert("num".into(), count.into());
                 fields.insert("list".into(), Value::Array(list));
             }
-            Request::Voip { kind, channel, peer, extra, message_id } => {
+            Request::Voip {
+                kind,
+                channel,
+                peer,
+                extra,
+                message_id,
+            } => {
                 l.check_channel(&channel)?;
                 l.check_account(&peer)?;
                 let extra_len = match &extra {
@@ -440,7 +520,17 @@ impl<E: Engine> Reader<E> {
                     self.rate()?;
                 }
                 engine
-                    .voip(&app, &me, Relay { kind, channel, peer, extra, message_id })
+                    .voip(
+                        &app,
+                        &me,
+                        Relay {
+                            kind,
+                            channel,
+                            peer,
+                            extra,
+                            message_id,
+                        },
+                    )
                     .await?;
             }
         }
@@ -478,8 +568,16 @@ async fn write_loop<E: Engine>(
 ) {
     let mut batch: Vec<Out> = Vec::with_capacity(64);
     loop {
-        // out-of-band endings first
+        // out-of-band endings first; a kick still delivers what was queued before it
         let ending = if signals.kicked.load(Ordering::SeqCst) {
+            let mut queued = Vec::new();
+            while let Ok(item) = rx.try_recv() {
+                let (Out::Frame(f) | Out::FrameThenClose(f)) = item;
+                queued.push(f);
+            }
+            if !queued.is_empty() && write(&mut sink, &queued, &binary, &shared).await.is_err() {
+                return;
+            }
             Some(out::kick())
         } else if signals.overflowed.load(Ordering::SeqCst) {
             Stats::inc(&shared.stats.slow_consumers);
@@ -540,7 +638,10 @@ async fn write_loop<E: Engine>(
         }
         if close_after {
             let _ = sink
-                .send(Message::Close(Some(CloseFrame { code: 1000, reason: Utf8Bytes::from_static("bye") })))
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: Utf8Bytes::from_static("bye"),
+                })))
                 .await;
             let _ = sink.close().await;
             return;
@@ -554,10 +655,17 @@ async fn write<E: Engine>(
     binary: &AtomicBool,
     shared: &Shared<E>,
 ) -> Result<(), axum::Error> {
-    let text: String = if frames.len() == 1 { frames[0].to_string() } else { out::multi(frames) };
+    let text: String = if frames.len() == 1 {
+        frames[0].to_string()
+    } else {
+        out::multi(frames)
+    };
     Stats::inc(&shared.stats.frames_out);
     let limits = &shared.config.limits;
-    let msg = if binary.load(Ordering::Relaxed) && text.len() >= COMPRESS_THRESHOLD && text.len() <= limits.max_frame_bytes {
+    let msg = if binary.load(Ordering::Relaxed)
+        && text.len() >= COMPRESS_THRESHOLD
+        && text.len() <= limits.max_frame_bytes
+    {
         Message::Binary(zlib::compress(&text).into())
     } else {
         Message::Text(Utf8Bytes::from(text))

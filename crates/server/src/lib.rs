@@ -170,7 +170,13 @@ async fn root<E: Engine>(
                 .on_upgrade(move |socket| conn::serve(socket, shared))
                 .into_response()
         }
-        Err(_) => match shared.config.www_dir.as_ref().map(|d| d.join("index.html")).filter(|p| p.is_file()) {
+        Err(_) => match shared
+            .config
+            .www_dir
+            .as_ref()
+            .map(|d| d.join("index.html"))
+            .filter(|p| p.is_file())
+        {
             Some(index) => {
                 use tower::ServiceExt;
                 match ServeFile::new(index).oneshot(req).await {

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use opensig_server::ServerConfig;
 
 #[derive(Parser)]
-#[command(name = "opensig-server", version, about = "Self-hosted AgoraSig 1.4 signaling server")]
+#[command(
+    name = "opensig-server",
+    version,
+    about = "Self-hosted AgoraSig 1.4 signaling server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -67,9 +71,16 @@ async fn main() {
         let expiry = if t.ttl == 0 {
             0
         } else {
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + t.ttl
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                + t.ttl
         };
-        println!("{}", opensig_protocol::token::sign(&t.app_id, &t.certificate, &t.account, expiry));
+        println!(
+            "{}",
+            opensig_protocol::token::sign(&t.app_id, &t.certificate, &t.account, expiry)
+        );
         return;
     }
     tracing_subscriber::fmt()
@@ -110,8 +121,15 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    tracing::info!("opensig-server listening on {} ({mode})", running.http_url());
-    println!("opensig-server: WebSocket {}  demo {}/", running.ws_url(), running.http_url());
+    tracing::info!(
+        "opensig-server listening on {} ({mode})",
+        running.http_url()
+    );
+    println!(
+        "opensig-server: WebSocket {}  demo {}/",
+        running.ws_url(),
+        running.http_url()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: closing every session");
     running.shutdown().await;

@@ -48,14 +48,30 @@ impl Stats {
             ("opensig_frames_in_total", "counter", &self.frames_in),
             ("opensig_frames_out_total", "counter", &self.frames_out),
             ("opensig_p2p_messages_total", "counter", &self.p2p_messages),
-            ("opensig_channel_messages_total", "counter", &self.channel_messages),
+            (
+                "opensig_channel_messages_total",
+                "counter",
+                &self.channel_messages,
+            ),
             ("opensig_error_replies_total", "counter", &self.errors),
-            ("opensig_slow_consumers_total", "counter", &self.slow_consumers),
+            (
+                "opensig_slow_consumers_total",
+                "counter",
+                &self.slow_consumers,
+            ),
             ("opensig_logins_total", "counter", &self.logins),
-            ("opensig_login_failures_total", "counter", &self.login_failures),
+            (
+                "opensig_login_failures_total",
+                "counter",
+                &self.login_failures,
+            ),
         ];
         for (name, kind, v) in rows {
-            let _ = writeln!(s, "# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                s,
+                "# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         s
     }

@@ -246,12 +246,33 @@ async fn sweeper(inner: Weak<Inner>) {
             !(mb.msgs.is_empty() && idle_long && !inner.sessions.contains_key(k))
         });
         let window = Duration::from_secs(inner.limits.dedup_window_secs);
-        inner
-            .seen
-            .retain(|_, s| s.order.back().is_some_and(|(t, _)| now.duration_since(*t) <= window));
+        inner.seen.retain(|_, s| {
+            s.order
+                .back()
+                .is_some_and(|(t, _)| now.duration_since(*t) <= window)
+        });
         inner
             .offline_since
             .retain(|_, t| now.duration_since(*t) < Duration::from_secs(3600));
+    }
+}
+
+/// A call-signalling message (no flag, no client id).
+fn voip_mail<'a>(
+    from: &'a str,
+    to: &'a str,
+    kind: &'a str,
+    content: &'a str,
+    ttl_secs: u64,
+) -> Mail<'a> {
+    Mail {
+        from,
+        to,
+        kind,
+        flag: msg::NO_FLAG,
+        ttl_secs,
+        content,
+        message_id: None,
     }
 }
 
@@ -297,7 +318,15 @@ impl Inner {
     }
 
     /// Store a message in `to`'s mailbox and push it if `to` is online. Returns its version.
-    fn deliver(&self, app: &str, from: &str, to: &str, kind: &str, flag: &str, body: &str, ttl: u64) -> EResult<u64> {
+    fn deliver(&self, app: &str, mail: &Mail<'_>) -> EResult<u64> {
+        let (from, to, kind, flag, body, ttl) = (
+            mail.from,
+            mail.to,
+            mail.kind,
+            mail.flag,
+            mail.content,
+            mail.ttl_secs,
+        );
         let id = self.next_msg_id();
         let text: Arc<str> = msg::build_v3(&id, from, to, kind, flag, body).into();
         let k = key(app, to);
@@ -352,10 +381,21 @@ impl Inner {
         }
     }
 
-    fn voip_failed(&self, app: &str, caller: &str, channel: &str, callee: &str, extra: &Value, code: Code) {
+    fn voip_failed(
+        &self,
+        app: &str,
+        caller: &str,
+        channel: &str,
+        callee: &str,
+        extra: &Value,
+        code: Code,
+    ) {
         let body = content::voip(channel, callee, extra, Some(code.value()));
         let ttl = self.limits.message_ttl_default_secs;
-        let _ = self.deliver(app, callee, caller, msgtype::VOIP_INVITE_FAILED, msg::NO_FLAG, &body, ttl);
+        let _ = self.deliver(
+            app,
+            &voip_mail(callee, caller, msgtype::VOIP_INVITE_FAILED, &body, ttl),
+        );
     }
 }
 
@@ -371,7 +411,9 @@ fn schedule_destroy(inner: &Arc<Inner>, app: &str, ch: &mut Channel) {
     tokio::spawn(async move {
         tokio::time::sleep(ttl).await;
         let Some(inner) = weak.upgrade() else { return };
-        let Some(arc) = inner.channels.get(&k).map(|c| c.clone()) else { return };
+        let Some(arc) = inner.channels.get(&k).map(|c| c.clone()) else {
+            return;
+        };
         let mut ch = arc.lock();
         if ch.ttl_gen == generation && ch.members.is_empty() && !ch.dead {
             ch.dead = true;
@@ -392,7 +434,9 @@ fn schedule_member_num(inner: &Arc<Inner>, app: &str, ch: &mut Channel) {
         loop {
             tick.tick().await;
             let Some(inner) = weak.upgrade() else { return };
-            let Some(arc) = inner.channels.get(&k).map(|c| c.clone()) else { return };
+            let Some(arc) = inner.channels.get(&k).map(|c| c.clone()) else {
+                return;
+            };
             let mut ch = arc.lock();
             if ch.dead || ch.auto_gen != generation {
                 return;
@@ -405,7 +449,8 @@ fn schedule_member_num(inner: &Arc<Inner>, app: &str, ch: &mut Channel) {
                     None => ch.attrs.push((attr::MEMBER_NUM.into(), num.clone())),
                 }
                 let name = ch.name.clone();
-                let body = content::channel_attr(&name, "", attr::MEMBER_NUM, &num, attr_change::UPDATE);
+                let body =
+                    content::channel_attr(&name, "", attr::MEMBER_NUM, &num, attr_change::UPDATE);
                 ch.broadcast("-", msgtype::CHANNEL_ATTR_UPDATE, &body, None);
             }
         }
@@ -413,23 +458,41 @@ fn schedule_member_num(inner: &Arc<Inner>, app: &str, ch: &mut Channel) {
 }
 
 impl Engine for Memory {
-    async fn login(&self, app: &str, account: &str, conn: ConnHandle) -> EResult<LoginInfo> {
+    async fn login(
+        &self,
+        app: &str,
+        account: &str,
+        conn: ConnHandle,
+        welcome: Frame,
+    ) -> EResult<LoginInfo> {
         let inner = &self.inner;
         let k = key(app, account);
+        let conn_timeout = inner
+            .user_attrs
+            .get(&k)
+            .and_then(|a| {
+                a.get(attr::CONN_TIMEOUT)
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+            })
+            .map_or(inner.limits.conn_timeout_default_secs, |s| {
+                inner.limits.clamp_conn_timeout(s)
+            });
+        conn.push(welcome);
         let older = inner.sessions.insert(k.clone(), conn);
         match older {
             Some(old) => old.kick(),
             None => {
                 inner.offline_since.remove(&k);
                 let body = content::channel_user(special::USER_ONLINE, account);
-                inner.special_event(app, special::USER_ONLINE, account, msgtype::CHANNEL_USER_JOIN, &body);
+                inner.special_event(
+                    app,
+                    special::USER_ONLINE,
+                    account,
+                    msgtype::CHANNEL_USER_JOIN,
+                    &body,
+                );
             }
         }
-        let conn_timeout = inner
-            .user_attrs
-            .get(&k)
-            .and_then(|a| a.get(attr::CONN_TIMEOUT).and_then(|v| v.trim().parse::<i64>().ok()))
-            .map_or(inner.limits.conn_timeout_default_secs, |s| inner.limits.clamp_conn_timeout(s));
         Ok(LoginInfo {
             conn_timeout_secs: conn_timeout,
         })
@@ -438,10 +501,20 @@ impl Engine for Memory {
     async fn logout(&self, app: &str, account: &str, conn_id: u64) {
         let inner = &self.inner;
         let k = key(app, account);
-        if inner.sessions.remove_if(&k, |_, c| c.id == conn_id).is_some() {
+        if inner
+            .sessions
+            .remove_if(&k, |_, c| c.id == conn_id)
+            .is_some()
+        {
             inner.offline_since.insert(k, Instant::now());
             let body = content::channel_user(special::USER_ONLINE, account);
-            inner.special_event(app, special::USER_ONLINE, account, msgtype::CHANNEL_USER_LEAVE, &body);
+            inner.special_event(
+                app,
+                special::USER_ONLINE,
+                account,
+                msgtype::CHANNEL_USER_LEAVE,
+                &body,
+            );
         }
     }
 
@@ -450,12 +523,16 @@ impl Engine for Memory {
         if !inner.first_time(app, mail.from, mail.message_id) {
             return Ok(());
         }
-        inner
-            .deliver(app, mail.from, mail.to, mail.kind, mail.flag, mail.content, mail.ttl_secs)
-            .map(|_| ())
+        inner.deliver(app, &mail).map(|_| ())
     }
 
-    async fn get_messages(&self, app: &str, account: &str, ver_clear: u64, max: usize) -> EResult<MailPage> {
+    async fn get_messages(
+        &self,
+        app: &str,
+        account: &str,
+        ver_clear: u64,
+        max: usize,
+    ) -> EResult<MailPage> {
         let inner = &self.inner;
         let now = Instant::now();
         let mut mb = inner.mailboxes.entry(key(app, account)).or_default();
@@ -466,11 +543,22 @@ impl Engine for Memory {
         let max = max.clamp(1, inner.limits.mailbox_page_max);
         Ok(MailPage {
             ver_clear: mb.cleared,
-            msgs: mb.msgs.iter().take(max).map(|m| (m.version, m.text.clone())).collect(),
+            msgs: mb
+                .msgs
+                .iter()
+                .take(max)
+                .map(|m| (m.version, m.text.clone()))
+                .collect(),
         })
     }
 
-    async fn get_messages_by_id(&self, app: &str, account: &str, clear_ids: &[String], max: usize) -> EResult<MailPage> {
+    async fn get_messages_by_id(
+        &self,
+        app: &str,
+        account: &str,
+        clear_ids: &[String],
+        max: usize,
+    ) -> EResult<MailPage> {
         let inner = &self.inner;
         let now = Instant::now();
         let mut mb = inner.mailboxes.entry(key(app, account)).or_default();
@@ -479,8 +567,12 @@ impl Engine for Memory {
         mb.touched = Some(now);
         mb.purge(now);
         let max = max.clamp(1, inner.limits.mailbox_page_max);
-        let msgs: Vec<(u64, Arc<str>)> =
-            mb.msgs.iter().take(max).map(|m| (m.version, m.text.clone())).collect();
+        let msgs: Vec<(u64, Arc<str>)> = mb
+            .msgs
+            .iter()
+            .take(max)
+            .map(|m| (m.version, m.text.clone()))
+            .collect();
         // returned messages count as delivered (the mode-1 client never acknowledges them)
         if let Some((v, _)) = msgs.last() {
             mb.cleared = mb.cleared.max(*v);
@@ -496,7 +588,13 @@ impl Engine for Memory {
         Ok(self.inner.online(app, account))
     }
 
-    async fn set_user_attr(&self, app: &str, account: &str, name: &str, value: &str) -> EResult<()> {
+    async fn set_user_attr(
+        &self,
+        app: &str,
+        account: &str,
+        name: &str,
+        value: &str,
+    ) -> EResult<()> {
         let mut attrs = self.inner.user_attrs.entry(key(app, account)).or_default();
         if value.is_empty() {
             attrs.remove(name);
@@ -518,7 +616,13 @@ impl Engine for Memory {
             .unwrap_or_default())
     }
 
-    async fn join(&self, app: &str, channel: &str, account: &str, conn: &ConnHandle) -> EResult<JoinInfo> {
+    async fn join(
+        &self,
+        app: &str,
+        channel: &str,
+        account: &str,
+        conn: &ConnHandle,
+    ) -> EResult<JoinInfo> {
         let inner = &self.inner;
         let (info, fresh) = loop {
             let arc = inner.channel(app, channel);
@@ -535,7 +639,13 @@ impl Engine for Memory {
                 None => {
                     ch.next_order += 1;
                     let order = ch.next_order;
-                    ch.members.insert(account.to_owned(), Member { conn: conn.clone(), order });
+                    ch.members.insert(
+                        account.to_owned(),
+                        Member {
+                            conn: conn.clone(),
+                            order,
+                        },
+                    );
                     ch.order.insert(order, account.to_owned());
                     ch.members_changed = true;
                     if ch.notify_users {
@@ -553,17 +663,28 @@ impl Engine for Memory {
         };
         if fresh && !channel.starts_with(special::PREFIX) {
             let body = content::channel_user(channel, account);
-            inner.special_event(app, special::CHANNEL_EVENT, account, msgtype::CHANNEL_USER_JOIN, &body);
+            inner.special_event(
+                app,
+                special::CHANNEL_EVENT,
+                account,
+                msgtype::CHANNEL_USER_JOIN,
+                &body,
+            );
         }
         Ok(info)
     }
 
     async fn leave(&self, app: &str, channel: &str, account: &str, conn_id: u64) -> EResult<()> {
         let inner = &self.inner;
-        let Some(arc) = inner.existing_channel(app, channel) else { return Ok(()) };
+        let Some(arc) = inner.existing_channel(app, channel) else {
+            return Ok(());
+        };
         let left = {
             let mut ch = arc.lock();
-            let mine = ch.members.get(account).is_some_and(|m| m.conn.id == conn_id);
+            let mine = ch
+                .members
+                .get(account)
+                .is_some_and(|m| m.conn.id == conn_id);
             if mine {
                 if let Some(m) = ch.members.remove(account) {
                     ch.order.remove(&m.order);
@@ -579,18 +700,36 @@ impl Engine for Memory {
         };
         if left && !channel.starts_with(special::PREFIX) {
             let body = content::channel_user(channel, account);
-            inner.special_event(app, special::CHANNEL_EVENT, account, msgtype::CHANNEL_USER_LEAVE, &body);
+            inner.special_event(
+                app,
+                special::CHANNEL_EVENT,
+                account,
+                msgtype::CHANNEL_USER_LEAVE,
+                &body,
+            );
         }
         Ok(())
     }
 
-    async fn channel_send(&self, app: &str, channel: &str, from: &str, text: &str, force: bool, msg_id: Option<&str>) -> EResult<()> {
+    async fn channel_send(
+        &self,
+        app: &str,
+        channel: &str,
+        from: &str,
+        text: &str,
+        force: bool,
+        msg_id: Option<&str>,
+    ) -> EResult<()> {
         let inner = &self.inner;
         if channel.starts_with(special::PREFIX) {
             return Err(ErrorKind::ReservedChannel);
         }
         let Some(arc) = inner.existing_channel(app, channel) else {
-            return if force { Ok(()) } else { Err(ErrorKind::NotInChannel) };
+            return if force {
+                Ok(())
+            } else {
+                Err(ErrorKind::NotInChannel)
+            };
         };
         let mut ch = arc.lock();
         if !force && !ch.members.contains_key(from) {
@@ -625,15 +764,29 @@ impl Engine for Memory {
                         return Err(ErrorKind::ReadOnlyAttr);
                     }
                     let limit = ch.setattr_limit;
-                    if !ch.attr_rates.entry(name.clone()).or_insert_with(|| Bucket::new(limit)).take(limit) {
+                    if !ch
+                        .attr_rates
+                        .entry(name.clone())
+                        .or_insert_with(|| Bucket::new(limit))
+                        .take(limit)
+                    {
                         return Err(ErrorKind::RateLimited);
                     }
-                    let number = || value.trim().parse::<u64>().map_err(|_| ErrorKind::InvalidArgs);
+                    let number = || {
+                        value
+                            .trim()
+                            .parse::<u64>()
+                            .map_err(|_| ErrorKind::InvalidArgs)
+                    };
                     match name.as_str() {
                         attr::USER_NOTIFICATION => ch.notify_users = number()? != 0,
                         attr::CHANNEL_TTL => ch.ttl_secs = number()?,
-                        attr::SENDMSG_LIMIT => ch.sendmsg_limit = number()?.min(u32::MAX as u64) as u32,
-                        attr::SETATTR_LIMIT => ch.setattr_limit = number()?.min(u32::MAX as u64) as u32,
+                        attr::SENDMSG_LIMIT => {
+                            ch.sendmsg_limit = number()?.min(u32::MAX as u64) as u32
+                        }
+                        attr::SETATTR_LIMIT => {
+                            ch.setattr_limit = number()?.min(u32::MAX as u64) as u32
+                        }
                         attr::AUTO_UPDATE_NUM => {
                             ch.auto_update_secs = number()?;
                             if ch.auto_update_secs > 0 {
@@ -654,7 +807,8 @@ impl Engine for Memory {
                             ch.attrs.push((name.clone(), value.clone()))
                         }
                     }
-                    let body = content::channel_attr(channel, from, name, value, attr_change::UPDATE);
+                    let body =
+                        content::channel_attr(channel, from, name, value, attr_change::UPDATE);
                     ch.broadcast(from, msgtype::CHANNEL_ATTR_UPDATE, &body, None);
                 }
                 AttrOp::Del { name } => {
@@ -682,7 +836,12 @@ impl Engine for Memory {
         }
     }
 
-    async fn channel_members(&self, app: &str, channel: &str, max: usize) -> EResult<(usize, Vec<String>)> {
+    async fn channel_members(
+        &self,
+        app: &str,
+        channel: &str,
+        max: usize,
+    ) -> EResult<(usize, Vec<String>)> {
         Ok(match self.inner.existing_channel(app, channel) {
             Some(arc) => {
                 let ch = arc.lock();
@@ -715,12 +874,25 @@ impl Engine for Memory {
                 let (require_online, timeout) = parse_extra_options(&relay.extra);
                 let online = inner.online(app, &relay.peer);
                 if require_online && !online {
-                    inner.voip_failed(app, from, &relay.channel, &relay.peer, &relay.extra, Code::InvitePeerOffline);
+                    inner.voip_failed(
+                        app,
+                        from,
+                        &relay.channel,
+                        &relay.peer,
+                        &relay.extra,
+                        Code::InvitePeerOffline,
+                    );
                     return Ok(());
                 }
-                let version = inner.deliver(app, from, &relay.peer, kind, msg::NO_FLAG, &body, ttl)?;
+                let version =
+                    inner.deliver(app, &voip_mail(from, &relay.peer, kind, &body, ttl))?;
                 let generation = inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                let ikey = (app.to_owned(), from.to_owned(), relay.channel.clone(), relay.peer.clone());
+                let ikey = (
+                    app.to_owned(),
+                    from.to_owned(),
+                    relay.channel.clone(),
+                    relay.peer.clone(),
+                );
                 inner.invites.insert(
                     ikey.clone(),
                     Invite {
@@ -732,17 +904,39 @@ impl Engine for Memory {
                 );
                 let timeout = timeout.min(inner.limits.invite_timeout_max_secs);
                 if timeout > 0 {
-                    spawn_invite_timer(&self.inner, ikey.clone(), generation, Duration::from_secs(timeout), Code::InviteTimeout);
+                    spawn_invite_timer(
+                        &self.inner,
+                        ikey.clone(),
+                        generation,
+                        Duration::from_secs(timeout),
+                        Code::InviteTimeout,
+                    );
                 }
                 if !online {
                     let grace = Duration::from_secs(inner.limits.invite_offline_grace_secs);
-                    spawn_invite_timer(&self.inner, ikey, generation, grace, Code::InvitePeerOffline);
+                    spawn_invite_timer(
+                        &self.inner,
+                        ikey,
+                        generation,
+                        grace,
+                        Code::InvitePeerOffline,
+                    );
                 }
             }
             other => {
                 // replies from the callee, or the caller withdrawing (bye)
-                let as_callee = (app.to_owned(), relay.peer.clone(), relay.channel.clone(), from.to_owned());
-                let as_caller = (app.to_owned(), from.to_owned(), relay.channel.clone(), relay.peer.clone());
+                let as_callee = (
+                    app.to_owned(),
+                    relay.peer.clone(),
+                    relay.channel.clone(),
+                    from.to_owned(),
+                );
+                let as_caller = (
+                    app.to_owned(),
+                    from.to_owned(),
+                    relay.channel.clone(),
+                    relay.peer.clone(),
+                );
                 match other {
                     VoipKind::Ack => {
                         if let Some(mut i) = inner.invites.get_mut(&as_callee) {
@@ -758,7 +952,7 @@ impl Engine for Memory {
                     }
                     _ => {}
                 }
-                inner.deliver(app, from, &relay.peer, kind, msg::NO_FLAG, &body, ttl)?;
+                inner.deliver(app, &voip_mail(from, &relay.peer, kind, &body, ttl))?;
             }
         }
         Ok(())
@@ -793,13 +987,23 @@ fn spawn_invite_timer(
         if !fire {
             return;
         }
-        let Some((_, invite)) = inner.invites.remove(&ikey) else { return };
+        let Some((_, invite)) = inner.invites.remove(&ikey) else {
+            return;
+        };
         // destroy the invite: an undelivered copy is withdrawn; a delivered one is ended
         let withdrawn = inner.withdraw(app, callee, invite.version);
         if !withdrawn || inner.online(app, callee) {
-            let body = content::voip(channel, caller, &Value::String(String::new()), Some(code.value()));
+            let body = content::voip(
+                channel,
+                caller,
+                &Value::String(String::new()),
+                Some(code.value()),
+            );
             let ttl = inner.limits.message_ttl_default_secs;
-            let _ = inner.deliver(app, caller, callee, VoipKind::Bye.name(), msg::NO_FLAG, &body, ttl);
+            let _ = inner.deliver(
+                app,
+                &voip_mail(caller, callee, VoipKind::Bye.name(), &body, ttl),
+            );
         }
         inner.voip_failed(app, caller, channel, callee, &invite.extra, code);
     });
@@ -811,10 +1015,22 @@ mod tests {
 
     #[test]
     fn invite_options_are_read_leniently() {
-        assert_eq!(parse_extra_options(&Value::String(r#"{"_require_peer_online":1}"#.into())), (true, 0));
-        assert_eq!(parse_extra_options(&serde_json::json!({"_timeout": 5})), (false, 5));
-        assert_eq!(parse_extra_options(&serde_json::json!({"_timeout": "7", "_require_peer_online": "0"})), (false, 7));
-        assert_eq!(parse_extra_options(&Value::String("not json".into())), (false, 0));
+        assert_eq!(
+            parse_extra_options(&Value::String(r#"{"_require_peer_online":1}"#.into())),
+            (true, 0)
+        );
+        assert_eq!(
+            parse_extra_options(&serde_json::json!({"_timeout": 5})),
+            (false, 5)
+        );
+        assert_eq!(
+            parse_extra_options(&serde_json::json!({"_timeout": "7", "_require_peer_online": "0"})),
+            (false, 7)
+        );
+        assert_eq!(
+            parse_extra_options(&Value::String("not json".into())),
+            (false, 0)
+        );
         assert_eq!(parse_extra_options(&Value::Null), (false, 0));
     }
 }

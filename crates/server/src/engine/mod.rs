@@ -97,35 +97,102 @@ pub type EResult<T> = Result<T, ErrorKind>;
 /// The shared state of the service.
 pub trait Engine: Send + Sync + 'static {
     /// Register `conn` as `account`'s session (kicking an older one) and mark it online.
-    fn login(&self, app: &str, account: &str, conn: ConnHandle) -> impl Future<Output = EResult<LoginInfo>> + Send;
+    /// `welcome` (the `login_ret`) must be queued on `conn` before the session becomes
+    /// visible to others, so nothing — a kick by a newer login, a message — can overtake it.
+    fn login(
+        &self,
+        app: &str,
+        account: &str,
+        conn: ConnHandle,
+        welcome: crate::delivery::Frame,
+    ) -> impl Future<Output = EResult<LoginInfo>> + Send;
     /// The session of `conn_id` ended: mark offline (unless a newer session took over).
     fn logout(&self, app: &str, account: &str, conn_id: u64) -> impl Future<Output = ()> + Send;
     /// Append to the recipient's mailbox and push it when online.
     fn send_message(&self, app: &str, mail: Mail<'_>) -> impl Future<Output = EResult<()>> + Send;
     /// Mode 0 poll: acknowledge up to `ver_clear`, return what follows.
-    fn get_messages(&self, app: &str, account: &str, ver_clear: u64, max: usize) -> impl Future<Output = EResult<MailPage>> + Send;
+    fn get_messages(
+        &self,
+        app: &str,
+        account: &str,
+        ver_clear: u64,
+        max: usize,
+    ) -> impl Future<Output = EResult<MailPage>> + Send;
     /// Mode 1 poll: drop `clear_ids`, return (and consider delivered) what remains.
-    fn get_messages_by_id(&self, app: &str, account: &str, clear_ids: &[String], max: usize) -> impl Future<Output = EResult<MailPage>> + Send;
+    fn get_messages_by_id(
+        &self,
+        app: &str,
+        account: &str,
+        clear_ids: &[String],
+        max: usize,
+    ) -> impl Future<Output = EResult<MailPage>> + Send;
     /// Whether `account` has a session.
     fn user_online(&self, app: &str, account: &str) -> impl Future<Output = EResult<bool>> + Send;
     /// Set (or with an empty value, delete) a user attribute.
-    fn set_user_attr(&self, app: &str, account: &str, name: &str, value: &str) -> impl Future<Output = EResult<()>> + Send;
+    fn set_user_attr(
+        &self,
+        app: &str,
+        account: &str,
+        name: &str,
+        value: &str,
+    ) -> impl Future<Output = EResult<()>> + Send;
     /// All attributes of `account`, in name order.
-    fn user_attrs(&self, app: &str, account: &str) -> impl Future<Output = EResult<Vec<(String, String)>>> + Send;
+    fn user_attrs(
+        &self,
+        app: &str,
+        account: &str,
+    ) -> impl Future<Output = EResult<Vec<(String, String)>>> + Send;
     /// Add `account` (on `conn`) to `channel`.
-    fn join(&self, app: &str, channel: &str, account: &str, conn: &ConnHandle) -> impl Future<Output = EResult<JoinInfo>> + Send;
+    fn join(
+        &self,
+        app: &str,
+        channel: &str,
+        account: &str,
+        conn: &ConnHandle,
+    ) -> impl Future<Output = EResult<JoinInfo>> + Send;
     /// Remove `account` from `channel` if it is there on `conn_id`.
-    fn leave(&self, app: &str, channel: &str, account: &str, conn_id: u64) -> impl Future<Output = EResult<()>> + Send;
+    fn leave(
+        &self,
+        app: &str,
+        channel: &str,
+        account: &str,
+        conn_id: u64,
+    ) -> impl Future<Output = EResult<()>> + Send;
     /// Send a channel message (members only unless `force`).
-    fn channel_send(&self, app: &str, channel: &str, from: &str, msg: &str, force: bool, msg_id: Option<&str>) -> impl Future<Output = EResult<()>> + Send;
+    fn channel_send(
+        &self,
+        app: &str,
+        channel: &str,
+        from: &str,
+        msg: &str,
+        force: bool,
+        msg_id: Option<&str>,
+    ) -> impl Future<Output = EResult<()>> + Send;
     /// Change channel attributes and tell every member.
-    fn channel_attr(&self, app: &str, channel: &str, from: &str, op: AttrOp) -> impl Future<Output = EResult<()>> + Send;
+    fn channel_attr(
+        &self,
+        app: &str,
+        channel: &str,
+        from: &str,
+        op: AttrOp,
+    ) -> impl Future<Output = EResult<()>> + Send;
     /// Member count and the latest `max` members.
-    fn channel_members(&self, app: &str, channel: &str, max: usize) -> impl Future<Output = EResult<(usize, Vec<String>)>> + Send;
+    fn channel_members(
+        &self,
+        app: &str,
+        channel: &str,
+        max: usize,
+    ) -> impl Future<Output = EResult<(usize, Vec<String>)>> + Send;
     /// Whether `account` is a member of `channel`.
-    fn channel_has(&self, app: &str, channel: &str, account: &str) -> impl Future<Output = EResult<bool>> + Send;
+    fn channel_has(
+        &self,
+        app: &str,
+        channel: &str,
+        account: &str,
+    ) -> impl Future<Output = EResult<bool>> + Send;
     /// Relay a call-signalling message from `from`.
-    fn voip(&self, app: &str, from: &str, relay: Relay) -> impl Future<Output = EResult<()>> + Send;
+    fn voip(&self, app: &str, from: &str, relay: Relay)
+        -> impl Future<Output = EResult<()>> + Send;
     /// WebSocket URLs of the live nodes (empty for a single node: the caller uses its own).
     fn live_nodes(&self) -> impl Future<Output = Vec<String>> + Send;
 }

@@ -35,6 +35,8 @@ pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<Memory> {
 pub struct User {
     pub s: Session,
     pub name: String,
+    /// Events received but not yet matched by an `expect`.
+    pub backlog: std::collections::VecDeque<Event<Value>>,
 }
 
 pub fn config(url: &str, account: &str, token: &str) -> Config {
@@ -50,61 +52,98 @@ impl User {
 
     pub async fn login_with(c: Config) -> User {
         let name = c.account.clone();
-        let mut u = User { s: Session::login(c), name };
-        let e = u.expect(|e| matches!(e, Event::LoginSuccess { .. } | Event::LoginFailed { .. })).await;
-        assert!(matches!(e, Event::LoginSuccess { .. }), "{} login: {e:?}", u.name);
+        let mut u = User {
+            s: Session::login(c),
+            name,
+            backlog: Default::default(),
+        };
+        let e = u
+            .expect(|e| matches!(e, Event::LoginSuccess { .. } | Event::LoginFailed { .. }))
+            .await;
+        assert!(
+            matches!(e, Event::LoginSuccess { .. }),
+            "{} login: {e:?}",
+            u.name
+        );
         u
     }
 
     /// Start logging in without waiting.
     pub fn start(c: Config) -> User {
         let name = c.account.clone();
-        User { s: Session::login(c), name }
+        User {
+            s: Session::login(c),
+            name,
+            backlog: Default::default(),
+        }
     }
 
-    /// Next event that is not a log line, within WAIT.
+    /// Next event that is not a log line (backlog first), within WAIT.
     pub async fn next(&mut self) -> Event<Value> {
-        self.next_within(WAIT).await.unwrap_or_else(|| panic!("{}: no event within {WAIT:?}", self.name))
+        self.next_within(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{}: no event within {WAIT:?}", self.name))
     }
 
     pub async fn next_within(&mut self, d: Duration) -> Option<Event<Value>> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Some(e);
+        }
         let deadline = tokio::time::Instant::now() + d;
         loop {
-            let e = tokio::time::timeout_at(deadline, self.s.next_event()).await.ok()??;
+            let e = tokio::time::timeout_at(deadline, self.s.next_event())
+                .await
+                .ok()??;
             if !matches!(e, Event::Log { .. }) {
                 return Some(e);
             }
         }
     }
 
-    /// Skip events until one matches (fails after WAIT).
+    /// The first event (backlog first) that matches; others stay in the backlog.
     pub async fn expect(&mut self, pred: impl Fn(&Event<Value>) -> bool) -> Event<Value> {
         self.expect_within(WAIT, pred).await
     }
 
-    pub async fn expect_within(&mut self, d: Duration, pred: impl Fn(&Event<Value>) -> bool) -> Event<Value> {
+    pub async fn expect_within(
+        &mut self,
+        d: Duration,
+        pred: impl Fn(&Event<Value>) -> bool,
+    ) -> Event<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i).unwrap();
+        }
         let deadline = tokio::time::Instant::now() + d;
-        let mut seen = Vec::new();
         loop {
             match tokio::time::timeout_at(deadline, self.s.next_event()).await {
                 Ok(Some(e)) if pred(&e) => return e,
-                Ok(Some(e)) => seen.push(e),
-                Ok(None) => panic!("{}: session ended; saw {seen:?}", self.name),
-                Err(_) => panic!("{}: expected event not seen within {d:?}; saw {seen:?}", self.name),
+                Ok(Some(Event::Log { .. })) => {}
+                Ok(Some(e)) => self.backlog.push_back(e),
+                Ok(None) => panic!("{}: session ended; backlog {:?}", self.name, self.backlog),
+                Err(_) => panic!(
+                    "{}: expected event not seen within {d:?}; backlog {:?}",
+                    self.name, self.backlog
+                ),
             }
         }
     }
 
-    /// Assert nothing but log lines arrives for `d`.
+    /// Assert that no new event (other than log lines and request completions) arrives for `d`.
     pub async fn quiet(&mut self, d: Duration) {
-        if let Some(e) = self.next_within(d).await {
-            panic!("{}: unexpected event {e:?}", self.name);
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.s.next_event()).await {
+            if !matches!(e, Event::Log { .. } | Event::Done { .. }) {
+                panic!("{}: unexpected event {e:?}", self.name);
+            }
         }
     }
 
     /// Wait for `Done` of `req` and return its result.
     pub async fn done(&mut self, req: opensig_protocol::client::ReqId) -> Result<Value, String> {
-        match self.expect(|e| matches!(e, Event::Done { req: r, .. } if *r == req)).await {
+        match self
+            .expect(|e| matches!(e, Event::Done { req: r, .. } if *r == req))
+            .await
+        {
             Event::Done { result, .. } => result.map_err(|f| f.err),
             _ => unreachable!(),
         }
@@ -112,7 +151,10 @@ impl User {
 
     pub async fn send(&mut self, peer: &str, text: &str) -> Result<Value, String> {
         let (p, t) = (peer.to_string(), text.to_string());
-        let req = self.s.with(move |c, now| c.message_instant_send(&p, &t, now)).await;
+        let req = self
+            .s
+            .with(move |c, now| c.message_instant_send(&p, &t, now))
+            .await;
         self.done(req).await
     }
 
@@ -128,8 +170,15 @@ impl User {
         let e = self
             .expect(|e| matches!(e, Event::ChannelJoined { ch: c } | Event::ChannelJoinFailed { ch: c, .. } if *c == ch))
             .await;
-        assert!(matches!(e, Event::ChannelJoined { .. }), "{} join {channel}: {e:?}", self.name);
-        let list = match self.expect(|e| matches!(e, Event::ChannelUserList { ch: c, .. } if *c == ch)).await {
+        assert!(
+            matches!(e, Event::ChannelJoined { .. }),
+            "{} join {channel}: {e:?}",
+            self.name
+        );
+        let list = match self
+            .expect(|e| matches!(e, Event::ChannelUserList { ch: c, .. } if *c == ch))
+            .await
+        {
             Event::ChannelUserList { list, .. } => list,
             _ => unreachable!(),
         };
@@ -138,7 +187,10 @@ impl User {
 
     pub async fn channel_send(&mut self, channel: &str, text: &str) -> Result<Value, String> {
         let (n, t) = (channel.to_string(), text.to_string());
-        let req = self.s.with(move |c, now| c.channel_send(&n, &t, false, now)).await;
+        let req = self
+            .s
+            .with(move |c, now| c.channel_send(&n, &t, false, now))
+            .await;
         self.done(req).await
     }
 }
@@ -149,7 +201,11 @@ pub fn s(v: &Value) -> String {
 
 /// Accounts of a join list `[[account, uid], …]`.
 pub fn accounts(list: &Value) -> Vec<String> {
-    list.as_array().unwrap().iter().map(|e| e[0].as_str().unwrap().to_string()).collect()
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// A raw WebSocket client speaking frames directly.
@@ -157,16 +213,28 @@ pub struct Raw {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub line: String,
     pub binary_frames: usize,
+    /// Frames of a `multi` batch not consumed yet.
+    pub pending: std::collections::VecDeque<Value>,
 }
 
 impl Raw {
     pub async fn connect(url: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        Raw { ws, line: String::new(), binary_frames: 0 }
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Raw {
+            ws,
+            line: String::new(),
+            binary_frames: 0,
+            pending: Default::default(),
+        }
     }
 
     pub async fn send(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_value(&mut self, v: Value) {
@@ -182,7 +250,9 @@ impl Raw {
         loop {
             let m = tokio::time::timeout(d, self.ws.next()).await.ok()??.ok()?;
             match m {
-                Message::Text(t) => return Some(serde_json::from_str(&t).expect("server sends JSON")),
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(&t).expect("server sends JSON"))
+                }
                 Message::Binary(b) => {
                     self.binary_frames += 1;
                     let t = opensig_protocol::zlib::decompress(&b, 1 << 20).expect("zlib frame");
@@ -195,14 +265,15 @@ impl Raw {
     }
 
     /// Next frame, with `multi` batches flattened.
-    pub async fn recv_flat(&mut self, pending: &mut std::collections::VecDeque<Value>) -> Option<Value> {
-        if let Some(v) = pending.pop_front() {
+    pub async fn recv_flat(&mut self) -> Option<Value> {
+        if let Some(v) = self.pending.pop_front() {
             return Some(v);
         }
         let v = self.recv().await?;
         if v[0] == "multi" {
-            pending.extend(v[1].as_array().unwrap().iter().cloned());
-            return pending.pop_front();
+            self.pending
+                .extend(v[1].as_array().unwrap().iter().cloned());
+            return self.pending.pop_front();
         }
         Some(v)
     }
@@ -229,16 +300,25 @@ impl Raw {
         self.reply(id).await
     }
 
+    /// Wait for the reply to `id`; other frames stay queued for `recv_flat`.
     pub async fn reply(&mut self, id: u64) -> (String, Value) {
-        let mut pending = std::collections::VecDeque::new();
-        loop {
-            let f = self.recv_flat(&mut pending).await.expect("call2-ret before close");
+        let mut skipped = Vec::new();
+        let result = loop {
+            let f = self.recv_flat().await.expect("call2-ret before close");
             if f[0] == "call2-ret" && f[1][0] == id {
                 let err = f[1][1].as_str().unwrap().to_string();
-                let body = f[1][2].as_str().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
-                return (err, body);
+                let body = f[1][2]
+                    .as_str()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or(Value::Null);
+                break (err, body);
             }
+            skipped.push(f);
+        };
+        for f in skipped.into_iter().rev() {
+            self.pending.push_front(f);
         }
+        result
     }
 
     /// True when the server closed the connection (a close frame or EOF) within WAIT.
@@ -252,4 +332,18 @@ impl Raw {
             }
         }
     }
+}
+
+/// A plain HTTP/1.1 GET over loopback: (status, headers lowercased, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_lowercase(), body.to_string())
 }

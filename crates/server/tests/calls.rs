@@ -1,0 +1,286 @@
+//! Call invitations: relay through mailboxes, peer-online rules, timeouts.
+mod common;
+use std::time::{Duration, Instant};
+
+use common::*;
+use opensig_protocol::client::{CallEvent, CallId, Event};
+use opensig_protocol::names::call;
+use serde_json::{json, Value};
+
+fn call_event(what: CallEvent) -> impl Fn(&Event<Value>) -> bool {
+    move |e| matches!(e, Event::Call { what: w, .. } if *w == what)
+}
+
+async fn invite(u: &mut User, channel: &str, peer: &str, extra: Value) -> CallId {
+    let (c, p, x) = (channel.to_string(), peer.to_string(), extra.to_string());
+    u.s.with(move |cl, now| cl.invite(&c, &p, &x, now).0).await
+}
+
+#[tokio::test]
+async fn invite_ack_accept_dtmf_bye() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let out = invite(&mut alice, "r1", "bob", json!("{\"k\":1}")).await;
+    let e = bob
+        .expect(|e| matches!(e, Event::InviteReceived { .. }))
+        .await;
+    let Event::InviteReceived {
+        call: incoming,
+        channel,
+        peer,
+        extra,
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (channel.as_str(), peer.as_str(), extra),
+        ("r1", "alice", json!("{\"k\":1}"))
+    );
+    let e = alice.expect(call_event(CallEvent::ReceivedByPeer)).await;
+    assert_eq!(
+        e,
+        Event::Call {
+            call: out,
+            what: CallEvent::ReceivedByPeer,
+            extra: json!("")
+        }
+    );
+    bob.s
+        .with(move |c, now| {
+            c.call_reply(
+                incoming,
+                call::VOIP_INVITE_ACCEPT,
+                "r1",
+                "alice",
+                "\"sure\"",
+                now,
+            )
+        })
+        .await;
+    let e = alice.expect(call_event(CallEvent::AcceptedByPeer)).await;
+    assert_eq!(
+        e,
+        Event::Call {
+            call: out,
+            what: CallEvent::AcceptedByPeer,
+            extra: json!("sure")
+        }
+    );
+    alice
+        .s
+        .with(move |c, now| c.call_dtmf(out, "r1", "bob", "#", now))
+        .await;
+    let e = bob.expect(call_event(CallEvent::Msg)).await;
+    assert_eq!(
+        e,
+        Event::Call {
+            call: incoming,
+            what: CallEvent::Msg,
+            extra: json!("{\"msgtype\":\"dtmf\",\"msgdata\":\"#\"}")
+        }
+    );
+    bob.s
+        .with(move |c, now| {
+            c.call_reply(incoming, call::VOIP_INVITE_BYE, "r1", "alice", "\"\"", now)
+        })
+        .await;
+    bob.expect(call_event(CallEvent::EndByMyself)).await;
+    let e = alice.expect(call_event(CallEvent::EndByPeer)).await;
+    assert_eq!(
+        e,
+        Event::Call {
+            call: out,
+            what: CallEvent::EndByPeer,
+            extra: json!("")
+        }
+    );
+}
+
+#[tokio::test]
+async fn relayed_content_names_the_counterpart() {
+    let srv = server().await;
+    let mut bob = Raw::connect(&srv.ws_url()).await;
+    bob.login(APP, "bob", "").await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    invite(&mut alice, "r9", "bob", json!({"obj": true})).await;
+    let f = bob.recv_flat().await.unwrap();
+    assert_eq!(f[1][0], "recvmsg");
+    let pair: Value = serde_json::from_str(f[1][1].as_str().unwrap()).unwrap();
+    let m = opensig_protocol::msg::parse(pair[1].as_str().unwrap()).unwrap();
+    assert!(m.id.is_some(), "voip messages are msg-v3");
+    assert_eq!((m.source, m.dest, m.kind), ("alice", "bob", "voip_invite"));
+    let content: Value = serde_json::from_str(m.content).unwrap();
+    assert_eq!(
+        content,
+        json!({"channel": "r9", "peer": "alice", "extra": {"obj": true}, "peeruid": 0})
+    );
+}
+
+#[tokio::test]
+async fn refuse_reaches_the_caller() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    invite(&mut alice, "r2", "bob", json!("")).await;
+    let Event::InviteReceived { call: incoming, .. } = bob
+        .expect(|e| matches!(e, Event::InviteReceived { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    bob.s
+        .with(move |c, now| {
+            c.call_reply(
+                incoming,
+                call::VOIP_INVITE_REFUSE,
+                "r2",
+                "alice",
+                "\"busy\"",
+                now,
+            )
+        })
+        .await;
+    let e = alice.expect(call_event(CallEvent::RefusedByPeer)).await;
+    assert!(matches!(e, Event::Call { extra, .. } if extra == "busy"));
+}
+
+#[tokio::test]
+async fn require_peer_online_fails_at_once_with_703() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    let (err, _) = raw
+        .call(
+            "voip_invite",
+            1,
+            json!({"channelName": "r3", "peer": "ghost", "extra": "{\"_require_peer_online\":1}"}),
+        )
+        .await;
+    assert_eq!(err, "");
+    let f = raw.recv_flat().await.unwrap();
+    let pair: Value = serde_json::from_str(f[1][1].as_str().unwrap()).unwrap();
+    let m = opensig_protocol::msg::parse(pair[1].as_str().unwrap()).unwrap();
+    assert_eq!(m.kind, "voip_invite_failed");
+    let content: Value = serde_json::from_str(m.content).unwrap();
+    assert_eq!(
+        content,
+        json!({"channel": "r3", "peer": "ghost", "extra": "{\"_require_peer_online\":1}", "peeruid": 0, "ecode": 703})
+    );
+    // through the client: onInviteFailed(extra)
+    let mut alice = User::login(&srv.ws_url(), "alice2").await;
+    invite(
+        &mut alice,
+        "r3",
+        "ghost",
+        json!("{\"_require_peer_online\":1}"),
+    )
+    .await;
+    let e = alice.expect(call_event(CallEvent::Failed)).await;
+    assert!(matches!(e, Event::Call { extra, .. } if extra == "{\"_require_peer_online\":1}"));
+}
+
+#[tokio::test]
+async fn offline_peer_fails_after_the_grace_period_unless_it_comes_online() {
+    let srv = server_with(|c| c.limits.invite_offline_grace_secs = 1).await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let t = Instant::now();
+    invite(
+        &mut alice,
+        "r4",
+        "later",
+        json!("{\"_require_peer_online\":0}"),
+    )
+    .await;
+    alice.expect(call_event(CallEvent::Failed)).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    // the invite was destroyed: the peer does not get it when it logs in afterwards
+    let mut later = User::login(&srv.ws_url(), "later").await;
+    later.quiet(Duration::from_millis(400)).await;
+    // a peer that logs in within the grace period receives it and the invite goes on
+    invite(&mut alice, "r5", "soon", json!("")).await;
+    let mut soon = User::login(&srv.ws_url(), "soon").await;
+    soon.expect(|e| matches!(e, Event::InviteReceived { channel, .. } if channel == "r5"))
+        .await;
+    alice.expect(call_event(CallEvent::ReceivedByPeer)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    alice.quiet(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn timeout_fails_with_704_and_ends_the_ringing_peer() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let t = Instant::now();
+    let (err, _) = raw
+        .call(
+            "voip_invite",
+            1,
+            json!({"channelName": "r6", "peer": "bob", "extra": {"_timeout": 1}}),
+        )
+        .await;
+    assert_eq!(err, "");
+    bob.expect(|e| matches!(e, Event::InviteReceived { .. }))
+        .await;
+    let mut failed = None;
+    while failed.is_none() {
+        let f = raw.recv_flat().await.expect("voip_invite_failed");
+        if f[1][0] != "recvmsg" {
+            continue;
+        }
+        let pair: Value = serde_json::from_str(f[1][1].as_str().unwrap()).unwrap();
+        let m = opensig_protocol::msg::parse(pair[1].as_str().unwrap()).unwrap();
+        if m.kind == "voip_invite_failed" {
+            failed = Some(serde_json::from_str::<Value>(m.content).unwrap());
+        }
+    }
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert_eq!(failed.unwrap()["ecode"], 704);
+    bob.expect(call_event(CallEvent::EndByPeer)).await;
+}
+
+#[tokio::test]
+async fn answered_invites_do_not_time_out() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    invite(&mut alice, "r7", "bob", json!("{\"_timeout\":1}")).await;
+    let Event::InviteReceived { call: incoming, .. } = bob
+        .expect(|e| matches!(e, Event::InviteReceived { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    bob.s
+        .with(move |c, now| {
+            c.call_reply(
+                incoming,
+                call::VOIP_INVITE_ACCEPT,
+                "r7",
+                "alice",
+                "\"\"",
+                now,
+            )
+        })
+        .await;
+    alice.expect(call_event(CallEvent::AcceptedByPeer)).await;
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    alice.quiet(Duration::from_millis(200)).await;
+    bob.quiet(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn inviting_oneself_is_refused() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    invite(&mut alice, "r8", "alice", json!("")).await;
+    let e = alice.expect(call_event(CallEvent::Failed)).await;
+    assert!(matches!(e, Event::Call { extra, .. } if extra == "invalid_peer"));
+}

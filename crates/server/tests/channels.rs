@@ -1,0 +1,495 @@
+//! Channels: membership, events, messages, attributes, built-in attributes, rate limits and
+//! the special channels.
+mod common;
+use std::time::Duration;
+
+use common::*;
+use opensig_protocol::client::Event;
+use serde_json::{json, Value};
+
+fn is_attr(name: &str, value: &str, kind: &str) -> impl Fn(&Event<Value>) -> bool {
+    let (n, v, k) = (json!(name), json!(value), json!(kind));
+    move |e| matches!(e, Event::ChannelAttr { name, value, kind, .. } if *name == n && *value == v && *kind == k)
+}
+
+#[tokio::test]
+async fn join_list_events_messages_and_attrs() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let (_, list) = alice.join("room").await;
+    assert_eq!(list, json!([["alice", 0]]));
+    assert_eq!(
+        alice.channel_send("room", "only me").await,
+        Ok(json!({"result": "ok"}))
+    );
+    alice
+        .expect(|e| matches!(e, Event::ChannelMessage { msg, .. } if *msg == json!("only me")))
+        .await;
+    alice
+        .s
+        .with(|c, now| c.channel_attr("room", Some("topic"), Some("t1"), now))
+        .await;
+    alice.expect(is_attr("topic", "t1", "update")).await;
+    let (_, list) = bob.join("room").await;
+    assert_eq!(accounts(&list), vec!["alice", "bob"]);
+    bob.expect(is_attr("topic", "t1", "update")).await;
+    let e = alice
+        .expect(|e| matches!(e, Event::ChannelUserJoined { .. }))
+        .await;
+    assert!(
+        matches!(e, Event::ChannelUserJoined { account, uid, .. } if account == "bob" && uid == 0)
+    );
+    bob.channel_send("room", "hi all").await.unwrap();
+    for u in [&mut alice, &mut bob] {
+        let e = u
+            .expect(|e| matches!(e, Event::ChannelMessage { .. }))
+            .await;
+        assert!(matches!(e, Event::ChannelMessage { account, uid, msg, .. }
+            if account == "bob" && uid == 0 && msg == "hi all"));
+    }
+    bob.s
+        .with(|c, now| c.channel_attr("room", Some("topic"), None, now))
+        .await;
+    for u in [&mut alice, &mut bob] {
+        u.expect(is_attr("topic", "", "del")).await;
+    }
+    bob.s
+        .with(|c, now| c.channel_attr("room", None, None, now))
+        .await;
+    for u in [&mut alice, &mut bob] {
+        u.expect(is_attr("", "", "clear")).await;
+    }
+    // bob never saw a join event for himself
+    drop(bob);
+    let e = alice
+        .expect(|e| matches!(e, Event::ChannelUserLeft { .. }))
+        .await;
+    assert!(matches!(e, Event::ChannelUserLeft { account, .. } if account == "bob"));
+}
+
+#[tokio::test]
+async fn channel2_frames_have_increasing_sequences_and_reach_the_sender() {
+    let srv = server().await;
+    let mut a = Raw::connect(&srv.ws_url()).await;
+    a.login(APP, "alice", "").await;
+    let (err, joined) = a.call("channel_join", 1, json!({"name": "seq"})).await;
+    assert_eq!(err, "");
+    assert_eq!(joined["attrs"], json!({}));
+    for i in 0..3 {
+        a.send_value(json!(["call2", ["channel_sendmsg", 10 + i, {"line": a.line, "name": "seq", "msg": format!("m{i}")}]]))
+            .await;
+    }
+    let mut seqs = vec![];
+    while seqs.len() < 3 {
+        let f = a.recv_flat().await.unwrap();
+        if f[0] == "notify" && f[1][0] == "channel2" {
+            assert_eq!(f[1][1], "seq");
+            let m = opensig_protocol::msg::parse(f[1][3].as_str().unwrap()).unwrap();
+            assert_eq!((m.source, m.dest, m.kind), ("alice", "seq", "channel_msg"));
+            let content: Value = serde_json::from_str(m.content).unwrap();
+            assert_eq!(
+                content,
+                json!({"channel": "seq", "account": "alice", "uid": 0, "msg": format!("m{}", seqs.len())})
+            );
+            seqs.push(f[1][2].as_u64().unwrap());
+        }
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]) && seqs[0] >= 1,
+        "{seqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn join_list_is_the_latest_members_including_the_joiner() {
+    let srv = server_with(|c| c.limits.channel_list_max = 3).await;
+    let mut users = vec![];
+    for n in ["u1", "u2", "u3", "u4"] {
+        let mut u = User::login(&srv.ws_url(), n).await;
+        u.join("big").await;
+        users.push(u);
+    }
+    let mut last = User::login(&srv.ws_url(), "u5").await;
+    let (_, list) = last.join("big").await;
+    assert_eq!(accounts(&list), vec!["u3", "u4", "u5"]);
+    let r = last
+        .invoke("channel_query_userlist", json!({"name": "big"}))
+        .await
+        .unwrap();
+    assert_eq!(r["num"], 5);
+    assert_eq!(accounts(&r["list"]), vec!["u3", "u4", "u5"]);
+    let r = last
+        .invoke(
+            "channel_query_userlist_all",
+            json!({"name": "big", "num": 100}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accounts(&r["list"]), vec!["u1", "u2", "u3", "u4", "u5"]);
+}
+
+#[tokio::test]
+async fn logout_and_disconnect_leave_channels() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let mut carl = User::login(&srv.ws_url(), "carl").await;
+    alice.join("r").await;
+    bob.join("r").await;
+    carl.join("r").await;
+    bob.s.with(|c, now| c.logout(now)).await;
+    alice
+        .expect(|e| matches!(e, Event::ChannelUserLeft { account, .. } if account == "bob"))
+        .await;
+    drop(carl);
+    alice
+        .expect(|e| matches!(e, Event::ChannelUserLeft { account, .. } if account == "carl"))
+        .await;
+    let r = alice
+        .invoke("channel_query_num", json!({"name": "r"}))
+        .await
+        .unwrap();
+    assert_eq!(r["num"], 1);
+}
+
+#[tokio::test]
+async fn user_notification_zero_silences_join_and_leave() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    alice.join("quiet").await;
+    alice
+        .s
+        .with(|c, now| c.channel_attr("quiet", Some("_userNotification"), Some("0"), now))
+        .await;
+    alice
+        .expect(is_attr("_userNotification", "0", "update"))
+        .await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    bob.join("quiet").await;
+    drop(bob);
+    alice.quiet(Duration::from_millis(400)).await;
+}
+
+#[tokio::test]
+async fn channel_ttl_keeps_attrs_after_the_last_member_then_destroys() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let (ch, _) = alice.join("keep").await;
+    alice
+        .s
+        .with(|c, now| c.channel_attr("keep", Some("k"), Some("v"), now))
+        .await;
+    alice
+        .s
+        .with(|c, now| c.channel_attr("keep", Some("_channel_ttl"), Some("1"), now))
+        .await;
+    alice.expect(is_attr("_channel_ttl", "1", "update")).await;
+    let req = alice
+        .s
+        .with(move |c, now| c.channel_leave(ch, "keep", now))
+        .await;
+    alice.done(req).await.unwrap();
+    // still there right after the last member left
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    bob.join("keep").await;
+    bob.expect(is_attr("k", "v", "update")).await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut carl = User::login(&srv.ws_url(), "carl").await;
+    carl.join("keep").await;
+    carl.quiet(Duration::from_millis(300)).await;
+    // with the default TTL (7200 s) attributes survive an empty channel
+    let mut dan = User::login(&srv.ws_url(), "dan").await;
+    let (ch, _) = dan.join("stay").await;
+    dan.s
+        .with(|c, now| c.channel_attr("stay", Some("k"), Some("v"), now))
+        .await;
+    dan.expect(is_attr("k", "v", "update")).await;
+    let req = dan
+        .s
+        .with(move |c, now| c.channel_leave(ch, "stay", now))
+        .await;
+    dan.done(req).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    dan.join("stay").await;
+    dan.expect(is_attr("k", "v", "update")).await;
+}
+
+#[tokio::test]
+async fn member_num_is_pushed_when_membership_changed() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    alice.join("count").await;
+    alice
+        .s
+        .with(|c, now| c.channel_attr("count", Some("_auto_update_num"), Some("1"), now))
+        .await;
+    alice
+        .expect(is_attr("_auto_update_num", "1", "update"))
+        .await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    bob.join("count").await;
+    let mut carl = User::login(&srv.ws_url(), "carl").await;
+    carl.join("count").await;
+    alice
+        .expect_within(
+            Duration::from_secs(3),
+            is_attr("_member_num", "3", "update"),
+        )
+        .await;
+    // no change → no push
+    let mut quiet = true;
+    alice.backlog.clear();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Some(e) = alice
+        .next_within(deadline - tokio::time::Instant::now())
+        .await
+    {
+        if is_attr("_member_num", "3", "update")(&e) {
+            quiet = false;
+        }
+    }
+    assert!(quiet, "pushed again without a change");
+    drop(carl);
+    alice
+        .expect_within(
+            Duration::from_secs(3),
+            is_attr("_member_num", "2", "update"),
+        )
+        .await;
+    // read-only
+    let r = alice
+        .invoke(
+            "channel_set_attr",
+            json!({"channel": "count", "name": "_member_num", "value": "9"}),
+        )
+        .await;
+    assert_eq!(r, Err("read_only_attr".into()));
+}
+
+#[tokio::test]
+async fn sendmsg_and_setattr_limits() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    raw.call("channel_join", 1, json!({"name": "lim"})).await;
+    raw.call(
+        "channel_set_attr",
+        2,
+        json!({"channel": "lim", "name": "_sendmsg_limit", "value": "2"}),
+    )
+    .await;
+    let mut errs = vec![];
+    for id in 10..14 {
+        errs.push(
+            raw.call("channel_sendmsg", id, json!({"name": "lim", "msg": "x"}))
+                .await
+                .0,
+        );
+    }
+    assert_eq!(errs, vec!["", "", "rate_limited", "rate_limited"]);
+    raw.call(
+        "channel_set_attr",
+        20,
+        json!({"channel": "lim", "name": "_setattr_limit", "value": "1"}),
+    )
+    .await;
+    let a = raw
+        .call(
+            "channel_set_attr",
+            21,
+            json!({"channel": "lim", "name": "color", "value": "red"}),
+        )
+        .await
+        .0;
+    let b = raw
+        .call(
+            "channel_set_attr",
+            22,
+            json!({"channel": "lim", "name": "color", "value": "blue"}),
+        )
+        .await
+        .0;
+    let c = raw
+        .call(
+            "channel_set_attr",
+            23,
+            json!({"channel": "lim", "name": "size", "value": "L"}),
+        )
+        .await
+        .0;
+    assert_eq!(
+        (a.as_str(), b.as_str(), c.as_str()),
+        ("", "rate_limited", "")
+    );
+    let bad = raw
+        .call(
+            "channel_set_attr",
+            24,
+            json!({"channel": "lim", "name": "_channel_ttl", "value": "soon"}),
+        )
+        .await
+        .0;
+    assert_eq!(bad, "invalid_args");
+}
+
+#[tokio::test]
+async fn two_hundred_messages_per_second_per_channel_by_default() {
+    let srv = server_with(|c| c.limits.user_messages_per_second = 10_000).await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    raw.call("channel_join", 1, json!({"name": "busy"})).await;
+    let line = raw.line.clone();
+    let t = std::time::Instant::now();
+    for id in 100..350u64 {
+        raw.send_value(
+            json!(["call2", ["channel_sendmsg", id, {"line": line, "name": "busy", "msg": "x"}]]),
+        )
+        .await;
+    }
+    let mut ok = 0;
+    for id in 100..350u64 {
+        let (err, _) = raw.reply(id).await;
+        if err.is_empty() {
+            ok += 1;
+        } else {
+            assert_eq!(err, "rate_limited");
+        }
+    }
+    // a burst of 200, plus what refilled while the test ran (it may be slow under load)
+    let refill = (t.elapsed().as_secs_f64() * 200.0).ceil() as usize;
+    assert!(ok >= 200 && ok <= 201 + refill && ok < 250, "{ok} accepted in {:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn force_send_without_joining_and_membership_rules() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    alice.join("club").await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "outsider", "").await;
+    let (err, _) = raw
+        .call(
+            "channel_sendmsg",
+            1,
+            json!({"name": "club", "msg": "let me in"}),
+        )
+        .await;
+    assert_eq!(err, "not_in_channel");
+    let (err, _) = raw
+        .call(
+            "channel_sendmsg",
+            2,
+            json!({"name": "club", "msg": "forced", "force": true}),
+        )
+        .await;
+    assert_eq!(err, "");
+    alice.expect(|e| matches!(e, Event::ChannelMessage { account, msg, .. } if account == "outsider" && msg == "forced")).await;
+    let (err, _) = raw
+        .call(
+            "channel_sendmsg",
+            3,
+            json!({"name": "__agora_user_online", "msg": "x", "force": true}),
+        )
+        .await;
+    assert_eq!(err, "reserved_channel");
+    let (err, _) = raw
+        .call(
+            "channel_set_attr",
+            4,
+            json!({"channel": "__agora_user_online", "name": "a", "value": "b"}),
+        )
+        .await;
+    assert_eq!(err, "reserved_channel");
+    let (err, _) = raw
+        .call(
+            "channel_sendmsg",
+            5,
+            json!({"name": "club", "msg": "x".repeat(8193)}),
+        )
+        .await;
+    assert_eq!(err, "too_large");
+    let (err, _) = raw
+        .call("channel_join", 6, json!({"name": "with space"}))
+        .await;
+    assert_eq!(err, "invalid_args");
+}
+
+#[tokio::test]
+async fn too_many_channels_for_one_session() {
+    let srv = server_with(|c| c.limits.channels_per_session = 3).await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "joiner", "").await;
+    for i in 0..3 {
+        assert_eq!(
+            raw.call("channel_join", i, json!({"name": format!("c{i}")}))
+                .await
+                .0,
+            ""
+        );
+    }
+    assert_eq!(
+        raw.call("channel_join", 9, json!({"name": "c9"})).await.0,
+        "too_many_channels"
+    );
+    // re-joining one it is in is fine
+    assert_eq!(
+        raw.call("channel_join", 10, json!({"name": "c1"})).await.0,
+        ""
+    );
+}
+
+#[tokio::test]
+async fn user_online_channel_sees_logins_and_logouts() {
+    let srv = server().await;
+    let mut watcher = User::login(&srv.ws_url(), "watcher").await;
+    watcher.join("__agora_user_online").await;
+    let bob = User::login(&srv.ws_url(), "bob").await;
+    let e = watcher
+        .expect(|e| matches!(e, Event::ChannelUserJoined { .. }))
+        .await;
+    assert!(matches!(e, Event::ChannelUserJoined { account, .. } if account == "bob"));
+    drop(bob);
+    let e = watcher
+        .expect(|e| matches!(e, Event::ChannelUserLeft { .. }))
+        .await;
+    assert!(matches!(e, Event::ChannelUserLeft { account, .. } if account == "bob"));
+}
+
+#[tokio::test]
+async fn channel_event_channel_sees_every_join_and_leave() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "watcher", "").await;
+    raw.call("channel_join", 1, json!({"name": "__agora_channel_event"}))
+        .await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let (ch, _) = bob.join("lobby").await;
+    let req = bob
+        .s
+        .with(move |c, now| c.channel_leave(ch, "lobby", now))
+        .await;
+    bob.done(req).await.unwrap();
+    let mut seen = vec![];
+    while seen.len() < 2 {
+        let f = raw.recv_flat().await.unwrap();
+        if f[0] == "notify" && f[1][0] == "channel2" {
+            assert_eq!(f[1][1], "__agora_channel_event");
+            let m = opensig_protocol::msg::parse(f[1][3].as_str().unwrap()).unwrap();
+            let c: Value = serde_json::from_str(m.content).unwrap();
+            seen.push((
+                m.kind.to_string(),
+                c["channel"].clone(),
+                c["account"].clone(),
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("channel_user_join".into(), json!("lobby"), json!("bob")),
+            ("channel_user_leave".into(), json!("lobby"), json!("bob"))
+        ]
+    );
+}

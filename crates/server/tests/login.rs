@@ -1,0 +1,319 @@
+//! Login, tokens, kick, logout, keepalive and dead-connection handling.
+mod common;
+use std::time::Duration;
+
+use common::*;
+use opensig_protocol::client::{Event, State};
+use opensig_protocol::token;
+use opensig_protocol::Code;
+use serde_json::{json, Value};
+
+const CERT: &str = "5cfd2fd1755d40ecb72977518be15d3b";
+const SECURE: &str = "970ca35de60c44645bbae8a215061b33";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn login_reply_is_double_encoded_with_a_line_and_set_flag_ping_work() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    let r = raw.login(APP, "alice", "_no_need_token").await;
+    assert_eq!(r[1][0], "");
+    let body: Value = serde_json::from_str(r[1][1].as_str().expect("body is JSON text")).unwrap();
+    assert_eq!(body["result"], "ok");
+    assert_eq!(body["uid"], 0);
+    let line = body["line"].as_str().unwrap();
+    assert_eq!(line.len(), 32);
+    assert!(line.bytes().all(|b| b.is_ascii_hexdigit()));
+    raw.send(r#"["set_flag",{"binary":1}]"#).await;
+    raw.send(r#"["ping",7]"#).await;
+    assert_eq!(raw.recv().await.unwrap(), json!(["pong", 7]));
+}
+
+#[tokio::test]
+async fn account_rule_gives_wrong_account() {
+    let srv = server().await;
+    for bad in ["", "has space", "tab\there", &"x".repeat(129)] {
+        let mut raw = Raw::connect(&srv.ws_url()).await;
+        let r = raw.login(APP, bad, "").await;
+        assert_eq!(r[1][0], "wrong account format", "{bad:?}");
+        assert!(raw.closed().await, "closed after a failed login");
+    }
+    // 128 bytes of visible characters is fine
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    assert_eq!(raw.login(APP, &"x".repeat(128), "").await[1][0], "");
+}
+
+#[tokio::test]
+async fn tokens_are_verified_for_apps_with_a_certificate() {
+    let srv = server_with(|c| {
+        c.add_app(&format!("{SECURE}:{CERT}")).unwrap();
+        c.add_app("open").unwrap();
+    })
+    .await;
+    let url = srv.ws_url();
+    let login = |app: &str, account: &str, tok: String| {
+        let mut c = config(&url, account, &tok);
+        c.app_id = app.into();
+        User::start(c)
+    };
+    let outcome = |mut u: User| async move {
+        match u
+            .expect(|e| matches!(e, Event::LoginSuccess { .. } | Event::LoginFailed { .. }))
+            .await
+        {
+            Event::LoginSuccess { .. } => Code::Success,
+            Event::LoginFailed { code } => code,
+            _ => unreachable!(),
+        }
+    };
+    let ok = token::sign(SECURE, CERT, "ann", now() + 600);
+    assert_eq!(
+        outcome(login(SECURE, "ann", ok.clone())).await,
+        Code::Success
+    );
+    let expired = token::sign(SECURE, CERT, "ben", now() - 5);
+    assert_eq!(
+        outcome(login(SECURE, "ben", expired)).await,
+        Code::LoginTokenExpired
+    );
+    // another account's token
+    assert_eq!(
+        outcome(login(SECURE, "cat", ok)).await,
+        Code::LoginTokenWrong
+    );
+    assert_eq!(
+        outcome(login(SECURE, "dan", "_no_need_token".into())).await,
+        Code::LoginTokenWrong
+    );
+    assert_eq!(
+        outcome(login(SECURE, "dan", String::new())).await,
+        Code::LoginTokenWrong
+    );
+    // apps without a certificate take _no_need_token and ""
+    assert_eq!(
+        outcome(login("open", "eve", "_no_need_token".into())).await,
+        Code::Success
+    );
+    assert_eq!(
+        outcome(login("open", "fay", String::new())).await,
+        Code::Success
+    );
+    // unknown app ids are refused when apps are configured
+    assert_eq!(
+        outcome(login("other", "gus", String::new())).await,
+        Code::LoginTokenWrong
+    );
+    // the exact wire strings
+    let mut raw = Raw::connect(&url).await;
+    let expired = token::sign(SECURE, CERT, "hal", now() - 5);
+    assert_eq!(
+        raw.login(SECURE, "hal", &expired).await[1][0],
+        "TokenErrorExpired"
+    );
+    let mut raw = Raw::connect(&url).await;
+    assert_eq!(
+        raw.login(SECURE, "hal", "1:x:1:y").await[1][0],
+        "TokenErrorInvalid"
+    );
+}
+
+#[tokio::test]
+async fn second_login_kicks_the_first_session() {
+    let srv = server().await;
+    let mut first = Raw::connect(&srv.ws_url()).await;
+    first.login(APP, "alice", "").await;
+    let mut second = User::login(&srv.ws_url(), "alice").await;
+    assert_eq!(first.recv().await.unwrap(), json!(["kick", ""]));
+    assert!(first.closed().await);
+    // the new session is the one that is online and reachable
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    bob.send("alice", "still there?").await.unwrap();
+    second
+        .expect(|e| matches!(e, Event::MessageInstant { msg, .. } if msg == "still there?"))
+        .await;
+    let r = bob
+        .invoke("user_query_user_status", json!({"account": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!(r["status"], 1);
+    // and the kicked client sees onLogout(103)
+    let mut a1 = User::login(&srv.ws_url(), "carl").await;
+    let _a2 = User::login(&srv.ws_url(), "carl").await;
+    a1.expect(|e| {
+        *e == Event::Logout {
+            code: Code::LogoutKicked,
+        }
+    })
+    .await;
+    assert_eq!(a1.s.state().await, State::LoggedOut);
+}
+
+#[tokio::test]
+async fn logout_replies_closes_and_marks_offline() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let req = alice.s.with(|c, now| c.logout(now)).await;
+    alice
+        .expect(|e| {
+            *e == Event::Logout {
+                code: Code::LogoutUser,
+            }
+        })
+        .await;
+    alice.done(req).await.unwrap();
+    let r = bob
+        .invoke("user_query_user_status", json!({"account": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!(r["status"], 0);
+    // raw: the reply arrives, then the server closes
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "carol", "").await;
+    let (err, body) = raw.call("user_logout", 1, json!({})).await;
+    assert_eq!((err.as_str(), &body["result"]), ("", &json!("ok")));
+    assert!(raw.closed().await);
+}
+
+#[tokio::test]
+async fn login_must_come_first_and_within_the_login_timeout() {
+    let srv = server_with(|c| c.limits.login_timeout_secs = 1).await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.send_value(json!(["call2", ["channel_join", 1, {"line": "x", "name": "r"}]]))
+        .await;
+    assert_eq!(raw.reply(1).await.0, "not_logged_in");
+    let t = std::time::Instant::now();
+    assert_eq!(
+        raw.recv_within(Duration::from_secs(3)).await.unwrap(),
+        json!(["close", ""])
+    );
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert!(raw.closed().await);
+}
+
+#[tokio::test]
+async fn silent_connections_are_dropped_after_conn_timeout() {
+    let srv = server_with(|c| c.limits.conn_timeout_min_secs = 1).await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "sleepy", "").await;
+    let (err, _) = raw
+        .call(
+            "user_set_attr",
+            1,
+            json!({"name": "_conn_timeout", "value": "1"}),
+        )
+        .await;
+    assert_eq!(err, "");
+    // stays open while it talks
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        raw.send_value(json!(["ping", i])).await;
+        assert_eq!(raw.recv().await.unwrap()[0], "pong");
+    }
+    // then silence: closed after about a second, with a close frame first
+    let t = std::time::Instant::now();
+    assert_eq!(
+        raw.recv_within(Duration::from_secs(3)).await.unwrap(),
+        json!(["close", ""])
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
+    // the attribute was clamped into range and is readable
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let r = bob
+        .invoke(
+            "user_get_attr",
+            json!({"account": "sleepy", "name": "_conn_timeout"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["value"], "1");
+    // default clamps: 5 → 20 with the documented minimum
+    let srv2 = server().await;
+    let mut raw = Raw::connect(&srv2.ws_url()).await;
+    raw.login(APP, "x", "").await;
+    raw.call(
+        "user_set_attr",
+        1,
+        json!({"name": "_conn_timeout", "value": "5"}),
+    )
+    .await;
+    let (_, body) = raw
+        .call(
+            "user_get_attr",
+            2,
+            json!({"account": "x", "name": "_conn_timeout"}),
+        )
+        .await;
+    assert_eq!(body["value"], "20");
+    let (_, body) = {
+        raw.call(
+            "user_set_attr",
+            3,
+            json!({"name": "_conn_timeout", "value": "999"}),
+        )
+        .await;
+        raw.call(
+            "user_get_attr",
+            4,
+            json!({"account": "x", "name": "_conn_timeout"}),
+        )
+        .await
+    };
+    assert_eq!(body["value"], "120");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_close_to_everyone() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "bob", "").await;
+    srv.shutdown().await;
+    assert_eq!(raw.recv().await.unwrap(), json!(["close", ""]));
+    alice
+        .expect(|e| {
+            *e == Event::Logout {
+                code: Code::LogoutNet,
+            }
+        })
+        .await;
+}
+
+#[test]
+fn token_subcommand_prints_a_verifiable_token() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opensig-server"))
+        .args([
+            "token",
+            "--app-id",
+            SECURE,
+            "--certificate",
+            CERT,
+            "--account",
+            "TestAccount",
+            "--ttl",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(tok.starts_with(&format!("1:{SECURE}:")));
+    assert_eq!(
+        token::verify(&tok, SECURE, CERT, "TestAccount", now()),
+        Ok(())
+    );
+    assert_eq!(
+        token::verify(&tok, SECURE, CERT, "TestAccount", now() + 601),
+        Err(token::TokenError::Expired)
+    );
+}

@@ -1,0 +1,278 @@
+//! Peer-to-peer messages and the mailbox (mode 0).
+mod common;
+use std::time::Duration;
+
+use common::*;
+use opensig_protocol::client::Event;
+use serde_json::json;
+
+#[tokio::test]
+async fn online_peers_get_recvmsg_pushed_with_increasing_versions() {
+    let srv = server().await;
+    let mut bob = Raw::connect(&srv.ws_url()).await;
+    bob.login(APP, "bob", "").await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    for text in ["one", "two words", "three"] {
+        alice.send("bob", text).await.unwrap();
+    }
+    let mut versions = vec![];
+    while versions.len() < 3 {
+        let f = bob.recv_flat().await.unwrap();
+        assert_eq!(f[0], "notify");
+        assert_eq!(f[1][0], "recvmsg");
+        let pair: serde_json::Value =
+            serde_json::from_str(f[1][1].as_str().expect("JSON text")).unwrap();
+        let m = pair[1].as_str().unwrap();
+        let parsed = opensig_protocol::msg::parse(m).unwrap();
+        assert!(m.starts_with("msg-v3 "));
+        assert_eq!(
+            (parsed.source, parsed.dest, parsed.kind, parsed.flag),
+            ("alice", "bob", "instant", "v1:E:3600")
+        );
+        versions.push(pair[0].as_u64().unwrap());
+    }
+    assert_eq!(versions, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn offline_messages_arrive_at_next_login_and_are_not_repeated_once_acknowledged() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    // more than one page (30), within the 60/s sending budget
+    for i in 0..55 {
+        alice.send("carol", &format!("m{i}")).await.unwrap();
+    }
+    let mut carol = User::login(&srv.ws_url(), "carol").await;
+    for i in 0..55 {
+        let e = carol
+            .expect(|e| matches!(e, Event::MessageInstant { .. }))
+            .await;
+        assert_eq!(
+            e,
+            Event::MessageInstant {
+                account: "alice".into(),
+                msg: format!("m{i}")
+            }
+        );
+    }
+    // acknowledged within ~1 s; a new session gets nothing
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(carol);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = User::login(&srv.ws_url(), "carol").await;
+    again.quiet(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn ver_clear_never_goes_backwards() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    for t in ["a", "b", "c"] {
+        alice.send("dave", t).await.unwrap();
+    }
+    let mut dave = Raw::connect(&srv.ws_url()).await;
+    dave.login(APP, "dave", "").await;
+    let (_, page) = dave
+        .call("user_getmsg", 1, json!({"ver_clear": 0, "max": 30}))
+        .await;
+    assert_eq!(page["ver_clear"], 0);
+    assert_eq!(page["msgs"].as_array().unwrap().len(), 3);
+    let (_, page) = dave
+        .call("user_getmsg", 2, json!({"ver_clear": 2, "max": 30}))
+        .await;
+    assert_eq!(page["ver_clear"], 2);
+    assert_eq!(page["msgs"][0][0], 3);
+    // a reconnecting client starts at 0: the server keeps (and reports) 2
+    let (_, page) = dave
+        .call("user_getmsg", 3, json!({"ver_clear": 0, "max": 30}))
+        .await;
+    assert_eq!(page["ver_clear"], 2);
+    assert_eq!(page["msgs"].as_array().unwrap().len(), 1);
+    // max is honoured
+    let (_, page) = dave
+        .call("user_getmsg", 4, json!({"ver_clear": 0, "max": 0}))
+        .await;
+    assert_eq!(page["msgs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn messages_expire_after_their_flag_ttl() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    let send = |id: u64, flag: &str| json!(["call2", ["user_sendmsg", id, {"peer": "erin", "flag": flag, "t": "instant", "content": format!("ttl {flag}")}]]);
+    let mut f = send(1, "v1:E:1");
+    f[1][2]["line"] = raw.line.clone().into();
+    raw.send_value(f).await;
+    assert_eq!(raw.reply(1).await.0, "");
+    let mut f = send(2, "v1:E:3600");
+    f[1][2]["line"] = raw.line.clone().into();
+    raw.send_value(f).await;
+    assert_eq!(raw.reply(2).await.0, "");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let mut erin = User::login(&srv.ws_url(), "erin").await;
+    let e = erin
+        .expect(|e| matches!(e, Event::MessageInstant { .. }))
+        .await;
+    assert_eq!(
+        e,
+        Event::MessageInstant {
+            account: "alice".into(),
+            msg: "ttl v1:E:3600".into()
+        }
+    );
+    erin.quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn resent_message_ids_are_stored_once() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    for id in 1..=3 {
+        let (err, _) = raw
+            .call(
+                "user_sendmsg",
+                id,
+                json!({"peer": "fred", "t": "instant", "content": "once", "messageID": "m-1"}),
+            )
+            .await;
+        assert_eq!(err, "");
+    }
+    let mut fred = Raw::connect(&srv.ws_url()).await;
+    fred.login(APP, "fred", "").await;
+    let (_, page) = fred
+        .call("user_getmsg", 1, json!({"ver_clear": 0, "max": 30}))
+        .await;
+    assert_eq!(page["msgs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_sends_get_documented_errors() {
+    let srv = server_with(|c| c.limits.mailbox_max_messages = 3).await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    let cases = [
+        (
+            json!({"peer": "bob", "content": "x".repeat(8197)}),
+            "too_large",
+        ),
+        (json!({"peer": "b o b", "content": "x"}), "invalid_args"),
+        (
+            json!({"peer": "x".repeat(129), "content": "x"}),
+            "too_large",
+        ),
+        (json!({"content": "no peer"}), "invalid_args"),
+        (json!({"peer": ["bob"], "content": "x"}), "invalid_args"),
+        (
+            json!({"peer": "bob", "content": "x", "t": "voip_invite"}),
+            "invalid_args",
+        ),
+        (
+            json!({"peer": "bob", "content": "x", "t": "has space"}),
+            "invalid_args",
+        ),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let (err, _) = raw.call("user_sendmsg", i as u64 + 1, args.clone()).await;
+        assert_eq!(err, *want, "{args}");
+    }
+    // 8196 bytes is within the limit
+    let (err, _) = raw
+        .call(
+            "user_sendmsg",
+            50,
+            json!({"peer": "bob", "content": "x".repeat(8196)}),
+        )
+        .await;
+    assert_eq!(err, "");
+    // mailbox capacity
+    for id in 51..53 {
+        assert_eq!(
+            raw.call(
+                "user_sendmsg",
+                id,
+                json!({"peer": "bob", "content": "fill"})
+            )
+            .await
+            .0,
+            ""
+        );
+    }
+    assert_eq!(
+        raw.call(
+            "user_sendmsg",
+            60,
+            json!({"peer": "bob", "content": "over"})
+        )
+        .await
+        .0,
+        "mailbox_full"
+    );
+}
+
+#[tokio::test]
+async fn sixty_messages_per_second_per_user_then_rate_limited() {
+    let srv = server().await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "spammer", "").await;
+    let line = raw.line.clone();
+    let t = std::time::Instant::now();
+    for id in 1..=70u64 {
+        raw.send_value(json!(["call2", ["user_sendmsg", id, {"line": line, "peer": "victim", "content": "x"}]])).await;
+    }
+    let mut errors = vec![];
+    for id in 1..=70u64 {
+        errors.push(raw.reply(id).await.0);
+    }
+    let ok = errors.iter().filter(|e| e.is_empty()).count();
+    let refill = (t.elapsed().as_secs_f64() * 60.0).ceil() as usize;
+    assert!(ok >= 60 && ok <= 61 + refill && ok < 70, "{ok} accepted in {:?}", t.elapsed());
+    assert!(errors.iter().all(|e| e.is_empty() || e == "rate_limited"));
+    // after a second the budget is back
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        raw.call(
+            "user_sendmsg",
+            100,
+            json!({"peer": "victim", "content": "later"})
+        )
+        .await
+        .0,
+        ""
+    );
+}
+
+#[tokio::test]
+async fn mode_one_getmsg2_returns_and_clears_by_id() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    alice.send("gina", "first").await.unwrap();
+    alice.send("gina", "second").await.unwrap();
+    let mut gina = Raw::connect(&srv.ws_url()).await;
+    gina.login(APP, "gina", "").await;
+    let (_, page) = gina
+        .call("user_getmsg2", 1, json!({"clear_msgs": [], "max": 1}))
+        .await;
+    let msgs = page["msgs"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0][1].as_str().unwrap().ends_with(" first"));
+    let (_, page) = gina
+        .call("user_getmsg2", 2, json!({"clear_msgs": [], "max": 30}))
+        .await;
+    let msgs = page["msgs"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1);
+    let second_id = opensig_protocol::msg::parse(msgs[0][1].as_str().unwrap())
+        .unwrap()
+        .id
+        .unwrap()
+        .to_string();
+    let (_, page) = gina
+        .call(
+            "user_getmsg2",
+            3,
+            json!({"clear_msgs": [second_id], "max": 30}),
+        )
+        .await;
+    assert_eq!(page["msgs"], json!([]));
+}
