@@ -1,1 +1,20 @@
-//! opensig WASM SDK (placeholder until the SDK lands).
+//! opensig: a drop-in Rust/WebAssembly replacement for the Agora Signaling Web SDK 1.4.
+//!
+//! The JS classes `Signal`, `Session`, `Channel` and `Call` are thin wasm-bindgen wrappers
+//! over the sans-IO client core of `opensig-protocol`, driven by `transport` (the SDK's only
+//! IO). See `ARCHITECTURE.md`.
+#![allow(non_snake_case)]
+
+pub mod call;
+mod callbacks;
+pub mod channel;
+mod js;
+mod log;
+pub mod session;
+pub mod signal;
+mod transport;
+
+pub use call::Call;
+pub use channel::Channel;
+pub use session::Session;
+pub use signal::Signal;

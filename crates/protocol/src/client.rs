@@ -383,6 +383,7 @@ const MAILBOX_PAGE: u64 = 30;
 const ACK_DELAY_MS: Millis = 1_000;
 const RESYNC_MS: Millis = 60_000;
 const LOGOUT_TIMEOUT_MS: Millis = 5_000;
+const LBS_TIMEOUT_MS: Millis = 5_000;
 const FIRST_RETRY_DELAY_MS: Millis = 200;
 const MAX_RETRY_DELAY_MS: Millis = 2_000;
 
@@ -398,6 +399,7 @@ pub struct Client<V: JsonValue> {
     login_deadline: Option<Millis>,
     fetch_seq: u32,
     pending_fetch: Option<u32>,
+    fetch_deadline: Option<Millis>,
     lbs_next: usize,
     retry_count: u32,
     retry_delay: Millis,
@@ -482,6 +484,7 @@ impl<V: JsonValue> Client<V> {
             login_deadline: None,
             fetch_seq: 0,
             pending_fetch: None,
+            fetch_deadline: None,
             lbs_next: 0,
             retry_count: 0,
             retry_delay: FIRST_RETRY_DELAY_MS,
@@ -559,6 +562,7 @@ impl<V: JsonValue> Client<V> {
             return None;
         }
         consider(self.login_deadline);
+        consider(self.fetch_deadline);
         consider(self.reconnect_at);
         consider(self.logout_deadline);
         if let Some(c) = &self.conn {
@@ -610,6 +614,7 @@ impl<V: JsonValue> Client<V> {
         self.lbs_next += 1;
         self.fetch_seq += 1;
         self.pending_fetch = Some(self.fetch_seq);
+        self.fetch_deadline = Some(now + LBS_TIMEOUT_MS);
         let mut url = base;
         url.push_str("/getaddr?vid=");
         url.push_str(&self.cfg.app_id);
@@ -626,6 +631,7 @@ impl<V: JsonValue> Client<V> {
             return;
         }
         self.pending_fetch = None;
+        self.fetch_deadline = None;
         let servers: Vec<String> = body
             .and_then(|b| b.get("web"))
             .map(|web| {
@@ -760,6 +766,7 @@ impl<V: JsonValue> Client<V> {
         self.logout_deadline = None;
         self.next_ping = None;
         self.pending_fetch = None;
+        self.fetch_deadline = None;
         self.mailbox.ack_due = None;
         let waiting: Vec<Req> = core::mem::take(&mut self.in_flight)
             .into_values()
@@ -790,6 +797,15 @@ impl<V: JsonValue> Client<V> {
         if self.logout_deadline.is_some_and(|d| now >= d) {
             self.finish_logout(now);
             return;
+        }
+        if self.fetch_deadline.is_some_and(|d| now >= d) && self.pending_fetch.is_some() {
+            // this LBS host did not answer in time: ask the next one
+            self.pending_fetch = None;
+            self.fetch_deadline = None;
+            self.next_lbs(now);
+            if self.state == State::LoggedOut {
+                return;
+            }
         }
         if let Some(c) = &self.conn {
             if c.deadline.is_some_and(|d| now >= d) {

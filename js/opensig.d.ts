@@ -1,0 +1,151 @@
+// Types of the opensig SDK: the Agora Signaling Web SDK 1.4 API (Signal, Session, Channel,
+// Call), plus opensig's additions (promises, onReconnecting/onReconnected/onError, `ready`).
+
+/** A rejection of an opensig promise: `code` is a documented error code, `reason` the error string. */
+export interface SignalError extends Error {
+  /** e.g. 1004 GENERAL_E_WRONG_PARAM, 1005 GENERAL_E_LARGE_PARAM, 703 INVITE_E_PEEROFFLINE. */
+  code: number;
+  /** The server's (or the SDK's) error string, e.g. `"too_large"`, `"not_in_channel"`. */
+  reason: string;
+  /** The reply body, when the server sent one. */
+  response?: unknown;
+}
+
+/** Options of `Signal(appid, options)`. */
+export interface SignalOptions {
+  /** Connect straight to this WebSocket URL (like `setup_debugging('ap_url', url)`). */
+  server?: string;
+  /** Several WebSocket URLs, tried round-robin. */
+  servers?: string[];
+  /** LBS base URL(s) asked `GET <lbs>/getaddr?vid=<appid>`; default: the page's origin. */
+  lbs?: string | string[];
+}
+
+/** A `[account, uid]` pair of a member list. */
+export type Member = [string, number];
+
+export declare class SignalImpl {
+  constructor(appid: string, options?: SignalOptions);
+  readonly appid: string;
+  readonly vid: string;
+  /**
+   * Log in. Returns the Session at once; its methods are usable immediately (calls made before
+   * the login completes are sent once it does).
+   * @param reconnect_count reconnect attempts before giving up (default 10)
+   * @param reconnect_time reconnect window in milliseconds (default 300000)
+   */
+  login(account: string, token: string, reconnect_count?: number, reconnect_time?: number): Session;
+  /** `level`: `"DEBUG"` (default, everything), `"INFO"`, `"WARNING"`. */
+  setDoLog(enabled?: boolean, level?: 'DEBUG' | 'INFO' | 'WARNING'): void;
+  /** `"1.4.0"` */
+  getSDKVersion(): string;
+  /** `1010400000` */
+  getSDKVersion_int(): number;
+  /** `setup_debugging('ap_url', 'ws://host:port/')`: connect to this URL (before `login`). */
+  setup_debugging(kind: 'ap_url' | 'ap' | 'lbs' | string, value: string): void;
+  /** Alias of `setup_debugging`. */
+  setUpDebugging(kind: 'ap_url' | 'ap' | 'lbs' | string, value: string): void;
+}
+
+/** `Signal(appid)` or `new Signal(appid)`. */
+export interface SignalFactory {
+  (appid: string, options?: SignalOptions): SignalImpl;
+  new (appid: string, options?: SignalOptions): SignalImpl;
+  prototype: SignalImpl;
+}
+export declare const Signal: SignalFactory;
+export default Signal;
+
+/** 0 not logged in, 1 logging in, 2 logged in, 3 reconnecting. */
+export type Status = 0 | 1 | 2 | 3;
+
+export declare class Session {
+  private constructor();
+  readonly account: string;
+  /** Same as `getStatus()`. */
+  readonly state: Status;
+  /** Resolves with the uid when logged in; rejects with the login-failure code. */
+  readonly ready: Promise<number>;
+
+  /** `uid` is always 0. Also fires after each successful reconnect. */
+  onLoginSuccess?: ((uid: number) => void) | null;
+  /** 201 network, 204 token expired, 206 token wrong, 207 kicked, 209 bad account. */
+  onLoginFailed?: ((ecode: number) => void) | null;
+  /** 101 logout, 102 connection lost / server closed, 103 logged in elsewhere. */
+  onLogout?: ((ecode: number) => void) | null;
+  onMessageInstantReceive?: ((account: string, uid: number, msg: string) => void) | null;
+  onInviteReceived?: ((call: Call) => void) | null;
+  /** The connection was lost; reconnect attempt `nretry` (1, 2, …) starts. */
+  onReconnecting?: ((nretry: number) => void) | null;
+  /** Logged in again after a lost connection (channels are rejoined). */
+  onReconnected?: (() => void) | null;
+  /** Any failed operation: `name` is the method, `ecode` a documented code, `desc` the error string. */
+  onError?: ((name: string, ecode: number, desc: string) => void) | null;
+
+  getStatus(): Status;
+  /** Ends in `onLogout(101)`. */
+  logout(): Promise<number>;
+  /** `cb(isError)`: `false` when sent, `true` when refused (as 1.4.0). */
+  messageInstantSend(peer: string, msg: string, cb?: (isError: boolean) => void): Promise<void>;
+  /** `invoke('io.agora.signal.<function>', args, cb(err, resp))`; resolves with the reply object. */
+  invoke(func: string, args: Record<string, unknown>, cb?: (err: string, resp: any) => void): Promise<any>;
+  channelJoin(name: string): Channel;
+  /** `extra` is usually JSON text, e.g. `'{"_require_peer_online":1,"_timeout":30}'`. */
+  channelInviteUser2(channelID: string, peer: string, extra?: string | Record<string, unknown>): Call;
+}
+
+export type ChannelState = 'joining' | 'joined' | 'leaved';
+
+export declare class Channel {
+  private constructor();
+  readonly name: string;
+  readonly state: ChannelState;
+  /** Resolves when joined; rejects with the join error. */
+  readonly ready: Promise<void>;
+
+  onChannelJoined?: (() => void) | null;
+  /** `ecode` is the server's error string, as in 1.4.0. */
+  onChannelJoinFailed?: ((ecode: string) => void) | null;
+  /** 0 after `channelLeave()` without a callback; 604 when rejoining after a reconnect failed. */
+  onChannelLeaved?: ((ecode: number) => void) | null;
+  onChannelUserJoined?: ((account: string, uid: number) => void) | null;
+  onChannelUserLeaved?: ((account: string, uid: number) => void) | null;
+  /** The latest 200 members, the joiner included. */
+  onChannelUserList?: ((users: Member[]) => void) | null;
+  /** `type`: `"update"`, `"del"` or `"clear"`. */
+  onChannelAttrUpdated?: ((name: string, value: string, type: 'update' | 'del' | 'clear') => void) | null;
+  onMessageChannelReceive?: ((account: string, uid: number, msg: string) => void) | null;
+
+  /** `cb()` whatever the outcome (as 1.4.0); the promise tells success from failure. */
+  messageChannelSend(msg: string, cb?: () => void): Promise<void>;
+  /** `cb()` if given, otherwise `onChannelLeaved(0)`. */
+  channelLeave(cb?: () => void): Promise<void>;
+  channelSetAttr(name: string, value: string, cb?: () => void): Promise<void>;
+  channelDelAttr(name: string, cb?: () => void): Promise<void>;
+  channelClearAttr(cb?: () => void): Promise<void>;
+}
+
+export declare class Call {
+  private constructor();
+  readonly channelName: string;
+  readonly peer: string;
+  readonly extra: any;
+  /** For an outgoing call: resolves when the server took the invitation. */
+  readonly ready: Promise<void>;
+
+  /** The peer received the invitation (its SDK acknowledged it). */
+  onInviteReceivedByPeer?: ((extra: any) => void) | null;
+  onInviteAcceptedByPeer?: ((extra: any) => void) | null;
+  onInviteRefusedByPeer?: ((extra: any) => void) | null;
+  /** The error string, or the invitation's `extra` when the server failed it (peer offline, timeout). */
+  onInviteFailed?: ((extra: any) => void) | null;
+  onInviteEndByPeer?: ((extra: any) => void) | null;
+  onInviteEndByMyself?: ((extra: any) => void) | null;
+  /** DTMF arrives as `'{"msgtype":"dtmf","msgdata":"…"}'`. */
+  onInviteMsg?: ((extra: any) => void) | null;
+
+  channelInviteAccept(extra?: string): Promise<void>;
+  channelInviteRefuse(extra?: string): Promise<void>;
+  channelInviteDTMF(dtmf: string): Promise<void>;
+  channelInviteEnd(extra?: string): Promise<void>;
+}

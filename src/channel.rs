@@ -1,0 +1,109 @@
+//! `Channel`: what `session.channelJoin()` returns.
+
+use std::rc::Rc;
+
+use js_sys::Promise;
+use opensig_protocol::client::ChannelId;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::callbacks::{callback_properties, Slots};
+use crate::js::to_text;
+use crate::transport::{ccb, error, ChannelShared, ReqKind};
+
+/// A channel joined (or being joined) by a session.
+#[wasm_bindgen]
+pub struct Channel {
+    c: Rc<ChannelShared>,
+}
+
+impl Channel {
+    fn slots(&self) -> &Slots {
+        &self.c.slots
+    }
+
+    pub(crate) fn wrap(c: Rc<ChannelShared>) -> JsValue {
+        let obj = JsValue::from(Channel { c: c.clone() });
+        *c.slots.this.borrow_mut() = obj.clone();
+        obj
+    }
+
+    fn op(&self, kind: ReqKind, cb: &JsValue, f: impl FnOnce(&mut opensig_protocol::client::Client<crate::js::Js>, u64) -> opensig_protocol::client::ReqId) -> Promise {
+        match self.c.session.upgrade() {
+            Some(d) => {
+                let req = d.command(f);
+                d.track(req.0, kind, cb)
+            }
+            None => Promise::reject(&error(1003, "session_ended", None)),
+        }
+    }
+}
+
+callback_properties!(Channel {
+    ccb::JOINED => onChannelJoined / set_onChannelJoined,
+    ccb::JOIN_FAILED => onChannelJoinFailed / set_onChannelJoinFailed,
+    ccb::LEAVED => onChannelLeaved / set_onChannelLeaved,
+    ccb::USER_JOINED => onChannelUserJoined / set_onChannelUserJoined,
+    ccb::USER_LEAVED => onChannelUserLeaved / set_onChannelUserLeaved,
+    ccb::USER_LIST => onChannelUserList / set_onChannelUserList,
+    ccb::ATTR_UPDATED => onChannelAttrUpdated / set_onChannelAttrUpdated,
+    ccb::MESSAGE => onMessageChannelReceive / set_onMessageChannelReceive,
+});
+
+#[wasm_bindgen]
+impl Channel {
+    /// The channel name.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.c.name.clone()
+    }
+
+    /// `"joining"`, `"joined"` or `"leaved"`.
+    #[wasm_bindgen(getter)]
+    pub fn state(&self) -> String {
+        (*self.c.state.borrow()).into()
+    }
+
+    /// Resolves when joined; rejects with the join error.
+    #[wasm_bindgen(getter)]
+    pub fn ready(&self) -> Promise {
+        self.c.ready.promise.clone()
+    }
+
+    /// Send a channel message; `cb()` whatever the outcome (as 1.4.0); the promise tells.
+    #[wasm_bindgen(js_name = messageChannelSend)]
+    pub fn message_channel_send(&self, msg: JsValue, cb: JsValue) -> Promise {
+        let (name, msg) = (self.c.name.clone(), to_text(&msg));
+        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_send(&name, &msg, false, now))
+    }
+
+    /// Leave; `cb()` if given, otherwise `onChannelLeaved(0)`.
+    #[wasm_bindgen(js_name = channelLeave)]
+    pub fn channel_leave(&self, cb: JsValue) -> Promise {
+        self.c.leave_has_cb.set(cb.is_function());
+        let (id, name) = (self.c.id, self.c.name.clone());
+        let _ = cb.dyn_ref::<js_sys::Function>();
+        self.op(ReqKind::Leave, &cb, |c, now| c.channel_leave(ChannelId(id), &name, now))
+    }
+
+    /// Set a channel attribute.
+    #[wasm_bindgen(js_name = channelSetAttr)]
+    pub fn channel_set_attr(&self, name: JsValue, value: JsValue, cb: JsValue) -> Promise {
+        let (ch, n, v) = (self.c.name.clone(), to_text(&name), to_text(&value));
+        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_attr(&ch, Some(&n), Some(&v), now))
+    }
+
+    /// Delete a channel attribute.
+    #[wasm_bindgen(js_name = channelDelAttr)]
+    pub fn channel_del_attr(&self, name: JsValue, cb: JsValue) -> Promise {
+        let (ch, n) = (self.c.name.clone(), to_text(&name));
+        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_attr(&ch, Some(&n), None, now))
+    }
+
+    /// Delete every channel attribute.
+    #[wasm_bindgen(js_name = channelClearAttr)]
+    pub fn channel_clear_attr(&self, cb: JsValue) -> Promise {
+        let ch = self.c.name.clone();
+        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_attr(&ch, None, None, now))
+    }
+}

@@ -1,0 +1,80 @@
+//! The browser's own JSON: values made by `JSON.parse` are read in place through
+//! [`JsonValue`], and handed to app callbacks as the very same objects.
+
+use js_sys::{Array, Object, Reflect};
+use opensig_protocol::json::JsonValue;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    pub(crate) fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_namespace = JSON, js_name = stringify, catch)]
+    pub(crate) fn json_stringify(value: &JsValue) -> Result<JsValue, JsValue>;
+}
+
+/// A JS value seen as JSON.
+#[derive(Clone, Debug)]
+pub struct Js(pub JsValue);
+
+impl JsonValue for Js {
+    fn parse(text: &str) -> Option<Self> {
+        json_parse(&JsValue::from_str(text)).ok().map(Js)
+    }
+    fn get(&self, key: &str) -> Option<Self> {
+        if !self.0.is_object() {
+            return None;
+        }
+        let v = Reflect::get(&self.0, &JsValue::from_str(key)).ok()?;
+        (!v.is_undefined()).then_some(Js(v))
+    }
+    fn at(&self, i: usize) -> Option<Self> {
+        let a = self.0.dyn_ref::<Array>()?;
+        (i < a.length() as usize).then(|| Js(a.get(i as u32)))
+    }
+    fn array_len(&self) -> Option<usize> {
+        self.0.dyn_ref::<Array>().map(|a| a.length() as usize)
+    }
+    fn as_string(&self) -> Option<String> {
+        self.0.as_string()
+    }
+    fn as_f64(&self) -> Option<f64> {
+        self.0.as_f64()
+    }
+    fn keys(&self) -> Vec<String> {
+        match self.0.dyn_ref::<Object>() {
+            Some(o) if self.is_object() => Object::keys(o).iter().filter_map(|k| k.as_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+    fn is_object(&self) -> bool {
+        self.0.is_object() && !Array::is_array(&self.0)
+    }
+    fn from_string(s: &str) -> Self {
+        Js(JsValue::from_str(s))
+    }
+    fn from_f64(n: f64) -> Self {
+        Js(JsValue::from_f64(n))
+    }
+    fn to_text(&self) -> String {
+        json_stringify(&self.0).ok().and_then(|t| t.as_string()).unwrap_or_default()
+    }
+}
+
+/// JSON text of an app value (`undefined` → `default`).
+pub(crate) fn to_json_text(v: &JsValue, default: &str) -> String {
+    if v.is_undefined() {
+        return default.into();
+    }
+    json_stringify(v).ok().and_then(|t| t.as_string()).unwrap_or_else(|| default.into())
+}
+
+/// A string argument: strings as they are, anything else as JSON text (the original's rule).
+pub(crate) fn to_text(v: &JsValue) -> String {
+    match v.as_string() {
+        Some(s) => s,
+        None if v.is_undefined() || v.is_null() => String::new(),
+        None => to_json_text(v, ""),
+    }
+}

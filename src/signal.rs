@@ -1,0 +1,155 @@
+//! `Signal(appid[, options])`: settings shared by the sessions it creates, and `login`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::Reflect;
+use opensig_protocol::client::Config;
+use opensig_protocol::names::fixed;
+use wasm_bindgen::prelude::*;
+
+use crate::js::to_text;
+use crate::log::{Level, LogSettings};
+use crate::session::Session;
+use crate::transport::Driver;
+
+/// The SDK entry point: `Signal(appid)` or `new Signal(appid)`.
+#[wasm_bindgen]
+pub struct Signal {
+    appid: String,
+    servers: RefCell<Vec<String>>,
+    lbs: RefCell<Vec<String>>,
+    log: Rc<LogSettings>,
+}
+
+fn strings(v: &JsValue) -> Vec<String> {
+    if let Some(s) = v.as_string() {
+        return vec![s];
+    }
+    if js_sys::Array::is_array(v) {
+        return js_sys::Array::from(v).iter().filter_map(|x| x.as_string()).collect();
+    }
+    Vec::new()
+}
+
+fn option(options: &JsValue, key: &str) -> JsValue {
+    if options.is_object() {
+        Reflect::get(options, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    } else {
+        JsValue::UNDEFINED
+    }
+}
+
+/// The page's own origin (`location.origin`), the default LBS.
+fn page_origin() -> Option<String> {
+    let location = Reflect::get(&js_sys::global(), &"location".into()).ok()?;
+    let origin = Reflect::get(&location, &"origin".into()).ok()?.as_string()?;
+    (origin.starts_with("http")).then_some(origin)
+}
+
+#[wasm_bindgen]
+impl Signal {
+    /// `options`: `{server: "ws://…"}` / `{servers: [...]}` to connect directly, or
+    /// `{lbs: "https://…"}` / `{lbs: [...]}` for the `/getaddr` lookup (default: the page's
+    /// origin).
+    #[wasm_bindgen(constructor)]
+    pub fn new(appid: JsValue, options: JsValue) -> Signal {
+        let mut servers = strings(&option(&options, "server"));
+        servers.extend(strings(&option(&options, "servers")));
+        let mut lbs = strings(&option(&options, "lbs"));
+        if lbs.is_empty() {
+            lbs.extend(page_origin());
+        }
+        Signal {
+            appid: to_text(&appid),
+            servers: RefCell::new(servers),
+            lbs: RefCell::new(lbs),
+            log: Rc::new(LogSettings::new()),
+        }
+    }
+
+    /// The app id.
+    #[wasm_bindgen(getter)]
+    pub fn appid(&self) -> String {
+        self.appid.clone()
+    }
+
+    /// The app id (the original's other name for it).
+    #[wasm_bindgen(getter)]
+    pub fn vid(&self) -> String {
+        self.appid.clone()
+    }
+
+    /// `"1.4.0"`: the API level this SDK implements.
+    #[wasm_bindgen(js_name = getSDKVersion)]
+    pub fn get_sdk_version(&self) -> String {
+        fixed::SDK_VERSION.into()
+    }
+
+    /// `1010400000`.
+    #[wasm_bindgen(js_name = getSDKVersion_int)]
+    pub fn get_sdk_version_int(&self) -> u32 {
+        fixed::SDK_VERSION_INT
+    }
+
+    /// `setDoLog(enabled, level)`: level `DEBUG` (default), `INFO` or `WARNING`.
+    #[wasm_bindgen(js_name = setDoLog)]
+    pub fn set_do_log(&self, enabled: JsValue, level: JsValue) {
+        let level = match level.as_string() {
+            None => Level::Debug,
+            Some(name) => match Level::parse(&name) {
+                Some(l) => l,
+                None => {
+                    web_sys::console::log_1(
+                        &"opensig: setDoLog accepts DEBUG / WARNING / INFO; the default level is DEBUG".into(),
+                    );
+                    return;
+                }
+            },
+        };
+        self.log.enabled.set(enabled.is_truthy());
+        self.log.level.set(level);
+    }
+
+    /// `setup_debugging('ap_url', 'ws://host:port/')` connects to that URL verbatim (call it
+    /// before `login`; several calls add several URLs). `'lbs'` sets the lookup base URL.
+    pub fn setup_debugging(&self, kind: &str, value: JsValue) {
+        let Some(v) = value.as_string() else { return };
+        match kind {
+            "ap_url" => self.servers.borrow_mut().push(v),
+            "ap" => {
+                let url = String::from("wss://") + &v.replace('.', "-") + "-sig-web.agora.io:8002/";
+                self.servers.borrow_mut().push(url);
+            }
+            "lbs" => *self.lbs.borrow_mut() = vec![v],
+            _ => {}
+        }
+    }
+
+    /// Alias of `setup_debugging`.
+    #[wasm_bindgen(js_name = setUpDebugging)]
+    pub fn set_up_debugging(&self, kind: &str, value: JsValue) {
+        self.setup_debugging(kind, value)
+    }
+
+    /// Log in; returns the Session at once (its methods are usable immediately).
+    /// `reconnect_count` defaults to 10, `reconnect_time` (ms) to 300000.
+    pub fn login(&self, account: JsValue, token: JsValue, reconnect_count: JsValue, reconnect_time: JsValue) -> JsValue {
+        let mut cfg = Config::new(&self.appid, &to_text(&account), &to_text(&token));
+        cfg.reconnect_count = reconnect_count.as_f64().filter(|n| *n >= 1.0).map_or(0, |n| n as u32);
+        cfg.reconnect_time_ms = reconnect_time.as_f64().filter(|n| *n >= 1.0).map_or(0, |n| n as u64);
+        let mut servers = self.servers.borrow().clone();
+        shuffle(&mut servers);
+        cfg.servers = servers;
+        cfg.lbs = self.lbs.borrow().clone();
+        let driver = Driver::start(cfg, self.log.clone());
+        Session::wrap(driver)
+    }
+}
+
+fn shuffle(v: &mut [String]) {
+    for i in (1..v.len()).rev() {
+        let j = (js_sys::Math::random() * (i + 1) as f64) as usize;
+        v.swap(i, j.min(i));
+    }
+}
