@@ -32,7 +32,11 @@ impl Call {
         let Some(d) = self.c.session.upgrade() else {
             return Promise::reject(&error(1003, "session_ended", None));
         };
-        let (id, ch, peer) = (CallId(self.c.id), self.c.channel.clone(), self.c.peer.clone());
+        let (id, ch, peer) = (
+            CallId(self.c.id),
+            self.c.channel.clone(),
+            self.c.peer.clone(),
+        );
         let req = if which == name::VOIP_INVITE_MSG {
             let dtmf = to_text(extra);
             d.command(|c, now| c.call_dtmf(id, &ch, &peer, &dtmf, now))

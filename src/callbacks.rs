@@ -35,7 +35,9 @@ impl Slots {
     /// Call slot `i` with `args` if it holds a function.
     pub(crate) fn fire(&self, i: usize, args: &[JsValue]) {
         let f = self.get(i);
-        let Some(f) = f.dyn_ref::<Function>() else { return };
+        let Some(f) = f.dyn_ref::<Function>() else {
+            return;
+        };
         let this = self.this.borrow().clone();
         let r = match args {
             [] => f.call0(&this),

@@ -28,7 +28,15 @@ impl Channel {
         obj
     }
 
-    fn op(&self, kind: ReqKind, cb: &JsValue, f: impl FnOnce(&mut opensig_protocol::client::Client<crate::js::Js>, u64) -> opensig_protocol::client::ReqId) -> Promise {
+    fn op(
+        &self,
+        kind: ReqKind,
+        cb: &JsValue,
+        f: impl FnOnce(
+            &mut opensig_protocol::client::Client<crate::js::Js>,
+            u64,
+        ) -> opensig_protocol::client::ReqId,
+    ) -> Promise {
         match self.c.session.upgrade() {
             Some(d) => {
                 let req = d.command(f);
@@ -74,7 +82,9 @@ impl Channel {
     #[wasm_bindgen(js_name = messageChannelSend)]
     pub fn message_channel_send(&self, msg: JsValue, cb: JsValue) -> Promise {
         let (name, msg) = (self.c.name.clone(), to_text(&msg));
-        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_send(&name, &msg, false, now))
+        self.op(ReqKind::ChannelOp, &cb, |c, now| {
+            c.channel_send(&name, &msg, false, now)
+        })
     }
 
     /// Leave; `cb()` if given, otherwise `onChannelLeaved(0)`.
@@ -83,27 +93,35 @@ impl Channel {
         self.c.leave_has_cb.set(cb.is_function());
         let (id, name) = (self.c.id, self.c.name.clone());
         let _ = cb.dyn_ref::<js_sys::Function>();
-        self.op(ReqKind::Leave, &cb, |c, now| c.channel_leave(ChannelId(id), &name, now))
+        self.op(ReqKind::Leave, &cb, |c, now| {
+            c.channel_leave(ChannelId(id), &name, now)
+        })
     }
 
     /// Set a channel attribute.
     #[wasm_bindgen(js_name = channelSetAttr)]
     pub fn channel_set_attr(&self, name: JsValue, value: JsValue, cb: JsValue) -> Promise {
         let (ch, n, v) = (self.c.name.clone(), to_text(&name), to_text(&value));
-        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_attr(&ch, Some(&n), Some(&v), now))
+        self.op(ReqKind::ChannelOp, &cb, |c, now| {
+            c.channel_attr(&ch, Some(&n), Some(&v), now)
+        })
     }
 
     /// Delete a channel attribute.
     #[wasm_bindgen(js_name = channelDelAttr)]
     pub fn channel_del_attr(&self, name: JsValue, cb: JsValue) -> Promise {
         let (ch, n) = (self.c.name.clone(), to_text(&name));
-        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_attr(&ch, Some(&n), None, now))
+        self.op(ReqKind::ChannelOp, &cb, |c, now| {
+            c.channel_attr(&ch, Some(&n), None, now)
+        })
     }
 
     /// Delete every channel attribute.
     #[wasm_bindgen(js_name = channelClearAttr)]
     pub fn channel_clear_attr(&self, cb: JsValue) -> Promise {
         let ch = self.c.name.clone();
-        self.op(ReqKind::ChannelOp, &cb, |c, now| c.channel_attr(&ch, None, None, now))
+        self.op(ReqKind::ChannelOp, &cb, |c, now| {
+            c.channel_attr(&ch, None, None, now)
+        })
     }
 }

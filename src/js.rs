@@ -44,7 +44,10 @@ impl JsonValue for Js {
     }
     fn keys(&self) -> Vec<String> {
         match self.0.dyn_ref::<Object>() {
-            Some(o) if self.is_object() => Object::keys(o).iter().filter_map(|k| k.as_string()).collect(),
+            Some(o) if self.is_object() => Object::keys(o)
+                .iter()
+                .filter_map(|k| k.as_string())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -58,7 +61,10 @@ impl JsonValue for Js {
         Js(JsValue::from_f64(n))
     }
     fn to_text(&self) -> String {
-        json_stringify(&self.0).ok().and_then(|t| t.as_string()).unwrap_or_default()
+        json_stringify(&self.0)
+            .ok()
+            .and_then(|t| t.as_string())
+            .unwrap_or_default()
     }
 }
 
@@ -67,7 +73,10 @@ pub(crate) fn to_json_text(v: &JsValue, default: &str) -> String {
     if v.is_undefined() {
         return default.into();
     }
-    json_stringify(v).ok().and_then(|t| t.as_string()).unwrap_or_else(|| default.into())
+    json_stringify(v)
+        .ok()
+        .and_then(|t| t.as_string())
+        .unwrap_or_else(|| default.into())
 }
 
 /// A string argument: strings as they are, anything else as JSON text (the original's rule).

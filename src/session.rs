@@ -76,7 +76,9 @@ impl Session {
     #[wasm_bindgen(js_name = messageInstantSend)]
     pub fn message_instant_send(&self, peer: JsValue, msg: JsValue, cb: JsValue) -> Promise {
         let (peer, msg) = (to_text(&peer), to_text(&msg));
-        let req = self.d.command(|c, now| c.message_instant_send(&peer, &msg, now));
+        let req = self
+            .d
+            .command(|c, now| c.message_instant_send(&peer, &msg, now));
         self.d.track(req.0, ReqKind::Instant, &cb)
     }
 
@@ -110,9 +112,15 @@ impl Session {
     #[wasm_bindgen(js_name = channelInviteUser2)]
     pub fn channel_invite_user2(&self, channel: JsValue, peer: JsValue, extra: JsValue) -> JsValue {
         let (channel, peer) = (to_text(&channel), to_text(&peer));
-        let extra = if extra.is_undefined() || extra.is_null() { JsValue::from_str("") } else { extra };
+        let extra = if extra.is_undefined() || extra.is_null() {
+            JsValue::from_str("")
+        } else {
+            extra
+        };
         let extra_json = to_json_text(&extra, "\"\"");
-        let (call, req) = self.d.command(|c, now| c.invite(&channel, &peer, &extra_json, now));
+        let (call, req) = self
+            .d
+            .command(|c, now| c.invite(&channel, &peer, &extra_json, now));
         let shared = Rc::new(CallShared {
             id: call.0,
             channel,
@@ -123,7 +131,12 @@ impl Session {
             session: self.d.me(),
         });
         self.d.add_call(shared.clone());
-        let _ = self.d.track_with(req.0, ReqKind::Plain, &JsValue::UNDEFINED, shared.ready.clone());
+        let _ = self.d.track_with(
+            req.0,
+            ReqKind::Plain,
+            &JsValue::UNDEFINED,
+            shared.ready.clone(),
+        );
         crate::call::Call::wrap(shared)
     }
 }

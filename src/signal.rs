@@ -27,7 +27,10 @@ fn strings(v: &JsValue) -> Vec<String> {
         return vec![s];
     }
     if js_sys::Array::is_array(v) {
-        return js_sys::Array::from(v).iter().filter_map(|x| x.as_string()).collect();
+        return js_sys::Array::from(v)
+            .iter()
+            .filter_map(|x| x.as_string())
+            .collect();
     }
     Vec::new()
 }
@@ -43,7 +46,9 @@ fn option(options: &JsValue, key: &str) -> JsValue {
 /// The page's own origin (`location.origin`), the default LBS.
 fn page_origin() -> Option<String> {
     let location = Reflect::get(&js_sys::global(), &"location".into()).ok()?;
-    let origin = Reflect::get(&location, &"origin".into()).ok()?.as_string()?;
+    let origin = Reflect::get(&location, &"origin".into())
+        .ok()?
+        .as_string()?;
     (origin.starts_with("http")).then_some(origin)
 }
 
@@ -134,10 +139,22 @@ impl Signal {
 
     /// Log in; returns the Session at once (its methods are usable immediately).
     /// `reconnect_count` defaults to 10, `reconnect_time` (ms) to 300000.
-    pub fn login(&self, account: JsValue, token: JsValue, reconnect_count: JsValue, reconnect_time: JsValue) -> JsValue {
+    pub fn login(
+        &self,
+        account: JsValue,
+        token: JsValue,
+        reconnect_count: JsValue,
+        reconnect_time: JsValue,
+    ) -> JsValue {
         let mut cfg = Config::new(&self.appid, &to_text(&account), &to_text(&token));
-        cfg.reconnect_count = reconnect_count.as_f64().filter(|n| *n >= 1.0).map_or(0, |n| n as u32);
-        cfg.reconnect_time_ms = reconnect_time.as_f64().filter(|n| *n >= 1.0).map_or(0, |n| n as u64);
+        cfg.reconnect_count = reconnect_count
+            .as_f64()
+            .filter(|n| *n >= 1.0)
+            .map_or(0, |n| n as u32);
+        cfg.reconnect_time_ms = reconnect_time
+            .as_f64()
+            .filter(|n| *n >= 1.0)
+            .map_or(0, |n| n as u64);
         let mut servers = self.servers.borrow().clone();
         shuffle(&mut servers);
         cfg.servers = servers;

@@ -8,11 +8,11 @@
 //! a returned object before anything fires).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use opensig_protocol::client::{Action, CallEvent, Client, Config, ConnId, Event, Millis, State};
+use opensig_protocol::small::{Queue, VecMap};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, MessageEvent, WebSocket};
@@ -100,7 +100,11 @@ impl Deferred {
         IGNORE.with(|f| {
             let _ = promise.catch(f);
         });
-        Deferred { promise, resolve, reject }
+        Deferred {
+            promise,
+            resolve,
+            reject,
+        }
     }
 
     pub fn resolve(&self, v: &JsValue) {
@@ -108,7 +112,9 @@ impl Deferred {
     }
 
     pub fn reject(&self, code: u32, reason: &str, response: Option<&JsValue>) {
-        let _ = self.reject.call1(&JsValue::UNDEFINED, &error(code, reason, response));
+        let _ = self
+            .reject
+            .call1(&JsValue::UNDEFINED, &error(code, reason, response));
     }
 }
 
@@ -169,18 +175,18 @@ struct Socket {
     ws: WebSocket,
     _handlers: [Closure<dyn FnMut(JsValue)>; 4],
     /// Frames waiting behind a binary frame that is still being inflated.
-    queue: VecDeque<Option<JsValue>>,
+    queue: Queue<Option<JsValue>>,
 }
 
 struct DriverState {
     core: Client<Js>,
     start: f64,
-    sockets: BTreeMap<u32, Socket>,
+    sockets: VecMap<u32, Socket>,
     graveyard: Vec<Socket>,
     timer: Option<(JsValue, Millis)>,
-    channels: BTreeMap<u32, Rc<ChannelShared>>,
-    calls: BTreeMap<u32, Rc<CallShared>>,
-    requests: BTreeMap<u32, Pending>,
+    channels: VecMap<u32, Rc<ChannelShared>>,
+    calls: VecMap<u32, Rc<CallShared>>,
+    requests: VecMap<u32, Pending>,
     pump_scheduled: bool,
     pumping: bool,
 }
@@ -211,12 +217,12 @@ impl Driver {
                 st: RefCell::new(DriverState {
                     core: Client::new(config, 0),
                     start,
-                    sockets: BTreeMap::new(),
+                    sockets: VecMap::new(),
                     graveyard: Vec::new(),
                     timer: None,
-                    channels: BTreeMap::new(),
-                    calls: BTreeMap::new(),
-                    requests: BTreeMap::new(),
+                    channels: VecMap::new(),
+                    calls: VecMap::new(),
+                    requests: VecMap::new(),
                     pump_scheduled: false,
                     pumping: false,
                 }),
@@ -271,10 +277,19 @@ impl Driver {
     }
 
     /// Like `track`, settling a promise made earlier (e.g. `call.ready`).
-    pub(crate) fn track_with(&self, req: u32, kind: ReqKind, cb: &JsValue, deferred: Deferred) -> Promise {
+    pub(crate) fn track_with(
+        &self,
+        req: u32,
+        kind: ReqKind,
+        cb: &JsValue,
+        deferred: Deferred,
+    ) -> Promise {
         let promise = deferred.promise.clone();
         let cb = cb.dyn_ref::<Function>().cloned();
-        self.st.borrow_mut().requests.insert(req, Pending { kind, cb, deferred });
+        self.st
+            .borrow_mut()
+            .requests
+            .insert(req, Pending { kind, cb, deferred });
         promise
     }
 
@@ -415,7 +430,7 @@ impl Driver {
             Socket {
                 ws,
                 _handlers: handlers,
-                queue: VecDeque::new(),
+                queue: Queue::new(),
             },
         );
     }
@@ -458,11 +473,14 @@ impl Driver {
 
     fn text_frame(&self, conn: ConnId, text: &JsValue, now: Millis) {
         if self.log.enabled(Level::Debug) {
-            self.log.print(Level::Debug, "recv", &text.as_string().unwrap_or_default());
+            self.log
+                .print(Level::Debug, "recv", &text.as_string().unwrap_or_default());
         }
         match json_parse(text) {
             Ok(v) => self.st.borrow_mut().core.handle_frame(conn, Js(v), now),
-            Err(_) => self.log.print(Level::Warning, "ignored a frame that is not JSON", ""),
+            Err(_) => self
+                .log
+                .print(Level::Warning, "ignored a frame that is not JSON", ""),
         }
     }
 
@@ -470,7 +488,9 @@ impl Driver {
     fn binary_frame(&self, conn: ConnId, data: JsValue) {
         let slot = {
             let mut st = self.st.borrow_mut();
-            let Some(s) = st.sockets.get_mut(&conn.0) else { return };
+            let Some(s) = st.sockets.get_mut(&conn.0) else {
+                return;
+            };
             s.queue.push_back(None);
             s.queue.len() - 1
         };
@@ -484,7 +504,11 @@ impl Driver {
         let me = self.me.clone();
         let failed = Closure::once_into_js(move |_: JsValue| {
             if let Some(d) = me.upgrade() {
-                d.log.print(Level::Warning, "ignored a binary frame that is not zlib", "");
+                d.log.print(
+                    Level::Warning,
+                    "ignored a binary frame that is not zlib",
+                    "",
+                );
                 d.inflated(conn, JsValue::NULL);
             }
         });
@@ -493,7 +517,9 @@ impl Driver {
                 let _ = p.unchecked_ref::<Thenable>().then_js(&done, &failed);
             }
             Err(_) => {
-                let _ = failed.unchecked_ref::<Function>().call1(&JsValue::UNDEFINED, &JsValue::NULL);
+                let _ = failed
+                    .unchecked_ref::<Function>()
+                    .call1(&JsValue::UNDEFINED, &JsValue::NULL);
             }
         }
     }
@@ -502,7 +528,9 @@ impl Driver {
         // fill the oldest pending binary slot, then hand over every frame that is ready
         let ready: Vec<JsValue> = {
             let mut st = self.st.borrow_mut();
-            let Some(s) = st.sockets.get_mut(&conn.0) else { return };
+            let Some(s) = st.sockets.get_mut(&conn.0) else {
+                return;
+            };
             if let Some(slot) = s.queue.iter_mut().find(|x| x.is_none()) {
                 *slot = Some(text);
             }
@@ -561,7 +589,7 @@ impl Driver {
         match e {
             Event::LoginSuccess { uid } => {
                 self.log.print(Level::Info, "logged in as", &self.account);
-                self.slots.fire(scb::LOGIN_SUCCESS, &[uid.0.clone()]);
+                self.slots.fire(scb::LOGIN_SUCCESS, std::slice::from_ref(&uid.0));
                 self.ready.resolve(&uid.0);
             }
             Event::LoginFailed { code } => {
@@ -577,7 +605,11 @@ impl Driver {
                 self.finished();
             }
             Event::Reconnecting { attempt } => {
-                self.log.print(Level::Info, "reconnecting", &attempt.to_string());
+                if self.log.enabled(Level::Info) {
+                    let mut n = String::new();
+                    opensig_protocol::json::push_u64(&mut n, attempt as u64);
+                    self.log.print(Level::Info, "reconnecting, attempt", &n);
+                }
                 self.slots.fire(scb::RECONNECTING, &[attempt.into()]);
             }
             Event::Reconnected => self.slots.fire(scb::RECONNECTED, &[]),
@@ -664,8 +696,7 @@ impl Driver {
                 value,
                 kind,
             } => self.on_channel(ch.0, |c| {
-                c.slots
-                    .fire(ccb::ATTR_UPDATED, &[name.0, value.0, kind.0])
+                c.slots.fire(ccb::ATTR_UPDATED, &[name.0, value.0, kind.0])
             }),
             Event::ChannelMessage {
                 ch,
@@ -716,7 +747,10 @@ impl Driver {
             ReqKind::Invoke => match &result {
                 Ok(body) => call_cb(&["".into(), body.0.clone()]),
                 Err(f) => {
-                    let raw = f.raw.as_ref().map_or(JsValue::from_str(""), |r| r.0.clone());
+                    let raw = f
+                        .raw
+                        .as_ref()
+                        .map_or(JsValue::from_str(""), |r| r.0.clone());
                     call_cb(&[JsValue::from_str(&f.err), raw]);
                 }
             },
@@ -725,7 +759,9 @@ impl Driver {
         }
         match result {
             Ok(v) => p.deferred.resolve(&v.0),
-            Err(f) => p.deferred.reject(f.code.value(), &f.err, f.raw.as_ref().map(|r| &r.0)),
+            Err(f) => p
+                .deferred
+                .reject(f.code.value(), &f.err, f.raw.as_ref().map(|r| &r.0)),
         }
     }
 
@@ -747,7 +783,9 @@ fn inflate(data: &JsValue) -> Result<Promise, JsValue> {
     let blob = web_sys::Blob::new_with_u8_array_sequence(&parts)?;
     // zlib format is "deflate" in the Compression Streams API ("deflate-raw" is raw)
     let ds = DecompressionStream::new("deflate")?;
-    let stream = blob.stream().pipe_through(ds.unchecked_ref::<web_sys::ReadableWritablePair>());
+    let stream = blob
+        .stream()
+        .pipe_through(ds.unchecked_ref::<web_sys::ReadableWritablePair>());
     let resp = web_sys::Response::new_with_opt_readable_stream(Some(&stream))?;
     resp.text()
 }

@@ -9,7 +9,7 @@
 //! failures reported (Q12), login/pong timeouts (Q14), reconnects that never stall (Q17), and
 //! a request table that is pruned (Q18).
 
-use alloc::collections::{BTreeMap, VecDeque};
+use crate::small::{Queue, VecMap};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -353,28 +353,29 @@ struct Mailbox {
     ack_due: Option<Millis>,
 }
 
-/// Seen msg-v3 ids, forgotten after the dedup window (Q7).
+/// Seen msg-v3 ids, forgotten after the dedup window (Q7) and capped in number.
 #[derive(Default, Debug)]
 struct Dedup {
-    order: VecDeque<(Millis, String)>,
-    seen: alloc::collections::BTreeSet<String>,
+    seen: Vec<(Millis, String)>,
 }
+
+const DEDUP_MAX: usize = 2048;
 
 impl Dedup {
     fn first_time(&mut self, id: &str, now: Millis, window: Millis) -> bool {
-        while let Some((t, _)) = self.order.front() {
-            if now.saturating_sub(*t) <= window {
-                break;
-            }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        let expired = self
+            .seen
+            .iter()
+            .take_while(|(t, _)| now.saturating_sub(*t) > window)
+            .count()
+            .max(self.seen.len().saturating_sub(DEDUP_MAX - 1));
+        if expired > 0 {
+            self.seen.drain(..expired);
         }
-        if self.seen.contains(id) {
+        if self.seen.iter().any(|(_, s)| s == id) {
             return false;
         }
-        self.seen.insert(id.to_string());
-        self.order.push_back((now, id.to_string()));
+        self.seen.push((now, id.to_string()));
         true
     }
 }
@@ -413,16 +414,16 @@ pub struct Client<V: JsonValue> {
     logout_deadline: Option<Millis>,
     logout_waiters: Vec<u32>,
     next_id: u32,
-    queue: VecDeque<Req>,
-    in_flight: BTreeMap<u32, Req>,
+    queue: Queue<Req>,
+    in_flight: VecMap<u32, Req>,
     mailbox: Mailbox,
     dedup: Dedup,
-    channels: BTreeMap<u32, Chan>,
-    by_name: BTreeMap<String, u32>,
+    channels: VecMap<u32, Chan>,
+    by_name: VecMap<String, u32>,
     current: Option<u32>,
-    calls: BTreeMap<(String, String), u32>,
-    actions: VecDeque<Action>,
-    events: VecDeque<Event<V>>,
+    calls: VecMap<(String, String), u32>,
+    actions: Queue<Action>,
+    events: Queue<Event<V>>,
 }
 
 /// Builds the members of a JSON object (without braces).
@@ -498,16 +499,16 @@ impl<V: JsonValue> Client<V> {
             logout_deadline: None,
             logout_waiters: Vec::new(),
             next_id: 0,
-            queue: VecDeque::new(),
-            in_flight: BTreeMap::new(),
+            queue: Queue::new(),
+            in_flight: VecMap::new(),
             mailbox: Mailbox::default(),
             dedup: Dedup::default(),
-            channels: BTreeMap::new(),
-            by_name: BTreeMap::new(),
+            channels: VecMap::new(),
+            by_name: VecMap::new(),
             current: None,
-            calls: BTreeMap::new(),
-            actions: VecDeque::new(),
-            events: VecDeque::new(),
+            calls: VecMap::new(),
+            actions: Queue::new(),
+            events: Queue::new(),
         };
         if c.cfg.limits.check_account(&c.cfg.account).is_err() {
             c.state = State::LoggedOut;
@@ -1120,63 +1121,17 @@ impl<V: JsonValue> Client<V> {
                 }
                 return;
             }
-            Kind::Join { ch, rejoin } => match &result {
-                Ok(body) => {
-                    let Some(c) = self.channels.get_mut(&ch) else {
-                        return;
-                    };
-                    if c.state == ChanState::Left {
-                        return;
-                    }
-                    c.state = ChanState::Joined;
-                    c.last_seq = 0;
-                    if !rejoin {
-                        self.events
-                            .push_back(Event::ChannelJoined { ch: ChannelId(ch) });
-                    }
-                    let list = body
-                        .get("list")
-                        .unwrap_or_else(|| V::parse("[]").unwrap_or_else(|| V::from_string("")));
-                    self.events.push_back(Event::ChannelUserList {
-                        ch: ChannelId(ch),
-                        list,
+            Kind::Join { ch, rejoin } => {
+                self.join_reply(ch, rejoin, &result);
+                if let (Err(f), false) = (&result, rejoin) {
+                    self.events.push_back(Event::Error {
+                        name: req.op,
+                        code: f.code,
+                        desc: f.err.clone(),
                     });
-                    if let Some(attrs) = body.get("attrs") {
-                        let update = V::from_string(crate::names::attr_change::UPDATE);
-                        for k in attrs.keys() {
-                            if let Some(v) = attrs.get(&k) {
-                                self.events.push_back(Event::ChannelAttr {
-                                    ch: ChannelId(ch),
-                                    name: V::from_string(&k),
-                                    value: v,
-                                    kind: update.clone(),
-                                });
-                            }
-                        }
-                    }
                 }
-                Err(f) => {
-                    if let Some(c) = self.channels.get_mut(&ch) {
-                        let was_joined = rejoin;
-                        c.state = ChanState::Left;
-                        let name = c.name.clone();
-                        if self.by_name.get(&name) == Some(&ch) {
-                            self.by_name.remove(&name);
-                        }
-                        if was_joined {
-                            self.events.push_back(Event::ChannelLeft {
-                                ch: ChannelId(ch),
-                                code: Code::LeaveChannelDisconn.value(),
-                            });
-                        } else {
-                            self.events.push_back(Event::ChannelJoinFailed {
-                                ch: ChannelId(ch),
-                                err: f.err.clone(),
-                            });
-                        }
-                    }
-                }
-            },
+                return;
+            }
             Kind::Leave { ch } => {
                 if let Some(c) = self.channels.remove(&ch) {
                     if self.by_name.get(&c.name) == Some(&ch) {
@@ -1219,6 +1174,66 @@ impl<V: JsonValue> Client<V> {
             req: ReqId(req.id),
             result,
         });
+    }
+
+    fn join_reply(&mut self, ch: u32, rejoin: bool, result: &Result<V, Failure<V>>) {
+        match result {
+            Ok(body) => {
+                let Some(c) = self.channels.get_mut(&ch) else {
+                    return;
+                };
+                if c.state == ChanState::Left {
+                    return;
+                }
+                c.state = ChanState::Joined;
+                c.last_seq = 0;
+                if !rejoin {
+                    self.events
+                        .push_back(Event::ChannelJoined { ch: ChannelId(ch) });
+                }
+                let list = body
+                    .get("list")
+                    .unwrap_or_else(|| V::parse("[]").unwrap_or_else(|| V::from_string("")));
+                self.events.push_back(Event::ChannelUserList {
+                    ch: ChannelId(ch),
+                    list,
+                });
+                if let Some(attrs) = body.get("attrs") {
+                    let update = V::from_string(crate::names::attr_change::UPDATE);
+                    for k in attrs.keys() {
+                        if let Some(v) = attrs.get(&k) {
+                            self.events.push_back(Event::ChannelAttr {
+                                ch: ChannelId(ch),
+                                name: V::from_string(&k),
+                                value: v,
+                                kind: update.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            Err(f) => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    let was_joined = rejoin;
+                    c.state = ChanState::Left;
+                    let name = c.name.clone();
+                    if self.by_name.get(&name) == Some(&ch) {
+                        self.by_name.remove(&name);
+                    }
+                    if was_joined {
+                        self.events.push_back(Event::ChannelLeft {
+                            ch: ChannelId(ch),
+                            code: Code::LeaveChannelDisconn.value(),
+                        });
+                    } else {
+                        self.events.push_back(Event::ChannelJoinFailed {
+                            ch: ChannelId(ch),
+                            err: f.err.clone(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     fn on_notify(&mut self, p: V, now: Millis) {

@@ -11,6 +11,7 @@ pub mod json;
 pub mod limits;
 pub mod msg;
 pub mod names;
+pub mod small;
 
 #[cfg(feature = "tokio")]
 pub mod driver;

@@ -359,7 +359,11 @@ async fn two_hundred_messages_per_second_per_channel_by_default() {
     }
     // a burst of 200, plus what refilled while the test ran (it may be slow under load)
     let refill = (t.elapsed().as_secs_f64() * 200.0).ceil() as usize;
-    assert!(ok >= 200 && ok <= 201 + refill && ok < 250, "{ok} accepted in {:?}", t.elapsed());
+    assert!(
+        ok >= 200 && ok <= 201 + refill && ok < 250,
+        "{ok} accepted in {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -227,7 +227,11 @@ async fn sixty_messages_per_second_per_user_then_rate_limited() {
     }
     let ok = errors.iter().filter(|e| e.is_empty()).count();
     let refill = (t.elapsed().as_secs_f64() * 60.0).ceil() as usize;
-    assert!(ok >= 60 && ok <= 61 + refill && ok < 70, "{ok} accepted in {:?}", t.elapsed());
+    assert!(
+        ok >= 60 && ok <= 61 + refill && ok < 70,
+        "{ok} accepted in {:?}",
+        t.elapsed()
+    );
     assert!(errors.iter().all(|e| e.is_empty() || e == "rate_limited"));
     // after a second the budget is back
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -1,0 +1,935 @@
+//! The client state machine against a scripted server with a simulated clock: no sockets, no
+//! sleeps. Every frame the client sends and every event it raises is checked.
+
+use opensig_protocol::client::{Action, CallEvent, Client, Config, ConnId, Event, Millis, State};
+use opensig_protocol::json::JsonValue;
+use opensig_protocol::Code;
+use serde_json::{json, Value};
+
+struct H {
+    c: Client<Value>,
+    now: Millis,
+    sent: Vec<(ConnId, Value)>,
+    connects: Vec<(ConnId, String)>,
+    closed: Vec<ConnId>,
+    fetches: Vec<(u32, String)>,
+    events: Vec<Event<Value>>,
+}
+
+fn cfg(servers: &[&str]) -> Config {
+    let mut c = Config::new("app", "alice", "_no_need_token");
+    c.servers = servers.iter().map(|s| s.to_string()).collect();
+    c
+}
+
+impl H {
+    fn new(c: Config) -> H {
+        let mut h = H {
+            c: Client::new(c, 0),
+            now: 0,
+            sent: vec![],
+            connects: vec![],
+            closed: vec![],
+            fetches: vec![],
+            events: vec![],
+        };
+        h.pump();
+        h
+    }
+
+    fn pump(&mut self) {
+        while let Some(a) = self.c.poll_action() {
+            match a {
+                Action::Connect { conn, url } => self.connects.push((conn, url)),
+                Action::Send { conn, text } => self.sent.push((
+                    conn,
+                    serde_json::from_str(&text).expect("client sends JSON"),
+                )),
+                Action::Close { conn } => self.closed.push(conn),
+                Action::Fetch { id, url } => self.fetches.push((id, url)),
+            }
+        }
+        while let Some(e) = self.c.poll_event() {
+            if !matches!(e, Event::Log { .. }) {
+                self.events.push(e);
+            }
+        }
+    }
+
+    /// Move the clock to `now + ms`, firing every deadline on the way in order.
+    fn advance(&mut self, ms: Millis) {
+        let target = self.now + ms;
+        while let Some(t) = self.c.poll_timeout() {
+            if t > target {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.c.handle_timeout(self.now);
+            self.pump();
+        }
+        self.now = target;
+    }
+
+    /// Advance while the server keeps talking (a pong every 10 s), so the watchdog stays calm.
+    fn advance_alive(&mut self, ms: Millis) {
+        let mut left = ms;
+        while left > 0 {
+            let step = left.min(10_000);
+            self.advance(step);
+            left -= step;
+            self.frame(json!(["pong", 0]));
+        }
+    }
+
+    fn conn(&self) -> ConnId {
+        self.connects.last().expect("a connection attempt").0
+    }
+
+    fn open(&mut self) -> ConnId {
+        let c = self.conn();
+        self.c.handle_open(c, self.now);
+        self.pump();
+        c
+    }
+
+    fn frame(&mut self, v: Value) {
+        let c = self.conn();
+        self.c.handle_frame(c, v, self.now);
+        self.pump();
+    }
+
+    fn close(&mut self) {
+        let c = self.conn();
+        self.c.handle_close(c, self.now);
+        self.pump();
+    }
+
+    fn login_ok(&mut self, line: &str) {
+        let body = json!({"result": "ok", "uid": 0, "line": line}).to_string();
+        self.frame(json!(["login_ret", ["", body]]));
+    }
+
+    /// Open + login_ok + reply to the first mailbox poll; clears the logs.
+    fn logged_in(c: Config) -> H {
+        let mut h = H::new(c);
+        h.open();
+        h.login_ok("L1");
+        let id = h.call_id("user_getmsg");
+        h.reply(id, json!({"result": "ok", "ver_clear": 0, "msgs": []}));
+        h.sent.clear();
+        h.events.clear();
+        h
+    }
+
+    fn take_sent(&mut self) -> Vec<Value> {
+        self.sent.drain(..).map(|(_, v)| v).collect()
+    }
+
+    fn take_events(&mut self) -> Vec<Event<Value>> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The id of the last call2 named `name` the client sent.
+    fn call_id(&self, name: &str) -> u64 {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(_, v)| v[0] == "call2" && v[1][0] == name)
+            .unwrap_or_else(|| panic!("no {name} sent; sent {:?}", self.sent))
+            .1[1][1]
+            .as_u64()
+            .unwrap()
+    }
+
+    fn calls(&self, name: &str) -> Vec<Value> {
+        self.sent
+            .iter()
+            .filter(|(_, v)| v[0] == "call2" && v[1][0] == name)
+            .map(|(_, v)| v[1][2].clone())
+            .collect()
+    }
+
+    fn reply(&mut self, id: u64, body: Value) {
+        self.frame(json!(["call2-ret", [id, "", body.to_string()]]));
+    }
+
+    fn reply_err(&mut self, id: u64, err: &str) {
+        self.frame(json!(["call2-ret", [id, err, ""]]));
+    }
+}
+
+fn msg_v3(id: &str, from: &str, kind: &str, content: &str) -> String {
+    format!("msg-v3 {id} {from} 0 alice {kind} - {content}")
+}
+
+#[test]
+fn login_sends_the_original_frames_in_order() {
+    let mut h = H::new(cfg(&["ws://a/"]));
+    assert_eq!(h.c.state(), State::LoggingIn);
+    assert_eq!(h.connects, vec![(ConnId(1), "ws://a/".to_string())]);
+    h.open();
+    assert_eq!(
+        h.take_sent(),
+        vec![
+            json!(["login", {"vid": "app", "account": "alice", "uid": 0, "token": "_no_need_token", "device": "websdk", "ip": ""}])
+        ]
+    );
+    h.login_ok("L1");
+    assert_eq!(h.c.state(), State::LoggedIn);
+    let sent = h.take_sent();
+    assert_eq!(sent[0], json!(["set_flag", {"binary": 1}]));
+    assert_eq!(sent[1], json!(["ping", 1]));
+    assert_eq!(sent[2][0], "call2");
+    assert_eq!(sent[2][1][0], "user_getmsg");
+    assert_eq!(
+        sent[2][1][2],
+        json!({"ver_clear": 0, "max": 30, "line": "L1"})
+    );
+    assert_eq!(h.take_events(), vec![Event::LoginSuccess { uid: json!(0) }]);
+    // one ping every 10 s
+    h.advance(10_000);
+    assert_eq!(
+        h.take_sent()
+            .into_iter()
+            .filter(|f| f[0] == "ping")
+            .collect::<Vec<_>>(),
+        vec![json!(["ping", 2])]
+    );
+}
+
+#[test]
+fn login_failures_map_to_codes_and_close_the_socket() {
+    for (err, reason, code) in [
+        ("TokenErrorExpired", "", Code::LoginTokenExpired),
+        ("TokenErrorInvalid", "", Code::LoginTokenWrong),
+        ("kick", "", Code::LoginTokenKicked),
+        ("wrong account format", "", Code::LoginWrongAccount),
+        ("something", "", Code::LoginNet),
+        ("", "TokenErrorExpired", Code::LoginTokenExpired),
+    ] {
+        let mut h = H::new(cfg(&["ws://a/"]));
+        let conn = h.open();
+        let body = json!({"result": "failed", "reason": reason}).to_string();
+        h.frame(json!(["login_ret", [err, body]]));
+        assert_eq!(
+            h.take_events(),
+            vec![Event::LoginFailed { code }],
+            "{err:?}/{reason:?}"
+        );
+        assert_eq!(h.c.state(), State::LoggedOut);
+        assert!(h.closed.contains(&conn));
+    }
+    // a non-JSON body is a failure, not a hang (Q12)
+    let mut h = H::new(cfg(&["ws://a/"]));
+    h.open();
+    h.frame(json!(["login_ret", ["", "not json"]]));
+    assert_eq!(
+        h.take_events(),
+        vec![Event::LoginFailed {
+            code: Code::LoginNet
+        }]
+    );
+}
+
+#[test]
+fn bad_accounts_fail_locally_with_209() {
+    let mut c = cfg(&["ws://a/"]);
+    c.account = "has space".into();
+    let h = H::new(c);
+    assert_eq!(
+        h.events,
+        vec![Event::LoginFailed {
+            code: Code::LoginWrongAccount
+        }]
+    );
+    assert!(h.connects.is_empty());
+}
+
+#[test]
+fn login_fails_over_across_servers_then_gives_up() {
+    let mut h = H::new(cfg(&["ws://a/", "ws://b/"]));
+    // a: connect timeout after 6 s
+    h.advance(6_000);
+    assert_eq!(
+        h.connects.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(),
+        vec!["ws://a/", "ws://b/"]
+    );
+    // b: refused
+    h.close();
+    assert_eq!(
+        h.take_events(),
+        vec![Event::LoginFailed {
+            code: Code::LoginNet
+        }]
+    );
+    // a server that opens but never answers login: given up after 12 s (Q14)
+    let mut h = H::new(cfg(&["ws://a/"]));
+    h.open();
+    h.advance(11_999);
+    assert!(h.events.is_empty());
+    h.advance(1);
+    assert_eq!(
+        h.take_events(),
+        vec![Event::LoginFailed {
+            code: Code::LoginNet
+        }]
+    );
+}
+
+#[test]
+fn reconnect_schedule_then_logout_102() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.close();
+    assert_eq!(h.c.state(), State::Reconnecting);
+    let mut attempts = vec![];
+    for _ in 0..10 {
+        let before = h.connects.len();
+        let start = h.now;
+        while h.connects.len() == before {
+            h.advance(100);
+        }
+        attempts.push(h.now - start);
+        h.close(); // refused
+    }
+    // 200 ms doubling to 2 s (measured in 100 ms steps)
+    assert_eq!(
+        attempts,
+        vec![200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000, 2000]
+    );
+    let ev = h.take_events();
+    let n: Vec<u32> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Reconnecting { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(n, (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Logout {
+            code: Code::LogoutNet
+        })
+    );
+    assert_eq!(h.c.state(), State::LoggedOut);
+    assert_eq!(h.c.poll_timeout(), None, "no timer left running");
+}
+
+#[test]
+fn reconnect_window_applies() {
+    let mut c = cfg(&["ws://a/"]);
+    c.reconnect_time_ms = 1_000;
+    let mut h = H::logged_in(c);
+    h.close();
+    h.advance(200);
+    h.close();
+    h.advance(400);
+    h.close();
+    h.advance(800); // now past the 1 s window
+    h.close();
+    assert_eq!(
+        h.take_events().last(),
+        Some(&Event::Logout {
+            code: Code::LogoutNet
+        })
+    );
+}
+
+#[test]
+fn reconnect_keeps_state_rejoins_and_resends() {
+    let mut h = H::logged_in(cfg(&["ws://a/", "ws://b/"]));
+    let ch = h.c.channel_join("room", h.now);
+    h.pump();
+    let id = h.call_id("channel_join");
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [["alice", 0]], "attrs": {}}),
+    );
+    // a message is in flight when the connection drops
+    let req = h.c.message_instant_send("bob", "hello", h.now);
+    h.pump();
+    let first = h.calls("user_sendmsg")[0].clone();
+    h.take_events();
+    h.take_sent();
+    h.close();
+    h.advance(200);
+    assert_eq!(h.take_events(), vec![Event::Reconnecting { attempt: 1 }]);
+    h.open();
+    h.login_ok("L2");
+    let ev = h.take_events();
+    assert_eq!(
+        ev,
+        vec![Event::LoginSuccess { uid: json!(0) }, Event::Reconnected]
+    );
+    // one ping loop, one poller, the rejoin and the resent message
+    let sent = h.take_sent();
+    let names: Vec<&str> = sent
+        .iter()
+        .map(|f| {
+            if f[0] == "call2" {
+                f[1][0].as_str().unwrap()
+            } else {
+                f[0].as_str().unwrap()
+            }
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "login",
+            "set_flag",
+            "ping",
+            "user_getmsg",
+            "channel_join",
+            "user_sendmsg"
+        ]
+    );
+    let sent = &sent[1..];
+    let resent = &sent[4][1][2];
+    assert_eq!(
+        resent["messageID"], first["messageID"],
+        "same id, so the server drops a duplicate"
+    );
+    assert_eq!(resent["line"], "L2");
+    // rejoin answers refresh the member list without another onChannelJoined
+    let rejoin_id = sent[3][1][1].as_u64().unwrap();
+    h.reply(
+        rejoin_id,
+        json!({"result": "ok", "list": [["alice", 0], ["bob", 0]], "attrs": {}}),
+    );
+    assert_eq!(
+        h.take_events(),
+        vec![Event::ChannelUserList {
+            ch,
+            list: json!([["alice", 0], ["bob", 0]])
+        }]
+    );
+    let send_id = sent[4][1][1].as_u64().unwrap();
+    h.reply(send_id, json!({"result": "ok"}));
+    assert!(matches!(&h.take_events()[..], [Event::Done { req: r, result: Ok(_) }] if *r == req));
+    // ping counter continues; exactly one ping per 10 s
+    h.advance(10_000);
+    assert_eq!(h.take_sent().iter().filter(|f| f[0] == "ping").count(), 1);
+}
+
+#[test]
+fn failed_relogin_ends_the_session() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.close();
+    h.advance(200);
+    h.open();
+    h.frame(json!(["login_ret", ["TokenErrorExpired", "{}"]]));
+    assert_eq!(
+        h.take_events().last(),
+        Some(&Event::Logout {
+            code: Code::LogoutNet
+        })
+    );
+    assert_eq!(h.c.state(), State::LoggedOut);
+}
+
+#[test]
+fn server_endings_kick_close() {
+    for (frame, code) in [
+        (json!(["kick", ""]), Code::LogoutKicked),
+        (json!(["close", ""]), Code::LogoutNet),
+        (json!(["_close", ""]), Code::LogoutNet),
+    ] {
+        let mut h = H::logged_in(cfg(&["ws://a/"]));
+        h.frame(frame);
+        assert_eq!(h.take_events(), vec![Event::Logout { code }]);
+        assert_eq!(h.c.state(), State::LoggedOut);
+    }
+    // inside a multi batch too
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.frame(json!(["multi", [["pong", 1], ["kick", ""]]]));
+    assert_eq!(
+        h.take_events(),
+        vec![Event::Logout {
+            code: Code::LogoutKicked
+        }]
+    );
+}
+
+#[test]
+fn logout_always_completes() {
+    // logged in: user_logout, reply → 101
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let req = h.c.logout(h.now);
+    h.pump();
+    let id = h.call_id("user_logout");
+    h.reply(id, json!({"result": "ok"}));
+    let ev = h.take_events();
+    assert_eq!(
+        ev[0],
+        Event::Logout {
+            code: Code::LogoutUser
+        }
+    );
+    assert!(matches!(ev[1], Event::Done { req: r, .. } if r == req));
+    // no reply within 5 s: done anyway
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.c.logout(h.now);
+    h.pump();
+    h.advance(5_000);
+    assert_eq!(
+        h.take_events()[0],
+        Event::Logout {
+            code: Code::LogoutUser
+        }
+    );
+    // while logging in: ends at once, and a late login_ret is ignored (Q11)
+    let mut h = H::new(cfg(&["ws://a/"]));
+    h.open();
+    h.c.logout(h.now);
+    h.pump();
+    assert_eq!(
+        h.take_events()[0],
+        Event::Logout {
+            code: Code::LogoutUser
+        }
+    );
+    h.login_ok("late");
+    assert_eq!(h.c.state(), State::LoggedOut);
+    assert!(h.take_events().is_empty());
+    // while reconnecting
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.close();
+    h.c.logout(h.now);
+    h.pump();
+    assert_eq!(
+        h.take_events()[0],
+        Event::Logout {
+            code: Code::LogoutUser
+        }
+    );
+    h.advance(10_000);
+    assert_eq!(h.connects.len(), 1, "no reconnect after logout");
+}
+
+#[test]
+fn mailbox_pages_are_drained_at_once_and_acknowledged() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.frame(json!(["notify", ["msg", 45]]));
+    let id = h.call_id("user_getmsg");
+    let page: Vec<Value> = (1..=30)
+        .map(|v| {
+            json!([
+                v,
+                msg_v3(&format!("m{v}"), "bob", "instant", &format!("t{v}"))
+            ])
+        })
+        .collect();
+    h.take_sent();
+    h.reply(id, json!({"result": "ok", "ver_clear": 0, "msgs": page}));
+    assert_eq!(h.take_events().len(), 30);
+    // the next page is asked for at once (Q5), carrying the acknowledgement
+    assert_eq!(
+        h.calls("user_getmsg"),
+        vec![json!({"ver_clear": 30, "max": 30, "line": "L1"})]
+    );
+    let id = h.call_id("user_getmsg");
+    h.take_sent();
+    let page: Vec<Value> = (31..=45)
+        .map(|v| json!([v, msg_v3(&format!("m{v}"), "bob", "instant", "x")]))
+        .collect();
+    h.reply(id, json!({"result": "ok", "ver_clear": 30, "msgs": page}));
+    assert_eq!(h.take_events().len(), 15);
+    assert!(h.calls("user_getmsg").is_empty());
+    // the acknowledgement follows about 1 s later
+    h.advance(999);
+    assert!(h.calls("user_getmsg").is_empty());
+    h.advance(1);
+    assert_eq!(
+        h.calls("user_getmsg"),
+        vec![json!({"ver_clear": 45, "max": 30, "line": "L1"})]
+    );
+    let id = h.call_id("user_getmsg");
+    h.take_sent();
+    h.reply(id, json!({"result": "ok", "ver_clear": 45, "msgs": []}));
+    // idle resync after 60 s
+    h.advance_alive(59_000);
+    assert!(h.calls("user_getmsg").is_empty());
+    h.advance_alive(1_000);
+    assert_eq!(h.calls("user_getmsg").len(), 1);
+}
+
+#[test]
+fn inline_recvmsg_contiguous_gap_and_duplicates() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let push = |v: u64, id: &str, text: &str| {
+        json!([
+            "notify",
+            [
+                "recvmsg",
+                json!([v, msg_v3(id, "bob", "instant", text)]).to_string()
+            ]
+        ])
+    };
+    h.frame(push(1, "a", "one"));
+    assert_eq!(
+        h.take_events(),
+        vec![Event::MessageInstant {
+            account: "bob".into(),
+            msg: "one".into()
+        }]
+    );
+    assert!(h.calls("user_getmsg").is_empty(), "contiguous: no poll");
+    // a gap: poll instead of processing
+    h.frame(push(3, "c", "three"));
+    assert!(h.take_events().is_empty());
+    assert_eq!(
+        h.calls("user_getmsg"),
+        vec![json!({"ver_clear": 1, "max": 30, "line": "L1"})]
+    );
+    let id = h.call_id("user_getmsg");
+    h.take_sent();
+    // the poll returns 2 and 3; 3 again with another version is dropped by its id
+    h.reply(id, json!({"result": "ok", "ver_clear": 1, "msgs": [[2, msg_v3("b", "bob", "instant", "two")], [3, msg_v3("c", "bob", "instant", "three")], [4, msg_v3("c", "bob", "instant", "three again")]]}));
+    let texts: Vec<String> = h
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MessageInstant { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, vec!["two", "three"]);
+    // an old version pushed again is ignored
+    h.frame(push(2, "b", "two"));
+    assert!(h.take_events().is_empty());
+    // the dedup window is 5 minutes
+    h.advance_alive(301_000);
+    h.take_events();
+    h.frame(push(5, "a", "one, much later"));
+    assert_eq!(
+        h.take_events(),
+        vec![Event::MessageInstant {
+            account: "bob".into(),
+            msg: "one, much later".into()
+        }]
+    );
+}
+
+#[test]
+fn broken_mailbox_entries_do_not_stop_the_mailbox() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.frame(json!(["notify", ["msg", 3]]));
+    let id = h.call_id("user_getmsg");
+    h.reply(
+        id,
+        json!({"result": "ok", "ver_clear": 0, "msgs": [[1, msg_v3("x", "bob", "voip_invite", "{not json")], ["two", "junk"], [3, msg_v3("y", "bob", "instant", "fine")]]}),
+    );
+    assert_eq!(
+        h.take_events(),
+        vec![Event::MessageInstant {
+            account: "bob".into(),
+            msg: "fine".into()
+        }]
+    );
+    // a reply without ver_clear does not poison the counters (Q20)
+    h.frame(json!(["notify", ["msg", 9]]));
+    let id = h.call_id("user_getmsg");
+    h.reply(id, json!({"result": "ok"}));
+    h.advance_alive(60_000);
+    assert_eq!(h.calls("user_getmsg").last().unwrap()["ver_clear"], 3);
+}
+
+#[test]
+fn calls_route_by_channel_and_peer() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let (call, _) = h.c.invite("r1", "bob", "\"{}\"", h.now);
+    h.pump();
+    assert_eq!(
+        h.calls("voip_invite"),
+        vec![json!({"channelName": "r1", "peer": "bob", "extra": "{}", "line": "L1"})]
+    );
+    let voip = |kind: &str, id: &str, peer: &str, channel: &str, extra: &str| {
+        let content = json!({"channel": channel, "peer": peer, "extra": extra}).to_string();
+        json!([
+            "notify",
+            ["recvmsg_by_msgid", msg_v3(id, peer, kind, &content)]
+        ])
+    };
+    h.frame(voip("voip_invite_ack", "1", "bob", "r1", ""));
+    h.frame(voip("voip_invite_accept", "2", "bob", "r1", "yes"));
+    h.frame(voip("voip_invite_accept", "3", "carl", "r1", "not mine"));
+    h.frame(voip("voip_invite_msg", "4", "bob", "r2", "other channel"));
+    h.frame(voip("voip_invite_bye", "5", "bob", "r1", ""));
+    h.frame(voip("voip_invite_msg", "6", "bob", "r1", "after the end"));
+    assert_eq!(
+        h.take_events(),
+        vec![
+            Event::Call {
+                call,
+                what: CallEvent::ReceivedByPeer,
+                extra: json!("")
+            },
+            Event::Call {
+                call,
+                what: CallEvent::AcceptedByPeer,
+                extra: json!("yes")
+            },
+            Event::Call {
+                call,
+                what: CallEvent::EndByPeer,
+                extra: json!("")
+            },
+        ]
+    );
+    // incoming: auto-ack, then our own end fires EndByMyself locally
+    h.frame(voip("voip_invite", "7", "dora", "r3", "{\"k\":1}"));
+    let ev = h.take_events();
+    let Event::InviteReceived {
+        call: inc,
+        ref channel,
+        ref peer,
+        ref extra,
+    } = ev[0]
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (channel.as_str(), peer.as_str(), extra),
+        ("r3", "dora", &json!("{\"k\":1}"))
+    );
+    assert_eq!(
+        h.calls("voip_invite_ack").last().unwrap(),
+        &json!({"channelName": "r3", "peer": "dora", "extra": "", "line": "L1"})
+    );
+    h.c.call_dtmf(inc, "r3", "dora", "5", h.now);
+    h.c.call_reply(inc, "voip_invite_bye", "r3", "dora", "\"\"", h.now);
+    h.pump();
+    assert_eq!(
+        h.calls("voip_invite_msg")[0]["extra"],
+        "{\"msgtype\":\"dtmf\",\"msgdata\":\"5\"}"
+    );
+    assert_eq!(
+        h.take_events()[0],
+        Event::Call {
+            call: inc,
+            what: CallEvent::EndByMyself,
+            extra: json!("")
+        }
+    );
+    // a failed invite RPC reports the error string (D11)
+    let (c2, _) = h.c.invite("r4", "erin", "\"\"", h.now);
+    h.pump();
+    let id = h.call_id("voip_invite");
+    h.reply_err(id, "invalid_peer");
+    let ev = h.take_events();
+    assert_eq!(
+        ev[0],
+        Event::Call {
+            call: c2,
+            what: CallEvent::Failed,
+            extra: json!("invalid_peer")
+        }
+    );
+}
+
+#[test]
+fn channel_events_route_by_name_and_drop_old_sequences() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let a = h.c.channel_join("a", h.now);
+    let b = h.c.channel_join("b", h.now);
+    h.pump();
+    for (name, id) in [("a", 0), ("b", 1)] {
+        let _ = id;
+        let cid = h
+            .sent
+            .iter()
+            .find(|(_, f)| f[1][0] == "channel_join" && f[1][2]["name"] == name)
+            .unwrap()
+            .1[1][1]
+            .as_u64()
+            .unwrap();
+        h.reply(
+            cid,
+            json!({"result": "ok", "list": [], "attrs": {"k": "v"}}),
+        );
+    }
+    let ev = h.take_events();
+    assert!(
+        ev.contains(&Event::ChannelJoined { ch: a })
+            && ev.contains(&Event::ChannelJoined { ch: b })
+    );
+    assert!(ev.contains(&Event::ChannelAttr {
+        ch: b,
+        name: json!("k"),
+        value: json!("v"),
+        kind: json!("update")
+    }));
+    let msg = |ch: &str, seq: u64, text: &str| {
+        let content = json!({"channel": ch, "account": "bob", "uid": 0, "msg": text}).to_string();
+        json!([
+            "notify",
+            [
+                "channel2",
+                ch,
+                seq,
+                format!("msg-v2 bob 0 {ch} channel_msg - {content}")
+            ]
+        ])
+    };
+    h.frame(msg("a", 1, "to a"));
+    h.frame(msg("b", 1, "to b"));
+    h.frame(msg("a", 1, "duplicate"));
+    h.frame(msg("a", 3, "gap is fine"));
+    h.frame(msg("a", 2, "older"));
+    h.frame(msg("zzz", 9, "unknown channel"));
+    let got: Vec<(u32, String)> = h
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ChannelMessage { ch, msg, .. } => Some((ch.0, msg.as_string().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (a.0, "to a".into()),
+            (b.0, "to b".into()),
+            (a.0, "gap is fine".into())
+        ]
+    );
+}
+
+#[test]
+fn commands_before_login_are_queued_and_local_limits_refused() {
+    let mut h = H::new(cfg(&["ws://a/"]));
+    let ok = h.c.message_instant_send("bob", "early", h.now);
+    let big = h.c.message_instant_send("bob", &"x".repeat(8197), h.now);
+    let bad = h.c.message_instant_send("b b", "x", h.now);
+    let inv = h.c.invoke("user_query_user_status", "{}", h.now);
+    h.pump();
+    let ev = h.take_events();
+    let failures: Vec<(u32, String, Code)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Done {
+                req,
+                result: Err(f),
+            } => Some((req.0, f.err.clone(), f.code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        vec![
+            (big.0, "too_large".into(), Code::GeneralLargeParam),
+            (bad.0, "invalid_args".into(), Code::GeneralWrongParam),
+            (inv.0, "invalid_function".into(), Code::GeneralUnknown),
+        ]
+    );
+    assert!(ev.contains(&Event::Error {
+        name: "messageInstantSend",
+        code: Code::GeneralLargeParam,
+        desc: "too_large".into()
+    }));
+    assert!(h.calls("user_sendmsg").is_empty());
+    h.open();
+    h.login_ok("L1");
+    let sends = h.calls("user_sendmsg");
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0]["content"], "early");
+    let _ = ok;
+}
+
+#[test]
+fn requests_time_out_and_duplicate_replies_are_ignored() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let req = h.c.invoke(
+        "io.agora.signal.channel_query_num",
+        "{\"name\":\"r\"}",
+        h.now,
+    );
+    h.pump();
+    let id = h.call_id("channel_query_num");
+    h.reply(id, json!({"result": "ok", "num": 1}));
+    h.reply(id, json!({"result": "ok", "num": 2}));
+    let done: Vec<_> = h
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Done { .. }))
+        .collect();
+    assert_eq!(
+        done,
+        vec![Event::Done {
+            req,
+            result: Ok(json!({"result": "ok", "num": 1}))
+        }]
+    );
+    let req = h.c.invoke(
+        "io.agora.signal.channel_query_num",
+        "{\"name\":\"r\"}",
+        h.now,
+    );
+    h.pump();
+    h.frame(json!(["pong", 1])); // keep the watchdog fed
+    h.advance(30_000);
+    let ev = h.take_events();
+    assert!(ev.iter().any(
+        |e| matches!(e, Event::Done { req: r, result: Err(f) } if *r == req && f.err == "timeout")
+    ));
+    // a failure in data.result (the original's second error form)
+    let req = h.c.invoke("io.agora.signal.x", "{}", h.now);
+    h.pump();
+    let id = h.call_id("x");
+    h.reply(
+        id,
+        json!({"result": "failed", "data": {"result": "peer_offline"}}),
+    );
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::Done { req: r, result: Err(f) } if *r == req && f.err == "peer_offline" && f.code == Code::InvitePeerOffline)));
+}
+
+#[test]
+fn silent_server_is_detected_by_the_pong_watchdog() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.advance(34_999);
+    assert_eq!(h.c.state(), State::LoggedIn);
+    h.advance(1);
+    assert_eq!(h.c.state(), State::Reconnecting);
+    // traffic keeps it alive
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    for _ in 0..10 {
+        h.advance(10_000);
+        h.frame(json!(["pong", 1]));
+    }
+    assert_eq!(h.c.state(), State::LoggedIn);
+}
+
+#[test]
+fn lbs_lookup_then_connect_with_the_url_rule() {
+    let mut c = cfg(&[]);
+    c.lbs = vec!["http://lbs1".into(), "http://lbs2/".into()];
+    let mut h = H::new(c);
+    assert_eq!(
+        h.fetches,
+        vec![(1, "http://lbs1/getaddr?vid=app".to_string())]
+    );
+    h.c.handle_fetch(1, None, h.now);
+    h.pump();
+    assert_eq!(h.fetches[1], (2, "http://lbs2/getaddr?vid=app".to_string()));
+    h.c.handle_fetch(
+        2,
+        Some(json!({"web": [["10.0.0.1", 8000], "ws://direct/"]})),
+        h.now,
+    );
+    h.pump();
+    assert_eq!(h.connects[0].1, "wss://10-0-0-1-sig-web.agora.io:8001/");
+    h.close();
+    assert_eq!(h.connects[1].1, "ws://direct/");
+    // an LBS that does not answer in 5 s is skipped; all failing → 201
+    let mut c = cfg(&[]);
+    c.lbs = vec!["http://slow".into()];
+    let mut h = H::new(c);
+    h.advance(5_000);
+    assert_eq!(
+        h.take_events(),
+        vec![Event::LoginFailed {
+            code: Code::LoginNet
+        }]
+    );
+}
