@@ -45,6 +45,8 @@ export declare class SignalImpl {
   setup_debugging(kind: 'ap_url' | 'ap' | 'lbs' | string, value: string): void;
   /** Alias of `setup_debugging`. */
   setUpDebugging(kind: 'ap_url' | 'ap' | 'lbs' | string, value: string): void;
+  /** A sentence for a code or error string: `errorText(703)` → `"INVITE_E_PEEROFFLINE (703): the peer is offline"`. */
+  errorText(code: number | string): string;
 }
 
 /** `Signal(appid)` or `new Signal(appid)`. */
@@ -137,9 +139,13 @@ export declare class Call {
   onInviteReceivedByPeer?: ((extra: any) => void) | null;
   onInviteAcceptedByPeer?: ((extra: any) => void) | null;
   onInviteRefusedByPeer?: ((extra: any) => void) | null;
-  /** The error string, or the invitation's `extra` when the server failed it (peer offline, timeout). */
-  onInviteFailed?: ((extra: any) => void) | null;
-  onInviteEndByPeer?: ((extra: any) => void) | null;
+  /**
+   * The error string, or the invitation's `extra` when the server failed it; opensig adds the
+   * code (703 INVITE_E_PEEROFFLINE, 704 INVITE_E_TIMEOUT, …) as a second argument.
+   */
+  onInviteFailed?: ((extra: any, ecode?: number) => void) | null;
+  /** `ecode` (opensig) is set when the server ended a ringing invitation (704 timeout). */
+  onInviteEndByPeer?: ((extra: any, ecode?: number) => void) | null;
   onInviteEndByMyself?: ((extra: any) => void) | null;
   /** DTMF arrives as `'{"msgtype":"dtmf","msgdata":"…"}'`. */
   onInviteMsg?: ((extra: any) => void) | null;

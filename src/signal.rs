@@ -6,6 +6,7 @@ use std::rc::Rc;
 use js_sys::Reflect;
 use opensig_protocol::client::Config;
 use opensig_protocol::names::fixed;
+use opensig_protocol::Code;
 use wasm_bindgen::prelude::*;
 
 use crate::js::to_text;
@@ -129,6 +130,25 @@ impl Signal {
             "lbs" => *self.lbs.borrow_mut() = vec![v],
             _ => {}
         }
+    }
+
+    /// A sentence for an error code or error string, e.g. `errorText(703)` →
+    /// `"INVITE_E_PEEROFFLINE (703): the peer is offline"` (opensig addition).
+    #[wasm_bindgen(js_name = errorText)]
+    pub fn error_text(&self, code: JsValue) -> String {
+        let code = match code.as_f64() {
+            Some(n) => Code::from_value(n as u32),
+            None => Some(opensig_protocol::codes::call_error_code(&to_text(&code))),
+        };
+        let Some(code) = code else {
+            return "unknown error".into();
+        };
+        let mut s = String::from(code.name());
+        s.push_str(" (");
+        opensig_protocol::json::push_u64(&mut s, code.value() as u64);
+        s.push_str("): ");
+        s.push_str(opensig_protocol::codes::describe(code));
+        s
     }
 
     /// Alias of `setup_debugging`.

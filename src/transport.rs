@@ -589,7 +589,8 @@ impl Driver {
         match e {
             Event::LoginSuccess { uid } => {
                 self.log.print(Level::Info, "logged in as", &self.account);
-                self.slots.fire(scb::LOGIN_SUCCESS, std::slice::from_ref(&uid.0));
+                self.slots
+                    .fire(scb::LOGIN_SUCCESS, std::slice::from_ref(&uid.0));
                 self.ready.resolve(&uid.0);
             }
             Event::LoginFailed { code } => {
@@ -641,7 +642,12 @@ impl Driver {
                 self.add_call(shared);
                 self.slots.fire(scb::INVITE_RECEIVED, &[obj]);
             }
-            Event::Call { call, what, extra } => {
+            Event::Call {
+                call,
+                what,
+                extra,
+                code,
+            } => {
                 let shared = self.st.borrow().calls.get(&call.0).cloned();
                 let Some(c) = shared else { return };
                 let (slot, ends) = match what {
@@ -653,7 +659,11 @@ impl Driver {
                     CallEvent::EndByMyself => (kcb::END_BY_MYSELF, true),
                     CallEvent::Msg => (kcb::MSG, false),
                 };
-                c.slots.fire(slot, &[extra.0]);
+                match code {
+                    // opensig passes the INVITE_E_* code as a second argument
+                    Some(code) => c.slots.fire(slot, &[extra.0, code.into()]),
+                    None => c.slots.fire(slot, &[extra.0]),
+                }
                 if ends {
                     self.st.borrow_mut().calls.remove(&call.0);
                     *c.slots.this.borrow_mut() = JsValue::UNDEFINED;

@@ -207,6 +207,9 @@ pub enum Event<V> {
         what: CallEvent,
         /// Its argument.
         extra: V,
+        /// For failures and server-side ends: the INVITE_E_* (or GENERAL_E_*) code, passed
+        /// to the opensig SDK's `onInviteFailed(extra, ecode)` as an extra argument.
+        code: Option<u32>,
     },
     /// `onChannelJoined()`.
     ChannelJoined {
@@ -1158,6 +1161,7 @@ impl<V: JsonValue> Client<V> {
                         call: CallId(call),
                         what: CallEvent::Failed,
                         extra: V::from_string(&f.err),
+                        code: Some(f.code.value()),
                     });
                     self.calls.retain(|_, v| *v != call);
                 }
@@ -1372,13 +1376,26 @@ impl<V: JsonValue> Client<V> {
                 .and_then(|c| c.as_string())
                 .unwrap_or_default();
             let extra = content.get("extra").unwrap_or_else(|| V::from_string(""));
-            self.on_voip(m.kind, channel, peer, extra, now);
+            let code = content
+                .get("ecode")
+                .as_ref()
+                .and_then(as_u64)
+                .map(|c| c as u32);
+            self.on_voip(m.kind, channel, peer, extra, code, now);
         }
     }
 
     // ---------------------------------------------------------------- calls
 
-    fn on_voip(&mut self, kind: &str, channel: String, peer: String, extra: V, now: Millis) {
+    fn on_voip(
+        &mut self,
+        kind: &str,
+        channel: String,
+        peer: String,
+        extra: V,
+        code: Option<u32>,
+        now: Millis,
+    ) {
         let key = (channel, peer);
         if kind == call::VOIP_INVITE {
             self.next_id += 1;
@@ -1417,6 +1434,7 @@ impl<V: JsonValue> Client<V> {
             call: CallId(call),
             what,
             extra,
+            code,
         });
     }
 
@@ -1490,6 +1508,7 @@ impl<V: JsonValue> Client<V> {
                 call,
                 what: CallEvent::EndByMyself,
                 extra: V::from_string(""),
+                code: None,
             });
         }
         req

@@ -663,17 +663,20 @@ fn calls_route_by_channel_and_peer() {
             Event::Call {
                 call,
                 what: CallEvent::ReceivedByPeer,
-                extra: json!("")
+                extra: json!(""),
+                code: None
             },
             Event::Call {
                 call,
                 what: CallEvent::AcceptedByPeer,
-                extra: json!("yes")
+                extra: json!("yes"),
+                code: None
             },
             Event::Call {
                 call,
                 what: CallEvent::EndByPeer,
-                extra: json!("")
+                extra: json!(""),
+                code: None
             },
         ]
     );
@@ -709,7 +712,8 @@ fn calls_route_by_channel_and_peer() {
         Event::Call {
             call: inc,
             what: CallEvent::EndByMyself,
-            extra: json!("")
+            extra: json!(""),
+            code: None
         }
     );
     // a failed invite RPC reports the error string (D11)
@@ -723,7 +727,8 @@ fn calls_route_by_channel_and_peer() {
         Event::Call {
             call: c2,
             what: CallEvent::Failed,
-            extra: json!("invalid_peer")
+            extra: json!("invalid_peer"),
+            code: Some(1004)
         }
     );
 }

@@ -44,7 +44,8 @@ async fn invite_ack_accept_dtmf_bye() {
         Event::Call {
             call: out,
             what: CallEvent::ReceivedByPeer,
-            extra: json!("")
+            extra: json!(""),
+            code: None
         }
     );
     bob.s
@@ -65,7 +66,8 @@ async fn invite_ack_accept_dtmf_bye() {
         Event::Call {
             call: out,
             what: CallEvent::AcceptedByPeer,
-            extra: json!("sure")
+            extra: json!("sure"),
+            code: None
         }
     );
     alice
@@ -78,7 +80,8 @@ async fn invite_ack_accept_dtmf_bye() {
         Event::Call {
             call: incoming,
             what: CallEvent::Msg,
-            extra: json!("{\"msgtype\":\"dtmf\",\"msgdata\":\"#\"}")
+            extra: json!("{\"msgtype\":\"dtmf\",\"msgdata\":\"#\"}"),
+            code: None
         }
     );
     bob.s
@@ -93,7 +96,8 @@ async fn invite_ack_accept_dtmf_bye() {
         Event::Call {
             call: out,
             what: CallEvent::EndByPeer,
-            extra: json!("")
+            extra: json!(""),
+            code: None
         }
     );
 }

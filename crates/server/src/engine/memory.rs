@@ -115,9 +115,10 @@ struct Channel {
 
 impl Channel {
     fn new(name: &str, limits: &Limits) -> Channel {
+        let special = name.starts_with(special::PREFIX);
         Channel {
             name: name.to_owned(),
-            special: name.starts_with(special::PREFIX),
+            special,
             members: HashMap::new(),
             order: BTreeMap::new(),
             next_order: 0,
@@ -125,7 +126,9 @@ impl Channel {
             seq: 0,
             rate: Bucket::new(limits.channel_messages_per_second),
             attr_rates: HashMap::new(),
-            notify_users: true,
+            // the special channels carry presence / firehose events only: their own
+            // subscribers joining and leaving would look like app users logging in and out
+            notify_users: !special,
             ttl_secs: limits.channel_ttl_default_secs,
             auto_update_secs: 0,
             sendmsg_limit: limits.channel_messages_per_second,

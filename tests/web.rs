@@ -1,0 +1,581 @@
+//! The SDK in real browsers (`wasm-pack test --headless --chrome` / `--firefox`) against a
+//! live opensig-server started by scripts/test, whose URLs arrive at compile time:
+//! OPENSIG_TEST_WS (the server), OPENSIG_TEST_PROXY_WS and OPENSIG_TEST_PROXY_CTL (a proxy
+//! in front of it whose connections can be cut, for reconnects).
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Array, Function, Promise, Reflect};
+use opensig::Signal;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const WS: &str = match option_env!("OPENSIG_TEST_WS") {
+    Some(u) => u,
+    None => "ws://127.0.0.1:18080/",
+};
+const PROXY_WS: &str = match option_env!("OPENSIG_TEST_PROXY_WS") {
+    Some(u) => u,
+    None => "ws://127.0.0.1:18081/",
+};
+const PROXY_CTL: &str = match option_env!("OPENSIG_TEST_PROXY_CTL") {
+    Some(u) => u,
+    None => "http://127.0.0.1:18082",
+};
+
+#[wasm_bindgen(inline_js = r#"
+export function record(obj, names) {
+  const log = obj.__log || (obj.__log = []);
+  for (const n of names) obj[n] = (...a) => log.push([n, ...a]);
+  return log;
+}
+export function entries(obj, name) {
+  return (obj.__log || []).filter((e) => e[0] === name);
+}
+export async function waitFor(obj, name, count, ms) {
+  const t0 = Date.now();
+  for (;;) {
+    const found = (obj.__log || []).filter((e) => e[0] === name);
+    if (found.length >= count) return found[count - 1];
+    if (Date.now() - t0 > ms) throw new Error(`${name} x${count} not seen in ${ms} ms; log: ${JSON.stringify(obj.__log)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+export function invoke(obj, method, args) { return obj[method](...args); }
+export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+export function cut(ctl) { return fetch(ctl + '/cut').then((r) => r.json()); }
+export function settle(p) { return p.then((v) => ({ ok: true, v }), (e) => ({ ok: false, e })); }
+export function uniq(prefix) { return prefix + Math.random().toString(36).slice(2, 9); }
+"#)]
+extern "C" {
+    fn record(obj: &JsValue, names: &Array) -> Array;
+    fn entries(obj: &JsValue, name: &str) -> Array;
+    #[wasm_bindgen(js_name = waitFor)]
+    fn wait_for(obj: &JsValue, name: &str, count: u32, ms: u32) -> Promise;
+    fn invoke(obj: &JsValue, method: &str, args: &Array) -> JsValue;
+    fn sleep(ms: u32) -> Promise;
+    fn cut(ctl: &str) -> Promise;
+    fn settle(p: &JsValue) -> Promise;
+    fn uniq(prefix: &str) -> String;
+}
+
+const SESSION_CBS: &[&str] = &[
+    "onLoginSuccess",
+    "onLoginFailed",
+    "onLogout",
+    "onMessageInstantReceive",
+    "onInviteReceived",
+    "onReconnecting",
+    "onReconnected",
+    "onError",
+];
+const CHANNEL_CBS: &[&str] = &[
+    "onChannelJoined",
+    "onChannelJoinFailed",
+    "onChannelLeaved",
+    "onChannelUserJoined",
+    "onChannelUserLeaved",
+    "onChannelUserList",
+    "onChannelAttrUpdated",
+    "onMessageChannelReceive",
+];
+const CALL_CBS: &[&str] = &[
+    "onInviteReceivedByPeer",
+    "onInviteAcceptedByPeer",
+    "onInviteRefusedByPeer",
+    "onInviteFailed",
+    "onInviteEndByPeer",
+    "onInviteEndByMyself",
+    "onInviteMsg",
+];
+
+fn names(list: &[&str]) -> Array {
+    list.iter().map(|s| JsValue::from_str(s)).collect()
+}
+
+fn args(list: &[JsValue]) -> Array {
+    list.iter().collect()
+}
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &key.into()).unwrap()
+}
+
+fn call(obj: &JsValue, method: &str, a: &[JsValue]) -> JsValue {
+    invoke(obj, method, &args(a))
+}
+
+/// Wait for the `count`-th `name` callback; returns its arguments.
+async fn seen(obj: &JsValue, name: &str, count: u32) -> Array {
+    let e = JsFuture::from(wait_for(obj, name, count, 8000))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let e: Array = e.into();
+    e.slice(1, e.length())
+}
+
+async fn settled(p: JsValue) -> (bool, JsValue) {
+    let r = JsFuture::from(settle(&p)).await.unwrap();
+    let ok = get(&r, "ok").as_bool().unwrap();
+    (ok, if ok { get(&r, "v") } else { get(&r, "e") })
+}
+
+fn signal(url: &str) -> Signal {
+    let s = Signal::new("webtest".into(), JsValue::UNDEFINED);
+    s.setup_debugging("ap_url", url.into());
+    s
+}
+
+/// A logged-in session recording every callback.
+async fn user(url: &str, name: &str) -> (JsValue, String) {
+    let account = uniq(name);
+    let s = signal(url).login(
+        account.clone().into(),
+        "_no_need_token".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&s, &names(SESSION_CBS));
+    seen(&s, "onLoginSuccess", 1).await;
+    (s, account)
+}
+
+async fn join(session: &JsValue, name: &str) -> JsValue {
+    let ch = call(session, "channelJoin", &[name.into()]);
+    record(&ch, &names(CHANNEL_CBS));
+    seen(&ch, "onChannelJoined", 1).await;
+    ch
+}
+
+#[wasm_bindgen_test]
+fn signal_basics() {
+    let s = Signal::new("appid1".into(), JsValue::UNDEFINED);
+    assert_eq!(s.get_sdk_version(), "1.4.0");
+    assert_eq!(s.get_sdk_version_int(), 1_010_400_000);
+    assert_eq!(s.appid(), "appid1");
+    assert_eq!(s.vid(), "appid1");
+    for level in ["DEBUG", "INFO", "WARNING", "NOPE"] {
+        s.set_do_log(true.into(), level.into());
+    }
+    s.set_do_log(false.into(), JsValue::UNDEFINED);
+    assert_eq!(
+        s.error_text(703.into()),
+        "INVITE_E_PEEROFFLINE (703): the peer is offline"
+    );
+    assert_eq!(
+        s.error_text("too_large".into()),
+        "GENERAL_E_LARGE_PARAM (1005): parameter too large"
+    );
+    assert_eq!(s.error_text(99999.into()), "unknown error");
+    s.set_up_debugging("ap_url", WS.into());
+}
+
+#[wasm_bindgen_test]
+async fn login_status_properties_and_logout() {
+    let account = uniq("alice");
+    let s = signal(WS).login(
+        account.clone().into(),
+        "_no_need_token".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    assert_eq!(call(&s, "getStatus", &[]), 1);
+    record(&s, &names(SESSION_CBS));
+    let uid = seen(&s, "onLoginSuccess", 1).await;
+    assert_eq!(uid.get(0), 0);
+    assert_eq!(call(&s, "getStatus", &[]), 2);
+    assert_eq!(get(&s, "state"), 2);
+    assert_eq!(get(&s, "account"), account.as_str());
+    let (ok, v) = settled(get(&s, "ready")).await;
+    assert!(ok && v == 0);
+    let (ok, v) = settled(call(&s, "logout", &[])).await;
+    assert!(ok && v == 101, "{v:?}");
+    assert_eq!(seen(&s, "onLogout", 1).await.get(0), 101);
+    assert_eq!(call(&s, "getStatus", &[]), 0);
+}
+
+#[wasm_bindgen_test]
+async fn login_failures() {
+    let s = signal(WS).login(
+        "has space".into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&s, &names(SESSION_CBS));
+    assert_eq!(seen(&s, "onLoginFailed", 1).await.get(0), 209);
+    let (ok, e) = settled(get(&s, "ready")).await;
+    assert!(!ok);
+    assert_eq!(get(&e, "code"), 209);
+    // nothing listens there: 201
+    let s = signal("ws://127.0.0.1:9/").login(
+        uniq("x").into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&s, &names(SESSION_CBS));
+    assert_eq!(seen(&s, "onLoginFailed", 1).await.get(0), 201);
+}
+
+#[wasm_bindgen_test]
+async fn callback_properties_are_real_properties() {
+    let s = signal(WS).login(
+        uniq("p").into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    assert!(
+        get(&s, "onLoginSuccess").is_undefined(),
+        "unset reads back as undefined"
+    );
+    let f = Function::new_no_args("throw new Error('app bug')");
+    Reflect::set(&s, &"onLoginSuccess".into(), &f).unwrap();
+    assert_eq!(get(&s, "onLoginSuccess"), JsValue::from(f));
+    Reflect::set(&s, &"onLogout".into(), &"not a function".into()).unwrap();
+    assert_eq!(get(&s, "onLogout"), "not a function");
+    // a throwing callback is caught and logged; the session goes on working
+    JsFuture::from(get(&s, "ready").unchecked_into::<Promise>())
+        .await
+        .unwrap();
+    let (ok, _) = settled(call(
+        &s,
+        "invoke",
+        &[
+            "io.agora.signal.user_query_user_status".into(),
+            js_sys::JSON::parse("{\"account\":\"nobody\"}").unwrap(),
+        ],
+    ))
+    .await;
+    assert!(ok);
+    let (ok, v) = settled(call(&s, "logout", &[])).await;
+    assert!(ok && v == 101);
+}
+
+#[wasm_bindgen_test]
+async fn messages_between_two_sessions() {
+    let (a, an) = user(WS, "a").await;
+    let (b, bn) = user(WS, "b").await;
+    let cb_log = Array::new();
+    let cb = Closure::<dyn FnMut(JsValue)>::new({
+        let log = cb_log.clone();
+        move |e: JsValue| {
+            log.push(&e);
+        }
+    });
+    let p = call(
+        &a,
+        "messageInstantSend",
+        &[bn.clone().into(), "hello b".into(), cb.as_ref().clone()],
+    );
+    assert!(settled(p).await.0);
+    assert_eq!(cb_log.get(0), false);
+    let got = seen(&b, "onMessageInstantReceive", 1).await;
+    assert_eq!(
+        (got.get(0), got.get(1), got.get(2)),
+        (an.as_str().into(), 0.into(), "hello b".into())
+    );
+    // over the limit: refused locally with GENERAL_E_LARGE_PARAM
+    let big = "x".repeat(8197);
+    let p = call(
+        &a,
+        "messageInstantSend",
+        &[bn.into(), big.into(), cb.as_ref().clone()],
+    );
+    let (ok, e) = settled(p).await;
+    assert!(!ok);
+    assert_eq!(get(&e, "code"), 1005);
+    assert_eq!(cb_log.get(1), true);
+    let err = seen(&a, "onError", 1).await;
+    assert_eq!(
+        (err.get(0), err.get(1), err.get(2)),
+        ("messageInstantSend".into(), 1005.into(), "too_large".into())
+    );
+}
+
+#[wasm_bindgen_test]
+async fn methods_work_right_after_login_returns() {
+    let (b, bn) = user(WS, "b").await;
+    let a = signal(WS).login(
+        uniq("a").into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    let room = uniq("early");
+    let ch = call(&a, "channelJoin", &[room.into()]);
+    record(&ch, &names(CHANNEL_CBS));
+    let _ = call(
+        &a,
+        "messageInstantSend",
+        &[bn.into(), "sent before login finished".into()],
+    );
+    seen(&ch, "onChannelJoined", 1).await;
+    assert_eq!(get(&ch, "state"), "joined");
+    assert_eq!(
+        seen(&b, "onMessageInstantReceive", 1).await.get(2),
+        "sent before login finished"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn channels_members_messages_attributes_and_leave() {
+    let (a, an) = user(WS, "a").await;
+    let (b, bn) = user(WS, "b").await;
+    let room = uniq("room");
+    let ca = join(&a, &room).await;
+    assert_eq!(get(&ca, "name"), room.as_str());
+    assert_eq!(get(&ca, "state"), "joined");
+    assert!(settled(get(&ca, "ready")).await.0);
+    let list: Array = seen(&ca, "onChannelUserList", 1).await.get(0).into();
+    assert_eq!(list.length(), 1);
+    let cb = seen(&a, "onLoginSuccess", 1).await; // (still just one)
+    assert_eq!(cb.length(), 1);
+    let cb_calls = Array::new();
+    let cbf = Closure::<dyn FnMut()>::new({
+        let l = cb_calls.clone();
+        move || {
+            l.push(&JsValue::TRUE);
+        }
+    });
+    assert!(
+        settled(call(
+            &ca,
+            "channelSetAttr",
+            &["topic".into(), "t1".into(), cbf.as_ref().clone()]
+        ))
+        .await
+        .0
+    );
+    let cbb = join(&b, &room).await;
+    let upd = seen(&cbb, "onChannelAttrUpdated", 1).await;
+    assert_eq!(
+        (upd.get(0), upd.get(1), upd.get(2)),
+        ("topic".into(), "t1".into(), "update".into())
+    );
+    let joined = seen(&ca, "onChannelUserJoined", 1).await;
+    assert_eq!(
+        (joined.get(0), joined.get(1)),
+        (bn.as_str().into(), 0.into())
+    );
+    assert!(
+        settled(call(
+            &cbb,
+            "messageChannelSend",
+            &["hi room".into(), cbf.as_ref().clone()]
+        ))
+        .await
+        .0
+    );
+    for ch in [&ca, &cbb] {
+        let m = seen(ch, "onMessageChannelReceive", 1).await;
+        assert_eq!(
+            (m.get(0), m.get(1), m.get(2)),
+            (bn.as_str().into(), 0.into(), "hi room".into())
+        );
+    }
+    assert!(
+        settled(call(&ca, "channelDelAttr", &["topic".into()]))
+            .await
+            .0
+    );
+    assert_eq!(seen(&cbb, "onChannelAttrUpdated", 2).await.get(2), "del");
+    assert!(settled(call(&ca, "channelClearAttr", &[])).await.0);
+    assert_eq!(seen(&cbb, "onChannelAttrUpdated", 3).await.get(2), "clear");
+    // leave without a callback → onChannelLeaved(0); the other sees onChannelUserLeaved
+    assert!(settled(call(&cbb, "channelLeave", &[])).await.0);
+    assert_eq!(seen(&cbb, "onChannelLeaved", 1).await.get(0), 0);
+    assert_eq!(get(&cbb, "state"), "leaved");
+    assert_eq!(
+        seen(&ca, "onChannelUserLeaved", 1).await.get(0),
+        bn.as_str()
+    );
+    // with a callback → the callback, not onChannelLeaved
+    assert!(
+        settled(call(&ca, "channelLeave", &[cbf.as_ref().clone()]))
+            .await
+            .0
+    );
+    assert_eq!(entries(&ca, "onChannelLeaved").length(), 0);
+    assert_eq!(cb_calls.length(), 3);
+    // a message to a channel one left is refused (the promise tells; cb() still fires)
+    let (ok, e) = settled(call(
+        &ca,
+        "messageChannelSend",
+        &["late".into(), cbf.as_ref().clone()],
+    ))
+    .await;
+    assert!(!ok);
+    assert_eq!(get(&e, "reason"), "not_in_channel");
+    assert_eq!(cb_calls.length(), 4);
+    let _ = an;
+}
+
+#[wasm_bindgen_test]
+async fn several_channels_at_once_route_by_name() {
+    let (a, _) = user(WS, "a").await;
+    let (b, _) = user(WS, "b").await;
+    let (r1, r2) = (uniq("r1"), uniq("r2"));
+    let a1 = join(&a, &r1).await;
+    let a2 = join(&a, &r2).await;
+    let b1 = join(&b, &r1).await;
+    let b2 = join(&b, &r2).await;
+    settled(call(&b1, "messageChannelSend", &["to one".into()])).await;
+    settled(call(&b2, "messageChannelSend", &["to two".into()])).await;
+    assert_eq!(
+        seen(&a1, "onMessageChannelReceive", 1).await.get(2),
+        "to one"
+    );
+    assert_eq!(
+        seen(&a2, "onMessageChannelReceive", 1).await.get(2),
+        "to two"
+    );
+    assert_eq!(entries(&a1, "onMessageChannelReceive").length(), 1);
+    assert_eq!(entries(&a2, "onMessageChannelReceive").length(), 1);
+}
+
+#[wasm_bindgen_test]
+async fn invoke_callbacks_and_promises() {
+    let (a, an) = user(WS, "a").await;
+    let args = js_sys::JSON::parse(&format!("{{\"account\":\"{an}\"}}")).unwrap();
+    let (ok, v) = settled(call(
+        &a,
+        "invoke",
+        &["io.agora.signal.user_query_user_status".into(), args],
+    ))
+    .await;
+    assert!(ok);
+    assert_eq!(get(&v, "status"), 1);
+    assert_eq!(get(&v, "result"), "ok");
+    let (ok, e) = settled(call(
+        &a,
+        "invoke",
+        &[
+            "user_query_user_status".into(),
+            js_sys::Object::new().into(),
+        ],
+    ))
+    .await;
+    assert!(!ok);
+    assert_eq!(get(&e, "reason"), "invalid_function");
+    let (ok, e) = settled(call(
+        &a,
+        "invoke",
+        &["io.agora.signal.nope".into(), js_sys::Object::new().into()],
+    ))
+    .await;
+    assert!(!ok);
+    assert_eq!(get(&e, "reason"), "unknown_function");
+    assert_eq!(get(&e, "code"), 1002);
+}
+
+#[wasm_bindgen_test]
+async fn calls_accept_dtmf_end_refuse_and_offline() {
+    let (a, an) = user(WS, "a").await;
+    let (b, bn) = user(WS, "b").await;
+    let out = call(
+        &a,
+        "channelInviteUser2",
+        &["room1".into(), bn.clone().into(), "{\"k\":1}".into()],
+    );
+    record(&out, &names(CALL_CBS));
+    assert_eq!(
+        (
+            get(&out, "channelName"),
+            get(&out, "peer"),
+            get(&out, "extra")
+        ),
+        ("room1".into(), bn.as_str().into(), "{\"k\":1}".into())
+    );
+    let inc = seen(&b, "onInviteReceived", 1).await.get(0);
+    record(&inc, &names(CALL_CBS));
+    assert_eq!(
+        (
+            get(&inc, "channelName"),
+            get(&inc, "peer"),
+            get(&inc, "extra")
+        ),
+        ("room1".into(), an.as_str().into(), "{\"k\":1}".into())
+    );
+    assert_eq!(seen(&out, "onInviteReceivedByPeer", 1).await.get(0), "");
+    assert!(settled(get(&out, "ready")).await.0);
+    assert!(
+        settled(call(&inc, "channelInviteAccept", &["yes".into()]))
+            .await
+            .0
+    );
+    assert_eq!(seen(&out, "onInviteAcceptedByPeer", 1).await.get(0), "yes");
+    assert!(
+        settled(call(&out, "channelInviteDTMF", &["9".into()]))
+            .await
+            .0
+    );
+    assert_eq!(
+        seen(&inc, "onInviteMsg", 1).await.get(0),
+        "{\"msgtype\":\"dtmf\",\"msgdata\":\"9\"}"
+    );
+    assert!(settled(call(&inc, "channelInviteEnd", &[])).await.0);
+    assert_eq!(seen(&inc, "onInviteEndByMyself", 1).await.get(0), "");
+    assert_eq!(seen(&out, "onInviteEndByPeer", 1).await.get(0), "");
+    // refused
+    let out2 = call(
+        &a,
+        "channelInviteUser2",
+        &["room2".into(), bn.into(), JsValue::UNDEFINED],
+    );
+    record(&out2, &names(CALL_CBS));
+    let inc2 = seen(&b, "onInviteReceived", 2).await.get(0);
+    call(&inc2, "channelInviteRefuse", &["busy".into()]);
+    assert_eq!(seen(&out2, "onInviteRefusedByPeer", 1).await.get(0), "busy");
+    // offline peer with _require_peer_online:1
+    let extra = "{\"_require_peer_online\":1}";
+    let out3 = call(
+        &a,
+        "channelInviteUser2",
+        &["room3".into(), uniq("ghost").into(), extra.into()],
+    );
+    record(&out3, &names(CALL_CBS));
+    let failed = seen(&out3, "onInviteFailed", 1).await;
+    assert_eq!((failed.get(0), failed.get(1)), (extra.into(), 703.into()));
+}
+
+#[wasm_bindgen_test]
+async fn reconnect_after_the_connection_is_cut() {
+    let (a, an) = user(PROXY_WS, "a").await;
+    let (b, _) = user(WS, "b").await;
+    let room = uniq("re");
+    let ca = join(&a, &room).await;
+    let cb = join(&b, &room).await;
+    JsFuture::from(cut(PROXY_CTL)).await.unwrap();
+    assert_eq!(seen(&a, "onReconnecting", 1).await.get(0), 1);
+    // while a is away, b writes to it
+    settled(call(
+        &b,
+        "messageInstantSend",
+        &[an.into(), "while you were away".into()],
+    ))
+    .await;
+    seen(&a, "onReconnected", 1).await;
+    assert_eq!(
+        entries(&a, "onLoginSuccess").length(),
+        2,
+        "onLoginSuccess fires again (as 1.4.0)"
+    );
+    assert_eq!(call(&a, "getStatus", &[]), 2);
+    assert_eq!(
+        seen(&a, "onMessageInstantReceive", 1).await.get(2),
+        "while you were away"
+    );
+    // the channel was rejoined: the same Channel object gets messages again
+    seen(&ca, "onChannelUserList", 2).await;
+    settled(call(&cb, "messageChannelSend", &["welcome back".into()])).await;
+    assert_eq!(
+        seen(&ca, "onMessageChannelReceive", 1).await.get(2),
+        "welcome back"
+    );
+    assert_eq!(entries(&ca, "onChannelJoined").length(), 1);
+    assert_eq!(entries(&a, "onLogout").length(), 0);
+}
