@@ -48,6 +48,23 @@ export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 export function cut(ctl) { return fetch(ctl + '/cut').then((r) => r.json()); }
 export function settle(p) { return p.then((v) => ({ ok: true, v }), (e) => ({ ok: false, e })); }
 export function uniq(prefix) { return prefix + Math.random().toString(36).slice(2, 9); }
+export async function waitStatus(session, n, ms) {
+  const t0 = Date.now();
+  while (session.getStatus() !== n) {
+    if (Date.now() - t0 > ms) throw new Error(`status ${n} not reached; it is ${session.getStatus()}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+const saved = {};
+export function captureConsole() {
+  const out = [];
+  for (const k of ['debug', 'info', 'warn', 'log']) {
+    saved[k] = console[k];
+    console[k] = (...a) => { out.push(k + ' ' + a.join(' ')); };
+  }
+  return out;
+}
+export function restoreConsole() { Object.assign(console, saved); }
 "#)]
 extern "C" {
     fn record(obj: &JsValue, names: &Array) -> Array;
@@ -59,6 +76,12 @@ extern "C" {
     fn cut(ctl: &str) -> Promise;
     fn settle(p: &JsValue) -> Promise;
     fn uniq(prefix: &str) -> String;
+    #[wasm_bindgen(js_name = waitStatus)]
+    fn wait_status(session: &JsValue, n: u8, ms: u32) -> Promise;
+    #[wasm_bindgen(js_name = captureConsole)]
+    fn capture_console() -> Array;
+    #[wasm_bindgen(js_name = restoreConsole)]
+    fn restore_console();
 }
 
 const SESSION_CBS: &[&str] = &[
@@ -550,6 +573,9 @@ async fn reconnect_after_the_connection_is_cut() {
     let ca = join(&a, &room).await;
     let cb = join(&b, &room).await;
     JsFuture::from(cut(PROXY_CTL)).await.unwrap();
+    JsFuture::from(wait_status(&a, 3, 3000))
+        .await
+        .expect("getStatus() is 3 while reconnecting");
     assert_eq!(seen(&a, "onReconnecting", 1).await.get(0), 1);
     // while a is away, b writes to it
     settled(call(
@@ -578,4 +604,82 @@ async fn reconnect_after_the_connection_is_cut() {
     );
     assert_eq!(entries(&ca, "onChannelJoined").length(), 1);
     assert_eq!(entries(&a, "onLogout").length(), 0);
+}
+
+#[wasm_bindgen_test]
+async fn channel_join_failures() {
+    let (a, _) = user(WS, "a").await;
+    let ch = call(&a, "channelJoin", &["has space".into()]);
+    record(&ch, &names(CHANNEL_CBS));
+    assert_eq!(
+        seen(&ch, "onChannelJoinFailed", 1).await.get(0),
+        "invalid_args"
+    );
+    let (ok, e) = settled(get(&ch, "ready")).await;
+    assert!(!ok);
+    assert_eq!(get(&e, "code"), 1004);
+    assert_eq!(seen(&a, "onError", 1).await.get(0), "channelJoin");
+    settled(call(&a, "logout", &[])).await;
+    let ch = call(&a, "channelJoin", &["room".into()]);
+    record(&ch, &names(CHANNEL_CBS));
+    assert_eq!(
+        seen(&ch, "onChannelJoinFailed", 1).await.get(0),
+        "not_logged_in"
+    );
+}
+
+/// Console lines printed during a login + logout at this log setting.
+async fn log_lines(enabled: bool, level: &str) -> Vec<String> {
+    let out = capture_console();
+    let s = signal(WS);
+    s.set_do_log(enabled.into(), level.into());
+    let session = s.login(
+        uniq("log").into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&session, &names(SESSION_CBS));
+    seen(&session, "onLoginSuccess", 1).await;
+    settled(call(&session, "logout", &[])).await;
+    seen(&session, "onLogout", 1).await;
+    restore_console();
+    out.iter()
+        .filter_map(|l| l.as_string())
+        .filter(|l| l.contains("opensig:"))
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn set_do_log_levels() {
+    let debug = log_lines(true, "DEBUG").await;
+    assert!(
+        debug
+            .iter()
+            .any(|l| l.starts_with("debug opensig: send [\"login\"")),
+        "{debug:?}"
+    );
+    assert!(
+        debug
+            .iter()
+            .any(|l| l.starts_with("debug opensig: recv [\"login_ret\"")),
+        "{debug:?}"
+    );
+    assert!(
+        debug
+            .iter()
+            .any(|l| l.starts_with("info opensig: logged in as")),
+        "{debug:?}"
+    );
+    let info = log_lines(true, "INFO").await;
+    assert!(info.iter().all(|l| !l.starts_with("debug")), "{info:?}");
+    assert!(
+        info.iter()
+            .any(|l| l.starts_with("info opensig: logged out")),
+        "{info:?}"
+    );
+    let warning = log_lines(true, "WARNING").await;
+    assert!(warning.is_empty(), "{warning:?}");
+    let off = log_lines(false, "DEBUG").await;
+    assert!(off.is_empty(), "{off:?}");
 }
