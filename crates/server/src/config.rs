@@ -20,6 +20,12 @@ pub struct ServerConfig {
     pub www_dir: Option<PathBuf>,
     /// Folder served at `/pkg/` (the built SDK), when it exists.
     pub pkg_dir: Option<PathBuf>,
+    /// `redis://…`: run as a node of a Redis-backed cluster instead of in memory.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and topic of this cluster.
+    pub redis_prefix: String,
+    /// This node's id in the cluster (default: random).
+    pub node_id: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +37,9 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             www_dir: None,
             pkg_dir: None,
+            redis_url: None,
+            redis_prefix: "opensig:".into(),
+            node_id: None,
         }
     }
 }

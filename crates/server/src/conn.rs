@@ -245,22 +245,27 @@ impl<E: Engine> Reader<E> {
                 }
                 Some(None) => {}
             }
-        } else if login.vid.is_empty() || login.vid.len() > 128 {
+        } else if !opensig_protocol::limits::valid_name(&login.vid, 128) {
             return refuse(login_error::TOKEN_UNKNOWN_APP);
         }
         let line = hex::encode(rand::random::<[u8; 16]>());
         let welcome: Frame = out::login_ok(&line).into();
+        // counted before the reply can reach the client
+        Stats::inc(&shared.stats.logins);
+        Stats::inc(&shared.stats.sessions);
         let info = match shared
             .engine
             .login(&login.vid, &login.account, self.handle.clone(), welcome)
             .await
         {
             Ok(i) => i,
-            Err(_) => return refuse(login_error::UNAVAILABLE),
+            Err(_) => {
+                Stats::dec(&shared.stats.logins);
+                Stats::dec(&shared.stats.sessions);
+                return refuse(login_error::UNAVAILABLE);
+            }
         };
         self.idle = Duration::from_secs(info.conn_timeout_secs);
-        Stats::inc(&shared.stats.logins);
-        Stats::inc(&shared.stats.sessions);
         info!(app = %login.vid, account = %login.account, conn = self.handle.id, "login");
         self.session = Some(Session {
             app: login.vid,
@@ -590,6 +595,10 @@ async fn write_loop<E: Engine>(
         };
         if let Some(last) = ending {
             let _ = sink.send(Message::Text(Utf8Bytes::from(last))).await;
+            let _ = sink.close().await;
+            return;
+        }
+        if signals.dropped.load(Ordering::SeqCst) {
             let _ = sink.close().await;
             return;
         }

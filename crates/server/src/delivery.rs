@@ -30,6 +30,9 @@ pub struct Signals {
     pub shutdown: AtomicBool,
     /// The reader has finished: flush and close without a farewell frame.
     pub finished: AtomicBool,
+    /// Close at once without a farewell frame, so the client reconnects and resumes (used
+    /// when a cluster node finds its registration had lapsed).
+    pub dropped: AtomicBool,
     /// Wakes the writer when a flag is set.
     pub notify: Notify,
 }
@@ -80,6 +83,11 @@ impl ConnHandle {
     /// Tell the connection it was kicked by a newer login.
     pub fn kick(&self) {
         self.signal(|s| &s.kicked);
+    }
+
+    /// Close the connection without a farewell frame: the client reconnects.
+    pub fn drop_silently(&self) {
+        self.signal(|s| &s.dropped);
     }
 
     /// Tell the connection the server is shutting down.

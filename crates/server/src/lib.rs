@@ -31,7 +31,7 @@ pub mod stats;
 
 pub use config::ServerConfig;
 use delivery::ConnHandle;
-use engine::Engine;
+use engine::{AnyEngine, Engine};
 use stats::Stats;
 
 /// State shared by every request and connection.
@@ -78,6 +78,9 @@ pub struct Running<E: Engine> {
     pub shared: Arc<Shared<E>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    on_stop: Option<
+        Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>,
+    >,
 }
 
 impl<E: Engine> Running<E> {
@@ -101,20 +104,57 @@ impl<E: Engine> Running<E> {
         while self.shared.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(f) = self.on_stop {
+            f().await;
+        }
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }
 
-/// Start the in-memory server.
-pub async fn start(config: ServerConfig) -> std::io::Result<Running<engine::memory::Memory>> {
-    let engine = engine::memory::Memory::new(config.limits.clone());
-    start_with(config, engine).await
+/// Start the server: in memory, or as a cluster node when `config.redis_url` is set.
+pub async fn start(config: ServerConfig) -> std::io::Result<Running<AnyEngine>> {
+    let listener = TcpListener::bind(&config.listen).await?;
+    let addr = listener.local_addr()?;
+    let Some(url) = config.redis_url.clone() else {
+        let engine = AnyEngine::Memory(engine::memory::Memory::new(config.limits.clone()));
+        return serve(listener, config, engine).await;
+    };
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{addr}/"));
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 6]>()));
+    let redis_cfg = engine::redis::RedisConfig {
+        url,
+        prefix: config.redis_prefix.clone(),
+        node_id,
+        public_url,
+    };
+    let redis = engine::redis::Redis::connect(redis_cfg, config.limits.clone())
+        .await
+        .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+    let mut running = serve(listener, config, AnyEngine::Redis(redis.clone())).await?;
+    running.on_stop = Some(Box::new(move || {
+        Box::pin(async move { redis.deregister().await })
+    }));
+    Ok(running)
 }
 
 /// Start with a given engine.
 pub async fn start_with<E: Engine>(config: ServerConfig, engine: E) -> std::io::Result<Running<E>> {
     let listener = TcpListener::bind(&config.listen).await?;
+    serve(listener, config, engine).await
+}
+
+async fn serve<E: Engine>(
+    listener: TcpListener,
+    config: ServerConfig,
+    engine: E,
+) -> std::io::Result<Running<E>> {
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         engine,
@@ -138,6 +178,7 @@ pub async fn start_with<E: Engine>(config: ServerConfig, engine: E) -> std::io::
         shared,
         stop,
         task,
+        on_stop: None,
     })
 }
 

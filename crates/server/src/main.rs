@@ -46,6 +46,15 @@ struct Serve {
     /// Folder served at `/pkg/` (the built SDK).
     #[arg(long, env = "OPENSIG_PKG", default_value = "pkg")]
     pkg: PathBuf,
+    /// Run as a node of a cluster sharing this Redis (`redis://host:port/db`).
+    #[arg(long, env = "OPENSIG_REDIS")]
+    redis: Option<String>,
+    /// Prefix of the cluster's Redis keys (clusters sharing one Redis use different ones).
+    #[arg(long, env = "OPENSIG_REDIS_PREFIX", default_value = "opensig:")]
+    redis_prefix: String,
+    /// This node's id in the cluster (default: random).
+    #[arg(long, env = "OPENSIG_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -95,6 +104,9 @@ async fn main() {
         public_url: s.public_url,
         www_dir: Some(s.www),
         pkg_dir: Some(s.pkg),
+        redis_url: s.redis,
+        redis_prefix: s.redis_prefix,
+        node_id: s.node_id,
         ..ServerConfig::default()
     };
     for app in s.apps.iter().filter(|a| !a.trim().is_empty()) {
@@ -109,11 +121,15 @@ async fn main() {
             std::process::exit(2);
         }
     }
-    let mode = if config.development_mode() {
+    let mut mode = if config.development_mode() {
         "development mode: any app id, no token check".to_string()
     } else {
         format!("{} app(s) configured", config.apps.len())
     };
+    mode.push_str(match config.redis_url {
+        Some(_) => ", cluster node (redis)",
+        None => ", in memory",
+    });
     let running = match opensig_server::start(config).await {
         Ok(r) => r,
         Err(e) => {

@@ -964,6 +964,10 @@ impl Engine for Memory {
     async fn live_nodes(&self) -> Vec<String> {
         Vec::new()
     }
+
+    fn local_sessions(&self) -> usize {
+        self.inner.sessions.len()
+    }
 }
 
 /// After `after`, fail the invite with `code` unless it was answered (or, for the offline

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::delivery::ConnHandle;
 
 pub mod memory;
+pub mod redis;
 
 /// What a successful login needs to know.
 #[derive(Debug, Clone)]
@@ -195,4 +196,121 @@ pub trait Engine: Send + Sync + 'static {
         -> impl Future<Output = EResult<()>> + Send;
     /// WebSocket URLs of the live nodes (empty for a single node: the caller uses its own).
     fn live_nodes(&self) -> impl Future<Output = Vec<String>> + Send;
+    /// Sessions held by this node.
+    fn local_sessions(&self) -> usize;
+}
+
+/// The engine chosen at startup: in memory (default) or Redis (`--redis`).
+#[derive(Clone)]
+pub enum AnyEngine {
+    /// Single process.
+    Memory(memory::Memory),
+    /// A node of a Redis-backed cluster.
+    Redis(redis::Redis),
+}
+
+macro_rules! delegate {
+    ($self:ident, $e:ident => $call:expr) => {
+        match $self {
+            AnyEngine::Memory($e) => $call,
+            AnyEngine::Redis($e) => $call,
+        }
+    };
+}
+
+impl Engine for AnyEngine {
+    async fn login(
+        &self,
+        app: &str,
+        account: &str,
+        conn: ConnHandle,
+        welcome: crate::delivery::Frame,
+    ) -> EResult<LoginInfo> {
+        delegate!(self, e => e.login(app, account, conn, welcome).await)
+    }
+    async fn logout(&self, app: &str, account: &str, conn_id: u64) {
+        delegate!(self, e => e.logout(app, account, conn_id).await)
+    }
+    async fn send_message(&self, app: &str, mail: Mail<'_>) -> EResult<()> {
+        delegate!(self, e => e.send_message(app, mail).await)
+    }
+    async fn get_messages(
+        &self,
+        app: &str,
+        account: &str,
+        ver_clear: u64,
+        max: usize,
+    ) -> EResult<MailPage> {
+        delegate!(self, e => e.get_messages(app, account, ver_clear, max).await)
+    }
+    async fn get_messages_by_id(
+        &self,
+        app: &str,
+        account: &str,
+        clear_ids: &[String],
+        max: usize,
+    ) -> EResult<MailPage> {
+        delegate!(self, e => e.get_messages_by_id(app, account, clear_ids, max).await)
+    }
+    async fn user_online(&self, app: &str, account: &str) -> EResult<bool> {
+        delegate!(self, e => e.user_online(app, account).await)
+    }
+    async fn set_user_attr(
+        &self,
+        app: &str,
+        account: &str,
+        name: &str,
+        value: &str,
+    ) -> EResult<()> {
+        delegate!(self, e => e.set_user_attr(app, account, name, value).await)
+    }
+    async fn user_attrs(&self, app: &str, account: &str) -> EResult<Vec<(String, String)>> {
+        delegate!(self, e => e.user_attrs(app, account).await)
+    }
+    async fn join(
+        &self,
+        app: &str,
+        channel: &str,
+        account: &str,
+        conn: &ConnHandle,
+    ) -> EResult<JoinInfo> {
+        delegate!(self, e => e.join(app, channel, account, conn).await)
+    }
+    async fn leave(&self, app: &str, channel: &str, account: &str, conn_id: u64) -> EResult<()> {
+        delegate!(self, e => e.leave(app, channel, account, conn_id).await)
+    }
+    async fn channel_send(
+        &self,
+        app: &str,
+        channel: &str,
+        from: &str,
+        msg: &str,
+        force: bool,
+        msg_id: Option<&str>,
+    ) -> EResult<()> {
+        delegate!(self, e => e.channel_send(app, channel, from, msg, force, msg_id).await)
+    }
+    async fn channel_attr(&self, app: &str, channel: &str, from: &str, op: AttrOp) -> EResult<()> {
+        delegate!(self, e => e.channel_attr(app, channel, from, op).await)
+    }
+    async fn channel_members(
+        &self,
+        app: &str,
+        channel: &str,
+        max: usize,
+    ) -> EResult<(usize, Vec<String>)> {
+        delegate!(self, e => e.channel_members(app, channel, max).await)
+    }
+    async fn channel_has(&self, app: &str, channel: &str, account: &str) -> EResult<bool> {
+        delegate!(self, e => e.channel_has(app, channel, account).await)
+    }
+    async fn voip(&self, app: &str, from: &str, relay: Relay) -> EResult<()> {
+        delegate!(self, e => e.voip(app, from, relay).await)
+    }
+    async fn live_nodes(&self) -> Vec<String> {
+        delegate!(self, e => e.live_nodes().await)
+    }
+    fn local_sessions(&self) -> usize {
+        delegate!(self, e => e.local_sessions())
+    }
 }

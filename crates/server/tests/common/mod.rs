@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use opensig_protocol::client::{Config, Event};
 use opensig_protocol::driver::Session;
 use opensig_protocol::json::JsonValue;
-use opensig_server::engine::memory::Memory;
+use opensig_server::engine::AnyEngine;
 use opensig_server::{Running, ServerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -18,17 +18,91 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const APP: &str = "testapp";
 pub const WAIT: Duration = Duration::from_secs(5);
 
-pub async fn server() -> Running<Memory> {
+/// The engine the suite runs on: `OPENSIG_TEST_ENGINE=redis` runs every test against a
+/// Redis-backed node (the same suite, both engines).
+pub fn redis_engine() -> bool {
+    std::env::var("OPENSIG_TEST_ENGINE").is_ok_and(|e| e == "redis")
+}
+
+pub async fn server() -> Running<AnyEngine> {
     server_with(|_| {}).await
 }
 
-pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<Memory> {
+pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<AnyEngine> {
     let mut c = ServerConfig {
         listen: "127.0.0.1:0".into(),
         ..ServerConfig::default()
     };
+    if redis_engine() {
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = unique_prefix();
+    }
     f(&mut c);
     opensig_server::start(c).await.expect("server starts")
+}
+
+/// `n` nodes sharing one Redis (a fresh key prefix: a cluster of their own).
+pub async fn cluster(n: usize, f: impl Fn(&mut ServerConfig)) -> Vec<Running<AnyEngine>> {
+    let prefix = unique_prefix();
+    let mut nodes = vec![];
+    for i in 0..n {
+        let mut c = ServerConfig {
+            listen: "127.0.0.1:0".into(),
+            redis_url: Some(redis_url()),
+            redis_prefix: prefix.clone(),
+            node_id: Some(format!("node{i}")),
+            ..ServerConfig::default()
+        };
+        f(&mut c);
+        nodes.push(opensig_server::start(c).await.expect("node starts"));
+    }
+    nodes
+}
+
+pub fn unique_prefix() -> String {
+    format!("t{:x}:", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// A Redis for the tests: `OPENSIG_TEST_REDIS`, or a private `redis-server` on a free
+/// loopback port that stops by itself when this test process ends.
+pub fn redis_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(u) = std::env::var("OPENSIG_TEST_REDIS") {
+            return u;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null & r=$!; \
+             while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $r",
+            parent = std::process::id()
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("sh to start redis-server (install it: scripts/setup)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return format!("redis://127.0.0.1:{port}/");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {port} (is it installed? scripts/setup)");
+    })
+    .clone()
 }
 
 /// A logged-in native client that records what it saw.
