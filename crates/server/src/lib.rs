@@ -70,6 +70,10 @@ impl<E: Engine> Shared<E> {
     }
 }
 
+/// Work to do when the server stops (e.g. leave the cluster).
+type StopHook =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
 /// A server that is running.
 pub struct Running<E: Engine> {
     /// The address it listens on.
@@ -78,9 +82,7 @@ pub struct Running<E: Engine> {
     pub shared: Arc<Shared<E>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    on_stop: Option<
-        Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>,
-    >,
+    on_stop: Option<StopHook>,
 }
 
 impl<E: Engine> Running<E> {
@@ -92,6 +94,18 @@ impl<E: Engine> Running<E> {
     /// `http://addr`.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Stop as a crash would: connections are dropped without a farewell frame and nothing is
+    /// cleaned up in shared state (for tests of failover and reaping).
+    pub async fn kill(self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.shared.engine.halt();
+        for c in self.shared.conns.iter() {
+            c.drop_silently();
+        }
+        self.task.abort();
+        let _ = self.task.await;
     }
 
     /// Graceful shutdown: every client gets `["close",""]`, then the listener stops.

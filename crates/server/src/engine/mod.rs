@@ -198,6 +198,8 @@ pub trait Engine: Send + Sync + 'static {
     fn live_nodes(&self) -> impl Future<Output = Vec<String>> + Send;
     /// Sessions held by this node.
     fn local_sessions(&self) -> usize;
+    /// Stop touching shared state at once, as a crashed node would (tests of failover).
+    fn halt(&self) {}
 }
 
 /// The engine chosen at startup: in memory (default) or Redis (`--redis`).
@@ -312,5 +314,8 @@ impl Engine for AnyEngine {
     }
     fn local_sessions(&self) -> usize {
         delegate!(self, e => e.local_sessions())
+    }
+    fn halt(&self) {
+        delegate!(self, e => e.halt())
     }
 }

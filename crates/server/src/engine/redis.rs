@@ -190,6 +190,8 @@ struct Inner {
     generation: AtomicU64,
     registered: AtomicBool,
     stopping: AtomicBool,
+    /// Crashed on purpose (tests): every operation fails, background tasks stop.
+    halted: AtomicBool,
     /// Short-lived cache of live node ids (for presence checks of invites).
     live: Mutex<(std::time::Instant, Vec<String>)>,
 }
@@ -265,6 +267,7 @@ impl Redis {
             generation: AtomicU64::new(rand::random::<u32>() as u64),
             registered: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
             live: Mutex::new((
                 std::time::Instant::now() - Duration::from_secs(10),
                 Vec::new(),
@@ -307,6 +310,15 @@ impl Redis {
 impl Inner {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A halted (crashed on purpose) node refuses every operation.
+    fn check(&self) -> EResult<()> {
+        if self.halted.load(Ordering::Relaxed) {
+            Err(ErrorKind::Unavailable)
+        } else {
+            Ok(())
+        }
     }
 
     fn next_msg_id(&self) -> String {
@@ -527,6 +539,9 @@ impl Inner {
 
     /// Apply a pub/sub message addressed to this node.
     fn deliver(&self, payload: &str) {
+        if self.halted.load(Ordering::Relaxed) {
+            return;
+        }
         let mut it = payload.splitn(2, ' ');
         let (Some(kind), Some(rest)) = (it.next(), it.next()) else {
             return;
@@ -727,6 +742,9 @@ async fn timers(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
+        if i.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let mut c = i.conn();
         let due: EResult<Vec<String>> = timed(
             i.scripts
@@ -755,6 +773,9 @@ async fn reaper(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
+        if i.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let mut c = i.conn();
         let nodes: Vec<String> = timed(c.smembers(i.keys.nodes())).await.unwrap_or_default();
         for node in nodes.into_iter().filter(|n| *n != i.cfg.node_id) {
@@ -921,6 +942,7 @@ impl Engine for Redis {
         conn: ConnHandle,
         welcome: Frame,
     ) -> EResult<LoginInfo> {
+        self.inner.check()?;
         let inner = &self.inner;
         let mut c = inner.conn();
         let attrs: HashMap<String, String> =
@@ -999,6 +1021,9 @@ impl Engine for Redis {
     }
 
     async fn logout(&self, app: &str, account: &str, conn_id: u64) {
+        if self.inner.check().is_err() {
+            return;
+        }
         let inner = &self.inner;
         inner.conns.remove(&conn_id);
         inner
@@ -1010,6 +1035,7 @@ impl Engine for Redis {
     }
 
     async fn send_message(&self, app: &str, mail: Mail<'_>) -> EResult<()> {
+        self.inner.check()?;
         self.inner.append(app, &mail).await.map(|_| ())
     }
 
@@ -1020,6 +1046,7 @@ impl Engine for Redis {
         ver_clear: u64,
         max: usize,
     ) -> EResult<MailPage> {
+        self.inner.check()?;
         let inner = &self.inner;
         let [mb, mbm] = inner.keys.mailbox(app, account);
         let max = max.clamp(1, inner.limits.mailbox_page_max);
@@ -1045,6 +1072,7 @@ impl Engine for Redis {
         clear_ids: &[String],
         max: usize,
     ) -> EResult<MailPage> {
+        self.inner.check()?;
         let inner = &self.inner;
         let [mb, mbm] = inner.keys.mailbox(app, account);
         let max = max.clamp(1, inner.limits.mailbox_page_max);
@@ -1059,6 +1087,7 @@ impl Engine for Redis {
     }
 
     async fn user_online(&self, app: &str, account: &str) -> EResult<bool> {
+        self.inner.check()?;
         self.inner.online(app, account).await
     }
 
@@ -1069,6 +1098,7 @@ impl Engine for Redis {
         name: &str,
         value: &str,
     ) -> EResult<()> {
+        self.inner.check()?;
         let inner = &self.inner;
         let key = inner.keys.user_attrs(app, account);
         let mut c = inner.conn();
@@ -1091,6 +1121,7 @@ impl Engine for Redis {
     }
 
     async fn user_attrs(&self, app: &str, account: &str) -> EResult<Vec<(String, String)>> {
+        self.inner.check()?;
         let inner = &self.inner;
         let mut c = inner.conn();
         let m: std::collections::BTreeMap<String, String> =
@@ -1105,6 +1136,7 @@ impl Engine for Redis {
         account: &str,
         conn: &ConnHandle,
     ) -> EResult<JoinInfo> {
+        self.inner.check()?;
         let inner = &self.inner;
         let keys = inner.keys.channel(app, channel);
         let mut c = inner.conn();
@@ -1156,6 +1188,7 @@ impl Engine for Redis {
     }
 
     async fn leave(&self, app: &str, channel: &str, account: &str, conn_id: u64) -> EResult<()> {
+        self.inner.check()?;
         let inner = &self.inner;
         let left = inner
             .leave_as(app, channel, account, &inner.cfg.node_id, conn_id)
@@ -1184,6 +1217,7 @@ impl Engine for Redis {
         force: bool,
         msg_id: Option<&str>,
     ) -> EResult<()> {
+        self.inner.check()?;
         let inner = &self.inner;
         if channel.starts_with(special::PREFIX) {
             return Err(ErrorKind::ReservedChannel);
@@ -1212,6 +1246,7 @@ impl Engine for Redis {
     }
 
     async fn channel_attr(&self, app: &str, channel: &str, from: &str, op: AttrOp) -> EResult<()> {
+        self.inner.check()?;
         let inner = &self.inner;
         if channel.starts_with(special::PREFIX) {
             return Err(ErrorKind::ReservedChannel);
@@ -1279,6 +1314,7 @@ impl Engine for Redis {
         channel: &str,
         max: usize,
     ) -> EResult<(usize, Vec<String>)> {
+        self.inner.check()?;
         let inner = &self.inner;
         let keys = inner.keys.channel(app, channel);
         let mut c = inner.conn();
@@ -1298,6 +1334,7 @@ impl Engine for Redis {
     }
 
     async fn channel_has(&self, app: &str, channel: &str, account: &str) -> EResult<bool> {
+        self.inner.check()?;
         let inner = &self.inner;
         let keys = inner.keys.channel(app, channel);
         let mut c = inner.conn();
@@ -1305,6 +1342,7 @@ impl Engine for Redis {
     }
 
     async fn voip(&self, app: &str, from: &str, relay: Relay) -> EResult<()> {
+        self.inner.check()?;
         let inner = &self.inner;
         if relay.peer == from {
             return Err(ErrorKind::InvalidPeer);
@@ -1423,6 +1461,11 @@ impl Engine for Redis {
 
     fn local_sessions(&self) -> usize {
         self.inner.sessions.len()
+    }
+
+    fn halt(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.halted.store(true, Ordering::SeqCst);
     }
 }
 

@@ -89,11 +89,12 @@ pub fn redis_url() -> String {
              while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $r",
             parent = std::process::id()
         );
-        std::process::Command::new("sh")
+        let mut child = std::process::Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("sh to start redis-server (install it: scripts/setup)");
+        std::thread::spawn(move || child.wait());
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return format!("redis://127.0.0.1:{port}/");
