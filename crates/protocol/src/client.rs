@@ -1457,10 +1457,12 @@ impl<V: JsonValue> Client<V> {
         if check.is_ok() {
             self.calls.insert((channel.into(), peer.into()), call);
         }
+        let id = self.unique_id();
         let body = Body::new()
             .s("channelName", channel)
             .s("peer", peer)
             .raw("extra", extra_json)
+            .s("messageID", &id)
             .0;
         let req = self.checked(
             check,
@@ -1491,10 +1493,12 @@ impl<V: JsonValue> Client<V> {
             _ => "channelInviteEnd",
         };
         let check = Limits::check_len(extra_json.len(), self.cfg.limits.invite_extra_max_bytes + 2);
+        let id = self.unique_id();
         let body = Body::new()
             .s("channelName", channel)
             .s("peer", peer)
             .raw("extra", extra_json)
+            .s("messageID", &id)
             .0;
         let req = self.checked(check, name, body, Kind::User, op, now);
         let key = (channel.to_string(), peer.to_string());
