@@ -18,7 +18,10 @@ use crate::transport::Driver;
 #[wasm_bindgen]
 pub struct Signal {
     appid: String,
-    servers: RefCell<Vec<String>>,
+    /// From `options` (`server`/`servers`): used in this order.
+    servers: Vec<String>,
+    /// From `setup_debugging('ap_url', …)`: shuffled at each login, as 1.4.0 does.
+    debug_servers: RefCell<Vec<String>>,
     lbs: RefCell<Vec<String>>,
     log: Rc<LogSettings>,
 }
@@ -68,7 +71,8 @@ impl Signal {
         }
         Signal {
             appid: to_text(&appid),
-            servers: RefCell::new(servers),
+            servers,
+            debug_servers: RefCell::new(Vec::new()),
             lbs: RefCell::new(lbs),
             log: Rc::new(LogSettings::new()),
         }
@@ -122,10 +126,10 @@ impl Signal {
     pub fn setup_debugging(&self, kind: &str, value: JsValue) {
         let Some(v) = value.as_string() else { return };
         match kind {
-            "ap_url" => self.servers.borrow_mut().push(v),
+            "ap_url" => self.debug_servers.borrow_mut().push(v),
             "ap" => {
                 let url = String::from("wss://") + &v.replace('.', "-") + "-sig-web.agora.io:8002/";
-                self.servers.borrow_mut().push(url);
+                self.debug_servers.borrow_mut().push(url);
             }
             "lbs" => *self.lbs.borrow_mut() = vec![v],
             _ => {}
@@ -175,9 +179,9 @@ impl Signal {
             .as_f64()
             .filter(|n| *n >= 1.0)
             .map_or(0, |n| n as u64);
-        let mut servers = self.servers.borrow().clone();
-        shuffle(&mut servers);
-        cfg.servers = servers;
+        let mut debug = self.debug_servers.borrow().clone();
+        shuffle(&mut debug);
+        cfg.servers = self.servers.iter().cloned().chain(debug).collect();
         cfg.lbs = self.lbs.borrow().clone();
         let driver = Driver::start(cfg, self.log.clone());
         Session::wrap(driver)

@@ -24,6 +24,10 @@ const PROXY_CTL: &str = match option_env!("OPENSIG_TEST_PROXY_CTL") {
     Some(u) => u,
     None => "http://127.0.0.1:18082",
 };
+/// A two-node cluster: node A behind a proxy that can take it "away", and node B.
+const CLUSTER_A: Option<&str> = option_env!("OPENSIG_TEST_CLUSTER_A");
+const CLUSTER_A_CTL: Option<&str> = option_env!("OPENSIG_TEST_CLUSTER_A_CTL");
+const CLUSTER_B: Option<&str> = option_env!("OPENSIG_TEST_CLUSTER_B");
 
 #[wasm_bindgen(inline_js = r#"
 export function record(obj, names) {
@@ -46,6 +50,8 @@ export async function waitFor(obj, name, count, ms) {
 export function invoke(obj, method, args) { return obj[method](...args); }
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 export function cut(ctl) { return fetch(ctl + '/cut').then((r) => r.json()); }
+export function control(url) { return fetch(url).then((r) => r.json()); }
+export function strings(a, b) { return [a, b]; }
 export function settle(p) { return p.then((v) => ({ ok: true, v }), (e) => ({ ok: false, e })); }
 export function uniq(prefix) { return prefix + Math.random().toString(36).slice(2, 9); }
 export async function waitStatus(session, n, ms) {
@@ -74,6 +80,8 @@ extern "C" {
     fn invoke(obj: &JsValue, method: &str, args: &Array) -> JsValue;
     fn sleep(ms: u32) -> Promise;
     fn cut(ctl: &str) -> Promise;
+    fn control(url: &str) -> Promise;
+    fn strings(a: &str, b: &str) -> Array;
     fn settle(p: &JsValue) -> Promise;
     fn uniq(prefix: &str) -> String;
     #[wasm_bindgen(js_name = waitStatus)]
@@ -682,4 +690,66 @@ async fn set_do_log_levels() {
     assert!(warning.is_empty(), "{warning:?}");
     let off = log_lines(false, "DEBUG").await;
     assert!(off.is_empty(), "{off:?}");
+}
+
+#[wasm_bindgen_test]
+async fn fails_over_to_another_node_when_its_node_goes_away() {
+    let (Some(a_url), Some(a_ctl), Some(b_url)) = (CLUSTER_A, CLUSTER_A_CTL, CLUSTER_B) else {
+        panic!("OPENSIG_TEST_CLUSTER_A / _A_CTL / _B are not set (scripts/test sets them)");
+    };
+    JsFuture::from(control(&format!("{a_ctl}/up")))
+        .await
+        .unwrap();
+    // alice knows both nodes and starts on A; bob is on B
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"servers".into(), &strings(a_url, b_url)).unwrap();
+    let account = uniq("alice");
+    let alice = Signal::new("webcluster".into(), options.into()).login(
+        account.clone().into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&alice, &names(SESSION_CBS));
+    seen(&alice, "onLoginSuccess", 1).await;
+    let bob = Signal::new("webcluster".into(), JsValue::UNDEFINED);
+    bob.setup_debugging("ap_url", b_url.into());
+    let bob = bob.login(
+        uniq("bob").into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&bob, &names(SESSION_CBS));
+    seen(&bob, "onLoginSuccess", 1).await;
+    let room = uniq("ha");
+    let ca = join(&alice, &room).await;
+    let cb = join(&bob, &room).await;
+    // node A goes away for good
+    JsFuture::from(control(&format!("{a_ctl}/down")))
+        .await
+        .unwrap();
+    seen(&alice, "onReconnecting", 1).await;
+    settled(call(
+        &bob,
+        "messageInstantSend",
+        &[account.into(), "sent during the failover".into()],
+    ))
+    .await;
+    seen(&alice, "onReconnected", 1).await;
+    // the session resumed on B: mail continues, the channel is rejoined
+    assert_eq!(
+        seen(&alice, "onMessageInstantReceive", 1).await.get(2),
+        "sent during the failover"
+    );
+    seen(&ca, "onChannelUserList", 2).await;
+    settled(call(&cb, "messageChannelSend", &["still here?".into()])).await;
+    assert_eq!(
+        seen(&ca, "onMessageChannelReceive", 1).await.get(2),
+        "still here?"
+    );
+    assert_eq!(entries(&alice, "onLogout").length(), 0);
+    JsFuture::from(control(&format!("{a_ctl}/up")))
+        .await
+        .unwrap();
 }
