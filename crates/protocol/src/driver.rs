@@ -157,7 +157,7 @@ async fn connection(
     input: mpsc::UnboundedSender<Input>,
     max_frame: usize,
 ) {
-    let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+    let ws = match tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await {
         Ok((ws, _)) => ws,
         Err(_) => {
             let _ = input.send(Input::Closed(conn));

@@ -180,6 +180,10 @@ async fn serve<E: Engine>(
     });
     let app = router(shared.clone());
     let (stop, mut stopped) = watch::channel(false);
+    // small frames must leave at once (no Nagle delay waiting for the peer's delayed ACK)
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move {
