@@ -1,240 +1,503 @@
-//! opensig-bench: load scenarios against opensig-server, run on demand (never part of the
-//! tests). Every scenario targets loopback only and stops by itself.
+//! opensig-bench: load scenarios against opensig-server and the systems it is compared with
+//! (Socket.IO, NATS), run on demand (never part of the tests). Everything targets loopback and
+//! stops by itself; servers are pinned to one core and the generator to another.
 //!
-//!   opensig-bench cluster    p2p latency, same-node vs cross-node, on two nodes + Redis
+//!   opensig-bench compare    every scenario on every system, one table with the ratios
+//!   opensig-bench fanout | p2p | idle | login    one scenario on one system
+//!   opensig-bench cluster    p2p latency, same node vs across nodes (2 nodes + Redis)
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use opensig_protocol::client::{Config, Event};
-use opensig_protocol::driver::Session;
-use tokio::sync::Mutex;
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 
+mod cluster;
+mod scenarios;
 mod stats;
-use stats::{fmt_us, Samples};
+mod systems;
+mod wire;
+
+use scenarios::Timing;
+use stats::fmt_us;
+use systems::{Cores, Server};
+use wire::Proto;
+
+/// App with a certificate, for the login scenario (tokens are verified).
+pub const SECURE_APP: &str = "970ca35de60c44645bbae8a215061b33";
+/// Its certificate.
+pub const SECURE_CERT: &str = "5cfd2fd1755d40ecb72977518be15d3b";
 
 #[derive(Parser)]
-#[command(name = "opensig-bench", about = "Benchmarks for opensig-server")]
+#[command(
+    name = "opensig-bench",
+    about = "Benchmarks for opensig-server, side by side with Socket.IO and NATS"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// The opensig-server binary.
+    #[arg(long, global = true, default_value = "target/release/opensig-server")]
+    server_bin: PathBuf,
+    /// The peers folder (Socket.IO server).
+    #[arg(long, global = true, default_value = "crates/bench/peers")]
+    peers: PathBuf,
+    /// CPUs for the server under test (`taskset -c`; "" = not pinned).
+    #[arg(long, global = true, default_value = "1")]
+    server_cores: String,
+    /// CPUs for this load generator.
+    #[arg(long, global = true, default_value = "0")]
+    bench_cores: String,
+    /// Seconds of load before measuring.
+    #[arg(long, global = true, default_value_t = 2)]
+    warmup: u64,
+    /// Seconds measured.
+    #[arg(long, global = true, default_value_t = 5)]
+    seconds: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum System {
+    Opensig,
+    Socketio,
+    Nats,
+}
+
+impl System {
+    fn proto(self) -> Proto {
+        match self {
+            System::Opensig => Proto::Opensig,
+            System::Socketio => Proto::SocketIo,
+            System::Nats => Proto::Nats,
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct FanoutArgs {
+    #[arg(long, value_enum, default_value = "opensig")]
+    system: System,
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Messages each sender keeps in flight at saturation.
+    #[arg(long, default_value_t = 8)]
+    window: u64,
+    /// Channel messages per second (all channels together) for the latency run.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+}
+
+#[derive(clap::Args, Clone)]
+struct P2pArgs {
+    #[arg(long, value_enum, default_value = "opensig")]
+    system: System,
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Messages per second, all pairs together.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Also search the sustainable maximum rate.
+    #[arg(long)]
+    max: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct IdleArgs {
+    #[arg(long, value_enum, default_value = "opensig")]
+    system: System,
+    /// Sessions (capped by the open-file limit of this machine).
+    #[arg(long, default_value_t = 50_000)]
+    sessions: usize,
+}
+
+#[derive(clap::Args, Clone)]
+struct LoginArgs {
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Logins outstanding at once.
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Peer-to-peer latency between two users on the same node and on two nodes sharing Redis.
-    Cluster(ClusterArgs),
+    /// Every scenario on every system, printed as one table with opensig's ratios.
+    Compare(CompareArgs),
+    /// C channels × M members, one sender per channel: deliveries/s and latency.
+    Fanout(FanoutArgs),
+    /// N sessions, random pairs at a fixed rate: latency (and the sustainable maximum).
+    P2p(P2pArgs),
+    /// N logged-in sessions held open: server memory per session.
+    Idle(IdleArgs),
+    /// Logins per second with certificate + token verification (opensig).
+    Login(LoginArgs),
+    /// p2p latency on one node vs across two nodes sharing Redis.
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(clap::Args, Clone)]
-struct ClusterArgs {
-    /// Sender/receiver pairs of each kind (same-node and cross-node).
-    #[arg(long, default_value_t = 20)]
-    pairs: usize,
-    /// Messages per second, all senders together.
-    #[arg(long, default_value_t = 2000)]
-    rate: u64,
-    /// Seconds of measurement (after one second of warm-up).
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// The opensig-server binary to run.
-    #[arg(long, default_value = "target/release/opensig-server")]
-    server_bin: PathBuf,
-    /// Use this Redis instead of starting a private redis-server.
+struct CompareArgs {
+    #[command(flatten)]
+    fanout: FanoutCompare,
+    /// p2p sessions.
+    #[arg(long, default_value_t = 10_000)]
+    p2p_sessions: usize,
+    /// p2p rate.
+    #[arg(long, default_value_t = 20_000)]
+    p2p_rate: u64,
+    /// Idle sessions (capped by the open-file limit).
+    #[arg(long, default_value_t = 50_000)]
+    idle_sessions: usize,
+    /// Logins.
+    #[arg(long, default_value_t = 10_000)]
+    logins: usize,
+    /// Skip the sustainable-maximum search (faster).
     #[arg(long)]
-    redis: Option<String>,
+    no_max: bool,
 }
 
-/// A child process killed when dropped.
-struct Proc(Child);
+#[derive(clap::Args, Clone)]
+struct FanoutCompare {
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    #[arg(long, default_value_t = 500)]
+    fanout_rate: u64,
+}
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+fn cores(c: &Common) -> Cores {
+    Cores {
+        server: c.server_cores.clone(),
+        bench: c.bench_cores.clone(),
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_port(port: u16) -> Result<()> {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    bail!("nothing listens on port {port}")
-}
-
-fn start_redis() -> Result<(Proc, String)> {
-    let port = free_port()?;
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting redis-server (install it with scripts/setup)")?;
-    wait_port(port)?;
-    Ok((Proc(child), format!("redis://127.0.0.1:{port}/")))
-}
-
-fn start_node(bin: &PathBuf, extra: &[String]) -> Result<(Proc, String)> {
-    let port = free_port()?;
-    let child = Command::new(bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--www",
-            "/nonexistent",
-        ])
-        .args(extra)
-        .env("OPENSIG_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it: cargo build --release -p opensig-server)",
-                bin.display()
-            )
-        })?;
-    wait_port(port)?;
-    Ok((Proc(child), format!("ws://127.0.0.1:{port}/")))
-}
-
-async fn login(url: &str, account: &str) -> Result<Session> {
-    let mut cfg = Config::new("bench", account, "");
-    cfg.servers = vec![url.to_string()];
-    let mut s = Session::login(cfg);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), s.next_event()).await {
-            Ok(Some(Event::LoginSuccess { .. })) => return Ok(s),
-            Ok(Some(Event::LoginFailed { code })) => bail!("{account}: login failed {code:?}"),
-            Ok(Some(_)) => {}
-            _ => bail!("{account}: no login"),
-        }
+fn timing(c: &Common) -> Timing {
+    Timing {
+        warmup: Duration::from_secs(c.warmup),
+        measure: Duration::from_secs(c.seconds),
     }
 }
 
-async fn cluster(args: ClusterArgs) -> Result<()> {
-    let (_redis, redis_url) = match &args.redis {
-        Some(u) => (None, u.clone()),
-        None => {
-            let (p, u) = start_redis()?;
-            (Some(p), u)
-        }
-    };
-    let prefix = format!("bench{}:", std::process::id());
-    let node_args = |id: &str| {
-        vec![
-            "--redis".into(),
-            redis_url.clone(),
-            "--redis-prefix".into(),
-            prefix.clone(),
-            "--node-id".into(),
-            id.into(),
-            "--limit".into(),
-            "user_messages_per_second=100000".into(),
-        ]
-    };
-    let (_a, url_a) = start_node(&args.server_bin, &node_args("benchA"))?;
-    let (_b, url_b) = start_node(&args.server_bin, &node_args("benchB"))?;
-    let start = Instant::now();
-    let warmup = Duration::from_secs(1);
-    let same = Arc::new(Mutex::new(Samples::default()));
-    let cross = Arc::new(Mutex::new(Samples::default()));
-    let senders_total = args.pairs * 2;
-    let interval = Duration::from_secs_f64(senders_total as f64 / args.rate.max(1) as f64);
-    let end = start + warmup + Duration::from_secs(args.seconds) + Duration::from_secs(1);
-    let mut tasks = vec![];
-    for kind in ["same", "cross"] {
-        for i in 0..args.pairs {
-            let sender_name = format!("{kind}s{i}");
-            let receiver_name = format!("{kind}r{i}");
-            let sender = login(&url_a, &sender_name).await?;
-            let receiver_url = if kind == "same" { &url_a } else { &url_b };
-            let mut receiver = login(receiver_url, &receiver_name).await?;
-            let samples = if kind == "same" {
-                same.clone()
-            } else {
-                cross.clone()
-            };
-            tasks.push(tokio::spawn(async move {
-                while let Ok(Some(e)) =
-                    tokio::time::timeout_at(end.into(), receiver.next_event()).await
-                {
-                    if let Event::MessageInstant { msg, .. } = e {
-                        let now = start.elapsed();
-                        if let Ok(sent) = msg.parse::<u64>() {
-                            let sent = Duration::from_nanos(sent);
-                            if sent > warmup {
-                                samples.lock().await.add(now.saturating_sub(sent));
-                            }
-                        }
-                    }
-                }
-            }));
-            let stop = end - Duration::from_secs(1);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut sender = sender;
-                while Instant::now() < stop {
-                    tick.tick().await;
-                    let t = start.elapsed().as_nanos().to_string();
-                    let to = receiver_name.clone();
-                    sender
-                        .with(move |c, now| c.message_instant_send(&to, &t, now))
-                        .await;
-                    while sender.try_event().is_some() {}
-                }
-            }));
-        }
+fn start(system: System, c: &Common) -> Result<Server> {
+    let cores = cores(c);
+    match system {
+        System::Opensig => systems::opensig(&c.server_bin, &cores, &[]),
+        System::Socketio => systems::socketio(&c.peers, &cores),
+        System::Nats => systems::nats(&cores),
     }
-    for t in tasks {
-        t.await?;
-    }
-    let mut same = same.lock().await.clone();
-    let mut cross = cross.lock().await.clone();
-    println!(
-        "\np2p latency at {} msg/s for {} s, {} pairs each (loopback, 2 nodes + Redis)\n",
-        args.rate, args.seconds, args.pairs
+}
+
+/// The number of sessions that fit in this machine's open-file limit.
+fn fd_cap(n: usize) -> usize {
+    let limit = systems::raise_fd_limit() as usize;
+    n.min(limit.saturating_sub(1000))
+}
+
+async fn fanout(a: FanoutArgs, c: &Common) -> Result<(f64, scenarios::Latency)> {
+    let server = start(a.system, c)?;
+    let f = scenarios::fanout_setup(&server.target, a.channels, a.members).await?;
+    let lat = scenarios::fanout_latency(&f, a.size, a.rate, timing(c)).await?;
+    let cpu0 = systems::cpu_ticks(server.pid());
+    let t0 = std::time::Instant::now();
+    let sat = scenarios::fanout_saturation(&f, a.size, a.window, timing(c)).await?;
+    let busy = systems::cpu_share(cpu0, systems::cpu_ticks(server.pid()), t0.elapsed());
+    eprintln!(
+        "[fanout] {}: server core {:.0}% busy at saturation",
+        a.system.proto().name(),
+        busy * 100.0
     );
-    println!("| path | samples | p50 | p99 | p99.9 |");
-    println!("|---|---|---|---|---|");
-    for (name, s) in [("same node", &mut same), ("cross node", &mut cross)] {
-        println!(
-            "| {name} | {} | {} | {} | {} |",
-            s.len(),
-            fmt_us(s.percentile(50.0)),
-            fmt_us(s.percentile(99.0)),
-            fmt_us(s.percentile(99.9))
+    Ok((sat, lat))
+}
+
+async fn p2p(a: P2pArgs, c: &Common) -> Result<(scenarios::Latency, Option<u64>)> {
+    let server = start(a.system, c)?;
+    let p = scenarios::p2p_setup(&server.target, fd_cap(a.sessions)).await?;
+    let cpu0 = systems::cpu_ticks(server.pid());
+    let t0 = std::time::Instant::now();
+    let lat = scenarios::p2p_rate(&p, a.size, a.rate, timing(c)).await?;
+    let busy = systems::cpu_share(cpu0, systems::cpu_ticks(server.pid()), t0.elapsed());
+    eprintln!(
+        "[p2p] {}: server core {:.0}% busy at {} msg/s",
+        a.system.proto().name(),
+        busy * 100.0,
+        a.rate
+    );
+    let max = if a.max {
+        let t = Timing {
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(3),
+        };
+        Some(scenarios::p2p_max(&p, a.size, 10_000, 50_000, t).await?)
+    } else {
+        None
+    };
+    drop(server);
+    Ok((lat, max))
+}
+
+async fn idle(a: IdleArgs, c: &Common) -> Result<(usize, f64)> {
+    if a.system == System::Nats {
+        bail!("the idle scenario compares opensig and Socket.IO (NATS has no sessions)");
+    }
+    let server = start(a.system, c)?;
+    scenarios::idle(&server, fd_cap(a.sessions)).await
+}
+
+async fn login(a: LoginArgs, c: &Common) -> Result<f64> {
+    let server = start(System::Opensig, c)?;
+    let mut target = server.target.clone();
+    target.app = SECURE_APP.into();
+    scenarios::logins(&target, fd_cap(a.sessions), a.concurrency).await
+}
+
+fn lat_line(name: &str, l: &scenarios::Latency) -> String {
+    format!(
+        "{name}: p50 {} · p99 {} · p99.9 {} · delivered {:.1}%",
+        fmt_us(l.p50),
+        fmt_us(l.p99),
+        fmt_us(l.p999),
+        l.delivered * 100.0
+    )
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a <= 0.0 || b <= 0.0 {
+        "–".into()
+    } else {
+        format!("{:.2}×", a / b)
+    }
+}
+
+async fn compare(a: CompareArgs, c: &Common) -> Result<()> {
+    let systems = [System::Opensig, System::Socketio, System::Nats];
+    let mut sat = [0.0f64; 3];
+    let mut fl = [scenarios::Latency::default(); 3];
+    let mut pl = [scenarios::Latency::default(); 3];
+    let mut pmax = [0u64; 3];
+    for (i, s) in systems.iter().enumerate() {
+        eprintln!("[compare] fan-out on {s:?}");
+        let args = FanoutArgs {
+            system: *s,
+            channels: a.fanout.channels,
+            members: a.fanout.members,
+            size: 100,
+            window: 8,
+            rate: a.fanout.fanout_rate,
+        };
+        (sat[i], fl[i]) = fanout(args, c).await?;
+        eprintln!(
+            "[compare]   {:.0} deliveries/s; {}",
+            sat[i],
+            lat_line("latency", &fl[i])
+        );
+        eprintln!("[compare] p2p on {s:?}");
+        let args = P2pArgs {
+            system: *s,
+            sessions: a.p2p_sessions,
+            rate: a.p2p_rate,
+            size: 100,
+            max: !a.no_max,
+        };
+        let (l, m) = p2p(args, c).await?;
+        pl[i] = l;
+        pmax[i] = m.unwrap_or(0);
+        eprintln!("[compare]   {}; max {:?}", lat_line("latency", &pl[i]), m);
+    }
+    let mut idle_per = [0.0f64; 2];
+    let mut idle_n = [0usize; 2];
+    for (i, s) in [System::Opensig, System::Socketio].iter().enumerate() {
+        eprintln!("[compare] idle on {s:?}");
+        (idle_n[i], idle_per[i]) = idle(
+            IdleArgs {
+                system: *s,
+                sessions: a.idle_sessions,
+            },
+            c,
+        )
+        .await?;
+        eprintln!(
+            "[compare]   {} sessions, {:.0} bytes each",
+            idle_n[i], idle_per[i]
         );
     }
-    let ratio = cross.percentile(99.0) as f64 / same.percentile(99.0).max(1) as f64;
-    println!("\ncross-node p99 / same-node p99 = {ratio:.2} (target ≤ 2.00)");
+    eprintln!("[compare] logins on opensig");
+    let logins_s = login(
+        LoginArgs {
+            sessions: a.logins,
+            concurrency: 1000,
+        },
+        c,
+    )
+    .await?;
+
+    let us = |v: u64| fmt_us(v);
+    println!("\n| figure | opensig | Socket.IO | NATS | opensig vs Socket.IO | opensig vs NATS | target |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| fan-out deliveries/s ({}×{}, saturation) | {:.0} | {:.0} | {:.0} | {} | {} | ≥ 5× / ≥ 0.5× |",
+        a.fanout.channels,
+        a.fanout.members,
+        sat[0],
+        sat[1],
+        sat[2],
+        ratio(sat[0], sat[1]),
+        ratio(sat[0], sat[2])
+    );
+    for (name, get) in [("p50", 0usize), ("p99", 1), ("p99.9", 2)] {
+        let v = |l: &scenarios::Latency| [l.p50, l.p99, l.p999][get];
+        println!(
+            "| fan-out latency {name} at {} msg/s | {} | {} | {} | {} | {} | |",
+            a.fanout.fanout_rate,
+            us(v(&fl[0])),
+            us(v(&fl[1])),
+            us(v(&fl[2])),
+            ratio(v(&fl[1]) as f64, v(&fl[0]) as f64).replace('×', "× faster"),
+            ratio(v(&fl[2]) as f64, v(&fl[0]) as f64).replace('×', "× faster"),
+        );
+    }
+    for (name, get) in [("p50", 0usize), ("p99", 1), ("p99.9", 2)] {
+        let v = |l: &scenarios::Latency| [l.p50, l.p99, l.p999][get];
+        println!(
+            "| p2p latency {name} at {} msg/s ({} sessions) | {} | {} | {} | {} | {} | {} |",
+            a.p2p_rate,
+            a.p2p_sessions,
+            us(v(&pl[0])),
+            us(v(&pl[1])),
+            us(v(&pl[2])),
+            ratio(v(&pl[1]) as f64, v(&pl[0]) as f64).replace('×', "× faster"),
+            ratio(v(&pl[2]) as f64, v(&pl[0]) as f64).replace('×', "× faster"),
+            if name == "p99" {
+                "≤ 2 ms and ≤ 1/3 of Socket.IO"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "| p2p delivered at {} msg/s | {:.1}% | {:.1}% | {:.1}% | | | |",
+        a.p2p_rate,
+        pl[0].delivered * 100.0,
+        pl[1].delivered * 100.0,
+        pl[2].delivered * 100.0
+    );
+    if !a.no_max {
+        println!(
+            "| p2p sustainable msg/s (p99 < 50 ms, ≥ 99% delivered) | {} | {} | {} | {} | {} | |",
+            pmax[0],
+            pmax[1],
+            pmax[2],
+            ratio(pmax[0] as f64, pmax[1] as f64),
+            ratio(pmax[0] as f64, pmax[2] as f64)
+        );
+    }
+    println!(
+        "| idle memory per session ({} sessions) | {:.0} B | {:.0} B | – | {} | | ≤ 8 KiB and ≤ 1/3 |",
+        idle_n[0],
+        idle_per[0],
+        idle_per[1],
+        ratio(idle_per[0], idle_per[1])
+    );
+    println!("| logins/s (token verified) | {logins_s:.0} | – | – | | | ≥ 20,000 |");
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Cluster(a) => cluster(a).await,
+    let cli = Cli::parse();
+    let c = cli.common.clone();
+    systems::pin_self(&cores(&c));
+    match cli.cmd {
+        Cmd::Compare(a) => compare(a, &c).await?,
+        Cmd::Fanout(a) => {
+            let (sat, lat) = fanout(a.clone(), &c).await?;
+            println!(
+                "{} fan-out {}×{}: {sat:.0} deliveries/s at saturation",
+                a.system.proto().name(),
+                a.channels,
+                a.members
+            );
+            println!(
+                "{}",
+                lat_line(&format!("latency at {} msg/s", a.rate), &lat)
+            );
+        }
+        Cmd::P2p(a) => {
+            let (lat, max) = p2p(a.clone(), &c).await?;
+            println!("{} p2p, {} sessions", a.system.proto().name(), a.sessions);
+            println!(
+                "{}",
+                lat_line(&format!("latency at {} msg/s", a.rate), &lat)
+            );
+            if let Some(m) = max {
+                println!("sustainable: {m} msg/s");
+            }
+        }
+        Cmd::Idle(a) => {
+            let (n, per) = idle(a.clone(), &c).await?;
+            println!(
+                "{} idle: {n} sessions, {per:.0} bytes of server memory each",
+                a.system.proto().name()
+            );
+        }
+        Cmd::Login(a) => {
+            let r = login(a, &c).await?;
+            println!("opensig: {r:.0} logins/s (token verified)");
+        }
+        Cmd::Cluster(a) => cluster::run(a).await?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The adapters against live peers, briefly: whatever is installed here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn adapters_work_against_live_servers() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cores = Cores {
+            server: String::new(),
+            bench: String::new(),
+        };
+        let bin = root.join("target/debug/opensig-server");
+        let mut servers = vec![];
+        if bin.exists() {
+            servers.push(systems::opensig(&bin, &cores, &[]).expect("opensig-server"));
+        }
+        if let Ok(s) = systems::nats(&cores) {
+            servers.push(s);
+        }
+        if let Ok(s) = systems::socketio(&root.join("crates/bench/peers"), &cores) {
+            servers.push(s);
+        }
+        assert!(
+            !servers.is_empty(),
+            "no system to test against (build opensig-server first)"
+        );
+        for s in &servers {
+            let (rate, delivered) = scenarios::smoke(&s.target).await.expect("smoke");
+            assert!(rate > 0, "{:?}: no fan-out deliveries", s.target.proto);
+            assert!(
+                delivered >= 95,
+                "{:?}: only {delivered}% of p2p messages delivered",
+                s.target.proto
+            );
+        }
     }
 }

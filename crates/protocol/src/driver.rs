@@ -157,7 +157,12 @@ async fn connection(
     input: mpsc::UnboundedSender<Input>,
     max_frame: usize,
 ) {
-    let ws = match tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8192)
+        .write_buffer_size(0);
+    let ws = match tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
+        .await
+    {
         Ok((ws, _)) => ws,
         Err(_) => {
             let _ = input.send(Input::Closed(conn));

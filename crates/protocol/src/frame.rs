@@ -2,7 +2,9 @@
 //! server sends. Payloads that the protocol carries as *JSON text inside JSON* (`login_ret[1]`,
 //! `call2-ret[2]`, the `recvmsg` argument) are produced only by [`json_text`].
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue, Map, Value};
 
 use crate::codes::ErrorKind;
@@ -40,15 +42,154 @@ pub struct Login {
     pub device: String,
 }
 
-/// A `call2` request: name, id (number or string, echoed back), and its args object.
-#[derive(Debug, Clone, PartialEq)]
+/// A `call2` request: name, id (number or string, echoed back), and its args (JSON text).
+#[derive(Debug, Clone)]
 pub struct Call2 {
     /// Function name.
     pub name: String,
     /// Request id, echoed verbatim in the reply.
     pub id: Value,
-    /// Arguments; `None` when they were not an object.
-    pub args: Option<Map<String, Value>>,
+    /// Arguments as sent (decoded by [`Call2::decode`]).
+    pub args: Box<RawValue>,
+}
+
+impl PartialEq for Call2 {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.id == other.id && self.args.get() == other.args.get()
+    }
+}
+
+/// A call2's arguments decoded: the session `line` they carry, and the typed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// `args.line` when it is a string.
+    pub line: Option<String>,
+    /// The request, or why it is not usable.
+    pub request: Result<Request, ErrorKind>,
+}
+
+impl Call2 {
+    /// Decode the args: a typed, borrowing decode for well-formed input (what clients send),
+    /// falling back to the lenient one (numbers for names, duplicate keys, …).
+    /// `Err(InvalidArgs)` when the args are not an object.
+    pub fn decode(&self) -> Result<Decoded, ErrorKind> {
+        let text = self.args.get();
+        if !text.trim_start().starts_with('{') {
+            return Err(ErrorKind::InvalidArgs);
+        }
+        if let Ok(fast) = serde_json::from_str::<FastArgs<'_>>(text) {
+            if let Some(request) = fast.request(&self.name) {
+                return Ok(Decoded {
+                    line: fast.line.map(Cow::into_owned),
+                    request,
+                });
+            }
+        }
+        let map: Map<String, Value> =
+            serde_json::from_str(text).map_err(|_| ErrorKind::InvalidArgs)?;
+        Ok(Decoded {
+            line: map.get("line").and_then(Value::as_str).map(str::to_owned),
+            request: Request::parse(&self.name, &map),
+        })
+    }
+}
+
+/// Every args field of every call2, as the common case sends them: strings as strings.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FastArgs<'a> {
+    #[serde(borrow)]
+    line: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    peer: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    account: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "channelName")]
+    channel_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    msg: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    value: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    flag: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    t: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "messageID")]
+    message_id: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "msgID")]
+    msg_id: Option<Cow<'a, str>>,
+    ver_clear: Option<u64>,
+    max: Option<u64>,
+    num: Option<u64>,
+    force: Option<bool>,
+    #[serde(borrow)]
+    extra: Option<&'a RawValue>,
+}
+
+fn owned(v: &Option<Cow<'_, str>>) -> Option<String> {
+    v.as_deref().map(str::to_owned)
+}
+
+impl FastArgs<'_> {
+    /// The typed request; `None` when something needs the lenient path (a required field
+    /// absent or of another type), so that path gives the exact error.
+    fn request(&self, name: &str) -> Option<Result<Request, ErrorKind>> {
+        let req = |v: &Option<Cow<'_, str>>| owned(v);
+        Some(Ok(match name {
+            call::USER_LOGOUT => Request::UserLogout,
+            call::USER_GETMSG => Request::UserGetmsg {
+                ver_clear: self.ver_clear.unwrap_or(0),
+                max: self.max.unwrap_or(30),
+            },
+            call::USER_SENDMSG => Request::UserSendmsg {
+                peer: req(&self.peer)?,
+                flag: owned(&self.flag).unwrap_or_else(|| fixed::DEFAULT_MSG_FLAG.into()),
+                kind: owned(&self.t).unwrap_or_else(|| crate::names::msgtype::INSTANT.into()),
+                content: owned(&self.content).unwrap_or_default(),
+                message_id: owned(&self.message_id),
+            },
+            call::USER_QUERY_USER_STATUS => Request::UserQueryUserStatus {
+                account: req(&self.account)?,
+            },
+            call::CHANNEL_JOIN => Request::ChannelJoin {
+                name: req(&self.name)?,
+            },
+            call::CHANNEL_LEAVE => Request::ChannelLeave {
+                name: req(&self.name)?,
+            },
+            call::CHANNEL_SENDMSG => Request::ChannelSendmsg {
+                name: req(&self.name)?,
+                msg: owned(&self.msg).unwrap_or_default(),
+                msg_id: owned(&self.msg_id),
+                force: self.force.unwrap_or(false),
+            },
+            call::CHANNEL_SET_ATTR => Request::ChannelSetAttr {
+                channel: req(&self.channel)?,
+                name: req(&self.name)?,
+                value: owned(&self.value).unwrap_or_default(),
+            },
+            other => match VoipKind::from_name(other) {
+                Some(kind) => Request::Voip {
+                    kind,
+                    channel: req(&self.channel_name)?,
+                    peer: req(&self.peer)?,
+                    extra: match self.extra {
+                        Some(raw) => serde_json::from_str(raw.get()).ok()?,
+                        None => Value::String(String::new()),
+                    },
+                    message_id: owned(&self.message_id),
+                },
+                // the rarer calls take the general path
+                None => return None,
+            },
+        }))
+    }
 }
 
 /// A decoded client frame.
@@ -120,15 +261,11 @@ impl ClientFrame {
                 ClientFrame::Ping(v)
             }
             event::CALL2 => {
-                let (name, id, args): (String, Value, Value) =
+                let (name, id, args): (String, Value, Box<RawValue>) =
                     serde_json::from_str(payload.get()).map_err(|_| bad(event::CALL2))?;
                 if !(id.is_number() || id.is_string()) {
                     return Err(bad(event::CALL2));
                 }
-                let args = match args {
-                    Value::Object(m) => Some(m),
-                    _ => None,
-                };
                 ClientFrame::Call2(Call2 { name, id, args })
             }
             _ => ClientFrame::Unknown(name),
@@ -166,7 +303,8 @@ impl VoipKind {
         }
     }
 
-    fn from_name(name: &str) -> Option<VoipKind> {
+    /// The kind for a call2 name.
+    pub fn from_name(name: &str) -> Option<VoipKind> {
         Some(match name {
             call::VOIP_INVITE => VoipKind::Invite,
             call::VOIP_INVITE_ACK => VoipKind::Ack,
@@ -466,6 +604,15 @@ pub mod out {
         json_text(&(event::CALL2_RET, (id, "", json_text(&body))))
     }
 
+    /// `["call2-ret",[id,"","{\"result\":\"ok\"}"]]` (the most common reply, written directly).
+    pub fn call2_ok_plain(id: &Value) -> String {
+        let mut s = String::with_capacity(48);
+        s.push_str("[\"call2-ret\",[");
+        s.push_str(&id.to_string());
+        s.push_str(",\"\",\"{\\\"result\\\":\\\"ok\\\"}\"]]");
+        s
+    }
+
     /// `["call2-ret",[id,"<err>",""]]`.
     pub fn call2_err(id: &Value, err: ErrorKind) -> String {
         json_text(&(event::CALL2_RET, (id, err.as_str(), "")))
@@ -597,7 +744,9 @@ mod tests {
         let ClientFrame::Call2(c) = c else { panic!() };
         assert_eq!(c.name, "channel_join");
         assert_eq!(c.id, json!(7));
-        let r = Request::parse(&c.name, c.args.as_ref().unwrap()).unwrap();
+        let d = c.decode().unwrap();
+        assert_eq!(d.line.as_deref(), Some("L"));
+        let r = d.request.unwrap();
         assert_eq!(
             r,
             Request::ChannelJoin {
@@ -662,6 +811,67 @@ mod tests {
                 Err(ErrorKind::UnknownFunction)
             );
         }
+    }
+
+    #[test]
+    fn fast_and_lenient_decodes_agree() {
+        let cases = [
+            r#"["call2",["user_sendmsg",1,{"peer":"bob","flag":"v1:E:3600","t":"instant","content":"hi \"q\"","line":"L"}]]"#,
+            r#"["call2",["user_sendmsg",1,{"peer":"bob","content":"x","messageID":"m1","line":"L"}]]"#,
+            r#"["call2",["user_getmsg",2,{"ver_clear":5,"max":30,"line":"L"}]]"#,
+            r#"["call2",["channel_sendmsg",3,{"name":"r","msg":"m","msgID":"i","force":true,"line":"L"}]]"#,
+            r#"["call2",["channel_set_attr",4,{"channel":"r","name":"k","value":"v","line":"L"}]]"#,
+            r#"["call2",["voip_invite",5,{"channelName":"r","peer":"b","extra":{"_timeout":3},"line":"L"}]]"#,
+            r#"["call2",["voip_invite_msg",6,{"channelName":"r","peer":"b","extra":"{\"msgtype\":\"dtmf\"}","line":"L"}]]"#,
+            r#"["call2",["channel_join",7,{"name":"r","line":"L","extra_field":[1,2]}]]"#,
+        ];
+        for text in cases {
+            let ClientFrame::Call2(c) = ClientFrame::decode(text).unwrap() else {
+                panic!()
+            };
+            let fast = c.decode().unwrap();
+            let map: Map<String, Value> = serde_json::from_str(c.args.get()).unwrap();
+            assert_eq!(fast.request, Request::parse(&c.name, &map), "{text}");
+            assert_eq!(fast.line.as_deref(), Some("L"));
+        }
+        // what the fast path does not take still decodes (leniently) or fails exactly
+        let ClientFrame::Call2(c) =
+            ClientFrame::decode(r#"["call2",["channel_join",1,{"name":17,"line":"L"}]]"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c.decode().unwrap().request,
+            Ok(Request::ChannelJoin { name: "17".into() })
+        );
+        let ClientFrame::Call2(c) = ClientFrame::decode(
+            r#"["call2",["channel_join",1,{"line":"A","line":"B","name":"r"}]]"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.decode().unwrap().line.as_deref(), Some("B"));
+        let ClientFrame::Call2(c) =
+            ClientFrame::decode(r#"["call2",["channel_join",1,"nope"]]"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.decode(), Err(ErrorKind::InvalidArgs));
+        let ClientFrame::Call2(c) =
+            ClientFrame::decode(r#"["call2",["user_sendmsg",1,{"line":"L"}]]"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.decode().unwrap().request, Err(ErrorKind::InvalidArgs));
+        // the hand-written replies are what serde would write
+        assert_eq!(
+            out::call2_ok_plain(&serde_json::json!(9)),
+            out::call2_ok(&serde_json::json!(9), Map::new())
+        );
+        assert_eq!(
+            out::recvmsg(5, "a \"b\""),
+            json_text(&(event::NOTIFY, (notify::RECVMSG, json_text(&(5, "a \"b\"")))))
+        );
     }
 
     #[test]

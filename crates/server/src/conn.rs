@@ -1,17 +1,20 @@
-//! One WebSocket connection: a reader task that decodes frames and performs requests, and a
-//! writer that drains the connection's bounded queue, batching ready frames into `multi` and
-//! compressing large batches for clients that sent `set_flag {binary:1}`.
+//! One WebSocket connection, one task: it reads frames and performs requests, and writes what
+//! is due — its own replies and whatever other connections queued for it — batching frames
+//! that are ready together into `multi` (one write) and compressing large batches for clients
+//! that sent `set_flag {binary:1}`. The queue other connections push into is bounded: a
+//! client that does not read is disconnected.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use opensig_protocol::frame::{out, Call2, ClientFrame, Login, Request, VoipKind};
@@ -19,7 +22,7 @@ use opensig_protocol::limits::flag_ttl_secs;
 use opensig_protocol::names::{attr, login_error, msgtype};
 use opensig_protocol::{token, zlib, ErrorKind, Limits};
 
-use crate::delivery::{ConnHandle, Frame, Out, Signals};
+use crate::delivery::{ConnHandle, Frame, Signals};
 use crate::engine::{AttrOp, Engine, Mail, Relay};
 use crate::stats::Stats;
 use crate::Shared;
@@ -28,6 +31,8 @@ use crate::Shared;
 const COMPRESS_THRESHOLD: usize = 2048;
 /// A batch stops growing at this many bytes.
 const BATCH_BYTES: usize = 32 * 1024;
+/// Frames taken from the queue at once.
+const BATCH_FRAMES: usize = 64;
 
 struct Session {
     app: String,
@@ -36,36 +41,117 @@ struct Session {
     channels: BTreeSet<String>,
 }
 
+type Sink = SplitSink<WebSocket, Message>;
+
+/// How the connection ends.
+enum Ending {
+    /// The client closed, or the connection broke.
+    Gone,
+    /// Close after writing this last frame (`kick`, `close`).
+    With(String),
+    /// Close without a farewell (the client reconnects).
+    Silently,
+}
+
 /// Serve one upgraded WebSocket until it closes.
 pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
     let id = shared.next_conn_id();
     let limits = shared.config.limits.clone();
-    let (handle, rx, signals) = ConnHandle::new(id, limits.outbound_queue);
-    let (sink, stream) = ws.split();
-    let binary = Arc::new(AtomicBool::new(false));
+    let (handle, mut rx, signals) = ConnHandle::new(id, limits.outbound_queue);
+    let (mut sink, mut stream) = ws.split();
     Stats::inc(&shared.stats.connections);
     shared.register(handle.clone());
-
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        signals.clone(),
-        binary.clone(),
-        shared.clone(),
-    ));
-    let mut reader = Reader {
+    let mut conn = Reader {
         shared: shared.clone(),
         handle: handle.clone(),
         limits,
         session: None,
-        binary,
+        binary: false,
         idle: Duration::from_secs(shared.config.limits.login_timeout_secs),
+        last_rx: Instant::now(),
         user_rate: crate::ratelimit::Bucket::new(shared.config.limits.user_messages_per_second),
+        outbox: Vec::new(),
+        closing: false,
     };
-    let writer_done = reader.run(stream, &mut writer).await;
+    let idle_timer = tokio::time::sleep(conn.idle);
+    tokio::pin!(idle_timer);
+    let mut batch: Vec<Frame> = Vec::with_capacity(BATCH_FRAMES);
+    let ending = loop {
+        tokio::select! {
+            biased;
+            _ = signals.notify.notified() => {
+                if let Some(e) = ending_signal(&signals, &mut rx, &mut batch) {
+                    if !batch.is_empty() {
+                        let _ = write(&mut sink, &batch, conn.binary, &shared).await;
+                    }
+                    break e;
+                }
+            }
+            n = rx.recv_many(&mut batch, BATCH_FRAMES) => {
+                if n == 0 {
+                    break Ending::Gone;
+                }
+                if write(&mut sink, &batch, conn.binary, &shared).await.is_err() {
+                    break Ending::Gone;
+                }
+                batch.clear();
+            }
+            msg = stream.next() => {
+                let Some(Ok(msg)) = msg else {
+                    // a read error includes a frame over the size limit: say why, then close
+                    break if msg.is_some() { Ending::With(out::close()) } else { Ending::Gone };
+                };
+                conn.last_rx = Instant::now();
+                let idle_before = conn.idle;
+                conn.message(msg).await;
+                if conn.idle != idle_before {
+                    idle_timer.as_mut().reset(conn.last_rx + conn.idle);
+                }
+                // what others queued meanwhile goes first (it happened before our replies)
+                while let Ok(f) = rx.try_recv() {
+                    batch.push(f);
+                }
+                batch.append(&mut conn.outbox);
+                if !batch.is_empty() {
+                    if write(&mut sink, &batch, conn.binary, &shared).await.is_err() {
+                        break Ending::Gone;
+                    }
+                    batch.clear();
+                }
+                if conn.closing {
+                    break Ending::With(String::new());
+                }
+            }
+            _ = &mut idle_timer => {
+                let silent_for = conn.last_rx.elapsed();
+                if silent_for >= conn.idle {
+                    debug!(conn = id, "idle or login timeout: closing");
+                    break Ending::With(out::close());
+                }
+                idle_timer.as_mut().reset(conn.last_rx + conn.idle);
+            }
+        }
+    };
+    match ending {
+        Ending::With(last) => {
+            if !last.is_empty() {
+                let _ = sink.send(Message::Text(Utf8Bytes::from(last))).await;
+            }
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: Utf8Bytes::from_static("bye"),
+                })))
+                .await;
+            let _ = sink.close().await;
+        }
+        Ending::Silently | Ending::Gone => {
+            let _ = sink.close().await;
+        }
+    }
 
-    // teardown: leave channels, go offline, let the writer finish what is queued
-    if let Some(s) = reader.session.take() {
+    // teardown: leave channels, go offline
+    if let Some(s) = conn.session.take() {
         for ch in &s.channels {
             let _ = shared.engine.leave(&s.app, ch, &s.account, id).await;
         }
@@ -73,14 +159,33 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
         Stats::dec(&shared.stats.sessions);
     }
     shared.unregister(id);
-    drop(reader);
-    drop(handle);
-    if !writer_done {
-        signals.finished.store(true, Ordering::SeqCst);
-        signals.notify.notify_one();
-        let _ = writer.await;
-    }
     Stats::dec(&shared.stats.connections);
+}
+
+/// An out-of-band ending (kick, overflow, shutdown, drop), if one was signalled. A kick still
+/// delivers what was queued before it (into `batch`).
+fn ending_signal(
+    signals: &Signals,
+    rx: &mut mpsc::Receiver<Frame>,
+    batch: &mut Vec<Frame>,
+) -> Option<Ending> {
+    if signals.dropped.load(Ordering::SeqCst) {
+        return Some(Ending::Silently);
+    }
+    if signals.kicked.load(Ordering::SeqCst) {
+        while let Ok(f) = rx.try_recv() {
+            batch.push(f);
+        }
+        return Some(Ending::With(out::kick()));
+    }
+    if signals.overflowed.load(Ordering::SeqCst) {
+        warn!("slow consumer disconnected");
+        return Some(Ending::With(out::close()));
+    }
+    if signals.shutdown.load(Ordering::SeqCst) {
+        return Some(Ending::With(out::close()));
+    }
+    None
 }
 
 struct Reader<E: Engine> {
@@ -88,9 +193,14 @@ struct Reader<E: Engine> {
     handle: ConnHandle,
     limits: Limits,
     session: Option<Session>,
-    binary: Arc<AtomicBool>,
+    binary: bool,
     idle: Duration,
+    last_rx: Instant,
     user_rate: crate::ratelimit::Bucket,
+    /// Replies to write after this frame.
+    outbox: Vec<Frame>,
+    /// Close after writing the outbox.
+    closing: bool,
 }
 
 enum Flow {
@@ -99,68 +209,43 @@ enum Flow {
 }
 
 impl<E: Engine> Reader<E> {
-    /// Read until the connection ends; true when it ended because the writer finished
-    /// (kick, overflow, shutdown, or a reply that closes).
-    async fn run(
-        &mut self,
-        mut stream: SplitStream<WebSocket>,
-        writer: &mut tokio::task::JoinHandle<()>,
-    ) -> bool {
-        loop {
-            let next = tokio::select! {
-                m = tokio::time::timeout(self.idle, stream.next()) => m,
-                _ = &mut *writer => return true,
-            };
-            let msg = match next {
-                Err(_) => {
-                    debug!(conn = self.handle.id, "idle or login timeout: closing");
-                    self.close_with(out::close());
-                    return false;
-                }
-                Ok(None) => return false,
-                Ok(Some(Err(e))) => {
-                    // includes frames over the size limit: tell the client why, then close
-                    debug!(conn = self.handle.id, "read error: {e}");
-                    self.close_with(out::close());
-                    return false;
-                }
-                Ok(Some(Ok(m))) => m,
-            };
-            Stats::inc(&self.shared.stats.frames_in);
-            let text = match msg {
-                Message::Text(t) => t.to_string(),
-                Message::Binary(b) => match zlib::decompress(&b, self.limits.max_frame_bytes) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        debug!(conn = self.handle.id, "unusable binary frame: {e:?}");
-                        if e == zlib::InflateError::TooLarge {
-                            self.close_with(out::close());
-                            return false;
-                        }
-                        continue;
+    async fn message(&mut self, msg: Message) {
+        Stats::inc(&self.shared.stats.frames_in);
+        let text = match msg {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => match zlib::decompress(&b, self.limits.max_frame_bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    debug!(conn = self.handle.id, "unusable binary frame: {e:?}");
+                    if e == zlib::InflateError::TooLarge {
+                        self.close_with(out::close());
                     }
-                },
-                Message::Close(_) => return false,
-                _ => continue,
-            };
-            if text.len() > self.limits.max_frame_bytes {
-                self.close_with(out::close());
-                return false;
+                    return;
+                }
+            },
+            Message::Close(_) => {
+                self.closing = true;
+                return;
             }
-            match self.frame(&text).await {
-                Flow::Continue => {}
-                Flow::Stop => return false,
-            }
+            _ => return,
+        };
+        if text.len() > self.limits.max_frame_bytes {
+            self.close_with(out::close());
+            return;
+        }
+        if let Flow::Stop = self.frame(&text).await {
+            self.closing = true;
         }
     }
 
-    fn send(&self, frame: String) -> bool {
-        self.handle.push(Frame::from(frame))
+    fn send(&mut self, frame: String) {
+        self.outbox.push(Frame::from(frame));
     }
 
-    /// Queue a last frame and close once it is written.
-    fn close_with(&self, frame: String) {
-        self.handle.send(Out::FrameThenClose(frame.into()));
+    /// Write a last frame and close.
+    fn close_with(&mut self, frame: String) {
+        self.outbox.push(Frame::from(frame));
+        self.closing = true;
     }
 
     async fn frame(&mut self, text: &str) -> Flow {
@@ -179,7 +264,7 @@ impl<E: Engine> Reader<E> {
                 Flow::Stop
             }
             ClientFrame::SetFlag { binary } => {
-                self.binary.store(binary, Ordering::Relaxed);
+                self.binary = binary;
                 Flow::Continue
             }
             ClientFrame::Ping(n) => {
@@ -187,17 +272,12 @@ impl<E: Engine> Reader<E> {
                 Flow::Continue
             }
             ClientFrame::Call2(c) => {
-                let reply = self.call2(c).await;
-                match reply {
-                    Some(Out::FrameThenClose(f)) => {
-                        self.handle.send(Out::FrameThenClose(f));
-                        Flow::Stop
-                    }
-                    Some(Out::Frame(f)) => {
-                        self.handle.push(f);
-                        Flow::Continue
-                    }
-                    None => Flow::Continue,
+                let (reply, close) = self.call2(c).await;
+                self.outbox.push(reply);
+                if close {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
                 }
             }
             ClientFrame::Unknown(name) => {
@@ -207,47 +287,54 @@ impl<E: Engine> Reader<E> {
         }
     }
 
+    fn refuse(&mut self, login: &Login, reason: &str) -> Flow {
+        Stats::inc(&self.shared.stats.login_failures);
+        info!(app = %login.vid, account = %login.account, "login refused: {reason}");
+        self.close_with(out::login_failed(reason));
+        Flow::Stop
+    }
+
+    /// The login rules: server state, account rule, app id, token.
+    fn check_login(&self, login: &Login) -> Result<(), &'static str> {
+        let shared = &self.shared;
+        if shared.shutting_down() {
+            return Err(login_error::UNAVAILABLE);
+        }
+        if self.limits.check_account(&login.account).is_err() {
+            return Err(login_error::WRONG_ACCOUNT);
+        }
+        if shared.config.development_mode() {
+            if !opensig_protocol::limits::valid_name(&login.vid, 128) {
+                return Err(login_error::TOKEN_UNKNOWN_APP);
+            }
+            return Ok(());
+        }
+        match shared.config.apps.get(&login.vid) {
+            None => Err(login_error::TOKEN_UNKNOWN_APP),
+            Some(Some(cert)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                match token::verify(&login.token, &login.vid, cert, &login.account, now) {
+                    Ok(()) => Ok(()),
+                    Err(token::TokenError::Expired) => Err(login_error::TOKEN_EXPIRED),
+                    Err(token::TokenError::Invalid) => Err(login_error::TOKEN_INVALID),
+                }
+            }
+            Some(None) => Ok(()),
+        }
+    }
+
     async fn login(&mut self, login: Login) -> Flow {
         if self.session.is_some() {
             self.send(out::login_failed("already_logged_in"));
             return Flow::Continue;
         }
-        let shared = &self.shared;
-        let refuse = |reason: &str| {
-            Stats::inc(&shared.stats.login_failures);
-            info!(app = %login.vid, account = %login.account, "login refused: {reason}");
-            self.close_with(out::login_failed(reason));
-            Flow::Stop
-        };
-        if shared.shutting_down() {
-            return refuse(login_error::UNAVAILABLE);
+        if let Err(reason) = self.check_login(&login) {
+            return self.refuse(&login, reason);
         }
-        if self.limits.check_account(&login.account).is_err() {
-            return refuse(login_error::WRONG_ACCOUNT);
-        }
-        if !shared.config.development_mode() {
-            match shared.config.apps.get(&login.vid) {
-                None => return refuse(login_error::TOKEN_UNKNOWN_APP),
-                Some(Some(cert)) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    match token::verify(&login.token, &login.vid, cert, &login.account, now) {
-                        Ok(()) => {}
-                        Err(token::TokenError::Expired) => {
-                            return refuse(login_error::TOKEN_EXPIRED)
-                        }
-                        Err(token::TokenError::Invalid) => {
-                            return refuse(login_error::TOKEN_INVALID)
-                        }
-                    }
-                }
-                Some(None) => {}
-            }
-        } else if !opensig_protocol::limits::valid_name(&login.vid, 128) {
-            return refuse(login_error::TOKEN_UNKNOWN_APP);
-        }
+        let shared = self.shared.clone();
         let line = hex::encode(rand::random::<[u8; 16]>());
         let welcome: Frame = out::login_ok(&line).into();
         // counted before the reply can reach the client
@@ -262,7 +349,7 @@ impl<E: Engine> Reader<E> {
             Err(_) => {
                 Stats::dec(&shared.stats.logins);
                 Stats::dec(&shared.stats.sessions);
-                return refuse(login_error::UNAVAILABLE);
+                return self.refuse(&login, login_error::UNAVAILABLE);
             }
         };
         self.idle = Duration::from_secs(info.conn_timeout_secs);
@@ -276,30 +363,33 @@ impl<E: Engine> Reader<E> {
         Flow::Continue
     }
 
-    /// Handle one call2; returns its reply (None when there is no usable id).
-    async fn call2(&mut self, c: Call2) -> Option<Out> {
+    /// Handle one call2; returns its reply and whether to close after it.
+    async fn call2(&mut self, c: Call2) -> (Frame, bool) {
         let id = c.id.clone();
         let result = self.call2_result(c).await;
-        Some(match result {
-            Ok(Reply::Fields(fields)) => Out::Frame(out::call2_ok(&id, fields).into()),
-            Ok(Reply::Logout) => Out::FrameThenClose(out::call2_ok(&id, Map::new()).into()),
+        match result {
+            Ok(Reply::Fields(fields)) if fields.is_empty() => {
+                (out::call2_ok_plain(&id).into(), false)
+            }
+            Ok(Reply::Fields(fields)) => (out::call2_ok(&id, fields).into(), false),
+            Ok(Reply::Logout) => (out::call2_ok(&id, Map::new()).into(), true),
             Err(e) => {
                 Stats::inc(&self.shared.stats.errors);
                 debug!(conn = self.handle.id, "call2 error {}", e.as_str());
-                Out::Frame(out::call2_err(&id, e).into())
+                (out::call2_err(&id, e).into(), false)
             }
-        })
+        }
     }
 
     async fn call2_result(&mut self, c: Call2) -> Result<Reply, ErrorKind> {
         let Some(session) = self.session.as_ref() else {
             return Err(ErrorKind::NotLoggedIn);
         };
-        let args = c.args.ok_or(ErrorKind::InvalidArgs)?;
-        if args.get("line").and_then(Value::as_str) != Some(session.line.as_str()) {
+        let decoded = c.decode()?;
+        if decoded.line.as_deref() != Some(session.line.as_str()) {
             return Err(ErrorKind::InvalidLine);
         }
-        let request = Request::parse(&c.name, &args)?;
+        let request = decoded.request?;
         let limits = self.limits.clone();
         let l = &limits;
         let shared = self.shared.clone();
@@ -564,104 +654,30 @@ fn msgs_json(msgs: &[(u64, Arc<str>)]) -> Value {
     )
 }
 
-async fn write_loop<E: Engine>(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Out>,
-    signals: Arc<Signals>,
-    binary: Arc<AtomicBool>,
-    shared: Arc<Shared<E>>,
-) {
-    let mut batch: Vec<Out> = Vec::with_capacity(64);
-    loop {
-        // out-of-band endings first; a kick still delivers what was queued before it
-        let ending = if signals.kicked.load(Ordering::SeqCst) {
-            let mut queued = Vec::new();
-            while let Ok(item) = rx.try_recv() {
-                let (Out::Frame(f) | Out::FrameThenClose(f)) = item;
-                queued.push(f);
-            }
-            if !queued.is_empty() && write(&mut sink, &queued, &binary, &shared).await.is_err() {
-                return;
-            }
-            Some(out::kick())
-        } else if signals.overflowed.load(Ordering::SeqCst) {
-            Stats::inc(&shared.stats.slow_consumers);
-            warn!("slow consumer disconnected");
-            Some(out::close())
-        } else if signals.shutdown.load(Ordering::SeqCst) {
-            Some(out::close())
-        } else {
-            None
-        };
-        if let Some(last) = ending {
-            let _ = sink.send(Message::Text(Utf8Bytes::from(last))).await;
-            let _ = sink.close().await;
-            return;
-        }
-        if signals.dropped.load(Ordering::SeqCst) {
-            let _ = sink.close().await;
-            return;
-        }
-        if signals.finished.load(Ordering::SeqCst) {
-            // the reader is done: write what is already queued, then close
-            while let Ok(item) = rx.try_recv() {
-                let (Out::Frame(f) | Out::FrameThenClose(f)) = item;
-                if write(&mut sink, &[f], &binary, &shared).await.is_err() {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-            return;
-        }
-        batch.clear();
-        tokio::select! {
-            n = rx.recv_many(&mut batch, 64) => if n == 0 { let _ = sink.close().await; return; },
-            _ = signals.notify.notified() => continue,
-        }
-        let mut frames: Vec<Frame> = Vec::with_capacity(batch.len());
-        let mut close_after = false;
-        let mut size = 0;
-        for item in batch.drain(..) {
-            let f = match item {
-                Out::Frame(f) => f,
-                Out::FrameThenClose(f) => {
-                    close_after = true;
-                    f
-                }
-            };
-            size += f.len();
-            frames.push(f);
-            if close_after || size >= BATCH_BYTES {
-                if write(&mut sink, &frames, &binary, &shared).await.is_err() {
-                    return;
-                }
-                frames.clear();
-                size = 0;
-                if close_after {
-                    break;
-                }
-            }
-        }
-        if !frames.is_empty() && write(&mut sink, &frames, &binary, &shared).await.is_err() {
-            return;
-        }
-        if close_after {
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: Utf8Bytes::from_static("bye"),
-                })))
-                .await;
-            let _ = sink.close().await;
-            return;
+/// Write frames (several at once as `multi` batches of at most BATCH_BYTES).
+async fn write<E: Engine>(
+    sink: &mut Sink,
+    frames: &[Frame],
+    binary: bool,
+    shared: &Shared<E>,
+) -> Result<(), axum::Error> {
+    let mut start = 0;
+    let mut size = 0;
+    for (i, f) in frames.iter().enumerate() {
+        size += f.len();
+        if size >= BATCH_BYTES || i + 1 == frames.len() {
+            write_one(sink, &frames[start..=i], binary, shared).await?;
+            start = i + 1;
+            size = 0;
         }
     }
+    Ok(())
 }
 
-async fn write<E: Engine>(
-    sink: &mut SplitSink<WebSocket, Message>,
+async fn write_one<E: Engine>(
+    sink: &mut Sink,
     frames: &[Frame],
-    binary: &AtomicBool,
+    binary: bool,
     shared: &Shared<E>,
 ) -> Result<(), axum::Error> {
     let text: String = if frames.len() == 1 {
@@ -671,9 +687,7 @@ async fn write<E: Engine>(
     };
     Stats::inc(&shared.stats.frames_out);
     let limits = &shared.config.limits;
-    let msg = if binary.load(Ordering::Relaxed)
-        && text.len() >= COMPRESS_THRESHOLD
-        && text.len() <= limits.max_frame_bytes
+    let msg = if binary && text.len() >= COMPRESS_THRESHOLD && text.len() <= limits.max_frame_bytes
     {
         Message::Binary(zlib::compress(&text).into())
     } else {

@@ -10,15 +10,6 @@ use tokio::sync::{mpsc, Notify};
 /// A frame serialised once and shared by every recipient of a fan-out.
 pub type Frame = Arc<str>;
 
-/// What a connection's writer is asked to do.
-#[derive(Debug)]
-pub enum Out {
-    /// Send this frame (batched with others that are ready).
-    Frame(Frame),
-    /// Send this frame, then close the connection (e.g. the `user_logout` reply).
-    FrameThenClose(Frame),
-}
-
 /// Out-of-band signals that must get through even when the queue is full.
 #[derive(Default, Debug)]
 pub struct Signals {
@@ -28,8 +19,6 @@ pub struct Signals {
     pub overflowed: AtomicBool,
     /// The server is shutting down: send `close`, then close.
     pub shutdown: AtomicBool,
-    /// The reader has finished: flush and close without a farewell frame.
-    pub finished: AtomicBool,
     /// Close at once without a farewell frame, so the client reconnects and resumes (used
     /// when a cluster node finds its registration had lapsed).
     pub dropped: AtomicBool,
@@ -42,13 +31,13 @@ pub struct Signals {
 pub struct ConnHandle {
     /// Unique per server process.
     pub id: u64,
-    tx: mpsc::Sender<Out>,
+    tx: mpsc::Sender<Frame>,
     signals: Arc<Signals>,
 }
 
 impl ConnHandle {
     /// A new connection's handle and the receiving end of its queue.
-    pub fn new(id: u64, capacity: usize) -> (ConnHandle, mpsc::Receiver<Out>, Arc<Signals>) {
+    pub fn new(id: u64, capacity: usize) -> (ConnHandle, mpsc::Receiver<Frame>, Arc<Signals>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let signals = Arc::new(Signals::default());
         (
@@ -65,12 +54,7 @@ impl ConnHandle {
     /// Queue a frame. Returns false when the connection is gone or has just been found to be
     /// a slow consumer (it will be closed).
     pub fn push(&self, frame: Frame) -> bool {
-        self.send(Out::Frame(frame))
-    }
-
-    /// Queue an item.
-    pub fn send(&self, out: Out) -> bool {
-        match self.tx.try_send(out) {
+        match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.signal(|s| &s.overflowed);

@@ -70,6 +70,9 @@ impl<E: Engine> Shared<E> {
     }
 }
 
+/// Per-connection WebSocket read buffer (bytes).
+const READ_BUFFER: usize = 4096;
+
 /// Work to do when the server stops (e.g. leave the cluster).
 type StopHook =
     Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
@@ -224,8 +227,12 @@ async fn root<E: Engine>(
     match ws {
         Ok(ws) => {
             let max = shared.config.limits.max_frame_bytes;
+            // small buffers: tungstenite keeps (and zero-fills on every read) a read buffer of
+            // this size per connection; frames are batched into `multi` by the writer already
             ws.max_message_size(max)
                 .max_frame_size(max)
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(0)
                 .on_upgrade(move |socket| conn::serve(socket, shared))
                 .into_response()
         }
