@@ -18,3 +18,8 @@ pub use call::Call;
 pub use channel::Channel;
 pub use session::Session;
 pub use signal::Signal;
+
+/// The SDK runs on the browser's one JS thread: talc's wasm allocator (see Cargo.toml).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: talc::TalckWasm = unsafe { talc::TalckWasm::new_global() };

@@ -5,6 +5,7 @@
 //!   opensig-bench compare    every scenario on every system, one table with the ratios
 //!   opensig-bench fanout | p2p | idle | login    one scenario on one system
 //!   opensig-bench cluster    p2p latency, same node vs across nodes (2 nodes + Redis)
+//!   opensig-bench browser    callbacks/s in headless Chromium, original SDK vs opensig SDK
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod browser;
 mod cluster;
 mod scenarios;
 mod stats;
@@ -146,6 +148,16 @@ enum Cmd {
     Login(LoginArgs),
     /// p2p latency on one node vs across two nodes sharing Redis.
     Cluster(cluster::ClusterArgs),
+    /// A page in headless Chromium receiving a channel flood through the original SDK and
+    /// through the opensig SDK: callbacks per second; and both SDKs' gzip size.
+    Browser(BrowserArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct BrowserArgs {
+    /// Messages in the measured flood.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -167,6 +179,12 @@ struct CompareArgs {
     /// Skip the sustainable-maximum search (faster).
     #[arg(long)]
     no_max: bool,
+    /// Skip the browser scenario (needs node, Chromium and the built SDK).
+    #[arg(long)]
+    no_browser: bool,
+    /// Messages in the browser flood.
+    #[arg(long, default_value_t = 20_000)]
+    browser_messages: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -265,6 +283,12 @@ async fn login(a: LoginArgs, c: &Common) -> Result<f64> {
     scenarios::logins(&target, fd_cap(a.sessions), a.concurrency).await
 }
 
+async fn browser(messages: usize, c: &Common) -> Result<browser::BrowserFigures> {
+    let server = start(System::Opensig, c)?;
+    let root = std::env::current_dir()?;
+    browser::run(&server, &root, &cores(c), messages, 100).await
+}
+
 fn lat_line(name: &str, l: &scenarios::Latency) -> String {
     format!(
         "{name}: p50 {} · p99 {} · p99.9 {} · delivered {:.1}%",
@@ -345,6 +369,13 @@ async fn compare(a: CompareArgs, c: &Common) -> Result<()> {
     )
     .await?;
 
+    let web = if a.no_browser {
+        None
+    } else {
+        eprintln!("[compare] browser dispatch and SDK size");
+        Some(browser(a.browser_messages, c).await?)
+    };
+
     let us = |v: u64| fmt_us(v);
     println!("\n| figure | opensig | Socket.IO | NATS | opensig vs Socket.IO | opensig vs NATS | target |");
     println!("|---|---|---|---|---|---|---|");
@@ -413,7 +444,35 @@ async fn compare(a: CompareArgs, c: &Common) -> Result<()> {
         ratio(idle_per[0], idle_per[1])
     );
     println!("| logins/s (token verified) | {logins_s:.0} | – | – | | | ≥ 20,000 |");
+    if let Some(w) = web {
+        print_browser(&w);
+    }
     Ok(())
+}
+
+/// The browser rows: opensig vs the original SDK.
+fn print_browser(w: &browser::BrowserFigures) {
+    println!("\n| figure | opensig SDK | original SDK | opensig vs original | target | no SDK (bare WebSocket) |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| browser: channel callbacks/s from a flood (headless Chromium, median of 5) | {:.0} | {:.0} | {} | ≥ 1.5× | {:.0} |",
+        w.opensig,
+        w.original,
+        ratio(w.opensig, w.original),
+        w.raw
+    );
+    println!(
+        "| SDK gzip bytes, npm package (wasm + JS) | {} | {} | {} | ≤ 0.82× (≤ 35 KB) | |",
+        w.size_npm,
+        w.size_original,
+        ratio(w.size_npm as f64, w.size_original as f64)
+    );
+    println!(
+        "| SDK gzip bytes, classic script (wasm inlined) | {} | {} | {} | | |",
+        w.size_classic,
+        w.size_original,
+        ratio(w.size_classic as f64, w.size_original as f64)
+    );
 }
 
 #[tokio::main]
@@ -459,6 +518,7 @@ async fn main() -> Result<()> {
             println!("opensig: {r:.0} logins/s (token verified)");
         }
         Cmd::Cluster(a) => cluster::run(a).await?,
+        Cmd::Browser(a) => print_browser(&browser(a.messages, &c).await?),
     }
     Ok(())
 }

@@ -298,19 +298,30 @@ pub async fn p2p_rate(p: &P2p, size: usize, rate: u64, t: Timing) -> Result<Late
 /// The highest rate (from `start`, doubling) at which nearly everything arrives with a p99
 /// under `max_p99_us`.
 pub async fn p2p_max(p: &P2p, size: usize, start: u64, max_p99_us: u64, t: Timing) -> Result<u64> {
-    let mut best = 0;
-    let mut rate = start;
+    let holds = |l: &Latency| l.delivered >= 0.99 && l.p99 <= max_p99_us;
+    // double until it fails, then bisect between the last rate that held and the first that
+    // did not (to within a tenth)
+    let (mut good, mut bad) = (0, start);
     loop {
-        let l = p2p_rate(p, size, rate, t).await?;
-        if l.delivered < 0.99 || l.p99 > max_p99_us {
-            return Ok(best);
+        let l = p2p_rate(p, size, bad, t).await?;
+        if !holds(&l) {
+            break;
         }
-        best = rate;
-        rate *= 2;
-        if rate > 1_000_000 {
-            return Ok(best);
+        good = bad;
+        bad *= 2;
+        if bad > 1_000_000 {
+            return Ok(good);
         }
     }
+    while bad - good > bad / 10 {
+        let mid = (good + bad) / 2;
+        if holds(&p2p_rate(p, size, mid, t).await?) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(good)
 }
 
 /// Server memory per idle logged-in session, in bytes.

@@ -652,15 +652,15 @@ pub mod out {
     }
 
     /// `["multi",[f1,f2,…]]` from already-serialised frames.
-    pub fn multi<S: AsRef<str>>(frames: &[S]) -> String {
-        let len = frames.iter().map(|f| f.as_ref().len() + 1).sum::<usize>() + 16;
+    pub fn multi<S: core::ops::Deref<Target = str>>(frames: &[S]) -> String {
+        let len = frames.iter().map(|f| f.len() + 1).sum::<usize>() + 16;
         let mut s = String::with_capacity(len);
         s.push_str("[\"multi\",[");
         for (i, f) in frames.iter().enumerate() {
             if i > 0 {
                 s.push(',');
             }
-            s.push_str(f.as_ref());
+            s.push_str(f);
         }
         s.push_str("]]");
         s

@@ -13,7 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -31,8 +31,6 @@ use crate::Shared;
 const COMPRESS_THRESHOLD: usize = 2048;
 /// A batch stops growing at this many bytes.
 const BATCH_BYTES: usize = 32 * 1024;
-/// Frames taken from the queue at once.
-const BATCH_FRAMES: usize = 64;
 
 struct Session {
     app: String,
@@ -53,18 +51,26 @@ enum Ending {
     Silently,
 }
 
+/// What woke the connection task.
+enum Event {
+    /// Frames were queued, or a kick, overflow, shutdown or drop was signalled.
+    Woken,
+    /// The client sent something (or the read ended).
+    Read(Option<Result<Message, axum::Error>>),
+    /// The idle (or login) timer fired.
+    Idle,
+}
+
 /// Serve one upgraded WebSocket until it closes.
 pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
     let id = shared.next_conn_id();
-    let limits = shared.config.limits.clone();
-    let (handle, mut rx, signals) = ConnHandle::new(id, limits.outbound_queue);
+    let (handle, queue) = ConnHandle::new(id, shared.config.limits.outbound_queue);
     let (mut sink, mut stream) = ws.split();
     Stats::inc(&shared.stats.connections);
     shared.register(handle.clone());
     let mut conn = Reader {
         shared: shared.clone(),
         handle: handle.clone(),
-        limits,
         session: None,
         binary: false,
         idle: Duration::from_secs(shared.config.limits.login_timeout_secs),
@@ -75,45 +81,64 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
     };
     let idle_timer = tokio::time::sleep(conn.idle);
     tokio::pin!(idle_timer);
-    let mut batch: Vec<Frame> = Vec::with_capacity(BATCH_FRAMES);
+    // frames to write; swapped with the queue's buffer, so both are reused
+    let mut batch: VecDeque<Frame> = VecDeque::new();
     let ending = loop {
-        tokio::select! {
-            biased;
-            _ = signals.notify.notified() => {
-                if let Some(e) = ending_signal(&signals, &mut rx, &mut batch) {
-                    if !batch.is_empty() {
-                        let _ = write(&mut sink, &batch, conn.binary, &shared).await;
+        // the select only picks what happened; the work (which awaits) runs after it, so the
+        // task holds either the waiting futures or the working ones, never both
+        let event = tokio::select! {
+            _ = queue.woken() => Event::Woken,
+            msg = stream.next() => Event::Read(msg),
+            _ = &mut idle_timer => Event::Idle,
+        };
+        match event {
+            Event::Woken => {
+                queue.take(&mut batch);
+                if let Some(e) = ending_signal(queue.signals()) {
+                    // a kick still delivers what was queued before it
+                    if matches!(e, Ending::With(_)) && !batch.is_empty() {
+                        let _ =
+                            write(&mut sink, batch.make_contiguous(), conn.binary, &shared).await;
                     }
                     break e;
                 }
-            }
-            n = rx.recv_many(&mut batch, BATCH_FRAMES) => {
-                if n == 0 {
-                    break Ending::Gone;
+                if !batch.is_empty() {
+                    if write(&mut sink, batch.make_contiguous(), conn.binary, &shared)
+                        .await
+                        .is_err()
+                    {
+                        break Ending::Gone;
+                    }
+                    batch.clear();
                 }
-                if write(&mut sink, &batch, conn.binary, &shared).await.is_err() {
-                    break Ending::Gone;
-                }
-                batch.clear();
             }
-            msg = stream.next() => {
+            Event::Read(msg) => {
                 let Some(Ok(msg)) = msg else {
                     // a read error includes a frame over the size limit: say why, then close
-                    break if msg.is_some() { Ending::With(out::close()) } else { Ending::Gone };
+                    break if msg.is_some() {
+                        Ending::With(out::close())
+                    } else {
+                        Ending::Gone
+                    };
                 };
                 conn.last_rx = Instant::now();
                 let idle_before = conn.idle;
-                conn.message(msg).await;
+                // boxed: the engine futures are large, and an idle connection's task should
+                // not carry their space
+                Box::pin(conn.message(msg)).await;
                 if conn.idle != idle_before {
                     idle_timer.as_mut().reset(conn.last_rx + conn.idle);
                 }
                 // what others queued meanwhile goes first (it happened before our replies)
-                while let Ok(f) = rx.try_recv() {
-                    batch.push(f);
+                if queue.has_frames() {
+                    queue.take(&mut batch);
                 }
-                batch.append(&mut conn.outbox);
+                batch.extend(conn.outbox.drain(..));
                 if !batch.is_empty() {
-                    if write(&mut sink, &batch, conn.binary, &shared).await.is_err() {
+                    if write(&mut sink, batch.make_contiguous(), conn.binary, &shared)
+                        .await
+                        .is_err()
+                    {
                         break Ending::Gone;
                     }
                     batch.clear();
@@ -122,16 +147,21 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
                     break Ending::With(String::new());
                 }
             }
-            _ = &mut idle_timer => {
+            Event::Idle => {
                 let silent_for = conn.last_rx.elapsed();
                 if silent_for >= conn.idle {
                     debug!(conn = id, "idle or login timeout: closing");
                     break Ending::With(out::close());
                 }
+                // quiet for a while: give back buffer memory a burst left behind
+                batch.shrink_to(4);
+                queue.shrink();
+                conn.outbox.shrink_to(4);
                 idle_timer.as_mut().reset(conn.last_rx + conn.idle);
             }
         }
     };
+    drop(queue);
     match ending {
         Ending::With(last) => {
             if !last.is_empty() {
@@ -150,32 +180,27 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
         }
     }
 
-    // teardown: leave channels, go offline
+    // teardown: leave channels, go offline (boxed like `message`)
     if let Some(s) = conn.session.take() {
-        for ch in &s.channels {
-            let _ = shared.engine.leave(&s.app, ch, &s.account, id).await;
-        }
-        shared.engine.logout(&s.app, &s.account, id).await;
+        Box::pin(async {
+            for ch in &s.channels {
+                let _ = shared.engine.leave(&s.app, ch, &s.account, id).await;
+            }
+            shared.engine.logout(&s.app, &s.account, id).await;
+        })
+        .await;
         Stats::dec(&shared.stats.sessions);
     }
     shared.unregister(id);
     Stats::dec(&shared.stats.connections);
 }
 
-/// An out-of-band ending (kick, overflow, shutdown, drop), if one was signalled. A kick still
-/// delivers what was queued before it (into `batch`).
-fn ending_signal(
-    signals: &Signals,
-    rx: &mut mpsc::Receiver<Frame>,
-    batch: &mut Vec<Frame>,
-) -> Option<Ending> {
+/// An out-of-band ending (kick, overflow, shutdown, drop), if one was signalled.
+fn ending_signal(signals: &Signals) -> Option<Ending> {
     if signals.dropped.load(Ordering::SeqCst) {
         return Some(Ending::Silently);
     }
     if signals.kicked.load(Ordering::SeqCst) {
-        while let Ok(f) = rx.try_recv() {
-            batch.push(f);
-        }
         return Some(Ending::With(out::kick()));
     }
     if signals.overflowed.load(Ordering::SeqCst) {
@@ -191,7 +216,6 @@ fn ending_signal(
 struct Reader<E: Engine> {
     shared: Arc<Shared<E>>,
     handle: ConnHandle,
-    limits: Limits,
     session: Option<Session>,
     binary: bool,
     idle: Duration,
@@ -213,23 +237,25 @@ impl<E: Engine> Reader<E> {
         Stats::inc(&self.shared.stats.frames_in);
         let text = match msg {
             Message::Text(t) => t.to_string(),
-            Message::Binary(b) => match zlib::decompress(&b, self.limits.max_frame_bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    debug!(conn = self.handle.id, "unusable binary frame: {e:?}");
-                    if e == zlib::InflateError::TooLarge {
-                        self.close_with(out::close());
+            Message::Binary(b) => {
+                match zlib::decompress(&b, self.shared.config.limits.max_frame_bytes) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        debug!(conn = self.handle.id, "unusable binary frame: {e:?}");
+                        if e == zlib::InflateError::TooLarge {
+                            self.close_with(out::close());
+                        }
+                        return;
                     }
-                    return;
                 }
-            },
+            }
             Message::Close(_) => {
                 self.closing = true;
                 return;
             }
             _ => return,
         };
-        if text.len() > self.limits.max_frame_bytes {
+        if text.len() > self.shared.config.limits.max_frame_bytes {
             self.close_with(out::close());
             return;
         }
@@ -300,7 +326,13 @@ impl<E: Engine> Reader<E> {
         if shared.shutting_down() {
             return Err(login_error::UNAVAILABLE);
         }
-        if self.limits.check_account(&login.account).is_err() {
+        if self
+            .shared
+            .config
+            .limits
+            .check_account(&login.account)
+            .is_err()
+        {
             return Err(login_error::WRONG_ACCOUNT);
         }
         if shared.config.development_mode() {
@@ -390,8 +422,8 @@ impl<E: Engine> Reader<E> {
             return Err(ErrorKind::InvalidLine);
         }
         let request = decoded.request?;
-        let limits = self.limits.clone();
-        let l = &limits;
+        let shared = self.shared.clone();
+        let l = &shared.config.limits;
         let shared = self.shared.clone();
         let engine = &shared.engine;
         let app = session.app.clone();
@@ -633,7 +665,10 @@ impl<E: Engine> Reader<E> {
     }
 
     fn rate(&mut self) -> Result<(), ErrorKind> {
-        if self.user_rate.take(self.limits.user_messages_per_second) {
+        if self
+            .user_rate
+            .take(self.shared.config.limits.user_messages_per_second)
+        {
             Ok(())
         } else {
             Err(ErrorKind::RateLimited)
@@ -680,10 +715,10 @@ async fn write_one<E: Engine>(
     binary: bool,
     shared: &Shared<E>,
 ) -> Result<(), axum::Error> {
-    let text: String = if frames.len() == 1 {
-        frames[0].to_string()
+    let text: Frame = if frames.len() == 1 {
+        frames[0].clone()
     } else {
-        out::multi(frames)
+        out::multi(frames).into()
     };
     Stats::inc(&shared.stats.frames_out);
     let limits = &shared.config.limits;
@@ -691,7 +726,7 @@ async fn write_one<E: Engine>(
     {
         Message::Binary(zlib::compress(&text).into())
     } else {
-        Message::Text(Utf8Bytes::from(text))
+        Message::Text(text)
     };
     sink.send(msg).await
 }

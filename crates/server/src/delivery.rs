@@ -1,14 +1,21 @@
 //! How frames reach a connection: each connection owns a bounded queue; everybody else holds
 //! a cheap [`ConnHandle`] to push into it without waiting. A connection whose queue is full is
 //! a slow consumer and is disconnected, never allowed to grow memory or slow the sender.
+//!
+//! The queue is a `VecDeque` behind a mutex plus one `Notify` (not a tokio channel): it
+//! allocates nothing until a frame arrives and the writer swaps it for its own spare buffer,
+//! so an idle connection holds no queue memory and a busy one reuses two buffers.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Notify};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
-/// A frame serialised once and shared by every recipient of a fan-out.
-pub type Frame = Arc<str>;
+/// A frame serialised once and shared by every recipient of a fan-out: reference-counted
+/// UTF-8 bytes that the WebSocket writes as they are (no copy per recipient).
+pub type Frame = axum::extract::ws::Utf8Bytes;
 
 /// Out-of-band signals that must get through even when the queue is full.
 #[derive(Default, Debug)]
@@ -22,8 +29,22 @@ pub struct Signals {
     /// Close at once without a farewell frame, so the client reconnects and resumes (used
     /// when a cluster node finds its registration had lapsed).
     pub dropped: AtomicBool,
-    /// Wakes the writer when a flag is set.
-    pub notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// The connection is gone: pushes fail.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: Mutex<Queue>,
+    capacity: usize,
+    signals: Signals,
+    /// Wakes the writer: a frame was queued or a signal set.
+    notify: Notify,
 }
 
 /// A handle to push frames to one connection.
@@ -31,37 +52,51 @@ pub struct Signals {
 pub struct ConnHandle {
     /// Unique per server process.
     pub id: u64,
-    tx: mpsc::Sender<Frame>,
-    signals: Arc<Signals>,
+    inner: Arc<Inner>,
+}
+
+/// The connection's own end of its queue. Dropping it closes the queue.
+#[derive(Debug)]
+pub struct Outbox {
+    inner: Arc<Inner>,
 }
 
 impl ConnHandle {
-    /// A new connection's handle and the receiving end of its queue.
-    pub fn new(id: u64, capacity: usize) -> (ConnHandle, mpsc::Receiver<Frame>, Arc<Signals>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let signals = Arc::new(Signals::default());
+    /// A new connection's handle and the receiving end of its queue (at most `capacity`
+    /// frames waiting).
+    pub fn new(id: u64, capacity: usize) -> (ConnHandle, Outbox) {
+        let inner = Arc::new(Inner {
+            queue: Mutex::new(Queue::default()),
+            capacity: capacity.max(1),
+            signals: Signals::default(),
+            notify: Notify::new(),
+        });
         (
             ConnHandle {
                 id,
-                tx,
-                signals: signals.clone(),
+                inner: inner.clone(),
             },
-            rx,
-            signals,
+            Outbox { inner },
         )
     }
 
     /// Queue a frame. Returns false when the connection is gone or has just been found to be
     /// a slow consumer (it will be closed).
     pub fn push(&self, frame: Frame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.signal(|s| &s.overflowed);
-                false
+        {
+            let mut q = self.inner.queue.lock();
+            if q.closed {
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            if q.frames.len() >= self.inner.capacity {
+                drop(q);
+                self.signal(|s| &s.overflowed);
+                return false;
+            }
+            q.frames.push_back(frame);
         }
+        self.inner.notify.notify_one();
+        true
     }
 
     /// Tell the connection it was kicked by a newer login.
@@ -80,12 +115,95 @@ impl ConnHandle {
     }
 
     fn signal(&self, flag: impl Fn(&Signals) -> &AtomicBool) {
-        flag(&self.signals).store(true, Ordering::SeqCst);
-        self.signals.notify.notify_one();
+        flag(&self.inner.signals).store(true, Ordering::SeqCst);
+        self.inner.notify.notify_one();
     }
 
     /// Whether the connection's queue is still open.
     pub fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        !self.inner.queue.lock().closed
+    }
+}
+
+impl Outbox {
+    /// Wait until something was queued or signalled since the last wake-up (a wake-up that
+    /// came while the writer was busy is kept, so none is lost).
+    pub async fn woken(&self) {
+        self.inner.notify.notified().await
+    }
+
+    /// The out-of-band signals.
+    pub fn signals(&self) -> &Signals {
+        &self.inner.signals
+    }
+
+    /// Take everything queued, in order, by swapping it with `spare` (which must be empty):
+    /// no copy, and the two buffers are reused.
+    pub fn take(&self, spare: &mut VecDeque<Frame>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(&mut self.inner.queue.lock().frames, spare);
+    }
+
+    /// Whether frames are waiting.
+    pub fn has_frames(&self) -> bool {
+        !self.inner.queue.lock().frames.is_empty()
+    }
+
+    /// Give back the queue's memory (an idle connection should hold none).
+    pub fn shrink(&self) {
+        self.inner.queue.lock().frames.shrink_to(4);
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut q = self.inner.queue.lock();
+        q.closed = true;
+        q.frames = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(s: &str) -> Frame {
+        Frame::from(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_and_wake_the_writer() {
+        let (h, out) = ConnHandle::new(1, 8);
+        assert!(h.push(f("a")));
+        assert!(h.push(f("b")));
+        out.woken().await; // the permit stored by the pushes
+        let mut got = VecDeque::new();
+        out.take(&mut got);
+        assert_eq!(
+            got.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(!out.has_frames());
+    }
+
+    #[test]
+    fn a_full_queue_signals_overflow_and_refuses() {
+        let (h, out) = ConnHandle::new(1, 2);
+        assert!(h.push(f("1")));
+        assert!(h.push(f("2")));
+        assert!(!h.push(f("3")));
+        assert!(out.signals().overflowed.load(Ordering::SeqCst));
+        let mut got = VecDeque::new();
+        out.take(&mut got);
+        assert_eq!(got.len(), 2, "what was queued before the overflow is kept");
+    }
+
+    #[test]
+    fn pushes_fail_once_the_connection_is_gone() {
+        let (h, out) = ConnHandle::new(1, 2);
+        assert!(h.is_open());
+        drop(out);
+        assert!(!h.is_open());
+        assert!(!h.push(f("x")));
     }
 }

@@ -71,7 +71,7 @@ impl<E: Engine> Shared<E> {
 }
 
 /// Per-connection WebSocket read buffer (bytes).
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 /// Work to do when the server stops (e.g. leave the cluster).
 type StopHook =

@@ -1,0 +1,143 @@
+// Browser side of opensig-bench: a page in headless Chromium (loopback only) logs in with one
+// SDK, joins a channel and counts onMessageChannelReceive callbacks while opensig-bench floods
+// that channel from a native client. The page is held busy while the flood arrives, then
+// dispatches the whole backlog: callbacks per second between the first and the last. Three
+// rounds per SDK, alternating; the median is reported. Driven over stdout by `opensig-bench browser`:
+//
+//   node dispatch.mjs <ws-url> <app> <channel> <count> <sdk,sdk…>
+//   → READY <sdk> <channel> <round> <count>   (flood <count> messages to <channel> now)
+//   → RESULT <sdk> <round> <callbacks/s> <received>
+//   → SIZE <name> <gzip bytes>
+//   → DONE <blocked non-loopback requests>
+//
+// It reuses the compat suite's machinery (the original SDK via npm pack, the page server, the
+// Chromium launch with every non-loopback host blocked).
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { launch, context, startPages, originalSdk, opensigSdk, ROOT } from '../../../tests/compat/lib.mjs';
+
+const [url, app, channel, countArg, sdkList] = process.argv.slice(2);
+const count = Number(countArg);
+const sdks = sdkList.split(',');
+
+const gz = (files) => files.reduce((n, f) => n + zlib.gzipSync(fs.readFileSync(f), { level: 9 }).length, 0);
+const pkg = (f) => path.join(ROOT, 'pkg', f);
+console.log(`SIZE original ${gz([originalSdk()])}`);
+console.log(`SIZE opensig-npm ${gz([pkg('opensig_bg.wasm'), pkg('opensig_bg.js'), pkg('opensig.js')])}`);
+console.log(`SIZE opensig-classic ${gz([opensigSdk()])}`);
+
+const pages = await startPages();
+const browser = await launch();
+const contexts = [];
+try {
+  // one page per SDK, each on its own channel (flood-<sdk>)
+  const pagesBySdk = {};
+  for (const sdk of sdks) {
+    const ctx = await context(browser);
+    contexts.push(ctx);
+    const page = await ctx.newPage();
+    page.on('pageerror', (e) => console.error(`[${sdk}] page error: ${e.message}`));
+    const q = new URLSearchParams({ sdk, app, ap: url });
+    await page.goto(`${pages.base}/page.html?${q}`);
+    await page.evaluate(join, [app, url, `${channel}-${sdk}`, sdk]);
+    pagesBySdk[sdk] = page;
+  }
+  // rounds alternate between the SDKs, so that drift on this machine hits all alike
+  const rounds = [['warmup', Math.max(1, Math.floor(count / 10))]];
+  for (let i = 1; i <= 5; i++) rounds.push([`run${i}`, count]);
+  for (const [round, n] of rounds) {
+    for (const sdk of sdks) {
+      const page = pagesBySdk[sdk];
+      await page.evaluate(() => Object.assign(window.B, { n: 0, first: 0, last: 0 }));
+      console.log(`READY ${sdk} ${channel}-${sdk} ${round} ${n}`);
+      // the page's main thread is kept busy while the flood is sent, so that it then
+      // dispatches from a full backlog: the SDK's capacity, not the flood's pace
+      await page.evaluate(() => {
+        const end = performance.now() + 2000;
+        while (performance.now() < end);
+      });
+      // OPENSIG_BENCH_PROFILE=1: the page's CPU profile of a measured round, top functions
+      const cdp = process.env.OPENSIG_BENCH_PROFILE && round === 'run1' ? await page.context().newCDPSession(page) : null;
+      if (cdp) {
+        await cdp.send('Profiler.enable');
+        await cdp.send('Profiler.setSamplingInterval', { interval: 100 });
+        await cdp.send('Profiler.start');
+      }
+      try {
+        await page.waitForFunction((n) => window.B.n >= n, n, { timeout: 120000, polling: 100 });
+      } catch (e) {
+        // report what arrived
+      }
+      if (cdp) await printProfile(cdp, sdk);
+      const b = await page.evaluate(() => ({ ...window.B }));
+      const rate = b.n > 1 && b.last > b.first ? ((b.n - 1) * 1000) / (b.last - b.first) : 0;
+      console.log(`RESULT ${sdk} ${round} ${rate.toFixed(0)} ${b.n}`);
+    }
+  }
+} finally {
+  await browser.close();
+  await pages.close();
+}
+console.log(`DONE ${contexts.reduce((n, c) => n + c.blocked.length, 0)}`);
+
+/** In the page: log in (with the SDK under test, or a bare WebSocket) and join `channel`;
+ *  window.B counts channel messages. */
+function join([app, url, channel, sdk]) {
+  const B = (window.B = { n: 0, first: 0, last: 0 });
+  const count = () => {
+    const t = performance.now();
+    if (B.n === 0) B.first = t;
+    B.last = t;
+    B.n += 1;
+  };
+  return new Promise((resolve, reject) => {
+    if (sdk === 'raw') {
+      // no SDK: the WebSocket and JSON.parse alone (the ceiling of any SDK on this page)
+      const ws = new WebSocket(url);
+      ws.onopen = () =>
+        ws.send(JSON.stringify(['login', { vid: app, account: 'raw', uid: 0, token: '_no_need_token', device: 'websdk', ip: '' }]));
+      const one = (f) => {
+        if (f[0] === 'login_ret') {
+          const line = JSON.parse(f[1][1]).line;
+          ws.send(JSON.stringify(['call2', ['channel_join', 1, { line, name: channel }]]));
+        } else if (f[0] === 'call2-ret' && f[1][0] === 1) {
+          resolve();
+        } else if (f[0] === 'notify' && f[1][0] === 'channel2') {
+          count();
+        } else if (f[0] === 'multi') {
+          f[1].forEach(one);
+        }
+      };
+      ws.onmessage = (e) => one(JSON.parse(e.data));
+      return;
+    }
+    const signal = Signal(app);
+    signal.setup_debugging('ap_url', url);
+    const session = signal.login('reader-' + sdk, '_no_need_token');
+    session.onLoginFailed = (code) => reject(new Error('login failed ' + code));
+    session.onLoginSuccess = () => {
+      const ch = session.channelJoin(channel);
+      ch.onChannelJoinFailed = (code) => reject(new Error('join failed ' + code));
+      ch.onChannelJoined = () => resolve();
+      ch.onMessageChannelReceive = count;
+    };
+  });
+}
+
+async function printProfile(cdp, sdk) {
+  const { profile } = await cdp.send('Profiler.stop');
+  const self = new Map();
+  const dt = profile.timeDeltas;
+  const byId = new Map(profile.nodes.map((x) => [x.id, x]));
+  profile.samples.forEach((id, i) => {
+    const f = byId.get(id).callFrame;
+    const key = `${f.functionName || '(anon)'} ${f.url.split('/').pop()}:${f.lineNumber}`;
+    self.set(key, (self.get(key) || 0) + (dt[i] || 0));
+  });
+  const total = [...self.values()].reduce((a, b) => a + b, 0);
+  [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 25)
+    .forEach(([k, v]) => console.error(`[profile ${sdk}] ${((100 * v) / total).toFixed(1)}% ${k}`));
+}

@@ -1,0 +1,141 @@
+//! The browser side: callbacks dispatched per second by a page in headless Chromium receiving
+//! a channel flood through the original SDK and through the opensig SDK (same server, same
+//! flood), and the gzip size of both SDKs. The page is driven by `browser/dispatch.mjs`
+//! (Playwright, every non-loopback request blocked); the flood comes from this tool.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::systems::{Cores, Server};
+use crate::wire::{Client, Sink};
+
+/// What the browser run measured.
+#[derive(Debug, Default, Clone)]
+pub struct BrowserFigures {
+    /// Callbacks per second with the original SDK (median of the rounds).
+    pub original: f64,
+    /// The same with the opensig SDK (classic script).
+    pub opensig: f64,
+    /// The same with no SDK (a bare WebSocket and `JSON.parse`): the page's ceiling.
+    pub raw: f64,
+    /// Gzip bytes: the original `AgoraSigSDK.min.js`.
+    pub size_original: u64,
+    /// Gzip bytes: the opensig npm package's runtime files (wasm + JS).
+    pub size_npm: u64,
+    /// Gzip bytes: the opensig classic script (wasm inlined).
+    pub size_classic: u64,
+}
+
+/// Run the page for each SDK against `server`, flooding `count` messages of `size` bytes.
+pub async fn run(
+    server: &Server,
+    root: &Path,
+    cores: &Cores,
+    count: usize,
+    size: usize,
+) -> Result<BrowserFigures> {
+    let script = root.join("crates/bench/browser/dispatch.mjs");
+    let channel = "flood";
+    let sdks = ["original", "opensig", "raw"];
+    let sink = Sink::new();
+    let flooder = Client::connect(&server.target, "flooder", None, sink.clone()).await?;
+    for sdk in sdks {
+        flooder.join(&format!("{channel}-{sdk}")).await?;
+    }
+
+    // Chromium is not pinned: its browser, network and renderer processes would otherwise
+    // compete for one core and the figure would measure that contention
+    // (this tool pinned itself, and children inherit that: widen it again)
+    let _ = cores;
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1);
+    let mut child = Command::new("taskset")
+        .args(["-c", &format!("0-{}", cpus - 1), "node"])
+        .arg(&script)
+        .args([
+            &format!("ws://{}/", server.target.addr),
+            &server.target.app,
+            channel,
+            &count.to_string(),
+            &sdks.join(","),
+        ])
+        .env(
+            "OPENSIG_CLASSIC",
+            root.join("pkg/opensig-classic.js").as_os_str(),
+        )
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node (the browser page driver)")?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut f = BrowserFigures::default();
+    let mut runs: [Vec<f64>; 3] = Default::default();
+    let mut done = false;
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
+        .await
+        .context("the browser page stopped answering")??
+    {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["READY", _sdk, channel, _round, n] => {
+                let n: u64 = n.parse()?;
+                flood(&flooder, channel, &sink, n, size).await?;
+            }
+            ["RESULT", sdk, round, rate, received] => {
+                eprintln!("[browser] {sdk} {round}: {rate} callbacks/s ({received} received)");
+                if *round != "warmup" {
+                    if let Some(i) = sdks.iter().position(|s| s == sdk) {
+                        runs[i].push(rate.parse()?);
+                    }
+                }
+            }
+            ["SIZE", name, bytes] => {
+                let b: u64 = bytes.parse()?;
+                match *name {
+                    "original" => f.size_original = b,
+                    "opensig-npm" => f.size_npm = b,
+                    _ => f.size_classic = b,
+                }
+            }
+            ["DONE", blocked] => {
+                eprintln!("[browser] done; {blocked} non-loopback requests blocked");
+                done = true;
+            }
+            _ => eprintln!("[browser] {line}"),
+        }
+    }
+    let status = child.wait().await?;
+    if !done || !status.success() {
+        bail!("the browser page driver failed ({status})");
+    }
+    flooder.close().await;
+    [f.original, f.opensig, f.raw] = runs.map(median);
+    Ok(f)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Send `n` channel messages, at most 256 in flight (the flooder sees its own messages).
+async fn flood(c: &Client, channel: &str, sink: &Sink, n: u64, size: usize) -> Result<()> {
+    let start = c.own.load(Ordering::Relaxed);
+    let window = 256;
+    let mut sent = 0;
+    while sent < n {
+        if sent < c.own.load(Ordering::Relaxed) - start + window {
+            c.channel_send(channel, &sink.payload(&c.user, size))
+                .await?;
+            sent += 1;
+        } else {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    Ok(())
+}
