@@ -7,9 +7,8 @@ use opensig_protocol::client::CallId;
 use opensig_protocol::names::call as name;
 use wasm_bindgen::prelude::*;
 
-use crate::callbacks::{callback_properties, Slots};
 use crate::js::{to_json_text, to_text};
-use crate::transport::{error, kcb, CallShared, ReqKind};
+use crate::transport::{error, CallShared, ReqKind};
 
 /// An invitation to a channel.
 #[wasm_bindgen]
@@ -18,10 +17,6 @@ pub struct Call {
 }
 
 impl Call {
-    fn slots(&self) -> &Slots {
-        &self.c.slots
-    }
-
     pub(crate) fn wrap(c: Rc<CallShared>) -> JsValue {
         let obj = JsValue::from(Call { c: c.clone() });
         *c.slots.this.borrow_mut() = obj.clone();
@@ -47,16 +42,6 @@ impl Call {
         d.track(req.0, ReqKind::Plain, &JsValue::UNDEFINED)
     }
 }
-
-callback_properties!(Call {
-    kcb::RECEIVED_BY_PEER => onInviteReceivedByPeer / set_onInviteReceivedByPeer,
-    kcb::ACCEPTED_BY_PEER => onInviteAcceptedByPeer / set_onInviteAcceptedByPeer,
-    kcb::REFUSED_BY_PEER => onInviteRefusedByPeer / set_onInviteRefusedByPeer,
-    kcb::FAILED => onInviteFailed / set_onInviteFailed,
-    kcb::END_BY_PEER => onInviteEndByPeer / set_onInviteEndByPeer,
-    kcb::END_BY_MYSELF => onInviteEndByMyself / set_onInviteEndByMyself,
-    kcb::MSG => onInviteMsg / set_onInviteMsg,
-});
 
 #[wasm_bindgen]
 impl Call {

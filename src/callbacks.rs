@@ -1,44 +1,40 @@
-//! Callback properties: whatever the app assigns is stored and read back as is; at dispatch
-//! time it is called (with the SDK object as `this`) only if it is a function, and whatever it
-//! throws is caught and logged, never breaking the SDK.
+//! Callback properties (`session.onLoginSuccess = fn`) are plain JS properties of the SDK
+//! objects, as in the original: nothing is exported for them. At dispatch time the property is
+//! read from the object and called (with the object as `this`) only if it is a function; what
+//! it throws is caught and logged, never breaking the SDK.
 
 use std::cell::RefCell;
 
-use js_sys::Function;
+use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-/// A fixed set of callback properties of one object.
+/// The JS object whose callback properties are called.
 pub(crate) struct Slots {
-    values: RefCell<Vec<JsValue>>,
     /// The JS object the callbacks belong to (`this`); cleared when the object is finished
-    /// so the cycle JS object ↔ Rust state can be collected.
+    /// so the cycle JS object ↔ Rust state can be collected (no callback fires after that).
     pub(crate) this: RefCell<JsValue>,
 }
 
 impl Slots {
-    pub(crate) fn new(n: usize) -> Slots {
+    pub(crate) fn new() -> Slots {
         Slots {
-            values: RefCell::new(vec![JsValue::UNDEFINED; n]),
             this: RefCell::new(JsValue::UNDEFINED),
         }
     }
 
-    pub(crate) fn get(&self, i: usize) -> JsValue {
-        self.values.borrow()[i].clone()
-    }
-
-    pub(crate) fn set(&self, i: usize, v: JsValue) {
-        self.values.borrow_mut()[i] = v;
-    }
-
-    /// Call slot `i` with `args` if it holds a function.
-    pub(crate) fn fire(&self, i: usize, args: &[JsValue]) {
-        let f = self.get(i);
+    /// Call the callback property `name` with `args` if it holds a function.
+    pub(crate) fn fire(&self, name: &str, args: &[JsValue]) {
+        let this = self.this.borrow().clone();
+        if !this.is_object() {
+            return;
+        }
+        let Ok(f) = Reflect::get(&this, &JsValue::from_str(name)) else {
+            return;
+        };
         let Some(f) = f.dyn_ref::<Function>() else {
             return;
         };
-        let this = self.this.borrow().clone();
         let r = match args {
             [] => f.call0(&this),
             [a] => f.call1(&this, a),
@@ -51,23 +47,3 @@ impl Slots {
         }
     }
 }
-
-/// Getter/setter pairs for callback properties, e.g. `session.onLoginSuccess = fn`.
-macro_rules! callback_properties {
-    ($ty:ident { $($idx:expr => $js:ident / $set:ident),* $(,)? }) => {
-        #[wasm_bindgen]
-        impl $ty {
-            $(
-                #[wasm_bindgen(getter = $js)]
-                pub fn $js(&self) -> JsValue {
-                    self.slots().get($idx)
-                }
-                #[wasm_bindgen(setter = $js)]
-                pub fn $set(&self, f: JsValue) {
-                    self.slots().set($idx, f)
-                }
-            )*
-        }
-    };
-}
-pub(crate) use callback_properties;

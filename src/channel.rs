@@ -7,9 +7,8 @@ use opensig_protocol::client::ChannelId;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::callbacks::{callback_properties, Slots};
 use crate::js::to_text;
-use crate::transport::{ccb, error, ChannelShared, ReqKind};
+use crate::transport::{error, ChannelShared, ReqKind};
 
 /// A channel joined (or being joined) by a session.
 #[wasm_bindgen]
@@ -18,10 +17,6 @@ pub struct Channel {
 }
 
 impl Channel {
-    fn slots(&self) -> &Slots {
-        &self.c.slots
-    }
-
     pub(crate) fn wrap(c: Rc<ChannelShared>) -> JsValue {
         let obj = JsValue::from(Channel { c: c.clone() });
         *c.slots.this.borrow_mut() = obj.clone();
@@ -46,17 +41,6 @@ impl Channel {
         }
     }
 }
-
-callback_properties!(Channel {
-    ccb::JOINED => onChannelJoined / set_onChannelJoined,
-    ccb::JOIN_FAILED => onChannelJoinFailed / set_onChannelJoinFailed,
-    ccb::LEAVED => onChannelLeaved / set_onChannelLeaved,
-    ccb::USER_JOINED => onChannelUserJoined / set_onChannelUserJoined,
-    ccb::USER_LEAVED => onChannelUserLeaved / set_onChannelUserLeaved,
-    ccb::USER_LIST => onChannelUserList / set_onChannelUserList,
-    ccb::ATTR_UPDATED => onChannelAttrUpdated / set_onChannelAttrUpdated,
-    ccb::MESSAGE => onMessageChannelReceive / set_onMessageChannelReceive,
-});
 
 #[wasm_bindgen]
 impl Channel {

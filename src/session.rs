@@ -6,10 +6,10 @@ use js_sys::Promise;
 use opensig_protocol::client::ChannelId;
 use wasm_bindgen::prelude::*;
 
-use crate::callbacks::{callback_properties, Slots};
+use crate::callbacks::Slots;
 use crate::channel::Channel;
 use crate::js::{to_json_text, to_text};
-use crate::transport::{scb, CallShared, ChannelShared, Deferred, Driver, ReqKind};
+use crate::transport::{CallShared, ChannelShared, Deferred, Driver, ReqKind};
 
 /// A login session.
 #[wasm_bindgen]
@@ -18,27 +18,12 @@ pub struct Session {
 }
 
 impl Session {
-    fn slots(&self) -> &Slots {
-        &self.d.slots
-    }
-
     pub(crate) fn wrap(d: Rc<Driver>) -> JsValue {
         let obj = JsValue::from(Session { d: d.clone() });
         *d.slots.this.borrow_mut() = obj.clone();
         obj
     }
 }
-
-callback_properties!(Session {
-    scb::LOGIN_SUCCESS => onLoginSuccess / set_onLoginSuccess,
-    scb::LOGIN_FAILED => onLoginFailed / set_onLoginFailed,
-    scb::LOGOUT => onLogout / set_onLogout,
-    scb::MESSAGE_INSTANT => onMessageInstantReceive / set_onMessageInstantReceive,
-    scb::INVITE_RECEIVED => onInviteReceived / set_onInviteReceived,
-    scb::RECONNECTING => onReconnecting / set_onReconnecting,
-    scb::RECONNECTED => onReconnected / set_onReconnected,
-    scb::ERROR => onError / set_onError,
-});
 
 #[wasm_bindgen]
 impl Session {
@@ -99,7 +84,7 @@ impl Session {
             id: ch.0,
             name,
             state: std::cell::RefCell::new("joining"),
-            slots: Slots::new(crate::transport::ccb::COUNT),
+            slots: Slots::new(),
             ready: Deferred::new(),
             leave_has_cb: std::cell::Cell::new(false),
             session: self.d.me(),
@@ -126,7 +111,7 @@ impl Session {
             channel,
             peer,
             extra,
-            slots: Slots::new(crate::transport::kcb::COUNT),
+            slots: Slots::new(),
             ready: Deferred::new(),
             session: self.d.me(),
         });

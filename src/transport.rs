@@ -41,42 +41,39 @@ extern "C" {
     fn new(format: &str) -> Result<DecompressionStream, JsValue>;
 }
 
-/// Session callback slots.
+/// Session callback properties.
 pub(crate) mod scb {
-    pub const LOGIN_SUCCESS: usize = 0;
-    pub const LOGIN_FAILED: usize = 1;
-    pub const LOGOUT: usize = 2;
-    pub const MESSAGE_INSTANT: usize = 3;
-    pub const INVITE_RECEIVED: usize = 4;
-    pub const RECONNECTING: usize = 5;
-    pub const RECONNECTED: usize = 6;
-    pub const ERROR: usize = 7;
-    pub const COUNT: usize = 8;
+    pub const LOGIN_SUCCESS: &str = "onLoginSuccess";
+    pub const LOGIN_FAILED: &str = "onLoginFailed";
+    pub const LOGOUT: &str = "onLogout";
+    pub const MESSAGE_INSTANT: &str = "onMessageInstantReceive";
+    pub const INVITE_RECEIVED: &str = "onInviteReceived";
+    pub const RECONNECTING: &str = "onReconnecting";
+    pub const RECONNECTED: &str = "onReconnected";
+    pub const ERROR: &str = "onError";
 }
 
-/// Channel callback slots.
+/// Channel callback properties.
 pub(crate) mod ccb {
-    pub const JOINED: usize = 0;
-    pub const JOIN_FAILED: usize = 1;
-    pub const LEAVED: usize = 2;
-    pub const USER_JOINED: usize = 3;
-    pub const USER_LEAVED: usize = 4;
-    pub const USER_LIST: usize = 5;
-    pub const ATTR_UPDATED: usize = 6;
-    pub const MESSAGE: usize = 7;
-    pub const COUNT: usize = 8;
+    pub const JOINED: &str = "onChannelJoined";
+    pub const JOIN_FAILED: &str = "onChannelJoinFailed";
+    pub const LEAVED: &str = "onChannelLeaved";
+    pub const USER_JOINED: &str = "onChannelUserJoined";
+    pub const USER_LEAVED: &str = "onChannelUserLeaved";
+    pub const USER_LIST: &str = "onChannelUserList";
+    pub const ATTR_UPDATED: &str = "onChannelAttrUpdated";
+    pub const MESSAGE: &str = "onMessageChannelReceive";
 }
 
-/// Call callback slots.
+/// Call callback properties.
 pub(crate) mod kcb {
-    pub const RECEIVED_BY_PEER: usize = 0;
-    pub const ACCEPTED_BY_PEER: usize = 1;
-    pub const REFUSED_BY_PEER: usize = 2;
-    pub const FAILED: usize = 3;
-    pub const END_BY_PEER: usize = 4;
-    pub const END_BY_MYSELF: usize = 5;
-    pub const MSG: usize = 6;
-    pub const COUNT: usize = 7;
+    pub const RECEIVED_BY_PEER: &str = "onInviteReceivedByPeer";
+    pub const ACCEPTED_BY_PEER: &str = "onInviteAcceptedByPeer";
+    pub const REFUSED_BY_PEER: &str = "onInviteRefusedByPeer";
+    pub const FAILED: &str = "onInviteFailed";
+    pub const END_BY_PEER: &str = "onInviteEndByPeer";
+    pub const END_BY_MYSELF: &str = "onInviteEndByMyself";
+    pub const MSG: &str = "onInviteMsg";
 }
 
 /// A promise and its settle functions.
@@ -226,7 +223,7 @@ impl Driver {
                     pump_scheduled: false,
                     pumping: false,
                 }),
-                slots: Slots::new(scb::COUNT),
+                slots: Slots::new(),
                 ready: Deferred::new(),
                 account,
                 log,
@@ -634,7 +631,7 @@ impl Driver {
                     channel,
                     peer,
                     extra: extra.0,
-                    slots: Slots::new(kcb::COUNT),
+                    slots: Slots::new(),
                     ready: Deferred::new(),
                     session: self.me.clone(),
                 });
