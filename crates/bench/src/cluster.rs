@@ -133,6 +133,8 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
             id.into(),
             "--limit".into(),
             "user_messages_per_second=100000".into(),
+            "--limit".into(),
+            "logins_per_ip_per_second=0".into(),
         ]
     };
     let (_a, url_a) = start_node(&args.server_bin, &node_args("benchA"))?;

@@ -131,6 +131,13 @@ pub fn opensig(bin: &Path, cores: &Cores, extra: &[&str]) -> Result<Server> {
             "outbound_queue=65536",
             "--limit",
             "mailbox_max_messages=100000",
+            // every bench client comes from loopback
+            "--limit",
+            "connections_per_ip=0",
+            "--limit",
+            "logins_per_ip_per_second=0",
+            "--limit",
+            "max_sessions=0",
         ])
         .args(extra)
         .env("OPENSIG_LOG", "error")

@@ -417,10 +417,13 @@ fn scalar_text(v: &Value) -> Option<String> {
 
 /// Non-negative integer from a number or a numeric string.
 fn uint(v: &Value) -> Option<u64> {
+    // JavaScript clients send every number as a double: integral values up to 2^53 are exact,
+    // anything larger (1e300, 2^64) is not a count or a version but garbage.
+    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
     match v {
         Value::Number(n) => n.as_u64().or_else(|| {
             n.as_f64()
-                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .filter(|f| (0.0..=MAX_SAFE).contains(f) && f.fract() == 0.0)
                 .map(|f| f as u64)
         }),
         Value::String(s) => s.trim().parse().ok(),

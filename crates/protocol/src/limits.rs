@@ -55,6 +55,18 @@ pub struct Limits {
     pub invite_timeout_max_secs: u64,
     /// Seconds a connection may take from upgrade to a successful login.
     pub login_timeout_secs: u64,
+    /// Seconds a new connection may take to finish its TLS handshake and send its HTTP
+    /// request headers (slowloris).
+    pub handshake_timeout_secs: u64,
+    /// Connections open at once from one IP address (0: no cap). Over it, the WebSocket is
+    /// closed with 1008 "too many connections from this address".
+    pub connections_per_ip: usize,
+    /// Logins per second from one IP address, with bursts of that many (0: no cap). Over it,
+    /// the login fails (`too_many_logins`, code 201) and the connection closes with 1008.
+    pub logins_per_ip_per_second: u32,
+    /// Sessions logged in on this node at once (0: no cap). Over it, the login fails
+    /// (`server_busy`, code 201) and the connection closes with 1013.
+    pub max_sessions: usize,
     /// Channels one session may be in at once.
     pub channels_per_session: usize,
     /// Attributes per channel and per user.
@@ -106,6 +118,10 @@ impl Default for Limits {
             invite_offline_grace_secs: 20,
             invite_timeout_max_secs: 30,
             login_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+            connections_per_ip: 1000,
+            logins_per_ip_per_second: 100,
+            max_sessions: 200_000,
             channels_per_session: 256,
             attrs_max: 1024,
             outbound_queue: 4096,

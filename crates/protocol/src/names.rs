@@ -206,8 +206,34 @@ pub mod login_error {
     pub const WRONG_ACCOUNT: &str = "wrong account format";
     /// Prefix that maps to 209.
     pub const WRONG_ACCOUNT_PREFIX: &str = "wrong account";
-    /// The server is full or shutting down → 201.
+    /// The server is shutting down → 201.
     pub const UNAVAILABLE: &str = "server_unavailable";
+    /// The node holds `max_sessions` already → 201.
+    pub const SERVER_BUSY: &str = "server_busy";
+    /// Over `logins_per_ip_per_second` → 201.
+    pub const TOO_MANY_LOGINS: &str = "too_many_logins";
+    /// A second `login` on a logged-in connection (the connection stays).
+    pub const ALREADY_LOGGED_IN: &str = "already_logged_in";
+}
+
+/// WebSocket close frames the server sends (code, reason).
+pub mod close {
+    /// Normal end (`close`, `kick`, logout, shutdown).
+    pub const NORMAL: (u16, &str) = (1000, "bye");
+    /// More connections from this IP address than `connections_per_ip`.
+    pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1008, "too many connections from this address");
+    /// More logins from this IP address than `logins_per_ip_per_second`.
+    pub const TOO_MANY_LOGINS: (u16, &str) = (1008, "too many logins from this address");
+    /// A login was refused (token, account, app).
+    pub const LOGIN_REFUSED: (u16, &str) = (1008, "login refused");
+    /// The node holds `max_sessions` already.
+    pub const SERVER_BUSY: (u16, &str) = (1013, "server busy, try another node or later");
+    /// No login within `login_timeout_secs`, or silent past the session's idle timeout.
+    pub const TIMEOUT: (u16, &str) = (1000, "timeout");
+    /// The client did not read: its queue of `outbound_queue` frames filled.
+    pub const SLOW_CONSUMER: (u16, &str) = (1008, "slow consumer: outbound queue full");
+    /// A frame over `max_frame_bytes`, or not a WebSocket frame.
+    pub const BAD_FRAME: (u16, &str) = (1009, "frame too large or malformed");
 }
 
 /// Fixed values of the login frame and replies.

@@ -1,12 +1,12 @@
 //! Server configuration: where to listen, which apps exist, limits, static folders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use opensig_protocol::Limits;
 
 /// Everything the server needs to start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// `host:port` to listen on (`127.0.0.1:0` picks a free port).
     pub listen: String,
@@ -26,6 +26,60 @@ pub struct ServerConfig {
     pub redis_prefix: String,
     /// This node's id in the cluster (default: random).
     pub node_id: Option<String>,
+    /// PEM certificate chain: serve `wss://` and `https://` (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Apps whose `__agora_*` firehose channels (every login/logout, every join/leave of the
+    /// app) cannot be joined; `*` = every app.
+    pub no_firehose: BTreeSet<String>,
+}
+
+/// Debug output never shows an app certificate or a Redis password.
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let apps: BTreeMap<&str, &str> = self
+            .apps
+            .iter()
+            .map(|(id, c)| {
+                (
+                    id.as_str(),
+                    if c.is_some() {
+                        "<certificate>"
+                    } else {
+                        "<none>"
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("apps", &apps)
+            .field("public_url", &self.public_url)
+            .field("limits", &self.limits)
+            .field("www_dir", &self.www_dir)
+            .field("pkg_dir", &self.pkg_dir)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("node_id", &self.node_id)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("no_firehose", &self.no_firehose)
+            .finish()
+    }
+}
+
+/// A URL with any password replaced (`redis://user:secret@host` → `redis://user:***@host`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(x) => x,
+        None => return url.to_string(),
+    };
+    let user = auth.split_once(':').map(|(u, _)| u).unwrap_or("");
+    format!("{scheme}://{user}:***@{host}")
 }
 
 impl Default for ServerConfig {
@@ -40,6 +94,9 @@ impl Default for ServerConfig {
             redis_url: None,
             redis_prefix: "opensig:".into(),
             node_id: None,
+            tls_cert: None,
+            tls_key: None,
+            no_firehose: BTreeSet::new(),
         }
     }
 }
@@ -89,6 +146,11 @@ impl ServerConfig {
         self.limits = serde_json::from_value(current)
             .map_err(|e| ConfigError::BadLimit(spec.into(), e.to_string()))?;
         Ok(())
+    }
+
+    /// Whether the firehose channels of `app` may be joined.
+    pub fn firehose_allowed(&self, app: &str) -> bool {
+        !(self.no_firehose.contains(app) || self.no_firehose.contains("*"))
     }
 
     /// Whether any app is configured (otherwise every app id is accepted without tokens).

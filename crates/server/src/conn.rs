@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use opensig_protocol::frame::{out, Call2, ClientFrame, Login, Request, VoipKind};
 use opensig_protocol::limits::flag_ttl_secs;
-use opensig_protocol::names::{attr, login_error, msgtype};
+use opensig_protocol::names::{attr, close, login_error, msgtype, special};
 use opensig_protocol::{token, zlib, ErrorKind, Limits};
 
 use crate::delivery::{ConnHandle, Frame, Signals};
@@ -45,10 +45,14 @@ type Sink = SplitSink<WebSocket, Message>;
 enum Ending {
     /// The client closed, or the connection broke.
     Gone,
-    /// Close after writing this last frame (`kick`, `close`).
-    With(String),
+    /// Close after writing this last frame (`kick`, `close`; may be empty), with this close
+    /// code and reason.
+    With(String, (u16, &'static str)),
     /// Close without a farewell (the client reconnects).
     Silently,
+    /// The client stopped reading while its queue filled up: a write is stuck, so no
+    /// farewell can get through; the connection is dropped.
+    Stalled,
 }
 
 /// What woke the connection task.
@@ -62,7 +66,7 @@ enum Event {
 }
 
 /// Serve one upgraded WebSocket until it closes.
-pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
+pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>, ip: std::net::IpAddr) {
     let id = shared.next_conn_id();
     let (handle, queue) = ConnHandle::new(id, shared.config.limits.outbound_queue);
     let (mut sink, mut stream) = ws.split();
@@ -78,6 +82,8 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
         user_rate: crate::ratelimit::Bucket::new(shared.config.limits.user_messages_per_second),
         outbox: Vec::new(),
         closing: false,
+        close_reason: close::NORMAL,
+        ip,
     };
     let idle_timer = tokio::time::sleep(conn.idle);
     tokio::pin!(idle_timer);
@@ -94,29 +100,25 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
         match event {
             Event::Woken => {
                 queue.take(&mut batch);
-                if let Some(e) = ending_signal(queue.signals()) {
+                if let Some(e) = ending_signal(queue.signals(), &shared.stats) {
                     // a kick still delivers what was queued before it
-                    if matches!(e, Ending::With(_)) && !batch.is_empty() {
+                    if matches!(e, Ending::With(..)) && !batch.is_empty() {
                         let _ =
                             write(&mut sink, batch.make_contiguous(), conn.binary, &shared).await;
                     }
                     break e;
                 }
                 if !batch.is_empty() {
-                    if write(&mut sink, batch.make_contiguous(), conn.binary, &shared)
-                        .await
-                        .is_err()
-                    {
-                        break Ending::Gone;
+                    if let Err(e) = guarded_write(&mut sink, &mut batch, &conn, &queue).await {
+                        break e;
                     }
-                    batch.clear();
                 }
             }
             Event::Read(msg) => {
                 let Some(Ok(msg)) = msg else {
                     // a read error includes a frame over the size limit: say why, then close
                     break if msg.is_some() {
-                        Ending::With(out::close())
+                        Ending::With(out::close(), close::BAD_FRAME)
                     } else {
                         Ending::Gone
                     };
@@ -135,23 +137,19 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
                 }
                 batch.extend(conn.outbox.drain(..));
                 if !batch.is_empty() {
-                    if write(&mut sink, batch.make_contiguous(), conn.binary, &shared)
-                        .await
-                        .is_err()
-                    {
-                        break Ending::Gone;
+                    if let Err(e) = guarded_write(&mut sink, &mut batch, &conn, &queue).await {
+                        break e;
                     }
-                    batch.clear();
                 }
                 if conn.closing {
-                    break Ending::With(String::new());
+                    break Ending::With(String::new(), conn.close_reason);
                 }
             }
             Event::Idle => {
                 let silent_for = conn.last_rx.elapsed();
                 if silent_for >= conn.idle {
                     debug!(conn = id, "idle or login timeout: closing");
-                    break Ending::With(out::close());
+                    break Ending::With(out::close(), close::TIMEOUT);
                 }
                 // quiet for a while: give back buffer memory a burst left behind
                 batch.shrink_to(4);
@@ -162,23 +160,30 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
         }
     };
     drop(queue);
-    match ending {
-        Ending::With(last) => {
-            if !last.is_empty() {
-                let _ = sink.send(Message::Text(Utf8Bytes::from(last))).await;
+    // the farewell gets a moment, never a hang: a client that does not read is not waited for
+    let farewell = async {
+        match ending {
+            Ending::With(last, (code, reason)) => {
+                if !last.is_empty() {
+                    let _ = sink.send(Message::Text(Utf8Bytes::from(last))).await;
+                }
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    })))
+                    .await;
+                let _ = sink.close().await;
             }
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: Utf8Bytes::from_static("bye"),
-                })))
-                .await;
-            let _ = sink.close().await;
+            Ending::Silently | Ending::Gone => {
+                let _ = sink.close().await;
+            }
+            Ending::Stalled => {}
         }
-        Ending::Silently | Ending::Gone => {
-            let _ = sink.close().await;
-        }
-    }
+    };
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, farewell).await;
+    drop(sink);
+    drop(stream);
 
     // teardown: leave channels, go offline (boxed like `message`)
     if let Some(s) = conn.session.take() {
@@ -196,19 +201,20 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>) {
 }
 
 /// An out-of-band ending (kick, overflow, shutdown, drop), if one was signalled.
-fn ending_signal(signals: &Signals) -> Option<Ending> {
+fn ending_signal(signals: &Signals, stats: &Stats) -> Option<Ending> {
     if signals.dropped.load(Ordering::SeqCst) {
         return Some(Ending::Silently);
     }
     if signals.kicked.load(Ordering::SeqCst) {
-        return Some(Ending::With(out::kick()));
+        return Some(Ending::With(out::kick(), close::NORMAL));
     }
     if signals.overflowed.load(Ordering::SeqCst) {
+        Stats::inc(&stats.slow_consumers);
         warn!("slow consumer disconnected");
-        return Some(Ending::With(out::close()));
+        return Some(Ending::With(out::close(), close::SLOW_CONSUMER));
     }
     if signals.shutdown.load(Ordering::SeqCst) {
-        return Some(Ending::With(out::close()));
+        return Some(Ending::With(out::close(), close::NORMAL));
     }
     None
 }
@@ -223,14 +229,21 @@ struct Reader<E: Engine> {
     user_rate: crate::ratelimit::Bucket,
     /// Replies to write after this frame.
     outbox: Vec<Frame>,
-    /// Close after writing the outbox.
+    /// Close after writing the outbox…
     closing: bool,
+    /// …with this close code and reason.
+    close_reason: (u16, &'static str),
+    /// The client's IP address (login rate).
+    ip: std::net::IpAddr,
 }
 
 enum Flow {
     Continue,
     Stop,
 }
+
+/// Why a login is refused: the `login_ret` error string and the close frame.
+type Refusal = (&'static str, (u16, &'static str));
 
 impl<E: Engine> Reader<E> {
     async fn message(&mut self, msg: Message) {
@@ -243,7 +256,7 @@ impl<E: Engine> Reader<E> {
                     Err(e) => {
                         debug!(conn = self.handle.id, "unusable binary frame: {e:?}");
                         if e == zlib::InflateError::TooLarge {
-                            self.close_with(out::close());
+                            self.close_with(out::close(), close::BAD_FRAME);
                         }
                         return;
                     }
@@ -256,7 +269,7 @@ impl<E: Engine> Reader<E> {
             _ => return,
         };
         if text.len() > self.shared.config.limits.max_frame_bytes {
-            self.close_with(out::close());
+            self.close_with(out::close(), close::BAD_FRAME);
             return;
         }
         if let Flow::Stop = self.frame(&text).await {
@@ -268,10 +281,11 @@ impl<E: Engine> Reader<E> {
         self.outbox.push(Frame::from(frame));
     }
 
-    /// Write a last frame and close.
-    fn close_with(&mut self, frame: String) {
+    /// Write a last frame and close with `reason`.
+    fn close_with(&mut self, frame: String, reason: (u16, &'static str)) {
         self.outbox.push(Frame::from(frame));
         self.closing = true;
+        self.close_reason = reason;
     }
 
     async fn frame(&mut self, text: &str) -> Flow {
@@ -286,7 +300,7 @@ impl<E: Engine> Reader<E> {
             ClientFrame::Login(login) => self.login(login).await,
             ClientFrame::LineLogin => {
                 // never sent by 1.4.0; no reply is understood (PROTOCOL.md §7.5)
-                self.close_with(out::close());
+                self.close_with(out::close(), close::NORMAL);
                 Flow::Stop
             }
             ClientFrame::SetFlag { binary } => {
@@ -313,19 +327,44 @@ impl<E: Engine> Reader<E> {
         }
     }
 
-    fn refuse(&mut self, login: &Login, reason: &str) -> Flow {
+    fn refuse(&mut self, login: &Login, (reason, close): Refusal) -> Flow {
         Stats::inc(&self.shared.stats.login_failures);
-        info!(app = %login.vid, account = %login.account, "login refused: {reason}");
-        self.close_with(out::login_failed(reason));
+        // the token is never logged
+        info!(app = %login.vid, account = %login.account, ip = %self.ip, "login refused: {reason}");
+        self.close_with(out::login_failed(reason), close);
         Flow::Stop
     }
 
-    /// The login rules: server state, account rule, app id, token.
-    fn check_login(&self, login: &Login) -> Result<(), &'static str> {
+    /// The login rules: server state, login rate, capacity, account rule, app id, token.
+    fn check_login(&self, login: &Login) -> Result<(), Refusal> {
         let shared = &self.shared;
+        let limits = &shared.config.limits;
         if shared.shutting_down() {
-            return Err(login_error::UNAVAILABLE);
+            return Err((login_error::UNAVAILABLE, close::NORMAL));
         }
+        let rate = limits.logins_per_ip_per_second;
+        if rate > 0
+            && !shared
+                .login_rates
+                .entry(self.ip)
+                .or_insert_with(|| crate::ratelimit::Bucket::new(rate))
+                .take(rate)
+        {
+            return Err((login_error::TOO_MANY_LOGINS, close::TOO_MANY_LOGINS));
+        }
+        self.check_credentials(login)
+            .map_err(|reason| (reason, close::LOGIN_REFUSED))?;
+        if limits.max_sessions > 0
+            && shared.stats.sessions.load(Ordering::Relaxed) as usize >= limits.max_sessions
+        {
+            return Err((login_error::SERVER_BUSY, close::SERVER_BUSY));
+        }
+        Ok(())
+    }
+
+    /// Account rule, app id, token.
+    fn check_credentials(&self, login: &Login) -> Result<(), &'static str> {
+        let shared = &self.shared;
         if self
             .shared
             .config
@@ -360,11 +399,23 @@ impl<E: Engine> Reader<E> {
 
     async fn login(&mut self, login: Login) -> Flow {
         if self.session.is_some() {
-            self.send(out::login_failed("already_logged_in"));
+            self.send(out::login_failed(login_error::ALREADY_LOGGED_IN));
             return Flow::Continue;
         }
-        if let Err(reason) = self.check_login(&login) {
-            return self.refuse(&login, reason);
+        if let Err(refusal) = self.check_login(&login) {
+            // a full node still lets an account replace its own session (a reconnect whose
+            // old connection the server has not noticed dead yet): no new place is taken
+            let replaces = refusal.0 == login_error::SERVER_BUSY
+                && matches!(
+                    self.shared
+                        .engine
+                        .user_online(&login.vid, &login.account)
+                        .await,
+                    Ok(true)
+                );
+            if !replaces {
+                return self.refuse(&login, refusal);
+            }
         }
         let shared = self.shared.clone();
         let line = hex::encode(rand::random::<[u8; 16]>());
@@ -381,7 +432,7 @@ impl<E: Engine> Reader<E> {
             Err(_) => {
                 Stats::dec(&shared.stats.logins);
                 Stats::dec(&shared.stats.sessions);
-                return self.refuse(&login, login_error::UNAVAILABLE);
+                return self.refuse(&login, (login_error::UNAVAILABLE, close::NORMAL));
             }
         };
         self.idle = Duration::from_secs(info.conn_timeout_secs);
@@ -424,7 +475,6 @@ impl<E: Engine> Reader<E> {
         let request = decoded.request?;
         let shared = self.shared.clone();
         let l = &shared.config.limits;
-        let shared = self.shared.clone();
         let engine = &shared.engine;
         let app = session.app.clone();
         let me = session.account.clone();
@@ -534,6 +584,10 @@ impl<E: Engine> Reader<E> {
             }
             Request::ChannelJoin { name } => {
                 l.check_channel(&name)?;
+                // the firehose channels see every login and join of the app
+                if name.starts_with(special::PREFIX) && !shared.config.firehose_allowed(&app) {
+                    return Err(ErrorKind::ReservedChannel);
+                }
                 let session = self.session.as_ref().ok_or(ErrorKind::NotLoggedIn)?;
                 if !session.channels.contains(&name)
                     && session.channels.len() >= l.channels_per_session
@@ -687,6 +741,33 @@ fn msgs_json(msgs: &[(u64, Arc<str>)]) -> Value {
             .map(|(v, t)| Value::Array(vec![(*v).into(), Value::String(t.to_string())]))
             .collect(),
     )
+}
+
+/// How long the last frames before a close may take to write.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Write and clear `batch`, unless the queue overflows meanwhile: a client that stopped
+/// reading blocks the write, and must not hold its connection (and session) forever.
+async fn guarded_write<E: Engine>(
+    sink: &mut Sink,
+    batch: &mut VecDeque<Frame>,
+    conn: &Reader<E>,
+    queue: &crate::delivery::Outbox,
+) -> Result<(), Ending> {
+    let result = tokio::select! {
+        r = write(sink, batch.make_contiguous(), conn.binary, &conn.shared) => {
+            r.map_err(|_| Ending::Gone)
+        }
+        _ = queue.overflowed() => {
+            Stats::inc(&conn.shared.stats.slow_consumers);
+            warn!(conn = conn.handle.id, "slow consumer disconnected (stopped reading)");
+            Err(Ending::Stalled)
+        }
+    };
+    batch.clear();
+    // waiting for an overflow may have consumed a wake-up meant for new frames
+    queue.rewake_if_pending();
+    result
 }
 
 /// Write frames (several at once as `multi` batches of at most BATCH_BYTES).

@@ -132,6 +132,25 @@ impl Outbox {
         self.inner.notify.notified().await
     }
 
+    /// Wait until the queue overflowed (the client is not keeping up).
+    pub async fn overflowed(&self) {
+        while !self.inner.signals.overflowed.load(Ordering::SeqCst) {
+            self.inner.notify.notified().await;
+        }
+    }
+
+    /// Wake the writer again if frames or signals are waiting (after something else
+    /// consumed the wake-up).
+    pub fn rewake_if_pending(&self) {
+        let s = &self.inner.signals;
+        let signalled = [&s.kicked, &s.overflowed, &s.shutdown, &s.dropped]
+            .iter()
+            .any(|f| f.load(Ordering::SeqCst));
+        if signalled || self.has_frames() {
+            self.inner.notify.notify_one();
+        }
+    }
+
     /// The out-of-band signals.
     pub fn signals(&self) -> &Signals {
         &self.inner.signals

@@ -3,14 +3,14 @@
 //! (`www/` at `/`, `pkg/` at `/pkg/`). See `ARCHITECTURE.md` for the map.
 #![warn(missing_docs)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +26,7 @@ pub mod config;
 pub mod conn;
 pub mod delivery;
 pub mod engine;
+pub mod listen;
 pub mod ratelimit;
 pub mod stats;
 
@@ -45,6 +46,10 @@ pub struct Shared<E: Engine> {
     conn_seq: AtomicU64,
     conns: DashMap<u64, ConnHandle>,
     shutting_down: AtomicBool,
+    /// Login token buckets per IP address (`logins_per_ip_per_second`).
+    login_rates: DashMap<IpAddr, ratelimit::Bucket>,
+    /// Open connections per IP address (`connections_per_ip`).
+    pub ip_counts: Arc<listen::IpCounts>,
 }
 
 impl<E: Engine> Shared<E> {
@@ -81,6 +86,8 @@ type StopHook =
 pub struct Running<E: Engine> {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// Serving TLS (`wss://`, `https://`).
+    pub tls: bool,
     /// Its shared state (engine, stats).
     pub shared: Arc<Shared<E>>,
     stop: watch::Sender<bool>,
@@ -89,14 +96,16 @@ pub struct Running<E: Engine> {
 }
 
 impl<E: Engine> Running<E> {
-    /// `ws://addr/`.
+    /// `ws://addr/` (`wss://` with TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        let s = if self.tls { "wss" } else { "ws" };
+        format!("{s}://{}/", self.addr)
     }
 
-    /// `http://addr`.
+    /// `http://addr` (`https://` with TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let s = if self.tls { "https" } else { "http" };
+        format!("{s}://{}", self.addr)
     }
 
     /// Stop as a crash would: connections are dropped without a farewell frame and nothing is
@@ -173,6 +182,21 @@ async fn serve<E: Engine>(
     engine: E,
 ) -> std::io::Result<Running<E>> {
     let addr = listener.local_addr()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (None, None) => None,
+        _ => {
+            return Err(std::io::Error::other(
+                "TLS needs both a certificate and a key",
+            ))
+        }
+    };
+    let accept = listen::Accept {
+        tls,
+        per_ip_cap: config.limits.connections_per_ip,
+        handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs.max(1)),
+        counts: Arc::new(listen::IpCounts::default()),
+    };
     let shared = Arc::new(Shared {
         engine,
         config,
@@ -180,27 +204,64 @@ async fn serve<E: Engine>(
         conn_seq: AtomicU64::new(0),
         conns: DashMap::new(),
         shutting_down: AtomicBool::new(false),
+        login_rates: DashMap::new(),
+        ip_counts: accept.counts.clone(),
     });
+    let tls = accept.tls.is_some();
     let app = router(shared.clone());
-    let (stop, mut stopped) = watch::channel(false);
-    // small frames must leave at once (no Nagle delay waiting for the peer's delayed ACK)
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
+    let (stop, stopped) = watch::channel(false);
+    // forget the login buckets of addresses that have been quiet (they are full again)
+    let pruned = Arc::downgrade(&shared);
+    let mut prune_stop = stopped.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = prune_stop.wait_for(|s| *s) => return,
+            }
+            let Some(shared) = pruned.upgrade() else {
+                return;
+            };
+            let rate = shared.config.limits.logins_per_ip_per_second;
+            shared.login_rates.retain(|_, b| !b.is_full(rate));
+        }
     });
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let task = tokio::spawn(listen::run(listener, app, accept, stopped));
     Ok(Running {
         addr,
+        tls,
         shared,
         stop,
         task,
         on_stop: None,
     })
+}
+
+/// rustls from PEM files: the certificate chain and its private key.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, p: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("{what} {}: {e}", p.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("TLS certificate", cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("TLS certificate", cert, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("TLS key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 fn router<E: Engine>(shared: Arc<Shared<E>>) -> Router {
@@ -215,16 +276,52 @@ fn router<E: Engine>(shared: Arc<Shared<E>>) -> Router {
     if let Some(www) = shared.config.www_dir.as_ref().filter(|p| p.is_dir()) {
         app = app.fallback_service(ServeDir::new(www));
     }
-    app.layer(CorsLayer::permissive()).with_state(shared)
+    app.layer(CorsLayer::permissive())
+        .layer(axum::middleware::from_fn(per_ip_cap))
+        .with_state(shared)
+}
+
+/// Over the per-IP connection cap: plain HTTP gets 429 (WebSocket upgrades are answered by
+/// `root` with a close frame that says why).
+async fn per_ip_cap(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let over = req
+        .extensions()
+        .get::<listen::ConnInfo>()
+        .is_some_and(|i| i.over_cap);
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if over && !upgrade {
+        let (_, reason) = opensig_protocol::names::close::TOO_MANY_CONNECTIONS;
+        return (StatusCode::TOO_MANY_REQUESTS, reason).into_response();
+    }
+    next.run(req).await
 }
 
 /// `GET /`: the WebSocket (any upgrade request), else the demo page.
 async fn root<E: Engine>(
     State(shared): State<Arc<Shared<E>>>,
+    Extension(info): Extension<listen::ConnInfo>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     req: axum::extract::Request,
 ) -> Response {
     match ws {
+        Ok(ws) if info.over_cap => {
+            // a WebSocket client learns why from the close frame
+            ws.on_upgrade(|mut socket| async move {
+                let (code, reason) = opensig_protocol::names::close::TOO_MANY_CONNECTIONS;
+                let _ = socket
+                    .send(axum::extract::ws::Message::Close(Some(
+                        axum::extract::ws::CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        },
+                    )))
+                    .await;
+            })
+            .into_response()
+        }
         Ok(ws) => {
             let max = shared.config.limits.max_frame_bytes;
             // small buffers: tungstenite keeps (and zero-fills on every read) a read buffer of
@@ -233,7 +330,7 @@ async fn root<E: Engine>(
                 .max_frame_size(max)
                 .read_buffer_size(READ_BUFFER)
                 .write_buffer_size(0)
-                .on_upgrade(move |socket| conn::serve(socket, shared))
+                .on_upgrade(move |socket| conn::serve(socket, shared, info.peer.ip()))
                 .into_response()
         }
         Err(_) => match shared

@@ -55,6 +55,20 @@ struct Serve {
     /// This node's id in the cluster (default: random).
     #[arg(long, env = "OPENSIG_NODE_ID")]
     node_id: Option<String>,
+    /// PEM certificate chain: serve wss:// and https:// instead of ws:// and http://.
+    #[arg(long, env = "OPENSIG_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "OPENSIG_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// An app whose `__agora_*` firehose channels cannot be joined (`*`: every app).
+    /// Repeatable.
+    #[arg(
+        long = "no-firehose",
+        env = "OPENSIG_NO_FIREHOSE",
+        value_delimiter = ','
+    )]
+    no_firehose: Vec<String>,
 }
 
 #[derive(Args)]
@@ -107,6 +121,14 @@ async fn main() {
         redis_url: s.redis,
         redis_prefix: s.redis_prefix,
         node_id: s.node_id,
+        tls_cert: s.tls_cert,
+        tls_key: s.tls_key,
+        no_firehose: s
+            .no_firehose
+            .into_iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
         ..ServerConfig::default()
     };
     for app in s.apps.iter().filter(|a| !a.trim().is_empty()) {
@@ -133,7 +155,7 @@ async fn main() {
     let running = match opensig_server::start(config).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot listen: {e}");
+            eprintln!("error: cannot start: {e}");
             std::process::exit(1);
         }
     };

@@ -18,6 +18,12 @@ impl Bucket {
         }
     }
 
+    /// Whether the bucket has refilled completely (nothing to remember about it).
+    pub fn is_full(&self, rate: u32) -> bool {
+        let refilled = self.tokens + self.last.elapsed().as_secs_f64() * rate as f64;
+        refilled >= rate as f64
+    }
+
     /// Take one token if the rate allows it now. A rate of 0 means unlimited.
     pub fn take(&mut self, rate: u32) -> bool {
         if rate == 0 {

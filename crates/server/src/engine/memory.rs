@@ -408,7 +408,13 @@ fn schedule_destroy(inner: &Arc<Inner>, app: &str, ch: &mut Channel) {
     }
     ch.ttl_gen += 1;
     let generation = ch.ttl_gen;
-    let ttl = Duration::from_secs(ch.ttl_secs);
+    // an empty channel is kept for its TTL only for its attributes: without any, it goes at
+    // once (otherwise joining and leaving new names would pile up channels for hours)
+    let ttl = if ch.attrs.is_empty() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(ch.ttl_secs)
+    };
     let k = key(app, &ch.name);
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
@@ -510,6 +516,20 @@ impl Engine for Memory {
             .is_some()
         {
             inner.offline_since.insert(k, Instant::now());
+            // a caller who went away and does not come back within the grace period
+            // ends its unanswered invitations (the callee stops ringing)
+            if !inner.invites.is_empty() {
+                let grace = Duration::from_secs(inner.limits.invite_offline_grace_secs);
+                let mine: Vec<_> = inner
+                    .invites
+                    .iter()
+                    .filter(|i| i.key().0 == app && i.key().1 == account)
+                    .map(|i| (i.key().clone(), i.generation))
+                    .collect();
+                for (ikey, generation) in mine {
+                    spawn_invite_timer(&self.inner, ikey, generation, grace, Code::InviteNet);
+                }
+            }
             let body = content::channel_user(special::USER_ONLINE, account);
             inner.special_event(
                 app,
@@ -968,10 +988,32 @@ impl Engine for Memory {
     fn local_sessions(&self) -> usize {
         self.inner.sessions.len()
     }
+
+    fn footprint(&self) -> super::Footprint {
+        let i = &self.inner;
+        let mut channels = 0;
+        let mut members = 0;
+        for c in i.channels.iter() {
+            let c = c.lock();
+            if !c.dead {
+                channels += 1;
+                members += c.members.len();
+            }
+        }
+        super::Footprint {
+            sessions: i.sessions.len(),
+            channels,
+            members,
+            invites: i.invites.len(),
+            stored_messages: i.mailboxes.iter().map(|m| m.msgs.len()).sum(),
+            user_attrs: i.user_attrs.iter().map(|a| a.len()).sum(),
+        }
+    }
 }
 
 /// After `after`, fail the invite with `code` unless it was answered (or, for the offline
-/// rule, unless the callee came online or acknowledged it).
+/// rule, unless the callee came online or acknowledged it; for a caller who went away
+/// (`InviteNet`), unless the caller came back).
 fn spawn_invite_timer(
     inner: &Arc<Inner>,
     ikey: (String, String, String, String),
@@ -987,6 +1029,7 @@ fn spawn_invite_timer(
         let fire = match inner.invites.get(&ikey) {
             Some(i) if i.generation == generation => match code {
                 Code::InvitePeerOffline => !i.acked && !inner.online(app, callee),
+                Code::InviteNet => !inner.online(app, caller),
                 _ => true,
             },
             _ => false,

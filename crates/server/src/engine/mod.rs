@@ -15,6 +15,26 @@ pub mod memory;
 pub mod redis;
 
 /// What a successful login needs to know.
+/// What an engine holds on behalf of clients right now (for tests that check that a client's
+/// state is released: everything here must return to its earlier value once the client is
+/// gone). Time-bounded caches (resend ids, offline-since times, rate buckets) are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Sessions (logged-in connections) on this node.
+    pub sessions: usize,
+    /// Channels that exist (memory engine) / channels with members on this node (Redis).
+    pub channels: usize,
+    /// Channel memberships (on this node for Redis).
+    pub members: usize,
+    /// Invitations in progress (memory engine).
+    pub invites: usize,
+    /// Messages stored in mailboxes and not yet acknowledged (memory engine).
+    pub stored_messages: usize,
+    /// User attributes set (memory engine).
+    pub user_attrs: usize,
+}
+
+/// What the engine knows about a session at login.
 #[derive(Debug, Clone)]
 pub struct LoginInfo {
     /// The account's `_conn_timeout` (seconds), already clamped.
@@ -198,6 +218,8 @@ pub trait Engine: Send + Sync + 'static {
     fn live_nodes(&self) -> impl Future<Output = Vec<String>> + Send;
     /// Sessions held by this node.
     fn local_sessions(&self) -> usize;
+    /// What this engine holds on behalf of clients (see [`Footprint`]).
+    fn footprint(&self) -> Footprint;
     /// Stop touching shared state at once, as a crashed node would (tests of failover).
     fn halt(&self) {}
 }
@@ -314,6 +336,9 @@ impl Engine for AnyEngine {
     }
     fn local_sessions(&self) -> usize {
         delegate!(self, e => e.local_sessions())
+    }
+    fn footprint(&self) -> Footprint {
+        delegate!(self, e => e.footprint())
     }
     fn halt(&self) {
         delegate!(self, e => e.halt())

@@ -1463,6 +1463,16 @@ impl Engine for Redis {
         self.inner.sessions.len()
     }
 
+    fn footprint(&self) -> super::Footprint {
+        // what this node holds; the shared state is Redis's (expiring keys)
+        super::Footprint {
+            sessions: self.inner.sessions.len(),
+            channels: self.inner.members.len(),
+            members: self.inner.members.iter().map(|m| m.len()).sum(),
+            ..Default::default()
+        }
+    }
+
     fn halt(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.halted.store(true, Ordering::SeqCst);

@@ -396,6 +396,56 @@ impl Raw {
         result
     }
 
+    /// Try to connect (a refusal is an error, not a panic).
+    pub async fn try_connect(url: &str) -> Result<Raw, String> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Raw {
+            ws,
+            line: String::new(),
+            binary_frames: 0,
+            pending: Default::default(),
+        })
+    }
+
+    /// Ping with a marker and wait for its pong (other frames are skipped): the connection
+    /// still works.
+    pub async fn alive(&mut self) -> bool {
+        let marker = format!("alive-{}", rand_u64());
+        if self
+            .ws
+            .send(Message::text(json!(["ping", marker]).to_string()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        loop {
+            match self.recv_flat().await {
+                Some(f) if f[0] == "pong" && f[1] == marker => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    }
+
+    /// The close frame's code and reason once the server closes (None: no close within WAIT,
+    /// or the connection ended without a close frame).
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(Some(f))))) => {
+                    return Some((f.code.into(), f.reason.to_string()))
+                }
+                Ok(Some(Ok(Message::Close(None)))) => return Some((1005, String::new())),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// True when the server closed the connection (a close frame or EOF) within WAIT.
     pub async fn closed(&mut self) -> bool {
         let deadline = tokio::time::Instant::now() + WAIT;
