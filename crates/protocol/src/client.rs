@@ -834,15 +834,19 @@ impl<V: JsonValue> Client<V> {
                 self.log("no traffic from the server: reconnecting");
                 self.drop_conn();
                 self.connection_lost(now);
-                return;
-            }
-            if self.next_ping.is_some_and(|t| now >= t) {
-                self.send_ping(now);
-            }
-            let ack_due = self.mailbox.ack_due.is_some_and(|t| now >= t);
-            let idle = now >= self.mailbox.last_poll + RESYNC_MS;
-            if ack_due || idle {
-                self.poll_mailbox(now);
+                if self.state == State::LoggedOut {
+                    return;
+                }
+                // (requests that timed out meanwhile still expire below)
+            } else {
+                if self.next_ping.is_some_and(|t| now >= t) {
+                    self.send_ping(now);
+                }
+                let ack_due = self.mailbox.ack_due.is_some_and(|t| now >= t);
+                let idle = now >= self.mailbox.last_poll + RESYNC_MS;
+                if ack_due || idle {
+                    self.poll_mailbox(now);
+                }
             }
         }
         // request timeouts

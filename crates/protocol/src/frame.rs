@@ -557,8 +557,10 @@ impl Request {
                     kind,
                     channel: a.text("channelName")?,
                     peer: a.text("peer")?,
+                    // null counts as absent (as in the typed decoder)
                     extra: args
                         .get("extra")
+                        .filter(|v| !v.is_null())
                         .cloned()
                         .unwrap_or(Value::String(String::new())),
                     message_id: a.opt_text("messageID")?,
@@ -795,6 +797,24 @@ mod tests {
             Request::parse("user_getmsg", &m(json!({"ver_clear": [1]}))),
             Err(ErrorKind::InvalidArgs)
         );
+        // beyond 2^53 a JavaScript number is no count or version (found by cargo fuzz:
+        // 1e300 used to saturate to u64::MAX)
+        for v in [json!(1e300), json!(18446744073709551616.0_f64), json!(-1)] {
+            assert_eq!(
+                Request::parse("user_getmsg", &m(json!({ "ver_clear": v }))),
+                Err(ErrorKind::InvalidArgs)
+            );
+        }
+        // the typed and the lenient decoder agree that a null extra is no extra (cargo fuzz)
+        let c = |args: &str| match ClientFrame::decode(&format!(
+            r#"["call2",["voip_invite",1,{args}]]"#
+        )) {
+            Ok(ClientFrame::Call2(c)) => c.decode().unwrap().request,
+            other => panic!("{other:?}"),
+        };
+        let typed = c(r#"{"channelName":"r","peer":"b","extra":null}"#);
+        let lenient = c(r#"{"channelName":"r","peer":"b","peer":"b","extra":null}"#);
+        assert_eq!(typed, lenient);
         assert_eq!(
             Request::parse("channel_join", &m(json!({}))),
             Err(ErrorKind::InvalidArgs)
