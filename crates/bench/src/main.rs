@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod browser;
 mod cluster;
 mod scenarios;
+mod soak;
 mod stats;
 mod systems;
 mod wire;
@@ -154,6 +155,9 @@ enum Cmd {
     /// A page in headless Chromium receiving a channel flood through the original SDK and
     /// through the opensig SDK: callbacks per second; and both SDKs' gzip size.
     Browser(BrowserArgs),
+    /// A bounded run with churn (logins, joins, leaves, messages, attributes, calls) at
+    /// moderate load: server RSS and open fds must come back to baseline, no unexpected error.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -523,6 +527,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Cluster(a) => cluster::run(a).await?,
         Cmd::Browser(a) => print_browser(&browser(a.messages, &c).await?),
+        Cmd::Soak(a) => soak::run(a, &c.server_bin, &cores(&c)).await?,
     }
     Ok(())
 }
