@@ -45,6 +45,7 @@ struct Counters {
     p2p_msgs: AtomicU64,
     attrs: AtomicU64,
     invites: AtomicU64,
+    invites_received: AtomicU64,
     calls_accepted: AtomicU64,
     calls_refused: AtomicU64,
     /// Invitations that failed because the peer was offline or did not answer in time.
@@ -90,6 +91,7 @@ async fn pump(s: &mut Session, w: &World, until: Instant, calls: &mut Calls) {
                 peer,
                 ..
             } => {
+                w.n.invites_received.fetch_add(1, Ordering::Relaxed);
                 let name = if rand::rng().random_bool(0.5) {
                     call::VOIP_INVITE_ACCEPT
                 } else {
@@ -423,12 +425,13 @@ pub async fn run(a: SoakArgs, server_bin: &std::path::Path, cores: &Cores) -> Re
     let (end_rss, end_fds) = (systems::rss_kib(pid), open_fds(pid));
     let n = &world.n;
     println!(
-        "done: {} logins, {} channel messages, {} p2p messages, {} attribute sets, {} invitations ({} accepted and ended, {} refused, {} failed because the peer left or did not answer)",
+        "done: {} logins, {} channel messages, {} p2p messages, {} attribute sets, {} invitations ({} rang at the peer, {} accepted and ended, {} refused, {} failed because the peer left or did not answer)",
         n.logins.load(Ordering::Relaxed),
         n.channel_msgs.load(Ordering::Relaxed),
         n.p2p_msgs.load(Ordering::Relaxed),
         n.attrs.load(Ordering::Relaxed),
         n.invites.load(Ordering::Relaxed),
+        n.invites_received.load(Ordering::Relaxed),
         n.calls_accepted.load(Ordering::Relaxed),
         n.calls_refused.load(Ordering::Relaxed),
         n.invites_failed_expected.load(Ordering::Relaxed),
