@@ -342,14 +342,14 @@ async fn two_hundred_messages_per_second_per_channel_by_default() {
     raw.call("channel_join", 1, json!({"name": "busy"})).await;
     let line = raw.line.clone();
     let t = std::time::Instant::now();
-    for id in 100..350u64 {
+    for id in 100..700u64 {
         raw.send_value(
             json!(["call2", ["channel_sendmsg", id, {"line": line, "name": "busy", "msg": "x"}]]),
         )
         .await;
     }
     let mut ok = 0;
-    for id in 100..350u64 {
+    for id in 100..700u64 {
         let (err, _) = raw.reply(id).await;
         if err.is_empty() {
             ok += 1;
@@ -357,10 +357,11 @@ async fn two_hundred_messages_per_second_per_channel_by_default() {
             assert_eq!(err, "rate_limited");
         }
     }
-    // a burst of 200, plus what refilled while the test ran (it may be slow under load)
+    // a burst of 200, plus what refilled while the test ran (it may be slow under load, so
+    // the flood is long enough that it cannot all pass: 600 would need 2 s)
     let refill = (t.elapsed().as_secs_f64() * 200.0).ceil() as usize;
     assert!(
-        ok >= 200 && ok <= 201 + refill && ok < 250,
+        ok >= 200 && ok <= 201 + refill && ok < 600,
         "{ok} accepted in {:?}",
         t.elapsed()
     );

@@ -3,13 +3,7 @@
 local op, name = ARGV[4], ARGV[6]
 if op == 'set' then
   local limit = tonumber(redis.call('HGET', KEYS[5], '_setattr_limit') or ARGV[9]) or tonumber(ARGV[9])
-  if limit > 0 then
-    local sec = now_parts()
-    local rk = KEYS[8] .. ' a ' .. name .. ' ' .. sec
-    local c = redis.call('INCR', rk)
-    if c == 1 then redis.call('PEXPIRE', rk, 2000) end
-    if c > limit then return 'rate_limited' end
-  end
+  if limit > 0 and not take_token(KEYS[8] .. ' a ' .. name, limit) then return 'rate_limited' end
   if redis.call('HEXISTS', KEYS[5], name) == 0 and redis.call('HLEN', KEYS[5]) >= tonumber(ARGV[10]) then
     return 'too_large'
   end

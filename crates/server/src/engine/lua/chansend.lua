@@ -3,13 +3,7 @@
 local from = ARGV[4]
 if ARGV[5] ~= '1' and redis.call('HEXISTS', KEYS[3], from) == 0 then return 'not_in_channel' end
 local limit = tonumber(redis.call('HGET', KEYS[5], '_sendmsg_limit') or ARGV[7]) or tonumber(ARGV[7])
-if limit > 0 then
-  local sec = now_parts()
-  local rk = KEYS[8] .. ' m ' .. sec
-  local c = redis.call('INCR', rk)
-  if c == 1 then redis.call('PEXPIRE', rk, 2000) end
-  if c > limit then return 'rate_limited' end
-end
+if limit > 0 and not take_token(KEYS[8] .. ' m', limit) then return 'rate_limited' end
 if ARGV[8] ~= '' and not redis.call('SET', ARGV[8], '1', 'NX', 'PX', ARGV[9]) then return 'ok' end
 broadcast('-', from, 'channel_msg', ARGV[6])
 return 'ok'

@@ -9,6 +9,24 @@ local function now_parts()
   return tonumber(t[1]), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A token bucket of `rate` per second with a burst of one second's worth (as the memory
+-- engine's `Bucket`): true when one token could be taken. Kept as a hash {t = tokens,
+-- ms = last update}; it expires once it would be full again anyway.
+local function take_token(key, rate)
+  local _, now = now_parts()
+  local b = redis.call('HMGET', key, 't', 'ms')
+  local tokens, last = tonumber(b[1]) or rate, tonumber(b[2]) or now
+  tokens = math.min(rate, tokens + (now - last) * rate / 1000)
+  if tokens < 1 then
+    redis.call('HSET', key, 't', tostring(tokens), 'ms', now)
+    redis.call('PEXPIRE', key, 2000)
+    return false
+  end
+  redis.call('HSET', key, 't', tostring(tokens - 1), 'ms', now)
+  redis.call('PEXPIRE', key, 2000)
+  return true
+end
+
 -- Sequence a channel event and publish it once to every node that has members there.
 local function broadcast(exclude, source, kind, content)
   local seq = redis.call('INCR', KEYS[6])
