@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use opensig_protocol::client::{CallEvent, Config, Event};
+use opensig_protocol::codes::Code;
 use opensig_protocol::driver::Session;
-use opensig_protocol::names::call;
+use opensig_protocol::names::{call, invite_option};
 use rand::Rng;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -129,7 +130,15 @@ async fn pump(s: &mut Session, w: &World, until: Instant, calls: &mut Calls) {
                 ..
             } => match code {
                 // the peer went offline or did not answer within `_timeout`: churn does that
-                Some(703) | Some(704) | Some(702) => {
+                Some(c)
+                    if [
+                        Code::InvitePeerOffline,
+                        Code::InviteTimeout,
+                        Code::InviteNet,
+                    ]
+                    .iter()
+                    .any(|e| e.value() == c) =>
+                {
                     w.n.invites_failed_expected.fetch_add(1, Ordering::Relaxed);
                     calls.remove(&id.0);
                 }
@@ -229,9 +238,13 @@ async fn user(w: Arc<World>, me: usize) {
                 }
                 _ => {
                     if peer != account {
-                        let extra = r#"{"_require_peer_online":1,"_timeout":3}"#;
+                        let extra = format!(
+                            r#"{{"{}":1,"{}":3}}"#,
+                            invite_option::REQUIRE_PEER_ONLINE,
+                            invite_option::TIMEOUT
+                        );
                         let (c2, p2) = (ch.clone(), peer.clone());
-                        let (id, _) = s.with(move |c, now| c.invite(&c2, &p2, extra, now)).await;
+                        let (id, _) = s.with(move |c, now| c.invite(&c2, &p2, &extra, now)).await;
                         calls.insert(id.0, (ch, peer));
                         w.n.invites.fetch_add(1, Ordering::Relaxed);
                     }

@@ -209,8 +209,7 @@ fn ending_signal(signals: &Signals, stats: &Stats) -> Option<Ending> {
         return Some(Ending::With(out::kick(), close::NORMAL));
     }
     if signals.overflowed.load(Ordering::SeqCst) {
-        Stats::inc(&stats.slow_consumers);
-        warn!("slow consumer disconnected");
+        slow_consumer(stats, "not keeping up");
         return Some(Ending::With(out::close(), close::SLOW_CONSUMER));
     }
     if signals.shutdown.load(Ordering::SeqCst) {
@@ -743,6 +742,12 @@ fn msgs_json(msgs: &[(u64, Arc<str>)]) -> Value {
     )
 }
 
+/// Count and log a connection cut off because its queue overflowed.
+fn slow_consumer(stats: &Stats, why: &str) {
+    Stats::inc(&stats.slow_consumers);
+    warn!("slow consumer disconnected ({why})");
+}
+
 /// How long the last frames before a close may take to write.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -759,8 +764,7 @@ async fn guarded_write<E: Engine>(
             r.map_err(|_| Ending::Gone)
         }
         _ = queue.overflowed() => {
-            Stats::inc(&conn.shared.stats.slow_consumers);
-            warn!(conn = conn.handle.id, "slow consumer disconnected (stopped reading)");
+            slow_consumer(&conn.shared.stats, "stopped reading");
             Err(Ending::Stalled)
         }
     };

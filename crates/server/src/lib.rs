@@ -48,8 +48,6 @@ pub struct Shared<E: Engine> {
     shutting_down: AtomicBool,
     /// Login token buckets per IP address (`logins_per_ip_per_second`).
     login_rates: DashMap<IpAddr, ratelimit::Bucket>,
-    /// Open connections per IP address (`connections_per_ip`).
-    pub ip_counts: Arc<listen::IpCounts>,
 }
 
 impl<E: Engine> Shared<E> {
@@ -205,7 +203,6 @@ async fn serve<E: Engine>(
         conns: DashMap::new(),
         shutting_down: AtomicBool::new(false),
         login_rates: DashMap::new(),
-        ip_counts: accept.counts.clone(),
     });
     let tls = accept.tls.is_some();
     let app = router(shared.clone());

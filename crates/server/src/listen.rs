@@ -59,11 +59,6 @@ impl IpCounts {
             count,
         )
     }
-
-    /// Connections open from `ip`.
-    pub fn get(&self, ip: IpAddr) -> usize {
-        self.map.get(&ip).map(|n| *n).unwrap_or(0)
-    }
 }
 
 impl Drop for IpSlot {

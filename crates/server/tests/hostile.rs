@@ -62,10 +62,6 @@ fn count_panics() {
 
 // ---------------------------------------------------------------- the environment
 
-/// An app whose logins need tokens.
-const SECURE: &str = "5ecure0000000000000000000000app1";
-const CERT: &str = "c3rt0000000000000000000000000001";
-
 struct Env {
     url: String,
     addr: SocketAddr,
@@ -79,13 +75,6 @@ impl Env {
         assert_eq!(ret[1][0], "", "{account} logs in: {ret}");
         r
     }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// One zlib stream of arbitrary bytes (the protocol crate only compresses text).

@@ -8,16 +8,6 @@ use opensig_protocol::token;
 use opensig_protocol::Code;
 use serde_json::{json, Value};
 
-const CERT: &str = "5cfd2fd1755d40ecb72977518be15d3b";
-const SECURE: &str = "970ca35de60c44645bbae8a215061b33";
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test]
 async fn login_reply_is_double_encoded_with_a_line_and_set_flag_ping_work() {
     let srv = server().await;
@@ -72,12 +62,12 @@ async fn tokens_are_verified_for_apps_with_a_certificate() {
             _ => unreachable!(),
         }
     };
-    let ok = token::sign(SECURE, CERT, "ann", now() + 600);
+    let ok = token::sign(SECURE, CERT, "ann", now_secs() + 600);
     assert_eq!(
         outcome(login(SECURE, "ann", ok.clone())).await,
         Code::Success
     );
-    let expired = token::sign(SECURE, CERT, "ben", now() - 5);
+    let expired = token::sign(SECURE, CERT, "ben", now_secs() - 5);
     assert_eq!(
         outcome(login(SECURE, "ben", expired)).await,
         Code::LoginTokenExpired
@@ -111,7 +101,7 @@ async fn tokens_are_verified_for_apps_with_a_certificate() {
     );
     // the exact wire strings
     let mut raw = Raw::connect(&url).await;
-    let expired = token::sign(SECURE, CERT, "hal", now() - 5);
+    let expired = token::sign(SECURE, CERT, "hal", now_secs() - 5);
     assert_eq!(
         raw.login(SECURE, "hal", &expired).await[1][0],
         "TokenErrorExpired"
@@ -309,11 +299,11 @@ fn token_subcommand_prints_a_verifiable_token() {
     let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(tok.starts_with(&format!("1:{SECURE}:")));
     assert_eq!(
-        token::verify(&tok, SECURE, CERT, "TestAccount", now()),
+        token::verify(&tok, SECURE, CERT, "TestAccount", now_secs()),
         Ok(())
     );
     assert_eq!(
-        token::verify(&tok, SECURE, CERT, "TestAccount", now() + 601),
+        token::verify(&tok, SECURE, CERT, "TestAccount", now_secs() + 601),
         Err(token::TokenError::Expired)
     );
 }

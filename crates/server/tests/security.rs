@@ -72,13 +72,6 @@ fn logs() -> &'static Captured {
     })
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 async fn login_raw(url: &str, app: &str, account: &str) -> Raw {
     let mut r = Raw::connect(url).await;
     let ret = r.login(app, account, "").await;
@@ -427,8 +420,7 @@ async fn firehose_channels_can_be_turned_off_per_app() {
 #[tokio::test]
 async fn certificates_and_tokens_never_reach_the_logs() {
     let logs = logs();
-    const APP_S: &str = "970ca35de60c44645bbae8a215061b33";
-    const CERT: &str = "5cfd2fd1755d40ecb72977518be15d3b";
+    const APP_S: &str = SECURE;
     let srv = server_with(|c| {
         c.add_app(&format!("{APP_S}:{CERT}")).unwrap();
     })

@@ -16,6 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const APP: &str = "testapp";
+/// An app that needs tokens, and its certificate (the seeds' known-answer pair).
+pub const SECURE: &str = "970ca35de60c44645bbae8a215061b33";
+pub const CERT: &str = "5cfd2fd1755d40ecb72977518be15d3b";
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// The engine the suite runs on: `OPENSIG_TEST_ENGINE=redis` runs every test against a
@@ -57,6 +60,14 @@ pub async fn cluster(n: usize, f: impl Fn(&mut ServerConfig)) -> Vec<Running<Any
         nodes.push(opensig_server::start(c).await.expect("node starts"));
     }
     nodes
+}
+
+/// Seconds since the Unix epoch (token expiries).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn unique_prefix() -> String {
