@@ -32,9 +32,16 @@ export declare class SignalImpl {
    * Log in. Returns the Session at once; its methods are usable immediately (calls made before
    * the login completes are sent once it does).
    * @param reconnect_count reconnect attempts before giving up (default 10)
-   * @param reconnect_time reconnect window in milliseconds (default 300000)
+   * @param reconnect_time how long to keep reconnecting after a loss, in **seconds** as the
+   *   1.4 docs say (default 30); a value of 1000 or more is read as milliseconds (what the
+   *   original's code did), so `300000` still means 5 minutes
    */
   login(account: string, token: string, reconnect_count?: number, reconnect_time?: number): Session;
+  /**
+   * Receives every log line of this Signal's sessions at or above the `setDoLog` level,
+   * whether or not console printing is enabled (the Android/iOS `onLog`).
+   */
+  onLog?: ((txt: string) => void) | null;
   /** `level`: `"DEBUG"` (default, everything), `"INFO"`, `"WARNING"`. */
   setDoLog(enabled?: boolean, level?: 'DEBUG' | 'INFO' | 'WARNING'): void;
   /** `"1.4.0"` */
@@ -64,6 +71,8 @@ export type Status = 0 | 1 | 2 | 3;
 export declare class Session {
   private constructor();
   readonly account: string;
+  /** The uid the server gave at the last login (0 before; always 0 with opensig-server). */
+  readonly uid: number;
   /** Same as `getStatus()`. */
   readonly state: Status;
   /** Resolves with the uid when logged in; rejects with the login-failure code. */
@@ -73,7 +82,11 @@ export declare class Session {
   onLoginSuccess?: ((uid: number) => void) | null;
   /** 201 network, 204 token expired, 206 token wrong, 207 kicked, 209 bad account. */
   onLoginFailed?: ((ecode: number) => void) | null;
-  /** 101 logout, 102 connection lost / server closed, 103 logged in elsewhere. */
+  /**
+   * 101 logout, 102 connection lost / server closed / reconnects ran out, 103 logged in
+   * elsewhere, 105 a re-login found the token expired (renew it: `renewToken`), 107 a re-login
+   * found the token rejected.
+   */
   onLogout?: ((ecode: number) => void) | null;
   onMessageInstantReceive?: ((account: string, uid: number, msg: string) => void) | null;
   onInviteReceived?: ((call: Call) => void) | null;
@@ -83,14 +96,61 @@ export declare class Session {
   onReconnected?: (() => void) | null;
   /** Any failed operation: `name` is the method, `ecode` a documented code, `desc` the error string. */
   onError?: ((name: string, ecode: number, desc: string) => void) | null;
+  /** The token in use expires in 30 s or less: hand the session a new one with `renewToken`. */
+  onTokenWillExpire?: (() => void) | null;
+  /** A message was accepted by the server (`msgID`: the app's, or one the SDK made up). */
+  onMessageSendSuccess?: ((messageID: string) => void) | null;
+  /** A message was refused (`ecode`: e.g. 1001 rate limited, 1005 too large). */
+  onMessageSendError?: ((messageID: string, ecode: number) => void) | null;
+  /** Result of `queryUserStatus`: `status` 1 online, 0 offline. */
+  onQueryUserStatusResult?: ((name: string, status: number) => void) | null;
+  /** Result of `getAttr` / `getUserAttr`. */
+  onUserAttrResult?: ((account: string, name: string, value: string) => void) | null;
+  /** Result of `getAttrAll` / `getUserAttrAll`: `value` is the JSON text of every attribute. */
+  onUserAttrAllResult?: ((account: string, value: string) => void) | null;
+  /** Result of `channelQueryUserNum` (`ecode` 0 on success). */
+  onChannelQueryUserNumResult?: ((channelID: string, ecode: number, num: number) => void) | null;
+  /** Result of `channelQueryUserIsIn`: `isIn` 1 or 0. */
+  onChannelQueryUserIsIn?: ((channelID: string, account: string, isIn: number) => void) | null;
 
   getStatus(): Status;
   /** Ends in `onLogout(101)`. */
   logout(): Promise<number>;
-  /** `cb(isError)`: `false` when sent, `true` when refused (as 1.4.0). */
-  messageInstantSend(peer: string, msg: string, cb?: (isError: boolean) => void): Promise<void>;
+  /**
+   * `cb(isError)`: `false` when sent, `true` when refused (as 1.4.0); also
+   * `onMessageSendSuccess(msgID)` / `onMessageSendError(msgID, ecode)`.
+   * `messageInstantSend(peer, msg, msgID)` (Android style) works too.
+   */
+  messageInstantSend(peer: string, msg: string, cb?: ((isError: boolean) => void) | string, msgID?: string): Promise<void>;
   /** `invoke('io.agora.signal.<function>', args, cb(err, resp))`; resolves with the reply object. */
   invoke(func: string, args: Record<string, unknown>, cb?: (err: string, resp: any) => void): Promise<any>;
+  /** Online status of `account` → `onQueryUserStatusResult`; resolves with 1 or 0. */
+  queryUserStatus(account: string): Promise<number>;
+  /** Set one of this user's attributes (`_conn_timeout`: 20–120 s; an empty value deletes). */
+  setAttr(name: string, value: string): Promise<void>;
+  /** One of this user's attributes → `onUserAttrResult`; resolves with the value ("" when unset). */
+  getAttr(name: string): Promise<string>;
+  /** All of this user's attributes → `onUserAttrAllResult`; resolves with them as an object. */
+  getAttrAll(): Promise<Record<string, string>>;
+  /** One attribute of `account` → `onUserAttrResult`. */
+  getUserAttr(account: string, name: string): Promise<string>;
+  /** All attributes of `account` → `onUserAttrAllResult`. */
+  getUserAttrAll(account: string): Promise<Record<string, string>>;
+  /** Member count of a channel → `onChannelQueryUserNumResult`; resolves with it. */
+  channelQueryUserNum(channelID: string): Promise<number>;
+  /** Whether `account` is in a channel → `onChannelQueryUserIsIn`; resolves with a boolean. */
+  channelQueryUserIsIn(channelID: string, account: string): Promise<boolean>;
+  /** A channel message without joining (Android's `messageChannelSendForce`). */
+  messageChannelSendForce(channelID: string, msg: string, cb?: (() => void) | string, msgID?: string): Promise<void>;
+  /**
+   * Use `token` for every later (re)login. Rejects (code 206 / 204), keeping the previous
+   * token, when it is not this app's and account's or has expired.
+   */
+  renewToken(token: string): Promise<void>;
+  /**
+   * The Channel of `name`: a channel this session has joined or is joining is returned as the
+   * same object (no second membership), so joining in every `onLoginSuccess` is safe.
+   */
   channelJoin(name: string): Channel;
   /** `extra` is usually JSON text, e.g. `'{"_require_peer_online":1,"_timeout":30}'`. */
   channelInviteUser2(channelID: string, peer: string, extra?: string | Record<string, unknown>): Call;
@@ -118,8 +178,13 @@ export declare class Channel {
   onChannelAttrUpdated?: ((name: string, value: string, type: 'update' | 'del' | 'clear') => void) | null;
   onMessageChannelReceive?: ((account: string, uid: number, msg: string) => void) | null;
 
-  /** `cb()` whatever the outcome (as 1.4.0); the promise tells success from failure. */
-  messageChannelSend(msg: string, cb?: () => void): Promise<void>;
+  /**
+   * `cb()` whatever the outcome (as 1.4.0); the promise (and the session's
+   * `onMessageSendSuccess` / `onMessageSendError`) tell success from failure.
+   */
+  messageChannelSend(msg: string, cb?: (() => void) | string, msgID?: string): Promise<void>;
+  /** Send without being a member (e.g. after leaving). */
+  messageChannelSendForce(msg: string, cb?: (() => void) | string, msgID?: string): Promise<void>;
   /** `cb()` if given, otherwise `onChannelLeaved(0)`. */
   channelLeave(cb?: () => void): Promise<void>;
   channelSetAttr(name: string, value: string, cb?: () => void): Promise<void>;

@@ -7,8 +7,9 @@ use opensig_protocol::client::CallId;
 use opensig_protocol::names::call as name;
 use wasm_bindgen::prelude::*;
 
+use crate::hub::{CallShared, ReqKind};
 use crate::js::{to_json_text, to_text};
-use crate::transport::{error, CallShared, ReqKind};
+use crate::promise::rejected;
 
 /// An invitation to a channel.
 #[wasm_bindgen]
@@ -25,7 +26,7 @@ impl Call {
 
     fn reply(&self, which: &'static str, extra: &JsValue) -> Promise {
         let Some(d) = self.c.session.upgrade() else {
-            return Promise::reject(&error(1003, "session_ended", None));
+            return rejected(1003, "session_ended");
         };
         let (id, ch, peer) = (
             CallId(self.c.id),

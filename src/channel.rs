@@ -5,10 +5,11 @@ use std::rc::Rc;
 use js_sys::Promise;
 use opensig_protocol::client::ChannelId;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
+use crate::hub::{ChannelShared, ReqKind};
 use crate::js::to_text;
-use crate::transport::{error, ChannelShared, ReqKind};
+use crate::promise::rejected;
+use crate::session::{cb_and_id, message_id};
 
 /// A channel joined (or being joined) by a session.
 #[wasm_bindgen]
@@ -37,8 +38,19 @@ impl Channel {
                 let req = d.command(f);
                 d.track(req.0, kind, cb)
             }
-            None => Promise::reject(&error(1003, "session_ended", None)),
+            None => rejected(1003, "session_ended"),
         }
+    }
+
+    fn send(&self, msg: &JsValue, cb: JsValue, msg_id: JsValue, force: bool) -> Promise {
+        let (cb, msg_id) = cb_and_id(cb, msg_id);
+        let (name, msg) = (self.c.name.clone(), to_text(msg));
+        let Some(d) = self.c.session.upgrade() else {
+            return rejected(1003, "session_ended");
+        };
+        let req = d.command(|c, now| c.channel_send(&name, &msg, force, now));
+        let id = message_id(&msg_id, req.0);
+        d.track(req.0, ReqKind::Message { instant: false, id }, &cb)
     }
 }
 
@@ -62,13 +74,22 @@ impl Channel {
         self.c.ready.promise.clone()
     }
 
-    /// Send a channel message; `cb()` whatever the outcome (as 1.4.0); the promise tells.
+    /// Send a channel message; `cb()` whatever the outcome (as 1.4.0), the promise and
+    /// `session.onMessageSendSuccess(msgID)` / `onMessageSendError(msgID, ecode)` tell.
     #[wasm_bindgen(js_name = messageChannelSend)]
-    pub fn message_channel_send(&self, msg: JsValue, cb: JsValue) -> Promise {
-        let (name, msg) = (self.c.name.clone(), to_text(&msg));
-        self.op(ReqKind::ChannelOp, &cb, |c, now| {
-            c.channel_send(&name, &msg, false, now)
-        })
+    pub fn message_channel_send(&self, msg: JsValue, cb: JsValue, msg_id: JsValue) -> Promise {
+        self.send(&msg, cb, msg_id, false)
+    }
+
+    /// Send a channel message without being a member (Android's `messageChannelSendForce`).
+    #[wasm_bindgen(js_name = messageChannelSendForce)]
+    pub fn message_channel_send_force(
+        &self,
+        msg: JsValue,
+        cb: JsValue,
+        msg_id: JsValue,
+    ) -> Promise {
+        self.send(&msg, cb, msg_id, true)
     }
 
     /// Leave; `cb()` if given, otherwise `onChannelLeaved(0)`.
@@ -76,7 +97,6 @@ impl Channel {
     pub fn channel_leave(&self, cb: JsValue) -> Promise {
         self.c.leave_has_cb.set(cb.is_function());
         let (id, name) = (self.c.id, self.c.name.clone());
-        let _ = cb.dyn_ref::<js_sys::Function>();
         self.op(ReqKind::Leave, &cb, |c, now| {
             c.channel_leave(ChannelId(id), &name, now)
         })

@@ -1,15 +1,19 @@
 //! opensig: a drop-in Rust/WebAssembly replacement for the Agora Signaling Web SDK 1.4.
 //!
 //! The JS classes `Signal`, `Session`, `Channel` and `Call` are thin wasm-bindgen wrappers
-//! over the sans-IO client core of `opensig-protocol`, driven by `transport` (the SDK's only
-//! IO). See `ARCHITECTURE.md`.
+//! over the sans-IO client core of `opensig-protocol`. `hub` holds a session's core, its JS
+//! objects and waiting requests; `transport` is the only IO (it drives the core); `dispatch`
+//! turns the core's events into callbacks and settled promises. See `ARCHITECTURE.md`.
 #![allow(non_snake_case)]
 
 pub mod call;
 mod callbacks;
 pub mod channel;
+mod dispatch;
+mod hub;
 mod js;
 mod log;
+mod promise;
 pub mod session;
 pub mod signal;
 mod transport;

@@ -1,9 +1,13 @@
 //! `setDoLog(enabled, level)`: DEBUG prints everything (frames included), INFO prints state
 //! changes and warnings, WARNING prints warnings only. Exceptions thrown by app callbacks are
 //! always printed (as the original does).
+//!
+//! `signal.onLog = (txt) => …` (the Android/iOS `onLog`) receives every line at or above the
+//! level, whether or not console printing is enabled.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
+use js_sys::Function;
 use wasm_bindgen::JsValue;
 
 /// Severity, lowest first.
@@ -29,6 +33,8 @@ impl Level {
 pub(crate) struct LogSettings {
     pub enabled: Cell<bool>,
     pub level: Cell<Level>,
+    /// `signal.onLog`.
+    pub on_log: RefCell<Option<Function>>,
 }
 
 impl LogSettings {
@@ -36,11 +42,13 @@ impl LogSettings {
         LogSettings {
             enabled: Cell::new(false),
             level: Cell::new(Level::Debug),
+            on_log: RefCell::new(None),
         }
     }
 
+    /// Whether a line at `level` goes anywhere (the console or `onLog`).
     pub(crate) fn enabled(&self, level: Level) -> bool {
-        self.enabled.get() && level >= self.level.get()
+        level >= self.level.get() && (self.enabled.get() || self.on_log.borrow().is_some())
     }
 
     pub(crate) fn print(&self, level: Level, what: &str, detail: &str) {
@@ -54,6 +62,15 @@ impl LogSettings {
             line.push_str(detail);
         }
         let line = JsValue::from_str(&line);
+        let hook = self.on_log.borrow().clone();
+        if let Some(f) = hook {
+            if let Err(e) = f.call1(&JsValue::UNDEFINED, &line) {
+                web_sys::console::error_2(&"opensig: onLog threw:".into(), &e);
+            }
+        }
+        if !self.enabled.get() {
+            return;
+        }
         match level {
             Level::Debug => web_sys::console::debug_1(&line),
             Level::Info => web_sys::console::info_1(&line),

@@ -4,15 +4,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::Reflect;
-use opensig_protocol::client::Config;
+use opensig_protocol::client::{reconnect_time_ms, Config};
 use opensig_protocol::names::fixed;
 use opensig_protocol::Code;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 use crate::js::to_text;
 use crate::log::{Level, LogSettings};
 use crate::session::Session;
-use crate::transport::Driver;
 
 /// The SDK entry point: `Signal(appid)` or `new Signal(appid)`.
 #[wasm_bindgen]
@@ -63,6 +63,10 @@ impl Signal {
     /// origin).
     #[wasm_bindgen(constructor)]
     pub fn new(appid: JsValue, options: JsValue) -> Signal {
+        // debug and test builds: a panic reads as an error with its message (release builds
+        // compile panics out)
+        #[cfg(debug_assertions)]
+        console_error_panic_hook::set_once();
         let mut servers = strings(&option(&options, "server"));
         servers.extend(strings(&option(&options, "servers")));
         let mut lbs = strings(&option(&options, "lbs"));
@@ -155,6 +159,23 @@ impl Signal {
         s
     }
 
+    /// `signal.onLog = (txt) => …`: every log line of this Signal's sessions at or above the
+    /// `setDoLog` level, whether or not console printing is on (Android's `onLog`).
+    #[wasm_bindgen(getter = onLog)]
+    pub fn on_log(&self) -> JsValue {
+        self.log
+            .on_log
+            .borrow()
+            .as_ref()
+            .map_or(JsValue::UNDEFINED, |f| f.into())
+    }
+
+    /// Set (or with anything but a function, clear) the log hook.
+    #[wasm_bindgen(setter = onLog)]
+    pub fn set_on_log(&self, f: JsValue) {
+        *self.log.on_log.borrow_mut() = f.dyn_into::<js_sys::Function>().ok();
+    }
+
     /// Alias of `setup_debugging`.
     #[wasm_bindgen(js_name = setUpDebugging)]
     pub fn set_up_debugging(&self, kind: &str, value: JsValue) {
@@ -162,7 +183,8 @@ impl Signal {
     }
 
     /// Log in; returns the Session at once (its methods are usable immediately).
-    /// `reconnect_count` defaults to 10, `reconnect_time` (ms) to 300000.
+    /// `reconnect_count` defaults to 10; `reconnect_time` is in seconds as documented
+    /// (default 30), a value of 1000 or more is read as milliseconds (1.4.0's code unit).
     pub fn login(
         &self,
         account: JsValue,
@@ -175,16 +197,12 @@ impl Signal {
             .as_f64()
             .filter(|n| *n >= 1.0)
             .map_or(0, |n| n as u32);
-        cfg.reconnect_time_ms = reconnect_time
-            .as_f64()
-            .filter(|n| *n >= 1.0)
-            .map_or(0, |n| n as u64);
+        cfg.reconnect_time_ms = reconnect_time.as_f64().map_or(0, reconnect_time_ms);
         let mut debug = self.debug_servers.borrow().clone();
         shuffle(&mut debug);
         cfg.servers = self.servers.iter().cloned().chain(debug).collect();
         cfg.lbs = self.lbs.borrow().clone();
-        let driver = Driver::start(cfg, self.log.clone());
-        Session::wrap(driver)
+        Session::wrap(crate::transport::start(cfg, self.log.clone()))
     }
 }
 

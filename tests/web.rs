@@ -24,6 +24,14 @@ const PROXY_CTL: &str = match option_env!("OPENSIG_TEST_PROXY_CTL") {
     Some(u) => u,
     None => "http://127.0.0.1:18082",
 };
+/// A second server (apps `webtest`, and `webcert` with a certificate; the firehose channels
+/// closed), behind a proxy of its own.
+const STRICT_WS: Option<&str> = option_env!("OPENSIG_TEST_STRICT_WS");
+const STRICT_PROXY_WS: Option<&str> = option_env!("OPENSIG_TEST_STRICT_PROXY_WS");
+const STRICT_PROXY_CTL: Option<&str> = option_env!("OPENSIG_TEST_STRICT_PROXY_CTL");
+/// The certificate of `webcert` on the strict server.
+const CERT_APP: &str = "webcert";
+const CERT: &str = "0123456789abcdef0123456789abcdef";
 /// A two-node cluster: node A behind a proxy that can take it "away", and node B.
 const CLUSTER_A: Option<&str> = option_env!("OPENSIG_TEST_CLUSTER_A");
 const CLUSTER_A_CTL: Option<&str> = option_env!("OPENSIG_TEST_CLUSTER_A_CTL");
@@ -71,6 +79,63 @@ export function captureConsole() {
   return out;
 }
 export function restoreConsole() { Object.assign(console, saved); }
+// every uncaught page error and unhandled rejection, from the first test on
+const pageErrors = [];
+let watching = false;
+export function watchPageErrors() {
+  if (!watching) {
+    watching = true;
+    window.addEventListener('error', (e) => pageErrors.push('uncaught error: ' + (e.message || e.error)));
+    window.addEventListener('unhandledrejection', (e) =>
+      pageErrors.push('unhandled rejection: ' + ((e.reason && e.reason.message) || e.reason)));
+  }
+  return pageErrors.length;
+}
+export function pageErrorsSince(n) { return pageErrors.slice(n).join('\n'); }
+// an app written from the 1.4 docs: reconnect_time 30 (seconds), the room joined in every
+// onLoginSuccess while the user wants to be in it
+export function docsApp(signal, account, room) {
+  const app = { log: [], channels: new Set(), wantRoom: true, channel: null };
+  const session = signal.login(account, '_no_need_token', 10, 30);
+  app.session = session;
+  const rec = (...e) => app.log.push(e);
+  session.onLoginSuccess = (uid) => {
+    rec('onLoginSuccess', uid);
+    if (!app.wantRoom) return;
+    const ch = session.channelJoin(room);
+    app.channels.add(ch);
+    app.channel = ch;
+    ch.onChannelJoined = () => rec('onChannelJoined');
+    ch.onChannelLeaved = (c) => rec('onChannelLeaved', c);
+    ch.onMessageChannelReceive = (a, u, m) => rec('onMessageChannelReceive', a, m);
+  };
+  session.onLogout = (c) => rec('onLogout', c);
+  session.onReconnecting = (n) => rec('onReconnecting', n);
+  session.onReconnected = () => rec('onReconnected');
+  app.__log = app.log;
+  return app;
+}
+export function leaveRoom(app) { app.wantRoom = false; return app.channel.channelLeave(); }
+export function channelCount(app) { return app.channels.size; }
+export function count(obj, name, arg) {
+  return (obj.__log || []).filter((e) => e[0] === name && (arg === undefined || e.includes(arg))).length;
+}
+export function untilPast(unixSeconds) {
+  return new Promise((r) => {
+    const tick = () => (Date.now() / 1000 > unixSeconds ? r() : setTimeout(tick, 50));
+    tick();
+  });
+}
+export function jsonParse(t) { return JSON.parse(t); }
+export async function waitForArg(obj, name, arg, ms) {
+  const t0 = Date.now();
+  for (;;) {
+    const found = (obj.__log || []).find((e) => e[0] === name && e[1] === arg);
+    if (found) return found;
+    if (Date.now() - t0 > ms) throw new Error(`${name}(${arg}) not seen in ${ms} ms; log: ${JSON.stringify(obj.__log)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 "#)]
 extern "C" {
     fn record(obj: &JsValue, names: &Array) -> Array;
@@ -90,6 +155,47 @@ extern "C" {
     fn capture_console() -> Array;
     #[wasm_bindgen(js_name = restoreConsole)]
     fn restore_console();
+    #[wasm_bindgen(js_name = watchPageErrors)]
+    fn watch_page_errors() -> u32;
+    #[wasm_bindgen(js_name = pageErrorsSince)]
+    fn page_errors_since(n: u32) -> String;
+    #[wasm_bindgen(js_name = docsApp)]
+    fn docs_app(signal: &JsValue, account: &str, room: &str) -> JsValue;
+    #[wasm_bindgen(js_name = leaveRoom)]
+    fn leave_room(app: &JsValue) -> JsValue;
+    #[wasm_bindgen(js_name = channelCount)]
+    fn channel_count(app: &JsValue) -> u32;
+    fn count(obj: &JsValue, name: &str, arg: &JsValue) -> u32;
+    #[wasm_bindgen(js_name = untilPast)]
+    fn until_past(unix_seconds: f64) -> Promise;
+    #[wasm_bindgen(js_name = jsonParse)]
+    fn json_parse(text: &str) -> JsValue;
+    #[wasm_bindgen(js_name = waitForArg)]
+    fn wait_for_arg(obj: &JsValue, name: &str, arg: &JsValue, ms: u32) -> Promise;
+}
+
+/// Wait for a `name` callback whose first argument is `arg`; returns its arguments.
+async fn seen_with(obj: &JsValue, name: &str, arg: impl Into<JsValue>) -> Array {
+    let e = JsFuture::from(wait_for_arg(obj, name, &arg.into(), 8000))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let e: Array = e.into();
+    e.slice(1, e.length())
+}
+
+/// Fails the test on any uncaught page error or unhandled rejection during it.
+struct PageErrors(u32);
+
+fn page_errors() -> PageErrors {
+    PageErrors(watch_page_errors())
+}
+
+impl PageErrors {
+    /// Check at the end of a test (after an event that shows the test's work was done).
+    fn none(&self) {
+        let errors = page_errors_since(self.0);
+        assert!(errors.is_empty(), "page errors during the test:\n{errors}");
+    }
 }
 
 const SESSION_CBS: &[&str] = &[
@@ -182,6 +288,7 @@ async fn join(session: &JsValue, name: &str) -> JsValue {
 
 #[wasm_bindgen_test]
 fn signal_basics() {
+    let errors = page_errors();
     let s = Signal::new("appid1".into(), JsValue::UNDEFINED);
     assert_eq!(s.get_sdk_version(), "1.4.0");
     assert_eq!(s.get_sdk_version_int(), 1_010_400_000);
@@ -201,10 +308,12 @@ fn signal_basics() {
     );
     assert_eq!(s.error_text(99999.into()), "unknown error");
     s.set_up_debugging("ap_url", WS.into());
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn login_status_properties_and_logout() {
+    let errors = page_errors();
     let account = uniq("alice");
     let s = signal(WS).login(
         account.clone().into(),
@@ -225,10 +334,12 @@ async fn login_status_properties_and_logout() {
     assert!(ok && v == 101, "{v:?}");
     assert_eq!(seen(&s, "onLogout", 1).await.get(0), 101);
     assert_eq!(call(&s, "getStatus", &[]), 0);
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn login_failures() {
+    let errors = page_errors();
     let s = signal(WS).login(
         "has space".into(),
         "".into(),
@@ -249,10 +360,12 @@ async fn login_failures() {
     );
     record(&s, &names(SESSION_CBS));
     assert_eq!(seen(&s, "onLoginFailed", 1).await.get(0), 201);
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn callback_properties_are_real_properties() {
+    let errors = page_errors();
     let s = signal(WS).login(
         uniq("p").into(),
         "".into(),
@@ -284,10 +397,12 @@ async fn callback_properties_are_real_properties() {
     assert!(ok);
     let (ok, v) = settled(call(&s, "logout", &[])).await;
     assert!(ok && v == 101);
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn messages_between_two_sessions() {
+    let errors = page_errors();
     let (a, an) = user(WS, "a").await;
     let (b, bn) = user(WS, "b").await;
     let cb_log = Array::new();
@@ -325,10 +440,12 @@ async fn messages_between_two_sessions() {
         (err.get(0), err.get(1), err.get(2)),
         ("messageInstantSend".into(), 1005.into(), "too_large".into())
     );
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn methods_work_right_after_login_returns() {
+    let errors = page_errors();
     let (b, bn) = user(WS, "b").await;
     let a = signal(WS).login(
         uniq("a").into(),
@@ -350,10 +467,12 @@ async fn methods_work_right_after_login_returns() {
         seen(&b, "onMessageInstantReceive", 1).await.get(2),
         "sent before login finished"
     );
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn channels_members_messages_attributes_and_leave() {
+    let errors = page_errors();
     let (a, an) = user(WS, "a").await;
     let (b, bn) = user(WS, "b").await;
     let room = uniq("room");
@@ -443,10 +562,12 @@ async fn channels_members_messages_attributes_and_leave() {
     assert_eq!(get(&e, "reason"), "not_in_channel");
     assert_eq!(cb_calls.length(), 4);
     let _ = an;
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn several_channels_at_once_route_by_name() {
+    let errors = page_errors();
     let (a, _) = user(WS, "a").await;
     let (b, _) = user(WS, "b").await;
     let (r1, r2) = (uniq("r1"), uniq("r2"));
@@ -466,10 +587,12 @@ async fn several_channels_at_once_route_by_name() {
     );
     assert_eq!(entries(&a1, "onMessageChannelReceive").length(), 1);
     assert_eq!(entries(&a2, "onMessageChannelReceive").length(), 1);
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn invoke_callbacks_and_promises() {
+    let errors = page_errors();
     let (a, an) = user(WS, "a").await;
     let args = js_sys::JSON::parse(&format!("{{\"account\":\"{an}\"}}")).unwrap();
     let (ok, v) = settled(call(
@@ -501,10 +624,12 @@ async fn invoke_callbacks_and_promises() {
     assert!(!ok);
     assert_eq!(get(&e, "reason"), "unknown_function");
     assert_eq!(get(&e, "code"), 1002);
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn calls_accept_dtmf_end_refuse_and_offline() {
+    let errors = page_errors();
     let (a, an) = user(WS, "a").await;
     let (b, bn) = user(WS, "b").await;
     let out = call(
@@ -571,10 +696,12 @@ async fn calls_accept_dtmf_end_refuse_and_offline() {
     record(&out3, &names(CALL_CBS));
     let failed = seen(&out3, "onInviteFailed", 1).await;
     assert_eq!((failed.get(0), failed.get(1)), (extra.into(), 703.into()));
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn reconnect_after_the_connection_is_cut() {
+    let errors = page_errors();
     let (a, an) = user(PROXY_WS, "a").await;
     let (b, _) = user(WS, "b").await;
     let room = uniq("re");
@@ -612,10 +739,12 @@ async fn reconnect_after_the_connection_is_cut() {
     );
     assert_eq!(entries(&ca, "onChannelJoined").length(), 1);
     assert_eq!(entries(&a, "onLogout").length(), 0);
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn channel_join_failures() {
+    let errors = page_errors();
     let (a, _) = user(WS, "a").await;
     let ch = call(&a, "channelJoin", &["has space".into()]);
     record(&ch, &names(CHANNEL_CBS));
@@ -634,6 +763,7 @@ async fn channel_join_failures() {
         seen(&ch, "onChannelJoinFailed", 1).await.get(0),
         "not_logged_in"
     );
+    errors.none();
 }
 
 /// Console lines printed during a login + logout at this log setting.
@@ -660,6 +790,7 @@ async fn log_lines(enabled: bool, level: &str) -> Vec<String> {
 
 #[wasm_bindgen_test]
 async fn set_do_log_levels() {
+    let errors = page_errors();
     let debug = log_lines(true, "DEBUG").await;
     assert!(
         debug
@@ -690,10 +821,12 @@ async fn set_do_log_levels() {
     assert!(warning.is_empty(), "{warning:?}");
     let off = log_lines(false, "DEBUG").await;
     assert!(off.is_empty(), "{off:?}");
+    errors.none();
 }
 
 #[wasm_bindgen_test]
 async fn fails_over_to_another_node_when_its_node_goes_away() {
+    let errors = page_errors();
     let (Some(a_url), Some(a_ctl), Some(b_url)) = (CLUSTER_A, CLUSTER_A_CTL, CLUSTER_B) else {
         panic!("OPENSIG_TEST_CLUSTER_A / _A_CTL / _B are not set (scripts/test sets them)");
     };
@@ -752,4 +885,723 @@ async fn fails_over_to_another_node_when_its_node_goes_away() {
     JsFuture::from(control(&format!("{a_ctl}/up")))
         .await
         .unwrap();
+    errors.none();
+}
+
+/// A Signal of `app` pointing at `url`, as a JS value (for JS-side app code).
+fn signal_value(app: &str, url: &str) -> JsValue {
+    let s = Signal::new(app.into(), JsValue::UNDEFINED);
+    s.setup_debugging("ap_url", url.into());
+    s.into()
+}
+
+fn strict() -> (&'static str, &'static str, &'static str) {
+    match (STRICT_WS, STRICT_PROXY_WS, STRICT_PROXY_CTL) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => panic!("OPENSIG_TEST_STRICT_WS / _STRICT_PROXY_WS / _STRICT_PROXY_CTL are not set (scripts/test sets them)"),
+    }
+}
+
+async fn proxy(ctl: &str, what: &str) {
+    JsFuture::from(control(&format!("{ctl}/{what}")))
+        .await
+        .unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn an_app_written_from_the_docs_survives_cut_connections() {
+    let errors = page_errors();
+    let room = uniq("docs");
+    let app = docs_app(&signal_value("webtest", PROXY_WS), &uniq("alice"), &room);
+    seen(&app, "onChannelJoined", 1).await;
+    // b joins after a: b's member list has a in it
+    let (b, bn) = user(WS, "b").await;
+    let cb = join(&b, &room).await;
+    // the connection is cut twice; the app joins again in each onLoginSuccess
+    for n in 2..=3 {
+        JsFuture::from(cut(PROXY_CTL)).await.unwrap();
+        seen(&app, "onReconnected", n - 1).await;
+        seen(&app, "onChannelJoined", n).await;
+        assert_eq!(
+            channel_count(&app),
+            1,
+            "one Channel object, not one per login"
+        );
+        let m = format!("message {n}");
+        settled(call(&cb, "messageChannelSend", &[m.as_str().into()])).await;
+        let got = seen(&app, "onMessageChannelReceive", n - 1).await;
+        // b's own copy comes after the rejoin's join event in the channel's order
+        seen(&cb, "onMessageChannelReceive", n - 1).await;
+        assert_eq!(
+            (got.get(0), got.get(1)),
+            (bn.as_str().into(), m.as_str().into())
+        );
+    }
+    // b sees a in the room exactly once: each leave b saw (a cut) was followed by a join
+    let an = get(&get(&app, "session"), "account");
+    let in_room = |cb: &JsValue| {
+        1 + count(cb, "onChannelUserJoined", &an) as i32
+            - count(cb, "onChannelUserLeaved", &an) as i32
+    };
+    assert_eq!(in_room(&cb), 1);
+    // every message arrived once: a last one proves nothing more is on its way
+    settled(call(&cb, "messageChannelSend", &["last".into()])).await;
+    seen(&app, "onMessageChannelReceive", 3).await;
+    assert_eq!(
+        count(&app, "onMessageChannelReceive", &JsValue::UNDEFINED),
+        3
+    );
+    // the user leaves the room; later cuts do not bring them back
+    let leaves = count(&cb, "onChannelUserLeaved", &an);
+    settled(leave_room(&app)).await;
+    seen(&cb, "onChannelUserLeaved", leaves + 1).await;
+    assert_eq!(in_room(&cb), 0);
+    JsFuture::from(cut(PROXY_CTL)).await.unwrap();
+    seen(&app, "onReconnected", 3).await;
+    let session = get(&app, "session");
+    let (ok, isin) = settled(call(
+        &session,
+        "channelQueryUserIsIn",
+        &[room.as_str().into(), get(&session, "account")],
+    ))
+    .await;
+    assert!(ok);
+    assert_eq!(isin, false, "still out of the room after the reconnect");
+    assert_eq!(in_room(&cb), 0);
+    assert_eq!(count(&app, "onLogout", &JsValue::UNDEFINED), 0);
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn no_page_error_while_reconnects_are_refused() {
+    let errors = page_errors();
+    let (a, _) = user(PROXY_WS, "a").await;
+    let room = uniq("refused");
+    let ca = join(&a, &room).await;
+    // the server "restarts": the connection is cut and new ones are refused for a while
+    proxy(PROXY_CTL, "down").await;
+    seen(&a, "onReconnecting", 3).await; // two refused attempts are behind us
+    proxy(PROXY_CTL, "up").await;
+    seen(&a, "onReconnected", 1).await;
+    seen(&ca, "onChannelUserList", 2).await;
+    assert_eq!(call(&a, "getStatus", &[]), 2);
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn reconnects_run_out_then_logout_102() {
+    let errors = page_errors();
+    let s = signal(PROXY_WS).login(
+        uniq("short").into(),
+        "".into(),
+        2.into(),
+        JsValue::UNDEFINED,
+    );
+    record(&s, &names(SESSION_CBS));
+    seen(&s, "onLoginSuccess", 1).await;
+    proxy(PROXY_CTL, "down").await;
+    assert_eq!(seen(&s, "onLogout", 1).await.get(0), 102);
+    proxy(PROXY_CTL, "up").await;
+    let attempts: Vec<JsValue> = entries(&s, "onReconnecting")
+        .iter()
+        .map(|e| Array::from(&e).get(1))
+        .collect();
+    assert_eq!(attempts, vec![JsValue::from(1), JsValue::from(2)]);
+    assert_eq!(call(&s, "getStatus", &[]), 0);
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_rejoin_leaves_the_channel_with_604() {
+    let errors = page_errors();
+    let (strict_ws, _, _) = strict();
+    // first the node behind the proxy (firehose open), then the strict node (firehose closed)
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"servers".into(), &strings(PROXY_WS, strict_ws)).unwrap();
+    let s = Signal::new("webtest".into(), options.into()).login(
+        uniq("fire").into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&s, &names(SESSION_CBS));
+    seen(&s, "onLoginSuccess", 1).await;
+    let fh = join(&s, "__agora_channel_event").await;
+    proxy(PROXY_CTL, "down").await;
+    seen(&s, "onReconnected", 1).await;
+    assert_eq!(seen(&fh, "onChannelLeaved", 1).await.get(0), 604);
+    assert_eq!(get(&fh, "state"), "leaved");
+    proxy(PROXY_CTL, "up").await;
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn invitations_time_out_with_704() {
+    let errors = page_errors();
+    let (a, _) = user(WS, "a").await;
+    let (b, _) = user(WS, "b").await;
+    let bn = get(&b, "account");
+    let extra = "{\"_timeout\":1}";
+    let out = call(
+        &a,
+        "channelInviteUser2",
+        &["room704".into(), bn, extra.into()],
+    );
+    record(&out, &names(CALL_CBS));
+    let inc = seen(&b, "onInviteReceived", 1).await.get(0);
+    record(&inc, &names(CALL_CBS));
+    seen(&out, "onInviteReceivedByPeer", 1).await;
+    // nobody answers
+    let failed = seen(&out, "onInviteFailed", 1).await;
+    assert_eq!((failed.get(0), failed.get(1)), (extra.into(), 704.into()));
+    assert_eq!(seen(&inc, "onInviteEndByPeer", 1).await.get(1), 704);
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn a_caller_gone_past_the_grace_period_fails_its_invitation_with_702() {
+    let errors = page_errors();
+    let (a, _) = user(PROXY_WS, "a").await;
+    let (b, _) = user(WS, "b").await;
+    let out = call(
+        &a,
+        "channelInviteUser2",
+        &["room702".into(), get(&b, "account"), "x".into()],
+    );
+    record(&out, &names(CALL_CBS));
+    let inc = seen(&b, "onInviteReceived", 1).await.get(0);
+    record(&inc, &names(CALL_CBS));
+    seen(&out, "onInviteReceivedByPeer", 1).await;
+    // the caller's network goes away (the test server's grace period is 2 s)
+    proxy(PROXY_CTL, "down").await;
+    let ended = seen(&inc, "onInviteEndByPeer", 1).await;
+    assert_eq!(ended.get(1), 702, "the callee stops ringing");
+    proxy(PROXY_CTL, "up").await;
+    seen(&a, "onReconnected", 1).await;
+    let failed = seen(&out, "onInviteFailed", 1).await;
+    assert_eq!((failed.get(0), failed.get(1)), ("x".into(), 702.into()));
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn the_caller_ends_a_ringing_invitation() {
+    let errors = page_errors();
+    let (a, _) = user(WS, "a").await;
+    let (b, _) = user(WS, "b").await;
+    let out = call(
+        &a,
+        "channelInviteUser2",
+        &["ring".into(), get(&b, "account"), "".into()],
+    );
+    record(&out, &names(CALL_CBS));
+    let inc = seen(&b, "onInviteReceived", 1).await.get(0);
+    record(&inc, &names(CALL_CBS));
+    seen(&out, "onInviteReceivedByPeer", 1).await;
+    assert!(settled(call(&out, "channelInviteEnd", &[])).await.0);
+    assert_eq!(seen(&out, "onInviteEndByMyself", 1).await.get(0), "");
+    seen(&inc, "onInviteEndByPeer", 1).await;
+    // the callee can no longer accept: its Call is over
+    assert_eq!(entries(&out, "onInviteAcceptedByPeer").length(), 0);
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn invoke_with_a_callback() {
+    let errors = page_errors();
+    let (a, an) = user(WS, "a").await;
+    let log = Array::new();
+    let cb = Closure::<dyn FnMut(JsValue, JsValue)>::new({
+        let log = log.clone();
+        move |err: JsValue, resp: JsValue| {
+            log.push(&Array::of2(&err, &resp));
+        }
+    });
+    let args = json_parse(&format!("{{\"account\":\"{an}\"}}"));
+    let keep = js_sys::JSON::stringify(&args).unwrap();
+    settled(call(
+        &a,
+        "invoke",
+        &[
+            "io.agora.signal.user_query_user_status".into(),
+            args.clone(),
+            cb.as_ref().clone(),
+        ],
+    ))
+    .await;
+    let first = Array::from(&log.get(0));
+    assert_eq!(first.get(0), "");
+    assert_eq!(
+        (get(&first.get(1), "status"), get(&first.get(1), "result")),
+        (1.into(), "ok".into())
+    );
+    assert_eq!(
+        js_sys::JSON::stringify(&args).unwrap(),
+        keep,
+        "args are not modified"
+    );
+    settled(call(
+        &a,
+        "invoke",
+        &[
+            "user_query_user_status".into(),
+            args.clone(),
+            cb.as_ref().clone(),
+        ],
+    ))
+    .await;
+    let second = Array::from(&log.get(1));
+    assert_eq!(
+        (second.get(0), second.get(1)),
+        ("invalid_function".into(), "".into())
+    );
+    settled(call(
+        &a,
+        "invoke",
+        &[
+            "io.agora.signal.channel_join".into(),
+            json_parse("{\"name\":\"has space\"}"),
+            cb.as_ref().clone(),
+        ],
+    ))
+    .await;
+    assert_eq!(Array::from(&log.get(2)).get(0), "invalid_args");
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn android_and_ios_methods() {
+    let errors = page_errors();
+    let (a, an) = user(WS, "a").await;
+    let (b, bn) = user(WS, "b").await;
+    for s in [&a, &b] {
+        record(
+            s,
+            &names(&[
+                "onQueryUserStatusResult",
+                "onUserAttrResult",
+                "onUserAttrAllResult",
+                "onChannelQueryUserNumResult",
+                "onChannelQueryUserIsIn",
+                "onMessageSendSuccess",
+                "onMessageSendError",
+                "onMessageInstantReceive",
+                "onError",
+            ]),
+        );
+    }
+    assert_eq!(get(&a, "uid"), 0);
+    // presence
+    let (ok, v) = settled(call(&a, "queryUserStatus", &[bn.as_str().into()])).await;
+    assert!(ok && v == 1);
+    let r = seen(&a, "onQueryUserStatusResult", 1).await;
+    assert_eq!((r.get(0), r.get(1)), (bn.as_str().into(), 1.into()));
+    settled(call(&a, "queryUserStatus", &[uniq("nobody").into()])).await;
+    assert_eq!(seen(&a, "onQueryUserStatusResult", 2).await.get(1), 0);
+    // user attributes, with the built-in _conn_timeout clamped into 20..120
+    assert!(
+        settled(call(&b, "setAttr", &["color".into(), "blue".into()]))
+            .await
+            .0
+    );
+    assert!(
+        settled(call(&b, "setAttr", &["_conn_timeout".into(), "5".into()]))
+            .await
+            .0
+    );
+    let (ok, v) = settled(call(&b, "getAttr", &["_conn_timeout".into()])).await;
+    assert!(ok && v == "20", "{v:?}");
+    let r = seen(&b, "onUserAttrResult", 1).await;
+    assert_eq!(
+        (r.get(0), r.get(1), r.get(2)),
+        (bn.as_str().into(), "_conn_timeout".into(), "20".into())
+    );
+    let (ok, v) = settled(call(
+        &a,
+        "getUserAttr",
+        &[bn.as_str().into(), "color".into()],
+    ))
+    .await;
+    assert!(ok && v == "blue");
+    let (ok, all) = settled(call(&a, "getUserAttrAll", &[bn.as_str().into()])).await;
+    assert!(ok);
+    assert_eq!(
+        (get(&all, "color"), get(&all, "_conn_timeout")),
+        ("blue".into(), "20".into())
+    );
+    let r = seen(&a, "onUserAttrAllResult", 1).await;
+    assert_eq!(r.get(0), bn.as_str());
+    assert_eq!(
+        get(&json_parse(&r.get(1).as_string().unwrap()), "color"),
+        "blue"
+    );
+    let (ok, mine) = settled(call(&b, "getAttrAll", &[])).await;
+    assert!(ok && get(&mine, "color") == "blue");
+    // channels: counts, membership, sends without joining
+    let room = uniq("q");
+    let cb = join(&b, &room).await;
+    let (ok, n) = settled(call(&a, "channelQueryUserNum", &[room.as_str().into()])).await;
+    assert!(ok && n == 1);
+    let r = seen(&a, "onChannelQueryUserNumResult", 1).await;
+    assert_eq!(
+        (r.get(0), r.get(1), r.get(2)),
+        (room.as_str().into(), 0.into(), 1.into())
+    );
+    let (ok, isin) = settled(call(
+        &a,
+        "channelQueryUserIsIn",
+        &[room.as_str().into(), bn.as_str().into()],
+    ))
+    .await;
+    assert!(ok && isin == true);
+    let r = seen(&a, "onChannelQueryUserIsIn", 1).await;
+    assert_eq!(
+        (r.get(0), r.get(1), r.get(2)),
+        (room.as_str().into(), bn.as_str().into(), 1.into())
+    );
+    let (ok, _) = settled(call(
+        &a,
+        "messageChannelSendForce",
+        &[room.as_str().into(), "from outside".into()],
+    ))
+    .await;
+    assert!(ok);
+    assert_eq!(
+        seen(&cb, "onMessageChannelReceive", 1).await.get(2),
+        "from outside"
+    );
+    let gone = call(&a, "channelJoin", &[room.as_str().into()]);
+    record(&gone, &names(CHANNEL_CBS));
+    seen(&gone, "onChannelJoined", 1).await;
+    settled(call(&gone, "channelLeave", &[])).await;
+    let (ok, _) = settled(call(&gone, "messageChannelSendForce", &["forced".into()])).await;
+    assert!(ok, "a Channel that left can still force a message");
+    assert_eq!(
+        seen(&cb, "onMessageChannelReceive", 2).await.get(2),
+        "forced"
+    );
+    // message ids: the app's, or one the SDK makes up
+    settled(call(
+        &a,
+        "messageInstantSend",
+        &[
+            bn.as_str().into(),
+            "with id".into(),
+            JsValue::UNDEFINED,
+            "m-1".into(),
+        ],
+    ))
+    .await;
+    seen_with(&a, "onMessageSendSuccess", "m-1").await;
+    settled(call(
+        &a,
+        "messageInstantSend",
+        &[bn.as_str().into(), "android style".into(), "m-2".into()],
+    ))
+    .await;
+    seen_with(&a, "onMessageSendSuccess", "m-2").await;
+    settled(call(
+        &a,
+        "messageInstantSend",
+        &[
+            bn.as_str().into(),
+            "x".repeat(9000).into(),
+            JsValue::UNDEFINED,
+            "m-3".into(),
+        ],
+    ))
+    .await;
+    let r = seen(&a, "onMessageSendError", 1).await;
+    assert_eq!((r.get(0), r.get(1)), ("m-3".into(), 1005.into()));
+    settled(call(
+        &a,
+        "messageInstantSend",
+        &[bn.as_str().into(), "no id".into()],
+    ))
+    .await;
+    // (two forced channel messages and m-1, m-2 came before)
+    assert!(seen(&a, "onMessageSendSuccess", 5)
+        .await
+        .get(0)
+        .as_string()
+        .unwrap()
+        .starts_with("opensig-"));
+    assert_eq!(seen(&b, "onMessageInstantReceive", 3).await.get(2), "no id");
+    let _ = an;
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn on_log_receives_the_sdk_log_lines() {
+    let errors = page_errors();
+    let s = signal(WS);
+    let lines = Array::new();
+    let hook = Closure::<dyn FnMut(JsValue)>::new({
+        let lines = lines.clone();
+        move |t: JsValue| {
+            lines.push(&t);
+        }
+    });
+    let sv: JsValue = s.into();
+    Reflect::set(&sv, &"onLog".into(), hook.as_ref()).unwrap();
+    assert!(get(&sv, "onLog").is_function());
+    let session = call(&sv, "login", &[uniq("logger").into(), "".into()]);
+    record(&session, &names(SESSION_CBS));
+    seen(&session, "onLoginSuccess", 1).await;
+    let all: Vec<String> = lines.iter().filter_map(|l| l.as_string()).collect();
+    assert!(
+        all.iter()
+            .any(|l| l.starts_with("opensig: send [\"login\"")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|l| l.starts_with("opensig: logged in as")),
+        "{all:?}"
+    );
+    // unhooked (the closure is about to be dropped) before the session ends
+    Reflect::set(&sv, &"onLog".into(), &JsValue::NULL).unwrap();
+    assert!(get(&sv, "onLog").is_undefined());
+    settled(call(&session, "logout", &[])).await;
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn special_channels_see_the_whole_app() {
+    let errors = page_errors();
+    let (w, _) = user(WS, "watcher").await;
+    let online = join(&w, "__agora_user_online").await;
+    let events = join(&w, "__agora_channel_event").await;
+    // someone logs in, joins a room, leaves it, logs out
+    let (c, cn) = user(WS, "c").await;
+    seen_with(&online, "onChannelUserJoined", cn.as_str()).await;
+    let room = uniq("fire");
+    let cr = join(&c, &room).await;
+    seen_with(&events, "onChannelUserJoined", cn.as_str()).await;
+    settled(call(&cr, "channelLeave", &[])).await;
+    seen_with(&events, "onChannelUserLeaved", cn.as_str()).await;
+    settled(call(&c, "logout", &[])).await;
+    seen_with(&online, "onChannelUserLeaved", cn.as_str()).await;
+    // nobody can send into them
+    let (ok, e) = settled(call(&online, "messageChannelSend", &["x".into()])).await;
+    assert!(!ok && get(&e, "reason") == "reserved_channel");
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn built_in_channel_attributes() {
+    let errors = page_errors();
+    let (a, _) = user(WS, "a").await;
+    let (b, bn) = user(WS, "b").await;
+    let room = uniq("attrs");
+    let ca = join(&a, &room).await;
+    // _member_num is the server's; bad values of the others are refused
+    let (ok, e) = settled(call(
+        &ca,
+        "channelSetAttr",
+        &["_member_num".into(), "9".into()],
+    ))
+    .await;
+    assert!(!ok && get(&e, "reason") == "read_only_attr" && get(&e, "code") == 1004);
+    let (ok, e) = settled(call(
+        &ca,
+        "channelSetAttr",
+        &["_channel_ttl".into(), "soon".into()],
+    ))
+    .await;
+    assert!(!ok && get(&e, "reason") == "invalid_args");
+    // _auto_update_num: the member count is pushed when it changed
+    assert!(
+        settled(call(
+            &ca,
+            "channelSetAttr",
+            &["_auto_update_num".into(), "1".into()]
+        ))
+        .await
+        .0
+    );
+    let cb = join(&b, &room).await;
+    let u = seen_with(&ca, "onChannelAttrUpdated", "_member_num").await;
+    assert_eq!((u.get(1), u.get(2)), ("2".into(), "update".into()));
+    assert!(
+        settled(call(
+            &ca,
+            "channelSetAttr",
+            &["_auto_update_num".into(), "0".into()]
+        ))
+        .await
+        .0
+    );
+    // _userNotification=0: no join/leave events; a message after the join proves it
+    assert!(
+        settled(call(
+            &ca,
+            "channelSetAttr",
+            &["_userNotification".into(), "0".into()]
+        ))
+        .await
+        .0
+    );
+    let (c, cn) = user(WS, "c").await;
+    let cc = join(&c, &room).await;
+    settled(call(&cc, "messageChannelSend", &["after joining".into()])).await;
+    assert_eq!(
+        seen(&ca, "onMessageChannelReceive", 1).await.get(2),
+        "after joining"
+    );
+    assert_eq!(count(&ca, "onChannelUserJoined", &cn.as_str().into()), 0);
+    // _sendmsg_limit=1: a second message within the second is refused
+    assert!(
+        settled(call(
+            &ca,
+            "channelSetAttr",
+            &["_sendmsg_limit".into(), "1".into()]
+        ))
+        .await
+        .0
+    );
+    let sends: Vec<JsValue> = (0..5)
+        .map(|i| call(&cb, "messageChannelSend", &[format!("burst {i}").into()]))
+        .collect();
+    let mut limited = 0;
+    for p in sends {
+        let (ok, e) = settled(p).await;
+        if !ok {
+            assert_eq!(
+                (get(&e, "reason"), get(&e, "code")),
+                ("rate_limited".into(), 1001.into())
+            );
+            limited += 1;
+        }
+    }
+    assert!(limited >= 1, "burst of 5 at 1 msg/s");
+    // _setattr_limit=1: the same for changes of one attribute
+    assert!(
+        settled(call(
+            &ca,
+            "channelSetAttr",
+            &["_setattr_limit".into(), "1".into()]
+        ))
+        .await
+        .0
+    );
+    let sets: Vec<JsValue> = (0..5)
+        .map(|i| {
+            call(
+                &cb,
+                "channelSetAttr",
+                &["topic".into(), format!("t{i}").into()],
+            )
+        })
+        .collect();
+    let mut refused = 0;
+    for p in sets {
+        if !settled(p).await.0 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1);
+    // _channel_ttl: the attributes outlive the last member
+    assert!(
+        settled(call(
+            &ca,
+            "channelSetAttr",
+            &["_channel_ttl".into(), "600".into()]
+        ))
+        .await
+        .0
+    );
+    for ch in [&ca, &cb, &cc] {
+        settled(call(ch, "channelLeave", &[])).await;
+    }
+    let again = join(&b, &room).await;
+    let topic = seen_with(&again, "onChannelAttrUpdated", "topic").await;
+    assert_eq!(
+        topic.get(2),
+        "update",
+        "topic kept while the room was empty"
+    );
+    let _ = bn;
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn token_renewal_keeps_a_session_alive_past_its_first_token() {
+    let errors = page_errors();
+    let (_, proxy_ws, proxy_ctl) = strict();
+    let now = js_sys::Date::now() / 1000.0;
+    let short = (now + 4.0) as u64;
+    let make =
+        |account: &str, expiry: u64| opensig_protocol::token::sign(CERT_APP, CERT, account, expiry);
+    // two sessions with tokens of a few seconds; one renews when warned, the other does not
+    let (renewing, idle) = (uniq("renew"), uniq("stale"));
+    let s1 = Signal::new(CERT_APP.into(), JsValue::UNDEFINED);
+    s1.setup_debugging("ap_url", proxy_ws.into());
+    let a = s1.login(
+        renewing.clone().into(),
+        make(&renewing, short).into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(
+        &a,
+        &names(&[
+            "onLoginSuccess",
+            "onLogout",
+            "onReconnected",
+            "onTokenWillExpire",
+        ]),
+    );
+    let s2 = Signal::new(CERT_APP.into(), JsValue::UNDEFINED);
+    s2.setup_debugging("ap_url", proxy_ws.into());
+    let b = s2.login(
+        idle.clone().into(),
+        make(&idle, short).into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(
+        &b,
+        &names(&[
+            "onLoginSuccess",
+            "onLogout",
+            "onReconnected",
+            "onTokenWillExpire",
+        ]),
+    );
+    seen(&a, "onLoginSuccess", 1).await;
+    seen(&b, "onLoginSuccess", 1).await;
+    // the tokens expire within 30 s: the warning comes at once
+    seen(&a, "onTokenWillExpire", 1).await;
+    seen(&b, "onTokenWillExpire", 1).await;
+    // a token for someone else, or another app, is refused; the right one is taken
+    let (ok, e) = settled(call(&a, "renewToken", &[make(&idle, short + 3600).into()])).await;
+    assert!(!ok && get(&e, "reason") == "token_invalid", "{e:?}");
+    let (ok, e) = settled(call(
+        &a,
+        "renewToken",
+        &[opensig_protocol::token::sign("otherapp", CERT, &renewing, short + 3600).into()],
+    ))
+    .await;
+    assert!(!ok && get(&e, "code") == 206, "{e:?}");
+    assert!(
+        settled(call(
+            &a,
+            "renewToken",
+            &[make(&renewing, short + 3600).into()]
+        ))
+        .await
+        .0
+    );
+    // after the first tokens expired, both connections are cut
+    JsFuture::from(until_past(short as f64 + 1.0))
+        .await
+        .unwrap();
+    proxy(proxy_ctl, "cut").await;
+    seen(&a, "onReconnected", 1).await;
+    assert_eq!(
+        seen(&b, "onLogout", 1).await.get(0),
+        105,
+        "re-login with an expired token"
+    );
+    assert_eq!(count(&a, "onLogout", &JsValue::UNDEFINED), 0);
+    errors.none();
 }

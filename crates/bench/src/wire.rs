@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use opensig_protocol::client::frames::{self, Body};
 use opensig_protocol::json::quote;
+use opensig_protocol::names::{call, fixed, msgtype};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Mutex};
 use tokio_tungstenite::tungstenite::Message;
@@ -163,14 +165,9 @@ pub async fn open(
     Ok(ws.split())
 }
 
-/// The opensig login frame.
+/// The opensig login frame (the SDK's own builder).
 pub fn login_frame(app: &str, user: &str, token: &str) -> String {
-    format!(
-        "[\"login\",{{\"vid\":{},\"account\":{},\"uid\":0,\"token\":{},\"device\":\"websdk\",\"ip\":\"\"}}]",
-        quote(app),
-        quote(user),
-        quote(token)
-    )
+    frames::login(app, user, token)
 }
 
 /// The `line` of a successful `login_ret` frame, or the error.
@@ -280,10 +277,7 @@ impl Client {
     }
 
     fn call2(&self, name: &str, id: u64, args: &str) -> String {
-        format!(
-            "[\"call2\",[\"{name}\",{id},{{{args},\"line\":{}}}]]",
-            quote(&self.line)
-        )
+        frames::call2(name, id, args, &self.line)
     }
 
     /// Send and wait for the matching reply (setup steps).
@@ -302,9 +296,9 @@ impl Client {
     pub async fn join(&self, channel: &str) -> Result<()> {
         match self.proto {
             Proto::Opensig => {
-                let args = format!("\"name\":{}", quote(channel));
+                let args = Body::new().s("name", channel).0;
                 let r = self
-                    .request(|id| self.call2("channel_join", id, &args))
+                    .request(|id| self.call2(call::CHANNEL_JOIN, id, &args))
                     .await?;
                 if !r.is_empty() {
                     bail!("join refused: {r}");
@@ -339,11 +333,8 @@ impl Client {
         let frame = match self.proto {
             Proto::Opensig => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                self.call2(
-                    "channel_sendmsg",
-                    id,
-                    &format!("\"name\":{},\"msg\":{}", quote(channel), quote(payload)),
-                )
+                let args = Body::new().s("name", channel).s("msg", payload).0;
+                self.call2(call::CHANNEL_SENDMSG, id, &args)
             }
             Proto::SocketIo => format!("42[\"msg\",{},{}]", quote(channel), quote(payload)),
             Proto::Nats => format!("PUB ch.{channel} {}\r\n{payload}\r\n", payload.len()),
@@ -356,15 +347,13 @@ impl Client {
         let frame = match self.proto {
             Proto::Opensig => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                self.call2(
-                    "user_sendmsg",
-                    id,
-                    &format!(
-                        "\"peer\":{},\"flag\":\"v1:E:3600\",\"t\":\"instant\",\"content\":{}",
-                        quote(to),
-                        quote(payload)
-                    ),
-                )
+                let args = Body::new()
+                    .s("peer", to)
+                    .s("flag", fixed::DEFAULT_MSG_FLAG)
+                    .s("t", msgtype::INSTANT)
+                    .s("content", payload)
+                    .0;
+                self.call2(call::USER_SENDMSG, id, &args)
             }
             Proto::SocketIo => format!("42[\"dm\",{},{}]", quote(to), quote(payload)),
             Proto::Nats => format!("PUB u.{to} {}\r\n{payload}\r\n", payload.len()),
@@ -407,7 +396,8 @@ async fn read_loop(
                 if proto == Proto::Opensig && max_version > acked {
                     acked = max_version;
                     ack_id += 1;
-                    let f = format!("[\"call2\",[\"user_getmsg\",{ack_id},{{\"ver_clear\":{acked},\"max\":30,\"line\":{}}}]]", quote(&line));
+                    let args = Body::new().n("ver_clear", acked).n("max", 30).0;
+                    let f = frames::call2(call::USER_GETMSG, ack_id, &args, &line);
                     let _ = tx.lock().await.send(Message::text(f)).await;
                 }
                 continue;

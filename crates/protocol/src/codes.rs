@@ -222,6 +222,10 @@ pub enum ErrorKind {
     Timeout,
     /// The session ended (logout, kick, reconnect given up) before the reply (client-side).
     SessionEnded,
+    /// A renewed token is not a valid token of this app and account.
+    TokenInvalid,
+    /// A renewed token has expired already.
+    TokenExpired,
 }
 
 impl ErrorKind {
@@ -246,6 +250,8 @@ impl ErrorKind {
             InvalidFunction => "invalid_function",
             Timeout => "timeout",
             SessionEnded => "session_ended",
+            TokenInvalid => "token_invalid",
+            TokenExpired => "token_expired",
         }
     }
 
@@ -263,6 +269,8 @@ impl ErrorKind {
             NotInChannel => Code::SendMessageOther,
             PeerOffline => Code::InvitePeerOffline,
             Unavailable => Code::General,
+            TokenInvalid => Code::LoginTokenWrong,
+            TokenExpired => Code::LoginTokenExpired,
         }
     }
 
@@ -287,6 +295,8 @@ impl ErrorKind {
             InvalidFunction,
             Timeout,
             SessionEnded,
+            TokenInvalid,
+            TokenExpired,
         ]
     };
 

@@ -84,12 +84,26 @@ fn millis(start: Instant) -> Millis {
     start.elapsed().as_millis() as Millis
 }
 
+/// Fresh randomness for the reconnect jitter (std's per-process random hash keys).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
 async fn run(
-    config: Config,
+    mut config: Config,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     events: mpsc::UnboundedSender<Event<Value>>,
 ) {
     let start = Instant::now();
+    config.jitter_seed ^= random_seed();
+    if config.unix_ms_at_zero == 0 {
+        config.unix_ms_at_zero = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+    }
     let max_frame = config.limits.max_frame_bytes * 16;
     let mut client: Client<Value> = Client::new(config, millis(start));
     let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Input>();

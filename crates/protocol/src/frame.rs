@@ -351,6 +351,9 @@ pub enum Request {
     UserGetAttrAll {
         account: String,
     },
+    UserRenewToken {
+        token: String,
+    },
     ChannelJoin {
         name: String,
     },
@@ -512,6 +515,9 @@ impl Request {
             },
             call::USER_GET_ATTR_ALL => Request::UserGetAttrAll {
                 account: a.text("account")?,
+            },
+            call::USER_RENEW_TOKEN => Request::UserRenewToken {
+                token: a.text_or("token", "")?,
             },
             call::CHANNEL_JOIN => Request::ChannelJoin {
                 name: a.text("name")?,

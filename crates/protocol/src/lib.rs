@@ -12,13 +12,12 @@ pub mod limits;
 pub mod msg;
 pub mod names;
 pub mod small;
+pub mod token;
 
 #[cfg(feature = "tokio")]
 pub mod driver;
 #[cfg(feature = "serde")]
 pub mod frame;
-#[cfg(feature = "token")]
-pub mod token;
 #[cfg(feature = "zlib")]
 pub mod zlib;
 

@@ -88,8 +88,10 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Client: default `reconnect_count`.
     pub reconnect_count_default: u32,
-    /// Client: default `reconnect_time` in milliseconds (the shipped 1.4.0 value).
+    /// Client: default `reconnect_time` in milliseconds (the docs' 30 s).
     pub reconnect_time_default_ms: u64,
+    /// Client: how long before the token's expiry `onTokenWillExpire` fires (ms).
+    pub token_expiry_warning_ms: u64,
 }
 
 impl Default for Limits {
@@ -132,7 +134,8 @@ impl Default for Limits {
             client_login_timeout_ms: 30_000,
             request_timeout_ms: 30_000,
             reconnect_count_default: 10,
-            reconnect_time_default_ms: 300_000,
+            reconnect_time_default_ms: 30_000,
+            token_expiry_warning_ms: 30_000,
         }
     }
 }

@@ -82,6 +82,10 @@ pub mod call {
     /// End a call or withdraw an invite.
     pub const VOIP_INVITE_BYE: &str = "voip_invite_bye";
 
+    /// opensig: hand the session a fresh token for its later logins (`session.renewToken`);
+    /// the server checks it belongs to the session's app and account.
+    pub const USER_RENEW_TOKEN: &str = "user_renew_token";
+
     /// Prefix that `invoke` requires on function names.
     pub const INVOKE_PREFIX: &str = "io.agora.signal.";
 
@@ -111,6 +115,7 @@ pub mod call {
         VOIP_INVITE_REFUSE,
         VOIP_INVITE_MSG,
         VOIP_INVITE_BYE,
+        USER_RENEW_TOKEN,
     ];
 }
 

@@ -1,9 +1,13 @@
 //! The client state machine against a scripted server with a simulated clock: no sockets, no
 //! sleeps. Every frame the client sends and every event it raises is checked.
 
-use opensig_protocol::client::{Action, CallEvent, Client, Config, ConnId, Event, Millis, State};
+use opensig_protocol::client::{
+    reconnect_delay_range, reconnect_time_ms, Action, CallEvent, Client, Config, ConnId, Event,
+    Millis, State,
+};
 use opensig_protocol::json::JsonValue;
 use opensig_protocol::Code;
+use opensig_protocol::Limits;
 use serde_json::{json, Value};
 
 struct H {
@@ -79,6 +83,16 @@ impl H {
             left -= step;
             self.frame(json!(["pong", 0]));
         }
+    }
+
+    /// Advance to the next reconnect attempt; returns how long it was in coming (ms).
+    fn until_reconnect(&mut self) -> Millis {
+        let (start, before) = (self.now, self.connects.len());
+        while self.connects.len() == before {
+            let t = self.c.poll_timeout().expect("a reconnect is scheduled");
+            self.advance(t - self.now);
+        }
+        self.now - start
     }
 
     fn conn(&self) -> ConnId {
@@ -281,21 +295,19 @@ fn reconnect_schedule_then_logout_102() {
     let mut h = H::logged_in(cfg(&["ws://a/"]));
     h.close();
     assert_eq!(h.c.state(), State::Reconnecting);
-    let mut attempts = vec![];
+    let mut delays = vec![];
     for _ in 0..10 {
-        let before = h.connects.len();
-        let start = h.now;
-        while h.connects.len() == before {
-            h.advance(100);
-        }
-        attempts.push(h.now - start);
+        delays.push(h.until_reconnect());
         h.close(); // refused
     }
-    // 200 ms doubling to 2 s (measured in 100 ms steps)
-    assert_eq!(
-        attempts,
-        vec![200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000, 2000]
-    );
+    // 200 ms doubling to 2 s, each step jittered inside its range
+    for (n, d) in delays.iter().enumerate() {
+        let (lo, hi) = reconnect_delay_range(n as u32);
+        assert!(
+            (lo..=hi).contains(d),
+            "attempt {n}: {d} ms not in {lo}..={hi}"
+        );
+    }
     let ev = h.take_events();
     let n: Vec<u32> = ev
         .iter()
@@ -316,17 +328,103 @@ fn reconnect_schedule_then_logout_102() {
 }
 
 #[test]
+fn reconnect_delays_are_spread_across_clients() {
+    // ten thousand clients of a node that died must not come back in lockstep
+    let mut first = vec![];
+    let mut third = vec![];
+    for seed in 0..2000u64 {
+        let mut c = cfg(&["ws://a/"]);
+        c.jitter_seed = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xabcdef;
+        let mut h = H::logged_in(c);
+        h.close();
+        first.push(h.until_reconnect());
+        h.close();
+        h.until_reconnect();
+        h.close();
+        third.push(h.until_reconnect());
+    }
+    for (delays, (lo, hi)) in [
+        (&first, reconnect_delay_range(0)),
+        (&third, reconnect_delay_range(2)),
+    ] {
+        let min = *delays.iter().min().unwrap();
+        let max = *delays.iter().max().unwrap();
+        assert!(min >= lo && max <= hi, "{min}..{max} outside {lo}..{hi}");
+        // spread over the range: no 10 % slice of it holds more than a fifth of the clients
+        let width = (hi - lo) / 10;
+        for k in 0..10 {
+            let slice = delays
+                .iter()
+                .filter(|d| **d >= lo + k * width && **d < lo + (k + 1) * width)
+                .count();
+            assert!(
+                slice < delays.len() / 5,
+                "slice {k} holds {slice} of {}",
+                delays.len()
+            );
+        }
+    }
+    // the same seed gives the same schedule (the simulated clock is deterministic)
+    let once = |seed| {
+        let mut c = cfg(&["ws://a/"]);
+        c.jitter_seed = seed;
+        let mut h = H::logged_in(c);
+        h.close();
+        h.until_reconnect()
+    };
+    assert_eq!(once(42), once(42));
+}
+
+#[test]
+fn reconnect_time_defaults_to_the_documented_30_seconds() {
+    // the docs' reconnect_time is in seconds: 30 by default, 5 in Agora's own samples
+    assert_eq!(Limits::default().reconnect_time_default_ms, 30_000);
+    assert_eq!(reconnect_time_ms(5.0), 5_000);
+    assert_eq!(reconnect_time_ms(30.0), 30_000);
+    assert_eq!(
+        reconnect_time_ms(300_000.0),
+        300_000,
+        "1.4.0's code unit still works"
+    );
+    // an app that passes 30 (as the docs suggest) survives an outage of 20 s
+    let mut c = cfg(&["ws://a/"]);
+    c.reconnect_count = 100;
+    c.reconnect_time_ms = reconnect_time_ms(30.0);
+    let mut h = H::logged_in(c);
+    h.close();
+    while h.now < 20_000 {
+        h.until_reconnect();
+        h.close();
+    }
+    h.until_reconnect();
+    h.open();
+    h.login_ok("L2");
+    assert_eq!(h.c.state(), State::LoggedIn);
+    assert!(!h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::Logout { .. })));
+}
+
+#[test]
 fn reconnect_window_applies() {
     let mut c = cfg(&["ws://a/"]);
     c.reconnect_time_ms = 1_000;
     let mut h = H::logged_in(c);
     h.close();
-    h.advance(200);
-    h.close();
-    h.advance(400);
-    h.close();
-    h.advance(800); // now past the 1 s window
-    h.close();
+    let mut waited = 0;
+    while h.c.state() == State::Reconnecting {
+        waited += h.until_reconnect();
+        h.close();
+    }
+    assert!(
+        waited >= 1_000,
+        "attempts went on for the window, {waited} ms"
+    );
+    assert!(
+        waited < 1_000 + 2_000,
+        "no attempt starts after the window, {waited} ms"
+    );
     assert_eq!(
         h.take_events().last(),
         Some(&Event::Logout {
@@ -352,7 +450,7 @@ fn reconnect_keeps_state_rejoins_and_resends() {
     h.take_events();
     h.take_sent();
     h.close();
-    h.advance(200);
+    h.until_reconnect();
     assert_eq!(h.take_events(), vec![Event::Reconnecting { attempt: 1 }]);
     h.open();
     h.login_ok("L2");
@@ -413,19 +511,24 @@ fn reconnect_keeps_state_rejoins_and_resends() {
 }
 
 #[test]
-fn failed_relogin_ends_the_session() {
-    let mut h = H::logged_in(cfg(&["ws://a/"]));
-    h.close();
-    h.advance(200);
-    h.open();
-    h.frame(json!(["login_ret", ["TokenErrorExpired", "{}"]]));
-    assert_eq!(
-        h.take_events().last(),
-        Some(&Event::Logout {
-            code: Code::LogoutNet
-        })
-    );
-    assert_eq!(h.c.state(), State::LoggedOut);
+fn failed_relogin_ends_the_session_with_the_reason() {
+    for (err, code) in [
+        ("TokenErrorExpired", Code::LogoutTokenExpired),
+        ("TokenErrorInvalid", Code::LogoutTokenWrong),
+        ("kick", Code::LogoutKicked),
+    ] {
+        let mut h = H::logged_in(cfg(&["ws://a/"]));
+        h.close();
+        h.until_reconnect();
+        h.open();
+        h.frame(json!(["login_ret", [err, "{}"]]));
+        assert_eq!(
+            h.take_events().last(),
+            Some(&Event::Logout { code }),
+            "{err}"
+        );
+        assert_eq!(h.c.state(), State::LoggedOut);
+    }
 }
 
 #[test]
@@ -944,4 +1047,324 @@ fn lbs_lookup_then_connect_with_the_url_rule() {
             code: Code::LoginNet
         }]
     );
+}
+
+/// Reply to the last `channel_join` for `name` with a member list.
+fn join_ok(h: &mut H, name: &str, list: Value) {
+    let id = h
+        .sent
+        .iter()
+        .rev()
+        .find(|(_, f)| f[1][0] == "channel_join" && f[1][2]["name"] == name)
+        .unwrap_or_else(|| panic!("no channel_join {name}"))
+        .1[1][1]
+        .as_u64()
+        .unwrap();
+    h.reply(id, json!({"result": "ok", "list": list, "attrs": {}}));
+}
+
+fn joined_events(ev: &[Event<Value>]) -> usize {
+    ev.iter()
+        .filter(|e| matches!(e, Event::ChannelJoined { .. }))
+        .count()
+}
+
+#[test]
+fn one_channel_per_name_joined_once() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    // joining: the same Channel, one request
+    let first = h.c.channel_join("room", h.now);
+    let again = h.c.channel_join("room", h.now);
+    h.pump();
+    assert_eq!(first, again);
+    assert_eq!(h.calls("channel_join").len(), 1);
+    join_ok(&mut h, "room", json!([["alice", 0]]));
+    assert_eq!(joined_events(&h.take_events()), 1, "announced once");
+    // joined: the same Channel; asked again and announced again (as a join would be)
+    h.take_sent();
+    let third = h.c.channel_join("room", h.now);
+    h.pump();
+    assert_eq!(third, first);
+    assert_eq!(h.calls("channel_join").len(), 1);
+    join_ok(&mut h, "room", json!([["alice", 0], ["bob", 0]]));
+    let ev = h.take_events();
+    assert_eq!(
+        ev,
+        vec![
+            Event::ChannelJoined { ch: first },
+            Event::ChannelUserList {
+                ch: first,
+                list: json!([["alice", 0], ["bob", 0]])
+            }
+        ]
+    );
+    // events of the channel reach that one Channel once
+    let content = json!({"channel": "room", "account": "bob", "uid": 0, "msg": "hi"}).to_string();
+    h.frame(json!([
+        "notify",
+        [
+            "channel2",
+            "room",
+            5,
+            format!("msg-v2 bob 0 room channel_msg - {content}")
+        ]
+    ]));
+    assert_eq!(
+        h.take_events(),
+        vec![Event::ChannelMessage {
+            ch: first,
+            account: json!("bob"),
+            uid: json!(0),
+            msg: json!("hi")
+        }]
+    );
+}
+
+#[test]
+fn joining_in_every_login_success_survives_reconnects() {
+    // the tutorials join their room in onLoginSuccess, which fires again after a reconnect
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let ch = h.c.channel_join("room", h.now);
+    h.pump();
+    join_ok(&mut h, "room", json!([["alice", 0]]));
+    h.take_events();
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.take_sent();
+    h.login_ok("L2");
+    assert!(h
+        .take_events()
+        .contains(&Event::LoginSuccess { uid: json!(0) }));
+    // the app's onLoginSuccess runs now and joins again
+    let again = h.c.channel_join("room", h.now);
+    h.pump();
+    assert_eq!(again, ch, "the same Channel, not a second one");
+    assert_eq!(h.calls("channel_join").len(), 1, "only the rejoin goes out");
+    join_ok(&mut h, "room", json!([["alice", 0]]));
+    let ev = h.take_events();
+    assert_eq!(
+        joined_events(&ev),
+        1,
+        "the rejoin announces the channel: {ev:?}"
+    );
+    // leave through it; a later reconnect does not bring the user back
+    let leave = h.c.channel_leave(ch, "room", h.now);
+    h.pump();
+    let id = h.call_id("channel_leave");
+    h.reply(id, json!({"result": "ok"}));
+    assert!(h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::Done { req, .. } if *req == leave)));
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.take_sent();
+    h.login_ok("L3");
+    assert!(
+        h.calls("channel_join").is_empty(),
+        "no rejoin of a channel left"
+    );
+    // a join during the reconnect itself (before the login) also stays one Channel
+    let ch2 = h.c.channel_join("lobby", h.now);
+    h.pump();
+    join_ok(&mut h, "lobby", json!([]));
+    h.take_events();
+    h.close();
+    assert_eq!(h.c.channel_join("lobby", h.now), ch2);
+    h.until_reconnect();
+    h.open();
+    h.take_sent();
+    h.login_ok("L4");
+    assert_eq!(h.calls("channel_join").len(), 1);
+    join_ok(&mut h, "lobby", json!([]));
+    assert_eq!(joined_events(&h.take_events()), 1);
+}
+
+#[test]
+fn leaving_then_joining_the_same_name_makes_a_new_channel() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let ch = h.c.channel_join("room", h.now);
+    h.pump();
+    join_ok(&mut h, "room", json!([]));
+    h.c.channel_leave(ch, "room", h.now);
+    let next = h.c.channel_join("room", h.now);
+    assert_ne!(next, ch);
+}
+
+#[test]
+fn a_failed_rejoin_leaves_with_604() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let ch = h.c.channel_join("room", h.now);
+    h.pump();
+    join_ok(&mut h, "room", json!([]));
+    h.take_events();
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.take_sent();
+    h.login_ok("L2");
+    let id = h.call_id("channel_join");
+    h.reply_err(id, "reserved_channel");
+    assert!(h
+        .take_events()
+        .contains(&Event::ChannelLeft { ch, code: 604 }));
+    // the name is free again
+    assert_ne!(h.c.channel_join("room", h.now), ch);
+}
+
+fn token(app: &str, expiry: u64) -> String {
+    format!("1:{app}:{expiry}:0123456789abcdef0123456789abcdef")
+}
+
+#[test]
+fn token_will_expire_fires_30_s_before_the_expiry_and_renewal_is_used_at_the_next_login() {
+    // the driver's time 0 is Unix time 1,000,000 s; the token expires 100 s later
+    let mut c = cfg(&["ws://a/"]);
+    c.unix_ms_at_zero = 1_000_000_000;
+    c.token = token("app", 1_000_100);
+    let mut h = H::logged_in(c);
+    h.advance_alive(69_000);
+    assert!(!h.take_events().contains(&Event::TokenWillExpire));
+    h.advance_alive(1_000);
+    assert_eq!(
+        h.take_events()
+            .iter()
+            .filter(|e| **e == Event::TokenWillExpire)
+            .count(),
+        1
+    );
+    // renewal: checked locally, then by the server
+    let fresh = token("app", 1_003_600);
+    let req = h.c.renew_token(&fresh, h.now);
+    h.pump();
+    assert_eq!(h.c.token(), fresh);
+    let sent = h.calls("user_renew_token");
+    assert_eq!(sent[0]["token"], fresh.as_str());
+    let id = h.call_id("user_renew_token");
+    h.reply(id, json!({"result": "ok"}));
+    assert!(h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::Done { req: r, result: Ok(_) } if *r == req)));
+    // the next login (after a loss) uses it, and the warning is re-armed for it
+    h.close();
+    h.until_reconnect();
+    h.take_sent();
+    h.open();
+    let login = &h.take_sent()[0];
+    assert_eq!(login[1]["token"], fresh.as_str());
+    h.login_ok("L2");
+    h.advance_alive(3_600_000 - 30_000 - h.now - 1_000);
+    assert!(!h.take_events().contains(&Event::TokenWillExpire));
+    h.advance_alive(2_000);
+    assert!(h.take_events().contains(&Event::TokenWillExpire));
+}
+
+#[test]
+fn renewal_refusals_keep_the_token_in_use() {
+    let mut c = cfg(&["ws://a/"]);
+    c.unix_ms_at_zero = 1_000_000_000;
+    c.token = token("app", 1_000_100);
+    let mut h = H::logged_in(c);
+    let before = h.c.token().to_string();
+    for (bad, err) in [
+        (token("otherapp", 1_003_600), "token_invalid"),
+        (token("app", 999_000), "token_expired"),
+    ] {
+        let req = h.c.renew_token(&bad, h.now);
+        h.pump();
+        let ev = h.take_events();
+        assert!(
+            ev.iter().any(
+                |e| matches!(e, Event::Done { req: r, result: Err(f) } if *r == req && f.err == err)
+            ),
+            "{ev:?}"
+        );
+        assert_eq!(h.c.token(), before);
+    }
+    // the server refuses it (another account's token): back to the previous one
+    let other = token("app", 1_003_600);
+    let req = h.c.renew_token(&other, h.now);
+    h.pump();
+    let id = h.call_id("user_renew_token");
+    h.reply_err(id, "token_invalid");
+    let ev = h.take_events();
+    assert!(ev.iter().any(|e| matches!(e, Event::Done { req: r, result: Err(f) } if *r == req && f.code == Code::LoginTokenWrong)));
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Error {
+            name: "renewToken",
+            ..
+        }
+    )));
+    assert_eq!(h.c.token(), before);
+}
+
+#[test]
+fn a_token_renewed_while_reconnecting_is_used_by_the_next_attempt() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.close();
+    let fresh = token("app", 0);
+    h.c.renew_token(&fresh, h.now);
+    h.until_reconnect();
+    h.open();
+    assert_eq!(h.take_sent()[0][1]["token"], fresh.as_str());
+    h.login_ok("L2");
+    assert_eq!(
+        h.calls("user_renew_token").len(),
+        1,
+        "then confirmed with the server"
+    );
+}
+
+#[test]
+fn android_and_ios_queries_send_their_call2() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    h.c.query_user_status("bob", h.now);
+    h.c.set_attr("color", "blue", h.now);
+    h.c.get_user_attr(None, "color", h.now);
+    h.c.get_user_attr(Some("bob"), "color", h.now);
+    h.c.get_user_attr_all(None, h.now);
+    h.c.get_user_attr_all(Some("bob"), h.now);
+    h.c.channel_query_user_num("room", h.now);
+    h.c.channel_query_user_is_in("room", "bob", h.now);
+    h.c.channel_send("room", "psst", true, h.now);
+    h.pump();
+    let got: Vec<Value> = h
+        .take_sent()
+        .into_iter()
+        .map(|f| {
+            let mut args = f[1][2].clone();
+            args.as_object_mut().unwrap().remove("line");
+            args.as_object_mut().unwrap().remove("msgID");
+            json!([f[1][0], args])
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            json!(["user_query_user_status", {"account": "bob"}]),
+            json!(["user_set_attr", {"name": "color", "value": "blue"}]),
+            json!(["user_get_attr", {"account": "alice", "name": "color"}]),
+            json!(["user_get_attr", {"account": "bob", "name": "color"}]),
+            json!(["user_get_attr_all", {"account": "alice"}]),
+            json!(["user_get_attr_all", {"account": "bob"}]),
+            json!(["channel_query_num", {"name": "room"}]),
+            json!(["channel_query_user_isin", {"name": "room", "account": "bob"}]),
+            json!(["channel_sendmsg", {"name": "room", "msg": "psst", "force": true}]),
+        ]
+    );
+    // bad input is refused locally with the op's name
+    h.c.query_user_status("has space", h.now);
+    h.pump();
+    assert!(h.take_events().iter().any(|e| matches!(
+        e,
+        Event::Error {
+            name: "queryUserStatus",
+            code: Code::GeneralWrongParam,
+            ..
+        }
+    )));
 }

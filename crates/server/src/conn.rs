@@ -175,10 +175,12 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>, ip: std::ne
                     .await;
                 let _ = sink.close().await;
             }
-            Ending::Silently | Ending::Gone => {
+            Ending::Silently => {
                 let _ = sink.close().await;
             }
-            Ending::Stalled => {}
+            // the peer is gone (or stuck): nobody to say goodbye to, and its session must end
+            // now, not after a farewell timeout (a reconnect may already be on its way)
+            Ending::Gone | Ending::Stalled => {}
         }
     };
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, farewell).await;
@@ -216,6 +218,40 @@ fn ending_signal(signals: &Signals, stats: &Stats) -> Option<Ending> {
         return Some(Ending::With(out::close(), close::NORMAL));
     }
     None
+}
+
+/// Why a token is not accepted.
+enum TokenRefusal {
+    UnknownApp,
+    Expired,
+    Invalid,
+}
+
+/// The app's token rule: development mode and apps without a certificate accept any token;
+/// an app with one needs a SignalingToken of this account, not expired.
+fn token_check(
+    config: &crate::ServerConfig,
+    app: &str,
+    account: &str,
+    token_text: &str,
+) -> Result<(), TokenRefusal> {
+    if config.development_mode() {
+        return Ok(());
+    }
+    match config.apps.get(app) {
+        None => Err(TokenRefusal::UnknownApp),
+        Some(None) => Ok(()),
+        Some(Some(cert)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            token::verify(token_text, app, cert, account, now).map_err(|e| match e {
+                token::TokenError::Expired => TokenRefusal::Expired,
+                token::TokenError::Invalid => TokenRefusal::Invalid,
+            })
+        }
+    }
 }
 
 struct Reader<E: Engine> {
@@ -373,26 +409,16 @@ impl<E: Engine> Reader<E> {
         {
             return Err(login_error::WRONG_ACCOUNT);
         }
-        if shared.config.development_mode() {
-            if !opensig_protocol::limits::valid_name(&login.vid, 128) {
-                return Err(login_error::TOKEN_UNKNOWN_APP);
-            }
-            return Ok(());
+        if shared.config.development_mode()
+            && !opensig_protocol::limits::valid_name(&login.vid, 128)
+        {
+            return Err(login_error::TOKEN_UNKNOWN_APP);
         }
-        match shared.config.apps.get(&login.vid) {
-            None => Err(login_error::TOKEN_UNKNOWN_APP),
-            Some(Some(cert)) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                match token::verify(&login.token, &login.vid, cert, &login.account, now) {
-                    Ok(()) => Ok(()),
-                    Err(token::TokenError::Expired) => Err(login_error::TOKEN_EXPIRED),
-                    Err(token::TokenError::Invalid) => Err(login_error::TOKEN_INVALID),
-                }
-            }
-            Some(None) => Ok(()),
+        match token_check(&shared.config, &login.vid, &login.account, &login.token) {
+            Ok(()) => Ok(()),
+            Err(TokenRefusal::UnknownApp) => Err(login_error::TOKEN_UNKNOWN_APP),
+            Err(TokenRefusal::Expired) => Err(login_error::TOKEN_EXPIRED),
+            Err(TokenRefusal::Invalid) => Err(login_error::TOKEN_INVALID),
         }
     }
 
@@ -534,6 +560,13 @@ impl<E: Engine> Reader<E> {
                 };
                 engine.send_message(&app, mail).await?;
                 Stats::inc(&self.shared.stats.p2p_messages);
+            }
+            Request::UserRenewToken { token } => {
+                // the next logins of this session use it: it must be this account's
+                token_check(&shared.config, &app, &me, &token).map_err(|e| match e {
+                    TokenRefusal::Expired => ErrorKind::TokenExpired,
+                    _ => ErrorKind::TokenInvalid,
+                })?;
             }
             Request::UserQueryUserStatus { account } => {
                 l.check_account(&account)?;

@@ -307,3 +307,45 @@ fn token_subcommand_prints_a_verifiable_token() {
         Err(token::TokenError::Expired)
     );
 }
+
+#[tokio::test]
+async fn a_session_renews_its_token_with_its_own_tokens_only() {
+    let srv = server_with(|c| {
+        c.add_app(&format!("{SECURE}:{CERT}")).unwrap();
+        c.add_app("open").unwrap();
+    })
+    .await;
+    let url = srv.ws_url();
+    let mut raw = Raw::connect(&url).await;
+    let first = token::sign(SECURE, CERT, "ivy", now_secs() + 60);
+    assert_eq!(raw.login(SECURE, "ivy", &first).await[1][0], "");
+    let renew = |t: String| json!({ "token": t });
+    let fresh = token::sign(SECURE, CERT, "ivy", now_secs() + 3600);
+    assert_eq!(raw.call("user_renew_token", 1, renew(fresh)).await.0, "");
+    for (bad, err) in [
+        (
+            token::sign(SECURE, CERT, "someone-else", now_secs() + 3600),
+            "token_invalid",
+        ),
+        (
+            token::sign(SECURE, "0000", "ivy", now_secs() + 3600),
+            "token_invalid",
+        ),
+        (
+            token::sign(SECURE, CERT, "ivy", now_secs() - 5),
+            "token_expired",
+        ),
+        ("_no_need_token".to_string(), "token_invalid"),
+    ] {
+        assert_eq!(raw.call("user_renew_token", 2, renew(bad)).await.0, err);
+    }
+    // an app without a certificate takes any token
+    let mut raw = Raw::connect(&url).await;
+    raw.login("open", "jay", "").await;
+    assert_eq!(
+        raw.call("user_renew_token", 1, renew("_no_need_token".into()))
+            .await
+            .0,
+        ""
+    );
+}

@@ -36,8 +36,11 @@ async function main(): Promise<string> {
     if ((e as SignalError).code !== 1005) return 'wrong code ' + (e as SignalError).code;
   }
   const status = alice.getStatus();
+  // the Android/iOS extras, typed
+  const online: number = await alice.queryUserStatus('bob' + tag);
+  const inRoom: boolean = await alice.channelQueryUserIsIn('npm' + tag, 'bob' + tag);
   await alice.logout();
-  return `ok ${got} members=${members} status=${status}`;
+  return `ok ${got} members=${members} status=${status} online=${online} inRoom=${inRoom}`;
 }
 
 main().then(

@@ -1,0 +1,354 @@
+//! Channel objects: one per channel name while it is joined or being joined, routed by name,
+//! rejoined after a reconnect, with the channel's events in sequence order.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::{
+    frames::Body,
+    requests::{JoinMode, Kind},
+    ChannelId, Client, Event, Failure, Millis, ReqId, State,
+};
+use crate::codes::{Code, ErrorKind};
+use crate::json::JsonValue;
+use crate::limits::Limits;
+use crate::msg;
+use crate::names::{attr_change, call, msgtype};
+use crate::small::VecMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChanState {
+    Joining,
+    Joined,
+    Left,
+}
+
+#[derive(Clone, Debug)]
+struct Chan {
+    name: String,
+    state: ChanState,
+    last_seq: u64,
+    /// A rejoin after a reconnect is awaited (or in flight).
+    rejoining: bool,
+    /// The app called `channelJoin` again meanwhile: the rejoin's reply announces the channel
+    /// (`ChannelJoined`) as a join would.
+    announce: bool,
+}
+
+/// The session's Channel objects.
+#[derive(Debug, Default)]
+pub(super) struct Channels {
+    map: VecMap<u32, Chan>,
+    /// The live Channel of each name.
+    by_name: VecMap<String, u32>,
+    /// The most recent join (events without a channel name go there, as in the original).
+    current: Option<u32>,
+}
+
+impl<V: JsonValue> Client<V> {
+    /// `channelJoin(name)`: the Channel of that name. A channel this session has joined or is
+    /// joining keeps its one Channel (no second membership): a join in progress announces it
+    /// once; a joined channel is asked for again and announced again (`ChannelJoined` and a
+    /// fresh member list), also when the call comes during a reconnect (the rejoin announces
+    /// it). Otherwise a new Channel, whose outcome arrives as `ChannelJoined` or
+    /// `ChannelJoinFailed`; before the login completes the join is queued.
+    pub fn channel_join(&mut self, name: &str, now: Millis) -> ChannelId {
+        if self.state != State::LoggedOut {
+            if let Some(ch) = self.live_channel(name) {
+                let logged_in = self.state == State::LoggedIn;
+                let c = self.chans.map.get_mut(&ch).expect("live channel");
+                if c.state == ChanState::Joined {
+                    if logged_in && !c.rejoining {
+                        let body = Body::new().s("name", name).0;
+                        let mode = JoinMode::Again;
+                        self.request(
+                            call::CHANNEL_JOIN,
+                            body,
+                            Kind::Join { ch, mode },
+                            "channelJoin",
+                            now,
+                        );
+                    } else {
+                        c.announce = true;
+                    }
+                }
+                return ChannelId(ch);
+            }
+        }
+        let ch = self.new_id();
+        self.chans.map.insert(
+            ch,
+            Chan {
+                name: name.into(),
+                state: ChanState::Joining,
+                last_seq: 0,
+                rejoining: false,
+                announce: false,
+            },
+        );
+        let check = if self.state == State::LoggedOut {
+            Err(ErrorKind::NotLoggedIn)
+        } else {
+            self.cfg.limits.check_channel(name)
+        };
+        match check {
+            Ok(()) => {
+                self.chans.by_name.insert(name.into(), ch);
+                self.chans.current = Some(ch);
+                let body = Body::new().s("name", name).0;
+                let kind = Kind::Join {
+                    ch,
+                    mode: JoinMode::Initial,
+                };
+                self.request(call::CHANNEL_JOIN, body, kind, "channelJoin", now);
+            }
+            Err(e) => {
+                if let Some(c) = self.chans.map.get_mut(&ch) {
+                    c.state = ChanState::Left;
+                }
+                self.events.push_back(Event::ChannelJoinFailed {
+                    ch: ChannelId(ch),
+                    err: e.as_str().into(),
+                });
+                self.events.push_back(Event::Error {
+                    name: "channelJoin",
+                    code: e.code(),
+                    desc: e.as_str().into(),
+                });
+            }
+        }
+        ChannelId(ch)
+    }
+
+    /// The Channel of `name` that is joined or joining.
+    fn live_channel(&self, name: &str) -> Option<u32> {
+        let ch = *self.chans.by_name.get(name)?;
+        let c = self.chans.map.get(&ch)?;
+        (c.state != ChanState::Left).then_some(ch)
+    }
+
+    /// After a reconnect: join every joined channel again, ahead of anything queued.
+    pub(super) fn rejoin_channels(&mut self, now: Millis) {
+        let rejoin: Vec<(u32, String)> = self
+            .chans
+            .map
+            .iter_mut()
+            .filter(|(_, c)| c.state == ChanState::Joined)
+            .map(|(id, c)| {
+                c.rejoining = true;
+                (*id, c.name.clone())
+            })
+            .collect();
+        for (ch, name) in rejoin {
+            let body = Body::new().s("name", &name).0;
+            let kind = Kind::Join {
+                ch,
+                mode: JoinMode::Rejoin,
+            };
+            self.request_front(call::CHANNEL_JOIN, body, kind, "channelJoin", now);
+        }
+    }
+
+    pub(super) fn join_reply(&mut self, ch: u32, mode: JoinMode, result: &Result<V, Failure<V>>) {
+        let Some(c) = self.chans.map.get_mut(&ch) else {
+            return;
+        };
+        if c.state == ChanState::Left {
+            return;
+        }
+        match result {
+            Ok(body) => {
+                c.state = ChanState::Joined;
+                c.last_seq = 0;
+                let announce = mode != JoinMode::Rejoin || c.announce;
+                if mode == JoinMode::Rejoin {
+                    c.rejoining = false;
+                    c.announce = false;
+                }
+                if announce {
+                    self.events
+                        .push_back(Event::ChannelJoined { ch: ChannelId(ch) });
+                }
+                let list = body
+                    .get("list")
+                    .unwrap_or_else(|| V::parse("[]").unwrap_or_else(|| V::from_string("")));
+                self.events.push_back(Event::ChannelUserList {
+                    ch: ChannelId(ch),
+                    list,
+                });
+                if let Some(attrs) = body.get("attrs") {
+                    let update = V::from_string(attr_change::UPDATE);
+                    for k in attrs.keys() {
+                        if let Some(v) = attrs.get(&k) {
+                            self.events.push_back(Event::ChannelAttr {
+                                ch: ChannelId(ch),
+                                name: V::from_string(&k),
+                                value: v,
+                                kind: update.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            // asked again while joined: still joined (the error is reported as such)
+            Err(_) if mode == JoinMode::Again => {}
+            Err(f) => {
+                c.state = ChanState::Left;
+                let name = c.name.clone();
+                if self.chans.by_name.get(&name) == Some(&ch) {
+                    self.chans.by_name.remove(&name);
+                }
+                let ev = if mode == JoinMode::Rejoin {
+                    Event::ChannelLeft {
+                        ch: ChannelId(ch),
+                        code: Code::LeaveChannelDisconn.value(),
+                    }
+                } else {
+                    Event::ChannelJoinFailed {
+                        ch: ChannelId(ch),
+                        err: f.err.clone(),
+                    }
+                };
+                self.events.push_back(ev);
+            }
+        }
+    }
+
+    /// The leave of Channel `ch` completed.
+    pub(super) fn left(&mut self, ch: u32) {
+        if let Some(c) = self.chans.map.remove(&ch) {
+            if self.chans.by_name.get(&c.name) == Some(&ch) {
+                self.chans.by_name.remove(&c.name);
+            }
+            if self.chans.current == Some(ch) {
+                self.chans.current = None;
+            }
+        }
+        self.events.push_back(Event::ChannelLeft {
+            ch: ChannelId(ch),
+            code: 0,
+        });
+    }
+
+    /// A channel event: routed by name (only an event without a name goes to the newest
+    /// channel); sequences at or below the last one seen are dropped.
+    pub(super) fn on_channel2(&mut self, channel: &str, seq: u64, text: &str) {
+        let routed = if channel.is_empty() {
+            self.chans.current
+        } else {
+            self.chans.by_name.get(channel).copied()
+        };
+        let Some(ch) = routed else {
+            return;
+        };
+        let Some(c) = self.chans.map.get_mut(&ch) else {
+            return;
+        };
+        if c.last_seq != 0 && seq <= c.last_seq {
+            return;
+        }
+        c.last_seq = seq;
+        let Some(m) = msg::parse(text) else { return };
+        let Some(content) = V::parse(m.content) else {
+            self.log("ignored a channel event whose content is not JSON");
+            return;
+        };
+        let get = |k: &str| content.get(k).unwrap_or_else(|| V::from_string(""));
+        let ch = ChannelId(ch);
+        let ev = match m.kind {
+            msgtype::CHANNEL_MSG => Event::ChannelMessage {
+                ch,
+                account: get("account"),
+                uid: get("uid"),
+                msg: get("msg"),
+            },
+            msgtype::CHANNEL_USER_JOIN => Event::ChannelUserJoined {
+                ch,
+                account: get("account"),
+                uid: get("uid"),
+            },
+            msgtype::CHANNEL_USER_LEAVE => Event::ChannelUserLeft {
+                ch,
+                account: get("account"),
+                uid: get("uid"),
+            },
+            msgtype::CHANNEL_ATTR_UPDATE => Event::ChannelAttr {
+                ch,
+                name: get("name"),
+                value: get("value"),
+                kind: get("type"),
+            },
+            _ => return,
+        };
+        self.events.push_back(ev);
+    }
+
+    /// `channel.channelLeave()`; completes with `ChannelLeft` and `Done`.
+    pub fn channel_leave(&mut self, ch: ChannelId, name: &str, now: Millis) -> ReqId {
+        let name = match self.chans.map.get_mut(&ch.0) {
+            Some(c) => {
+                c.state = ChanState::Left;
+                c.name.clone()
+            }
+            None => name.into(),
+        };
+        let body = Body::new().s("name", &name).0;
+        self.request(
+            call::CHANNEL_LEAVE,
+            body,
+            Kind::Leave { ch: ch.0 },
+            "channelLeave",
+            now,
+        )
+    }
+
+    /// `channel.messageChannelSend(msg)`; `force` sends without membership
+    /// (`messageChannelSendForce`).
+    pub fn channel_send(&mut self, name: &str, text: &str, force: bool, now: Millis) -> ReqId {
+        let l = &self.cfg.limits;
+        let check = l
+            .check_channel(name)
+            .and_then(|_| Limits::check_len(text.len(), l.channel_message_max_bytes));
+        let mut body = Body::new().s("name", name).s("msg", text);
+        body = body.s("msgID", &self.unique_id());
+        if force {
+            body = body.raw("force", "true");
+        }
+        let op = if force {
+            "messageChannelSendForce"
+        } else {
+            "messageChannelSend"
+        };
+        self.checked(check, call::CHANNEL_SENDMSG, body.0, Kind::User, op, now)
+    }
+
+    /// `channelSetAttr` (`value` Some), `channelDelAttr` (`name` Some, `value` None) or
+    /// `channelClearAttr` (both None).
+    pub fn channel_attr(
+        &mut self,
+        channel: &str,
+        name: Option<&str>,
+        value: Option<&str>,
+        now: Millis,
+    ) -> ReqId {
+        let l = &self.cfg.limits;
+        let mut check = l.check_channel(channel);
+        let mut body = Body::new().s("channel", channel);
+        let (fname, op) = match (name, value) {
+            (Some(n), Some(v)) => {
+                check = check
+                    .and_then(|_| l.check_attr_name(n))
+                    .and_then(|_| Limits::check_len(v.len(), l.attr_value_max_bytes));
+                body = body.s("name", n).s("value", v);
+                (call::CHANNEL_SET_ATTR, "channelSetAttr")
+            }
+            (Some(n), None) => {
+                check = check.and_then(|_| l.check_attr_name(n));
+                body = body.s("name", n);
+                (call::CHANNEL_DEL_ATTR, "channelDelAttr")
+            }
+            _ => (call::CHANNEL_CLEAR_ATTR, "channelClearAttr"),
+        };
+        self.checked(check, fname, body.0, Kind::User, op, now)
+    }
+}
