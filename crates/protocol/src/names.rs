@@ -219,6 +219,8 @@ pub mod login_error {
     pub const TOO_MANY_LOGINS: &str = "too_many_logins";
     /// A second `login` on a logged-in connection (the connection stays).
     pub const ALREADY_LOGGED_IN: &str = "already_logged_in";
+    /// A login frame whose payload is not a login (fields of the wrong type) → 201.
+    pub const MALFORMED: &str = "invalid_login";
 }
 
 /// WebSocket close frames the server sends (code, reason).

@@ -17,9 +17,9 @@ use std::collections::VecDeque;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use opensig_protocol::frame::{out, Call2, ClientFrame, Login, Request, VoipKind};
+use opensig_protocol::frame::{out, Call2, ClientFrame, DecodeError, Login, Request, VoipKind};
 use opensig_protocol::limits::flag_ttl_secs;
-use opensig_protocol::names::{attr, close, login_error, msgtype, special};
+use opensig_protocol::names::{attr, close, event, login_error, msgtype, special};
 use opensig_protocol::{token, zlib, ErrorKind, Limits};
 
 use crate::delivery::{ConnHandle, Frame, Signals};
@@ -326,6 +326,15 @@ impl<E: Engine> Reader<E> {
     async fn frame(&mut self, text: &str) -> Flow {
         let frame = match ClientFrame::decode(text) {
             Ok(f) => f,
+            // a login of any shape is answered (the client would wait for its reply)
+            Err(DecodeError::BadPayload(event::LOGIN)) if self.session.is_none() => {
+                Stats::inc(&self.shared.stats.login_failures);
+                self.close_with(
+                    out::login_failed(login_error::MALFORMED),
+                    close::LOGIN_REFUSED,
+                );
+                return Flow::Stop;
+            }
             Err(e) => {
                 debug!(conn = self.handle.id, "ignored frame: {e}");
                 return Flow::Continue;

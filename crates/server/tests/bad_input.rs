@@ -224,6 +224,24 @@ async fn line_login_and_repeated_login_are_handled() {
 }
 
 #[tokio::test]
+async fn a_login_of_any_shape_gets_a_login_ret() {
+    let srv = server().await;
+    for payload in [
+        json!({"vid": APP, "account": "x", "token": {"an": "object"}}),
+        json!({"vid": ["an", "array"], "account": "x", "token": ""}),
+        json!("not an object"),
+        json!([1, 2, 3]),
+    ] {
+        let mut raw = Raw::connect(&srv.ws_url()).await;
+        raw.send_value(json!(["login", payload])).await;
+        let r = raw.recv().await.expect("an answer");
+        assert_eq!(r[0], "login_ret", "{payload}");
+        assert_eq!(r[1][0], "invalid_login");
+        assert!(raw.recv().await.is_none(), "then the connection closes");
+    }
+}
+
+#[tokio::test]
 async fn relogin_storm_leaves_one_session_and_no_leaks() {
     let srv = server().await;
     let mut by = Bystanders::new(&srv.ws_url()).await;
