@@ -1,5 +1,5 @@
 //! Operation sequences against a real server connection handler: one in-process
-//! opensig-server (memory engine) on loopback, and per input up to three WebSocket clients
+//! opensig-server (memory store) on loopback, and per input up to three WebSocket clients
 //! doing logins, call2s of every name with fuzzed arguments, raw text, binary (zlib or not),
 //! set_flag, pings and abrupt closes. A panic anywhere in the server aborts the process (the
 //! fuzzer reports it). After each input every client is gone, and the server must be back to
@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use opensig_fuzz::Args;
 use opensig_protocol::names::call;
 use opensig_protocol::zlib;
-use opensig_server::engine::{AnyEngine, Engine};
+use opensig_server::store::{AnyStore, Store};
 use opensig_server::{ServerConfig, Shared};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -66,7 +66,7 @@ const APPS: &[&str] = &["app1", "app2", ""];
 
 struct Harness {
     rt: Runtime,
-    shared: Arc<Shared<AnyEngine>>,
+    shared: Arc<Shared<AnyStore>>,
     url: String,
 }
 
@@ -172,11 +172,11 @@ async fn run(ops: Vec<Op>, url: &str) {
 }
 
 /// Every session and membership of the input is gone, and a newcomer is served.
-async fn check(shared: &Shared<AnyEngine>, url: &str) {
-    let engine = &shared.engine;
+async fn check(shared: &Shared<AnyStore>, url: &str) {
+    let store = shared.store();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let fp = engine.footprint();
+        let fp = store.footprint().await;
         if fp.sessions == 0 && fp.members == 0 {
             break;
         }
@@ -205,7 +205,7 @@ async fn check(shared: &Shared<AnyEngine>, url: &str) {
     assert_eq!(got, Ok(true), "the server stopped answering");
     drop(ws);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while engine.footprint().sessions != 0 {
+    while store.footprint().await.sessions != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the probe's session stayed"

@@ -422,7 +422,7 @@ fn scalar_text(v: &Value) -> Option<String> {
 fn uint(v: &Value) -> Option<u64> {
     // JavaScript clients send every number as a double: integral values up to 2^53 are exact,
     // anything larger (1e300, 2^64) is not a count or a version but garbage.
-    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+    const MAX_SAFE: f64 = crate::limits::MAX_SAFE_INTEGER as f64;
     match v {
         Value::Number(n) => n.as_u64().or_else(|| {
             n.as_f64()
@@ -577,6 +577,177 @@ impl Request {
     }
 }
 
+/// A frame with one number still to write in (a channel event's sequence, a mailbox
+/// message's version): `head`, the number in decimal, then `tail`. Whoever assigns the number
+/// (a store, atomically with the change) fills it in without knowing the frame's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    /// Text before the number.
+    pub head: String,
+    /// Text after the number.
+    pub tail: String,
+}
+
+impl Template {
+    /// The frame with `n` written in.
+    pub fn fill(&self, n: u64) -> String {
+        let mut s = String::with_capacity(self.head.len() + self.tail.len() + 20);
+        s.push_str(&self.head);
+        crate::json::push_u64(&mut s, n);
+        s.push_str(&self.tail);
+        s
+    }
+}
+
+/// The outcome of a successful call2, as its reply body carries it (`"result":"ok"` plus
+/// these fields).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// No fields.
+    Done,
+    /// `user_getmsg` / `user_getmsg2`: the acknowledged version and `[version, text]` pairs.
+    Mail {
+        /// Highest acknowledged version (`None`: not part of the reply, mode 1).
+        ver_clear: Option<u64>,
+        /// Messages, ascending.
+        msgs: Vec<(u64, std::sync::Arc<str>)>,
+    },
+    /// `user_query_user_status`.
+    UserStatus {
+        /// Who.
+        account: String,
+        /// 1 online, 0 offline.
+        status: u8,
+    },
+    /// `user_get_attr`.
+    UserAttr {
+        /// Whose.
+        account: String,
+        /// Attribute name.
+        name: String,
+        /// Its value (`""` when unset).
+        value: String,
+    },
+    /// `user_get_attr_all`: `json` is the JSON text of the attributes.
+    UserAttrAll {
+        /// Whose.
+        account: String,
+        /// Name and value, in name order.
+        attrs: Vec<(String, String)>,
+    },
+    /// `channel_join`: the latest members and every attribute.
+    Join {
+        /// Members, oldest first.
+        list: Vec<String>,
+        /// Attributes in insertion order.
+        attrs: Vec<(String, String)>,
+    },
+    /// `channel_query_num`.
+    ChannelNum {
+        /// Channel.
+        name: String,
+        /// Member count.
+        num: usize,
+    },
+    /// `channel_query_user_isin`.
+    ChannelIsIn {
+        /// Channel.
+        name: String,
+        /// Who.
+        account: String,
+        /// 1 or 0.
+        isin: u8,
+    },
+    /// `channel_query_userlist[_all]`.
+    UserList {
+        /// Channel.
+        name: String,
+        /// Member count.
+        num: usize,
+        /// Latest members, oldest first.
+        list: Vec<String>,
+    },
+}
+
+/// `[[account, 0], …]`, the member lists' shape.
+fn member_list(list: &[String]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|a| Value::Array(vec![Value::String(a.clone()), 0.into()]))
+            .collect(),
+    )
+}
+
+fn object(pairs: &[(String, String)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+impl Reply {
+    /// The reply body's fields besides `result`.
+    fn fields(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.into(), v);
+        };
+        match self {
+            Reply::Done => {}
+            Reply::Mail { ver_clear, msgs } => {
+                if let Some(v) = ver_clear {
+                    put("ver_clear", (*v).into());
+                }
+                let list = msgs
+                    .iter()
+                    .map(|(v, t)| Value::Array(vec![(*v).into(), Value::String(t.to_string())]))
+                    .collect();
+                put("msgs", Value::Array(list));
+            }
+            Reply::UserStatus { account, status } => {
+                put("account", account.as_str().into());
+                put("status", (*status).into());
+            }
+            Reply::UserAttr {
+                account,
+                name,
+                value,
+            } => {
+                put("account", account.as_str().into());
+                put("name", name.as_str().into());
+                put("value", value.as_str().into());
+            }
+            Reply::UserAttrAll { account, attrs } => {
+                put("account", account.as_str().into());
+                put("json", json_text(&object(attrs)).into());
+            }
+            Reply::Join { list, attrs } => {
+                put("list", member_list(list));
+                put("attrs", Value::Object(object(attrs)));
+            }
+            Reply::ChannelNum { name, num } => {
+                put("name", name.as_str().into());
+                put("num", (*num).into());
+            }
+            Reply::ChannelIsIn {
+                name,
+                account,
+                isin,
+            } => {
+                put("name", name.as_str().into());
+                put("account", account.as_str().into());
+                put("isin", (*isin).into());
+            }
+            Reply::UserList { name, num, list } => {
+                put("name", name.as_str().into());
+                put("num", (*num).into());
+                put("list", member_list(list));
+            }
+        }
+        m
+    }
+}
+
 /// Builders of every frame the server sends, serialised once.
 pub mod out {
     use super::*;
@@ -624,6 +795,14 @@ pub mod out {
         s
     }
 
+    /// The reply frame of a successful call2.
+    pub fn call2_reply(id: &Value, reply: &Reply) -> String {
+        match reply {
+            Reply::Done => call2_ok_plain(id),
+            other => call2_ok(id, other.fields()),
+        }
+    }
+
     /// `["call2-ret",[id,"<err>",""]]`.
     pub fn call2_err(id: &Value, err: ErrorKind) -> String {
         json_text(&(event::CALL2_RET, (id, err.as_str(), "")))
@@ -631,15 +810,48 @@ pub mod out {
 
     /// `["notify",["channel2",channel,seq,"<msg string>"]]`.
     pub fn channel2(channel: &str, seq: u64, message: &str) -> String {
-        json_text(&(event::NOTIFY, (notify::CHANNEL2, channel, seq, message)))
+        channel2_template(channel, message).fill(seq)
+    }
+
+    /// A channel event whose sequence number is filled in by whoever sequences it.
+    pub fn channel2_template(channel: &str, message: &str) -> Template {
+        let mut head = String::with_capacity(32 + channel.len());
+        head.push_str("[\"");
+        head.push_str(event::NOTIFY);
+        head.push_str("\",[\"");
+        head.push_str(notify::CHANNEL2);
+        head.push_str("\",");
+        head.push_str(&json_text(channel));
+        head.push(',');
+        let mut tail = String::with_capacity(message.len() + 8);
+        tail.push(',');
+        tail.push_str(&json_text(message));
+        tail.push_str("]]");
+        Template { head, tail }
     }
 
     /// `["notify",["recvmsg","[version,\"<msg string>\"]"]]`.
     pub fn recvmsg(version: u64, message: &str) -> String {
-        json_text(&(
-            event::NOTIFY,
-            (notify::RECVMSG, json_text(&(version, message))),
-        ))
+        recvmsg_template(message).fill(version)
+    }
+
+    /// A mailbox push whose version is filled in by the mailbox (the version sits inside a
+    /// JSON string, where digits need no escaping).
+    pub fn recvmsg_template(message: &str) -> Template {
+        let mut head = String::from("[\"");
+        head.push_str(event::NOTIFY);
+        head.push_str("\",[\"");
+        head.push_str(notify::RECVMSG);
+        head.push_str("\",\"[");
+        let mut inner = String::with_capacity(message.len() + 8);
+        inner.push(',');
+        inner.push_str(&json_text(message));
+        inner.push(']');
+        let quoted = json_text(&inner);
+        let mut tail = String::with_capacity(quoted.len() + 3);
+        tail.push_str(&quoted[1..quoted.len() - 1]);
+        tail.push_str("\"]]");
+        Template { head, tail }
     }
 
     /// `["notify",["msg",version]]`.
@@ -921,5 +1133,50 @@ mod tests {
         let f: Value =
             serde_json::from_str(&out::multi(&[out::pong(&json!(1)), out::close()])).unwrap();
         assert_eq!(f, json!(["multi", [["pong", 1], ["close", ""]]]));
+    }
+
+    #[test]
+    fn templates_fill_in_their_number() {
+        // awkward text: quotes, backslashes, a JSON string inside the message
+        let text = "msg-v3 i a 0 b instant - \"q\" \\ {\"k\":\"v\"} ünï";
+        let f: Value = serde_json::from_str(&out::recvmsg(12, text)).unwrap();
+        let inner: Value = serde_json::from_str(f[1][1].as_str().unwrap()).unwrap();
+        assert_eq!(inner, json!([12, text]));
+        let f: Value = serde_json::from_str(&out::channel2("ro\"om", 7, text)).unwrap();
+        assert_eq!(f, json!(["notify", ["channel2", "ro\"om", 7, text]]));
+        assert_eq!(
+            out::recvmsg_template(text).fill(u64::MAX).len(),
+            out::recvmsg_template(text).fill(1).len() + 19
+        );
+    }
+
+    #[test]
+    fn replies_serialise_their_fields() {
+        let reply = |r: &Reply| -> Value {
+            let f: Value = serde_json::from_str(&out::call2_reply(&json!(4), r)).unwrap();
+            assert_eq!(f[0], "call2-ret");
+            assert_eq!(f[1][0], 4);
+            serde_json::from_str(f[1][2].as_str().unwrap()).unwrap()
+        };
+        assert_eq!(reply(&Reply::Done), json!({"result": "ok"}));
+        assert_eq!(
+            reply(&Reply::Join {
+                list: vec!["a".into(), "b".into()],
+                attrs: vec![("t".into(), "x".into())]
+            }),
+            json!({"result": "ok", "list": [["a", 0], ["b", 0]], "attrs": {"t": "x"}})
+        );
+        assert_eq!(
+            reply(&Reply::Mail {
+                ver_clear: Some(3),
+                msgs: vec![(4, "m".into())]
+            }),
+            json!({"result": "ok", "ver_clear": 3, "msgs": [[4, "m"]]})
+        );
+        let all = reply(&Reply::UserAttrAll {
+            account: "a".into(),
+            attrs: vec![("c".into(), "d".into())],
+        });
+        assert_eq!(all["json"], "{\"c\":\"d\"}");
     }
 }

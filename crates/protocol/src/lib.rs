@@ -7,6 +7,7 @@ extern crate alloc;
 
 pub mod client;
 pub mod codes;
+pub mod ident;
 pub mod json;
 pub mod limits;
 pub mod msg;

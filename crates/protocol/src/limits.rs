@@ -140,6 +140,10 @@ impl Default for Limits {
     }
 }
 
+/// The largest integer a JavaScript number holds exactly (2^53 - 1): mailbox versions and
+/// sequence numbers stay at or below it.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Characters allowed in accounts and channel names: visible, no whitespace, no controls.
 fn is_visible(c: char) -> bool {
     !c.is_whitespace() && !c.is_control()

@@ -4,7 +4,6 @@
 //! that sent `set_flag {binary:1}`. The queue other connections push into is bounded: a
 //! client that does not read is disconnected.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,32 +11,24 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use opensig_protocol::frame::{out, Call2, ClientFrame, DecodeError, Login, Request, VoipKind};
-use opensig_protocol::limits::flag_ttl_secs;
-use opensig_protocol::names::{attr, close, event, login_error, msgtype, special};
-use opensig_protocol::{token, zlib, ErrorKind, Limits};
+use opensig_protocol::frame::{out, Call2, ClientFrame, DecodeError, Login, Reply, Request};
+use opensig_protocol::names::{close, event, login_error};
+use opensig_protocol::{zlib, ErrorKind};
 
 use crate::delivery::{ConnHandle, Frame, Signals};
-use crate::engine::{AttrOp, Engine, Mail, Relay};
+use crate::signaling::Session;
 use crate::stats::Stats;
+use crate::store::Store;
 use crate::Shared;
 
 /// Frames at least this long are sent zlib-compressed to clients that accept binary.
 const COMPRESS_THRESHOLD: usize = 2048;
 /// A batch stops growing at this many bytes.
 const BATCH_BYTES: usize = 32 * 1024;
-
-struct Session {
-    app: String,
-    account: String,
-    line: String,
-    channels: BTreeSet<String>,
-}
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -66,7 +57,7 @@ enum Event {
 }
 
 /// Serve one upgraded WebSocket until it closes.
-pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>, ip: std::net::IpAddr) {
+pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net::IpAddr) {
     let id = shared.next_conn_id();
     let (handle, queue) = ConnHandle::new(id, shared.config.limits.outbound_queue);
     let (mut sink, mut stream) = ws.split();
@@ -79,7 +70,6 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>, ip: std::ne
         binary: false,
         idle: Duration::from_secs(shared.config.limits.login_timeout_secs),
         last_rx: Instant::now(),
-        user_rate: crate::ratelimit::Bucket::new(shared.config.limits.user_messages_per_second),
         outbox: Vec::new(),
         closing: false,
         close_reason: close::NORMAL,
@@ -189,13 +179,7 @@ pub async fn serve<E: Engine>(ws: WebSocket, shared: Arc<Shared<E>>, ip: std::ne
 
     // teardown: leave channels, go offline (boxed like `message`)
     if let Some(s) = conn.session.take() {
-        Box::pin(async {
-            for ch in &s.channels {
-                let _ = shared.engine.leave(&s.app, ch, &s.account, id).await;
-            }
-            shared.engine.logout(&s.app, &s.account, id).await;
-        })
-        .await;
+        Box::pin(shared.signaling.end(&s)).await;
         Stats::dec(&shared.stats.sessions);
     }
     shared.unregister(id);
@@ -220,48 +204,13 @@ fn ending_signal(signals: &Signals, stats: &Stats) -> Option<Ending> {
     None
 }
 
-/// Why a token is not accepted.
-enum TokenRefusal {
-    UnknownApp,
-    Expired,
-    Invalid,
-}
-
-/// The app's token rule: development mode and apps without a certificate accept any token;
-/// an app with one needs a SignalingToken of this account, not expired.
-fn token_check(
-    config: &crate::ServerConfig,
-    app: &str,
-    account: &str,
-    token_text: &str,
-) -> Result<(), TokenRefusal> {
-    if config.development_mode() {
-        return Ok(());
-    }
-    match config.apps.get(app) {
-        None => Err(TokenRefusal::UnknownApp),
-        Some(None) => Ok(()),
-        Some(Some(cert)) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            token::verify(token_text, app, cert, account, now).map_err(|e| match e {
-                token::TokenError::Expired => TokenRefusal::Expired,
-                token::TokenError::Invalid => TokenRefusal::Invalid,
-            })
-        }
-    }
-}
-
-struct Reader<E: Engine> {
-    shared: Arc<Shared<E>>,
+struct Reader<S: Store> {
+    shared: Arc<Shared<S>>,
     handle: ConnHandle,
-    session: Option<Session>,
+    session: Option<Session<S>>,
     binary: bool,
     idle: Duration,
     last_rx: Instant,
-    user_rate: crate::ratelimit::Bucket,
     /// Replies to write after this frame.
     outbox: Vec<Frame>,
     /// Close after writing the outbox…
@@ -280,7 +229,9 @@ enum Flow {
 /// Why a login is refused: the `login_ret` error string and the close frame.
 type Refusal = (&'static str, (u16, &'static str));
 
-impl<E: Engine> Reader<E> {
+use opensig_protocol::ident::{Account, AppId};
+
+impl<S: Store> Reader<S> {
     async fn message(&mut self, msg: Message) {
         Stats::inc(&self.shared.stats.frames_in);
         let text = match msg {
@@ -379,8 +330,9 @@ impl<E: Engine> Reader<E> {
         Flow::Stop
     }
 
-    /// The login rules: server state, login rate, capacity, account rule, app id, token.
-    fn check_login(&self, login: &Login) -> Result<(), Refusal> {
+    /// The node's login rules (state, rate per address, capacity), then the app's
+    /// (account rule, app id, token).
+    fn check_login(&self, login: &Login) -> Result<(AppId, Account), Refusal> {
         let shared = &self.shared;
         let limits = &shared.config.limits;
         if shared.shutting_down() {
@@ -396,39 +348,16 @@ impl<E: Engine> Reader<E> {
         {
             return Err((login_error::TOO_MANY_LOGINS, close::TOO_MANY_LOGINS));
         }
-        self.check_credentials(login)
+        let who = shared
+            .signaling
+            .check_credentials(login)
             .map_err(|reason| (reason, close::LOGIN_REFUSED))?;
         if limits.max_sessions > 0
             && shared.stats.sessions.load(Ordering::Relaxed) as usize >= limits.max_sessions
         {
             return Err((login_error::SERVER_BUSY, close::SERVER_BUSY));
         }
-        Ok(())
-    }
-
-    /// Account rule, app id, token.
-    fn check_credentials(&self, login: &Login) -> Result<(), &'static str> {
-        let shared = &self.shared;
-        if self
-            .shared
-            .config
-            .limits
-            .check_account(&login.account)
-            .is_err()
-        {
-            return Err(login_error::WRONG_ACCOUNT);
-        }
-        if shared.config.development_mode()
-            && !opensig_protocol::limits::valid_name(&login.vid, 128)
-        {
-            return Err(login_error::TOKEN_UNKNOWN_APP);
-        }
-        match token_check(&shared.config, &login.vid, &login.account, &login.token) {
-            Ok(()) => Ok(()),
-            Err(TokenRefusal::UnknownApp) => Err(login_error::TOKEN_UNKNOWN_APP),
-            Err(TokenRefusal::Expired) => Err(login_error::TOKEN_EXPIRED),
-            Err(TokenRefusal::Invalid) => Err(login_error::TOKEN_INVALID),
-        }
+        Ok(who)
     }
 
     async fn login(&mut self, login: Login) -> Flow {
@@ -436,352 +365,111 @@ impl<E: Engine> Reader<E> {
             self.send(out::login_failed(login_error::ALREADY_LOGGED_IN));
             return Flow::Continue;
         }
-        if let Err(refusal) = self.check_login(&login) {
-            // a full node still lets an account replace its own session (a reconnect whose
-            // old connection the server has not noticed dead yet): no new place is taken
-            let replaces = refusal.0 == login_error::SERVER_BUSY
-                && matches!(
-                    self.shared
-                        .engine
-                        .user_online(&login.vid, &login.account)
-                        .await,
-                    Ok(true)
-                );
-            if !replaces {
-                return self.refuse(&login, refusal);
+        let (app, account) = match self.check_login(&login) {
+            Ok(who) => who,
+            Err(refusal) => {
+                // a full node still lets an account replace its own session (a reconnect whose
+                // old connection the server has not noticed dead yet): no new place is taken
+                let replaces = refusal.0 == login_error::SERVER_BUSY
+                    && self.replaces_own_session(&login).await;
+                match (replaces, self.shared.signaling.check_credentials(&login)) {
+                    (true, Ok(who)) => who,
+                    _ => return self.refuse(&login, refusal),
+                }
             }
-        }
+        };
         let shared = self.shared.clone();
         let line = hex::encode(rand::random::<[u8; 16]>());
         let welcome: Frame = out::login_ok(&line).into();
         // counted before the reply can reach the client
         Stats::inc(&shared.stats.logins);
         Stats::inc(&shared.stats.sessions);
-        let info = match shared
-            .engine
-            .login(&login.vid, &login.account, self.handle.clone(), welcome)
+        match shared
+            .signaling
+            .login(app, account, &self.handle, welcome, line)
             .await
         {
-            Ok(i) => i,
+            Ok(session) => {
+                self.idle = session.idle;
+                info!(app = %session.app, account = %session.account, conn = self.handle.id, "login");
+                self.session = Some(session);
+                Flow::Continue
+            }
             Err(_) => {
                 Stats::dec(&shared.stats.logins);
                 Stats::dec(&shared.stats.sessions);
-                return self.refuse(&login, (login_error::UNAVAILABLE, close::NORMAL));
+                self.refuse(&login, (login_error::UNAVAILABLE, close::NORMAL))
             }
+        }
+    }
+
+    /// Whether the login's account is online already (a full node lets it replace itself).
+    async fn replaces_own_session(&self, login: &Login) -> bool {
+        let l = &self.shared.config.limits;
+        let (Ok(app), Ok(account)) = (
+            AppId::parse(&login.vid, l),
+            Account::parse(&login.account, l),
+        ) else {
+            return false;
         };
-        self.idle = Duration::from_secs(info.conn_timeout_secs);
-        info!(app = %login.vid, account = %login.account, conn = self.handle.id, "login");
-        self.session = Some(Session {
-            app: login.vid,
-            account: login.account,
-            line,
-            channels: BTreeSet::new(),
-        });
-        Flow::Continue
+        matches!(
+            self.shared.signaling.store().online(&app, &account).await,
+            Ok(true)
+        )
     }
 
     /// Handle one call2; returns its reply and whether to close after it.
     async fn call2(&mut self, c: Call2) -> (Frame, bool) {
         let id = c.id.clone();
-        let result = self.call2_result(c).await;
-        match result {
-            Ok(Reply::Fields(fields)) if fields.is_empty() => {
-                (out::call2_ok_plain(&id).into(), false)
-            }
-            Ok(Reply::Fields(fields)) => (out::call2_ok(&id, fields).into(), false),
-            Ok(Reply::Logout) => (out::call2_ok(&id, Map::new()).into(), true),
+        let (result, logout) = self.call2_result(c).await;
+        let frame = match result {
+            Ok(reply) => out::call2_reply(&id, &reply),
             Err(e) => {
                 Stats::inc(&self.shared.stats.errors);
                 debug!(conn = self.handle.id, "call2 error {}", e.as_str());
-                (out::call2_err(&id, e).into(), false)
+                out::call2_err(&id, e)
             }
-        }
-    }
-
-    async fn call2_result(&mut self, c: Call2) -> Result<Reply, ErrorKind> {
-        let Some(session) = self.session.as_ref() else {
-            return Err(ErrorKind::NotLoggedIn);
         };
-        let decoded = c.decode()?;
-        if decoded.line.as_deref() != Some(session.line.as_str()) {
-            return Err(ErrorKind::InvalidLine);
-        }
-        let request = decoded.request?;
+        (frame.into(), logout)
+    }
+
+    /// The reply, and whether the session ended (`user_logout`).
+    async fn call2_result(&mut self, c: Call2) -> (Result<Reply, ErrorKind>, bool) {
+        let Some(session) = self.session.as_mut() else {
+            return (Err(ErrorKind::NotLoggedIn), false);
+        };
+        let request = match c.decode() {
+            Ok(d) if d.line.as_deref() != Some(session.line.as_str()) => {
+                return (Err(ErrorKind::InvalidLine), false)
+            }
+            Ok(d) => d.request,
+            Err(e) => return (Err(e), false),
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return (Err(e), false),
+        };
         let shared = self.shared.clone();
-        let l = &shared.config.limits;
-        let engine = &shared.engine;
-        let app = session.app.clone();
-        let me = session.account.clone();
-        let mut fields = Map::new();
-        match request {
-            Request::UserLogout => {
-                if let Some(s) = self.session.take() {
-                    for ch in &s.channels {
-                        let _ = engine.leave(&s.app, ch, &s.account, self.handle.id).await;
-                    }
-                    engine.logout(&s.app, &s.account, self.handle.id).await;
-                    Stats::dec(&self.shared.stats.sessions);
-                }
-                return Ok(Reply::Logout);
+        if request == Request::UserLogout {
+            if let Some(s) = self.session.take() {
+                shared.signaling.end(&s).await;
+                Stats::dec(&shared.stats.sessions);
             }
-            Request::UserGetmsg { ver_clear, max } => {
-                let page = engine
-                    .get_messages(&app, &me, ver_clear, max as usize)
-                    .await?;
-                fields.insert("ver_clear".into(), page.ver_clear.into());
-                fields.insert("msgs".into(), msgs_json(&page.msgs));
-            }
-            Request::UserGetmsg2 { clear_msgs, max } => {
-                let page = engine
-                    .get_messages_by_id(&app, &me, &clear_msgs, max as usize)
-                    .await?;
-                fields.insert("msgs".into(), msgs_json(&page.msgs));
-            }
-            Request::UserSendmsg {
-                peer,
-                flag,
-                kind,
-                content,
-                message_id,
-            } => {
-                l.check_account(&peer)?;
-                Limits::check_len(content.len(), l.p2p_message_max_bytes)?;
-                if flag.contains(' ')
-                    || flag.len() > 64
-                    || kind.len() > 64
-                    || !opensig_protocol::limits::valid_name(&kind, 64)
-                {
-                    return Err(ErrorKind::InvalidArgs);
-                }
-                if kind.starts_with(msgtype::VOIP_PREFIX) {
-                    return Err(ErrorKind::InvalidArgs);
-                }
-                self.rate()?;
-                let ttl = flag_ttl_secs(&flag, l);
-                let mail = Mail {
-                    from: &me,
-                    to: &peer,
-                    kind: &kind,
-                    flag: &flag,
-                    ttl_secs: ttl,
-                    content: &content,
-                    message_id: message_id.as_deref(),
-                };
-                engine.send_message(&app, mail).await?;
-                Stats::inc(&self.shared.stats.p2p_messages);
-            }
-            Request::UserRenewToken { token } => {
-                // the next logins of this session use it: it must be this account's
-                token_check(&shared.config, &app, &me, &token).map_err(|e| match e {
-                    TokenRefusal::Expired => ErrorKind::TokenExpired,
-                    _ => ErrorKind::TokenInvalid,
-                })?;
-            }
-            Request::UserQueryUserStatus { account } => {
-                l.check_account(&account)?;
-                let online = engine.user_online(&app, &account).await?;
-                fields.insert("account".into(), account.into());
-                fields.insert("status".into(), u8::from(online).into());
-            }
-            Request::UserSetAttr { name, value } => {
-                l.check_attr_name(&name)?;
-                Limits::check_len(value.len(), l.attr_value_max_bytes)?;
-                if name == attr::CONN_TIMEOUT {
-                    let secs: i64 = value.trim().parse().map_err(|_| ErrorKind::InvalidArgs)?;
-                    let clamped = l.clamp_conn_timeout(secs);
-                    engine
-                        .set_user_attr(&app, &me, &name, &clamped.to_string())
-                        .await?;
-                    self.idle = Duration::from_secs(clamped);
-                } else {
-                    engine.set_user_attr(&app, &me, &name, &value).await?;
-                }
-            }
-            Request::UserGetAttr { account, name } => {
-                l.check_account(&account)?;
-                l.check_attr_name(&name)?;
-                let attrs = engine.user_attrs(&app, &account).await?;
-                let value = attrs
-                    .into_iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v)
-                    .unwrap_or_default();
-                fields.insert("account".into(), account.into());
-                fields.insert("name".into(), name.into());
-                fields.insert("value".into(), value.into());
-            }
-            Request::UserGetAttrAll { account } => {
-                l.check_account(&account)?;
-                let attrs = engine.user_attrs(&app, &account).await?;
-                let obj: Map<String, Value> = attrs
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
-                fields.insert("account".into(), account.into());
-                fields.insert(
-                    "json".into(),
-                    opensig_protocol::frame::json_text(&obj).into(),
-                );
-            }
-            Request::ChannelJoin { name } => {
-                l.check_channel(&name)?;
-                // the firehose channels see every login and join of the app
-                if name.starts_with(special::PREFIX) && !shared.config.firehose_allowed(&app) {
-                    return Err(ErrorKind::ReservedChannel);
-                }
-                let session = self.session.as_ref().ok_or(ErrorKind::NotLoggedIn)?;
-                if !session.channels.contains(&name)
-                    && session.channels.len() >= l.channels_per_session
-                {
-                    return Err(ErrorKind::TooManyChannels);
-                }
-                let info = engine.join(&app, &name, &me, &self.handle).await?;
-                if let Some(s) = self.session.as_mut() {
-                    s.channels.insert(name.clone());
-                }
-                let list: Vec<Value> = info
-                    .list
-                    .into_iter()
-                    .map(|a| Value::Array(vec![a.into(), 0.into()]))
-                    .collect();
-                let attrs: Map<String, Value> = info
-                    .attrs
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
-                fields.insert("list".into(), Value::Array(list));
-                fields.insert("attrs".into(), Value::Object(attrs));
-            }
-            Request::ChannelLeave { name } => {
-                l.check_channel(&name)?;
-                engine.leave(&app, &name, &me, self.handle.id).await?;
-                if let Some(s) = self.session.as_mut() {
-                    s.channels.remove(&name);
-                }
-            }
-            Request::ChannelSendmsg {
-                name,
-                msg,
-                msg_id,
-                force,
-            } => {
-                l.check_channel(&name)?;
-                Limits::check_len(msg.len(), l.channel_message_max_bytes)?;
-                self.rate()?;
-                engine
-                    .channel_send(&app, &name, &me, &msg, force, msg_id.as_deref())
-                    .await?;
-                Stats::inc(&self.shared.stats.channel_messages);
-            }
-            Request::ChannelSetAttr {
-                channel,
-                name,
-                value,
-            } => {
-                l.check_channel(&channel)?;
-                l.check_attr_name(&name)?;
-                Limits::check_len(value.len(), l.attr_value_max_bytes)?;
-                engine
-                    .channel_attr(&app, &channel, &me, AttrOp::Set { name, value })
-                    .await?;
-            }
-            Request::ChannelDelAttr { channel, name } => {
-                l.check_channel(&channel)?;
-                l.check_attr_name(&name)?;
-                engine
-                    .channel_attr(&app, &channel, &me, AttrOp::Del { name })
-                    .await?;
-            }
-            Request::ChannelClearAttr { channel } => {
-                l.check_channel(&channel)?;
-                engine
-                    .channel_attr(&app, &channel, &me, AttrOp::Clear)
-                    .await?;
-            }
-            Request::ChannelQueryNum { name } => {
-                l.check_channel(&name)?;
-                let (num, _) = engine.channel_members(&app, &name, 0).await?;
-                fields.insert("name".into(), name.into());
-                fields.insert("num".into(), num.into());
-            }
-            Request::ChannelQueryUserIsin { name, account } => {
-                l.check_channel(&name)?;
-                l.check_account(&account)?;
-                let isin = engine.channel_has(&app, &name, &account).await?;
-                fields.insert("name".into(), name.into());
-                fields.insert("account".into(), account.into());
-                fields.insert("isin".into(), u8::from(isin).into());
-            }
-            Request::ChannelQueryUserlist { name, num } => {
-                l.check_channel(&name)?;
-                let max = num.map_or(l.channel_list_max, |n| (n as usize).min(100_000));
-                let (count, list) = engine.channel_members(&app, &name, max).await?;
-                let list: Vec<Value> = list
-                    .into_iter()
-                    .map(|a| Value::Array(vec![a.into(), 0.into()]))
-                    .collect();
-                fields.insert("name".into(), name.into());
-                fields.insert("num".into(), count.into());
-                fields.insert("list".into(), Value::Array(list));
-            }
-            Request::Voip {
-                kind,
-                channel,
-                peer,
-                extra,
-                message_id,
-            } => {
-                l.check_channel(&channel)?;
-                l.check_account(&peer)?;
-                let extra_len = match &extra {
-                    Value::String(s) => s.len(),
-                    other => other.to_string().len(),
-                };
-                Limits::check_len(extra_len, l.invite_extra_max_bytes)?;
-                if kind == VoipKind::Invite {
-                    self.rate()?;
-                }
-                engine
-                    .voip(
-                        &app,
-                        &me,
-                        Relay {
-                            kind,
-                            channel,
-                            peer,
-                            extra,
-                            message_id,
-                        },
-                    )
-                    .await?;
-            }
+            return (Ok(Reply::Done), true);
         }
-        Ok(Reply::Fields(fields))
-    }
-
-    fn rate(&mut self) -> Result<(), ErrorKind> {
-        if self
-            .user_rate
-            .take(self.shared.config.limits.user_messages_per_second)
-        {
-            Ok(())
-        } else {
-            Err(ErrorKind::RateLimited)
+        let counted = match &request {
+            Request::UserSendmsg { .. } => Some(&shared.stats.p2p_messages),
+            Request::ChannelSendmsg { .. } => Some(&shared.stats.channel_messages),
+            _ => None,
+        };
+        let r = shared.signaling.request(session, request).await;
+        // `_conn_timeout` may have changed
+        self.idle = session.idle;
+        if let (Ok(_), Some(counter)) = (&r, counted) {
+            Stats::inc(counter);
         }
+        (r, false)
     }
-}
-
-enum Reply {
-    Fields(Map<String, Value>),
-    Logout,
-}
-
-fn msgs_json(msgs: &[(u64, Arc<str>)]) -> Value {
-    Value::Array(
-        msgs.iter()
-            .map(|(v, t)| Value::Array(vec![(*v).into(), Value::String(t.to_string())]))
-            .collect(),
-    )
 }
 
 /// Count and log a connection cut off because its queue overflowed.
@@ -795,10 +483,10 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Write and clear `batch`, unless the queue overflows meanwhile: a client that stopped
 /// reading blocks the write, and must not hold its connection (and session) forever.
-async fn guarded_write<E: Engine>(
+async fn guarded_write<S: Store>(
     sink: &mut Sink,
     batch: &mut VecDeque<Frame>,
-    conn: &Reader<E>,
+    conn: &Reader<S>,
     queue: &crate::delivery::Outbox,
 ) -> Result<(), Ending> {
     let result = tokio::select! {
@@ -817,11 +505,11 @@ async fn guarded_write<E: Engine>(
 }
 
 /// Write frames (several at once as `multi` batches of at most BATCH_BYTES).
-async fn write<E: Engine>(
+async fn write<S: Store>(
     sink: &mut Sink,
     frames: &[Frame],
     binary: bool,
-    shared: &Shared<E>,
+    shared: &Shared<S>,
 ) -> Result<(), axum::Error> {
     let mut start = 0;
     let mut size = 0;
@@ -836,11 +524,11 @@ async fn write<E: Engine>(
     Ok(())
 }
 
-async fn write_one<E: Engine>(
+async fn write_one<S: Store>(
     sink: &mut Sink,
     frames: &[Frame],
     binary: bool,
-    shared: &Shared<E>,
+    shared: &Shared<S>,
 ) -> Result<(), axum::Error> {
     let text: Frame = if frames.len() == 1 {
         frames[0].clone()

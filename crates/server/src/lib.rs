@@ -25,22 +25,24 @@ use tower_http::services::{ServeDir, ServeFile};
 pub mod config;
 pub mod conn;
 pub mod delivery;
-pub mod engine;
 pub mod listen;
 pub mod ratelimit;
+pub mod signaling;
 pub mod stats;
+pub mod store;
 
 pub use config::ServerConfig;
 use delivery::ConnHandle;
-use engine::{AnyEngine, Engine};
+use signaling::Signaling;
 use stats::Stats;
+use store::{AnyStore, Store};
 
 /// State shared by every request and connection.
-pub struct Shared<E: Engine> {
-    /// The state engine.
-    pub engine: E,
+pub struct Shared<S: Store> {
+    /// The rules, over the store.
+    pub signaling: Arc<Signaling<S>>,
     /// Configuration.
-    pub config: ServerConfig,
+    pub config: Arc<ServerConfig>,
     /// Counters.
     pub stats: Stats,
     conn_seq: AtomicU64,
@@ -50,7 +52,12 @@ pub struct Shared<E: Engine> {
     login_rates: DashMap<IpAddr, ratelimit::Bucket>,
 }
 
-impl<E: Engine> Shared<E> {
+impl<S: Store> Shared<S> {
+    /// The store.
+    pub fn store(&self) -> &S {
+        self.signaling.store()
+    }
+
     fn next_conn_id(&self) -> u64 {
         self.conn_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -81,7 +88,7 @@ type StopHook =
     Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
 /// A server that is running.
-pub struct Running<E: Engine> {
+pub struct Running<E: Store> {
     /// The address it listens on.
     pub addr: SocketAddr,
     /// Serving TLS (`wss://`, `https://`).
@@ -93,7 +100,7 @@ pub struct Running<E: Engine> {
     on_stop: Option<StopHook>,
 }
 
-impl<E: Engine> Running<E> {
+impl<E: Store> Running<E> {
     /// `ws://addr/` (`wss://` with TLS).
     pub fn ws_url(&self) -> String {
         let s = if self.tls { "wss" } else { "ws" };
@@ -110,7 +117,7 @@ impl<E: Engine> Running<E> {
     /// cleaned up in shared state (for tests of failover and reaping).
     pub async fn kill(self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
-        self.shared.engine.halt();
+        self.shared.store().halt();
         for c in self.shared.conns.iter() {
             c.drop_silently();
         }
@@ -137,12 +144,13 @@ impl<E: Engine> Running<E> {
 }
 
 /// Start the server: in memory, or as a cluster node when `config.redis_url` is set.
-pub async fn start(config: ServerConfig) -> std::io::Result<Running<AnyEngine>> {
+pub async fn start(config: ServerConfig) -> std::io::Result<Running<AnyStore>> {
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let Some(url) = config.redis_url.clone() else {
-        let engine = AnyEngine::Memory(engine::memory::Memory::new(config.limits.clone()));
-        return serve(listener, config, engine).await;
+        let store = AnyStore::Memory(store::memory::Memory::new(&config.limits));
+        let ids = format!("{:x}", rand::random::<u32>());
+        return serve(listener, config, store, ids).await;
     };
     let public_url = config
         .public_url
@@ -152,33 +160,38 @@ pub async fn start(config: ServerConfig) -> std::io::Result<Running<AnyEngine>> 
         .node_id
         .clone()
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 6]>()));
-    let redis_cfg = engine::redis::RedisConfig {
+    let redis_cfg = store::redis::RedisConfig {
         url,
         prefix: config.redis_prefix.clone(),
-        node_id,
+        node_id: node_id.clone(),
         public_url,
     };
-    let redis = engine::redis::Redis::connect(redis_cfg, config.limits.clone())
+    let redis = store::redis::Redis::connect(redis_cfg, &config.limits)
         .await
         .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
-    let mut running = serve(listener, config, AnyEngine::Redis(redis.clone())).await?;
+    let mut running = serve(listener, config, AnyStore::Redis(redis.clone()), node_id).await?;
     running.on_stop = Some(Box::new(move || {
         Box::pin(async move { redis.deregister().await })
     }));
     Ok(running)
 }
 
-/// Start with a given engine.
-pub async fn start_with<E: Engine>(config: ServerConfig, engine: E) -> std::io::Result<Running<E>> {
+/// Start with a given store; `ids` makes this process's message ids unique.
+pub async fn start_with<S: Store>(
+    config: ServerConfig,
+    store: S,
+    ids: String,
+) -> std::io::Result<Running<S>> {
     let listener = TcpListener::bind(&config.listen).await?;
-    serve(listener, config, engine).await
+    serve(listener, config, store, ids).await
 }
 
-async fn serve<E: Engine>(
+async fn serve<S: Store>(
     listener: TcpListener,
     config: ServerConfig,
-    engine: E,
-) -> std::io::Result<Running<E>> {
+    store: S,
+    ids: String,
+) -> std::io::Result<Running<S>> {
     let addr = listener.local_addr()?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -195,8 +208,11 @@ async fn serve<E: Engine>(
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs.max(1)),
         counts: Arc::new(listen::IpCounts::default()),
     };
+    let config = Arc::new(config);
+    let signaling = Arc::new(Signaling::new(store, config.clone(), ids));
+    signaling.start();
     let shared = Arc::new(Shared {
-        engine,
+        signaling,
         config,
         stats: Stats::default(),
         conn_seq: AtomicU64::new(0),
@@ -261,12 +277,12 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-fn router<E: Engine>(shared: Arc<Shared<E>>) -> Router {
+fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
     let mut app = Router::new()
-        .route("/", get(root::<E>))
-        .route("/getaddr", get(getaddr::<E>))
+        .route("/", get(root::<S>))
+        .route("/getaddr", get(getaddr::<S>))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics::<E>));
+        .route("/metrics", get(metrics::<S>));
     if let Some(pkg) = shared.config.pkg_dir.as_ref().filter(|p| p.is_dir()) {
         app = app.nest_service("/pkg", ServeDir::new(pkg));
     }
@@ -297,8 +313,8 @@ async fn per_ip_cap(req: axum::extract::Request, next: axum::middleware::Next) -
 }
 
 /// `GET /`: the WebSocket (any upgrade request), else the demo page.
-async fn root<E: Engine>(
-    State(shared): State<Arc<Shared<E>>>,
+async fn root<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
     Extension(info): Extension<listen::ConnInfo>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     req: axum::extract::Request,
@@ -360,12 +376,12 @@ struct GetAddr {
 }
 
 /// `GET /getaddr?vid=APPID` → `{"web":[<ws urls>]}`.
-async fn getaddr<E: Engine>(
-    State(shared): State<Arc<Shared<E>>>,
+async fn getaddr<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
     Query(_q): Query<GetAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let mut web = shared.engine.live_nodes().await;
+    let mut web = shared.store().live_nodes().await;
     if web.is_empty() {
         let own = match &shared.config.public_url {
             Some(u) => u.clone(),
@@ -383,7 +399,7 @@ async fn getaddr<E: Engine>(
     axum::Json(serde_json::json!({ "web": web })).into_response()
 }
 
-async fn metrics<E: Engine>(State(shared): State<Arc<Shared<E>>>) -> Response {
+async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.stats.render(),

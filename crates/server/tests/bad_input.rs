@@ -6,7 +6,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::SinkExt;
 use opensig_protocol::client::Event;
-use opensig_server::engine::Engine;
+use opensig_server::store::Store;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -265,7 +265,7 @@ async fn relogin_storm_leaves_one_session_and_no_leaks() {
     drop(raws);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        srv.shared.engine.local_sessions(),
+        srv.shared.store().local_sessions(),
         3,
         "by_a, by_b and the last stormy"
     );

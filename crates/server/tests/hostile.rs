@@ -17,7 +17,7 @@ use common::*;
 use futures_util::SinkExt;
 use opensig_protocol::names::{close, login_error};
 use opensig_protocol::{token, ErrorKind};
-use opensig_server::engine::{AnyEngine, Engine};
+use opensig_server::store::{AnyStore, Store};
 use opensig_server::Running;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,7 +65,7 @@ fn count_panics() {
 struct Env {
     url: String,
     addr: SocketAddr,
-    srv: Running<AnyEngine>,
+    srv: Running<AnyStore>,
 }
 
 impl Env {
@@ -662,13 +662,13 @@ async fn bystander_round_trip(a: &mut User, b: &mut User, n: &mut u32) {
 
 /// Wait until the server holds exactly what it held before (the bystanders' state).
 async fn settle(
-    srv: &Running<AnyEngine>,
-    want: &opensig_server::engine::Footprint,
+    srv: &Running<AnyStore>,
+    want: &opensig_server::store::Footprint,
     conns: usize,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
-        let mut fp = srv.shared.engine.footprint();
+        let mut fp = srv.shared.store().footprint().await;
         fp.stored_messages = want.stored_messages;
         let c = srv.shared.connection_count();
         if fp == *want && c == conns {
@@ -728,7 +728,7 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
     // HOSTILE_CASE=<part of a name> runs only the matching cases (when debugging one)
     let only = std::env::var("HOSTILE_CASE").unwrap_or_default();
     for (name, run) in cases.into_iter().filter(|(name, _)| name.contains(&*only)) {
-        let base = env.srv.shared.engine.footprint();
+        let base = env.srv.shared.store().footprint().await;
         let conns = env.srv.shared.connection_count();
         let panics = PANICS.load(Ordering::SeqCst);
         let mut mem = [0isize; 2];

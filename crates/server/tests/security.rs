@@ -448,7 +448,7 @@ async fn certificates_and_tokens_never_reach_the_logs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // the configuration prints without its secrets
-    let mut config = srv.shared.config.clone();
+    let mut config = (*srv.shared.config).clone();
     config.redis_url = Some("redis://:hunter2-password@127.0.0.1:6379/".into());
     let shown = format!("{config:?}");
     assert!(shown.contains(APP_S), "{shown}");

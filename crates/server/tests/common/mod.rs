@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use opensig_protocol::client::{Config, Event};
 use opensig_protocol::driver::Session;
 use opensig_protocol::json::JsonValue;
-use opensig_server::engine::AnyEngine;
+use opensig_server::store::AnyStore;
 use opensig_server::{Running, ServerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -27,11 +27,22 @@ pub fn redis_engine() -> bool {
     std::env::var("OPENSIG_TEST_ENGINE").is_ok_and(|e| e == "redis")
 }
 
-pub async fn server() -> Running<AnyEngine> {
+pub async fn server() -> Running<AnyStore> {
     server_with(|_| {}).await
 }
 
-pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<AnyEngine> {
+/// `OPENSIG_TEST_LOG=debug` (any filter) prints the server's log while debugging a test.
+pub fn init_log() {
+    if let Ok(filter) = std::env::var("OPENSIG_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<AnyStore> {
+    init_log();
     let mut c = ServerConfig {
         listen: "127.0.0.1:0".into(),
         ..ServerConfig::default()
@@ -45,7 +56,7 @@ pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<AnyEngine
 }
 
 /// `n` nodes sharing one Redis (a fresh key prefix: a cluster of their own).
-pub async fn cluster(n: usize, f: impl Fn(&mut ServerConfig)) -> Vec<Running<AnyEngine>> {
+pub async fn cluster(n: usize, f: impl Fn(&mut ServerConfig)) -> Vec<Running<AnyStore>> {
     let prefix = unique_prefix();
     let mut nodes = vec![];
     for i in 0..n {

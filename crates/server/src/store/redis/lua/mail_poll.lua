@@ -1,8 +1,7 @@
--- Mode-0 poll: acknowledge up to ver_clear (never backwards), drop what is acknowledged or
--- expired, return up to max messages after it. KEYS: 1 mailbox zset, 2 meta hash.
--- ARGV: 1 ver_clear, 2 max. Returns {cleared, v1, text1, v2, text2, ...}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Acknowledge up to ver_clear (never backwards), drop what is acknowledged or expired, return
+-- up to max messages after it. KEYS: 1 mailbox, 2 meta. ARGV: 1 ver_clear, 2 max.
+-- Returns {cleared, v1, text1, v2, text2, ...}.
+local now = now_ms()
 local cleared = tonumber(redis.call('HGET', KEYS[2], 'cleared') or '0')
 local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '0')
 local want = tonumber(ARGV[1])
@@ -18,7 +17,7 @@ local items = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. cleared, '+inf', 'WITH
 local n = 0
 for i = 1, #items, 2 do
   local m = items[i]
-  local exp, text = string.match(m, '^(%d+) (.*)$')
+  local exp, text = string.match(m, '^(%d+) %S+ (.*)$')
   if tonumber(exp) <= now then
     redis.call('ZREM', KEYS[1], m)
   elseif n < max then

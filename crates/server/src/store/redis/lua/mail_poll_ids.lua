@@ -1,8 +1,6 @@
--- Mode-1 poll: drop the messages whose ids are listed, return (and count as delivered) up to
--- max of the rest. KEYS: 1 mailbox zset, 2 meta hash. ARGV: 1 max, 2.. ids.
--- Returns {cleared, v1, text1, ...}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Drop the messages whose ids are listed, return (and count as acknowledged) up to max of the
+-- rest. KEYS: 1 mailbox, 2 meta. ARGV: 1 max, 2.. ids. Returns {cleared, v1, text1, ...}.
+local now = now_ms()
 local ids = {}
 for i = 2, #ARGV do ids[ARGV[i]] = true end
 local out = {0}
@@ -12,9 +10,8 @@ local lastv = nil
 local items = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #items, 2 do
   local m = items[i]
-  local exp, text = string.match(m, '^(%d+) (.*)$')
-  local id = string.match(text, '^msg%-v3 (%S+) ')
-  if tonumber(exp) <= now or (id and ids[id]) then
+  local exp, id, text = string.match(m, '^(%d+) (%S+) (.*)$')
+  if tonumber(exp) <= now or ids[id] then
     redis.call('ZREM', KEYS[1], m)
   elseif n < max then
     n = n + 1

@@ -1,0 +1,347 @@
+//! Channel rules: reserved names and the firehose channels, membership events, what each
+//! built-in attribute means (and that `_member_num` is the server's), rates, and page clamps.
+
+use std::time::Duration;
+
+use opensig_protocol::frame::{content, Reply};
+use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::names::{attr, attr_change, msgtype, special};
+use opensig_protocol::{ErrorKind, Limits};
+
+use super::{channel_event, event, RResult, Session, Signaling};
+use crate::store::{
+    AttrOp, AttrOutcome, ChannelSettings, PublishRules, Published, Setting, Store, Timer,
+};
+
+/// Largest member page a query may ask for.
+const LIST_PAGE_MAX: u64 = 100_000;
+
+/// The setting a built-in attribute carries, from its value (`invalid_args` when a number is
+/// expected and the value is not one).
+fn builtin_setting(name: &str, value: &str) -> RResult<Option<Setting>> {
+    let number = || {
+        value
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ErrorKind::InvalidArgs)
+    };
+    let per_second = |n: u64| n.min(u32::MAX as u64) as u32;
+    Ok(Some(match name {
+        attr::USER_NOTIFICATION => Setting::Notify(number()? != 0),
+        attr::CHANNEL_TTL => Setting::Ttl(number()?),
+        attr::SENDMSG_LIMIT => Setting::SendmsgLimit(per_second(number()?)),
+        attr::SETATTR_LIMIT => Setting::SetattrLimit(per_second(number()?)),
+        attr::AUTO_UPDATE_NUM => Setting::AutoUpdate(number()?),
+        _ => return Ok(None),
+    }))
+}
+
+/// The setting a built-in attribute goes back to when it is deleted.
+fn default_setting(name: &str, d: &ChannelSettings) -> Option<Setting> {
+    Some(match name {
+        attr::USER_NOTIFICATION => Setting::Notify(d.notify),
+        attr::CHANNEL_TTL => Setting::Ttl(d.ttl_secs),
+        attr::SENDMSG_LIMIT => Setting::SendmsgLimit(d.sendmsg_limit),
+        attr::SETATTR_LIMIT => Setting::SetattrLimit(d.setattr_limit),
+        attr::AUTO_UPDATE_NUM => Setting::AutoUpdate(d.auto_update_secs),
+        _ => return None,
+    })
+}
+
+impl<S: Store> Signaling<S> {
+    fn firehose_allowed(&self, app: &AppId) -> bool {
+        self.config.firehose_allowed(app)
+    }
+
+    /// A channel name for an operation that ordinary channels only allow.
+    fn ordinary(&self, name: &str) -> RResult<ChannelName> {
+        let ch = ChannelName::parse(name, self.limits())?;
+        if ch.is_special() {
+            return Err(ErrorKind::ReservedChannel);
+        }
+        Ok(ch)
+    }
+
+    pub(super) async fn join(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
+        let l = self.limits();
+        let ch = ChannelName::parse(name, l)?;
+        // the firehose channels see every login and join of the app
+        if ch.is_special() && !self.firehose_allowed(&s.app) {
+            return Err(ErrorKind::ReservedChannel);
+        }
+        if !s.channels.contains(&ch) && s.channels.len() >= l.channels_per_session {
+            return Err(ErrorKind::TooManyChannels);
+        }
+        // the special channels carry presence and firehose events only: their own members
+        // coming and going would look like the app's users doing so
+        let frame = (!ch.is_special()).then(|| {
+            let body = content::channel_user(&ch, &s.account);
+            channel_event(&ch, &s.account, msgtype::CHANNEL_USER_JOIN, &body)
+        });
+        let ev = frame.as_ref().map(|f| event(f, Some(&s.account)));
+        let joined = self
+            .store
+            .join(&s.app, &ch, &s.account, &s.conn, ev, l.channel_list_max)
+            .await?;
+        if joined.fresh {
+            self.firehose(&s.app, &s.account, &ch, msgtype::CHANNEL_USER_JOIN)
+                .await;
+        }
+        s.channels.insert(ch);
+        Ok(Reply::Join {
+            list: joined.list,
+            attrs: joined.attrs,
+        })
+    }
+
+    pub(super) async fn leave(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
+        let ch = ChannelName::parse(name, self.limits())?;
+        self.leave_channel(&s.app, &s.account, &s.store_ref, &ch)
+            .await?;
+        s.channels.remove(&ch);
+        Ok(Reply::Done)
+    }
+
+    /// End the membership `session` holds; the others (and the firehose) hear of it.
+    pub(super) async fn leave_channel(
+        &self,
+        app: &AppId,
+        account: &Account,
+        session: &S::Session,
+        ch: &ChannelName,
+    ) -> RResult<()> {
+        let frame = (!ch.is_special()).then(|| {
+            let body = content::channel_user(ch, account);
+            channel_event(ch, account, msgtype::CHANNEL_USER_LEAVE, &body)
+        });
+        let ev = frame.as_ref().map(|f| event(f, Some(account)));
+        let left = self.store.leave(app, ch, account, session, ev).await?;
+        if left {
+            self.firehose(app, account, ch, msgtype::CHANNEL_USER_LEAVE)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// A join or leave of an ordinary channel, for the members of `__agora_channel_event`.
+    async fn firehose(&self, app: &AppId, account: &Account, ch: &ChannelName, kind: &str) {
+        if ch.is_special() {
+            return;
+        }
+        let Ok(fh) = ChannelName::parse(special::CHANNEL_EVENT, self.limits()) else {
+            return;
+        };
+        let body = content::channel_user(ch, account);
+        let frame = channel_event(&fh, account, kind, &body);
+        let r = self
+            .store
+            .publish(app, &fh, event(&frame, None), PublishRules::default())
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(app = %app, channel = %ch, "firehose event lost: {e}");
+        }
+    }
+
+    /// Members only, unless `force`; the sender's budget, then the channel's.
+    pub(super) async fn channel_send(
+        &self,
+        s: &mut Session<S>,
+        name: &str,
+        msg: &str,
+        msg_id: Option<&str>,
+        force: bool,
+    ) -> RResult<Reply> {
+        let l = self.limits();
+        let ch = ChannelName::parse(name, l)?;
+        Limits::check_len(msg.len(), l.channel_message_max_bytes)?;
+        if ch.is_special() {
+            return Err(ErrorKind::ReservedChannel);
+        }
+        self.spend(s)?;
+        let body = content::channel_msg(&ch, &s.account, msg);
+        let frame = channel_event(&ch, &s.account, msgtype::CHANNEL_MSG, &body);
+        let rules = PublishRules {
+            member: (!force).then_some(&s.account),
+            dedup: self.dedup(&s.account, msg_id),
+            rate_limited: true,
+        };
+        match self
+            .store
+            .publish(&s.app, &ch, event(&frame, None), rules)
+            .await?
+        {
+            Published::Sent | Published::Duplicate => Ok(Reply::Done),
+            Published::NotMember => Err(ErrorKind::NotInChannel),
+            Published::RateLimited => Err(ErrorKind::RateLimited),
+        }
+    }
+
+    /// Change attributes, publish the change to every member (the changer included).
+    async fn change_attrs(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        from: &str,
+        op: AttrOp<'_>,
+        (name, value, kind): (&str, &str, &str),
+    ) -> RResult<()> {
+        let body = content::channel_attr(ch, from, name, value, kind);
+        let frame = channel_event(ch, from, msgtype::CHANNEL_ATTR_UPDATE, &body);
+        match self
+            .store
+            .attr_change(app, ch, op, event(&frame, None))
+            .await?
+        {
+            AttrOutcome::Done => Ok(()),
+            AttrOutcome::RateLimited => Err(ErrorKind::RateLimited),
+            AttrOutcome::TooMany => Err(ErrorKind::TooLarge),
+        }
+    }
+
+    /// Values are validated before any budget is spent; `_member_num` is the server's.
+    pub(super) async fn set_channel_attr(
+        &self,
+        s: &mut Session<S>,
+        channel: &str,
+        name: &str,
+        value: &str,
+    ) -> RResult<Reply> {
+        let l = self.limits();
+        let ch = self.ordinary(channel)?;
+        l.check_attr_name(name)?;
+        Limits::check_len(value.len(), l.attr_value_max_bytes)?;
+        if name == attr::MEMBER_NUM {
+            return Err(ErrorKind::ReadOnlyAttr);
+        }
+        let setting = builtin_setting(name, value)?;
+        let op = AttrOp::Set {
+            name,
+            value,
+            setting,
+            rate_limited: true,
+            max: l.attrs_max,
+        };
+        self.change_attrs(
+            &s.app,
+            &ch,
+            &s.account,
+            op,
+            (name, value, attr_change::UPDATE),
+        )
+        .await?;
+        if let Some(Setting::AutoUpdate(secs)) = setting {
+            if secs > 0 {
+                // the first report comes after one period, whatever happened before
+                self.store.touch_members(&s.app, &ch).await?;
+                let timer = Timer::MemberNum(s.app.clone(), ch);
+                self.store
+                    .schedule(timer, Duration::from_secs(secs))
+                    .await?;
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) async fn del_channel_attr(
+        &self,
+        s: &mut Session<S>,
+        channel: &str,
+        name: &str,
+    ) -> RResult<Reply> {
+        let ch = self.ordinary(channel)?;
+        self.limits().check_attr_name(name)?;
+        if name == attr::MEMBER_NUM {
+            return Err(ErrorKind::ReadOnlyAttr);
+        }
+        let defaults = ChannelSettings::defaults(self.limits());
+        let setting = default_setting(name, &defaults);
+        let op = AttrOp::Del { name, setting };
+        self.change_attrs(&s.app, &ch, &s.account, op, (name, "", attr_change::DEL))
+            .await?;
+        Ok(Reply::Done)
+    }
+
+    pub(super) async fn clear_channel_attrs(
+        &self,
+        s: &mut Session<S>,
+        channel: &str,
+    ) -> RResult<Reply> {
+        let ch = self.ordinary(channel)?;
+        let defaults = ChannelSettings::defaults(self.limits());
+        let op = AttrOp::Clear { defaults };
+        self.change_attrs(&s.app, &ch, &s.account, op, ("", "", attr_change::CLEAR))
+            .await?;
+        Ok(Reply::Done)
+    }
+
+    /// The `_member_num` report: when the membership changed, the count becomes the
+    /// attribute (an ordinary update from `""`); again after the period while it is set.
+    pub(super) async fn report_members(&self, app: &AppId, ch: &ChannelName) -> RResult<()> {
+        let Some(settings) = self.store.settings(app, ch).await? else {
+            return Ok(());
+        };
+        if settings.auto_update_secs == 0 {
+            return Ok(());
+        }
+        if let Some(n) = self.store.take_members_changed(app, ch).await? {
+            let num = n.to_string();
+            let op = AttrOp::Set {
+                name: attr::MEMBER_NUM,
+                value: &num,
+                setting: None,
+                rate_limited: false,
+                max: usize::MAX,
+            };
+            let change = (attr::MEMBER_NUM, num.as_str(), attr_change::UPDATE);
+            self.change_attrs(app, ch, "", op, change).await?;
+        }
+        let period = Duration::from_secs(settings.auto_update_secs);
+        let timer = Timer::MemberNum(app.clone(), ch.clone());
+        self.store.schedule(timer, period).await?;
+        Ok(())
+    }
+
+    pub(super) async fn channel_num(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
+        let ch = ChannelName::parse(name, self.limits())?;
+        let (num, _) = self.store.members(&s.app, &ch, 0).await?;
+        Ok(Reply::ChannelNum {
+            name: ch.to_string(),
+            num,
+        })
+    }
+
+    pub(super) async fn channel_has(
+        &self,
+        s: &mut Session<S>,
+        name: &str,
+        account: &str,
+    ) -> RResult<Reply> {
+        let l = self.limits();
+        let ch = ChannelName::parse(name, l)?;
+        let account = Account::parse(account, l)?;
+        let isin = self.store.is_member(&s.app, &ch, &account).await?;
+        Ok(Reply::ChannelIsIn {
+            name: ch.to_string(),
+            account: account.to_string(),
+            isin: u8::from(isin),
+        })
+    }
+
+    /// The latest members: `channel_list_max` of them, or up to `num` (at most 100,000).
+    pub(super) async fn channel_list(
+        &self,
+        s: &mut Session<S>,
+        name: &str,
+        num: Option<u64>,
+    ) -> RResult<Reply> {
+        let l = self.limits();
+        let ch = ChannelName::parse(name, l)?;
+        let max = num.map_or(l.channel_list_max, |n| n.min(LIST_PAGE_MAX) as usize);
+        let (count, list) = self.store.members(&s.app, &ch, max).await?;
+        Ok(Reply::UserList {
+            name: ch.to_string(),
+            num: count,
+            list,
+        })
+    }
+}

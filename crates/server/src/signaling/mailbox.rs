@@ -1,0 +1,206 @@
+//! Peer messages and the mailbox (mode 0 versions, mode 1 ids, TTL from the sender's flag,
+//! page clamps), presence queries, and user attributes (`_conn_timeout`).
+
+use std::time::Duration;
+
+use opensig_protocol::frame::{out, Reply};
+use opensig_protocol::ident::Account;
+use opensig_protocol::limits::{flag_ttl_secs, valid_name};
+use opensig_protocol::names::{attr, msgtype};
+use opensig_protocol::{msg, ErrorKind, Limits};
+
+use super::{RResult, Session, Signaling};
+use crate::store::{Appended, MailItem, Store};
+
+/// A mailbox message, ready to store: its id, its msg-v3 text and the push frame.
+pub(super) struct Letter {
+    pub id: String,
+    pub text: String,
+    pub push: opensig_protocol::frame::Template,
+    pub ttl: Duration,
+}
+
+impl Letter {
+    pub(super) fn item<'a>(&'a self, dedup: Option<crate::store::Dedup<'a>>) -> MailItem<'a> {
+        MailItem {
+            id: &self.id,
+            text: &self.text,
+            push: &self.push,
+            ttl: self.ttl,
+            dedup,
+        }
+    }
+}
+
+/// `Appended` as the client sees it.
+pub(super) fn appended(a: Appended) -> RResult<Reply> {
+    match a {
+        Appended::Stored(_) | Appended::Duplicate => Ok(Reply::Done),
+        Appended::Full => Err(ErrorKind::MailboxFull),
+    }
+}
+
+impl<S: Store> Signaling<S> {
+    /// A message from `from` to `to`: `msg-v3 <id> <from> 0 <to> <kind> <flag> <content>`.
+    pub(super) fn letter(
+        &self,
+        from: &str,
+        to: &str,
+        kind: &str,
+        flag: &str,
+        ttl_secs: u64,
+        content: &str,
+    ) -> Letter {
+        let id = self.next_msg_id();
+        let text = msg::build_v3(&id, from, to, kind, flag, content);
+        let push = out::recvmsg_template(&text);
+        Letter {
+            id,
+            text,
+            push,
+            ttl: Duration::from_secs(ttl_secs),
+        }
+    }
+
+    pub(super) async fn send_message(
+        &self,
+        s: &mut Session<S>,
+        peer: &str,
+        flag: &str,
+        kind: &str,
+        content: &str,
+        message_id: Option<&str>,
+    ) -> RResult<Reply> {
+        let l = self.limits();
+        let peer = Account::parse(peer, l)?;
+        Limits::check_len(content.len(), l.p2p_message_max_bytes)?;
+        if flag.contains(' ') || flag.len() > 64 || !valid_name(kind, 64) {
+            return Err(ErrorKind::InvalidArgs);
+        }
+        // call signalling goes through the voip calls and their rules
+        if kind.starts_with(msgtype::VOIP_PREFIX) {
+            return Err(ErrorKind::InvalidArgs);
+        }
+        self.spend(s)?;
+        let letter = self.letter(
+            &s.account,
+            &peer,
+            kind,
+            flag,
+            flag_ttl_secs(flag, l),
+            content,
+        );
+        let dedup = self.dedup(&s.account, message_id);
+        let r = self
+            .store
+            .mail_append(&s.app, &peer, letter.item(dedup), l.mailbox_max_messages)
+            .await?;
+        appended(r)
+    }
+
+    pub(super) async fn get_messages(
+        &self,
+        s: &mut Session<S>,
+        ver_clear: u64,
+        max: u64,
+    ) -> RResult<Reply> {
+        let max = (max as usize).clamp(1, self.limits().mailbox_page_max);
+        let page = self
+            .store
+            .mail_poll(&s.app, &s.account, ver_clear, max)
+            .await?;
+        Ok(Reply::Mail {
+            ver_clear: Some(page.ver_clear),
+            msgs: page.msgs,
+        })
+    }
+
+    pub(super) async fn get_messages_by_id(
+        &self,
+        s: &mut Session<S>,
+        clear: &[String],
+        max: u64,
+    ) -> RResult<Reply> {
+        let max = (max as usize).clamp(1, self.limits().mailbox_page_max);
+        let page = self
+            .store
+            .mail_poll_ids(&s.app, &s.account, clear, max)
+            .await?;
+        Ok(Reply::Mail {
+            ver_clear: None,
+            msgs: page.msgs,
+        })
+    }
+
+    pub(super) async fn user_status(&self, s: &mut Session<S>, account: &str) -> RResult<Reply> {
+        let account = Account::parse(account, self.limits())?;
+        let online = self.store.online(&s.app, &account).await?;
+        Ok(Reply::UserStatus {
+            account: account.to_string(),
+            status: u8::from(online),
+        })
+    }
+
+    /// `_conn_timeout` is clamped into its range and applies to this session at once.
+    pub(super) async fn set_user_attr(
+        &self,
+        s: &mut Session<S>,
+        name: &str,
+        value: &str,
+    ) -> RResult<Reply> {
+        let l = self.limits();
+        l.check_attr_name(name)?;
+        Limits::check_len(value.len(), l.attr_value_max_bytes)?;
+        let mut stored = value.to_string();
+        let mut idle = None;
+        if name == attr::CONN_TIMEOUT {
+            let secs: i64 = value.trim().parse().map_err(|_| ErrorKind::InvalidArgs)?;
+            let clamped = l.clamp_conn_timeout(secs);
+            stored = clamped.to_string();
+            idle = Some(Duration::from_secs(clamped));
+        }
+        let value = (!stored.is_empty()).then_some(stored.as_str());
+        let ok = self
+            .store
+            .user_attr_set(&s.app, &s.account, name, value, l.attrs_max)
+            .await?;
+        if !ok {
+            return Err(ErrorKind::TooLarge);
+        }
+        if let Some(idle) = idle {
+            s.idle = idle;
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) async fn user_attr(
+        &self,
+        s: &mut Session<S>,
+        account: &str,
+        name: &str,
+    ) -> RResult<Reply> {
+        let l = self.limits();
+        let account = Account::parse(account, l)?;
+        l.check_attr_name(name)?;
+        let attrs = self.store.user_attrs(&s.app, &account).await?;
+        let value = attrs
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        Ok(Reply::UserAttr {
+            account: account.to_string(),
+            name: name.into(),
+            value,
+        })
+    }
+
+    pub(super) async fn user_attrs(&self, s: &mut Session<S>, account: &str) -> RResult<Reply> {
+        let account = Account::parse(account, self.limits())?;
+        let attrs = self.store.user_attrs(&s.app, &account).await?;
+        Ok(Reply::UserAttrAll {
+            account: account.to_string(),
+            attrs,
+        })
+    }
+}

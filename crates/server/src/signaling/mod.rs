@@ -1,0 +1,236 @@
+//! Every rule of the protocol, once, over any [`Store`]: what a login does (kick, presence,
+//! `_conn_timeout`), what each request checks and in which order (validation, then rate,
+//! then the store's atomic step), what a channel's built-in attributes mean, how an
+//! invitation lives and ends, which events the firehose channels carry. Stores only store.
+//!
+//! The connection handler ([`crate::conn`]) calls [`Signaling::login`], [`Signaling::request`]
+//! and [`Signaling::end`]; the store's background work (due timers, sessions of dead nodes)
+//! comes back through [`Signaling::start`].
+
+mod channels;
+mod invites;
+mod mailbox;
+mod session;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use opensig_protocol::frame::{out, Reply, Request, Template};
+use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::{msg, ErrorKind, Limits};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::delivery::ConnHandle;
+use crate::ratelimit::Bucket;
+use crate::store::{Dedup, Event, Store, StoreError, Work};
+use crate::ServerConfig;
+
+pub use session::{LoginRefusal, TokenRefusal};
+
+/// A logged-in session, as its connection holds it.
+pub struct Session<S: Store> {
+    /// App.
+    pub app: AppId,
+    /// Account.
+    pub account: Account,
+    /// The connection's handle.
+    pub conn: ConnHandle,
+    /// The session as the store knows it.
+    pub store_ref: S::Session,
+    /// The line every call2 must carry.
+    pub line: String,
+    /// Channels joined on this connection.
+    pub channels: BTreeSet<ChannelName>,
+    /// The user's message budget (`user_messages_per_second`).
+    pub rate: Bucket,
+    /// Seconds of silence before the connection is dropped (`_conn_timeout`).
+    pub idle: Duration,
+}
+
+/// The rules, over a store.
+pub struct Signaling<S: Store> {
+    store: S,
+    config: Arc<ServerConfig>,
+    /// Prefix of this process's msg-v3 ids (unique per boot).
+    id_prefix: String,
+    id_seq: AtomicU64,
+    /// Invitation generations.
+    generation: AtomicU64,
+}
+
+/// A store failure becomes `unavailable` at the edge (logged with its cause).
+impl From<StoreError> for ErrorKind {
+    fn from(e: StoreError) -> ErrorKind {
+        warn!("store: {e}");
+        ErrorKind::Unavailable
+    }
+}
+
+/// Result of a rule.
+pub type RResult<T> = Result<T, ErrorKind>;
+
+impl<S: Store> Signaling<S> {
+    /// The rules over `store`, configured by `config`. Call [`Signaling::start`] once the
+    /// value is shared.
+    pub fn new(store: S, config: Arc<ServerConfig>, id_prefix: String) -> Signaling<S> {
+        Signaling {
+            store,
+            config,
+            id_prefix,
+            id_seq: AtomicU64::new(0),
+            generation: AtomicU64::new(rand::random::<u32>() as u64),
+        }
+    }
+
+    /// Take the store's background work (due timers, orphaned sessions) from now on.
+    pub fn start(self: &Arc<Self>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.store.run_work(tx);
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(work) = rx.recv().await {
+                let Some(me) = weak.upgrade() else { return };
+                // each piece of work on its own: a slow store step does not hold the others
+                tokio::spawn(async move { me.work(work).await });
+            }
+        });
+    }
+
+    async fn work(&self, work: Work<S>) {
+        match work {
+            Work::Timer { timer, claim } => match self.fire(&timer).await {
+                Ok(()) => self.store.timer_done(claim).await,
+                // not reported done: the store brings it back
+                Err(e) => warn!("timer {timer:?} failed: {e:?}"),
+            },
+            Work::Orphan {
+                app,
+                account,
+                session,
+                channels,
+                done,
+            } => {
+                let ok = self.end_session(&app, &account, &session, &channels).await;
+                let _ = done.send(ok.is_ok());
+            }
+        }
+    }
+
+    /// The store (for tests and metrics).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// A msg-v3 id unique in the cluster.
+    fn next_msg_id(&self) -> String {
+        let n = self.id_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.id_prefix)
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn dedup<'a>(&self, from: &'a Account, id: Option<&'a str>) -> Option<Dedup<'a>> {
+        id.map(|id| Dedup {
+            from,
+            id,
+            window: Duration::from_secs(self.limits().dedup_window_secs),
+        })
+    }
+
+    /// Take one token of the user's message budget.
+    fn spend(&self, session: &mut Session<S>) -> RResult<()> {
+        if session.rate.take(self.limits().user_messages_per_second) {
+            Ok(())
+        } else {
+            Err(ErrorKind::RateLimited)
+        }
+    }
+
+    /// Handle one request of a logged-in session.
+    pub async fn request(&self, s: &mut Session<S>, request: Request) -> RResult<Reply> {
+        match request {
+            // the connection ends the session (it knows how to close)
+            Request::UserLogout => Ok(Reply::Done),
+            Request::UserGetmsg { ver_clear, max } => self.get_messages(s, ver_clear, max).await,
+            Request::UserGetmsg2 { clear_msgs, max } => {
+                self.get_messages_by_id(s, &clear_msgs, max).await
+            }
+            Request::UserSendmsg {
+                peer,
+                flag,
+                kind,
+                content,
+                message_id,
+            } => {
+                self.send_message(s, &peer, &flag, &kind, &content, message_id.as_deref())
+                    .await
+            }
+            Request::UserQueryUserStatus { account } => self.user_status(s, &account).await,
+            Request::UserSetAttr { name, value } => self.set_user_attr(s, &name, &value).await,
+            Request::UserGetAttr { account, name } => self.user_attr(s, &account, &name).await,
+            Request::UserGetAttrAll { account } => self.user_attrs(s, &account).await,
+            Request::UserRenewToken { token } => self.renew_token(s, &token),
+            Request::ChannelJoin { name } => self.join(s, &name).await,
+            Request::ChannelLeave { name } => self.leave(s, &name).await,
+            Request::ChannelSendmsg {
+                name,
+                msg,
+                msg_id,
+                force,
+            } => {
+                self.channel_send(s, &name, &msg, msg_id.as_deref(), force)
+                    .await
+            }
+            Request::ChannelSetAttr {
+                channel,
+                name,
+                value,
+            } => self.set_channel_attr(s, &channel, &name, &value).await,
+            Request::ChannelDelAttr { channel, name } => {
+                self.del_channel_attr(s, &channel, &name).await
+            }
+            Request::ChannelClearAttr { channel } => self.clear_channel_attrs(s, &channel).await,
+            Request::ChannelQueryNum { name } => self.channel_num(s, &name).await,
+            Request::ChannelQueryUserIsin { name, account } => {
+                self.channel_has(s, &name, &account).await
+            }
+            Request::ChannelQueryUserlist { name, num } => self.channel_list(s, &name, num).await,
+            Request::Voip {
+                kind,
+                channel,
+                peer,
+                extra,
+                message_id,
+            } => {
+                self.voip(s, kind, &channel, &peer, &extra, message_id.as_deref())
+                    .await
+            }
+        }
+    }
+}
+
+/// A channel event from `source`: a msg-v2 string of `kind` with `content`, its sequence to
+/// be filled in by the store.
+fn channel_event(channel: &str, source: &str, kind: &str, content: &str) -> Template {
+    let text = msg::build_v2(source, channel, kind, msg::NO_FLAG, content);
+    out::channel2_template(channel, &text)
+}
+
+/// The event as the store takes it.
+fn event<'a>(frame: &'a Template, exclude: Option<&'a Account>) -> Event<'a> {
+    Event { frame, exclude }
+}

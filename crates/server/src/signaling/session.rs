@@ -1,0 +1,180 @@
+//! Login and logout: credentials and tokens, one session per account (a newer one kicks the
+//! older), presence events, `_conn_timeout`, and what ends with a session.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use opensig_protocol::frame::{content, Login, Reply};
+use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::names::{attr, login_error, msgtype, special};
+use opensig_protocol::{token, ErrorKind};
+use tracing::warn;
+
+use super::{channel_event, event, RResult, Session, Signaling};
+use crate::delivery::{ConnHandle, Frame};
+use crate::ratelimit::Bucket;
+use crate::store::{PublishRules, Store, Timer};
+use crate::ServerConfig;
+
+/// Why a token is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// The server does not serve this app.
+    UnknownApp,
+    /// Valid but expired.
+    Expired,
+    /// Malformed, another account's or another certificate's.
+    Invalid,
+}
+
+/// A refused login: the `login_ret` error string.
+pub type LoginRefusal = &'static str;
+
+/// The app's token rule: development mode and apps without a certificate accept any token;
+/// an app with one needs a SignalingToken of this account, not expired.
+fn token_check(
+    config: &ServerConfig,
+    app: &str,
+    account: &str,
+    token_text: &str,
+) -> Result<(), TokenRefusal> {
+    if config.development_mode() {
+        return Ok(());
+    }
+    match config.apps.get(app) {
+        None => Err(TokenRefusal::UnknownApp),
+        Some(None) => Ok(()),
+        Some(Some(cert)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            token::verify(token_text, app, cert, account, now).map_err(|e| match e {
+                token::TokenError::Expired => TokenRefusal::Expired,
+                token::TokenError::Invalid => TokenRefusal::Invalid,
+            })
+        }
+    }
+}
+
+impl<S: Store> Signaling<S> {
+    /// The account rule, the app id and the token of a login.
+    pub fn check_credentials(&self, login: &Login) -> Result<(AppId, Account), LoginRefusal> {
+        let l = self.limits();
+        let account = Account::parse(&login.account, l).map_err(|_| login_error::WRONG_ACCOUNT)?;
+        let app = AppId::parse(&login.vid, l).map_err(|_| login_error::TOKEN_UNKNOWN_APP)?;
+        token_check(&self.config, &app, &account, &login.token).map_err(|e| match e {
+            TokenRefusal::UnknownApp => login_error::TOKEN_UNKNOWN_APP,
+            TokenRefusal::Expired => login_error::TOKEN_EXPIRED,
+            TokenRefusal::Invalid => login_error::TOKEN_INVALID,
+        })?;
+        Ok((app, account))
+    }
+
+    /// Make `conn` the account's session: `welcome` (the `login_ret`) is queued before anyone
+    /// can see the session; an older session of the account is kicked; otherwise the account
+    /// comes online (`__agora_user_online`).
+    pub async fn login(
+        &self,
+        app: AppId,
+        account: Account,
+        conn: &ConnHandle,
+        welcome: Frame,
+        line: String,
+    ) -> RResult<Session<S>> {
+        let store = &self.store;
+        let l = self.limits();
+        let attrs = store.user_attrs(&app, &account).await?;
+        let idle = attrs
+            .iter()
+            .find(|(n, _)| n == attr::CONN_TIMEOUT)
+            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+            .map_or(l.conn_timeout_default_secs, |s| l.clamp_conn_timeout(s));
+        let previous = store.session_open(&app, &account, conn, welcome).await?;
+        let mut replaced = false;
+        if let Some(old) = previous {
+            if store.session_alive(&old).await {
+                store.kick(&old).await?;
+                replaced = true;
+            }
+        }
+        if !replaced {
+            self.presence(&app, &account, msgtype::CHANNEL_USER_JOIN)
+                .await;
+        }
+        Ok(Session {
+            store_ref: store.session_of(conn),
+            app,
+            account,
+            conn: conn.clone(),
+            line,
+            channels: BTreeSet::new(),
+            rate: Bucket::new(l.user_messages_per_second),
+            idle: Duration::from_secs(idle),
+        })
+    }
+
+    /// The session is over (logout, connection gone): it leaves its channels and goes
+    /// offline.
+    pub async fn end(&self, s: &Session<S>) {
+        let channels: Vec<ChannelName> = s.channels.iter().cloned().collect();
+        if let Err(e) = self
+            .end_session(&s.app, &s.account, &s.store_ref, &channels)
+            .await
+        {
+            warn!(app = %s.app, account = %s.account, "ending a session: {e:?}");
+        }
+    }
+
+    /// Leave `channels`, then end the session (if it still is the account's): the account
+    /// goes offline, and its unanswered invitations end unless it is back within the grace
+    /// period (702).
+    pub(super) async fn end_session(
+        &self,
+        app: &AppId,
+        account: &Account,
+        session: &S::Session,
+        channels: &[ChannelName],
+    ) -> RResult<()> {
+        for ch in channels {
+            self.leave_channel(app, account, session, ch).await?;
+        }
+        if self.store.session_close(app, account, session).await? {
+            self.presence(app, account, msgtype::CHANNEL_USER_LEAVE)
+                .await;
+            let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
+            for (key, generation) in self.store.invites_by(app, account).await? {
+                self.store
+                    .schedule(Timer::CallerGone(key, generation), grace)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A login or logout, for the members of `__agora_user_online` (if there are any).
+    async fn presence(&self, app: &AppId, account: &Account, kind: &str) {
+        let Ok(ch) = ChannelName::parse(special::USER_ONLINE, self.limits()) else {
+            return;
+        };
+        let body = content::channel_user(&ch, account);
+        let frame = channel_event(&ch, account, kind, &body);
+        let r = self
+            .store
+            .publish(app, &ch, event(&frame, None), PublishRules::default())
+            .await;
+        if let Err(e) = r {
+            // the login or logout itself stands; watchers miss this one event
+            warn!(app = %app, account = %account, "presence event lost: {e}");
+        }
+    }
+
+    /// opensig: a fresh token for this session's later logins, checked as a login would be.
+    pub(super) fn renew_token(&self, s: &Session<S>, token: &str) -> RResult<Reply> {
+        token_check(&self.config, &s.app, &s.account, token).map_err(|e| match e {
+            TokenRefusal::Expired => ErrorKind::TokenExpired,
+            _ => ErrorKind::TokenInvalid,
+        })?;
+        Ok(Reply::Done)
+    }
+}

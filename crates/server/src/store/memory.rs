@@ -1,0 +1,872 @@
+//! The embedded, single-process store: sharded maps in memory, timers as tokio tasks (so
+//! tests can run them on paused time).
+//!
+//! Atomicity: a channel is one `Mutex` (sequence numbers are assigned and frames queued under
+//! it, so every member sees a channel's events in order); a mailbox is one `DashMap` entry
+//! (versions assigned and pushes queued under it). No lock is held across an `await`, and no
+//! code holds two channel locks at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::limits::MAX_SAFE_INTEGER;
+use opensig_protocol::Limits;
+
+use super::{
+    Appended, AttrOp, AttrOutcome, ChannelSettings, Dedup, Event, Footprint, InviteKey,
+    InviteRecord, InviteState, InviteStep, Joined, MailItem, MailPage, PublishRules, Published,
+    Relayed, SResult, Setting, Store, Timer, Work, WorkSender,
+};
+use crate::delivery::{ConnHandle, Frame};
+use crate::ratelimit::Bucket;
+
+fn key(app: &str, name: &str) -> String {
+    let mut k = String::with_capacity(app.len() + name.len() + 1);
+    k.push_str(app);
+    k.push('\u{1}');
+    k.push_str(name);
+    k
+}
+
+#[derive(Debug)]
+struct Stored {
+    version: u64,
+    text: Arc<str>,
+    id: String,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    last: u64,
+    cleared: u64,
+    msgs: VecDeque<Stored>,
+    touched: Option<Instant>,
+}
+
+impl Mailbox {
+    fn purge(&mut self, now: Instant) {
+        let cleared = self.cleared;
+        self.msgs.retain(|m| m.version > cleared && m.expires > now);
+    }
+
+    fn page(&self, max: usize) -> MailPage {
+        MailPage {
+            ver_clear: self.cleared,
+            msgs: self
+                .msgs
+                .iter()
+                .take(max)
+                .map(|m| (m.version, m.text.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Message ids seen recently, per sender, to drop resends.
+#[derive(Debug, Default)]
+struct Seen {
+    order: VecDeque<(Instant, String)>,
+    ids: HashSet<String>,
+}
+
+impl Seen {
+    fn first_time(&mut self, id: &str, now: Instant, window: Duration) -> bool {
+        while let Some((t, _)) = self.order.front() {
+            if now.duration_since(*t) <= window && self.order.len() < 10_000 {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back((now, id.to_owned()));
+        true
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.ids.remove(id);
+        self.order.retain(|(_, i)| i != id);
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    conn: ConnHandle,
+    order: u64,
+}
+
+#[derive(Debug)]
+struct Channel {
+    members: HashMap<String, Member>,
+    /// join order → account (for "the latest N").
+    order: BTreeMap<u64, String>,
+    next_order: u64,
+    attrs: Vec<(String, String)>,
+    settings: ChannelSettings,
+    seq: u64,
+    rate: Bucket,
+    attr_rates: HashMap<String, Bucket>,
+    changed: bool,
+    ttl_gen: u64,
+    dead: bool,
+}
+
+impl Channel {
+    fn new(settings: ChannelSettings) -> Channel {
+        Channel {
+            members: HashMap::new(),
+            order: BTreeMap::new(),
+            next_order: 0,
+            attrs: Vec::new(),
+            rate: Bucket::new(settings.sendmsg_limit),
+            settings,
+            seq: 0,
+            attr_rates: HashMap::new(),
+            changed: false,
+            ttl_gen: 0,
+            dead: false,
+        }
+    }
+
+    /// Sequence `event` and queue it for every member but its `exclude`.
+    fn publish(&mut self, event: Event<'_>) {
+        self.seq += 1;
+        let frame: Frame = event.frame.fill(self.seq).into();
+        for (account, m) in &self.members {
+            if Some(account.as_str()) != event.exclude.map(|a| a.as_str()) {
+                m.conn.push(frame.clone());
+            }
+        }
+    }
+
+    fn latest(&self, max: usize) -> Vec<String> {
+        let mut v: Vec<String> = self.order.values().rev().take(max).cloned().collect();
+        v.reverse();
+        v
+    }
+
+    fn apply(&mut self, setting: Setting) {
+        let s = &mut self.settings;
+        match setting {
+            Setting::Notify(on) => s.notify = on,
+            Setting::Ttl(secs) => s.ttl_secs = secs,
+            Setting::SendmsgLimit(n) => s.sendmsg_limit = n,
+            Setting::SetattrLimit(n) => s.setattr_limit = n,
+            Setting::AutoUpdate(secs) => s.auto_update_secs = secs,
+        }
+    }
+}
+
+struct Inner {
+    defaults: ChannelSettings,
+    sessions: DashMap<String, ConnHandle>,
+    mailboxes: DashMap<String, Mailbox>,
+    user_attrs: DashMap<String, BTreeMap<String, String>>,
+    channels: DashMap<String, Arc<Mutex<Channel>>>,
+    invites: DashMap<InviteKey, InviteRecord>,
+    seen: DashMap<String, Seen>,
+    /// The pending timers: the token of each one's latest schedule.
+    timers: Mutex<HashMap<Timer, u64>>,
+    timer_seq: AtomicU64,
+    work: Mutex<Option<WorkSender<Memory>>>,
+}
+
+/// The in-memory store. Cloning shares the same state.
+#[derive(Clone)]
+pub struct Memory {
+    inner: Arc<Inner>,
+}
+
+impl Memory {
+    /// A fresh, empty store. Starts a background sweeper (needs a tokio runtime).
+    pub fn new(limits: &Limits) -> Memory {
+        let inner = Arc::new(Inner {
+            defaults: ChannelSettings::defaults(limits),
+            sessions: DashMap::new(),
+            mailboxes: DashMap::new(),
+            user_attrs: DashMap::new(),
+            channels: DashMap::new(),
+            invites: DashMap::new(),
+            seen: DashMap::new(),
+            timers: Mutex::new(HashMap::new()),
+            timer_seq: AtomicU64::new(0),
+            work: Mutex::new(None),
+        });
+        tokio::spawn(sweeper(Arc::downgrade(&inner), limits.dedup_window_secs));
+        Memory { inner }
+    }
+}
+
+/// Drops expired mail, idle empty mailboxes and stale dedup sets every minute.
+async fn sweeper(inner: Weak<Inner>, dedup_window_secs: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let idle = Duration::from_secs(3600);
+        inner.mailboxes.retain(|k, mb| {
+            mb.purge(now);
+            let idle_long = mb.touched.is_none_or(|t| now.duration_since(t) > idle);
+            !(mb.msgs.is_empty() && idle_long && !inner.sessions.contains_key(k))
+        });
+        let window = Duration::from_secs(dedup_window_secs);
+        inner.seen.retain(|_, s| {
+            s.order
+                .back()
+                .is_some_and(|(t, _)| now.duration_since(*t) <= window)
+        });
+    }
+}
+
+impl Inner {
+    fn channel(&self, app: &str, name: &str) -> Arc<Mutex<Channel>> {
+        self.channels
+            .entry(key(app, name))
+            .or_insert_with(|| Arc::new(Mutex::new(Channel::new(self.defaults))))
+            .clone()
+    }
+
+    fn existing_channel(&self, app: &str, name: &str) -> Option<Arc<Mutex<Channel>>> {
+        self.channels.get(&key(app, name)).map(|c| c.clone())
+    }
+
+    fn first_time(&self, app: &str, dedup: Option<Dedup<'_>>) -> bool {
+        let Some(d) = dedup else { return true };
+        self.seen
+            .entry(key(app, d.from))
+            .or_default()
+            .first_time(d.id, Instant::now(), d.window)
+    }
+
+    fn forget(&self, app: &str, dedup: Option<Dedup<'_>>) {
+        if let Some(d) = dedup {
+            if let Some(mut s) = self.seen.get_mut(&key(app, d.from)) {
+                s.forget(d.id);
+            }
+        }
+    }
+
+    fn append(&self, app: &str, to: &str, item: &MailItem<'_>, max: usize) -> Appended {
+        if !self.first_time(app, item.dedup) {
+            return Appended::Duplicate;
+        }
+        let k = key(app, to);
+        let now = Instant::now();
+        let mut mb = self.mailboxes.entry(k.clone()).or_default();
+        if mb.msgs.len() >= max {
+            mb.purge(now);
+        }
+        if mb.msgs.len() >= max || mb.last >= MAX_SAFE_INTEGER {
+            drop(mb);
+            self.forget(app, item.dedup);
+            return Appended::Full;
+        }
+        mb.last += 1;
+        let version = mb.last;
+        mb.touched = Some(now);
+        mb.msgs.push_back(Stored {
+            version,
+            text: item.text.into(),
+            id: item.id.into(),
+            expires: now + item.ttl,
+        });
+        // queued under the mailbox entry lock: pushes leave in version order
+        if let Some(conn) = self.sessions.get(&k) {
+            conn.push(item.push.fill(version).into());
+        }
+        Appended::Stored(version)
+    }
+
+    fn send_work(&self, w: Work<Memory>) {
+        if let Some(tx) = self.work.lock().as_ref() {
+            let _ = tx.send(w);
+        }
+    }
+}
+
+/// An empty channel goes: at once without attributes (returns true: the caller, holding the
+/// lock, removes it), after its TTL with some.
+fn empty_channel(inner: &Arc<Inner>, app: &str, name: &str, ch: &mut Channel) -> bool {
+    if !ch.members.is_empty() {
+        return false;
+    }
+    ch.ttl_gen += 1;
+    if ch.attrs.is_empty() {
+        ch.dead = true;
+        return true;
+    }
+    let generation = ch.ttl_gen;
+    let ttl = Duration::from_secs(ch.settings.ttl_secs);
+    let k = key(app, name);
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        tokio::time::sleep(ttl).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(arc) = inner.channels.get(&k).map(|c| c.clone()) else {
+            return;
+        };
+        let mut ch = arc.lock();
+        if ch.ttl_gen == generation && ch.members.is_empty() {
+            ch.dead = true;
+            drop(ch);
+            inner.channels.remove_if(&k, |_, v| Arc::ptr_eq(v, &arc));
+        }
+    });
+    false
+}
+
+/// Remove a channel found dead under its lock (now released).
+fn remove_dead(inner: &Inner, app: &str, name: &str, arc: &Arc<Mutex<Channel>>) {
+    inner
+        .channels
+        .remove_if(&key(app, name), |_, v| Arc::ptr_eq(v, arc));
+}
+
+impl Store for Memory {
+    type Session = ConnHandle;
+    type Claim = ();
+
+    fn run_work(&self, work: WorkSender<Self>) {
+        *self.inner.work.lock() = Some(work);
+    }
+
+    fn session_of(&self, conn: &ConnHandle) -> ConnHandle {
+        conn.clone()
+    }
+
+    async fn session_open(
+        &self,
+        app: &AppId,
+        account: &Account,
+        conn: &ConnHandle,
+        welcome: Frame,
+    ) -> SResult<Option<ConnHandle>> {
+        conn.push(welcome);
+        Ok(self.inner.sessions.insert(key(app, account), conn.clone()))
+    }
+
+    async fn session_close(
+        &self,
+        app: &AppId,
+        account: &Account,
+        session: &ConnHandle,
+    ) -> SResult<bool> {
+        Ok(self
+            .inner
+            .sessions
+            .remove_if(&key(app, account), |_, c| c.id == session.id)
+            .is_some())
+    }
+
+    async fn session_alive(&self, session: &ConnHandle) -> bool {
+        session.is_open()
+    }
+
+    async fn kick(&self, session: &ConnHandle) -> SResult<()> {
+        session.kick();
+        Ok(())
+    }
+
+    async fn online(&self, app: &AppId, account: &Account) -> SResult<bool> {
+        Ok(self.inner.sessions.contains_key(&key(app, account)))
+    }
+
+    async fn user_attrs(&self, app: &AppId, account: &Account) -> SResult<Vec<(String, String)>> {
+        Ok(self
+            .inner
+            .user_attrs
+            .get(&key(app, account))
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn user_attr_set(
+        &self,
+        app: &AppId,
+        account: &Account,
+        name: &str,
+        value: Option<&str>,
+        max: usize,
+    ) -> SResult<bool> {
+        let k = key(app, account);
+        match value {
+            None => {
+                let mut empty = false;
+                if let Some(mut a) = self.inner.user_attrs.get_mut(&k) {
+                    a.remove(name);
+                    empty = a.is_empty();
+                }
+                if empty {
+                    self.inner.user_attrs.remove_if(&k, |_, a| a.is_empty());
+                }
+                Ok(true)
+            }
+            Some(value) => {
+                let mut attrs = self.inner.user_attrs.entry(k).or_default();
+                if !attrs.contains_key(name) && attrs.len() >= max {
+                    return Ok(false);
+                }
+                attrs.insert(name.to_owned(), value.to_owned());
+                Ok(true)
+            }
+        }
+    }
+
+    async fn mail_append(
+        &self,
+        app: &AppId,
+        to: &Account,
+        item: MailItem<'_>,
+        max: usize,
+    ) -> SResult<Appended> {
+        Ok(self.inner.append(app, to, &item, max))
+    }
+
+    async fn mail_poll(
+        &self,
+        app: &AppId,
+        account: &Account,
+        ver_clear: u64,
+        max: usize,
+    ) -> SResult<MailPage> {
+        let now = Instant::now();
+        let mut mb = self.inner.mailboxes.entry(key(app, account)).or_default();
+        mb.cleared = mb.cleared.max(ver_clear.min(MAX_SAFE_INTEGER));
+        mb.last = mb.last.max(mb.cleared);
+        mb.touched = Some(now);
+        mb.purge(now);
+        Ok(mb.page(max))
+    }
+
+    async fn mail_poll_ids(
+        &self,
+        app: &AppId,
+        account: &Account,
+        clear_ids: &[String],
+        max: usize,
+    ) -> SResult<MailPage> {
+        let now = Instant::now();
+        let mut mb = self.inner.mailboxes.entry(key(app, account)).or_default();
+        let clear: HashSet<&str> = clear_ids.iter().map(String::as_str).collect();
+        mb.msgs.retain(|m| !clear.contains(m.id.as_str()));
+        mb.touched = Some(now);
+        mb.purge(now);
+        let page = mb.page(max);
+        // returned messages count as delivered (mode-1 clients never acknowledge them)
+        if let Some((v, _)) = page.msgs.last() {
+            mb.cleared = mb.cleared.max(*v);
+            mb.purge(now);
+        }
+        Ok(MailPage {
+            ver_clear: mb.cleared,
+            msgs: page.msgs,
+        })
+    }
+
+    async fn mail_withdraw(&self, app: &AppId, account: &Account, version: u64) -> SResult<bool> {
+        let Some(mut mb) = self.inner.mailboxes.get_mut(&key(app, account)) else {
+            return Ok(false);
+        };
+        let before = mb.msgs.len();
+        mb.msgs.retain(|m| m.version != version);
+        Ok(before != mb.msgs.len())
+    }
+
+    async fn join(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+        conn: &ConnHandle,
+        event: Option<Event<'_>>,
+        list_max: usize,
+    ) -> SResult<Joined> {
+        let inner = &self.inner;
+        loop {
+            let arc = inner.channel(app, channel);
+            let mut ch = arc.lock();
+            if ch.dead {
+                continue;
+            }
+            ch.ttl_gen += 1; // cancels a pending destruction
+            let fresh = match ch.members.get_mut(account.as_str()) {
+                Some(m) => {
+                    m.conn = conn.clone();
+                    false
+                }
+                None => {
+                    ch.next_order += 1;
+                    let order = ch.next_order;
+                    let member = Member {
+                        conn: conn.clone(),
+                        order,
+                    };
+                    ch.members.insert(account.to_string(), member);
+                    ch.order.insert(order, account.to_string());
+                    ch.changed = true;
+                    if let (Some(e), true) = (event, ch.settings.notify) {
+                        ch.publish(e);
+                    }
+                    true
+                }
+            };
+            return Ok(Joined {
+                fresh,
+                list: ch.latest(list_max),
+                attrs: ch.attrs.clone(),
+            });
+        }
+    }
+
+    async fn leave(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+        session: &ConnHandle,
+        event: Option<Event<'_>>,
+    ) -> SResult<bool> {
+        let inner = &self.inner;
+        let Some(arc) = inner.existing_channel(app, channel) else {
+            return Ok(false);
+        };
+        let mut ch = arc.lock();
+        let mine = ch
+            .members
+            .get(account.as_str())
+            .is_some_and(|m| m.conn.id == session.id);
+        if mine {
+            if let Some(m) = ch.members.remove(account.as_str()) {
+                ch.order.remove(&m.order);
+            }
+            ch.changed = true;
+            if let (Some(e), true) = (event, ch.settings.notify) {
+                ch.publish(e);
+            }
+            if empty_channel(inner, app, channel, &mut ch) {
+                drop(ch);
+                remove_dead(inner, app, channel, &arc);
+            }
+        }
+        Ok(mine)
+    }
+
+    async fn publish(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        event: Event<'_>,
+        rules: PublishRules<'_>,
+    ) -> SResult<Published> {
+        let inner = &self.inner;
+        let Some(arc) = inner.existing_channel(app, channel) else {
+            return Ok(if rules.member.is_some() {
+                Published::NotMember
+            } else {
+                Published::Sent
+            });
+        };
+        let mut ch = arc.lock();
+        if let Some(m) = rules.member {
+            if !ch.members.contains_key(m.as_str()) {
+                return Ok(Published::NotMember);
+            }
+        }
+        if !inner.first_time(app, rules.dedup) {
+            return Ok(Published::Duplicate);
+        }
+        if rules.rate_limited {
+            let limit = ch.settings.sendmsg_limit;
+            if !ch.rate.take(limit) {
+                drop(ch);
+                inner.forget(app, rules.dedup);
+                return Ok(Published::RateLimited);
+            }
+        }
+        if !ch.members.is_empty() {
+            ch.publish(event);
+        }
+        Ok(Published::Sent)
+    }
+
+    async fn attr_change(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        op: AttrOp<'_>,
+        event: Event<'_>,
+    ) -> SResult<AttrOutcome> {
+        let inner = &self.inner;
+        loop {
+            let arc = inner.channel(app, channel);
+            let mut ch = arc.lock();
+            if ch.dead {
+                continue;
+            }
+            match op {
+                AttrOp::Set {
+                    name,
+                    value,
+                    setting,
+                    rate_limited,
+                    max,
+                } => {
+                    if rate_limited {
+                        let limit = ch.settings.setattr_limit;
+                        let bucket = ch
+                            .attr_rates
+                            .entry(name.to_owned())
+                            .or_insert_with(|| Bucket::new(limit));
+                        if !bucket.take(limit) {
+                            return Ok(AttrOutcome::RateLimited);
+                        }
+                    }
+                    match ch.attrs.iter_mut().find(|(n, _)| n == name) {
+                        Some(a) => a.1 = value.to_owned(),
+                        None => {
+                            if ch.attrs.len() >= max {
+                                return Ok(AttrOutcome::TooMany);
+                            }
+                            ch.attrs.push((name.to_owned(), value.to_owned()))
+                        }
+                    }
+                    if let Some(s) = setting {
+                        ch.apply(s);
+                    }
+                }
+                AttrOp::Del { name, setting } => {
+                    ch.attrs.retain(|(n, _)| n != name);
+                    if let Some(s) = setting {
+                        ch.apply(s);
+                    }
+                }
+                AttrOp::Clear { defaults } => {
+                    ch.attrs.clear();
+                    ch.settings = defaults;
+                }
+            }
+            ch.publish(event);
+            if empty_channel(inner, app, channel, &mut ch) {
+                drop(ch);
+                remove_dead(inner, app, channel, &arc);
+            }
+            return Ok(AttrOutcome::Done);
+        }
+    }
+
+    async fn settings(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> SResult<Option<ChannelSettings>> {
+        Ok(self
+            .inner
+            .existing_channel(app, channel)
+            .map(|c| c.lock().settings))
+    }
+
+    async fn touch_members(&self, app: &AppId, channel: &ChannelName) -> SResult<()> {
+        if let Some(c) = self.inner.existing_channel(app, channel) {
+            c.lock().changed = true;
+        }
+        Ok(())
+    }
+
+    async fn take_members_changed(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> SResult<Option<usize>> {
+        Ok(self.inner.existing_channel(app, channel).and_then(|c| {
+            let mut ch = c.lock();
+            std::mem::take(&mut ch.changed).then_some(ch.members.len())
+        }))
+    }
+
+    async fn members(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        max: usize,
+    ) -> SResult<(usize, Vec<String>)> {
+        Ok(match self.inner.existing_channel(app, channel) {
+            Some(arc) => {
+                let ch = arc.lock();
+                (ch.members.len(), ch.latest(max))
+            }
+            None => (0, Vec::new()),
+        })
+    }
+
+    async fn is_member(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+    ) -> SResult<bool> {
+        Ok(self
+            .inner
+            .existing_channel(app, channel)
+            .is_some_and(|arc| arc.lock().members.contains_key(account.as_str())))
+    }
+
+    async fn invite_open(
+        &self,
+        key: &InviteKey,
+        extra: &str,
+        generation: u64,
+        mail: MailItem<'_>,
+        max_mail: usize,
+        timers: &[(Timer, Duration)],
+    ) -> SResult<Appended> {
+        let appended = self.inner.append(&key.app, &key.callee, &mail, max_mail);
+        if let Appended::Stored(version) = appended {
+            let record = InviteRecord {
+                extra: extra.into(),
+                state: InviteState::Ringing { acked: false },
+                version,
+                generation,
+            };
+            self.inner.invites.insert(key.clone(), record);
+            for (t, after) in timers {
+                self.schedule(t.clone(), *after).await?;
+            }
+        }
+        Ok(appended)
+    }
+
+    async fn invite_relay(
+        &self,
+        keys: &[InviteKey],
+        step: InviteStep,
+        require_live: bool,
+        to: &Account,
+        mail: MailItem<'_>,
+        max_mail: usize,
+    ) -> SResult<Relayed> {
+        let inner = &self.inner;
+        let mut live = false;
+        for k in keys {
+            let exists = match step {
+                InviteStep::End => inner.invites.remove(k).is_some(),
+                _ => match inner.invites.get_mut(k) {
+                    Some(mut r) => {
+                        match step {
+                            InviteStep::Ack => {
+                                if let InviteState::Ringing { acked } = &mut r.state {
+                                    *acked = true;
+                                }
+                            }
+                            InviteStep::Accept => r.state = InviteState::Accepted,
+                            _ => {}
+                        }
+                        true
+                    }
+                    None => false,
+                },
+            };
+            live |= exists;
+        }
+        let app = keys.first().map(|k| &k.app);
+        let appended = match app {
+            Some(app) if live || !require_live => inner.append(app, to, &mail, max_mail),
+            _ => Appended::Duplicate,
+        };
+        Ok(Relayed { live, appended })
+    }
+
+    async fn invite_get(&self, key: &InviteKey) -> SResult<Option<InviteRecord>> {
+        Ok(self.inner.invites.get(key).map(|r| r.clone()))
+    }
+
+    async fn invite_take(
+        &self,
+        key: &InviteKey,
+        generation: u64,
+        ringing_only: bool,
+    ) -> SResult<Option<InviteRecord>> {
+        Ok(self
+            .inner
+            .invites
+            .remove_if(key, |_, r| {
+                r.generation == generation
+                    && (!ringing_only || matches!(r.state, InviteState::Ringing { .. }))
+            })
+            .map(|(_, r)| r))
+    }
+
+    async fn invites_by(&self, app: &AppId, caller: &Account) -> SResult<Vec<(InviteKey, u64)>> {
+        Ok(self
+            .inner
+            .invites
+            .iter()
+            .filter(|i| i.key().app == *app && i.key().caller == *caller)
+            .map(|i| (i.key().clone(), i.generation))
+            .collect())
+    }
+
+    async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {
+        let token = self.inner.timer_seq.fetch_add(1, Ordering::Relaxed);
+        self.inner.timers.lock().insert(timer.clone(), token);
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let current = {
+                let mut timers = inner.timers.lock();
+                let current = timers.get(&timer) == Some(&token);
+                if current {
+                    timers.remove(&timer);
+                }
+                current
+            };
+            if current {
+                inner.send_work(Work::Timer { timer, claim: () });
+            }
+        });
+        Ok(())
+    }
+
+    async fn timer_done(&self, _claim: ()) {}
+
+    async fn live_nodes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn local_sessions(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    async fn footprint(&self) -> Footprint {
+        let i = &self.inner;
+        let mut channels = 0;
+        let mut members = 0;
+        for c in i.channels.iter() {
+            let c = c.lock();
+            if !c.dead {
+                channels += 1;
+                members += c.members.len();
+            }
+        }
+        Footprint {
+            sessions: i.sessions.len(),
+            channels,
+            members,
+            invites: i.invites.len(),
+            stored_messages: i.mailboxes.iter().map(|m| m.msgs.len()).sum(),
+            user_attrs: i.user_attrs.iter().map(|a| a.len()).sum(),
+        }
+    }
+}

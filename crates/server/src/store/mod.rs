@@ -1,0 +1,631 @@
+//! Where the service's shared state lives: the [`Store`] trait, narrow and without protocol
+//! rules — each method is one atomic step in its backend (a lock in `memory`, a Lua script in
+//! `redis`), and everything protocol-shaped (frames, message strings, error strings, which
+//! attribute means what) reaches it as data from [`crate::signaling`], which holds the rules.
+//!
+//! Frames arrive as [`Template`]s: a store fills in the number it assigns (a channel event's
+//! sequence, a mailbox message's version) atomically with the change, without knowing the
+//! frame's shape. Timers are [`Timer`] values the store keeps and hands back when due.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opensig_protocol::frame::Template;
+use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::Limits;
+use tokio::sync::mpsc;
+
+use crate::delivery::{ConnHandle, Frame};
+
+mod any;
+pub mod codec;
+pub mod memory;
+pub mod redis;
+
+pub use any::{AnyClaim, AnySession, AnyStore};
+
+use codec::{Reader, Writer};
+
+/// Why a store operation could not be done (the state is as it was before it).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis answered with an error or the connection broke.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// This node was stopped as a crash would stop it (tests of failover).
+    #[error("the node is halted")]
+    Halted,
+    /// A reply of a shape the store does not write.
+    #[error("unexpected reply from the store: {0}")]
+    BadReply(String),
+}
+
+/// Result of a store operation.
+pub type SResult<T> = Result<T, StoreError>;
+
+/// What a store holds on behalf of clients right now (tests check that a client's state is
+/// released: each figure returns to its earlier value once the client is gone). Time-bounded
+/// caches (message ids for dedup, rate buckets) are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Sessions (logged-in connections).
+    pub sessions: usize,
+    /// Channels with any state.
+    pub channels: usize,
+    /// Channel memberships.
+    pub members: usize,
+    /// Invitations in progress.
+    pub invites: usize,
+    /// Messages stored in mailboxes and not yet acknowledged.
+    pub stored_messages: usize,
+    /// User attributes set.
+    pub user_attrs: usize,
+}
+
+/// "Drop a resent request": `(from, id)` seen within `window` is a duplicate.
+#[derive(Debug, Clone, Copy)]
+pub struct Dedup<'a> {
+    /// The sender.
+    pub from: &'a Account,
+    /// The client's message id.
+    pub id: &'a str,
+    /// How long an id is remembered.
+    pub window: Duration,
+}
+
+/// A message to store in a mailbox.
+#[derive(Debug, Clone, Copy)]
+pub struct MailItem<'a> {
+    /// Its id (mode-1 clients acknowledge by it).
+    pub id: &'a str,
+    /// The text returned by polls.
+    pub text: &'a str,
+    /// The frame pushed to the recipient's session, with the version to fill in.
+    pub push: &'a Template,
+    /// How long to keep it.
+    pub ttl: Duration,
+    /// Drop it when it is a resend.
+    pub dedup: Option<Dedup<'a>>,
+}
+
+/// The outcome of storing mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored with this version (and pushed when the recipient is online).
+    Stored(u64),
+    /// A resend: nothing done.
+    Duplicate,
+    /// The mailbox holds its maximum already (after dropping expired messages).
+    Full,
+}
+
+/// A page of a mailbox.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MailPage {
+    /// Highest acknowledged version.
+    pub ver_clear: u64,
+    /// `(version, text)`, ascending, all above `ver_clear`.
+    pub msgs: Vec<(u64, Arc<str>)>,
+}
+
+/// A channel event to publish: the store assigns the channel's next sequence number, fills it
+/// into `frame`, and queues the frame for every member but `exclude`, in sequence order.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// The frame, sequence to fill in.
+    pub frame: &'a Template,
+    /// A member that does not get it (the joiner of its own join).
+    pub exclude: Option<&'a Account>,
+}
+
+/// Per-channel settings the store applies itself (set through built-in attributes by the
+/// rules; a new channel starts with [`ChannelSettings::defaults`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// Membership events (`join`/`leave`'s events) are published.
+    pub notify: bool,
+    /// Seconds the state of an empty channel that has attributes is kept.
+    pub ttl_secs: u64,
+    /// Channel messages per second (`publish` with `rate_limited`; 0: no limit).
+    pub sendmsg_limit: u32,
+    /// Changes per second of each attribute (`attr_change` with `rate_limited`; 0: no limit).
+    pub setattr_limit: u32,
+    /// Period of the member-count timer (0: none). Kept for the rules; the store does nothing
+    /// with it.
+    pub auto_update_secs: u64,
+}
+
+impl ChannelSettings {
+    /// A new channel's settings.
+    pub fn defaults(l: &Limits) -> ChannelSettings {
+        ChannelSettings {
+            notify: true,
+            ttl_secs: l.channel_ttl_default_secs,
+            sendmsg_limit: l.channel_messages_per_second,
+            setattr_limit: l.attr_changes_per_second,
+            auto_update_secs: 0,
+        }
+    }
+}
+
+/// One setting changed along with an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// `notify`.
+    Notify(bool),
+    /// `ttl_secs`.
+    Ttl(u64),
+    /// `sendmsg_limit`.
+    SendmsgLimit(u32),
+    /// `setattr_limit`.
+    SetattrLimit(u32),
+    /// `auto_update_secs`.
+    AutoUpdate(u64),
+}
+
+/// A change of channel attributes.
+#[derive(Debug, Clone, Copy)]
+pub enum AttrOp<'a> {
+    /// Set `name` to `value` (and `setting`). With `rate_limited`, one change of this
+    /// attribute is taken from its budget (`setattr_limit`); a new attribute beyond `max`
+    /// attributes is refused.
+    Set {
+        /// Attribute.
+        name: &'a str,
+        /// Value.
+        value: &'a str,
+        /// The setting this attribute carries, if any.
+        setting: Option<Setting>,
+        /// Counts against the attribute's rate.
+        rate_limited: bool,
+        /// Most attributes a channel may have.
+        max: usize,
+    },
+    /// Delete `name` (and put `setting` back).
+    Del {
+        /// Attribute.
+        name: &'a str,
+        /// The setting's default, when the attribute carried one.
+        setting: Option<Setting>,
+    },
+    /// Delete every attribute; the settings become `defaults`.
+    Clear {
+        /// The settings afterwards.
+        defaults: ChannelSettings,
+    },
+}
+
+/// The outcome of an attribute change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrOutcome {
+    /// Done, and published to the members.
+    Done,
+    /// The attribute's rate is spent: nothing done.
+    RateLimited,
+    /// A new attribute beyond the maximum: nothing done.
+    TooMany,
+}
+
+/// What a channel publish must check first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublishRules<'a> {
+    /// Only if this account is a member.
+    pub member: Option<&'a Account>,
+    /// Drop it when it is a resend (checked before the rate).
+    pub dedup: Option<Dedup<'a>>,
+    /// Counts against the channel's message rate (`sendmsg_limit`).
+    pub rate_limited: bool,
+}
+
+/// The outcome of a channel publish. Publishing never creates channel state: a channel
+/// without members gets nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Sequenced and queued for the members (none, if there are none).
+    Sent,
+    /// A resend: nothing done.
+    Duplicate,
+    /// `rules.member` is not a member.
+    NotMember,
+    /// The channel's rate is spent.
+    RateLimited,
+}
+
+/// A join's outcome.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Joined {
+    /// The account was not a member before (it may have been, on another connection: then
+    /// the membership moved to this one).
+    pub fresh: bool,
+    /// The latest members, oldest first, the joiner included.
+    pub list: Vec<String>,
+    /// Every attribute, in insertion order.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// An invitation's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InviteKey {
+    /// App.
+    pub app: AppId,
+    /// Who invited.
+    pub caller: Account,
+    /// Into which channel.
+    pub channel: ChannelName,
+    /// Whom.
+    pub callee: Account,
+}
+
+/// Where an invitation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteState {
+    /// Not answered yet; `acked`: the callee's client received it.
+    Ringing {
+        /// Received by the callee's client.
+        acked: bool,
+    },
+    /// Accepted; until one side ends it.
+    Accepted,
+}
+
+/// An invitation the store keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRecord {
+    /// The `extra` as the caller gave it (JSON text).
+    pub extra: String,
+    /// Where it is.
+    pub state: InviteState,
+    /// The callee's mailbox version holding the invitation.
+    pub version: u64,
+    /// Tells this invitation from an earlier one with the same key.
+    pub generation: u64,
+}
+
+/// What a call-signalling message does to the invitations it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteStep {
+    /// Nothing (an in-call message).
+    Keep,
+    /// The callee's client received it.
+    Ack,
+    /// The callee accepted.
+    Accept,
+    /// It is over (refused, ended, withdrawn).
+    End,
+}
+
+/// The outcome of a call-signalling message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// Some of the invitations it is about existed (and took the step).
+    pub live: bool,
+    /// What became of the message.
+    pub appended: Appended,
+}
+
+/// Something to do later, kept by the store until it is due. Scheduling a timer again
+/// replaces it (same value, new due time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// The callee of an invitation may have been offline too long (703).
+    InviteOffline(InviteKey, u64),
+    /// An invitation's `_timeout` elapsed (704).
+    InviteTimeout(InviteKey, u64),
+    /// An invitation's caller went away and may not be back (702).
+    CallerGone(InviteKey, u64),
+    /// A channel's member-count report.
+    MemberNum(AppId, ChannelName),
+}
+
+impl Timer {
+    /// The one encoding (for stores that keep timers outside the process).
+    pub fn encode(&self) -> String {
+        let invite = |tag, k: &InviteKey, generation| {
+            Writer::new(tag)
+                .text(&k.app)
+                .text(&k.caller)
+                .text(&k.channel)
+                .text(&k.callee)
+                .num(generation)
+                .finish()
+        };
+        match self {
+            Timer::InviteOffline(k, g) => invite('o', k, *g),
+            Timer::InviteTimeout(k, g) => invite('t', k, *g),
+            Timer::CallerGone(k, g) => invite('g', k, *g),
+            Timer::MemberNum(app, ch) => Writer::new('n').text(app).text(ch).finish(),
+        }
+    }
+
+    /// The timer an [`Timer::encode`] made; `None` for anything else.
+    pub fn decode(s: &str) -> Option<Timer> {
+        let (tag, mut r) = Reader::new(s)?;
+        let t = match tag {
+            'o' | 't' | 'g' => {
+                let key = InviteKey {
+                    app: AppId::from_stored(r.text()?)?,
+                    caller: Account::from_stored(r.text()?)?,
+                    channel: ChannelName::from_stored(r.text()?)?,
+                    callee: Account::from_stored(r.text()?)?,
+                };
+                let generation = r.num()?;
+                match tag {
+                    'o' => Timer::InviteOffline(key, generation),
+                    't' => Timer::InviteTimeout(key, generation),
+                    _ => Timer::CallerGone(key, generation),
+                }
+            }
+            'n' => Timer::MemberNum(
+                AppId::from_stored(r.text()?)?,
+                ChannelName::from_stored(r.text()?)?,
+            ),
+            _ => return None,
+        };
+        r.end()?;
+        Some(t)
+    }
+}
+
+/// Work a store's background tasks hand to the rules.
+#[derive(Debug)]
+pub enum Work<S: Store + ?Sized> {
+    /// A timer is due; report [`Store::timer_done`] with `claim` once it was handled (a
+    /// timer not reported comes back).
+    Timer {
+        /// What is due.
+        timer: Timer,
+        /// The store's handle on it.
+        claim: S::Claim,
+    },
+    /// A session whose node died: end it (and its memberships) as its own node would have,
+    /// then say whether that worked on `done`.
+    Orphan {
+        /// App.
+        app: AppId,
+        /// Account.
+        account: Account,
+        /// The session (on the dead node).
+        session: S::Session,
+        /// The channels it was in.
+        channels: Vec<ChannelName>,
+        /// Handled (true) or not (it is tried again later).
+        done: tokio::sync::oneshot::Sender<bool>,
+    },
+}
+
+/// Where work goes.
+pub type WorkSender<S> = mpsc::UnboundedSender<Work<S>>;
+
+/// The shared state of the service. Every method is atomic in its backend; none applies a
+/// protocol rule beyond what its documentation says.
+pub trait Store: Send + Sync + 'static {
+    /// A session as the store identifies it (a connection on some node).
+    type Session: Clone + Send + Sync + std::fmt::Debug + 'static;
+    /// The store's handle on a due timer (or an orphan).
+    type Claim: Send + Sync + std::fmt::Debug + 'static;
+
+    /// Hand due timers and orphaned sessions to `work` from now on.
+    fn run_work(&self, work: WorkSender<Self>);
+    /// The session of the local connection `conn`.
+    fn session_of(&self, conn: &ConnHandle) -> Self::Session;
+
+    // ---------------------------------------------------------------- sessions
+
+    /// Make `conn` the account's session. `welcome` is queued on `conn` before the session
+    /// is visible to anyone. Returns the session it replaced.
+    fn session_open(
+        &self,
+        app: &AppId,
+        account: &Account,
+        conn: &ConnHandle,
+        welcome: Frame,
+    ) -> impl Future<Output = SResult<Option<Self::Session>>> + Send;
+    /// End `session` if it is still the account's session; true when it was.
+    fn session_close(
+        &self,
+        app: &AppId,
+        account: &Account,
+        session: &Self::Session,
+    ) -> impl Future<Output = SResult<bool>> + Send;
+    /// Whether `session` is still connected (its node alive).
+    fn session_alive(&self, session: &Self::Session) -> impl Future<Output = bool> + Send;
+    /// Tell `session` it was replaced (its connection sends `kick` and closes).
+    fn kick(&self, session: &Self::Session) -> impl Future<Output = SResult<()>> + Send;
+    /// Whether the account has a live session.
+    fn online(&self, app: &AppId, account: &Account) -> impl Future<Output = SResult<bool>> + Send;
+
+    // ---------------------------------------------------------------- user attributes
+
+    /// All attributes of an account, in name order.
+    fn user_attrs(
+        &self,
+        app: &AppId,
+        account: &Account,
+    ) -> impl Future<Output = SResult<Vec<(String, String)>>> + Send;
+    /// Set (`Some`) or delete (`None`) one; false when a new attribute would exceed `max`.
+    fn user_attr_set(
+        &self,
+        app: &AppId,
+        account: &Account,
+        name: &str,
+        value: Option<&str>,
+        max: usize,
+    ) -> impl Future<Output = SResult<bool>> + Send;
+
+    // ---------------------------------------------------------------- mailboxes
+
+    /// Store `item` in `to`'s mailbox under its next version, unless it is a resend or the
+    /// mailbox holds `max` messages; push it to `to`'s session if there is one. Pushes of a
+    /// mailbox leave in version order.
+    fn mail_append(
+        &self,
+        app: &AppId,
+        to: &Account,
+        item: MailItem<'_>,
+        max: usize,
+    ) -> impl Future<Output = SResult<Appended>> + Send;
+    /// Acknowledge up to `ver_clear` (never lowering it), drop what is acknowledged or
+    /// expired, return up to `max` messages after it.
+    fn mail_poll(
+        &self,
+        app: &AppId,
+        account: &Account,
+        ver_clear: u64,
+        max: usize,
+    ) -> impl Future<Output = SResult<MailPage>> + Send;
+    /// Drop the messages with these ids; return up to `max` of the rest, which count as
+    /// acknowledged.
+    fn mail_poll_ids(
+        &self,
+        app: &AppId,
+        account: &Account,
+        clear_ids: &[String],
+        max: usize,
+    ) -> impl Future<Output = SResult<MailPage>> + Send;
+    /// Remove the message `version` if it is not acknowledged yet; true when it was there.
+    fn mail_withdraw(
+        &self,
+        app: &AppId,
+        account: &Account,
+        version: u64,
+    ) -> impl Future<Output = SResult<bool>> + Send;
+
+    // ---------------------------------------------------------------- channels
+
+    /// Make the account (on `conn`) a member. On a fresh membership `event` is published
+    /// (if the channel's `notify` setting is on) and the membership counts as changed.
+    fn join(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+        conn: &ConnHandle,
+        event: Option<Event<'_>>,
+        list_max: usize,
+    ) -> impl Future<Output = SResult<Joined>> + Send;
+    /// End the membership the account holds through `session`; true when it did. Then
+    /// `event` is published (if `notify`); an empty channel without attributes is gone, with
+    /// attributes it is kept for its `ttl_secs`.
+    fn leave(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+        session: &Self::Session,
+        event: Option<Event<'_>>,
+    ) -> impl Future<Output = SResult<bool>> + Send;
+    /// Publish `event` after `rules`.
+    fn publish(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        event: Event<'_>,
+        rules: PublishRules<'_>,
+    ) -> impl Future<Output = SResult<Published>> + Send;
+    /// Change attributes (creating the channel's state) and publish `event` to every member.
+    fn attr_change(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        op: AttrOp<'_>,
+        event: Event<'_>,
+    ) -> impl Future<Output = SResult<AttrOutcome>> + Send;
+    /// A channel's settings (`None`: it has no state).
+    fn settings(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> impl Future<Output = SResult<Option<ChannelSettings>>> + Send;
+    /// Count the membership as changed.
+    fn touch_members(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> impl Future<Output = SResult<()>> + Send;
+    /// If the membership changed since the last call: the member count (and the flag is
+    /// cleared).
+    fn take_members_changed(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> impl Future<Output = SResult<Option<usize>>> + Send;
+    /// Member count and the latest `max` members, oldest first.
+    fn members(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        max: usize,
+    ) -> impl Future<Output = SResult<(usize, Vec<String>)>> + Send;
+    /// Whether the account is a member.
+    fn is_member(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+    ) -> impl Future<Output = SResult<bool>> + Send;
+
+    // ---------------------------------------------------------------- invitations
+
+    /// In one step: store `mail` in the callee's mailbox (unless it is a resend or the
+    /// mailbox is full), and with it the invitation (ringing, not acknowledged) and its
+    /// `timers`.
+    fn invite_open(
+        &self,
+        key: &InviteKey,
+        extra: &str,
+        generation: u64,
+        mail: MailItem<'_>,
+        max_mail: usize,
+        timers: &[(Timer, Duration)],
+    ) -> impl Future<Output = SResult<Appended>> + Send;
+    /// In one step: the invitations of `keys` that exist take `step`; `mail` goes to `to`
+    /// (not when `require_live` and none exists).
+    #[allow(clippy::too_many_arguments)]
+    fn invite_relay(
+        &self,
+        keys: &[InviteKey],
+        step: InviteStep,
+        require_live: bool,
+        to: &Account,
+        mail: MailItem<'_>,
+        max_mail: usize,
+    ) -> impl Future<Output = SResult<Relayed>> + Send;
+    /// The invitation of `key`.
+    fn invite_get(
+        &self,
+        key: &InviteKey,
+    ) -> impl Future<Output = SResult<Option<InviteRecord>>> + Send;
+    /// Remove and return the invitation if it is of `generation` (and ringing, with
+    /// `ringing_only`): who takes it ends it, once.
+    fn invite_take(
+        &self,
+        key: &InviteKey,
+        generation: u64,
+        ringing_only: bool,
+    ) -> impl Future<Output = SResult<Option<InviteRecord>>> + Send;
+    /// The invitations `caller` made, with their generations.
+    fn invites_by(
+        &self,
+        app: &AppId,
+        caller: &Account,
+    ) -> impl Future<Output = SResult<Vec<(InviteKey, u64)>>> + Send;
+
+    // ---------------------------------------------------------------- timers and the node
+
+    /// Keep `timer`, due `after` from now (replacing the same timer).
+    fn schedule(&self, timer: Timer, after: Duration) -> impl Future<Output = SResult<()>> + Send;
+    /// A timer handed out as work was handled.
+    fn timer_done(&self, claim: Self::Claim) -> impl Future<Output = ()> + Send;
+    /// WebSocket URLs of the live nodes (empty for a single process).
+    fn live_nodes(&self) -> impl Future<Output = Vec<String>> + Send;
+    /// Sessions on this node.
+    fn local_sessions(&self) -> usize;
+    /// What the store holds on behalf of clients.
+    fn footprint(&self) -> impl Future<Output = Footprint> + Send;
+    /// Stop touching shared state at once, as a crashed node would (tests of failover).
+    fn halt(&self) {}
+}

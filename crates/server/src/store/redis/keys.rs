@@ -1,0 +1,188 @@
+//! Every Redis key and topic of a cluster, by name. Keys are `<prefix><kind> <app> <name…>`
+//! (names never contain spaces); the Lua scripts get them as `KEYS` in the order each
+//! struct's `all()` gives, which the script's header names.
+
+/// Key names of one cluster (one prefix).
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    p: String,
+}
+
+/// A session's keys.
+pub(super) struct SessionKeys {
+    /// `"node conn"` of the account's session (with expiry).
+    pub session: String,
+    /// The node's index of its sessions.
+    pub node_index: String,
+}
+
+/// A mailbox's keys.
+pub(super) struct MailboxKeys {
+    /// Messages: a sorted set, score = version, member = `"<expiry ms> <id> <text>"`.
+    pub messages: String,
+    /// `last` and `cleared` versions.
+    pub meta: String,
+}
+
+/// A channel's keys (script order: members … changed).
+pub(super) struct ChannelKeys {
+    /// Members: account → join order.
+    pub members: String,
+    /// The join-order counter.
+    pub order: String,
+    /// Member → `"node conn"`.
+    pub location: String,
+    /// Node → how many members it holds (where events go).
+    pub nodes: String,
+    /// Attributes.
+    pub attrs: String,
+    /// Settings (`notify`, `ttl`, `msg_rate`, `attr_rate`, `auto`).
+    pub settings: String,
+    /// The event sequence.
+    pub seq: String,
+    /// "The membership changed" flag.
+    pub changed: String,
+    /// Prefix of the rate buckets (`<rate> m`, `<rate> a <name>`).
+    pub rate: String,
+}
+
+impl ChannelKeys {
+    /// The keys a channel script takes, in its order.
+    pub fn all(&self) -> [&str; 8] {
+        [
+            &self.members,
+            &self.order,
+            &self.location,
+            &self.nodes,
+            &self.attrs,
+            &self.settings,
+            &self.seq,
+            &self.changed,
+        ]
+    }
+}
+
+/// An invitation's keys.
+pub(super) struct InviteKeys {
+    /// The record: `extra`, `state`, `version`, `gen`.
+    pub record: String,
+    /// The caller's index of its invitations.
+    pub by_caller: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys { p: prefix.into() }
+    }
+
+    fn k(&self, kind: &str, parts: &[&str]) -> String {
+        let mut s = String::with_capacity(self.p.len() + kind.len() + 48);
+        s.push_str(&self.p);
+        s.push_str(kind);
+        for part in parts {
+            s.push(' ');
+            s.push_str(part);
+        }
+        s
+    }
+
+    pub fn session(&self, app: &str, account: &str, node: &str) -> SessionKeys {
+        SessionKeys {
+            session: self.k("s", &[app, account]),
+            node_index: self.node_sessions(node),
+        }
+    }
+
+    pub fn node_sessions(&self, node: &str) -> String {
+        self.k("ns", &[node])
+    }
+
+    /// The node's index of its channel memberships.
+    pub fn node_members(&self, node: &str) -> String {
+        self.k("nc", &[node])
+    }
+
+    /// Prefix of `node_members` (the scripts add the node).
+    pub fn node_members_prefix(&self) -> String {
+        self.k("nc", &[""])
+    }
+
+    /// The node's registration (its public URL, with expiry).
+    pub fn node(&self, node: &str) -> String {
+        self.k("node", &[node])
+    }
+
+    /// Prefix of `node` (the scripts add the node).
+    pub fn node_prefix(&self) -> String {
+        self.k("node", &[""])
+    }
+
+    /// Every node ever registered (the reaper's list).
+    pub fn nodes(&self) -> String {
+        self.k("nodes", &[])
+    }
+
+    /// The lock of reaping a dead node.
+    pub fn reap(&self, node: &str) -> String {
+        self.k("reap", &[node])
+    }
+
+    /// The pub/sub topic of a node.
+    pub fn topic(&self, node: &str) -> String {
+        let mut s = self.topic_prefix();
+        s.push_str(node);
+        s
+    }
+
+    /// Prefix of `topic` (the scripts add the node).
+    pub fn topic_prefix(&self) -> String {
+        format!("{}n:", self.p)
+    }
+
+    pub fn user_attrs(&self, app: &str, account: &str) -> String {
+        self.k("ua", &[app, account])
+    }
+
+    pub fn mailbox(&self, app: &str, account: &str) -> MailboxKeys {
+        MailboxKeys {
+            messages: self.k("mb", &[app, account]),
+            meta: self.k("mbm", &[app, account]),
+        }
+    }
+
+    /// "Seen" marker of a client message id.
+    pub fn dedup(&self, app: &str, from: &str, id: &str) -> String {
+        self.k("dd", &[app, from, id])
+    }
+
+    pub fn channel(&self, app: &str, channel: &str) -> ChannelKeys {
+        let k = |kind| self.k(kind, &[app, channel]);
+        ChannelKeys {
+            members: k("cm"),
+            order: k("co"),
+            location: k("cn"),
+            nodes: k("cd"),
+            attrs: k("ca"),
+            settings: k("cf"),
+            seq: k("cs"),
+            changed: k("cc"),
+            rate: k("cr"),
+        }
+    }
+
+    pub fn invite(&self, app: &str, caller: &str, channel: &str, callee: &str) -> InviteKeys {
+        InviteKeys {
+            record: self.k("inv", &[app, caller, channel, callee]),
+            by_caller: self.k("invby", &[app, caller]),
+        }
+    }
+
+    pub fn timers(&self) -> String {
+        self.k("timers", &[])
+    }
+
+    /// Key patterns for counting what the cluster holds (`footprint`).
+    pub fn pattern(&self, kind: &str) -> String {
+        format!("{}{kind} *", self.p)
+    }
+}

@@ -1,0 +1,56 @@
+-- Prepended to the channel scripts. Channel KEYS, in this order (ChannelKeys::all):
+local MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+-- MEMBERS: account -> join order; ORDER: join counter; LOCATION: account -> "node conn";
+-- NODES: node -> members there; ATTRS: attributes; SETTINGS: notify, ttl, msg_rate,
+-- attr_rate, auto; SEQ: event sequence; CHANGED: membership changed.
+-- ARGV 1..7 of every channel script: topic prefix, rate key prefix, and the default settings
+-- (notify, ttl, msg_rate, attr_rate, auto).
+local TOPIC, RATE = ARGV[1], ARGV[2]
+local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6], auto = ARGV[7]}
+local FIRST = 8
+
+local function setting(name)
+  return redis.call('HGET', SETTINGS, name) or DEFAULTS[name]
+end
+
+-- A token bucket of `rate` per second with a burst of one second's worth: true when a token
+-- could be taken. Kept as {t = tokens, ms = last update}; it expires once full again.
+local function take_token(key, rate)
+  local now = now_ms()
+  local b = redis.call('HMGET', key, 't', 'ms')
+  local tokens, last = tonumber(b[1]) or rate, tonumber(b[2]) or now
+  tokens = math.min(rate, tokens + (now - last) * rate / 1000)
+  local ok = tokens >= 1
+  if ok then tokens = tokens - 1 end
+  redis.call('HSET', key, 't', tostring(tokens), 'ms', now)
+  redis.call('PEXPIRE', key, 2000)
+  return ok
+end
+
+-- Sequence an event and publish it once to every node with members: before .. seq .. after.
+local function publish(before, after)
+  local seq = redis.call('INCR', SEQ)
+  for _, n in ipairs(redis.call('HKEYS', NODES)) do
+    redis.call('PUBLISH', TOPIC .. n, before .. seq .. after)
+  end
+  return seq
+end
+
+local CHANNEL_KEYS = {MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED}
+
+-- An empty channel: gone at once without attributes; kept for its ttl with some.
+local function if_empty()
+  if redis.call('ZCARD', MEMBERS) > 0 then return end
+  if redis.call('HLEN', ATTRS) == 0 then
+    redis.call('DEL', unpack(CHANNEL_KEYS))
+    return
+  end
+  local ttl = tonumber(setting('ttl')) or tonumber(DEFAULTS.ttl)
+  if ttl < 1 then ttl = 1 end
+  for _, k in ipairs(CHANNEL_KEYS) do redis.call('PEXPIRE', k, ttl * 1000) end
+end
+
+local function keep()
+  for _, k in ipairs(CHANNEL_KEYS) do redis.call('PERSIST', k) end
+end

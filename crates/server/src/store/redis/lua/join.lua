@@ -1,0 +1,43 @@
+-- ARGV after the common ones: +0 account, +1 node, +2 conn, +3 list max, +4 event before
+-- ('' = no event), +5 event after, +6 joined message (to this node), +7 left message (to a
+-- node the membership moves from), +8 node index prefix, +9 index entry.
+-- Returns {fresh, n, member1..memberN, attr name, value, ...}.
+local account, node, conn = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
+local me = node .. ' ' .. conn
+local index, entry = ARGV[FIRST + 8], ARGV[FIRST + 9]
+local cur = redis.call('HGET', LOCATION, account)
+local fresh = 0
+if cur then
+  if cur ~= me then
+    local onode = string.match(cur, '^(%S+) ')
+    if onode then
+      if redis.call('HINCRBY', NODES, onode, -1) <= 0 then redis.call('HDEL', NODES, onode) end
+      redis.call('SREM', index .. onode, entry)
+      redis.call('PUBLISH', TOPIC .. onode, ARGV[FIRST + 7])
+    end
+    redis.call('HINCRBY', NODES, node, 1)
+    redis.call('HSET', LOCATION, account, me)
+    redis.call('SADD', index .. node, entry)
+  end
+else
+  fresh = 1
+  local order = redis.call('INCR', ORDER)
+  redis.call('ZADD', MEMBERS, order, account)
+  redis.call('HSET', LOCATION, account, me)
+  redis.call('HINCRBY', NODES, node, 1)
+  redis.call('SADD', index .. node, entry)
+end
+keep()
+-- from here on the joiner's node fans this channel out to it (in order with every event)
+redis.call('PUBLISH', TOPIC .. node, ARGV[FIRST + 6])
+if fresh == 1 then
+  redis.call('SET', CHANGED, '1')
+  if ARGV[FIRST + 4] ~= '' and setting('notify') ~= '0' then
+    publish(ARGV[FIRST + 4], ARGV[FIRST + 5])
+  end
+end
+local list = redis.call('ZREVRANGE', MEMBERS, 0, tonumber(ARGV[FIRST + 3]) - 1)
+local out = {fresh, #list}
+for _, a in ipairs(list) do out[#out + 1] = a end
+for _, v in ipairs(redis.call('HGETALL', ATTRS)) do out[#out + 1] = v end
+return out

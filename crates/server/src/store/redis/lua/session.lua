@@ -1,0 +1,26 @@
+-- Sessions. KEYS: 1 the account's session ("node conn", with expiry), 2 the node's index.
+-- ARGV 1 op:
+--   open:  2 "node conn", 3 ttl ms, 4 index entry. Returns the previous value (or false).
+--   close: 2 "node conn" ('node ' alone matches any connection of that node), 4 index entry.
+--          Compare-and-delete; returns 1 when this was the session.
+--   alive: 2 node key prefix. Returns 1 when there is a session and its node is alive.
+local op = ARGV[1]
+if op == 'open' then
+  local old = redis.call('GET', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('SADD', KEYS[2], ARGV[4])
+  return old or false
+elseif op == 'close' then
+  redis.call('SREM', KEYS[2], ARGV[4])
+  local cur = redis.call('GET', KEYS[1])
+  if cur and (cur == ARGV[2] or string.sub(cur, 1, #ARGV[2]) == ARGV[2] and string.sub(ARGV[2], -1) == ' ') then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+  return 0
+else
+  local s = redis.call('GET', KEYS[1])
+  if not s then return 0 end
+  local node = string.match(s, '^(%S+) ')
+  return redis.call('EXISTS', ARGV[2] .. node)
+end

@@ -1,0 +1,1535 @@
+//! The cluster store: many opensig-server nodes sharing one Redis.
+//!
+//! What lives in Redis (so a node can die without losing it): sessions (which node holds which
+//! account, with expiry), user attributes, mailboxes, channels (members, attributes, settings,
+//! sequence), invitations, and timers (a sorted set of due times, claimed with a lease so each
+//! fires once even if its node died). Each [`Store`] method is one Lua script (`lua/`), so it is
+//! atomic, and a script that changes what others see also publishes it, so deliveries leave
+//! Redis in the order of the changes.
+//!
+//! Delivery: each node subscribes to one topic and reads it in order; it carries typed
+//! [`NodeMsg`]s — pushes for its sessions, channel events for its members (once per node, never
+//! per recipient), membership changes of its connections (ordered with the events), kicks.
+//! Nodes register with a heartbeat; the sessions of a node whose heartbeat lapsed are handed
+//! to the rules as orphans by one of the others.
+//!
+//! Meant for one Redis (or a primary with replicas), not Redis Cluster.
+
+mod keys;
+pub mod node;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, ScriptInvocation, Value as RValue};
+use tracing::{info, warn};
+
+use opensig_protocol::frame::out;
+use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::Limits;
+
+use self::keys::Keys;
+use self::node::NodeMsg;
+use super::{
+    Appended, AttrOp, AttrOutcome, ChannelSettings, Event, Footprint, InviteKey, InviteRecord,
+    InviteState, InviteStep, Joined, MailItem, MailPage, PublishRules, Published, Relayed, SResult,
+    Setting, Store, StoreError, Timer, Work, WorkSender,
+};
+use crate::delivery::{ConnHandle, Frame};
+
+const HEARTBEAT: Duration = Duration::from_millis(1000);
+const NODE_TTL_MS: u64 = 5000;
+const SESSION_TTL_MS: u64 = 30_000;
+const SESSION_REFRESH: Duration = Duration::from_secs(10);
+const TIMER_POLL: Duration = Duration::from_millis(100);
+const TIMER_LEASE_MS: u64 = 10_000;
+const REAP_EVERY: Duration = Duration::from_millis(2000);
+/// Longest a Redis operation may take before the request gets `unavailable`.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A script with the helpers it needs prepended.
+fn script(parts: &[&str]) -> Script {
+    Script::new(&parts.join("\n"))
+}
+
+const CLOCK: &str = include_str!("lua/clock.lua");
+const MAIL: &str = include_str!("lua/mail.lua");
+const CHANNEL: &str = include_str!("lua/channel.lua");
+
+struct Scripts {
+    session: Script,
+    user_attr: Script,
+    mail_append: Script,
+    mail_poll: Script,
+    mail_poll_ids: Script,
+    join: Script,
+    leave: Script,
+    publish: Script,
+    attr: Script,
+    channel_state: Script,
+    invite: Script,
+    timers: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let channel = |body| script(&[CLOCK, CHANNEL, body]);
+        Scripts {
+            session: script(&[include_str!("lua/session.lua")]),
+            user_attr: script(&[include_str!("lua/user_attr.lua")]),
+            mail_append: script(&[CLOCK, MAIL, include_str!("lua/mail_append.lua")]),
+            mail_poll: script(&[CLOCK, include_str!("lua/mail_poll.lua")]),
+            mail_poll_ids: script(&[CLOCK, include_str!("lua/mail_poll_ids.lua")]),
+            join: channel(include_str!("lua/join.lua")),
+            leave: channel(include_str!("lua/leave.lua")),
+            publish: channel(include_str!("lua/publish.lua")),
+            attr: channel(include_str!("lua/attr.lua")),
+            channel_state: channel(include_str!("lua/channel_state.lua")),
+            invite: script(&[CLOCK, MAIL, include_str!("lua/invite.lua")]),
+            timers: script(&[CLOCK, include_str!("lua/timers.lua")]),
+        }
+    }
+}
+
+/// How to reach Redis and who this node is.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key and topic (several clusters can share one Redis).
+    pub prefix: String,
+    /// This node's id (unique in the cluster; no spaces).
+    pub node_id: String,
+    /// The WebSocket URL clients use for this node (listed by `/getaddr`).
+    pub public_url: String,
+}
+
+/// A session of the cluster: a connection on a node (`conn: None` — any connection of that
+/// node, for sessions found through a dead node's memberships).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSession {
+    /// The node.
+    pub node: String,
+    /// The connection on it.
+    pub conn: Option<u64>,
+}
+
+impl NodeSession {
+    /// How sessions and memberships record it: `"node conn"` (`"node "`: any).
+    fn location(&self) -> String {
+        match self.conn {
+            Some(c) => format!("{} {c}", self.node),
+            None => format!("{} ", self.node),
+        }
+    }
+}
+
+struct Inner {
+    defaults: ChannelSettings,
+    cfg: RedisConfig,
+    keys: Keys,
+    scripts: Scripts,
+    conn: ConnectionManager,
+    client: redis::Client,
+    /// Connections of this node that logged in, by id.
+    conns: DashMap<u64, ConnHandle>,
+    /// Sessions of this node: "app account" → conn id.
+    sessions: DashMap<String, u64>,
+    /// Channel members on this node: "app channel" → (account, handle).
+    members: DashMap<String, Vec<(String, ConnHandle)>>,
+    registered: AtomicBool,
+    stopping: AtomicBool,
+    /// Crashed on purpose (tests): every operation fails, background tasks stop.
+    halted: AtomicBool,
+    /// Short-lived cache of live node ids.
+    live: Mutex<(std::time::Instant, Vec<String>)>,
+    work: Mutex<Option<WorkSender<Redis>>>,
+    /// Rounds of the reaper (tests wait for one).
+    reaps: AtomicU64,
+}
+
+/// The Redis store. Cloning shares the same node.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> SResult<T> {
+    match tokio::time::timeout(OP_TIMEOUT, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StoreError::Timeout(OP_TIMEOUT)),
+    }
+}
+
+fn text(v: &RValue) -> String {
+    match v {
+        RValue::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        RValue::SimpleString(s) => s.clone(),
+        RValue::Int(i) => i.to_string(),
+        RValue::VerbatimString { text, .. } => text.clone(),
+        _ => String::new(),
+    }
+}
+
+fn int(v: &RValue) -> i64 {
+    match v {
+        RValue::Int(i) => *i,
+        other => text(other).parse().unwrap_or(0),
+    }
+}
+
+fn list(v: RValue) -> Vec<RValue> {
+    match v {
+        RValue::Array(a) | RValue::Set(a) => a,
+        RValue::Nil => Vec::new(),
+        other => vec![other],
+    }
+}
+
+fn page(r: RValue) -> MailPage {
+    let items = list(r);
+    let ver_clear = items.first().map(int).unwrap_or(0).max(0) as u64;
+    let msgs = items[1.min(items.len())..]
+        .chunks(2)
+        .filter(|p| p.len() == 2)
+        .map(|p| (int(&p[0]).max(0) as u64, Arc::<str>::from(text(&p[1]))))
+        .collect();
+    MailPage { ver_clear, msgs }
+}
+
+fn appended(status: i64, version: i64) -> Appended {
+    match status {
+        0 => Appended::Stored(version.max(0) as u64),
+        1 => Appended::Duplicate,
+        _ => Appended::Full,
+    }
+}
+
+fn pairs(items: &[RValue]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = items
+        .chunks(2)
+        .filter(|p| p.len() == 2)
+        .map(|p| (text(&p[0]), text(&p[1])))
+        .collect();
+    v.sort();
+    v
+}
+
+fn invite_record(fields: Vec<Option<String>>) -> Option<InviteRecord> {
+    let get = |i: usize| fields.get(i).cloned().flatten();
+    let state = match get(1)?.as_str() {
+        "accepted" => InviteState::Accepted,
+        "acked" => InviteState::Ringing { acked: true },
+        _ => InviteState::Ringing { acked: false },
+    };
+    Some(InviteRecord {
+        extra: get(0).unwrap_or_default(),
+        state,
+        version: get(2)?.parse().ok()?,
+        generation: get(3)?.parse().ok()?,
+    })
+}
+
+/// The setting as a field of the settings hash.
+fn setting_field(s: Option<Setting>) -> (&'static str, String) {
+    match s {
+        None => ("", String::new()),
+        Some(Setting::Notify(on)) => ("notify", if on { "1" } else { "0" }.into()),
+        Some(Setting::Ttl(secs)) => ("ttl", secs.to_string()),
+        Some(Setting::SendmsgLimit(n)) => ("msg_rate", n.to_string()),
+        Some(Setting::SetattrLimit(n)) => ("attr_rate", n.to_string()),
+        Some(Setting::AutoUpdate(secs)) => ("auto", secs.to_string()),
+    }
+}
+
+impl Redis {
+    /// Connect, register this node and start its background tasks (subscriber, heartbeat,
+    /// timers, reaper).
+    pub async fn connect(cfg: RedisConfig, limits: &Limits) -> Result<Redis, redis::RedisError> {
+        if cfg.node_id.is_empty() || cfg.node_id.contains(char::is_whitespace) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the node id must be a word without spaces",
+            )));
+        }
+        let client = redis::Client::open(cfg.url.as_str())?;
+        let mgr_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(OP_TIMEOUT)
+            .set_number_of_retries(2)
+            .set_max_delay(1000);
+        let conn = client.get_connection_manager_with_config(mgr_cfg).await?;
+        let inner = Arc::new(Inner {
+            defaults: ChannelSettings::defaults(limits),
+            keys: Keys::new(&cfg.prefix),
+            scripts: Scripts::new(),
+            conn,
+            client,
+            conns: DashMap::new(),
+            sessions: DashMap::new(),
+            members: DashMap::new(),
+            registered: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
+            live: Mutex::new((
+                std::time::Instant::now() - Duration::from_secs(10),
+                Vec::new(),
+            )),
+            work: Mutex::new(None),
+            reaps: AtomicU64::new(0),
+            cfg,
+        });
+        inner.heartbeat_once().await.map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "cannot register the node"))
+        })?;
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(subscriber(Arc::downgrade(&inner), subscribed_tx));
+        let _ = tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await;
+        tokio::spawn(heartbeat(Arc::downgrade(&inner)));
+        tokio::spawn(timers(Arc::downgrade(&inner)));
+        tokio::spawn(reaper(Arc::downgrade(&inner)));
+        info!(node = %inner.cfg.node_id, "joined the cluster at {}", crate::config::redact_url(&inner.cfg.url));
+        Ok(Redis { inner })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.cfg.node_id
+    }
+
+    /// Leave the cluster (graceful shutdown): stop the heartbeat and deregister.
+    pub async fn deregister(&self) {
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::SeqCst);
+        let mut c = inner.conn.clone();
+        let node = &inner.cfg.node_id;
+        let r: SResult<()> = timed(
+            redis::pipe()
+                .del(inner.keys.node(node))
+                .srem(inner.keys.nodes(), node)
+                .query_async(&mut c),
+        )
+        .await;
+        if let Err(e) = r {
+            warn!("deregistering this node: {e} (the others will reap it)");
+        }
+    }
+
+    /// Rounds the reaper made (tests wait for one more).
+    pub fn reaper_rounds(&self) -> u64 {
+        self.inner.reaps.load(Ordering::SeqCst)
+    }
+}
+
+impl Inner {
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A halted (crashed on purpose) node refuses every operation.
+    fn check(&self) -> SResult<()> {
+        if self.halted.load(Ordering::Relaxed) {
+            Err(StoreError::Halted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn me(&self, conn: u64) -> NodeSession {
+        NodeSession {
+            node: self.cfg.node_id.clone(),
+            conn: Some(conn),
+        }
+    }
+
+    async fn heartbeat_once(&self) -> SResult<()> {
+        let mut c = self.conn();
+        let key = self.keys.node(&self.cfg.node_id);
+        let prev: Option<String> = timed(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&self.cfg.public_url)
+                .arg("PX")
+                .arg(NODE_TTL_MS)
+                .arg("GET")
+                .query_async(&mut c),
+        )
+        .await?;
+        let _: () = timed(c.sadd(self.keys.nodes(), &self.cfg.node_id)).await?;
+        let was_registered = self.registered.swap(true, Ordering::SeqCst);
+        if was_registered && prev.is_none() {
+            // The cluster thought this node dead (Redis was unreachable too long) and may have
+            // ended its sessions: drop every connection so the clients reconnect and resume.
+            warn!("this node's registration had lapsed: reconnecting every client");
+            for c in self.conns.iter() {
+                c.drop_silently();
+            }
+        }
+        Ok(())
+    }
+
+    async fn live_nodes(&self) -> Vec<String> {
+        {
+            let live = self.live.lock();
+            if live.0.elapsed() < Duration::from_millis(500) {
+                return live.1.clone();
+            }
+        }
+        let mut c = self.conn();
+        let nodes: Vec<String> = timed(c.smembers(self.keys.nodes()))
+            .await
+            .unwrap_or_default();
+        let mut alive = Vec::new();
+        if !nodes.is_empty() {
+            let keys: Vec<String> = nodes.iter().map(|n| self.keys.node(n)).collect();
+            let urls: Vec<Option<String>> = timed(c.mget(&keys)).await.unwrap_or_default();
+            for (n, u) in nodes.into_iter().zip(urls) {
+                if u.is_some() {
+                    alive.push(n);
+                }
+            }
+        }
+        *self.live.lock() = (std::time::Instant::now(), alive.clone());
+        alive
+    }
+
+    /// A channel script with its keys and the common arguments.
+    fn channel_call<'s>(&self, s: &'s Script, app: &str, channel: &str) -> ScriptInvocation<'s> {
+        let k = self.keys.channel(app, channel);
+        let mut inv = s.prepare_invoke();
+        for key in k.all() {
+            inv.key(key);
+        }
+        let d = &self.defaults;
+        inv.arg(self.keys.topic_prefix())
+            .arg(&k.rate)
+            .arg(if d.notify { "1" } else { "0" })
+            .arg(d.ttl_secs)
+            .arg(d.sendmsg_limit)
+            .arg(d.setattr_limit)
+            .arg(d.auto_update_secs);
+        inv
+    }
+
+    /// A channel event as published to the nodes: `(before, after)` around the sequence.
+    fn channel_msg(&self, app: &str, channel: &str, e: Option<Event<'_>>) -> (String, String) {
+        match e {
+            None => (String::new(), String::new()),
+            Some(e) => NodeMsg::Channel {
+                app: app.into(),
+                channel: channel.into(),
+                exclude: e.exclude.map(|a| a.to_string()),
+                number: 0,
+                frame: e.frame.clone(),
+            }
+            .encode_open(),
+        }
+    }
+
+    /// The keys and arguments of `append_mail` (mail.lua) on `inv`: keys 1–4, then its eight
+    /// arguments.
+    fn mail_call(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        app: &str,
+        to: &str,
+        m: &MailItem<'_>,
+        max: usize,
+    ) {
+        let mb = self.keys.mailbox(app, to);
+        let dedup = m
+            .dedup
+            .map(|d| self.keys.dedup(app, d.from, d.id))
+            .unwrap_or_default();
+        let window = m.dedup.map_or(0, |d| d.window.as_millis() as u64);
+        let (before, after) = NodeMsg::Push {
+            app: app.into(),
+            account: to.into(),
+            number: 0,
+            frame: m.push.clone(),
+        }
+        .encode_open();
+        inv.key(mb.messages)
+            .key(mb.meta)
+            .key(self.keys.session(app, to, &self.cfg.node_id).session)
+            .key(dedup)
+            .arg(window.max(1))
+            .arg(m.ttl.as_millis() as u64)
+            .arg(max)
+            .arg(m.id)
+            .arg(m.text)
+            .arg(self.keys.topic_prefix())
+            .arg(before)
+            .arg(after);
+    }
+
+    /// Apply a message of this node's topic.
+    fn deliver(&self, payload: &str) {
+        if self.halted.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(msg) = NodeMsg::decode(payload) else {
+            warn!("ignored a malformed node message");
+            return;
+        };
+        let local = |app: &str, name: &str| format!("{app} {name}");
+        match msg {
+            NodeMsg::Push {
+                app,
+                account,
+                number,
+                frame,
+            } => {
+                let conn = self.sessions.get(&local(&app, &account)).map(|c| *c);
+                if let Some(h) = conn.and_then(|c| self.conns.get(&c).map(|h| h.clone())) {
+                    h.push(frame.fill(number).into());
+                }
+            }
+            NodeMsg::Channel {
+                app,
+                channel,
+                exclude,
+                number,
+                frame,
+            } => {
+                let Some(members) = self.members.get(&local(&app, &channel)) else {
+                    return;
+                };
+                let frame: Frame = frame.fill(number).into();
+                for (account, h) in members.iter() {
+                    if Some(account) != exclude.as_ref() {
+                        h.push(frame.clone());
+                    }
+                }
+            }
+            NodeMsg::Joined {
+                app,
+                channel,
+                account,
+                conn,
+            } => {
+                let Some(h) = self.conns.get(&conn).map(|h| h.clone()) else {
+                    return;
+                };
+                let mut m = self.members.entry(local(&app, &channel)).or_default();
+                m.retain(|(a, _)| *a != account);
+                m.push((account, h));
+            }
+            NodeMsg::Left {
+                app,
+                channel,
+                account,
+            } => {
+                let key = local(&app, &channel);
+                let mut empty = false;
+                if let Some(mut m) = self.members.get_mut(&key) {
+                    m.retain(|(a, _)| *a != account);
+                    empty = m.is_empty();
+                }
+                if empty {
+                    self.members.remove_if(&key, |_, m| m.is_empty());
+                }
+            }
+            NodeMsg::Kick { conn } => {
+                if let Some(h) = self.conns.get(&conn) {
+                    h.kick();
+                }
+            }
+        }
+    }
+
+    fn send_work(&self, w: Work<Redis>) -> bool {
+        match self.work.lock().as_ref() {
+            Some(tx) => tx.send(w).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl Store for Redis {
+    type Session = NodeSession;
+    /// The timer's entry and the end of the lease it was claimed with.
+    type Claim = (String, String);
+
+    fn run_work(&self, work: WorkSender<Self>) {
+        *self.inner.work.lock() = Some(work);
+    }
+
+    fn session_of(&self, conn: &ConnHandle) -> NodeSession {
+        self.inner.me(conn.id)
+    }
+
+    async fn session_open(
+        &self,
+        app: &AppId,
+        account: &Account,
+        conn: &ConnHandle,
+        welcome: Frame,
+    ) -> SResult<Option<NodeSession>> {
+        let inner = &self.inner;
+        inner.check()?;
+        conn.push(welcome);
+        let id = conn.id;
+        let local = format!("{app} {account}");
+        inner.conns.insert(id, conn.clone());
+        inner.sessions.insert(local.clone(), id);
+        let k = inner.keys.session(app, account, &inner.cfg.node_id);
+        let mut c = inner.conn();
+        let old: SResult<Option<String>> = timed(
+            inner
+                .scripts
+                .session
+                .key(k.session)
+                .key(k.node_index)
+                .arg("open")
+                .arg(inner.me(id).location())
+                .arg(SESSION_TTL_MS)
+                .arg(node::session_entry(app, account, id))
+                .invoke_async(&mut c),
+        )
+        .await;
+        match old {
+            Ok(old) => Ok(old.and_then(|o| {
+                let (node, conn) = o.split_once(' ')?;
+                Some(NodeSession {
+                    node: node.into(),
+                    conn: conn.parse().ok(),
+                })
+            })),
+            Err(e) => {
+                inner.conns.remove(&id);
+                inner.sessions.remove_if(&local, |_, v| *v == id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn session_close(
+        &self,
+        app: &AppId,
+        account: &Account,
+        session: &NodeSession,
+    ) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        if session.node == inner.cfg.node_id {
+            if let Some(conn) = session.conn {
+                inner.conns.remove(&conn);
+                inner
+                    .sessions
+                    .remove_if(&format!("{app} {account}"), |_, v| *v == conn);
+            }
+        }
+        let k = inner.keys.session(app, account, &session.node);
+        let entry = node::session_entry(app, account, session.conn.unwrap_or(0));
+        let mut c = inner.conn();
+        let r: i64 = timed(
+            inner
+                .scripts
+                .session
+                .key(k.session)
+                .key(k.node_index)
+                .arg("close")
+                .arg(session.location())
+                .arg(0)
+                .arg(entry)
+                .invoke_async(&mut c),
+        )
+        .await?;
+        Ok(r == 1)
+    }
+
+    async fn session_alive(&self, session: &NodeSession) -> bool {
+        let inner = &self.inner;
+        if session.node == inner.cfg.node_id {
+            return session
+                .conn
+                .is_some_and(|c| inner.conns.get(&c).is_some_and(|h| h.is_open()));
+        }
+        inner.live_nodes().await.contains(&session.node)
+    }
+
+    async fn kick(&self, session: &NodeSession) -> SResult<()> {
+        let inner = &self.inner;
+        let Some(conn) = session.conn else {
+            return Ok(());
+        };
+        if session.node == inner.cfg.node_id {
+            if let Some(h) = inner.conns.get(&conn) {
+                h.kick();
+            }
+            return Ok(());
+        }
+        let mut c = inner.conn();
+        let msg = NodeMsg::Kick { conn }.encode();
+        timed(c.publish::<_, _, ()>(inner.keys.topic(&session.node), msg)).await
+    }
+
+    async fn online(&self, app: &AppId, account: &Account) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        let k = inner.keys.session(app, account, &inner.cfg.node_id);
+        let mut c = inner.conn();
+        let r: i64 = timed(
+            inner
+                .scripts
+                .session
+                .key(k.session)
+                .key(k.node_index)
+                .arg("alive")
+                .arg(inner.keys.node_prefix())
+                .invoke_async(&mut c),
+        )
+        .await?;
+        Ok(r == 1)
+    }
+
+    async fn user_attrs(&self, app: &AppId, account: &Account) -> SResult<Vec<(String, String)>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut c = inner.conn();
+        let m: BTreeMap<String, String> =
+            timed(c.hgetall(inner.keys.user_attrs(app, account))).await?;
+        Ok(m.into_iter().collect())
+    }
+
+    async fn user_attr_set(
+        &self,
+        app: &AppId,
+        account: &Account,
+        name: &str,
+        value: Option<&str>,
+        max: usize,
+    ) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut c = inner.conn();
+        let r: i64 = timed(
+            inner
+                .scripts
+                .user_attr
+                .key(inner.keys.user_attrs(app, account))
+                .arg(name)
+                .arg(value.unwrap_or(""))
+                .arg(max)
+                .arg(if value.is_some() { "set" } else { "del" })
+                .invoke_async(&mut c),
+        )
+        .await?;
+        Ok(r == 1)
+    }
+
+    async fn mail_append(
+        &self,
+        app: &AppId,
+        to: &Account,
+        item: MailItem<'_>,
+        max: usize,
+    ) -> SResult<Appended> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut inv = inner.scripts.mail_append.prepare_invoke();
+        inner.mail_call(&mut inv, app, to, &item, max);
+        let mut c = inner.conn();
+        let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
+        Ok(appended(
+            r.first().copied().unwrap_or(2),
+            r.get(1).copied().unwrap_or(0),
+        ))
+    }
+
+    async fn mail_poll(
+        &self,
+        app: &AppId,
+        account: &Account,
+        ver_clear: u64,
+        max: usize,
+    ) -> SResult<MailPage> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mb = inner.keys.mailbox(app, account);
+        let mut c = inner.conn();
+        let r: RValue = timed(
+            inner
+                .scripts
+                .mail_poll
+                .key(mb.messages)
+                .key(mb.meta)
+                .arg(ver_clear)
+                .arg(max)
+                .invoke_async(&mut c),
+        )
+        .await?;
+        Ok(page(r))
+    }
+
+    async fn mail_poll_ids(
+        &self,
+        app: &AppId,
+        account: &Account,
+        clear_ids: &[String],
+        max: usize,
+    ) -> SResult<MailPage> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mb = inner.keys.mailbox(app, account);
+        let mut inv = inner.scripts.mail_poll_ids.prepare_invoke();
+        inv.key(mb.messages).key(mb.meta).arg(max);
+        for id in clear_ids {
+            inv.arg(id);
+        }
+        let mut c = inner.conn();
+        let r: RValue = timed(inv.invoke_async(&mut c)).await?;
+        Ok(page(r))
+    }
+
+    async fn mail_withdraw(&self, app: &AppId, account: &Account, version: u64) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mb = inner.keys.mailbox(app, account);
+        let mut c = inner.conn();
+        let n: i64 = timed(c.zrembyscore(mb.messages, version, version)).await?;
+        Ok(n > 0)
+    }
+
+    async fn join(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+        conn: &ConnHandle,
+        event: Option<Event<'_>>,
+        list_max: usize,
+    ) -> SResult<Joined> {
+        let inner = &self.inner;
+        inner.check()?;
+        let (before, after) = inner.channel_msg(app, channel, event);
+        let joined = NodeMsg::Joined {
+            app: app.to_string(),
+            channel: channel.to_string(),
+            account: account.to_string(),
+            conn: conn.id,
+        }
+        .encode();
+        let left = NodeMsg::Left {
+            app: app.to_string(),
+            channel: channel.to_string(),
+            account: account.to_string(),
+        }
+        .encode();
+        let mut inv = inner.channel_call(&inner.scripts.join, app, channel);
+        inv.arg(account.as_str())
+            .arg(&inner.cfg.node_id)
+            .arg(conn.id)
+            .arg(list_max)
+            .arg(before)
+            .arg(after)
+            .arg(joined)
+            .arg(left)
+            .arg(inner.keys.node_members_prefix())
+            .arg(node::member_entry(app, channel, account));
+        let mut c = inner.conn();
+        let r = list(timed(inv.invoke_async::<RValue>(&mut c)).await?);
+        let fresh = r.first().map(int).unwrap_or(0) == 1;
+        let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
+        let mut members: Vec<String> = r.iter().skip(2).take(n).map(text).collect();
+        members.reverse();
+        Ok(Joined {
+            fresh,
+            list: members,
+            attrs: pairs(r.get(2 + n..).unwrap_or(&[])),
+        })
+    }
+
+    async fn leave(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+        session: &NodeSession,
+        event: Option<Event<'_>>,
+    ) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        let (before, after) = inner.channel_msg(app, channel, event);
+        let left = NodeMsg::Left {
+            app: app.to_string(),
+            channel: channel.to_string(),
+            account: account.to_string(),
+        }
+        .encode();
+        let mut inv = inner.channel_call(&inner.scripts.leave, app, channel);
+        inv.arg(account.as_str())
+            .arg(session.location())
+            .arg(before)
+            .arg(after)
+            .arg(left)
+            .arg(inner.keys.node_members_prefix())
+            .arg(node::member_entry(app, channel, account));
+        let mut c = inner.conn();
+        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
+        Ok(r == 1)
+    }
+
+    async fn publish(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        event: Event<'_>,
+        rules: PublishRules<'_>,
+    ) -> SResult<Published> {
+        let inner = &self.inner;
+        inner.check()?;
+        let (before, after) = inner.channel_msg(app, channel, Some(event));
+        let dedup = rules
+            .dedup
+            .map(|d| inner.keys.dedup(app, d.from, d.id))
+            .unwrap_or_default();
+        let window = rules
+            .dedup
+            .map_or(1, |d| d.window.as_millis().max(1) as u64);
+        let mut inv = inner.channel_call(&inner.scripts.publish, app, channel);
+        inv.arg(rules.member.map_or("", |m| m.as_str()))
+            .arg(dedup)
+            .arg(window)
+            .arg(if rules.rate_limited { "1" } else { "0" })
+            .arg(before)
+            .arg(after);
+        let mut c = inner.conn();
+        let r: String = timed(inv.invoke_async(&mut c)).await?;
+        match r.as_str() {
+            "sent" => Ok(Published::Sent),
+            "duplicate" => Ok(Published::Duplicate),
+            "not_member" => Ok(Published::NotMember),
+            "rate_limited" => Ok(Published::RateLimited),
+            other => Err(StoreError::BadReply(other.into())),
+        }
+    }
+
+    async fn attr_change(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        op: AttrOp<'_>,
+        event: Event<'_>,
+    ) -> SResult<AttrOutcome> {
+        let inner = &self.inner;
+        inner.check()?;
+        let (before, after) = inner.channel_msg(app, channel, Some(event));
+        let (opname, name, value, setting, rate, max) = match op {
+            AttrOp::Set {
+                name,
+                value,
+                setting,
+                rate_limited,
+                max,
+            } => ("set", name, value, setting, rate_limited, max),
+            AttrOp::Del { name, setting } => ("del", name, "", setting, false, usize::MAX),
+            AttrOp::Clear { .. } => ("clear", "", "", None, false, usize::MAX),
+        };
+        let (field, fvalue) = setting_field(setting);
+        let mut inv = inner.channel_call(&inner.scripts.attr, app, channel);
+        inv.arg(opname)
+            .arg(name)
+            .arg(value)
+            .arg(field)
+            .arg(fvalue)
+            .arg(if rate { "1" } else { "0" })
+            .arg(max.min(i64::MAX as usize))
+            .arg(before)
+            .arg(after);
+        let mut c = inner.conn();
+        let r: String = timed(inv.invoke_async(&mut c)).await?;
+        match r.as_str() {
+            "done" => Ok(AttrOutcome::Done),
+            "rate_limited" => Ok(AttrOutcome::RateLimited),
+            "too_many" => Ok(AttrOutcome::TooMany),
+            other => Err(StoreError::BadReply(other.into())),
+        }
+    }
+
+    async fn settings(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> SResult<Option<ChannelSettings>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut inv = inner.channel_call(&inner.scripts.channel_state, app, channel);
+        inv.arg("settings");
+        let mut c = inner.conn();
+        let r: Vec<RValue> = list(timed(inv.invoke_async(&mut c)).await?);
+        if r.first().map(int).unwrap_or(0) == 0 {
+            return Ok(None);
+        }
+        let num = |i: usize| r.get(i).map(int).unwrap_or(0).max(0) as u64;
+        Ok(Some(ChannelSettings {
+            notify: num(1) != 0,
+            ttl_secs: num(2),
+            sendmsg_limit: num(3).min(u32::MAX as u64) as u32,
+            setattr_limit: num(4).min(u32::MAX as u64) as u32,
+            auto_update_secs: num(5),
+        }))
+    }
+
+    async fn touch_members(&self, app: &AppId, channel: &ChannelName) -> SResult<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut inv = inner.channel_call(&inner.scripts.channel_state, app, channel);
+        inv.arg("touch");
+        let mut c = inner.conn();
+        let _: i64 = timed(inv.invoke_async(&mut c)).await?;
+        Ok(())
+    }
+
+    async fn take_members_changed(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> SResult<Option<usize>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut inv = inner.channel_call(&inner.scripts.channel_state, app, channel);
+        inv.arg("take");
+        let mut c = inner.conn();
+        let r: Option<i64> = timed(inv.invoke_async(&mut c)).await?;
+        Ok(r.map(|n| n.max(0) as usize))
+    }
+
+    async fn members(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        max: usize,
+    ) -> SResult<(usize, Vec<String>)> {
+        let inner = &self.inner;
+        inner.check()?;
+        let members = inner.keys.channel(app, channel).members;
+        let mut c = inner.conn();
+        let (n, mut list): (usize, Vec<String>) = if max == 0 {
+            (timed(c.zcard(&members)).await?, Vec::new())
+        } else {
+            timed(
+                redis::pipe()
+                    .zcard(&members)
+                    .zrevrange(&members, 0, max.min(isize::MAX as usize) as isize - 1)
+                    .query_async(&mut c),
+            )
+            .await?
+        };
+        list.reverse();
+        Ok((n, list))
+    }
+
+    async fn is_member(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        account: &Account,
+    ) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        let location = inner.keys.channel(app, channel).location;
+        let mut c = inner.conn();
+        timed(c.hexists(location, account.as_str())).await
+    }
+
+    async fn invite_open(
+        &self,
+        key: &InviteKey,
+        extra: &str,
+        generation: u64,
+        mail: MailItem<'_>,
+        max_mail: usize,
+        timers: &[(Timer, Duration)],
+    ) -> SResult<Appended> {
+        let inner = &self.inner;
+        inner.check()?;
+        let ik = inner
+            .keys
+            .invite(&key.app, &key.caller, &key.channel, &key.callee);
+        let mut inv = inner.scripts.invite.prepare_invoke();
+        inv.arg("open");
+        inner.mail_call(&mut inv, &key.app, &key.callee, &mail, max_mail);
+        inv.key(ik.record)
+            .key(ik.by_caller)
+            .key(inner.keys.timers())
+            .arg(extra)
+            .arg(generation)
+            .arg(node::invite_entry(&key.channel, &key.callee))
+            .arg(timers.len());
+        for (t, after) in timers {
+            inv.arg(t.encode()).arg(after.as_millis() as u64);
+        }
+        let mut c = inner.conn();
+        let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
+        Ok(appended(
+            r.first().copied().unwrap_or(2),
+            r.get(1).copied().unwrap_or(0),
+        ))
+    }
+
+    async fn invite_relay(
+        &self,
+        keys: &[InviteKey],
+        step: InviteStep,
+        require_live: bool,
+        to: &Account,
+        mail: MailItem<'_>,
+        max_mail: usize,
+    ) -> SResult<Relayed> {
+        let inner = &self.inner;
+        inner.check()?;
+        let Some(app) = keys.first().map(|k| k.app.clone()) else {
+            return Err(StoreError::BadReply("a relay about no invitation".into()));
+        };
+        let mut inv = inner.scripts.invite.prepare_invoke();
+        inv.arg("relay");
+        inner.mail_call(&mut inv, &app, to, &mail, max_mail);
+        let step = match step {
+            InviteStep::Keep => "keep",
+            InviteStep::Ack => "ack",
+            InviteStep::Accept => "accept",
+            InviteStep::End => "end",
+        };
+        inv.arg(step).arg(if require_live { "1" } else { "0" });
+        for k in keys {
+            let ik = inner.keys.invite(&k.app, &k.caller, &k.channel, &k.callee);
+            inv.key(ik.record).key(ik.by_caller);
+            inv.arg(node::invite_entry(&k.channel, &k.callee));
+        }
+        let mut c = inner.conn();
+        let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
+        let get = |i: usize| r.get(i).copied().unwrap_or(0);
+        Ok(Relayed {
+            live: get(0) == 1,
+            appended: appended(get(1), get(2)),
+        })
+    }
+
+    async fn invite_get(&self, key: &InviteKey) -> SResult<Option<InviteRecord>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let ik = inner
+            .keys
+            .invite(&key.app, &key.caller, &key.channel, &key.callee);
+        let mut c = inner.conn();
+        let r: Option<Vec<Option<String>>> = timed(
+            inner
+                .scripts
+                .invite
+                .key(ik.record)
+                .arg("get")
+                .invoke_async(&mut c),
+        )
+        .await?;
+        Ok(r.and_then(invite_record))
+    }
+
+    async fn invite_take(
+        &self,
+        key: &InviteKey,
+        generation: u64,
+        ringing_only: bool,
+    ) -> SResult<Option<InviteRecord>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let ik = inner
+            .keys
+            .invite(&key.app, &key.caller, &key.channel, &key.callee);
+        let mut c = inner.conn();
+        let r: Option<Vec<Option<String>>> = timed(
+            inner
+                .scripts
+                .invite
+                .key(ik.record)
+                .key(ik.by_caller)
+                .arg("take")
+                .arg(generation)
+                .arg(if ringing_only { "1" } else { "0" })
+                .arg(node::invite_entry(&key.channel, &key.callee))
+                .invoke_async(&mut c),
+        )
+        .await?;
+        Ok(r.and_then(invite_record))
+    }
+
+    async fn invites_by(&self, app: &AppId, caller: &Account) -> SResult<Vec<(InviteKey, u64)>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let index = inner.keys.invite(app, caller, "", "").by_caller;
+        let mut c = inner.conn();
+        let entries: Vec<String> = timed(c.smembers(&index)).await?;
+        let mut out = Vec::new();
+        for e in entries {
+            let key = node::read_invite_entry(&e).and_then(|(ch, callee)| {
+                Some(InviteKey {
+                    app: app.clone(),
+                    caller: caller.clone(),
+                    channel: ChannelName::from_stored(&ch)?,
+                    callee: Account::from_stored(&callee)?,
+                })
+            });
+            let Some(key) = key else {
+                let _: i64 = timed(c.srem(&index, &e)).await?;
+                continue;
+            };
+            match self.invite_get(&key).await? {
+                Some(r) => out.push((key, r.generation)),
+                None => {
+                    let _: i64 = timed(c.srem(&index, &e)).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut c = inner.conn();
+        let _: i64 = timed(
+            inner
+                .scripts
+                .timers
+                .key(inner.keys.timers())
+                .arg("schedule")
+                .arg(timer.encode())
+                .arg(after.as_millis() as u64)
+                .invoke_async(&mut c),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn timer_done(&self, (member, lease): (String, String)) {
+        let inner = &self.inner;
+        let mut c = inner.conn();
+        let r: SResult<i64> = timed(
+            inner
+                .scripts
+                .timers
+                .key(inner.keys.timers())
+                .arg("done")
+                .arg(member)
+                .arg(lease)
+                .invoke_async(&mut c),
+        )
+        .await;
+        if let Err(e) = r {
+            // its lease runs out and it fires again; the rules are idempotent for it
+            warn!("a fired timer stays scheduled: {e}");
+        }
+    }
+
+    async fn live_nodes(&self) -> Vec<String> {
+        let inner = &self.inner;
+        let nodes = inner.live_nodes().await;
+        if nodes.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<String> = nodes.iter().map(|n| inner.keys.node(n)).collect();
+        let mut c = inner.conn();
+        let urls: Vec<Option<String>> = timed(c.mget(&keys)).await.unwrap_or_default();
+        let mut urls: Vec<String> = urls.into_iter().flatten().collect();
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
+    fn local_sessions(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// The cluster's state (under this prefix) as Redis holds it, and this node's sessions.
+    async fn footprint(&self) -> Footprint {
+        let inner = &self.inner;
+        let keys = |kind: &str| {
+            let pattern = inner.keys.pattern(kind);
+            let mut c = inner.conn();
+            async move {
+                let mut found = Vec::new();
+                if let Ok(mut it) = c.scan_match::<_, String>(pattern).await {
+                    while let Some(k) = it.next().await {
+                        found.push(k);
+                    }
+                }
+                found
+            }
+        };
+        let sum = |ks: Vec<String>, kind: &'static str| {
+            let mut c = inner.conn();
+            async move {
+                let mut n = 0usize;
+                for k in ks {
+                    let len: Result<usize, _> = match kind {
+                        "zset" => c.zcard(&k).await,
+                        _ => c.hlen(&k).await,
+                    };
+                    n += len.unwrap_or(0);
+                }
+                n
+            }
+        };
+        let member_keys = keys("cm").await;
+        let mut channels: std::collections::BTreeSet<String> = member_keys
+            .iter()
+            .map(|k| k[inner.keys.pattern("cm").len() - 1..].to_string())
+            .collect();
+        for k in keys("ca").await {
+            channels.insert(k[inner.keys.pattern("ca").len() - 1..].to_string());
+        }
+        Footprint {
+            sessions: inner.sessions.len(),
+            channels: channels.len(),
+            members: sum(member_keys, "zset").await,
+            invites: keys("inv").await.len(),
+            stored_messages: sum(keys("mb").await, "zset").await,
+            user_attrs: sum(keys("ua").await, "hash").await,
+        }
+    }
+
+    fn halt(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.halted.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Receives this node's topic in order; reconnects by itself.
+async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(100);
+    let mut reconnected = false;
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let topic = i.keys.topic(&i.cfg.node_id);
+        let client = i.client.clone();
+        drop(i);
+        let pubsub =
+            match tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await {
+                Ok(Ok(mut p)) => match p.subscribe(&topic).await {
+                    Ok(()) => Some(p),
+                    Err(e) => {
+                        warn!("redis subscribe: {e}");
+                        None
+                    }
+                },
+                Ok(Err(e)) => {
+                    warn!("redis pub/sub: {e}");
+                    None
+                }
+                Err(_) => None,
+            };
+        let Some(mut pubsub) = pubsub else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        backoff = Duration::from_millis(100);
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(());
+        }
+        if reconnected {
+            // pushes may have been lost while disconnected: have every client poll its mailbox
+            if let Some(i) = inner.upgrade() {
+                let nudge: Frame = out::msg_notice(1).into();
+                for c in i.conns.iter() {
+                    c.push(nudge.clone());
+                }
+            }
+        }
+        reconnected = true;
+        let mut stream = pubsub.on_message();
+        while let Some(m) = stream.next().await {
+            let Some(i) = inner.upgrade() else { return };
+            if let Ok(payload) = std::str::from_utf8(m.get_payload_bytes()) {
+                i.deliver(payload);
+            }
+        }
+        warn!("redis pub/sub connection lost; reconnecting");
+    }
+}
+
+async fn heartbeat(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut last_refresh = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        if i.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = i.heartbeat_once().await {
+            warn!("heartbeat: {e}");
+        }
+        if last_refresh.elapsed() >= SESSION_REFRESH {
+            last_refresh = tokio::time::Instant::now();
+            let keys: Vec<String> = i
+                .sessions
+                .iter()
+                .filter_map(|e| {
+                    let (app, account) = e.key().split_once(' ')?;
+                    Some(i.keys.session(app, account, &i.cfg.node_id).session)
+                })
+                .collect();
+            let mut c = i.conn();
+            for chunk in keys.chunks(500) {
+                let mut pipe = redis::pipe();
+                for k in chunk {
+                    pipe.pexpire(k, SESSION_TTL_MS as i64).ignore();
+                }
+                if let Err(e) = timed(pipe.query_async::<()>(&mut c)).await {
+                    warn!("refreshing this node's sessions: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Claims due timers and hands them to the rules (a timer not reported done comes back when
+/// its lease runs out).
+async fn timers(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(TIMER_POLL);
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        if i.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if i.work.lock().is_none() {
+            continue;
+        }
+        let mut c = i.conn();
+        let due: SResult<Vec<String>> = timed(
+            i.scripts
+                .timers
+                .key(i.keys.timers())
+                .arg("claim")
+                .arg(TIMER_LEASE_MS)
+                .arg(100)
+                .invoke_async(&mut c),
+        )
+        .await;
+        for pair in due.unwrap_or_default().chunks(2) {
+            let [member, lease] = pair else { continue };
+            match Timer::decode(member) {
+                Some(timer) => {
+                    i.send_work(Work::Timer {
+                        timer,
+                        claim: (member.clone(), lease.clone()),
+                    });
+                }
+                None => {
+                    warn!("dropped a timer entry this version does not know");
+                    let _ = timed(c.zrem::<_, _, i64>(i.keys.timers(), member)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Hands the sessions and memberships of nodes whose heartbeat lapsed to the rules, to end
+/// as their own node would have (one reaper per dead node, by lock).
+async fn reaper(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        if i.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if i.work.lock().is_some() {
+            if let Err(e) = reap_once(&i).await {
+                warn!("reaping: {e}");
+            }
+        }
+        i.reaps.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn reap_once(i: &Inner) -> SResult<()> {
+    let mut c = i.conn();
+    let nodes: Vec<String> = timed(c.smembers(i.keys.nodes())).await?;
+    for node in nodes.into_iter().filter(|n| *n != i.cfg.node_id) {
+        let alive: bool = timed(c.exists(i.keys.node(&node))).await?;
+        if alive {
+            continue;
+        }
+        let locked: Option<String> = timed(
+            redis::cmd("SET")
+                .arg(i.keys.reap(&node))
+                .arg(&i.cfg.node_id)
+                .arg("NX")
+                .arg("PX")
+                .arg(60_000)
+                .query_async(&mut c),
+        )
+        .await?;
+        if locked.is_none() {
+            continue;
+        }
+        info!(node = %node, "reaping a node that stopped");
+        let sessions: Vec<String> = timed(c.smembers(i.keys.node_sessions(&node))).await?;
+        let memberships: Vec<String> = timed(c.smembers(i.keys.node_members(&node))).await?;
+        // (app, account) → (conn, channels)
+        let mut orphans: BTreeMap<(String, String), (Option<u64>, Vec<String>)> = BTreeMap::new();
+        for s in &sessions {
+            if let Some((app, account, conn)) = node::read_session_entry(s) {
+                orphans.entry((app, account)).or_default().0 = Some(conn);
+            }
+        }
+        for m in &memberships {
+            if let Some((app, ch, account)) = node::read_member_entry(m) {
+                orphans.entry((app, account)).or_default().1.push(ch);
+            }
+        }
+        let mut waits = Vec::new();
+        for ((app, account), (conn, channels)) in orphans {
+            let (Some(app), Some(account)) =
+                (AppId::from_stored(&app), Account::from_stored(&account))
+            else {
+                continue;
+            };
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let sent = i.send_work(Work::Orphan {
+                app,
+                account,
+                session: NodeSession {
+                    node: node.clone(),
+                    conn,
+                },
+                channels: channels
+                    .iter()
+                    .filter_map(|c| ChannelName::from_stored(c))
+                    .collect(),
+                done,
+            });
+            if sent {
+                waits.push(wait);
+            }
+        }
+        let mut all_done = true;
+        for w in waits {
+            all_done &= w.await.unwrap_or(false);
+        }
+        if all_done {
+            let _: () = timed(
+                redis::pipe()
+                    .del(&[i.keys.node_sessions(&node), i.keys.node_members(&node)])
+                    .srem(i.keys.nodes(), &node)
+                    .query_async(&mut c),
+            )
+            .await?;
+        } else {
+            // the lock expires and the next round tries again
+            warn!(node = %node, "some sessions of a dead node could not be ended yet");
+        }
+    }
+    Ok(())
+}
