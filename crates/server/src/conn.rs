@@ -412,10 +412,11 @@ impl<S: Store> Reader<S> {
         ) else {
             return false;
         };
-        matches!(
-            self.shared.signaling.store().online(&app, &account).await,
-            Ok(true)
-        )
+        let user = crate::store::User {
+            app: &app,
+            account: &account,
+        };
+        matches!(self.shared.signaling.store().online(user).await, Ok(true))
     }
 
     /// Handle one call2; returns its reply and whether to close after it.

@@ -8,9 +8,10 @@ use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::names::{attr, attr_change, msgtype, special};
 use opensig_protocol::{ErrorKind, Limits};
 
-use super::{channel_event, event, RResult, Session, Signaling};
+use super::{chan, channel_event, event, RResult, Session, Signaling};
 use crate::store::{
-    AttrOp, AttrOutcome, ChannelSettings, PublishRules, Published, Setting, Store, Timer,
+    AttrChange, AttrOp, AttrOutcome, AttrSet, ChannelSettings, Joining, Leaving, Publish,
+    Published, Setting, Store, Timer,
 };
 
 /// Largest member page a query may ask for.
@@ -79,10 +80,13 @@ impl<S: Store> Signaling<S> {
             channel_event(&ch, &s.account, msgtype::CHANNEL_USER_JOIN, &body)
         });
         let ev = frame.as_ref().map(|f| event(f, Some(&s.account)));
-        let joined = self
-            .store
-            .join(&s.app, &ch, &s.account, &s.conn, ev, l.channel_list_max)
-            .await?;
+        let joining = Joining {
+            account: &s.account,
+            conn: &s.conn,
+            event: ev,
+            list_max: l.channel_list_max,
+        };
+        let joined = self.store.join(chan(&s.app, &ch), joining).await?;
         if joined.fresh {
             self.firehose(&s.app, &s.account, &ch, msgtype::CHANNEL_USER_JOIN)
                 .await;
@@ -115,7 +119,12 @@ impl<S: Store> Signaling<S> {
             channel_event(ch, account, msgtype::CHANNEL_USER_LEAVE, &body)
         });
         let ev = frame.as_ref().map(|f| event(f, Some(account)));
-        let left = self.store.leave(app, ch, account, session, ev).await?;
+        let leaving = Leaving {
+            account,
+            session,
+            event: ev,
+        };
+        let left = self.store.leave(chan(app, ch), leaving).await?;
         if left {
             self.firehose(app, account, ch, msgtype::CHANNEL_USER_LEAVE)
                 .await;
@@ -135,7 +144,7 @@ impl<S: Store> Signaling<S> {
         let frame = channel_event(&fh, account, kind, &body);
         let r = self
             .store
-            .publish(app, &fh, event(&frame, None), PublishRules::default())
+            .publish(chan(app, &fh), Publish::event(event(&frame, None)))
             .await;
         if let Err(e) = r {
             tracing::warn!(app = %app, channel = %ch, "firehose event lost: {e}");
@@ -160,16 +169,13 @@ impl<S: Store> Signaling<S> {
         self.spend(s)?;
         let body = content::channel_msg(&ch, &s.account, msg);
         let frame = channel_event(&ch, &s.account, msgtype::CHANNEL_MSG, &body);
-        let rules = PublishRules {
+        let publish = Publish {
+            event: event(&frame, None),
             member: (!force).then_some(&s.account),
             dedup: self.dedup(&s.account, msg_id),
             rate_limited: true,
         };
-        match self
-            .store
-            .publish(&s.app, &ch, event(&frame, None), rules)
-            .await?
-        {
+        match self.store.publish(chan(&s.app, &ch), publish).await? {
             Published::Sent | Published::Duplicate => Ok(Reply::Done),
             Published::NotMember => Err(ErrorKind::NotInChannel),
             Published::RateLimited => Err(ErrorKind::RateLimited),
@@ -187,11 +193,11 @@ impl<S: Store> Signaling<S> {
     ) -> RResult<()> {
         let body = content::channel_attr(ch, from, name, value, kind);
         let frame = channel_event(ch, from, msgtype::CHANNEL_ATTR_UPDATE, &body);
-        match self
-            .store
-            .attr_change(app, ch, op, event(&frame, None))
-            .await?
-        {
+        let change = AttrChange {
+            op,
+            event: event(&frame, None),
+        };
+        match self.store.attr_change(chan(app, ch), change).await? {
             AttrOutcome::Done => Ok(()),
             AttrOutcome::RateLimited => Err(ErrorKind::RateLimited),
             AttrOutcome::TooMany => Err(ErrorKind::TooLarge),
@@ -214,13 +220,13 @@ impl<S: Store> Signaling<S> {
             return Err(ErrorKind::ReadOnlyAttr);
         }
         let setting = builtin_setting(name, value)?;
-        let op = AttrOp::Set {
+        let op = AttrOp::Set(AttrSet {
             name,
             value,
             setting,
             rate_limited: true,
             max: l.attrs_max,
-        };
+        });
         self.change_attrs(
             &s.app,
             &ch,
@@ -232,7 +238,7 @@ impl<S: Store> Signaling<S> {
         if let Some(Setting::AutoUpdate(secs)) = setting {
             if secs > 0 {
                 // the first report comes after one period, whatever happened before
-                self.store.touch_members(&s.app, &ch).await?;
+                self.store.touch_members(chan(&s.app, &ch)).await?;
                 let timer = Timer::MemberNum(s.app.clone(), ch);
                 self.store
                     .schedule(timer, Duration::from_secs(secs))
@@ -277,21 +283,21 @@ impl<S: Store> Signaling<S> {
     /// The `_member_num` report: when the membership changed, the count becomes the
     /// attribute (an ordinary update from `""`); again after the period while it is set.
     pub(super) async fn report_members(&self, app: &AppId, ch: &ChannelName) -> RResult<()> {
-        let Some(settings) = self.store.settings(app, ch).await? else {
+        let Some(settings) = self.store.settings(chan(app, ch)).await? else {
             return Ok(());
         };
         if settings.auto_update_secs == 0 {
             return Ok(());
         }
-        if let Some(n) = self.store.take_members_changed(app, ch).await? {
+        if let Some(n) = self.store.take_members_changed(chan(app, ch)).await? {
             let num = n.to_string();
-            let op = AttrOp::Set {
+            let op = AttrOp::Set(AttrSet {
                 name: attr::MEMBER_NUM,
                 value: &num,
                 setting: None,
                 rate_limited: false,
                 max: usize::MAX,
-            };
+            });
             let change = (attr::MEMBER_NUM, num.as_str(), attr_change::UPDATE);
             self.change_attrs(app, ch, "", op, change).await?;
         }
@@ -303,7 +309,7 @@ impl<S: Store> Signaling<S> {
 
     pub(super) async fn channel_num(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
         let ch = ChannelName::parse(name, self.limits())?;
-        let (num, _) = self.store.members(&s.app, &ch, 0).await?;
+        let (num, _) = self.store.members(chan(&s.app, &ch), 0).await?;
         Ok(Reply::ChannelNum {
             name: ch.to_string(),
             num,
@@ -319,7 +325,7 @@ impl<S: Store> Signaling<S> {
         let l = self.limits();
         let ch = ChannelName::parse(name, l)?;
         let account = Account::parse(account, l)?;
-        let isin = self.store.is_member(&s.app, &ch, &account).await?;
+        let isin = self.store.is_member(chan(&s.app, &ch), &account).await?;
         Ok(Reply::ChannelIsIn {
             name: ch.to_string(),
             account: account.to_string(),
@@ -337,7 +343,7 @@ impl<S: Store> Signaling<S> {
         let l = self.limits();
         let ch = ChannelName::parse(name, l)?;
         let max = num.map_or(l.channel_list_max, |n| n.min(LIST_PAGE_MAX) as usize);
-        let (count, list) = self.store.members(&s.app, &ch, max).await?;
+        let (count, list) = self.store.members(chan(&s.app, &ch), max).await?;
         Ok(Reply::UserList {
             name: ch.to_string(),
             num: count,

@@ -14,8 +14,10 @@ use opensig_protocol::{msg, ErrorKind, Limits};
 use serde_json::Value;
 
 use super::mailbox::appended;
-use super::{RResult, Session, Signaling};
-use crate::store::{InviteKey, InviteState, InviteStep, Store, Timer};
+use super::{user, RResult, Session, Signaling};
+use crate::store::{
+    InviteKey, InviteOpen, InviteRelay, InviteState, InviteStep, Store, Take, Timer,
+};
 
 /// `_require_peer_online` and `_timeout` from an invitation's `extra` (an object, or a
 /// string holding one; numbers or numeric strings).
@@ -83,17 +85,14 @@ impl<S: Store> Signaling<S> {
         let ttl = l.message_ttl_default_secs;
         let letter = self.letter(&s.account, &peer, kind.name(), msg::NO_FLAG, ttl, &body);
         let dedup = self.dedup(&s.account, message_id);
-        let relayed = self
-            .store
-            .invite_relay(
-                &keys,
-                step,
-                false,
-                &peer,
-                letter.item(dedup),
-                l.mailbox_max_messages,
-            )
-            .await?;
+        let relay = InviteRelay {
+            keys: &keys,
+            step,
+            require_live: false,
+            to: &peer,
+            mail: letter.item(dedup, l.mailbox_max_messages),
+        };
+        let relayed = self.store.invite_relay(relay).await?;
         appended(relayed.appended)
     }
 
@@ -107,7 +106,7 @@ impl<S: Store> Signaling<S> {
     ) -> RResult<Reply> {
         let l = self.limits();
         let (require_online, timeout) = invite_options(extra);
-        let online = self.store.online(&s.app, &peer).await?;
+        let online = self.store.online(user(&s.app, &peer)).await?;
         let extra_text = serde_json::to_string(extra).unwrap_or_default();
         let key = InviteKey {
             app: s.app.clone(),
@@ -142,18 +141,14 @@ impl<S: Store> Signaling<S> {
             timers.push((t, Duration::from_secs(l.invite_offline_grace_secs)));
         }
         let dedup = self.dedup(&s.account, message_id);
-        let r = self
-            .store
-            .invite_open(
-                &key,
-                &extra_text,
-                generation,
-                letter.item(dedup),
-                l.mailbox_max_messages,
-                &timers,
-            )
-            .await?;
-        appended(r)
+        let open = InviteOpen {
+            key: &key,
+            extra: &extra_text,
+            generation,
+            mail: letter.item(dedup, l.mailbox_max_messages),
+            timers: &timers,
+        };
+        appended(self.store.invite_open(open).await?)
     }
 
     /// `voip_invite_failed` (from the callee) to the caller, with the invitation's `extra`
@@ -170,9 +165,9 @@ impl<S: Store> Signaling<S> {
             ttl,
             &body,
         );
-        let max = self.limits().mailbox_max_messages;
+        let item = letter.item(None, self.limits().mailbox_max_messages);
         self.store
-            .mail_append(&key.app, &key.caller, letter.item(None), max)
+            .mail_append(user(&key.app, &key.caller), item)
             .await?;
         Ok(())
     }
@@ -188,7 +183,7 @@ impl<S: Store> Signaling<S> {
                 let acked = matches!(r.state, InviteState::Ringing { acked: true });
                 if r.generation != *generation
                     || acked
-                    || self.store.online(&key.app, &key.callee).await?
+                    || self.store.online(user(&key.app, &key.callee)).await?
                 {
                     return Ok(());
                 }
@@ -200,7 +195,7 @@ impl<S: Store> Signaling<S> {
                     .await
             }
             Timer::CallerGone(key, generation) => {
-                if self.store.online(&key.app, &key.caller).await? {
+                if self.store.online(user(&key.app, &key.caller)).await? {
                     return Ok(());
                 }
                 self.end_invite(key, *generation, Code::InviteNet, false)
@@ -221,13 +216,16 @@ impl<S: Store> Signaling<S> {
         ringing_only: bool,
     ) -> RResult<()> {
         let store = &self.store;
-        let Some(invite) = store.invite_take(key, generation, ringing_only).await? else {
+        let take = Take {
+            generation,
+            ringing_only,
+        };
+        let Some(invite) = store.invite_take(key, take).await? else {
             return Ok(());
         };
-        let withdrawn = store
-            .mail_withdraw(&key.app, &key.callee, invite.version)
-            .await?;
-        if !withdrawn || store.online(&key.app, &key.callee).await? {
+        let callee = user(&key.app, &key.callee);
+        let withdrawn = store.mail_withdraw(callee, invite.version).await?;
+        if !withdrawn || store.online(callee).await? {
             let body = content::voip(
                 &key.channel,
                 &key.caller,
@@ -243,10 +241,8 @@ impl<S: Store> Signaling<S> {
                 ttl,
                 &body,
             );
-            let max = self.limits().mailbox_max_messages;
-            store
-                .mail_append(&key.app, &key.callee, letter.item(None), max)
-                .await?;
+            let item = letter.item(None, self.limits().mailbox_max_messages);
+            store.mail_append(callee, item).await?;
         }
         self.invite_failed(key, &invite.extra, code).await
     }

@@ -9,8 +9,8 @@ use opensig_protocol::limits::{flag_ttl_secs, valid_name};
 use opensig_protocol::names::{attr, msgtype};
 use opensig_protocol::{msg, ErrorKind, Limits};
 
-use super::{RResult, Session, Signaling};
-use crate::store::{Appended, MailItem, Store};
+use super::{user, RResult, Session, Signaling};
+use crate::store::{Appended, Dedup, MailItem, Poll, Store, UserAttrSet};
 
 /// A mailbox message, ready to store: its id, its msg-v3 text and the push frame.
 pub(super) struct Letter {
@@ -21,13 +21,15 @@ pub(super) struct Letter {
 }
 
 impl Letter {
-    pub(super) fn item<'a>(&'a self, dedup: Option<crate::store::Dedup<'a>>) -> MailItem<'a> {
+    /// As the store takes it, for a mailbox of at most `max` messages.
+    pub(super) fn item<'a>(&'a self, dedup: Option<Dedup<'a>>, max: usize) -> MailItem<'a> {
         MailItem {
             id: &self.id,
             text: &self.text,
             push: &self.push,
             ttl: self.ttl,
             dedup,
+            max,
         }
     }
 }
@@ -91,10 +93,8 @@ impl<S: Store> Signaling<S> {
             content,
         );
         let dedup = self.dedup(&s.account, message_id);
-        let r = self
-            .store
-            .mail_append(&s.app, &peer, letter.item(dedup), l.mailbox_max_messages)
-            .await?;
+        let item = letter.item(dedup, l.mailbox_max_messages);
+        let r = self.store.mail_append(user(&s.app, &peer), item).await?;
         appended(r)
     }
 
@@ -105,10 +105,8 @@ impl<S: Store> Signaling<S> {
         max: u64,
     ) -> RResult<Reply> {
         let max = (max as usize).clamp(1, self.limits().mailbox_page_max);
-        let page = self
-            .store
-            .mail_poll(&s.app, &s.account, ver_clear, max)
-            .await?;
+        let poll = Poll::Versions { ver_clear, max };
+        let page = self.store.mail_poll(user(&s.app, &s.account), poll).await?;
         Ok(Reply::Mail {
             ver_clear: Some(page.ver_clear),
             msgs: page.msgs,
@@ -122,10 +120,8 @@ impl<S: Store> Signaling<S> {
         max: u64,
     ) -> RResult<Reply> {
         let max = (max as usize).clamp(1, self.limits().mailbox_page_max);
-        let page = self
-            .store
-            .mail_poll_ids(&s.app, &s.account, clear, max)
-            .await?;
+        let poll = Poll::Ids { clear, max };
+        let page = self.store.mail_poll(user(&s.app, &s.account), poll).await?;
         Ok(Reply::Mail {
             ver_clear: None,
             msgs: page.msgs,
@@ -134,7 +130,7 @@ impl<S: Store> Signaling<S> {
 
     pub(super) async fn user_status(&self, s: &mut Session<S>, account: &str) -> RResult<Reply> {
         let account = Account::parse(account, self.limits())?;
-        let online = self.store.online(&s.app, &account).await?;
+        let online = self.store.online(user(&s.app, &account)).await?;
         Ok(Reply::UserStatus {
             account: account.to_string(),
             status: u8::from(online),
@@ -160,9 +156,14 @@ impl<S: Store> Signaling<S> {
             idle = Some(Duration::from_secs(clamped));
         }
         let value = (!stored.is_empty()).then_some(stored.as_str());
+        let set = UserAttrSet {
+            name,
+            value,
+            max: l.attrs_max,
+        };
         let ok = self
             .store
-            .user_attr_set(&s.app, &s.account, name, value, l.attrs_max)
+            .user_attr_set(user(&s.app, &s.account), set)
             .await?;
         if !ok {
             return Err(ErrorKind::TooLarge);
@@ -182,7 +183,7 @@ impl<S: Store> Signaling<S> {
         let l = self.limits();
         let account = Account::parse(account, l)?;
         l.check_attr_name(name)?;
-        let attrs = self.store.user_attrs(&s.app, &account).await?;
+        let attrs = self.store.user_attrs(user(&s.app, &account)).await?;
         let value = attrs
             .into_iter()
             .find(|(n, _)| n == name)
@@ -197,7 +198,7 @@ impl<S: Store> Signaling<S> {
 
     pub(super) async fn user_attrs(&self, s: &mut Session<S>, account: &str) -> RResult<Reply> {
         let account = Account::parse(account, self.limits())?;
-        let attrs = self.store.user_attrs(&s.app, &account).await?;
+        let attrs = self.store.user_attrs(user(&s.app, &account)).await?;
         Ok(Reply::UserAttrAll {
             account: account.to_string(),
             attrs,

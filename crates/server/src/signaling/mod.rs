@@ -25,7 +25,7 @@ use tracing::warn;
 
 use crate::delivery::ConnHandle;
 use crate::ratelimit::Bucket;
-use crate::store::{Dedup, Event, Store, StoreError, Work};
+use crate::store::{Chan, Dedup, Event, Store, StoreError, User, Work};
 use crate::ServerConfig;
 
 pub use session::{LoginRefusal, TokenRefusal};
@@ -228,6 +228,16 @@ impl<S: Store> Signaling<S> {
 fn channel_event(channel: &str, source: &str, kind: &str, content: &str) -> Template {
     let text = msg::build_v2(source, channel, kind, msg::NO_FLAG, content);
     out::channel2_template(channel, &text)
+}
+
+/// An account of an app, as the store takes it.
+fn user<'a>(app: &'a AppId, account: &'a Account) -> User<'a> {
+    User { app, account }
+}
+
+/// A channel of an app, as the store takes it.
+fn chan<'a>(app: &'a AppId, channel: &'a ChannelName) -> Chan<'a> {
+    Chan { app, channel }
 }
 
 /// The event as the store takes it.

@@ -10,10 +10,10 @@ use opensig_protocol::names::{attr, login_error, msgtype, special};
 use opensig_protocol::{token, ErrorKind};
 use tracing::warn;
 
-use super::{channel_event, event, RResult, Session, Signaling};
+use super::{chan, channel_event, event, user, RResult, Session, Signaling};
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
-use crate::store::{PublishRules, Store, Timer};
+use crate::store::{Opening, Publish, Store, Timer};
 use crate::ServerConfig;
 
 /// Why a token is not accepted.
@@ -84,13 +84,18 @@ impl<S: Store> Signaling<S> {
     ) -> RResult<Session<S>> {
         let store = &self.store;
         let l = self.limits();
-        let attrs = store.user_attrs(&app, &account).await?;
+        let attrs = store.user_attrs(user(&app, &account)).await?;
         let idle = attrs
             .iter()
             .find(|(n, _)| n == attr::CONN_TIMEOUT)
             .and_then(|(_, v)| v.trim().parse::<i64>().ok())
             .map_or(l.conn_timeout_default_secs, |s| l.clamp_conn_timeout(s));
-        let previous = store.session_open(&app, &account, conn, welcome).await?;
+        let opening = Opening {
+            user: user(&app, &account),
+            conn,
+            welcome,
+        };
+        let previous = store.session_open(opening).await?;
         let mut replaced = false;
         if let Some(old) = previous {
             if store.session_alive(&old).await {
@@ -139,11 +144,15 @@ impl<S: Store> Signaling<S> {
         for ch in channels {
             self.leave_channel(app, account, session, ch).await?;
         }
-        if self.store.session_close(app, account, session).await? {
+        if self
+            .store
+            .session_close(user(app, account), session)
+            .await?
+        {
             self.presence(app, account, msgtype::CHANNEL_USER_LEAVE)
                 .await;
             let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
-            for (key, generation) in self.store.invites_by(app, account).await? {
+            for (key, generation) in self.store.invites_by(user(app, account)).await? {
                 self.store
                     .schedule(Timer::CallerGone(key, generation), grace)
                     .await?;
@@ -161,7 +170,7 @@ impl<S: Store> Signaling<S> {
         let frame = channel_event(&ch, account, kind, &body);
         let r = self
             .store
-            .publish(app, &ch, event(&frame, None), PublishRules::default())
+            .publish(chan(app, &ch), Publish::event(event(&frame, None)))
             .await;
         if let Err(e) = r {
             // the login or logout itself stands; watchers miss this one event

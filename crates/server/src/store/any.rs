@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
-use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::ident::Account;
 
 use super::memory::Memory;
 use super::redis::{NodeSession, Redis};
 use super::{
-    Appended, AttrOp, AttrOutcome, ChannelSettings, Event, Footprint, InviteKey, InviteRecord,
-    InviteStep, Joined, MailItem, MailPage, PublishRules, Published, Relayed, SResult, Store,
-    StoreError, Timer, Work, WorkSender,
+    Appended, AttrChange, AttrOutcome, Chan, ChannelSettings, Footprint, InviteKey, InviteOpen,
+    InviteRecord, InviteRelay, Joined, Joining, Leaving, MailItem, MailPage, Opening, Poll,
+    Publish, Published, Relayed, SResult, Store, StoreError, Take, Timer, User, UserAttrSet, Work,
+    WorkSender,
 };
-use crate::delivery::{ConnHandle, Frame};
+use crate::delivery::ConnHandle;
 
 /// One of the stores.
 #[derive(Clone)]
@@ -109,34 +110,17 @@ impl Store for AnyStore {
         }
     }
 
-    async fn session_open(
-        &self,
-        app: &AppId,
-        account: &Account,
-        conn: &ConnHandle,
-        welcome: Frame,
-    ) -> SResult<Option<AnySession>> {
+    async fn session_open(&self, o: Opening<'_>) -> SResult<Option<AnySession>> {
         Ok(match self {
-            AnyStore::Memory(s) => s
-                .session_open(app, account, conn, welcome)
-                .await?
-                .map(AnySession::Memory),
-            AnyStore::Redis(s) => s
-                .session_open(app, account, conn, welcome)
-                .await?
-                .map(AnySession::Redis),
+            AnyStore::Memory(s) => s.session_open(o).await?.map(AnySession::Memory),
+            AnyStore::Redis(s) => s.session_open(o).await?.map(AnySession::Redis),
         })
     }
 
-    async fn session_close(
-        &self,
-        app: &AppId,
-        account: &Account,
-        session: &AnySession,
-    ) -> SResult<bool> {
+    async fn session_close(&self, user: User<'_>, session: &AnySession) -> SResult<bool> {
         match (self, session) {
-            (AnyStore::Memory(s), AnySession::Memory(x)) => s.session_close(app, account, x).await,
-            (AnyStore::Redis(s), AnySession::Redis(x)) => s.session_close(app, account, x).await,
+            (AnyStore::Memory(s), AnySession::Memory(x)) => s.session_close(user, x).await,
+            (AnyStore::Redis(s), AnySession::Redis(x)) => s.session_close(user, x).await,
             _ => Err(mismatch()),
         }
     }
@@ -157,187 +141,109 @@ impl Store for AnyStore {
         }
     }
 
-    async fn online(&self, app: &AppId, account: &Account) -> SResult<bool> {
-        each!(self, s => s.online(app, account).await)
+    async fn online(&self, user: User<'_>) -> SResult<bool> {
+        each!(self, s => s.online(user).await)
     }
 
-    async fn user_attrs(&self, app: &AppId, account: &Account) -> SResult<Vec<(String, String)>> {
-        each!(self, s => s.user_attrs(app, account).await)
+    async fn user_attrs(&self, user: User<'_>) -> SResult<Vec<(String, String)>> {
+        each!(self, s => s.user_attrs(user).await)
     }
 
-    async fn user_attr_set(
-        &self,
-        app: &AppId,
-        account: &Account,
-        name: &str,
-        value: Option<&str>,
-        max: usize,
-    ) -> SResult<bool> {
-        each!(self, s => s.user_attr_set(app, account, name, value, max).await)
+    async fn user_attr_set(&self, user: User<'_>, set: UserAttrSet<'_>) -> SResult<bool> {
+        each!(self, s => s.user_attr_set(user, set).await)
     }
 
-    async fn mail_append(
-        &self,
-        app: &AppId,
-        to: &Account,
-        item: MailItem<'_>,
-        max: usize,
-    ) -> SResult<Appended> {
-        each!(self, s => s.mail_append(app, to, item, max).await)
+    async fn mail_append(&self, to: User<'_>, item: MailItem<'_>) -> SResult<Appended> {
+        each!(self, s => s.mail_append(to, item).await)
     }
 
-    async fn mail_poll(
-        &self,
-        app: &AppId,
-        account: &Account,
-        ver_clear: u64,
-        max: usize,
-    ) -> SResult<MailPage> {
-        each!(self, s => s.mail_poll(app, account, ver_clear, max).await)
+    async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
+        each!(self, s => s.mail_poll(user, poll).await)
     }
 
-    async fn mail_poll_ids(
-        &self,
-        app: &AppId,
-        account: &Account,
-        clear_ids: &[String],
-        max: usize,
-    ) -> SResult<MailPage> {
-        each!(self, s => s.mail_poll_ids(app, account, clear_ids, max).await)
+    async fn mail_withdraw(&self, user: User<'_>, version: u64) -> SResult<bool> {
+        each!(self, s => s.mail_withdraw(user, version).await)
     }
 
-    async fn mail_withdraw(&self, app: &AppId, account: &Account, version: u64) -> SResult<bool> {
-        each!(self, s => s.mail_withdraw(app, account, version).await)
+    async fn join(&self, at: Chan<'_>, j: Joining<'_>) -> SResult<Joined> {
+        each!(self, s => s.join(at, j).await)
     }
 
-    async fn join(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        conn: &ConnHandle,
-        event: Option<Event<'_>>,
-        list_max: usize,
-    ) -> SResult<Joined> {
-        each!(self, s => s.join(app, channel, account, conn, event, list_max).await)
-    }
-
-    async fn leave(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        session: &AnySession,
-        event: Option<Event<'_>>,
-    ) -> SResult<bool> {
-        match (self, session) {
-            (AnyStore::Memory(s), AnySession::Memory(x)) => {
-                s.leave(app, channel, account, x, event).await
+    async fn leave(&self, at: Chan<'_>, l: Leaving<'_, AnySession>) -> SResult<bool> {
+        let (account, event) = (l.account, l.event);
+        match (self, l.session) {
+            (AnyStore::Memory(s), AnySession::Memory(session)) => {
+                s.leave(
+                    at,
+                    Leaving {
+                        account,
+                        session,
+                        event,
+                    },
+                )
+                .await
             }
-            (AnyStore::Redis(s), AnySession::Redis(x)) => {
-                s.leave(app, channel, account, x, event).await
+            (AnyStore::Redis(s), AnySession::Redis(session)) => {
+                s.leave(
+                    at,
+                    Leaving {
+                        account,
+                        session,
+                        event,
+                    },
+                )
+                .await
             }
             _ => Err(mismatch()),
         }
     }
 
-    async fn publish(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        event: Event<'_>,
-        rules: PublishRules<'_>,
-    ) -> SResult<Published> {
-        each!(self, s => s.publish(app, channel, event, rules).await)
+    async fn publish(&self, at: Chan<'_>, p: Publish<'_>) -> SResult<Published> {
+        each!(self, s => s.publish(at, p).await)
     }
 
-    async fn attr_change(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        op: AttrOp<'_>,
-        event: Event<'_>,
-    ) -> SResult<AttrOutcome> {
-        each!(self, s => s.attr_change(app, channel, op, event).await)
+    async fn attr_change(&self, at: Chan<'_>, c: AttrChange<'_>) -> SResult<AttrOutcome> {
+        each!(self, s => s.attr_change(at, c).await)
     }
 
-    async fn settings(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> SResult<Option<ChannelSettings>> {
-        each!(self, s => s.settings(app, channel).await)
+    async fn settings(&self, at: Chan<'_>) -> SResult<Option<ChannelSettings>> {
+        each!(self, s => s.settings(at).await)
     }
 
-    async fn touch_members(&self, app: &AppId, channel: &ChannelName) -> SResult<()> {
-        each!(self, s => s.touch_members(app, channel).await)
+    async fn touch_members(&self, at: Chan<'_>) -> SResult<()> {
+        each!(self, s => s.touch_members(at).await)
     }
 
-    async fn take_members_changed(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> SResult<Option<usize>> {
-        each!(self, s => s.take_members_changed(app, channel).await)
+    async fn take_members_changed(&self, at: Chan<'_>) -> SResult<Option<usize>> {
+        each!(self, s => s.take_members_changed(at).await)
     }
 
-    async fn members(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        max: usize,
-    ) -> SResult<(usize, Vec<String>)> {
-        each!(self, s => s.members(app, channel, max).await)
+    async fn members(&self, at: Chan<'_>, max: usize) -> SResult<(usize, Vec<String>)> {
+        each!(self, s => s.members(at, max).await)
     }
 
-    async fn is_member(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-    ) -> SResult<bool> {
-        each!(self, s => s.is_member(app, channel, account).await)
+    async fn is_member(&self, at: Chan<'_>, account: &Account) -> SResult<bool> {
+        each!(self, s => s.is_member(at, account).await)
     }
 
-    async fn invite_open(
-        &self,
-        key: &InviteKey,
-        extra: &str,
-        generation: u64,
-        mail: MailItem<'_>,
-        max_mail: usize,
-        timers: &[(Timer, Duration)],
-    ) -> SResult<Appended> {
-        each!(self, s => s.invite_open(key, extra, generation, mail, max_mail, timers).await)
+    async fn invite_open(&self, open: InviteOpen<'_>) -> SResult<Appended> {
+        each!(self, s => s.invite_open(open).await)
     }
 
-    async fn invite_relay(
-        &self,
-        keys: &[InviteKey],
-        step: InviteStep,
-        require_live: bool,
-        to: &Account,
-        mail: MailItem<'_>,
-        max_mail: usize,
-    ) -> SResult<Relayed> {
-        each!(self, s => s.invite_relay(keys, step, require_live, to, mail, max_mail).await)
+    async fn invite_relay(&self, relay: InviteRelay<'_>) -> SResult<Relayed> {
+        each!(self, s => s.invite_relay(relay).await)
     }
 
     async fn invite_get(&self, key: &InviteKey) -> SResult<Option<InviteRecord>> {
         each!(self, s => s.invite_get(key).await)
     }
 
-    async fn invite_take(
-        &self,
-        key: &InviteKey,
-        generation: u64,
-        ringing_only: bool,
-    ) -> SResult<Option<InviteRecord>> {
-        each!(self, s => s.invite_take(key, generation, ringing_only).await)
+    async fn invite_take(&self, key: &InviteKey, take: Take) -> SResult<Option<InviteRecord>> {
+        each!(self, s => s.invite_take(key, take).await)
     }
 
-    async fn invites_by(&self, app: &AppId, caller: &Account) -> SResult<Vec<(InviteKey, u64)>> {
-        each!(self, s => s.invites_by(app, caller).await)
+    async fn invites_by(&self, caller: User<'_>) -> SResult<Vec<(InviteKey, u64)>> {
+        each!(self, s => s.invites_by(caller).await)
     }
 
     async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {

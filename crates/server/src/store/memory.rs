@@ -15,14 +15,15 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::ident::Account;
 use opensig_protocol::limits::MAX_SAFE_INTEGER;
 use opensig_protocol::Limits;
 
 use super::{
-    Appended, AttrOp, AttrOutcome, ChannelSettings, Dedup, Event, Footprint, InviteKey,
-    InviteRecord, InviteState, InviteStep, Joined, MailItem, MailPage, PublishRules, Published,
-    Relayed, SResult, Setting, Store, Timer, Work, WorkSender,
+    Appended, AttrChange, AttrOp, AttrOutcome, Chan, ChannelSettings, Dedup, Event, Footprint,
+    InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining,
+    Leaving, MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting,
+    Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
@@ -156,6 +157,44 @@ impl Channel {
         v
     }
 
+    /// Apply an attribute change (under the channel's lock).
+    fn change(&mut self, op: AttrOp<'_>) -> AttrOutcome {
+        match op {
+            AttrOp::Set(set) => {
+                if set.rate_limited {
+                    let limit = self.settings.setattr_limit;
+                    let bucket = self
+                        .attr_rates
+                        .entry(set.name.to_owned())
+                        .or_insert_with(|| Bucket::new(limit));
+                    if !bucket.take(limit) {
+                        return AttrOutcome::RateLimited;
+                    }
+                }
+                let count = self.attrs.len();
+                match self.attrs.iter_mut().find(|(n, _)| n == set.name) {
+                    Some(a) => a.1 = set.value.to_owned(),
+                    None if count >= set.max => return AttrOutcome::TooMany,
+                    None => self.attrs.push((set.name.to_owned(), set.value.to_owned())),
+                }
+                if let Some(s) = set.setting {
+                    self.apply(s);
+                }
+            }
+            AttrOp::Del { name, setting } => {
+                self.attrs.retain(|(n, _)| n != name);
+                if let Some(s) = setting {
+                    self.apply(s);
+                }
+            }
+            AttrOp::Clear { defaults } => {
+                self.attrs.clear();
+                self.settings = defaults;
+            }
+        }
+        AttrOutcome::Done
+    }
+
     fn apply(&mut self, setting: Setting) {
         let s = &mut self.settings;
         match setting {
@@ -258,7 +297,8 @@ impl Inner {
         }
     }
 
-    fn append(&self, app: &str, to: &str, item: &MailItem<'_>, max: usize) -> Appended {
+    fn append(&self, app: &str, to: &str, item: &MailItem<'_>) -> Appended {
+        let max = item.max;
         if !self.first_time(app, item.dedup) {
             return Appended::Duplicate;
         }
@@ -346,28 +386,16 @@ impl Store for Memory {
         conn.clone()
     }
 
-    async fn session_open(
-        &self,
-        app: &AppId,
-        account: &Account,
-        conn: &ConnHandle,
-        welcome: Frame,
-    ) -> SResult<Option<ConnHandle>> {
-        conn.push(welcome);
-        Ok(self.inner.sessions.insert(key(app, account), conn.clone()))
+    async fn session_open(&self, s: Opening<'_>) -> SResult<Option<ConnHandle>> {
+        s.conn.push(s.welcome);
+        let k = key(s.user.app, s.user.account);
+        Ok(self.inner.sessions.insert(k, s.conn.clone()))
     }
 
-    async fn session_close(
-        &self,
-        app: &AppId,
-        account: &Account,
-        session: &ConnHandle,
-    ) -> SResult<bool> {
-        Ok(self
-            .inner
-            .sessions
-            .remove_if(&key(app, account), |_, c| c.id == session.id)
-            .is_some())
+    async fn session_close(&self, user: User<'_>, session: &ConnHandle) -> SResult<bool> {
+        let k = key(user.app, user.account);
+        let removed = self.inner.sessions.remove_if(&k, |_, c| c.id == session.id);
+        Ok(removed.is_some())
     }
 
     async fn session_alive(&self, session: &ConnHandle) -> bool {
@@ -379,104 +407,80 @@ impl Store for Memory {
         Ok(())
     }
 
-    async fn online(&self, app: &AppId, account: &Account) -> SResult<bool> {
-        Ok(self.inner.sessions.contains_key(&key(app, account)))
-    }
-
-    async fn user_attrs(&self, app: &AppId, account: &Account) -> SResult<Vec<(String, String)>> {
+    async fn online(&self, user: User<'_>) -> SResult<bool> {
         Ok(self
             .inner
-            .user_attrs
-            .get(&key(app, account))
+            .sessions
+            .contains_key(&key(user.app, user.account)))
+    }
+
+    async fn user_attrs(&self, user: User<'_>) -> SResult<Vec<(String, String)>> {
+        let attrs = self.inner.user_attrs.get(&key(user.app, user.account));
+        Ok(attrs
             .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default())
     }
 
-    async fn user_attr_set(
-        &self,
-        app: &AppId,
-        account: &Account,
-        name: &str,
-        value: Option<&str>,
-        max: usize,
-    ) -> SResult<bool> {
-        let k = key(app, account);
-        match value {
-            None => {
-                let mut empty = false;
-                if let Some(mut a) = self.inner.user_attrs.get_mut(&k) {
-                    a.remove(name);
-                    empty = a.is_empty();
-                }
-                if empty {
-                    self.inner.user_attrs.remove_if(&k, |_, a| a.is_empty());
-                }
-                Ok(true)
+    async fn user_attr_set(&self, user: User<'_>, set: UserAttrSet<'_>) -> SResult<bool> {
+        let k = key(user.app, user.account);
+        let Some(value) = set.value else {
+            let mut empty = false;
+            if let Some(mut a) = self.inner.user_attrs.get_mut(&k) {
+                a.remove(set.name);
+                empty = a.is_empty();
             }
-            Some(value) => {
-                let mut attrs = self.inner.user_attrs.entry(k).or_default();
-                if !attrs.contains_key(name) && attrs.len() >= max {
-                    return Ok(false);
+            if empty {
+                self.inner.user_attrs.remove_if(&k, |_, a| a.is_empty());
+            }
+            return Ok(true);
+        };
+        let mut attrs = self.inner.user_attrs.entry(k).or_default();
+        if !attrs.contains_key(set.name) && attrs.len() >= set.max {
+            return Ok(false);
+        }
+        attrs.insert(set.name.to_owned(), value.to_owned());
+        Ok(true)
+    }
+
+    async fn mail_append(&self, to: User<'_>, item: MailItem<'_>) -> SResult<Appended> {
+        Ok(self.inner.append(to.app, to.account, &item))
+    }
+
+    async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
+        let now = Instant::now();
+        let mut mb = self
+            .inner
+            .mailboxes
+            .entry(key(user.app, user.account))
+            .or_default();
+        mb.touched = Some(now);
+        match poll {
+            Poll::Versions { ver_clear, max } => {
+                mb.cleared = mb.cleared.max(ver_clear.min(MAX_SAFE_INTEGER));
+                mb.last = mb.last.max(mb.cleared);
+                mb.purge(now);
+                Ok(mb.page(max))
+            }
+            Poll::Ids { clear, max } => {
+                let clear: HashSet<&str> = clear.iter().map(String::as_str).collect();
+                mb.msgs.retain(|m| !clear.contains(m.id.as_str()));
+                mb.purge(now);
+                let page = mb.page(max);
+                // returned messages count as delivered (mode-1 clients never acknowledge)
+                if let Some((v, _)) = page.msgs.last() {
+                    mb.cleared = mb.cleared.max(*v);
+                    mb.purge(now);
                 }
-                attrs.insert(name.to_owned(), value.to_owned());
-                Ok(true)
+                Ok(MailPage {
+                    ver_clear: mb.cleared,
+                    msgs: page.msgs,
+                })
             }
         }
     }
 
-    async fn mail_append(
-        &self,
-        app: &AppId,
-        to: &Account,
-        item: MailItem<'_>,
-        max: usize,
-    ) -> SResult<Appended> {
-        Ok(self.inner.append(app, to, &item, max))
-    }
-
-    async fn mail_poll(
-        &self,
-        app: &AppId,
-        account: &Account,
-        ver_clear: u64,
-        max: usize,
-    ) -> SResult<MailPage> {
-        let now = Instant::now();
-        let mut mb = self.inner.mailboxes.entry(key(app, account)).or_default();
-        mb.cleared = mb.cleared.max(ver_clear.min(MAX_SAFE_INTEGER));
-        mb.last = mb.last.max(mb.cleared);
-        mb.touched = Some(now);
-        mb.purge(now);
-        Ok(mb.page(max))
-    }
-
-    async fn mail_poll_ids(
-        &self,
-        app: &AppId,
-        account: &Account,
-        clear_ids: &[String],
-        max: usize,
-    ) -> SResult<MailPage> {
-        let now = Instant::now();
-        let mut mb = self.inner.mailboxes.entry(key(app, account)).or_default();
-        let clear: HashSet<&str> = clear_ids.iter().map(String::as_str).collect();
-        mb.msgs.retain(|m| !clear.contains(m.id.as_str()));
-        mb.touched = Some(now);
-        mb.purge(now);
-        let page = mb.page(max);
-        // returned messages count as delivered (mode-1 clients never acknowledge them)
-        if let Some((v, _)) = page.msgs.last() {
-            mb.cleared = mb.cleared.max(*v);
-            mb.purge(now);
-        }
-        Ok(MailPage {
-            ver_clear: mb.cleared,
-            msgs: page.msgs,
-        })
-    }
-
-    async fn mail_withdraw(&self, app: &AppId, account: &Account, version: u64) -> SResult<bool> {
-        let Some(mut mb) = self.inner.mailboxes.get_mut(&key(app, account)) else {
+    async fn mail_withdraw(&self, user: User<'_>, version: u64) -> SResult<bool> {
+        let Some(mut mb) = self.inner.mailboxes.get_mut(&key(user.app, user.account)) else {
             return Ok(false);
         };
         let before = mb.msgs.len();
@@ -484,304 +488,191 @@ impl Store for Memory {
         Ok(before != mb.msgs.len())
     }
 
-    async fn join(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        conn: &ConnHandle,
-        event: Option<Event<'_>>,
-        list_max: usize,
-    ) -> SResult<Joined> {
+    async fn join(&self, at: Chan<'_>, j: Joining<'_>) -> SResult<Joined> {
         let inner = &self.inner;
         loop {
-            let arc = inner.channel(app, channel);
+            let arc = inner.channel(at.app, at.channel);
             let mut ch = arc.lock();
             if ch.dead {
                 continue;
             }
             ch.ttl_gen += 1; // cancels a pending destruction
-            let fresh = match ch.members.get_mut(account.as_str()) {
+            let fresh = match ch.members.get_mut(j.account.as_str()) {
                 Some(m) => {
-                    m.conn = conn.clone();
+                    m.conn = j.conn.clone();
                     false
                 }
                 None => {
                     ch.next_order += 1;
                     let order = ch.next_order;
                     let member = Member {
-                        conn: conn.clone(),
+                        conn: j.conn.clone(),
                         order,
                     };
-                    ch.members.insert(account.to_string(), member);
-                    ch.order.insert(order, account.to_string());
+                    ch.members.insert(j.account.to_string(), member);
+                    ch.order.insert(order, j.account.to_string());
                     ch.changed = true;
-                    if let (Some(e), true) = (event, ch.settings.notify) {
+                    if let (Some(e), true) = (j.event, ch.settings.notify) {
                         ch.publish(e);
                     }
                     true
                 }
             };
+            let mut attrs = ch.attrs.clone();
+            attrs.sort();
             return Ok(Joined {
                 fresh,
-                list: ch.latest(list_max),
-                attrs: ch.attrs.clone(),
+                list: ch.latest(j.list_max),
+                attrs,
             });
         }
     }
 
-    async fn leave(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        session: &ConnHandle,
-        event: Option<Event<'_>>,
-    ) -> SResult<bool> {
+    async fn leave(&self, at: Chan<'_>, l: Leaving<'_, ConnHandle>) -> SResult<bool> {
         let inner = &self.inner;
-        let Some(arc) = inner.existing_channel(app, channel) else {
+        let Some(arc) = inner.existing_channel(at.app, at.channel) else {
             return Ok(false);
         };
         let mut ch = arc.lock();
+        let account = l.account.as_str();
         let mine = ch
             .members
-            .get(account.as_str())
-            .is_some_and(|m| m.conn.id == session.id);
+            .get(account)
+            .is_some_and(|m| m.conn.id == l.session.id);
         if mine {
-            if let Some(m) = ch.members.remove(account.as_str()) {
+            if let Some(m) = ch.members.remove(account) {
                 ch.order.remove(&m.order);
             }
             ch.changed = true;
-            if let (Some(e), true) = (event, ch.settings.notify) {
+            if let (Some(e), true) = (l.event, ch.settings.notify) {
                 ch.publish(e);
             }
-            if empty_channel(inner, app, channel, &mut ch) {
+            if empty_channel(inner, at.app, at.channel, &mut ch) {
                 drop(ch);
-                remove_dead(inner, app, channel, &arc);
+                remove_dead(inner, at.app, at.channel, &arc);
             }
         }
         Ok(mine)
     }
 
-    async fn publish(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        event: Event<'_>,
-        rules: PublishRules<'_>,
-    ) -> SResult<Published> {
+    async fn publish(&self, at: Chan<'_>, p: Publish<'_>) -> SResult<Published> {
         let inner = &self.inner;
-        let Some(arc) = inner.existing_channel(app, channel) else {
-            return Ok(if rules.member.is_some() {
-                Published::NotMember
-            } else {
-                Published::Sent
+        let Some(arc) = inner.existing_channel(at.app, at.channel) else {
+            return Ok(match p.member {
+                Some(_) => Published::NotMember,
+                None => Published::Sent,
             });
         };
         let mut ch = arc.lock();
-        if let Some(m) = rules.member {
+        if let Some(m) = p.member {
             if !ch.members.contains_key(m.as_str()) {
                 return Ok(Published::NotMember);
             }
         }
-        if !inner.first_time(app, rules.dedup) {
+        if ch.members.is_empty() {
+            return Ok(Published::Sent);
+        }
+        if !inner.first_time(at.app, p.dedup) {
             return Ok(Published::Duplicate);
         }
-        if rules.rate_limited {
+        if p.rate_limited {
             let limit = ch.settings.sendmsg_limit;
             if !ch.rate.take(limit) {
                 drop(ch);
-                inner.forget(app, rules.dedup);
+                inner.forget(at.app, p.dedup);
                 return Ok(Published::RateLimited);
             }
         }
-        if !ch.members.is_empty() {
-            ch.publish(event);
-        }
+        ch.publish(p.event);
         Ok(Published::Sent)
     }
 
-    async fn attr_change(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        op: AttrOp<'_>,
-        event: Event<'_>,
-    ) -> SResult<AttrOutcome> {
+    async fn attr_change(&self, at: Chan<'_>, c: AttrChange<'_>) -> SResult<AttrOutcome> {
         let inner = &self.inner;
         loop {
-            let arc = inner.channel(app, channel);
+            let arc = inner.channel(at.app, at.channel);
             let mut ch = arc.lock();
             if ch.dead {
                 continue;
             }
-            match op {
-                AttrOp::Set {
-                    name,
-                    value,
-                    setting,
-                    rate_limited,
-                    max,
-                } => {
-                    if rate_limited {
-                        let limit = ch.settings.setattr_limit;
-                        let bucket = ch
-                            .attr_rates
-                            .entry(name.to_owned())
-                            .or_insert_with(|| Bucket::new(limit));
-                        if !bucket.take(limit) {
-                            return Ok(AttrOutcome::RateLimited);
-                        }
-                    }
-                    match ch.attrs.iter_mut().find(|(n, _)| n == name) {
-                        Some(a) => a.1 = value.to_owned(),
-                        None => {
-                            if ch.attrs.len() >= max {
-                                return Ok(AttrOutcome::TooMany);
-                            }
-                            ch.attrs.push((name.to_owned(), value.to_owned()))
-                        }
-                    }
-                    if let Some(s) = setting {
-                        ch.apply(s);
-                    }
-                }
-                AttrOp::Del { name, setting } => {
-                    ch.attrs.retain(|(n, _)| n != name);
-                    if let Some(s) = setting {
-                        ch.apply(s);
-                    }
-                }
-                AttrOp::Clear { defaults } => {
-                    ch.attrs.clear();
-                    ch.settings = defaults;
-                }
+            let outcome = ch.change(c.op);
+            if outcome == AttrOutcome::Done {
+                ch.publish(c.event);
             }
-            ch.publish(event);
-            if empty_channel(inner, app, channel, &mut ch) {
+            if empty_channel(inner, at.app, at.channel, &mut ch) {
                 drop(ch);
-                remove_dead(inner, app, channel, &arc);
+                remove_dead(inner, at.app, at.channel, &arc);
             }
-            return Ok(AttrOutcome::Done);
+            return Ok(outcome);
         }
     }
 
-    async fn settings(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> SResult<Option<ChannelSettings>> {
-        Ok(self
-            .inner
-            .existing_channel(app, channel)
-            .map(|c| c.lock().settings))
+    async fn settings(&self, at: Chan<'_>) -> SResult<Option<ChannelSettings>> {
+        let ch = self.inner.existing_channel(at.app, at.channel);
+        Ok(ch.map(|c| c.lock().settings))
     }
 
-    async fn touch_members(&self, app: &AppId, channel: &ChannelName) -> SResult<()> {
-        if let Some(c) = self.inner.existing_channel(app, channel) {
+    async fn touch_members(&self, at: Chan<'_>) -> SResult<()> {
+        if let Some(c) = self.inner.existing_channel(at.app, at.channel) {
             c.lock().changed = true;
         }
         Ok(())
     }
 
-    async fn take_members_changed(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> SResult<Option<usize>> {
-        Ok(self.inner.existing_channel(app, channel).and_then(|c| {
+    async fn take_members_changed(&self, at: Chan<'_>) -> SResult<Option<usize>> {
+        let ch = self.inner.existing_channel(at.app, at.channel);
+        Ok(ch.and_then(|c| {
             let mut ch = c.lock();
             std::mem::take(&mut ch.changed).then_some(ch.members.len())
         }))
     }
 
-    async fn members(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        max: usize,
-    ) -> SResult<(usize, Vec<String>)> {
-        Ok(match self.inner.existing_channel(app, channel) {
-            Some(arc) => {
-                let ch = arc.lock();
-                (ch.members.len(), ch.latest(max))
-            }
-            None => (0, Vec::new()),
-        })
+    async fn members(&self, at: Chan<'_>, max: usize) -> SResult<(usize, Vec<String>)> {
+        let ch = self.inner.existing_channel(at.app, at.channel);
+        Ok(ch.map_or((0, Vec::new()), |c| {
+            let ch = c.lock();
+            (ch.members.len(), ch.latest(max))
+        }))
     }
 
-    async fn is_member(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-    ) -> SResult<bool> {
-        Ok(self
-            .inner
-            .existing_channel(app, channel)
-            .is_some_and(|arc| arc.lock().members.contains_key(account.as_str())))
+    async fn is_member(&self, at: Chan<'_>, account: &Account) -> SResult<bool> {
+        let ch = self.inner.existing_channel(at.app, at.channel);
+        Ok(ch.is_some_and(|c| c.lock().members.contains_key(account.as_str())))
     }
 
-    async fn invite_open(
-        &self,
-        key: &InviteKey,
-        extra: &str,
-        generation: u64,
-        mail: MailItem<'_>,
-        max_mail: usize,
-        timers: &[(Timer, Duration)],
-    ) -> SResult<Appended> {
-        let appended = self.inner.append(&key.app, &key.callee, &mail, max_mail);
+    async fn invite_open(&self, open: InviteOpen<'_>) -> SResult<Appended> {
+        let key = open.key;
+        let appended = self.inner.append(&key.app, &key.callee, &open.mail);
         if let Appended::Stored(version) = appended {
             let record = InviteRecord {
-                extra: extra.into(),
+                extra: open.extra.into(),
                 state: InviteState::Ringing { acked: false },
                 version,
-                generation,
+                generation: open.generation,
             };
             self.inner.invites.insert(key.clone(), record);
-            for (t, after) in timers {
+            for (t, after) in open.timers {
                 self.schedule(t.clone(), *after).await?;
             }
         }
         Ok(appended)
     }
 
-    async fn invite_relay(
-        &self,
-        keys: &[InviteKey],
-        step: InviteStep,
-        require_live: bool,
-        to: &Account,
-        mail: MailItem<'_>,
-        max_mail: usize,
-    ) -> SResult<Relayed> {
+    async fn invite_relay(&self, relay: InviteRelay<'_>) -> SResult<Relayed> {
         let inner = &self.inner;
         let mut live = false;
-        for k in keys {
-            let exists = match step {
+        for k in relay.keys {
+            live |= match relay.step {
                 InviteStep::End => inner.invites.remove(k).is_some(),
-                _ => match inner.invites.get_mut(k) {
-                    Some(mut r) => {
-                        match step {
-                            InviteStep::Ack => {
-                                if let InviteState::Ringing { acked } = &mut r.state {
-                                    *acked = true;
-                                }
-                            }
-                            InviteStep::Accept => r.state = InviteState::Accepted,
-                            _ => {}
-                        }
-                        true
-                    }
-                    None => false,
-                },
+                step => inner
+                    .invites
+                    .get_mut(k)
+                    .map(|mut r| r.take_step(step))
+                    .is_some(),
             };
-            live |= exists;
         }
-        let app = keys.first().map(|k| &k.app);
-        let appended = match app {
-            Some(app) if live || !require_live => inner.append(app, to, &mail, max_mail),
+        let appended = match relay.keys.first() {
+            Some(k) if live || !relay.require_live => inner.append(&k.app, relay.to, &relay.mail),
             _ => Appended::Duplicate,
         };
         Ok(Relayed { live, appended })
@@ -791,28 +682,18 @@ impl Store for Memory {
         Ok(self.inner.invites.get(key).map(|r| r.clone()))
     }
 
-    async fn invite_take(
-        &self,
-        key: &InviteKey,
-        generation: u64,
-        ringing_only: bool,
-    ) -> SResult<Option<InviteRecord>> {
-        Ok(self
-            .inner
-            .invites
-            .remove_if(key, |_, r| {
-                r.generation == generation
-                    && (!ringing_only || matches!(r.state, InviteState::Ringing { .. }))
-            })
-            .map(|(_, r)| r))
+    async fn invite_take(&self, key: &InviteKey, take: Take) -> SResult<Option<InviteRecord>> {
+        let taken = self.inner.invites.remove_if(key, |_, r| r.taken_by(take));
+        Ok(taken.map(|(_, r)| r))
     }
 
-    async fn invites_by(&self, app: &AppId, caller: &Account) -> SResult<Vec<(InviteKey, u64)>> {
-        Ok(self
-            .inner
+    async fn invites_by(&self, caller: User<'_>) -> SResult<Vec<(InviteKey, u64)>> {
+        let inner = &self.inner;
+        let mine = |k: &InviteKey| k.app == *caller.app && k.caller == *caller.account;
+        Ok(inner
             .invites
             .iter()
-            .filter(|i| i.key().app == *app && i.key().caller == *caller)
+            .filter(|i| mine(i.key()))
             .map(|i| (i.key().clone(), i.generation))
             .collect())
     }

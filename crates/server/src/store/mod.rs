@@ -90,6 +90,8 @@ pub struct MailItem<'a> {
     pub ttl: Duration,
     /// Drop it when it is a resend.
     pub dedup: Option<Dedup<'a>>,
+    /// The most messages the mailbox may hold.
+    pub max: usize,
 }
 
 /// The outcome of storing mail.
@@ -167,24 +169,28 @@ pub enum Setting {
     AutoUpdate(u64),
 }
 
+/// Set an attribute: `name` to `value` (and `setting`). With `rate_limited`, one change of
+/// this attribute is taken from its budget (`setattr_limit`); a new attribute beyond `max`
+/// attributes is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct AttrSet<'a> {
+    /// Attribute.
+    pub name: &'a str,
+    /// Value.
+    pub value: &'a str,
+    /// The setting this attribute carries, if any.
+    pub setting: Option<Setting>,
+    /// Counts against the attribute's rate.
+    pub rate_limited: bool,
+    /// Most attributes a channel may have.
+    pub max: usize,
+}
+
 /// A change of channel attributes.
 #[derive(Debug, Clone, Copy)]
 pub enum AttrOp<'a> {
-    /// Set `name` to `value` (and `setting`). With `rate_limited`, one change of this
-    /// attribute is taken from its budget (`setattr_limit`); a new attribute beyond `max`
-    /// attributes is refused.
-    Set {
-        /// Attribute.
-        name: &'a str,
-        /// Value.
-        value: &'a str,
-        /// The setting this attribute carries, if any.
-        setting: Option<Setting>,
-        /// Counts against the attribute's rate.
-        rate_limited: bool,
-        /// Most attributes a channel may have.
-        max: usize,
-    },
+    /// Set one.
+    Set(AttrSet<'a>),
     /// Delete `name` (and put `setting` back).
     Del {
         /// Attribute.
@@ -208,17 +214,6 @@ pub enum AttrOutcome {
     RateLimited,
     /// A new attribute beyond the maximum: nothing done.
     TooMany,
-}
-
-/// What a channel publish must check first.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PublishRules<'a> {
-    /// Only if this account is a member.
-    pub member: Option<&'a Account>,
-    /// Drop it when it is a resend (checked before the rate).
-    pub dedup: Option<Dedup<'a>>,
-    /// Counts against the channel's message rate (`sendmsg_limit`).
-    pub rate_limited: bool,
 }
 
 /// The outcome of a channel publish. Publishing never creates channel state: a channel
@@ -283,6 +278,27 @@ pub struct InviteRecord {
     pub version: u64,
     /// Tells this invitation from an earlier one with the same key.
     pub generation: u64,
+}
+
+impl InviteRecord {
+    /// Take `step` (not `End`, which removes the record).
+    pub fn take_step(&mut self, step: InviteStep) {
+        match step {
+            InviteStep::Ack => {
+                if let InviteState::Ringing { acked } = &mut self.state {
+                    *acked = true;
+                }
+            }
+            InviteStep::Accept => self.state = InviteState::Accepted,
+            InviteStep::Keep | InviteStep::End => {}
+        }
+    }
+
+    /// Whether `take` ends this invitation.
+    pub fn taken_by(&self, take: Take) -> bool {
+        self.generation == take.generation
+            && (!take.ringing_only || matches!(self.state, InviteState::Ringing { .. }))
+    }
 }
 
 /// What a call-signalling message does to the invitations it is about.
@@ -370,6 +386,163 @@ impl Timer {
     }
 }
 
+/// An account of an app.
+#[derive(Debug, Clone, Copy)]
+pub struct User<'a> {
+    /// App.
+    pub app: &'a AppId,
+    /// Account.
+    pub account: &'a Account,
+}
+
+/// A channel of an app.
+#[derive(Debug, Clone, Copy)]
+pub struct Chan<'a> {
+    /// App.
+    pub app: &'a AppId,
+    /// Channel.
+    pub channel: &'a ChannelName,
+}
+
+/// A login taking its place.
+#[derive(Debug, Clone)]
+pub struct Opening<'a> {
+    /// Whose session.
+    pub user: User<'a>,
+    /// Its connection.
+    pub conn: &'a ConnHandle,
+    /// The `login_ret`, queued before anyone can see the session.
+    pub welcome: Frame,
+}
+
+/// Set (`value: Some`) or delete (`None`) a user attribute.
+#[derive(Debug, Clone, Copy)]
+pub struct UserAttrSet<'a> {
+    /// Attribute.
+    pub name: &'a str,
+    /// Value.
+    pub value: Option<&'a str>,
+    /// Most attributes an account may have.
+    pub max: usize,
+}
+
+/// What a mailbox poll acknowledges.
+#[derive(Debug, Clone, Copy)]
+pub enum Poll<'a> {
+    /// Mode 0: everything up to `ver_clear` (never lowering it); up to `max` messages after it.
+    Versions {
+        /// Highest version processed by the client.
+        ver_clear: u64,
+        /// Page size.
+        max: usize,
+    },
+    /// Mode 1: the messages with these ids are dropped; up to `max` of the rest, which count
+    /// as acknowledged.
+    Ids {
+        /// Ids received by push.
+        clear: &'a [String],
+        /// Page size.
+        max: usize,
+    },
+}
+
+/// A membership to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Joining<'a> {
+    /// Who.
+    pub account: &'a Account,
+    /// On which connection.
+    pub conn: &'a ConnHandle,
+    /// Published on a fresh membership (if `notify`).
+    pub event: Option<Event<'a>>,
+    /// Members in the reply.
+    pub list_max: usize,
+}
+
+/// A membership to end.
+#[derive(Debug, Clone, Copy)]
+pub struct Leaving<'a, S> {
+    /// Who.
+    pub account: &'a Account,
+    /// The session holding the membership (another one's membership stays).
+    pub session: &'a S,
+    /// Published when it ended (if `notify`).
+    pub event: Option<Event<'a>>,
+}
+
+/// A channel event to publish and what to check first.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    /// The event.
+    pub event: Event<'a>,
+    /// Only if this account is a member.
+    pub member: Option<&'a Account>,
+    /// Drop it when it is a resend (checked before the rate).
+    pub dedup: Option<Dedup<'a>>,
+    /// Counts against the channel's message rate (`sendmsg_limit`).
+    pub rate_limited: bool,
+}
+
+impl<'a> Publish<'a> {
+    /// An event without conditions.
+    pub fn event(event: Event<'a>) -> Publish<'a> {
+        Publish {
+            event,
+            member: None,
+            dedup: None,
+            rate_limited: false,
+        }
+    }
+}
+
+/// An attribute change and the event that tells the members.
+#[derive(Debug, Clone, Copy)]
+pub struct AttrChange<'a> {
+    /// The change.
+    pub op: AttrOp<'a>,
+    /// Its event.
+    pub event: Event<'a>,
+}
+
+/// An invitation to open.
+#[derive(Debug, Clone, Copy)]
+pub struct InviteOpen<'a> {
+    /// Which.
+    pub key: &'a InviteKey,
+    /// The caller's `extra` (JSON text).
+    pub extra: &'a str,
+    /// Tells it from earlier ones with the same key.
+    pub generation: u64,
+    /// The invitation for the callee's mailbox.
+    pub mail: MailItem<'a>,
+    /// Its timers.
+    pub timers: &'a [(Timer, Duration)],
+}
+
+/// A call-signalling message about invitations.
+#[derive(Debug, Clone, Copy)]
+pub struct InviteRelay<'a> {
+    /// The invitations it is about (same app).
+    pub keys: &'a [InviteKey],
+    /// What it does to them.
+    pub step: InviteStep,
+    /// Not stored when none of them exists.
+    pub require_live: bool,
+    /// Its recipient.
+    pub to: &'a Account,
+    /// The message.
+    pub mail: MailItem<'a>,
+}
+
+/// Which invitation a take ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Take {
+    /// Only of this generation.
+    pub generation: u64,
+    /// Only while ringing (not accepted).
+    pub ringing_only: bool,
+}
+
 /// Work a store's background tasks hand to the rules.
 #[derive(Debug)]
 pub enum Work<S: Store + ?Sized> {
@@ -405,7 +578,7 @@ pub type WorkSender<S> = mpsc::UnboundedSender<Work<S>>;
 pub trait Store: Send + Sync + 'static {
     /// A session as the store identifies it (a connection on some node).
     type Session: Clone + Send + Sync + std::fmt::Debug + 'static;
-    /// The store's handle on a due timer (or an orphan).
+    /// The store's handle on a due timer.
     type Claim: Send + Sync + std::fmt::Debug + 'static;
 
     /// Hand due timers and orphaned sessions to `work` from now on.
@@ -415,20 +588,16 @@ pub trait Store: Send + Sync + 'static {
 
     // ---------------------------------------------------------------- sessions
 
-    /// Make `conn` the account's session. `welcome` is queued on `conn` before the session
-    /// is visible to anyone. Returns the session it replaced.
+    /// Make the connection the account's session; its welcome is queued on it before the
+    /// session is visible to anyone. Returns the session it replaced.
     fn session_open(
         &self,
-        app: &AppId,
-        account: &Account,
-        conn: &ConnHandle,
-        welcome: Frame,
+        s: Opening<'_>,
     ) -> impl Future<Output = SResult<Option<Self::Session>>> + Send;
     /// End `session` if it is still the account's session; true when it was.
     fn session_close(
         &self,
-        app: &AppId,
-        account: &Account,
+        user: User<'_>,
         session: &Self::Session,
     ) -> impl Future<Output = SResult<bool>> + Send;
     /// Whether `session` is still connected (its node alive).
@@ -436,182 +605,124 @@ pub trait Store: Send + Sync + 'static {
     /// Tell `session` it was replaced (its connection sends `kick` and closes).
     fn kick(&self, session: &Self::Session) -> impl Future<Output = SResult<()>> + Send;
     /// Whether the account has a live session.
-    fn online(&self, app: &AppId, account: &Account) -> impl Future<Output = SResult<bool>> + Send;
+    fn online(&self, user: User<'_>) -> impl Future<Output = SResult<bool>> + Send;
 
     // ---------------------------------------------------------------- user attributes
 
     /// All attributes of an account, in name order.
     fn user_attrs(
         &self,
-        app: &AppId,
-        account: &Account,
+        user: User<'_>,
     ) -> impl Future<Output = SResult<Vec<(String, String)>>> + Send;
-    /// Set (`Some`) or delete (`None`) one; false when a new attribute would exceed `max`.
+    /// Set or delete one; false when a new attribute would exceed the maximum.
     fn user_attr_set(
         &self,
-        app: &AppId,
-        account: &Account,
-        name: &str,
-        value: Option<&str>,
-        max: usize,
+        user: User<'_>,
+        set: UserAttrSet<'_>,
     ) -> impl Future<Output = SResult<bool>> + Send;
 
     // ---------------------------------------------------------------- mailboxes
 
-    /// Store `item` in `to`'s mailbox under its next version, unless it is a resend or the
-    /// mailbox holds `max` messages; push it to `to`'s session if there is one. Pushes of a
-    /// mailbox leave in version order.
+    /// Store `item` in the recipient's mailbox under its next version, unless it is a resend
+    /// or the mailbox is full; push it to the recipient's session if there is one. Pushes of
+    /// a mailbox leave in version order.
     fn mail_append(
         &self,
-        app: &AppId,
-        to: &Account,
+        to: User<'_>,
         item: MailItem<'_>,
-        max: usize,
     ) -> impl Future<Output = SResult<Appended>> + Send;
-    /// Acknowledge up to `ver_clear` (never lowering it), drop what is acknowledged or
-    /// expired, return up to `max` messages after it.
+    /// A page of the mailbox after `poll`'s acknowledgement.
     fn mail_poll(
         &self,
-        app: &AppId,
-        account: &Account,
-        ver_clear: u64,
-        max: usize,
-    ) -> impl Future<Output = SResult<MailPage>> + Send;
-    /// Drop the messages with these ids; return up to `max` of the rest, which count as
-    /// acknowledged.
-    fn mail_poll_ids(
-        &self,
-        app: &AppId,
-        account: &Account,
-        clear_ids: &[String],
-        max: usize,
+        user: User<'_>,
+        poll: Poll<'_>,
     ) -> impl Future<Output = SResult<MailPage>> + Send;
     /// Remove the message `version` if it is not acknowledged yet; true when it was there.
     fn mail_withdraw(
         &self,
-        app: &AppId,
-        account: &Account,
+        user: User<'_>,
         version: u64,
     ) -> impl Future<Output = SResult<bool>> + Send;
 
     // ---------------------------------------------------------------- channels
 
-    /// Make the account (on `conn`) a member. On a fresh membership `event` is published
-    /// (if the channel's `notify` setting is on) and the membership counts as changed.
-    fn join(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        conn: &ConnHandle,
-        event: Option<Event<'_>>,
-        list_max: usize,
-    ) -> impl Future<Output = SResult<Joined>> + Send;
-    /// End the membership the account holds through `session`; true when it did. Then
-    /// `event` is published (if `notify`); an empty channel without attributes is gone, with
+    /// Make the account (on its connection) a member. On a fresh membership the event is
+    /// published (if the channel's `notify` setting is on) and the membership counts as
+    /// changed.
+    fn join(&self, at: Chan<'_>, j: Joining<'_>) -> impl Future<Output = SResult<Joined>> + Send;
+    /// End the membership the account holds through its session; true when it did. Then the
+    /// event is published (if `notify`); an empty channel without attributes is gone, with
     /// attributes it is kept for its `ttl_secs`.
     fn leave(
         &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        session: &Self::Session,
-        event: Option<Event<'_>>,
+        at: Chan<'_>,
+        l: Leaving<'_, Self::Session>,
     ) -> impl Future<Output = SResult<bool>> + Send;
-    /// Publish `event` after `rules`.
+    /// Publish an event after its rules.
     fn publish(
         &self,
-        app: &AppId,
-        channel: &ChannelName,
-        event: Event<'_>,
-        rules: PublishRules<'_>,
+        at: Chan<'_>,
+        p: Publish<'_>,
     ) -> impl Future<Output = SResult<Published>> + Send;
-    /// Change attributes (creating the channel's state) and publish `event` to every member.
+    /// Change attributes (creating the channel's state) and publish the change to every
+    /// member.
     fn attr_change(
         &self,
-        app: &AppId,
-        channel: &ChannelName,
-        op: AttrOp<'_>,
-        event: Event<'_>,
+        at: Chan<'_>,
+        c: AttrChange<'_>,
     ) -> impl Future<Output = SResult<AttrOutcome>> + Send;
     /// A channel's settings (`None`: it has no state).
     fn settings(
         &self,
-        app: &AppId,
-        channel: &ChannelName,
+        at: Chan<'_>,
     ) -> impl Future<Output = SResult<Option<ChannelSettings>>> + Send;
     /// Count the membership as changed.
-    fn touch_members(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> impl Future<Output = SResult<()>> + Send;
+    fn touch_members(&self, at: Chan<'_>) -> impl Future<Output = SResult<()>> + Send;
     /// If the membership changed since the last call: the member count (and the flag is
     /// cleared).
     fn take_members_changed(
         &self,
-        app: &AppId,
-        channel: &ChannelName,
+        at: Chan<'_>,
     ) -> impl Future<Output = SResult<Option<usize>>> + Send;
     /// Member count and the latest `max` members, oldest first.
     fn members(
         &self,
-        app: &AppId,
-        channel: &ChannelName,
+        at: Chan<'_>,
         max: usize,
     ) -> impl Future<Output = SResult<(usize, Vec<String>)>> + Send;
     /// Whether the account is a member.
     fn is_member(
         &self,
-        app: &AppId,
-        channel: &ChannelName,
+        at: Chan<'_>,
         account: &Account,
     ) -> impl Future<Output = SResult<bool>> + Send;
 
     // ---------------------------------------------------------------- invitations
 
-    /// In one step: store `mail` in the callee's mailbox (unless it is a resend or the
+    /// In one step: store the mail in the callee's mailbox (unless it is a resend or the
     /// mailbox is full), and with it the invitation (ringing, not acknowledged) and its
-    /// `timers`.
-    fn invite_open(
-        &self,
-        key: &InviteKey,
-        extra: &str,
-        generation: u64,
-        mail: MailItem<'_>,
-        max_mail: usize,
-        timers: &[(Timer, Duration)],
-    ) -> impl Future<Output = SResult<Appended>> + Send;
-    /// In one step: the invitations of `keys` that exist take `step`; `mail` goes to `to`
-    /// (not when `require_live` and none exists).
-    #[allow(clippy::too_many_arguments)]
-    fn invite_relay(
-        &self,
-        keys: &[InviteKey],
-        step: InviteStep,
-        require_live: bool,
-        to: &Account,
-        mail: MailItem<'_>,
-        max_mail: usize,
-    ) -> impl Future<Output = SResult<Relayed>> + Send;
+    /// timers.
+    fn invite_open(&self, open: InviteOpen<'_>) -> impl Future<Output = SResult<Appended>> + Send;
+    /// In one step: the invitations of `keys` that exist take the step; the mail goes to its
+    /// recipient (not when `require_live` and none exists).
+    fn invite_relay(&self, relay: InviteRelay<'_>)
+        -> impl Future<Output = SResult<Relayed>> + Send;
     /// The invitation of `key`.
     fn invite_get(
         &self,
         key: &InviteKey,
     ) -> impl Future<Output = SResult<Option<InviteRecord>>> + Send;
-    /// Remove and return the invitation if it is of `generation` (and ringing, with
-    /// `ringing_only`): who takes it ends it, once.
+    /// Remove and return the invitation if it is the one of `take`: who takes it ends it,
+    /// once.
     fn invite_take(
         &self,
         key: &InviteKey,
-        generation: u64,
-        ringing_only: bool,
+        take: Take,
     ) -> impl Future<Output = SResult<Option<InviteRecord>>> + Send;
-    /// The invitations `caller` made, with their generations.
+    /// The invitations the account made, with their generations.
     fn invites_by(
         &self,
-        app: &AppId,
-        caller: &Account,
+        caller: User<'_>,
     ) -> impl Future<Output = SResult<Vec<(InviteKey, u64)>>> + Send;
 
     // ---------------------------------------------------------------- timers and the node

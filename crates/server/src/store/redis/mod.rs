@@ -18,7 +18,7 @@
 mod keys;
 pub mod node;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -37,9 +37,10 @@ use opensig_protocol::Limits;
 use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
-    Appended, AttrOp, AttrOutcome, ChannelSettings, Event, Footprint, InviteKey, InviteRecord,
-    InviteState, InviteStep, Joined, MailItem, MailPage, PublishRules, Published, Relayed, SResult,
-    Setting, Store, StoreError, Timer, Work, WorkSender,
+    Appended, AttrChange, AttrOp, AttrOutcome, Chan, ChannelSettings, Event, Footprint, InviteKey,
+    InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving,
+    MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store,
+    StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -400,8 +401,8 @@ impl Inner {
     }
 
     /// A channel script with its keys and the common arguments.
-    fn channel_call<'s>(&self, s: &'s Script, app: &str, channel: &str) -> ScriptInvocation<'s> {
-        let k = self.keys.channel(app, channel);
+    fn channel_call<'s>(&self, s: &'s Script, at: Chan<'_>) -> ScriptInvocation<'s> {
+        let k = self.keys.channel(at.app, at.channel);
         let mut inv = s.prepare_invoke();
         for key in k.all() {
             inv.key(key);
@@ -417,13 +418,49 @@ impl Inner {
         inv
     }
 
+    /// `channel_state.lua`'s `op` on a channel.
+    async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
+        self.check()?;
+        let mut inv = self.channel_call(&self.scripts.channel_state, at);
+        inv.arg(op);
+        let mut c = self.conn();
+        timed(inv.invoke_async(&mut c)).await
+    }
+
+    /// Every key of a kind under this cluster's prefix.
+    async fn scan(&self, kind: &str) -> Vec<String> {
+        let mut c = self.conn();
+        let mut found = Vec::new();
+        if let Ok(mut it) = c.scan_match::<_, String>(self.keys.pattern(kind)).await {
+            while let Some(k) = it.next().await {
+                found.push(k);
+            }
+        }
+        found
+    }
+
+    /// The total size of sorted sets (`zsets`) or hashes.
+    async fn total(&self, keys: Vec<String>, zsets: bool) -> usize {
+        let mut c = self.conn();
+        let mut n = 0;
+        for k in keys {
+            let len: redis::RedisResult<usize> = if zsets {
+                c.zcard(&k).await
+            } else {
+                c.hlen(&k).await
+            };
+            n += len.unwrap_or(0);
+        }
+        n
+    }
+
     /// A channel event as published to the nodes: `(before, after)` around the sequence.
-    fn channel_msg(&self, app: &str, channel: &str, e: Option<Event<'_>>) -> (String, String) {
+    fn channel_msg(&self, at: Chan<'_>, e: Option<Event<'_>>) -> (String, String) {
         match e {
             None => (String::new(), String::new()),
             Some(e) => NodeMsg::Channel {
-                app: app.into(),
-                channel: channel.into(),
+                app: at.app.to_string(),
+                channel: at.channel.to_string(),
                 exclude: e.exclude.map(|a| a.to_string()),
                 number: 0,
                 frame: e.frame.clone(),
@@ -434,14 +471,7 @@ impl Inner {
 
     /// The keys and arguments of `append_mail` (mail.lua) on `inv`: keys 1–4, then its eight
     /// arguments.
-    fn mail_call(
-        &self,
-        inv: &mut ScriptInvocation<'_>,
-        app: &str,
-        to: &str,
-        m: &MailItem<'_>,
-        max: usize,
-    ) {
+    fn mail_call(&self, inv: &mut ScriptInvocation<'_>, app: &str, to: &str, m: &MailItem<'_>) {
         let mb = self.keys.mailbox(app, to);
         let dedup = m
             .dedup
@@ -461,7 +491,7 @@ impl Inner {
             .key(dedup)
             .arg(window.max(1))
             .arg(m.ttl.as_millis() as u64)
-            .arg(max)
+            .arg(m.max)
             .arg(m.id)
             .arg(m.text)
             .arg(self.keys.topic_prefix())
@@ -565,94 +595,61 @@ impl Store for Redis {
         self.inner.me(conn.id)
     }
 
-    async fn session_open(
-        &self,
-        app: &AppId,
-        account: &Account,
-        conn: &ConnHandle,
-        welcome: Frame,
-    ) -> SResult<Option<NodeSession>> {
+    async fn session_open(&self, s: Opening<'_>) -> SResult<Option<NodeSession>> {
         let inner = &self.inner;
         inner.check()?;
-        conn.push(welcome);
-        let id = conn.id;
+        let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
+        s.conn.push(s.welcome);
         let local = format!("{app} {account}");
-        inner.conns.insert(id, conn.clone());
+        inner.conns.insert(id, s.conn.clone());
         inner.sessions.insert(local.clone(), id);
         let k = inner.keys.session(app, account, &inner.cfg.node_id);
+        let mut inv = inner.scripts.session.prepare_invoke();
+        inv.key(k.session).key(k.node_index).arg("open");
+        inv.arg(inner.me(id).location()).arg(SESSION_TTL_MS);
+        inv.arg(node::session_entry(app, account, id));
         let mut c = inner.conn();
-        let old: SResult<Option<String>> = timed(
-            inner
-                .scripts
-                .session
-                .key(k.session)
-                .key(k.node_index)
-                .arg("open")
-                .arg(inner.me(id).location())
-                .arg(SESSION_TTL_MS)
-                .arg(node::session_entry(app, account, id))
-                .invoke_async(&mut c),
-        )
-        .await;
-        match old {
-            Ok(old) => Ok(old.and_then(|o| {
-                let (node, conn) = o.split_once(' ')?;
-                Some(NodeSession {
-                    node: node.into(),
-                    conn: conn.parse().ok(),
-                })
-            })),
-            Err(e) => {
-                inner.conns.remove(&id);
-                inner.sessions.remove_if(&local, |_, v| *v == id);
-                Err(e)
-            }
-        }
+        let old: SResult<Option<String>> = timed(inv.invoke_async(&mut c)).await;
+        let old = old.inspect_err(|_| {
+            inner.conns.remove(&id);
+            inner.sessions.remove_if(&local, |_, v| *v == id);
+        })?;
+        Ok(old.and_then(|o| {
+            let (node, conn) = o.split_once(' ')?;
+            let conn = conn.parse().ok();
+            Some(NodeSession {
+                node: node.into(),
+                conn,
+            })
+        }))
     }
 
-    async fn session_close(
-        &self,
-        app: &AppId,
-        account: &Account,
-        session: &NodeSession,
-    ) -> SResult<bool> {
+    async fn session_close(&self, user: User<'_>, session: &NodeSession) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        if session.node == inner.cfg.node_id {
-            if let Some(conn) = session.conn {
-                inner.conns.remove(&conn);
-                inner
-                    .sessions
-                    .remove_if(&format!("{app} {account}"), |_, v| *v == conn);
-            }
+        let (app, account) = (user.app, user.account);
+        if let (true, Some(conn)) = (session.node == inner.cfg.node_id, session.conn) {
+            inner.conns.remove(&conn);
+            let local = format!("{app} {account}");
+            inner.sessions.remove_if(&local, |_, v| *v == conn);
         }
         let k = inner.keys.session(app, account, &session.node);
         let entry = node::session_entry(app, account, session.conn.unwrap_or(0));
+        let mut inv = inner.scripts.session.prepare_invoke();
+        inv.key(k.session).key(k.node_index).arg("close");
+        inv.arg(session.location()).arg(0).arg(entry);
         let mut c = inner.conn();
-        let r: i64 = timed(
-            inner
-                .scripts
-                .session
-                .key(k.session)
-                .key(k.node_index)
-                .arg("close")
-                .arg(session.location())
-                .arg(0)
-                .arg(entry)
-                .invoke_async(&mut c),
-        )
-        .await?;
+        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(r == 1)
     }
 
     async fn session_alive(&self, session: &NodeSession) -> bool {
         let inner = &self.inner;
-        if session.node == inner.cfg.node_id {
-            return session
-                .conn
-                .is_some_and(|c| inner.conns.get(&c).is_some_and(|h| h.is_open()));
+        if session.node != inner.cfg.node_id {
+            return inner.live_nodes().await.contains(&session.node);
         }
-        inner.live_nodes().await.contains(&session.node)
+        let open = |c: u64| inner.conns.get(&c).is_some_and(|h| h.is_open());
+        session.conn.is_some_and(open)
     }
 
     async fn kick(&self, session: &NodeSession) -> SResult<()> {
@@ -671,236 +668,144 @@ impl Store for Redis {
         timed(c.publish::<_, _, ()>(inner.keys.topic(&session.node), msg)).await
     }
 
-    async fn online(&self, app: &AppId, account: &Account) -> SResult<bool> {
+    async fn online(&self, user: User<'_>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let k = inner.keys.session(app, account, &inner.cfg.node_id);
+        let k = inner
+            .keys
+            .session(user.app, user.account, &inner.cfg.node_id);
+        let mut inv = inner.scripts.session.prepare_invoke();
+        inv.key(k.session).key(k.node_index);
+        inv.arg("alive").arg(inner.keys.node_prefix());
         let mut c = inner.conn();
-        let r: i64 = timed(
-            inner
-                .scripts
-                .session
-                .key(k.session)
-                .key(k.node_index)
-                .arg("alive")
-                .arg(inner.keys.node_prefix())
-                .invoke_async(&mut c),
-        )
-        .await?;
+        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(r == 1)
     }
 
-    async fn user_attrs(&self, app: &AppId, account: &Account) -> SResult<Vec<(String, String)>> {
+    async fn user_attrs(&self, user: User<'_>) -> SResult<Vec<(String, String)>> {
         let inner = &self.inner;
         inner.check()?;
         let mut c = inner.conn();
-        let m: BTreeMap<String, String> =
-            timed(c.hgetall(inner.keys.user_attrs(app, account))).await?;
+        let key = inner.keys.user_attrs(user.app, user.account);
+        let m: BTreeMap<String, String> = timed(c.hgetall(key)).await?;
         Ok(m.into_iter().collect())
     }
 
-    async fn user_attr_set(
-        &self,
-        app: &AppId,
-        account: &Account,
-        name: &str,
-        value: Option<&str>,
-        max: usize,
-    ) -> SResult<bool> {
+    async fn user_attr_set(&self, user: User<'_>, set: UserAttrSet<'_>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
+        let mut inv = inner.scripts.user_attr.prepare_invoke();
+        inv.key(inner.keys.user_attrs(user.app, user.account));
+        inv.arg(set.name).arg(set.value.unwrap_or("")).arg(set.max);
+        inv.arg(if set.value.is_some() { "set" } else { "del" });
         let mut c = inner.conn();
-        let r: i64 = timed(
-            inner
-                .scripts
-                .user_attr
-                .key(inner.keys.user_attrs(app, account))
-                .arg(name)
-                .arg(value.unwrap_or(""))
-                .arg(max)
-                .arg(if value.is_some() { "set" } else { "del" })
-                .invoke_async(&mut c),
-        )
-        .await?;
+        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(r == 1)
     }
 
-    async fn mail_append(
-        &self,
-        app: &AppId,
-        to: &Account,
-        item: MailItem<'_>,
-        max: usize,
-    ) -> SResult<Appended> {
+    async fn mail_append(&self, to: User<'_>, item: MailItem<'_>) -> SResult<Appended> {
         let inner = &self.inner;
         inner.check()?;
         let mut inv = inner.scripts.mail_append.prepare_invoke();
-        inner.mail_call(&mut inv, app, to, &item, max);
+        inner.mail_call(&mut inv, to.app, to.account, &item);
         let mut c = inner.conn();
         let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
-        Ok(appended(
-            r.first().copied().unwrap_or(2),
-            r.get(1).copied().unwrap_or(0),
-        ))
+        let get = |i: usize| r.get(i).copied().unwrap_or(0);
+        Ok(appended(get(0), get(1)))
     }
 
-    async fn mail_poll(
-        &self,
-        app: &AppId,
-        account: &Account,
-        ver_clear: u64,
-        max: usize,
-    ) -> SResult<MailPage> {
+    async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
         let inner = &self.inner;
         inner.check()?;
-        let mb = inner.keys.mailbox(app, account);
-        let mut c = inner.conn();
-        let r: RValue = timed(
-            inner
-                .scripts
-                .mail_poll
-                .key(mb.messages)
-                .key(mb.meta)
-                .arg(ver_clear)
-                .arg(max)
-                .invoke_async(&mut c),
-        )
-        .await?;
-        Ok(page(r))
-    }
-
-    async fn mail_poll_ids(
-        &self,
-        app: &AppId,
-        account: &Account,
-        clear_ids: &[String],
-        max: usize,
-    ) -> SResult<MailPage> {
-        let inner = &self.inner;
-        inner.check()?;
-        let mb = inner.keys.mailbox(app, account);
-        let mut inv = inner.scripts.mail_poll_ids.prepare_invoke();
-        inv.key(mb.messages).key(mb.meta).arg(max);
-        for id in clear_ids {
-            inv.arg(id);
-        }
+        let mb = inner.keys.mailbox(user.app, user.account);
+        let mut inv = match poll {
+            Poll::Versions { ver_clear, max } => {
+                let mut inv = inner.scripts.mail_poll.prepare_invoke();
+                inv.arg(ver_clear).arg(max);
+                inv
+            }
+            Poll::Ids { clear, max } => {
+                let mut inv = inner.scripts.mail_poll_ids.prepare_invoke();
+                inv.arg(max);
+                for id in clear {
+                    inv.arg(id);
+                }
+                inv
+            }
+        };
+        inv.key(mb.messages).key(mb.meta);
         let mut c = inner.conn();
         let r: RValue = timed(inv.invoke_async(&mut c)).await?;
         Ok(page(r))
     }
 
-    async fn mail_withdraw(&self, app: &AppId, account: &Account, version: u64) -> SResult<bool> {
+    async fn mail_withdraw(&self, user: User<'_>, version: u64) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let mb = inner.keys.mailbox(app, account);
+        let mb = inner.keys.mailbox(user.app, user.account);
         let mut c = inner.conn();
         let n: i64 = timed(c.zrembyscore(mb.messages, version, version)).await?;
         Ok(n > 0)
     }
 
-    async fn join(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        conn: &ConnHandle,
-        event: Option<Event<'_>>,
-        list_max: usize,
-    ) -> SResult<Joined> {
+    async fn join(&self, at: Chan<'_>, j: Joining<'_>) -> SResult<Joined> {
         let inner = &self.inner;
         inner.check()?;
-        let (before, after) = inner.channel_msg(app, channel, event);
+        let (app, channel, account) = (at.app, at.channel, j.account);
+        let (before, after) = inner.channel_msg(at, j.event);
         let joined = NodeMsg::Joined {
             app: app.to_string(),
             channel: channel.to_string(),
             account: account.to_string(),
-            conn: conn.id,
-        }
-        .encode();
-        let left = NodeMsg::Left {
-            app: app.to_string(),
-            channel: channel.to_string(),
-            account: account.to_string(),
-        }
-        .encode();
-        let mut inv = inner.channel_call(&inner.scripts.join, app, channel);
+            conn: j.conn.id,
+        };
+        let mut inv = inner.channel_call(&inner.scripts.join, at);
         inv.arg(account.as_str())
             .arg(&inner.cfg.node_id)
-            .arg(conn.id)
-            .arg(list_max)
-            .arg(before)
-            .arg(after)
-            .arg(joined)
-            .arg(left)
-            .arg(inner.keys.node_members_prefix())
-            .arg(node::member_entry(app, channel, account));
+            .arg(j.conn.id);
+        inv.arg(j.list_max).arg(before).arg(after);
+        inv.arg(joined.encode()).arg(left_msg(at, account));
+        inv.arg(inner.keys.node_members_prefix());
+        inv.arg(node::member_entry(app, channel, account));
         let mut c = inner.conn();
         let r = list(timed(inv.invoke_async::<RValue>(&mut c)).await?);
         let fresh = r.first().map(int).unwrap_or(0) == 1;
         let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
         let mut members: Vec<String> = r.iter().skip(2).take(n).map(text).collect();
         members.reverse();
+        let attrs = pairs(r.get(2 + n..).unwrap_or(&[]));
         Ok(Joined {
             fresh,
             list: members,
-            attrs: pairs(r.get(2 + n..).unwrap_or(&[])),
+            attrs,
         })
     }
 
-    async fn leave(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-        session: &NodeSession,
-        event: Option<Event<'_>>,
-    ) -> SResult<bool> {
+    async fn leave(&self, at: Chan<'_>, l: Leaving<'_, NodeSession>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let (before, after) = inner.channel_msg(app, channel, event);
-        let left = NodeMsg::Left {
-            app: app.to_string(),
-            channel: channel.to_string(),
-            account: account.to_string(),
-        }
-        .encode();
-        let mut inv = inner.channel_call(&inner.scripts.leave, app, channel);
-        inv.arg(account.as_str())
-            .arg(session.location())
-            .arg(before)
-            .arg(after)
-            .arg(left)
-            .arg(inner.keys.node_members_prefix())
-            .arg(node::member_entry(app, channel, account));
+        let (before, after) = inner.channel_msg(at, l.event);
+        let mut inv = inner.channel_call(&inner.scripts.leave, at);
+        inv.arg(l.account.as_str()).arg(l.session.location());
+        inv.arg(before).arg(after).arg(left_msg(at, l.account));
+        inv.arg(inner.keys.node_members_prefix());
+        inv.arg(node::member_entry(at.app, at.channel, l.account));
         let mut c = inner.conn();
         let r: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(r == 1)
     }
 
-    async fn publish(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        event: Event<'_>,
-        rules: PublishRules<'_>,
-    ) -> SResult<Published> {
+    async fn publish(&self, at: Chan<'_>, p: Publish<'_>) -> SResult<Published> {
         let inner = &self.inner;
         inner.check()?;
-        let (before, after) = inner.channel_msg(app, channel, Some(event));
-        let dedup = rules
-            .dedup
-            .map(|d| inner.keys.dedup(app, d.from, d.id))
-            .unwrap_or_default();
-        let window = rules
-            .dedup
-            .map_or(1, |d| d.window.as_millis().max(1) as u64);
-        let mut inv = inner.channel_call(&inner.scripts.publish, app, channel);
-        inv.arg(rules.member.map_or("", |m| m.as_str()))
-            .arg(dedup)
-            .arg(window)
-            .arg(if rules.rate_limited { "1" } else { "0" })
-            .arg(before)
-            .arg(after);
+        let (before, after) = inner.channel_msg(at, Some(p.event));
+        let dedup = p.dedup.map(|d| inner.keys.dedup(at.app, d.from, d.id));
+        let window = p.dedup.map_or(1, |d| d.window.as_millis().max(1) as u64);
+        let mut inv = inner.channel_call(&inner.scripts.publish, at);
+        inv.arg(p.member.map_or("", |m| m.as_str()));
+        inv.arg(dedup.unwrap_or_default()).arg(window);
+        inv.arg(if p.rate_limited { "1" } else { "0" });
+        inv.arg(before).arg(after);
         let mut c = inner.conn();
         let r: String = timed(inv.invoke_async(&mut c)).await?;
         match r.as_str() {
@@ -912,38 +817,21 @@ impl Store for Redis {
         }
     }
 
-    async fn attr_change(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        op: AttrOp<'_>,
-        event: Event<'_>,
-    ) -> SResult<AttrOutcome> {
+    async fn attr_change(&self, at: Chan<'_>, ch: AttrChange<'_>) -> SResult<AttrOutcome> {
         let inner = &self.inner;
         inner.check()?;
-        let (before, after) = inner.channel_msg(app, channel, Some(event));
-        let (opname, name, value, setting, rate, max) = match op {
-            AttrOp::Set {
-                name,
-                value,
-                setting,
-                rate_limited,
-                max,
-            } => ("set", name, value, setting, rate_limited, max),
+        let (before, after) = inner.channel_msg(at, Some(ch.event));
+        let (opname, name, value, setting, rate, max) = match ch.op {
+            AttrOp::Set(a) => ("set", a.name, a.value, a.setting, a.rate_limited, a.max),
             AttrOp::Del { name, setting } => ("del", name, "", setting, false, usize::MAX),
             AttrOp::Clear { .. } => ("clear", "", "", None, false, usize::MAX),
         };
         let (field, fvalue) = setting_field(setting);
-        let mut inv = inner.channel_call(&inner.scripts.attr, app, channel);
-        inv.arg(opname)
-            .arg(name)
-            .arg(value)
-            .arg(field)
-            .arg(fvalue)
-            .arg(if rate { "1" } else { "0" })
-            .arg(max.min(i64::MAX as usize))
-            .arg(before)
-            .arg(after);
+        let mut inv = inner.channel_call(&inner.scripts.attr, at);
+        inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
+        inv.arg(if rate { "1" } else { "0" })
+            .arg(max.min(i64::MAX as usize));
+        inv.arg(before).arg(after);
         let mut c = inner.conn();
         let r: String = timed(inv.invoke_async(&mut c)).await?;
         match r.as_str() {
@@ -954,152 +842,101 @@ impl Store for Redis {
         }
     }
 
-    async fn settings(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> SResult<Option<ChannelSettings>> {
-        let inner = &self.inner;
-        inner.check()?;
-        let mut inv = inner.channel_call(&inner.scripts.channel_state, app, channel);
-        inv.arg("settings");
-        let mut c = inner.conn();
-        let r: Vec<RValue> = list(timed(inv.invoke_async(&mut c)).await?);
+    async fn settings(&self, at: Chan<'_>) -> SResult<Option<ChannelSettings>> {
+        let r = list(self.inner.channel_state(at, "settings").await?);
         if r.first().map(int).unwrap_or(0) == 0 {
             return Ok(None);
         }
         let num = |i: usize| r.get(i).map(int).unwrap_or(0).max(0) as u64;
+        let rate = |i: usize| num(i).min(u32::MAX as u64) as u32;
         Ok(Some(ChannelSettings {
             notify: num(1) != 0,
             ttl_secs: num(2),
-            sendmsg_limit: num(3).min(u32::MAX as u64) as u32,
-            setattr_limit: num(4).min(u32::MAX as u64) as u32,
+            sendmsg_limit: rate(3),
+            setattr_limit: rate(4),
             auto_update_secs: num(5),
         }))
     }
 
-    async fn touch_members(&self, app: &AppId, channel: &ChannelName) -> SResult<()> {
-        let inner = &self.inner;
-        inner.check()?;
-        let mut inv = inner.channel_call(&inner.scripts.channel_state, app, channel);
-        inv.arg("touch");
-        let mut c = inner.conn();
-        let _: i64 = timed(inv.invoke_async(&mut c)).await?;
-        Ok(())
+    async fn touch_members(&self, at: Chan<'_>) -> SResult<()> {
+        self.inner.channel_state(at, "touch").await.map(|_| ())
     }
 
-    async fn take_members_changed(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> SResult<Option<usize>> {
-        let inner = &self.inner;
-        inner.check()?;
-        let mut inv = inner.channel_call(&inner.scripts.channel_state, app, channel);
-        inv.arg("take");
-        let mut c = inner.conn();
-        let r: Option<i64> = timed(inv.invoke_async(&mut c)).await?;
-        Ok(r.map(|n| n.max(0) as usize))
+    async fn take_members_changed(&self, at: Chan<'_>) -> SResult<Option<usize>> {
+        let r = self.inner.channel_state(at, "take").await?;
+        Ok(match r {
+            RValue::Nil => None,
+            n => Some(int(&n).max(0) as usize),
+        })
     }
 
-    async fn members(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        max: usize,
-    ) -> SResult<(usize, Vec<String>)> {
+    async fn members(&self, at: Chan<'_>, max: usize) -> SResult<(usize, Vec<String>)> {
         let inner = &self.inner;
         inner.check()?;
-        let members = inner.keys.channel(app, channel).members;
+        let members = inner.keys.channel(at.app, at.channel).members;
         let mut c = inner.conn();
-        let (n, mut list): (usize, Vec<String>) = if max == 0 {
-            (timed(c.zcard(&members)).await?, Vec::new())
-        } else {
-            timed(
-                redis::pipe()
-                    .zcard(&members)
-                    .zrevrange(&members, 0, max.min(isize::MAX as usize) as isize - 1)
-                    .query_async(&mut c),
-            )
-            .await?
-        };
+        if max == 0 {
+            return Ok((timed(c.zcard(&members)).await?, Vec::new()));
+        }
+        let last = max.min(isize::MAX as usize) as isize - 1;
+        let mut pipe = redis::pipe();
+        pipe.zcard(&members).zrevrange(&members, 0, last);
+        let (n, mut list): (usize, Vec<String>) = timed(pipe.query_async(&mut c)).await?;
         list.reverse();
         Ok((n, list))
     }
 
-    async fn is_member(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        account: &Account,
-    ) -> SResult<bool> {
+    async fn is_member(&self, at: Chan<'_>, account: &Account) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let location = inner.keys.channel(app, channel).location;
+        let location = inner.keys.channel(at.app, at.channel).location;
         let mut c = inner.conn();
         timed(c.hexists(location, account.as_str())).await
     }
 
-    async fn invite_open(
-        &self,
-        key: &InviteKey,
-        extra: &str,
-        generation: u64,
-        mail: MailItem<'_>,
-        max_mail: usize,
-        timers: &[(Timer, Duration)],
-    ) -> SResult<Appended> {
+    async fn invite_open(&self, open: InviteOpen<'_>) -> SResult<Appended> {
         let inner = &self.inner;
         inner.check()?;
+        let key = open.key;
         let ik = inner
             .keys
             .invite(&key.app, &key.caller, &key.channel, &key.callee);
         let mut inv = inner.scripts.invite.prepare_invoke();
         inv.arg("open");
-        inner.mail_call(&mut inv, &key.app, &key.callee, &mail, max_mail);
+        inner.mail_call(&mut inv, &key.app, &key.callee, &open.mail);
         inv.key(ik.record)
             .key(ik.by_caller)
-            .key(inner.keys.timers())
-            .arg(extra)
-            .arg(generation)
-            .arg(node::invite_entry(&key.channel, &key.callee))
-            .arg(timers.len());
-        for (t, after) in timers {
+            .key(inner.keys.timers());
+        inv.arg(open.extra).arg(open.generation);
+        inv.arg(node::invite_entry(&key.channel, &key.callee));
+        inv.arg(open.timers.len());
+        for (t, after) in open.timers {
             inv.arg(t.encode()).arg(after.as_millis() as u64);
         }
         let mut c = inner.conn();
         let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
-        Ok(appended(
-            r.first().copied().unwrap_or(2),
-            r.get(1).copied().unwrap_or(0),
-        ))
+        let get = |i: usize| r.get(i).copied().unwrap_or(0);
+        Ok(appended(get(0), get(1)))
     }
 
-    async fn invite_relay(
-        &self,
-        keys: &[InviteKey],
-        step: InviteStep,
-        require_live: bool,
-        to: &Account,
-        mail: MailItem<'_>,
-        max_mail: usize,
-    ) -> SResult<Relayed> {
+    async fn invite_relay(&self, relay: InviteRelay<'_>) -> SResult<Relayed> {
         let inner = &self.inner;
         inner.check()?;
-        let Some(app) = keys.first().map(|k| k.app.clone()) else {
+        let Some(app) = relay.keys.first().map(|k| &k.app) else {
             return Err(StoreError::BadReply("a relay about no invitation".into()));
         };
         let mut inv = inner.scripts.invite.prepare_invoke();
         inv.arg("relay");
-        inner.mail_call(&mut inv, &app, to, &mail, max_mail);
-        let step = match step {
+        inner.mail_call(&mut inv, app, relay.to, &relay.mail);
+        let step = match relay.step {
             InviteStep::Keep => "keep",
             InviteStep::Ack => "ack",
             InviteStep::Accept => "accept",
             InviteStep::End => "end",
         };
-        inv.arg(step).arg(if require_live { "1" } else { "0" });
-        for k in keys {
+        inv.arg(step)
+            .arg(if relay.require_live { "1" } else { "0" });
+        for k in relay.keys {
             let ik = inner.keys.invite(&k.app, &k.caller, &k.channel, &k.callee);
             inv.key(ik.record).key(ik.by_caller);
             inv.arg(node::invite_entry(&k.channel, &k.callee));
@@ -1107,9 +944,10 @@ impl Store for Redis {
         let mut c = inner.conn();
         let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
+        let appended = appended(get(1), get(2));
         Ok(Relayed {
             live: get(0) == 1,
-            appended: appended(get(1), get(2)),
+            appended,
         })
     }
 
@@ -1119,72 +957,58 @@ impl Store for Redis {
         let ik = inner
             .keys
             .invite(&key.app, &key.caller, &key.channel, &key.callee);
+        let mut inv = inner.scripts.invite.prepare_invoke();
+        inv.key(ik.record).arg("get");
         let mut c = inner.conn();
-        let r: Option<Vec<Option<String>>> = timed(
-            inner
-                .scripts
-                .invite
-                .key(ik.record)
-                .arg("get")
-                .invoke_async(&mut c),
-        )
-        .await?;
+        let r: Option<Vec<Option<String>>> = timed(inv.invoke_async(&mut c)).await?;
         Ok(r.and_then(invite_record))
     }
 
-    async fn invite_take(
-        &self,
-        key: &InviteKey,
-        generation: u64,
-        ringing_only: bool,
-    ) -> SResult<Option<InviteRecord>> {
+    async fn invite_take(&self, key: &InviteKey, take: Take) -> SResult<Option<InviteRecord>> {
         let inner = &self.inner;
         inner.check()?;
         let ik = inner
             .keys
             .invite(&key.app, &key.caller, &key.channel, &key.callee);
+        let mut inv = inner.scripts.invite.prepare_invoke();
+        inv.key(ik.record)
+            .key(ik.by_caller)
+            .arg("take")
+            .arg(take.generation);
+        inv.arg(if take.ringing_only { "1" } else { "0" });
+        inv.arg(node::invite_entry(&key.channel, &key.callee));
         let mut c = inner.conn();
-        let r: Option<Vec<Option<String>>> = timed(
-            inner
-                .scripts
-                .invite
-                .key(ik.record)
-                .key(ik.by_caller)
-                .arg("take")
-                .arg(generation)
-                .arg(if ringing_only { "1" } else { "0" })
-                .arg(node::invite_entry(&key.channel, &key.callee))
-                .invoke_async(&mut c),
-        )
-        .await?;
+        let r: Option<Vec<Option<String>>> = timed(inv.invoke_async(&mut c)).await?;
         Ok(r.and_then(invite_record))
     }
 
-    async fn invites_by(&self, app: &AppId, caller: &Account) -> SResult<Vec<(InviteKey, u64)>> {
+    async fn invites_by(&self, caller: User<'_>) -> SResult<Vec<(InviteKey, u64)>> {
         let inner = &self.inner;
         inner.check()?;
-        let index = inner.keys.invite(app, caller, "", "").by_caller;
+        let index = inner
+            .keys
+            .invite(caller.app, caller.account, "", "")
+            .by_caller;
         let mut c = inner.conn();
         let entries: Vec<String> = timed(c.smembers(&index)).await?;
         let mut out = Vec::new();
         for e in entries {
             let key = node::read_invite_entry(&e).and_then(|(ch, callee)| {
                 Some(InviteKey {
-                    app: app.clone(),
-                    caller: caller.clone(),
+                    app: caller.app.clone(),
+                    caller: caller.account.clone(),
                     channel: ChannelName::from_stored(&ch)?,
                     callee: Account::from_stored(&callee)?,
                 })
             });
-            let Some(key) = key else {
-                let _: i64 = timed(c.srem(&index, &e)).await?;
-                continue;
+            let record = match &key {
+                Some(k) => self.invite_get(k).await?,
+                None => None,
             };
-            match self.invite_get(&key).await? {
-                Some(r) => out.push((key, r.generation)),
-                None => {
-                    let _: i64 = timed(c.srem(&index, &e)).await?;
-                }
+            match (key, record) {
+                (Some(k), Some(r)) => out.push((k, r.generation)),
+                // an entry whose record expired
+                _ => timed(c.srem::<_, _, i64>(&index, &e)).await.map(|_| ())?,
             }
         }
         Ok(out)
@@ -1193,36 +1017,22 @@ impl Store for Redis {
     async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {
         let inner = &self.inner;
         inner.check()?;
+        let mut inv = inner.scripts.timers.prepare_invoke();
+        inv.key(inner.keys.timers()).arg("schedule");
+        inv.arg(timer.encode()).arg(after.as_millis() as u64);
         let mut c = inner.conn();
-        let _: i64 = timed(
-            inner
-                .scripts
-                .timers
-                .key(inner.keys.timers())
-                .arg("schedule")
-                .arg(timer.encode())
-                .arg(after.as_millis() as u64)
-                .invoke_async(&mut c),
-        )
-        .await?;
-        Ok(())
+        timed(inv.invoke_async::<i64>(&mut c)).await.map(|_| ())
     }
 
     async fn timer_done(&self, (member, lease): (String, String)) {
         let inner = &self.inner;
+        let mut inv = inner.scripts.timers.prepare_invoke();
+        inv.key(inner.keys.timers())
+            .arg("done")
+            .arg(member)
+            .arg(lease);
         let mut c = inner.conn();
-        let r: SResult<i64> = timed(
-            inner
-                .scripts
-                .timers
-                .key(inner.keys.timers())
-                .arg("done")
-                .arg(member)
-                .arg(lease)
-                .invoke_async(&mut c),
-        )
-        .await;
-        if let Err(e) = r {
+        if let Err(e) = timed(inv.invoke_async::<i64>(&mut c)).await {
             // its lease runs out and it fires again; the rules are idempotent for it
             warn!("a fired timer stays scheduled: {e}");
         }
@@ -1250,48 +1060,19 @@ impl Store for Redis {
     /// The cluster's state (under this prefix) as Redis holds it, and this node's sessions.
     async fn footprint(&self) -> Footprint {
         let inner = &self.inner;
-        let keys = |kind: &str| {
-            let pattern = inner.keys.pattern(kind);
-            let mut c = inner.conn();
-            async move {
-                let mut found = Vec::new();
-                if let Ok(mut it) = c.scan_match::<_, String>(pattern).await {
-                    while let Some(k) = it.next().await {
-                        found.push(k);
-                    }
-                }
-                found
-            }
-        };
-        let sum = |ks: Vec<String>, kind: &'static str| {
-            let mut c = inner.conn();
-            async move {
-                let mut n = 0usize;
-                for k in ks {
-                    let len: Result<usize, _> = match kind {
-                        "zset" => c.zcard(&k).await,
-                        _ => c.hlen(&k).await,
-                    };
-                    n += len.unwrap_or(0);
-                }
-                n
-            }
-        };
-        let member_keys = keys("cm").await;
-        let mut channels: std::collections::BTreeSet<String> = member_keys
-            .iter()
-            .map(|k| k[inner.keys.pattern("cm").len() - 1..].to_string())
-            .collect();
-        for k in keys("ca").await {
-            channels.insert(k[inner.keys.pattern("ca").len() - 1..].to_string());
+        let member_keys = inner.scan("cm").await;
+        let mut channels: std::collections::BTreeSet<String> = BTreeSet::new();
+        for k in member_keys.iter().chain(inner.scan("ca").await.iter()) {
+            // "<prefix>cm <app> <channel>" → "<app> <channel>"
+            channels.insert(k.split_once(' ').map_or("", |(_, rest)| rest).to_string());
         }
         Footprint {
             sessions: inner.sessions.len(),
             channels: channels.len(),
-            members: sum(member_keys, "zset").await,
-            invites: keys("inv").await.len(),
-            stored_messages: sum(keys("mb").await, "zset").await,
-            user_attrs: sum(keys("ua").await, "hash").await,
+            members: inner.total(member_keys, true).await,
+            invites: inner.scan("inv").await.len(),
+            stored_messages: inner.total(inner.scan("mb").await, true).await,
+            user_attrs: inner.total(inner.scan("ua").await, false).await,
         }
     }
 
@@ -1299,6 +1080,16 @@ impl Store for Redis {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.halted.store(true, Ordering::SeqCst);
     }
+}
+
+/// "The account's membership on its old node ended" (published by join and leave).
+fn left_msg(at: Chan<'_>, account: &Account) -> String {
+    NodeMsg::Left {
+        app: at.app.to_string(),
+        channel: at.channel.to_string(),
+        account: account.to_string(),
+    }
+    .encode()
 }
 
 /// Receives this node's topic in order; reconnects by itself.
