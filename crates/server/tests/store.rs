@@ -1,0 +1,999 @@
+//! One conformance suite for every store: the same tests, races included, run against the
+//! memory store and the Redis store (a real `redis-server`), so both keep the contract of
+//! `opensig_server::store::Store` — and the rules above them can rely on it. "Two nodes" are two
+//! handles on the same state: a clone in memory, a second node on the same Redis prefix.
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opensig_protocol::frame::Template;
+use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::Limits;
+use opensig_server::delivery::{ConnHandle, Outbox};
+use opensig_server::store::memory::Memory;
+use opensig_server::store::redis::{Redis, RedisConfig};
+use opensig_server::store::*;
+use tokio::sync::mpsc;
+
+static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+const WAIT: Duration = Duration::from_secs(5);
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn app(s: &str) -> AppId {
+    AppId::from_stored(s).unwrap()
+}
+fn acct(s: &str) -> Account {
+    Account::from_stored(s).unwrap()
+}
+fn chan_name(s: &str) -> ChannelName {
+    ChannelName::from_stored(s).unwrap()
+}
+
+/// A connection: its handle, and what was queued for it.
+struct Conn {
+    h: ConnHandle,
+    out: Outbox,
+    seen: Vec<String>,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        let (h, out) = ConnHandle::new(CONN_IDS.fetch_add(1, Ordering::Relaxed), 4096);
+        Conn {
+            h,
+            out,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait until `n` frames in all were queued; returns them all.
+    async fn frames(&mut self, n: usize) -> &[String] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut batch = std::collections::VecDeque::new();
+            self.out.take(&mut batch);
+            self.seen.extend(batch.iter().map(|f| f.to_string()));
+            if self.seen.len() >= n {
+                return &self.seen;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(
+                tokio::time::timeout(left, self.out.woken()).await.is_ok(),
+                "{n} frames not queued within {WAIT:?}; got {:?}",
+                self.seen
+            );
+        }
+    }
+}
+
+/// A frame template whose text names what it is.
+fn tpl(what: &str) -> Template {
+    Template {
+        head: format!("{what}#"),
+        tail: String::new(),
+    }
+}
+
+fn item<'a>(id: &'a str, text: &'a str, push: &'a Template) -> MailItem<'a> {
+    MailItem {
+        id,
+        text,
+        push,
+        ttl: Duration::from_secs(3600),
+        dedup: None,
+        max: 100,
+    }
+}
+
+fn ev(frame: &Template) -> Event<'_> {
+    Event {
+        frame,
+        exclude: None,
+    }
+}
+
+fn opening<'a>(app: &'a AppId, account: &'a Account, conn: &'a Conn) -> Opening<'a> {
+    Opening {
+        user: User { app, account },
+        conn: &conn.h,
+        welcome: "welcome".to_string().into(),
+    }
+}
+
+fn joining<'a>(
+    account: &'a Account,
+    conn: &'a ConnHandle,
+    event: Option<Event<'a>>,
+) -> Joining<'a> {
+    Joining {
+        account,
+        conn,
+        event,
+        list_max: 10,
+    }
+}
+
+fn attr_set<'a>(name: &'a str, value: Option<&'a str>, max: usize) -> UserAttrSet<'a> {
+    UserAttrSet { name, value, max }
+}
+
+fn set_attr<'a>(name: &'a str, value: &'a str, max: usize) -> AttrOp<'a> {
+    AttrOp::Set(AttrSet {
+        name,
+        value,
+        setting: None,
+        rate_limited: false,
+        max,
+    })
+}
+
+/// A store under test, its "second node", and its work.
+trait Harness: Store + Clone {
+    fn make() -> impl std::future::Future<Output = (Self, Self)> + Send;
+}
+
+impl Harness for Memory {
+    async fn make() -> (Memory, Memory) {
+        let m = Memory::new(&limits());
+        (m.clone(), m)
+    }
+}
+
+impl Harness for Redis {
+    async fn make() -> (Redis, Redis) {
+        let prefix = common::unique_prefix();
+        let node = |n: &str| RedisConfig {
+            url: common::redis_url(),
+            prefix: prefix.clone(),
+            node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
+            public_url: format!("ws://{n}/"),
+        };
+        let a = Redis::connect(node("a"), &limits()).await.unwrap();
+        let b = Redis::connect(node("b"), &limits()).await.unwrap();
+        (a, b)
+    }
+}
+
+fn work<S: Store>(s: &S) -> mpsc::UnboundedReceiver<Work<S>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    s.run_work(tx);
+    rx
+}
+
+// ---------------------------------------------------------------------------- the tests
+
+async fn sessions_replace_and_close_by_compare<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, u) = (app("app"), acct("ann"));
+    let user = User {
+        app: &a,
+        account: &u,
+    };
+    let mut c1 = Conn::new();
+    assert!(s
+        .session_open(opening(&a, &u, &c1))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        c1.frames(1).await[0],
+        "welcome",
+        "the welcome is queued first"
+    );
+    assert!(s.online(user).await.unwrap());
+    assert!(
+        other.online(user).await.unwrap(),
+        "seen from the other node"
+    );
+    let first = s.session_of(&c1.h);
+    let c2 = Conn::new();
+    let prev = s.session_open(opening(&a, &u, &c2)).await.unwrap();
+    assert!(prev.is_some(), "the older session is returned");
+    assert!(s.session_alive(prev.as_ref().unwrap()).await);
+    // the old connection's teardown must not end the new session
+    assert!(!s.session_close(user, &first).await.unwrap());
+    assert!(s.online(user).await.unwrap());
+    let second = s.session_of(&c2.h);
+    assert!(s.session_close(user, &second).await.unwrap());
+    assert!(!s.online(user).await.unwrap());
+    assert_eq!(s.footprint().await.sessions, 0);
+}
+
+async fn racing_logins_replace_exactly_one<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, u) = (app("app"), acct("racer"));
+    for _ in 0..20 {
+        let (c1, c2) = (Conn::new(), Conn::new());
+        let user = User {
+            app: &a,
+            account: &u,
+        };
+        let o1 = Opening {
+            user,
+            conn: &c1.h,
+            welcome: "w".to_string().into(),
+        };
+        let o2 = Opening {
+            user,
+            conn: &c2.h,
+            welcome: "w".to_string().into(),
+        };
+        let (r1, r2) = tokio::join!(s.session_open(o1), other.session_open(o2));
+        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+        // the second to land saw the first; the first saw none (or a previous round's)
+        let saw = [&r1, &r2]
+            .iter()
+            .filter(|r| {
+                r.as_ref().is_some_and(|p| {
+                    format!("{p:?}").contains(&format!("{}", c1.h.id))
+                        || format!("{p:?}").contains(&format!("{}", c2.h.id))
+                })
+            })
+            .count();
+        assert_eq!(saw, 1, "{r1:?} / {r2:?}");
+        let s1 = s.session_of(&c1.h);
+        let s2 = other.session_of(&c2.h);
+        let closed = s.session_close(user, &s1).await.unwrap() as u8
+            + other.session_close(user, &s2).await.unwrap() as u8;
+        assert_eq!(closed, 1, "exactly one of them is the session");
+    }
+}
+
+async fn user_attributes_and_a_racing_maximum<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, u) = (app("app"), acct("bea"));
+    let user = User {
+        app: &a,
+        account: &u,
+    };
+    assert!(s
+        .user_attr_set(user, attr_set("b", Some("2"), 3))
+        .await
+        .unwrap());
+    assert!(s
+        .user_attr_set(user, attr_set("a", Some("1"), 3))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.user_attrs(user).await.unwrap(),
+        vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+        "in name order"
+    );
+    assert!(s.user_attr_set(user, attr_set("a", None, 3)).await.unwrap());
+    assert_eq!(s.user_attrs(user).await.unwrap().len(), 1);
+    // two nodes race for the last place: one gets it
+    for round in 0..10 {
+        let (n1, n2) = (format!("x{round}"), format!("y{round}"));
+        let (r1, r2) = tokio::join!(
+            s.user_attr_set(user, attr_set(&n1, Some("v"), 2)),
+            other.user_attr_set(user, attr_set(&n2, Some("v"), 2))
+        );
+        assert_eq!(r1.unwrap() as u8 + r2.unwrap() as u8, 1, "round {round}");
+        let attrs = s.user_attrs(user).await.unwrap();
+        assert_eq!(attrs.len(), 2);
+        let last = attrs.iter().find(|(n, _)| n != "b").unwrap().0.clone();
+        assert!(s
+            .user_attr_set(user, attr_set(&last, None, 2))
+            .await
+            .unwrap());
+    }
+    // an existing one may change at the maximum
+    assert!(s
+        .user_attr_set(user, attr_set("b", Some("3"), 1))
+        .await
+        .unwrap());
+    assert_eq!(s.footprint().await.user_attrs, 1);
+}
+
+async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, u, from) = (app("app"), acct("cat"), acct("dan"));
+    let user = User {
+        app: &a,
+        account: &u,
+    };
+    let mut c = Conn::new();
+    let open = Opening {
+        user,
+        conn: &c.h,
+        welcome: "w".to_string().into(),
+    };
+    s.session_open(open).await.unwrap();
+    let pushes: Vec<Template> = (1..=5).map(|i| tpl(&format!("push{i}"))).collect();
+    for (i, p) in pushes.iter().enumerate() {
+        let (id, text) = (format!("id{i}"), format!("text{i}"));
+        // from both nodes: versions come from the one mailbox
+        let store = if i % 2 == 0 { &s } else { &other };
+        let r = store.mail_append(user, item(&id, &text, p)).await.unwrap();
+        assert_eq!(r, Appended::Stored(i as u64 + 1));
+    }
+    let got = c.frames(6).await[1..].to_vec();
+    assert_eq!(
+        got,
+        (1..=5).map(|i| format!("push{i}#{i}")).collect::<Vec<_>>(),
+        "pushed in version order, version filled in"
+    );
+    let poll = |ver_clear, max| Poll::Versions { ver_clear, max };
+    let page = s.mail_poll(user, poll(2, 2)).await.unwrap();
+    assert_eq!(page.ver_clear, 2);
+    assert_eq!(
+        page.msgs
+            .iter()
+            .map(|(v, t)| (*v, t.to_string()))
+            .collect::<Vec<_>>(),
+        vec![(3, "text2".into()), (4, "text3".into())]
+    );
+    // never backwards
+    assert_eq!(s.mail_poll(user, poll(0, 10)).await.unwrap().ver_clear, 2);
+    assert!(s.mail_withdraw(user, 5).await.unwrap());
+    assert!(!s.mail_withdraw(user, 5).await.unwrap());
+    assert!(
+        !s.mail_withdraw(user, 1).await.unwrap(),
+        "acknowledged already"
+    );
+    assert_eq!(s.footprint().await.stored_messages, 2);
+    // resends are dropped, also across nodes
+    let p = tpl("again");
+    let dedup = Dedup {
+        from: &from,
+        id: "m1",
+        window: Duration::from_secs(60),
+    };
+    let once = MailItem {
+        dedup: Some(dedup),
+        ..item("i", "t", &p)
+    };
+    assert!(matches!(
+        s.mail_append(user, once).await.unwrap(),
+        Appended::Stored(_)
+    ));
+    assert_eq!(
+        other.mail_append(user, once).await.unwrap(),
+        Appended::Duplicate
+    );
+    // bounded: a full mailbox refuses, and a refused resend may try again
+    let full = MailItem {
+        max: 3,
+        dedup: Some(Dedup { id: "m2", ..dedup }),
+        ..item("i", "t", &p)
+    };
+    assert_eq!(s.mail_append(user, full).await.unwrap(), Appended::Full);
+    let room = MailItem { max: 10, ..full };
+    assert!(matches!(
+        s.mail_append(user, room).await.unwrap(),
+        Appended::Stored(_)
+    ));
+    // expired messages go
+    let short = MailItem {
+        ttl: Duration::from_millis(30),
+        ..item("s", "short", &p)
+    };
+    s.mail_append(user, short).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = s.mail_poll(user, poll(0, 100)).await.unwrap();
+        if page.msgs.iter().all(|(_, t)| &**t != "short") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "expired mail stays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // mode 1: listed ids are dropped, the rest count as delivered
+    let page = s
+        .mail_poll(
+            user,
+            Poll::Ids {
+                clear: &["i".to_string()],
+                max: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.msgs.len(), 1);
+    let after = s.mail_poll(user, poll(0, 100)).await.unwrap();
+    assert!(after.ver_clear >= page.msgs[0].0);
+}
+
+async fn channels_sequence_events_for_members<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, ch) = (app("app"), chan_name("room"));
+    let at = Chan {
+        app: &a,
+        channel: &ch,
+    };
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let (mut ca, mut cb) = (Conn::new(), Conn::new());
+    for (who, c, store) in [(&ann, &ca, &s), (&bob, &cb, &other)] {
+        let open = Opening {
+            user: User {
+                app: &a,
+                account: who,
+            },
+            conn: &c.h,
+            welcome: "w".to_string().into(),
+        };
+        store.session_open(open).await.unwrap();
+    }
+    let join_a = tpl("join-ann");
+    let r = s
+        .join(
+            at,
+            joining(
+                &ann,
+                &ca.h,
+                Some(Event {
+                    frame: &join_a,
+                    exclude: Some(&ann),
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(r.fresh);
+    assert_eq!(r.list, vec!["ann".to_string()]);
+    let join_b = tpl("join-bob");
+    let r = other
+        .join(
+            at,
+            joining(
+                &bob,
+                &cb.h,
+                Some(Event {
+                    frame: &join_b,
+                    exclude: Some(&bob),
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.list, vec!["ann".to_string(), "bob".to_string()]);
+    // ann sees bob's join (sequence 2: her own was 1 and went to nobody)
+    assert_eq!(ca.frames(2).await[1], "join-bob#2");
+    // a message to everyone, in order
+    let m = tpl("msg");
+    let member = Publish {
+        member: Some(&bob),
+        ..Publish::event(ev(&m))
+    };
+    assert_eq!(other.publish(at, member).await.unwrap(), Published::Sent);
+    assert_eq!(ca.frames(3).await[2], "msg#3");
+    assert_eq!(cb.frames(2).await[1], "msg#3");
+    // members only
+    let stranger = acct("eve");
+    let outsider = Publish {
+        member: Some(&stranger),
+        ..Publish::event(ev(&m))
+    };
+    assert_eq!(s.publish(at, outsider).await.unwrap(), Published::NotMember);
+    // joining again (a newer session of bob, on the other node) moves the membership (nobody
+    // is told)
+    let mut cb2 = Conn::new();
+    let reopen = Opening {
+        user: User {
+            app: &a,
+            account: &bob,
+        },
+        conn: &cb2.h,
+        welcome: "w".to_string().into(),
+    };
+    s.session_open(reopen).await.unwrap();
+    cb2.frames(1).await;
+    let r = s
+        .join(at, joining(&bob, &cb2.h, Some(ev(&join_b))))
+        .await
+        .unwrap();
+    assert!(!r.fresh);
+    // the old connection cannot leave for the new one
+    let old = other.session_of(&cb.h);
+    let leave = |session| Leaving {
+        account: &bob,
+        session,
+        event: None,
+    };
+    assert!(!other.leave(at, leave(&old)).await.unwrap());
+    let m2 = tpl("second");
+    s.publish(at, Publish::event(ev(&m2))).await.unwrap();
+    assert_eq!(cb2.frames(2).await[1], "second#4");
+    assert_eq!(ca.frames(4).await[3], "second#4");
+    let new = s.session_of(&cb2.h);
+    let bye = tpl("bye");
+    let l = Leaving {
+        account: &bob,
+        session: &new,
+        event: Some(Event {
+            frame: &bye,
+            exclude: Some(&bob),
+        }),
+    };
+    assert!(s.leave(at, l).await.unwrap());
+    assert_eq!(ca.frames(5).await[4], "bye#5");
+    assert_eq!(s.members(at, 10).await.unwrap(), (1, vec!["ann".into()]));
+    assert!(s.is_member(at, &ann).await.unwrap());
+    assert!(!other.is_member(at, &bob).await.unwrap());
+    let fp = s.footprint().await;
+    assert_eq!((fp.channels, fp.members), (1, 1));
+}
+
+async fn settings_gate_events_and_rates<S: Harness>() {
+    let (s, _) = S::make().await;
+    let (a, ch) = (app("app"), chan_name("quiet"));
+    let at = Chan {
+        app: &a,
+        channel: &ch,
+    };
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let (mut ca, cb) = (Conn::new(), Conn::new());
+    let open = Opening {
+        user: User {
+            app: &a,
+            account: &ann,
+        },
+        conn: &ca.h,
+        welcome: "w".to_string().into(),
+    };
+    s.session_open(open).await.unwrap();
+    ca.frames(1).await;
+    ca.seen.clear();
+    s.join(at, joining(&ann, &ca.h, None)).await.unwrap();
+    let quiet = AttrSet {
+        setting: Some(Setting::Notify(false)),
+        ..match set_attr("_quiet", "0", 10) {
+            AttrOp::Set(a) => a,
+            _ => unreachable!(),
+        }
+    };
+    let upd = tpl("attr");
+    let change = |op| AttrChange {
+        op,
+        event: ev(&upd),
+    };
+    assert_eq!(
+        s.attr_change(at, change(AttrOp::Set(quiet))).await.unwrap(),
+        AttrOutcome::Done
+    );
+    assert_eq!(ca.frames(1).await[0], "attr#1", "the setter is told too");
+    assert!(!s.settings(at).await.unwrap().unwrap().notify);
+    // no join event while notify is off: the next event comes right after the attribute
+    let jb = tpl("join-bob");
+    s.join(at, joining(&bob, &cb.h, Some(ev(&jb))))
+        .await
+        .unwrap();
+    let m = tpl("msg");
+    s.publish(at, Publish::event(ev(&m))).await.unwrap();
+    assert_eq!(ca.frames(2).await[1], "msg#2");
+    // the channel's message rate
+    let slow = AttrSet {
+        setting: Some(Setting::SendmsgLimit(1)),
+        ..quiet
+    };
+    s.attr_change(at, change(AttrOp::Set(slow))).await.unwrap();
+    let rated = Publish {
+        rate_limited: true,
+        ..Publish::event(ev(&m))
+    };
+    let mut limited = 0;
+    for _ in 0..5 {
+        if s.publish(at, rated).await.unwrap() == Published::RateLimited {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 3, "5 messages at 1/s: {limited} refused");
+    // each attribute's rate
+    let strict = AttrSet {
+        setting: Some(Setting::SetattrLimit(1)),
+        ..quiet
+    };
+    s.attr_change(at, change(AttrOp::Set(strict)))
+        .await
+        .unwrap();
+    let topic = AttrSet {
+        rate_limited: true,
+        ..match set_attr("topic", "t", 10) {
+            AttrOp::Set(a) => a,
+            _ => unreachable!(),
+        }
+    };
+    let mut refused = 0;
+    for _ in 0..5 {
+        if s.attr_change(at, change(AttrOp::Set(topic))).await.unwrap() == AttrOutcome::RateLimited
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3);
+    // too many attributes
+    let many = s
+        .attr_change(at, change(set_attr("new", "v", 1)))
+        .await
+        .unwrap();
+    assert_eq!(many, AttrOutcome::TooMany);
+    // deleting puts the setting back; clearing puts them all back
+    let del = AttrOp::Del {
+        name: "_quiet",
+        setting: Some(Setting::Notify(true)),
+    };
+    s.attr_change(at, change(del)).await.unwrap();
+    assert!(s.settings(at).await.unwrap().unwrap().notify);
+    let defaults = ChannelSettings::defaults(&limits());
+    s.attr_change(at, change(AttrOp::Clear { defaults }))
+        .await
+        .unwrap();
+    assert_eq!(s.settings(at).await.unwrap(), Some(defaults));
+    // membership changes are counted once
+    s.touch_members(at).await.unwrap();
+    assert_eq!(s.take_members_changed(at).await.unwrap(), Some(2));
+    assert_eq!(s.take_members_changed(at).await.unwrap(), None);
+}
+
+async fn empty_channels_keep_state_only_for_attributes<S: Harness>() {
+    let (s, _) = S::make().await;
+    let a = app("app");
+    let ann = acct("ann");
+    let c = Conn::new();
+    let session = s.session_of(&c.h);
+    let bare = chan_name("bare");
+    let at = Chan {
+        app: &a,
+        channel: &bare,
+    };
+    let j = Joining {
+        account: &ann,
+        conn: &c.h,
+        event: None,
+        list_max: 10,
+    };
+    s.join(at, j).await.unwrap();
+    let l = Leaving {
+        account: &ann,
+        session: &session,
+        event: None,
+    };
+    assert!(s.leave(at, l).await.unwrap());
+    assert_eq!(
+        s.settings(at).await.unwrap(),
+        None,
+        "gone at once without attributes"
+    );
+    // publishing creates no state
+    let ghost = chan_name("ghost");
+    let m = tpl("m");
+    let at = Chan {
+        app: &a,
+        channel: &ghost,
+    };
+    assert_eq!(
+        s.publish(at, Publish::event(ev(&m))).await.unwrap(),
+        Published::Sent
+    );
+    assert_eq!(s.settings(at).await.unwrap(), None);
+    // with an attribute it stays (for its ttl)
+    let kept = chan_name("kept");
+    let at = Chan {
+        app: &a,
+        channel: &kept,
+    };
+    let upd = tpl("u");
+    let change = AttrChange {
+        op: set_attr("topic", "x", 10),
+        event: ev(&upd),
+    };
+    s.attr_change(at, change).await.unwrap();
+    assert!(s.settings(at).await.unwrap().is_some());
+    assert_eq!(s.footprint().await.channels, 1);
+}
+
+async fn racing_joins_leaves_and_attributes<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, ch) = (app("app"), chan_name("busy"));
+    let at = Chan {
+        app: &a,
+        channel: &ch,
+    };
+    let accounts: Vec<Account> = (0..20).map(|i| acct(&format!("u{i}"))).collect();
+    let conns: Vec<Conn> = (0..20).map(|_| Conn::new()).collect();
+    // everyone joins at once, half through each node
+    let mut tasks = Vec::new();
+    for (i, (who, c)) in accounts.iter().zip(&conns).enumerate() {
+        let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let (who, h, a, ch) = (who.clone(), c.h.clone(), a.clone(), ch.clone());
+        tasks.push(tokio::spawn(async move {
+            let at = Chan {
+                app: &a,
+                channel: &ch,
+            };
+            let j = Joining {
+                account: &who,
+                conn: &h,
+                event: None,
+                list_max: 5,
+            };
+            store.join(at, j).await.unwrap().fresh
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    assert_eq!(s.members(at, 0).await.unwrap().0, 20);
+    // half leave while the rest join again
+    let mut tasks = Vec::new();
+    for (i, (who, c)) in accounts.iter().zip(&conns).enumerate() {
+        let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let session = store.session_of(&c.h);
+        let (who, h, a, ch) = (who.clone(), c.h.clone(), a.clone(), ch.clone());
+        tasks.push(tokio::spawn(async move {
+            let at = Chan {
+                app: &a,
+                channel: &ch,
+            };
+            if i < 10 {
+                let l = Leaving {
+                    account: &who,
+                    session: &session,
+                    event: None,
+                };
+                assert!(store.leave(at, l).await.unwrap());
+            } else {
+                let j = Joining {
+                    account: &who,
+                    conn: &h,
+                    event: None,
+                    list_max: 5,
+                };
+                assert!(!store.join(at, j).await.unwrap().fresh);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (n, list) = s.members(at, 5).await.unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(list.len(), 5);
+    // two nodes race for the attributes' last places
+    let upd = tpl("u");
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let (a, ch, upd) = (a.clone(), ch.clone(), upd.clone());
+        tasks.push(tokio::spawn(async move {
+            let at = Chan {
+                app: &a,
+                channel: &ch,
+            };
+            let name = format!("k{i}");
+            let change = AttrChange {
+                op: set_attr(&name, "v", 4),
+                event: ev(&upd),
+            };
+            store.attr_change(at, change).await.unwrap()
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        if t.await.unwrap() == AttrOutcome::Done {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 4, "exactly the maximum");
+}
+
+fn invite_key(a: &AppId, caller: &str, callee: &str) -> InviteKey {
+    InviteKey {
+        app: a.clone(),
+        caller: acct(caller),
+        channel: chan_name("call"),
+        callee: acct(callee),
+    }
+}
+
+async fn invitations_live_step_and_end_once<S: Harness>() {
+    let (s, other) = S::make().await;
+    let a = app("app");
+    let key = invite_key(&a, "ann", "bob");
+    let p = tpl("invite");
+    let open = InviteOpen {
+        key: &key,
+        extra: "{\"x\":1}",
+        generation: 7,
+        mail: item("inv", "invite", &p),
+        timers: &[],
+    };
+    assert_eq!(s.invite_open(open).await.unwrap(), Appended::Stored(1));
+    let r = other.invite_get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (r.extra.as_str(), r.state, r.version, r.generation),
+        ("{\"x\":1}", InviteState::Ringing { acked: false }, 1, 7)
+    );
+    let caller = User {
+        app: &a,
+        account: &key.caller,
+    };
+    assert_eq!(s.invites_by(caller).await.unwrap(), vec![(key.clone(), 7)]);
+    assert_eq!(s.footprint().await.invites, 1);
+    let m = tpl("ack");
+    let ack = InviteRelay {
+        keys: std::slice::from_ref(&key),
+        step: InviteStep::Ack,
+        require_live: true,
+        to: &key.caller,
+        mail: item("a", "ack", &m),
+    };
+    let r = other.invite_relay(ack).await.unwrap();
+    assert!(r.live);
+    assert!(matches!(r.appended, Appended::Stored(_)));
+    assert_eq!(
+        s.invite_get(&key).await.unwrap().unwrap().state,
+        InviteState::Ringing { acked: true }
+    );
+    // a take of another generation, or of an accepted one while ringing-only, does nothing
+    let take = |generation, ringing_only| Take {
+        generation,
+        ringing_only,
+    };
+    assert!(s.invite_take(&key, take(6, false)).await.unwrap().is_none());
+    let accept = InviteRelay {
+        step: InviteStep::Accept,
+        ..ack
+    };
+    other.invite_relay(accept).await.unwrap();
+    assert!(s.invite_take(&key, take(7, true)).await.unwrap().is_none());
+    // ending removes it; a message about no invitation is not stored when it must be live
+    let end = InviteRelay {
+        step: InviteStep::End,
+        ..ack
+    };
+    assert!(s.invite_relay(end).await.unwrap().live);
+    assert!(s.invite_get(&key).await.unwrap().is_none());
+    let stray = InviteRelay {
+        step: InviteStep::Keep,
+        ..ack
+    };
+    let r = other.invite_relay(stray).await.unwrap();
+    assert!(!r.live);
+    assert_eq!(r.appended, Appended::Duplicate, "not stored");
+    assert!(s.invites_by(caller).await.unwrap().is_empty());
+}
+
+async fn accept_and_timeout_race_to_one_outcome<S: Harness>() {
+    let (s, other) = S::make().await;
+    let a = app("app");
+    for round in 0..20u64 {
+        let key = invite_key(&a, "ann", &format!("bob{round}"));
+        let p = tpl("invite");
+        let open = InviteOpen {
+            key: &key,
+            extra: "\"\"",
+            generation: round,
+            mail: item("inv", "invite", &p),
+            timers: &[],
+        };
+        s.invite_open(open).await.unwrap();
+        let m = tpl("accept");
+        let accept = InviteRelay {
+            keys: std::slice::from_ref(&key),
+            step: InviteStep::Accept,
+            require_live: true,
+            to: &key.caller,
+            mail: item("a", "accept", &m),
+        };
+        let take = Take {
+            generation: round,
+            ringing_only: true,
+        };
+        let (accepted, timed_out) =
+            tokio::join!(other.invite_relay(accept), s.invite_take(&key, take));
+        let (accepted, timed_out) = (accepted.unwrap().live, timed_out.unwrap().is_some());
+        assert!(
+            accepted != timed_out,
+            "round {round}: accepted {accepted}, timed out {timed_out}"
+        );
+    }
+}
+
+async fn timers_fire_once_and_rescheduling_replaces<S: Harness>() {
+    let (s, _) = S::make().await;
+    let mut rx = work(&s);
+    let a = app("app");
+    let key = invite_key(&a, "ann", "bob");
+    let t = Timer::InviteTimeout(key.clone(), 1);
+    s.schedule(t.clone(), Duration::from_millis(50))
+        .await
+        .unwrap();
+    let due = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Work::Timer { timer, claim } = due else {
+        panic!("a timer")
+    };
+    assert_eq!(timer, t);
+    // rescheduled while being handled: it comes again, once
+    s.schedule(t.clone(), Duration::from_millis(50))
+        .await
+        .unwrap();
+    s.timer_done(claim).await;
+    let again = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Work::Timer { timer, claim } = again else {
+        panic!("a timer")
+    };
+    assert_eq!(timer, t);
+    s.timer_done(claim).await;
+    // scheduling again before it is due moves it (one firing, the later one)
+    let m = Timer::MemberNum(a.clone(), chan_name("room"));
+    s.schedule(m.clone(), Duration::from_millis(30))
+        .await
+        .unwrap();
+    s.schedule(m.clone(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let Work::Timer { timer, claim } = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!("a timer")
+    };
+    assert_eq!(timer, m);
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "fired at the later time"
+    );
+    s.timer_done(claim).await;
+    // a marker timer scheduled after it comes next: nothing else was due in between
+    let marker = Timer::MemberNum(a.clone(), chan_name("marker"));
+    s.schedule(marker.clone(), Duration::from_millis(10))
+        .await
+        .unwrap();
+    let Work::Timer { timer, .. } = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!("a timer")
+    };
+    assert_eq!(timer, marker);
+}
+
+macro_rules! conformance {
+    ($module:ident, $store:ty, $($test:ident),* $(,)?) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test::<$store>().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! suite {
+    ($($module:ident: $store:ty),*) => {
+        $(conformance!(
+            $module,
+            $store,
+            sessions_replace_and_close_by_compare,
+            racing_logins_replace_exactly_one,
+            user_attributes_and_a_racing_maximum,
+            mailboxes_number_push_acknowledge_and_bound,
+            channels_sequence_events_for_members,
+            settings_gate_events_and_rates,
+            empty_channels_keep_state_only_for_attributes,
+            racing_joins_leaves_and_attributes,
+            invitations_live_step_and_end_once,
+            accept_and_timeout_race_to_one_outcome,
+            timers_fire_once_and_rescheduling_replaces,
+        );)*
+    };
+}
+
+suite!(memory: Memory, redis: Redis);
