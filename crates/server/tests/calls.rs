@@ -205,15 +205,22 @@ async fn offline_peer_fails_after_the_grace_period_unless_it_comes_online() {
     );
     // the invite was destroyed: the peer does not get it when it logs in afterwards
     let mut later = User::login(&srv.ws_url(), "later").await;
-    later.quiet(Duration::from_millis(400)).await;
+    later.settled().await;
     // a peer that logs in within the grace period receives it and the invite goes on
     invite(&mut alice, "r5", "soon", json!("")).await;
     let mut soon = User::login(&srv.ws_url(), "soon").await;
     soon.expect(|e| matches!(e, Event::InviteReceived { channel, .. } if channel == "r5"))
         .await;
     alice.expect(call_event(CallEvent::ReceivedByPeer)).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    alice.quiet(Duration::from_millis(200)).await;
+    // a marker invitation to an offline peer, started after r5 with the same grace: once it
+    // has failed, r5's grace period is over too, and r5 must not have failed
+    let marker = invite(&mut alice, "r5-marker", "nobody", json!("")).await;
+    alice
+        .expect(
+            |e| matches!(e, Event::Call { call, what: CallEvent::Failed, .. } if *call == marker),
+        )
+        .await;
+    alice.settled().await;
 }
 
 #[tokio::test]
@@ -255,7 +262,7 @@ async fn answered_invites_do_not_time_out() {
     let srv = server().await;
     let mut alice = User::login(&srv.ws_url(), "alice").await;
     let mut bob = User::login(&srv.ws_url(), "bob").await;
-    invite(&mut alice, "r7", "bob", json!("{\"_timeout\":1}")).await;
+    let r7 = invite(&mut alice, "r7", "bob", json!("{\"_timeout\":1}")).await;
     let Event::InviteReceived { call: incoming, .. } = bob
         .expect(|e| matches!(e, Event::InviteReceived { .. }))
         .await
@@ -274,10 +281,26 @@ async fn answered_invites_do_not_time_out() {
             )
         })
         .await;
+    alice
+        .expect(|e| matches!(e, Event::Call { call, what: CallEvent::ReceivedByPeer, .. } if *call == r7))
+        .await;
     alice.expect(call_event(CallEvent::AcceptedByPeer)).await;
-    tokio::time::sleep(Duration::from_millis(1400)).await;
-    alice.quiet(Duration::from_millis(200)).await;
-    bob.quiet(Duration::from_millis(10)).await;
+    // a marker invitation with the same timeout, started after r7 was answered: once it has
+    // timed out, r7's timeout is past too, and neither side may have seen r7 end
+    let marker = invite(&mut alice, "r7-marker", "bob", json!("{\"_timeout\":1}")).await;
+    bob.expect(|e| matches!(e, Event::InviteReceived { channel, .. } if channel == "r7-marker"))
+        .await;
+    alice
+        .expect(|e| matches!(e, Event::Call { call, what: CallEvent::ReceivedByPeer, .. } if *call == marker))
+        .await;
+    alice
+        .expect(
+            |e| matches!(e, Event::Call { call, what: CallEvent::Failed, .. } if *call == marker),
+        )
+        .await;
+    bob.expect(call_event(CallEvent::EndByPeer)).await;
+    alice.settled().await;
+    bob.settled().await;
 }
 
 #[tokio::test]
@@ -287,4 +310,83 @@ async fn inviting_oneself_is_refused() {
     invite(&mut alice, "r8", "alice", json!("")).await;
     let e = alice.expect(call_event(CallEvent::Failed)).await;
     assert!(matches!(e, Event::Call { extra, .. } if extra == "invalid_peer"));
+}
+
+/// The `voip_invite_failed` contents waiting in `raw`'s mailbox.
+async fn failures_in_mailbox(raw: &mut Raw) -> Vec<Value> {
+    let (err, page) = raw
+        .call("user_getmsg", 90, json!({"ver_clear": 0, "max": 30}))
+        .await;
+    assert_eq!(err, "");
+    page["msgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|pair| {
+            let m = opensig_protocol::msg::parse(pair[1].as_str()?)?;
+            (m.kind == "voip_invite_failed").then(|| serde_json::from_str(m.content).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_caller_gone_past_the_grace_period_ends_its_invitation_with_702() {
+    let srv = server_with(|c| c.limits.invite_offline_grace_secs = 1).await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let out = invite(&mut alice, "g1", "bob", json!("x")).await;
+    let Event::InviteReceived { call: inc, .. } = bob
+        .expect(|e| matches!(e, Event::InviteReceived { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    alice
+        .expect(|e| matches!(e, Event::Call { call, what: CallEvent::ReceivedByPeer, .. } if *call == out))
+        .await;
+    drop(alice);
+    // the ringing callee hears the end, with the reason
+    bob.expect(|e| {
+        matches!(e, Event::Call { call, what: CallEvent::EndByPeer, code: Some(702), .. } if *call == inc)
+    })
+    .await;
+    // the caller finds the failure (702, its extra) at its next login
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    assert_eq!(
+        failures_in_mailbox(&mut raw).await,
+        vec![json!({"channel": "g1", "peer": "bob", "extra": "x", "peeruid": 0, "ecode": 702})]
+    );
+    bob.settled().await;
+}
+
+#[tokio::test]
+async fn a_caller_back_within_the_grace_period_keeps_its_invitation() {
+    let srv = server_with(|c| c.limits.invite_offline_grace_secs = 2).await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    invite(&mut alice, "g2", "bob", json!("")).await;
+    bob.expect(|e| matches!(e, Event::InviteReceived { channel, .. } if channel == "g2"))
+        .await;
+    drop(alice);
+    bob.wait_offline("alice").await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "alice", "").await;
+    // a marker: dave's invitation, whose caller is gone for good, started after alice left;
+    // once it has ended with 702, alice's grace period is over too
+    let mut dave = User::login(&srv.ws_url(), "dave").await;
+    invite(&mut dave, "g3", "bob", json!("")).await;
+    let Event::InviteReceived { call: g3, .. } = bob
+        .expect(|e| matches!(e, Event::InviteReceived { channel, .. } if channel == "g3"))
+        .await
+    else {
+        unreachable!()
+    };
+    drop(dave);
+    bob.expect(|e| {
+        matches!(e, Event::Call { call, what: CallEvent::EndByPeer, code: Some(702), .. } if *call == g3)
+    })
+    .await;
+    bob.settled().await;
+    assert_eq!(failures_in_mailbox(&mut raw).await, Vec::<Value>::new());
 }

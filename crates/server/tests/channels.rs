@@ -168,12 +168,26 @@ async fn user_notification_zero_silences_join_and_leave() {
     let mut bob = User::login(&srv.ws_url(), "bob").await;
     bob.join("quiet").await;
     drop(bob);
-    alice.quiet(Duration::from_millis(400)).await;
+    alice.wait_offline("bob").await;
+    alice.settled().await;
 }
 
 #[tokio::test]
 async fn channel_ttl_keeps_attrs_after_the_last_member_then_destroys() {
     let srv = server().await;
+    // with the default TTL (7200 s) attributes survive an empty channel
+    let mut dan = User::login(&srv.ws_url(), "dan").await;
+    let (ch, _) = dan.join("stay").await;
+    dan.s
+        .with(|c, now| c.channel_attr("stay", Some("k"), Some("v"), now))
+        .await;
+    dan.expect(is_attr("k", "v", "update")).await;
+    let req = dan
+        .s
+        .with(move |c, now| c.channel_leave(ch, "stay", now))
+        .await;
+    dan.done(req).await.unwrap();
+    // with a TTL of 1 s they outlive the last member by that long
     let mut alice = User::login(&srv.ws_url(), "alice").await;
     let (ch, _) = alice.join("keep").await;
     alice
@@ -192,26 +206,23 @@ async fn channel_ttl_keeps_attrs_after_the_last_member_then_destroys() {
     alice.done(req).await.unwrap();
     // still there right after the last member left
     let mut bob = User::login(&srv.ws_url(), "bob").await;
-    bob.join("keep").await;
+    let (ch, _) = bob.join("keep").await;
     bob.expect(is_attr("k", "v", "update")).await;
-    drop(bob);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bob.expect(is_attr("_channel_ttl", "1", "update")).await;
+    let req = bob
+        .s
+        .with(move |c, now| c.channel_leave(ch, "keep", now))
+        .await;
+    bob.done(req).await.unwrap();
+    // then destroyed: of the two empty channels only "stay" is left
+    let store = srv.shared.store();
+    wait_for("the empty channel with a 1 s TTL destroyed", || async {
+        store.footprint().await.channels == 1
+    })
+    .await;
     let mut carl = User::login(&srv.ws_url(), "carl").await;
     carl.join("keep").await;
-    carl.quiet(Duration::from_millis(300)).await;
-    // with the default TTL (7200 s) attributes survive an empty channel
-    let mut dan = User::login(&srv.ws_url(), "dan").await;
-    let (ch, _) = dan.join("stay").await;
-    dan.s
-        .with(|c, now| c.channel_attr("stay", Some("k"), Some("v"), now))
-        .await;
-    dan.expect(is_attr("k", "v", "update")).await;
-    let req = dan
-        .s
-        .with(move |c, now| c.channel_leave(ch, "stay", now))
-        .await;
-    dan.done(req).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    carl.settled().await;
     dan.join("stay").await;
     dan.expect(is_attr("k", "v", "update")).await;
 }

@@ -165,6 +165,10 @@ async fn calls_across_nodes() {
     .await;
     b.s.with(move |c, now| c.call_reply(inc, call::VOIP_INVITE_BYE, "r1", "a", "\"\"", now))
         .await;
+    b.expect(
+        |e| matches!(e, Event::Call { call, what: CallEvent::EndByMyself, .. } if *call == inc),
+    )
+    .await;
     a.expect(|e| {
         matches!(
             e,
@@ -205,10 +209,15 @@ async fn calls_across_nodes() {
     .await;
     assert!(t.elapsed() >= Duration::from_millis(900));
     // a timeout timer fires once, even with two nodes polling the timer set
-    a.s.with(|c, now| c.invite("r4", "b", "\"{\\\"_timeout\\\":1}\"", now))
-        .await;
+    let r4 =
+        a.s.with(|c, now| c.invite("r4", "b", "\"{\\\"_timeout\\\":1}\"", now).0)
+            .await;
     b.expect(|e| matches!(e, Event::InviteReceived { channel, .. } if channel == "r4"))
         .await;
+    a.expect(
+        |e| matches!(e, Event::Call { call, what: CallEvent::ReceivedByPeer, .. } if *call == r4),
+    )
+    .await;
     a.expect(|e| {
         matches!(
             e,
@@ -231,8 +240,33 @@ async fn calls_across_nodes() {
         )
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    a.quiet(Duration::from_millis(300)).await;
+    // a marker invitation with the same timeout, started after r4 timed out: once it has
+    // timed out too, a second firing of r4's timer would have been delivered before it
+    let marker =
+        a.s.with(|c, now| {
+            c.invite("r4-marker", "b", "\"{\\\"_timeout\\\":1}\"", now)
+                .0
+        })
+        .await;
+    b.expect(|e| matches!(e, Event::InviteReceived { channel, .. } if channel == "r4-marker"))
+        .await;
+    a.expect(|e| matches!(e, Event::Call { call, what: CallEvent::ReceivedByPeer, .. } if *call == marker))
+        .await;
+    a.expect(|e| matches!(e, Event::Call { call, what: CallEvent::Failed, code: Some(704), .. } if *call == marker))
+        .await;
+    b.expect(|e| {
+        matches!(
+            e,
+            Event::Call {
+                what: CallEvent::EndByPeer,
+                code: Some(704),
+                ..
+            }
+        )
+    })
+    .await;
+    a.settled().await;
+    b.settled().await;
 }
 
 #[tokio::test]
@@ -249,11 +283,16 @@ async fn kick_across_nodes_and_special_channels() {
     assert_eq!(raw.recv().await.unwrap(), json!(["kick", ""]));
     assert!(raw.closed().await);
     // still online (on the other node), no spurious leave/join for the takeover
-    watcher.quiet(Duration::from_millis(500)).await;
     watcher.send("dup", "who has it?").await.unwrap();
     second
         .expect(|e| matches!(e, Event::MessageInstant { .. }))
         .await;
+    let first = nodes[0].shared.store();
+    wait_for("the replaced session ended", || async {
+        first.local_sessions() == 0
+    })
+    .await;
+    watcher.settled().await;
     drop(second);
     watcher
         .expect(|e| matches!(e, Event::ChannelUserLeft { account, .. } if account == "dup"))
@@ -282,15 +321,18 @@ async fn getaddr_lists_the_live_nodes() {
         .collect();
     got.sort();
     assert_eq!(got, urls);
-    let gone = nodes.remove(2).ws_url();
     // a node that shut down is no longer listed
     let last = nodes.pop().unwrap();
-    let _ = gone;
+    let gone = last.ws_url();
     last.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let (_, _, body) = http_get(nodes[0].addr, "/getaddr?vid=x").await;
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["web"].as_array().unwrap().len(), 2, "{v}");
+    let first = nodes[0].addr;
+    wait_for("the stopped node delisted", || async {
+        let (_, _, body) = http_get(first, "/getaddr?vid=x").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let web = v["web"].as_array().unwrap().clone();
+        web.len() == 2 && !web.contains(&json!(gone))
+    })
+    .await;
 }
 
 #[tokio::test]

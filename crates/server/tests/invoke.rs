@@ -191,7 +191,7 @@ async fn apps_are_isolated() {
     let (_, list) = b.join("shared").await;
     assert_eq!(accounts(&list), vec!["bob"]);
     a.send("bob", "cross-app?").await.unwrap();
-    b.quiet(std::time::Duration::from_millis(300)).await;
+    b.settled().await;
     assert_eq!(
         b.invoke("channel_query_num", json!({"name": "shared"}))
             .await

@@ -202,7 +202,7 @@ async fn silent_connections_are_dropped_after_conn_timeout() {
     assert_eq!(err, "");
     // stays open while it talks
     for i in 0..3 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         raw.send_value(json!(["ping", i])).await;
         assert_eq!(raw.recv().await.unwrap()[0], "pong");
     }

@@ -55,12 +55,16 @@ async fn offline_messages_arrive_at_next_login_and_are_not_repeated_once_acknowl
             }
         );
     }
-    // acknowledged within ~1 s; a new session gets nothing
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // acknowledged (within about a second): a new session gets nothing
+    let store = srv.shared.store();
+    wait_for("carol's messages acknowledged", || async {
+        store.footprint().await.stored_messages == 0
+    })
+    .await;
     drop(carol);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    alice.wait_offline("carol").await;
     let mut again = User::login(&srv.ws_url(), "carol").await;
-    again.quiet(Duration::from_millis(500)).await;
+    again.settled().await;
 }
 
 #[tokio::test]
@@ -101,6 +105,7 @@ async fn messages_expire_after_their_flag_ttl() {
     let mut raw = Raw::connect(&srv.ws_url()).await;
     raw.login(APP, "alice", "").await;
     let send = |id: u64, flag: &str| json!(["call2", ["user_sendmsg", id, {"peer": "erin", "flag": flag, "t": "instant", "content": format!("ttl {flag}")}]]);
+    let expiry = std::time::SystemTime::now() + Duration::from_secs(1);
     let mut f = send(1, "v1:E:1");
     f[1][2]["line"] = raw.line.clone().into();
     raw.send_value(f).await;
@@ -109,7 +114,7 @@ async fn messages_expire_after_their_flag_ttl() {
     f[1][2]["line"] = raw.line.clone().into();
     raw.send_value(f).await;
     assert_eq!(raw.reply(2).await.0, "");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    until_past(expiry).await;
     let mut erin = User::login(&srv.ws_url(), "erin").await;
     let e = erin
         .expect(|e| matches!(e, Event::MessageInstant { .. }))
@@ -121,7 +126,7 @@ async fn messages_expire_after_their_flag_ttl() {
             msg: "ttl v1:E:3600".into()
         }
     );
-    erin.quiet(Duration::from_millis(300)).await;
+    erin.settled().await;
 }
 
 #[tokio::test]

@@ -445,7 +445,12 @@ async fn certificates_and_tokens_never_reach_the_logs() {
         .await;
     assert_eq!(err, "");
     drop(r);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // every session's end processed (and logged)
+    let store = srv.shared.store();
+    wait_for("all sessions ended", || async {
+        store.local_sessions() == 0
+    })
+    .await;
 
     // the configuration prints without its secrets
     let mut config = (*srv.shared.config).clone();

@@ -57,8 +57,9 @@ impl<S: Store> Signaling<S> {
         if peer == s.account {
             return Err(ErrorKind::InvalidPeer);
         }
+        // every kind is a message to the peer's mailbox: all spend the sender's budget
+        self.spend(s)?;
         if kind == VoipKind::Invite {
-            self.spend(s)?;
             return self.invite(s, channel, peer, extra, message_id).await;
         }
         // a reply of the callee, an in-call message, or an end from either side

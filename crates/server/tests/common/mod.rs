@@ -9,6 +9,8 @@ use opensig_protocol::client::{Config, Event};
 use opensig_protocol::driver::Session;
 use opensig_protocol::json::JsonValue;
 use opensig_server::store::AnyStore;
+#[allow(unused_imports)]
+pub use opensig_server::store::Store;
 use opensig_server::{Running, ServerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -225,12 +227,52 @@ impl User {
         }
     }
 
-    /// Assert that no new event (other than log lines and request completions) arrives for `d`.
-    pub async fn quiet(&mut self, d: Duration) {
-        let deadline = tokio::time::Instant::now() + d;
-        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.s.next_event()).await {
-            if !matches!(e, Event::Log { .. } | Event::Done { .. }) {
-                panic!("{}: unexpected event {e:?}", self.name);
+    /// Barrier: everything the server queued for this user before now has arrived, and it was
+    /// nothing (no event other than log lines and request completions). The user sends an
+    /// instant message to itself and reads until it comes back: the server delivers a user's
+    /// messages and events in the order it processed them, so whatever was already queued for
+    /// this user arrives first and fails the check. A negative check that does not depend on
+    /// how fast the machine is.
+    pub async fn settled(&mut self) {
+        assert!(
+            self.backlog.iter().all(|e| matches!(e, Event::Done { .. })),
+            "{}: unexpected events {:?}",
+            self.name,
+            self.backlog
+        );
+        self.backlog.clear();
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let marker = format!(
+            "barrier {}",
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (me, text) = (self.name.clone(), marker.clone());
+        let req = self
+            .s
+            .with(move |c, now| c.message_instant_send(&me, &text, now))
+            .await;
+        let mut sent = false;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.s.next_event()).await {
+                Ok(Some(Event::MessageInstant { account, msg })) if msg == marker => {
+                    assert_eq!(account, self.name);
+                    if sent {
+                        return;
+                    }
+                    // the completion may come after the echo (later events stay queued)
+                    let r = self.done(req).await;
+                    assert!(r.is_ok(), "{}: barrier send: {r:?}", self.name);
+                    return;
+                }
+                Ok(Some(Event::Done { req: r, result })) if r == req => {
+                    assert!(result.is_ok(), "{}: barrier send: {result:?}", self.name);
+                    sent = true;
+                }
+                Ok(Some(Event::Log { .. } | Event::Done { .. })) => {}
+                Ok(Some(e)) => panic!("{}: unexpected event {e:?}", self.name),
+                Ok(None) => panic!("{}: session ended before the barrier", self.name),
+                Err(_) => panic!("{}: barrier not back within {WAIT:?}", self.name),
             }
         }
     }
@@ -261,6 +303,26 @@ impl User {
         self.done(req).await
     }
 
+    /// Wait until the server reports `account` offline (its session's end fully processed:
+    /// channels left, then the session closed).
+    pub async fn wait_offline(&mut self, account: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let r = self
+                .invoke("user_query_user_status", json!({ "account": account }))
+                .await
+                .expect("status query");
+            if r["status"] == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{account} still online after {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn join(&mut self, channel: &str) -> (opensig_protocol::client::ChannelId, Value) {
         let n = channel.to_string();
         let ch = self.s.with(move |c, now| c.channel_join(&n, now)).await;
@@ -289,6 +351,30 @@ impl User {
             .with(move |c, now| c.channel_send(&n, &t, false, now))
             .await;
         self.done(req).await
+    }
+}
+
+/// Poll `cond` until it holds (within WAIT): waiting for a condition, not for a time.
+pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {WAIT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until the wall clock is past `t`: for rules stated in wall-clock time (a message's
+/// expiry, a rate window). The check that follows holds however late it runs.
+pub async fn until_past(t: std::time::SystemTime) {
+    while let Ok(left) = t.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(1)).await;
     }
 }
 
