@@ -24,6 +24,15 @@
   };
   const rec = (name) => (...args) => T.push([name, ...args.map(clone)]);
 
+  // Mailbox polls the SDK sends (either SDK sends its frames as JSON text): a test waits for
+  // the poll that acknowledges what the page has processed.
+  window.GETMSG_SENT = 0;
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    if (typeof data === 'string' && data.includes('"user_getmsg')) window.GETMSG_SENT++;
+    return send.call(this, data);
+  };
+
   const H = (window.H = {
     signal: null,
     session: null,
@@ -35,6 +44,7 @@
     },
 
     login(account, token, app) {
+      H.account = account;
       const signal = Signal(app || APP);
       signal.setup_debugging('ap_url', AP);
       H.signal = signal;
@@ -50,6 +60,23 @@
         rec('onInviteReceived')(call);
       };
       return s.getStatus();
+    },
+
+    /** Start a barrier: a message to oneself (not recorded by its callback). Returns its
+     *  text, or null when not logged in (then no server event can come anyway). */
+    barrier() {
+      if (!H.session || H.session.getStatus() !== 2) return null;
+      const marker = 'barrier ' + Math.random().toString(36).slice(2);
+      H.session.messageInstantSend(H.account, marker, () => {});
+      return marker;
+    },
+
+    /** A request and its reply on this session's connection: the server has processed
+     *  everything this page sent before. */
+    roundTrip() {
+      return new Promise((resolve) =>
+        H.session.invoke('io.agora.signal.user_query_user_status', { account: H.account }, () => resolve(true)),
+      );
     },
 
     status() {

@@ -192,14 +192,48 @@ export class User {
     }
   }
 
-  /** Wait for `expected.length` entries, settle, and compare the whole trace exactly. */
-  async expectTrace(expected, settleMs = 300) {
+  /** Barrier: everything the server had queued for this user has arrived. The user sends a
+   *  message to itself and waits for it (the server delivers in order); its entry is then
+   *  taken out of the trace. */
+  async settled() {
+    const marker = await this.h('barrier');
+    if (marker === null) return;
+    try {
+      await this.page.waitForFunction(
+        (m) => window.T.some((e) => e[0] === 'onMessageInstantReceive' && e[e.length - 1] === m),
+        marker,
+        { timeout: 8000, polling: 20 },
+      );
+    } catch (e) {
+      throw new Error(`${this.name}: barrier not back; trace ${JSON.stringify(await this.trace())}`);
+    }
+    // out go this barrier and any earlier one of this account that came back with a new
+    // session (a barrier is a real message: it stays stored until a later poll acknowledges it)
+    await this.page.evaluate(() => {
+      const mine = (e) =>
+        e[0] === 'onMessageInstantReceive' && e[1] === window.H.account && String(e[e.length - 1]).startsWith('barrier ');
+      window.T.splice(0, window.T.length, ...window.T.filter((e) => !mine(e)));
+    });
+  }
+
+  /** Wait until what the page has processed is acknowledged on the server: after a barrier,
+   *  the SDK's next mailbox poll (it carries the acknowledgement), then a round trip. */
+  async acknowledged() {
+    await this.settled();
+    const before = await this.page.evaluate(() => window.GETMSG_SENT);
+    await this.page.waitForFunction((n) => window.GETMSG_SENT > n, before, { timeout: 8000, polling: 20 });
+    await this.h('roundTrip');
+  }
+
+  /** Wait for `expected.length` entries, then a barrier, and compare the whole trace exactly:
+   *  an extra callback the server caused before the barrier fails the comparison. */
+  async expectTrace(expected) {
     try {
       await this.page.waitForFunction((n) => window.T.length >= n, expected.length, { timeout: 8000, polling: 20 });
     } catch (e) {
       // fall through to the comparison, which shows the difference
     }
-    await new Promise((r) => setTimeout(r, settleMs));
+    await this.settled();
     assert.deepEqual(await this.trace(), expected, `${this.name} (${this.sdk}) trace`);
   }
 
@@ -208,4 +242,3 @@ export class User {
   }
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -285,3 +285,30 @@ async fn mode_one_getmsg2_returns_and_clears_by_id() {
         .await;
     assert_eq!(page["msgs"], json!([]));
 }
+
+#[tokio::test]
+async fn a_new_session_s_messages_are_not_taken_for_resends_of_the_last_one() {
+    // a page reloaded: the same account, a new session, the same first steps
+    let srv = server().await;
+    let mut watcher = User::login(&srv.ws_url(), "watcher").await;
+    for text in ["before the reload", "after the reload"] {
+        let mut page = User::login(&srv.ws_url(), "reloader").await;
+        page.send("reader", text).await.unwrap();
+        drop(page);
+        watcher.wait_offline("reloader").await;
+    }
+    let mut reader = User::login(&srv.ws_url(), "reader").await;
+    for text in ["before the reload", "after the reload"] {
+        let e = reader
+            .expect(|e| matches!(e, Event::MessageInstant { .. }))
+            .await;
+        assert_eq!(
+            e,
+            Event::MessageInstant {
+                account: "reloader".into(),
+                msg: text.into()
+            }
+        );
+    }
+    reader.settled().await;
+}

@@ -57,12 +57,15 @@ impl Backoff {
         let (lo, hi) = reconnect_delay_range(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        lo + z % (hi - lo + 1)
+        lo + mix(self.rng) % (hi - lo + 1)
     }
+}
+
+/// splitmix64's output function: a well-spread number from a counter or seed.
+pub(super) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[derive(Clone, Debug)]

@@ -343,6 +343,10 @@ pub struct Client<V: JsonValue> {
     token: commands::TokenClock,
     /// Ids of requests, channels and calls (one counter, as they never meet).
     next_id: u32,
+    /// This session's part of message ids (from the driver's random seed): the server drops
+    /// a message whose id it saw from the account recently, so ids must differ between
+    /// sessions of one account (a reloaded page counts from 0 again).
+    id_tag: u64,
     actions: Queue<Action>,
     events: Queue<Event<V>>,
 }
@@ -356,8 +360,9 @@ impl<V: JsonValue> Client<V> {
         if cfg.reconnect_time_ms == 0 {
             cfg.reconnect_time_ms = cfg.limits.reconnect_time_default_ms;
         }
+        let seed = cfg.jitter_seed;
         let mut c = Client {
-            link: connection::Link::new(now, cfg.jitter_seed),
+            link: connection::Link::new(now, seed),
             token: commands::TokenClock::default(),
             cfg,
             state: State::LoggingIn,
@@ -367,6 +372,7 @@ impl<V: JsonValue> Client<V> {
             chans: channels::Channels::default(),
             calls: VecMap::new(),
             next_id: 0,
+            id_tag: connection::mix(seed ^ 0x6d73_6769_6474_6167),
             actions: Queue::new(),
             events: Queue::new(),
         };

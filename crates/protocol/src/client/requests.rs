@@ -86,15 +86,14 @@ fn wrong_resp(text: Option<&str>) -> String {
 }
 
 impl<V: JsonValue> Client<V> {
-    /// An id unique in this session, for the server to drop resent duplicates.
+    /// A message id for the server to drop resent duplicates: the same for a resend (it is
+    /// made once, with the request), different for every message of every session.
     pub(super) fn unique_id(&mut self) -> String {
         let n = self.new_id();
         let mut s = String::new();
-        push_u64(&mut s, self.link.conn_seq() as u64);
+        push_u64(&mut s, self.id_tag);
         s.push('-');
         push_u64(&mut s, n as u64);
-        s.push('-');
-        push_u64(&mut s, self.link.window_start);
         s
     }
 
