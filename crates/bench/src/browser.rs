@@ -53,9 +53,12 @@ pub async fn run(
     // compete for one core and the figure would measure that contention
     // (this tool pinned itself, and children inherit that: widen it again)
     let _ = cores;
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1);
+    // (the online CPUs, not this process's affinity: a CPU list as taskset reads it)
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "0".into());
     let mut child = Command::new("taskset")
-        .args(["-c", &format!("0-{}", cpus - 1), "node"])
+        .args(["-c", &online, "node"])
         .arg(&script)
         .args([
             &format!("ws://{}/", server.target.addr),

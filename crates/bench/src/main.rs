@@ -6,6 +6,7 @@
 //!   opensig-bench fanout | p2p | idle | login    one scenario on one system
 //!   opensig-bench cluster    p2p latency, same node vs across nodes (2 nodes + Redis)
 //!   opensig-bench browser    callbacks/s in headless Chromium, original SDK vs opensig SDK
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;

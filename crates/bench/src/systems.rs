@@ -242,19 +242,7 @@ fn which(name: &str) -> Result<PathBuf> {
 
 /// Raise this process's open-file limit as far as allowed; returns the limit.
 pub fn raise_fd_limit() -> u64 {
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 1024;
-        }
-        l.rlim_cur = l.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-        l.rlim_cur
-    }
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
 
 /// CPU time (user + system) of a process in clock ticks.

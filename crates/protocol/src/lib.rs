@@ -2,6 +2,7 @@
 //! native tools: names, codes, limits, message strings, SignalingToken, typed frames, and the
 //! client session as a sans-IO state machine (see `ARCHITECTURE.md`).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

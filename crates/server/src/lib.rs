@@ -2,6 +2,7 @@
 //! to. HTTP (axum): the WebSocket at `/`, `/getaddr`, `/healthz`, `/metrics`, and static files
 //! (`www/` at `/`, `pkg/` at `/pkg/`). See `ARCHITECTURE.md` for the map.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

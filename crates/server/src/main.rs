@@ -1,4 +1,5 @@
 //! `opensig-server`: run the server, or print a SignalingToken.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};

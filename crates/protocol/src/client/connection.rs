@@ -148,11 +148,6 @@ impl Link {
             watch(Some(self.last_rx + limits.pong_timeout_ms)),
         ])
     }
-
-    /// Number of the connection attempt (part of generated message ids).
-    pub(super) fn conn_seq(&self) -> u32 {
-        self.conn_seq
-    }
 }
 
 impl<V: JsonValue> Client<V> {

@@ -19,7 +19,7 @@ mod keys;
 pub mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -151,8 +151,6 @@ struct Inner {
     /// Short-lived cache of live node ids.
     live: Mutex<(std::time::Instant, Vec<String>)>,
     work: Mutex<Option<WorkSender<Redis>>>,
-    /// Rounds of the reaper (tests wait for one).
-    reaps: AtomicU64,
 }
 
 /// The Redis store. Cloning shares the same node.
@@ -283,7 +281,6 @@ impl Redis {
                 Vec::new(),
             )),
             work: Mutex::new(None),
-            reaps: AtomicU64::new(0),
             cfg,
         });
         inner.heartbeat_once().await.map_err(|_| {
@@ -320,11 +317,6 @@ impl Redis {
         if let Err(e) = r {
             warn!("deregistering this node: {e} (the others will reap it)");
         }
-    }
-
-    /// Rounds the reaper made (tests wait for one more).
-    pub fn reaper_rounds(&self) -> u64 {
-        self.inner.reaps.load(Ordering::SeqCst)
     }
 }
 
@@ -1240,7 +1232,6 @@ async fn reaper(inner: Weak<Inner>) {
                 warn!("reaping: {e}");
             }
         }
-        i.reaps.fetch_add(1, Ordering::SeqCst);
     }
 }
 
