@@ -115,7 +115,7 @@ pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net
                 };
                 conn.last_rx = Instant::now();
                 let idle_before = conn.idle;
-                // boxed: the engine futures are large, and an idle connection's task should
+                // boxed: the signaling futures are large, and an idle connection's task should
                 // not carry their space
                 Box::pin(conn.message(msg)).await;
                 if conn.idle != idle_before {

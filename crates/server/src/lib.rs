@@ -94,7 +94,7 @@ pub struct Running<E: Store> {
     pub addr: SocketAddr,
     /// Serving TLS (`wss://`, `https://`).
     pub tls: bool,
-    /// Its shared state (engine, stats).
+    /// Its shared state (rules over the store, stats).
     pub shared: Arc<Shared<E>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,

@@ -1,7 +1,7 @@
 //! Hostile clients: every case below attacks one server while two bystanders keep
 //! exchanging messages. For each case: the documented reply or close, the bystanders
 //! unaffected, no panic anywhere in the process, everything the server held for the attacker
-//! released (engine footprint and connections back to where they were), and memory back to
+//! released (store footprint and connections back to where they were), and memory back to
 //! its level (each case runs twice; the second run must not leave more allocated than the
 //! first did).
 mod common;

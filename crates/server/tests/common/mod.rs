@@ -23,10 +23,10 @@ pub const SECURE: &str = "970ca35de60c44645bbae8a215061b33";
 pub const CERT: &str = "5cfd2fd1755d40ecb72977518be15d3b";
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// The engine the suite runs on: `OPENSIG_TEST_ENGINE=redis` runs every test against a
-/// Redis-backed node (the same suite, both engines).
-pub fn redis_engine() -> bool {
-    std::env::var("OPENSIG_TEST_ENGINE").is_ok_and(|e| e == "redis")
+/// The store the suite runs on: `OPENSIG_TEST_STORE=redis` runs every test against a
+/// Redis-backed node (the same suite, both stores).
+pub fn redis_store() -> bool {
+    std::env::var("OPENSIG_TEST_STORE").is_ok_and(|e| e == "redis")
 }
 
 pub async fn server() -> Running<AnyStore> {
@@ -49,7 +49,7 @@ pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<AnyStore>
         listen: "127.0.0.1:0".into(),
         ..ServerConfig::default()
     };
-    if redis_engine() {
+    if redis_store() {
         c.redis_url = Some(redis_url());
         c.redis_prefix = unique_prefix();
     }
