@@ -243,6 +243,47 @@ async fn racing_logins_replace_exactly_one<S: Harness>() {
     }
 }
 
+/// Two logins of one account racing on one node: the one the store answers last is the
+/// session, and it stays reachable (its pushes arrive) after the other is closed.
+async fn racing_logins_on_one_node_leave_the_winner_reachable<S: Harness>() {
+    let (s, _) = S::make().await;
+    let (a, u) = (app("app"), acct("twin"));
+    let user = User {
+        app: &a,
+        account: &u,
+    };
+    let before = s.local_sessions();
+    for round in 0..30 {
+        let (mut c1, mut c2) = (Conn::new(), Conn::new());
+        let (r1, r2) = tokio::join!(
+            s.session_open(opening(&a, &u, &c1)),
+            s.session_open(opening(&a, &u, &c2))
+        );
+        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+        let names = |r: &Option<S::Session>, c: &Conn| {
+            r.as_ref()
+                .is_some_and(|p| format!("{p:?}").contains(&format!("{}", c.h.id)))
+        };
+        // the winner replaced the loser; the loser replaced the previous round's winner
+        let (winner, loser) = match (names(&r1, &c2), names(&r2, &c1)) {
+            (true, false) => (&mut c1, &mut c2),
+            (false, true) => (&mut c2, &mut c1),
+            other => panic!("round {round}: {other:?} ({r1:?} / {r2:?})"),
+        };
+        // the loser's connection ends (it was kicked): its close changes nothing for the winner
+        let gone = s.session_of(&loser.h);
+        assert!(!s.session_close(user, &gone).await.unwrap());
+        assert_eq!(s.local_sessions(), before + 1, "round {round}");
+        let (id, text, push) = (format!("r{round}"), "x".to_string(), tpl("reach"));
+        s.mail_append(user, item(&id, &text, &push)).await.unwrap();
+        let got = winner.frames(2).await;
+        assert!(got[1].starts_with("reach#"), "round {round}: {got:?}");
+        let won = s.session_of(&winner.h);
+        assert!(s.session_close(user, &won).await.unwrap());
+        assert_eq!(s.local_sessions(), before, "round {round}");
+    }
+}
+
 async fn user_attributes_and_a_racing_maximum<S: Harness>() {
     let (s, other) = S::make().await;
     let (a, u) = (app("app"), acct("bea"));
@@ -983,6 +1024,7 @@ macro_rules! suite {
             $store,
             sessions_replace_and_close_by_compare,
             racing_logins_replace_exactly_one,
+            racing_logins_on_one_node_leave_the_winner_reachable,
             user_attributes_and_a_racing_maximum,
             mailboxes_number_push_acknowledge_and_bound,
             channels_sequence_events_for_members,

@@ -142,6 +142,9 @@ struct Inner {
     conns: DashMap<u64, ConnHandle>,
     /// Sessions of this node: "app account" → conn id.
     sessions: DashMap<String, u64>,
+    /// Logins of one account on this node take turns (one of these, by the account's hash),
+    /// so `sessions` ends up naming the login Redis applied last.
+    login_turns: Box<[tokio::sync::Mutex<()>]>,
     /// Channel members on this node: "app channel" → (account, handle).
     members: DashMap<String, Vec<(String, ConnHandle)>>,
     registered: AtomicBool,
@@ -151,6 +154,15 @@ struct Inner {
     /// Short-lived cache of live node ids.
     live: Mutex<(std::time::Instant, Vec<String>)>,
     work: Mutex<Option<WorkSender<Redis>>>,
+}
+
+/// How many login turns a node has (logins of accounts with the same turn wait for each other
+/// for one script call).
+const LOGIN_TURNS: usize = 64;
+
+fn turn_of(local: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(local) as usize % LOGIN_TURNS
 }
 
 /// The Redis store. Cloning shares the same node.
@@ -272,6 +284,7 @@ impl Redis {
             client,
             conns: DashMap::new(),
             sessions: DashMap::new(),
+            login_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
             members: DashMap::new(),
             registered: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -593,6 +606,9 @@ impl Store for Redis {
         let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
         s.conn.push(s.welcome);
         let local = format!("{app} {account}");
+        // held across the script: two logins of one account on this node must update
+        // `sessions` in the order Redis applies them (the later one replaced the earlier)
+        let _turn = inner.login_turns[turn_of(&local)].lock().await;
         inner.conns.insert(id, s.conn.clone());
         inner.sessions.insert(local.clone(), id);
         let k = inner.keys.session(app, account, &inner.cfg.node_id);
