@@ -423,13 +423,18 @@ impl Inner {
         inv
     }
 
+    /// Run a prepared script (within the operation timeout).
+    async fn run<T: redis::FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> SResult<T> {
+        let mut c = self.conn();
+        timed(inv.invoke_async(&mut c)).await
+    }
+
     /// `channel_state.lua`'s `op` on a channel.
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
         let mut inv = self.channel_call(&self.scripts.channel_state, at);
         inv.arg(op);
-        let mut c = self.conn();
-        timed(inv.invoke_async(&mut c)).await
+        self.run(&inv).await
     }
 
     /// Every key of a kind under this cluster's prefix.
@@ -616,8 +621,7 @@ impl Store for Redis {
         inv.key(k.session).key(k.node_index).arg("open");
         inv.arg(inner.me(id).location()).arg(SESSION_TTL_MS);
         inv.arg(node::session_entry(app, account, id));
-        let mut c = inner.conn();
-        let old: SResult<Option<String>> = timed(inv.invoke_async(&mut c)).await;
+        let old: SResult<Option<String>> = inner.run(&inv).await;
         let old = old.inspect_err(|_| {
             inner.conns.remove(&id);
             inner.sessions.remove_if(&local, |_, v| *v == id);
@@ -646,8 +650,7 @@ impl Store for Redis {
         let mut inv = inner.scripts.session.prepare_invoke();
         inv.key(k.session).key(k.node_index).arg("close");
         inv.arg(session.location()).arg(0).arg(entry);
-        let mut c = inner.conn();
-        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
+        let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
 
@@ -685,8 +688,7 @@ impl Store for Redis {
         let mut inv = inner.scripts.session.prepare_invoke();
         inv.key(k.session).key(k.node_index);
         inv.arg("alive").arg(inner.keys.node_prefix());
-        let mut c = inner.conn();
-        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
+        let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
 
@@ -706,8 +708,7 @@ impl Store for Redis {
         inv.key(inner.keys.user_attrs(user.app, user.account));
         inv.arg(set.name).arg(set.value.unwrap_or("")).arg(set.max);
         inv.arg(if set.value.is_some() { "set" } else { "del" });
-        let mut c = inner.conn();
-        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
+        let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
 
@@ -716,8 +717,7 @@ impl Store for Redis {
         inner.check()?;
         let mut inv = inner.scripts.mail_append.prepare_invoke();
         inner.mail_call(&mut inv, to.app, to.account, &item);
-        let mut c = inner.conn();
-        let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
+        let r: Vec<i64> = inner.run(&inv).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         Ok(appended(get(0), get(1)))
     }
@@ -742,8 +742,7 @@ impl Store for Redis {
             }
         };
         inv.key(mb.messages).key(mb.meta);
-        let mut c = inner.conn();
-        let r: RValue = timed(inv.invoke_async(&mut c)).await?;
+        let r: RValue = inner.run(&inv).await?;
         Ok(page(r))
     }
 
@@ -775,8 +774,7 @@ impl Store for Redis {
         inv.arg(joined.encode()).arg(left_msg(at, account));
         inv.arg(inner.keys.node_members_prefix());
         inv.arg(node::member_entry(app, channel, account));
-        let mut c = inner.conn();
-        let r = list(timed(inv.invoke_async::<RValue>(&mut c)).await?);
+        let r = list(inner.run::<RValue>(&inv).await?);
         let fresh = r.first().map(int).unwrap_or(0) == 1;
         let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
         let mut members: Vec<String> = r.iter().skip(2).take(n).map(text).collect();
@@ -798,8 +796,7 @@ impl Store for Redis {
         inv.arg(before).arg(after).arg(left_msg(at, l.account));
         inv.arg(inner.keys.node_members_prefix());
         inv.arg(node::member_entry(at.app, at.channel, l.account));
-        let mut c = inner.conn();
-        let r: i64 = timed(inv.invoke_async(&mut c)).await?;
+        let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
 
@@ -814,8 +811,7 @@ impl Store for Redis {
         inv.arg(dedup.unwrap_or_default()).arg(window);
         inv.arg(if p.rate_limited { "1" } else { "0" });
         inv.arg(before).arg(after);
-        let mut c = inner.conn();
-        let r: String = timed(inv.invoke_async(&mut c)).await?;
+        let r: String = inner.run(&inv).await?;
         match r.as_str() {
             "sent" => Ok(Published::Sent),
             "duplicate" => Ok(Published::Duplicate),
@@ -840,8 +836,7 @@ impl Store for Redis {
         inv.arg(if rate { "1" } else { "0" })
             .arg(max.min(i64::MAX as usize));
         inv.arg(before).arg(after);
-        let mut c = inner.conn();
-        let r: String = timed(inv.invoke_async(&mut c)).await?;
+        let r: String = inner.run(&inv).await?;
         match r.as_str() {
             "done" => Ok(AttrOutcome::Done),
             "rate_limited" => Ok(AttrOutcome::RateLimited),
@@ -921,8 +916,7 @@ impl Store for Redis {
         for (t, after) in open.timers {
             inv.arg(t.encode()).arg(after.as_millis() as u64);
         }
-        let mut c = inner.conn();
-        let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
+        let r: Vec<i64> = inner.run(&inv).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         Ok(appended(get(0), get(1)))
     }
@@ -949,8 +943,7 @@ impl Store for Redis {
             inv.key(ik.record).key(ik.by_caller);
             inv.arg(node::invite_entry(&k.channel, &k.callee));
         }
-        let mut c = inner.conn();
-        let r: Vec<i64> = timed(inv.invoke_async(&mut c)).await?;
+        let r: Vec<i64> = inner.run(&inv).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         let appended = appended(get(1), get(2));
         Ok(Relayed {
@@ -967,8 +960,7 @@ impl Store for Redis {
             .invite(&key.app, &key.caller, &key.channel, &key.callee);
         let mut inv = inner.scripts.invite.prepare_invoke();
         inv.key(ik.record).arg("get");
-        let mut c = inner.conn();
-        let r: Option<Vec<Option<String>>> = timed(inv.invoke_async(&mut c)).await?;
+        let r: Option<Vec<Option<String>>> = inner.run(&inv).await?;
         Ok(r.and_then(invite_record))
     }
 
@@ -985,8 +977,7 @@ impl Store for Redis {
             .arg(take.generation);
         inv.arg(if take.ringing_only { "1" } else { "0" });
         inv.arg(node::invite_entry(&key.channel, &key.callee));
-        let mut c = inner.conn();
-        let r: Option<Vec<Option<String>>> = timed(inv.invoke_async(&mut c)).await?;
+        let r: Option<Vec<Option<String>>> = inner.run(&inv).await?;
         Ok(r.and_then(invite_record))
     }
 
@@ -1028,8 +1019,7 @@ impl Store for Redis {
         let mut inv = inner.scripts.timers.prepare_invoke();
         inv.key(inner.keys.timers()).arg("schedule");
         inv.arg(timer.encode()).arg(after.as_millis() as u64);
-        let mut c = inner.conn();
-        timed(inv.invoke_async::<i64>(&mut c)).await.map(|_| ())
+        inner.run::<i64>(&inv).await.map(|_| ())
     }
 
     async fn timer_done(&self, (member, lease): (String, String)) {
@@ -1039,8 +1029,7 @@ impl Store for Redis {
             .arg("done")
             .arg(member)
             .arg(lease);
-        let mut c = inner.conn();
-        if let Err(e) = timed(inv.invoke_async::<i64>(&mut c)).await {
+        if let Err(e) = inner.run::<i64>(&inv).await {
             // its lease runs out and it fires again; the rules are idempotent for it
             warn!("a fired timer stays scheduled: {e}");
         }
