@@ -226,6 +226,9 @@ pub enum ErrorKind {
     TokenInvalid,
     /// A renewed token has expired already.
     TokenExpired,
+    /// A reply to, or a message within, an invitation that does not exist (never sent, ended
+    /// already, or not between these two accounts).
+    NoInvitation,
 }
 
 impl ErrorKind {
@@ -252,6 +255,7 @@ impl ErrorKind {
             SessionEnded => "session_ended",
             TokenInvalid => "token_invalid",
             TokenExpired => "token_expired",
+            NoInvitation => "no_invitation",
         }
     }
 
@@ -271,6 +275,7 @@ impl ErrorKind {
             Unavailable => Code::General,
             TokenInvalid => Code::LoginTokenWrong,
             TokenExpired => Code::LoginTokenExpired,
+            NoInvitation => Code::InviteOther,
         }
     }
 
@@ -297,6 +302,7 @@ impl ErrorKind {
             SessionEnded,
             TokenInvalid,
             TokenExpired,
+            NoInvitation,
         ]
     };
 

@@ -420,24 +420,49 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             // the accepted ones wait in m26's mailbox (it never acknowledged them)
             env.leaves_stored(100 - limited);
         }
-        "call message flood beyond the rate limit" => |env| {
-            // replies and in-call messages are mail too, under the same budget as messages
-            let mut r = env.raw("m26v").await;
+        "call messages without an invitation" => |env| {
+            // replies, in-call messages and ends to 200 never-seen accounts: refused, nothing
+            // stored for any of them (and they spend the sender's budget like any message)
+            let mut r = env.raw("m26w").await;
             let line = r.line.clone();
+            let names = ["voip_invite_ack", "voip_invite_accept", "voip_invite_refuse", "voip_invite_msg", "voip_invite_bye"];
+            for i in 0..200u64 {
+                let name = names[i as usize % names.len()];
+                r.send_value(json!(["call2", [name, i + 1, {"line": line, "channelName": "c", "peer": format!("stranger-{i}"), "extra": "x".repeat(8000)}]])).await;
+            }
+            for i in 0..200u64 {
+                let err = r.reply(i + 1).await.0;
+                assert!(err == e(ErrorKind::NoInvitation) || err == e(ErrorKind::RateLimited), "{err}");
+            }
+            assert!(r.alive().await);
+        }
+        "call message flood beyond the rate limit" => |env| {
+            // in-call messages within a live invitation are mail too, under the same budget
+            let mut caller = env.raw("m26v").await;
+            let mut callee = env.raw("m26v-peer").await;
+            let (err, _) = caller.call("voip_invite", 1, json!({"channelName": "c", "peer": "m26v-peer", "extra": ""})).await;
+            assert_eq!(err, "");
+            let line = caller.line.clone();
             for i in 0..100u64 {
-                let name = if i % 2 == 0 { "voip_invite_accept" } else { "voip_invite_msg" };
-                r.send_value(json!(["call2", [name, i + 1, {"line": line, "channelName": "c", "peer": "m26v-peer", "extra": "x"}]])).await;
+                caller.send_value(json!(["call2", ["voip_invite_msg", i + 10, {"line": line, "channelName": "c", "peer": "m26v-peer", "extra": "x"}]])).await;
             }
             let mut accepted = 0;
             for i in 0..100u64 {
-                match r.reply(i + 1).await.0.as_str() {
+                match caller.reply(i + 10).await.0.as_str() {
                     "" => accepted += 1,
                     err => assert_eq!(err, e(ErrorKind::RateLimited)),
                 }
             }
             assert!(accepted <= 70, "{accepted} of 100 were accepted (limit 60/s)");
-            assert!(r.alive().await);
-            env.leaves_stored(accepted);
+            // the callee refuses: the invitation is over, and so are its messages
+            let (err, _) = callee.call("voip_invite_refuse", 2, json!({"channelName": "c", "peer": "m26v", "extra": ""})).await;
+            assert_eq!(err, "");
+            let (err, _) = callee.call("voip_invite_msg", 3, json!({"channelName": "c", "peer": "m26v", "extra": "late"})).await;
+            assert_eq!(err, e(ErrorKind::NoInvitation));
+            assert!(caller.alive().await);
+            // kept (neither side acknowledged): the invitation and the accepted messages for the
+            // callee, the refusal for the caller
+            env.leaves_stored(1 + accepted + 1);
         }
         "channel flood beyond the rate limit" => |env| {
             let mut r = env.raw("m27").await;
@@ -502,12 +527,10 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             let mut r = env.raw("m31").await;
             let got = r.call("voip_invite", 1, json!({"channelName": "c", "peer": "m31", "extra": ""})).await.0;
             assert_eq!(got, e(ErrorKind::InvalidPeer));
-            // answering an invite nobody sent is harmless
+            // answering an invite nobody sent is refused, and nothing is stored
             let got = r.call("voip_invite_accept", 2, json!({"channelName": "c", "peer": "ghost", "extra": ""})).await.0;
-            assert_eq!(got, "");
+            assert_eq!(got, e(ErrorKind::NoInvitation));
             assert!(r.alive().await);
-            // (relayed like any message: it waits for ghost)
-            env.leaves_stored(1);
         }
         "special channels are read-only" => |env| {
             expect_errors(env, "m32", ErrorKind::ReservedChannel, vec![

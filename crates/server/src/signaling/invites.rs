@@ -89,11 +89,15 @@ impl<S: Store> Signaling<S> {
         let relay = InviteRelay {
             keys: &keys,
             step,
-            require_live: false,
+            require_live: true,
             to: &peer,
             mail: letter.item(dedup, l.mailbox_max_messages),
         };
         let relayed = self.store.invite_relay(relay).await?;
+        if !relayed.live {
+            // nothing is stored for an account that has no invitation with the sender
+            return Err(ErrorKind::NoInvitation);
+        }
         appended(relayed.appended)
     }
 
