@@ -49,6 +49,10 @@ pub struct Limits {
     pub conn_timeout_max_secs: u64,
     /// Default `_channel_ttl`: seconds channel state outlives its last member.
     pub channel_ttl_default_secs: u64,
+    /// Largest `_channel_ttl` (larger values are clamped to it).
+    pub channel_ttl_max_secs: u64,
+    /// Largest `_auto_update_num` period in seconds (larger values are clamped to it).
+    pub auto_update_max_secs: u64,
     /// Seconds a peer may stay offline before an invite with `_require_peer_online:0` fails.
     pub invite_offline_grace_secs: u64,
     /// Largest `_timeout` of an invite.
@@ -117,6 +121,8 @@ impl Default for Limits {
             conn_timeout_min_secs: 20,
             conn_timeout_max_secs: 120,
             channel_ttl_default_secs: 7200,
+            channel_ttl_max_secs: 7 * 24 * 3600,
+            auto_update_max_secs: 24 * 3600,
             invite_offline_grace_secs: 20,
             invite_timeout_max_secs: 30,
             login_timeout_secs: 30,

@@ -17,24 +17,47 @@ use crate::store::{
 /// Largest member page a query may ask for.
 const LIST_PAGE_MAX: u64 = 100_000;
 
+/// A channel's own rate: a member may lower the server's, never lift it (0 asks for the
+/// server's; a server rate of 0 means no limit, so then any rate goes).
+fn lower_only(asked: u64, server: u32) -> u32 {
+    let asked = asked.min(u32::MAX as u64) as u32;
+    match (asked, server) {
+        (0, s) => s,
+        (a, 0) => a,
+        (a, s) => a.min(s),
+    }
+}
+
 /// The setting a built-in attribute carries, from its value (`invalid_args` when a number is
-/// expected and the value is not one).
-fn builtin_setting(name: &str, value: &str) -> RResult<Option<Setting>> {
+/// expected and the value is not one), within the server's bounds.
+fn builtin_setting(name: &str, value: &str, l: &Limits) -> RResult<Option<Setting>> {
     let number = || {
         value
             .trim()
             .parse::<u64>()
             .map_err(|_| ErrorKind::InvalidArgs)
     };
-    let per_second = |n: u64| n.min(u32::MAX as u64) as u32;
     Ok(Some(match name {
         attr::USER_NOTIFICATION => Setting::Notify(number()? != 0),
-        attr::CHANNEL_TTL => Setting::Ttl(number()?),
-        attr::SENDMSG_LIMIT => Setting::SendmsgLimit(per_second(number()?)),
-        attr::SETATTR_LIMIT => Setting::SetattrLimit(per_second(number()?)),
-        attr::AUTO_UPDATE_NUM => Setting::AutoUpdate(number()?),
+        attr::CHANNEL_TTL => Setting::Ttl(number()?.min(l.channel_ttl_max_secs)),
+        attr::SENDMSG_LIMIT => {
+            Setting::SendmsgLimit(lower_only(number()?, l.channel_messages_per_second))
+        }
+        attr::SETATTR_LIMIT => {
+            Setting::SetattrLimit(lower_only(number()?, l.attr_changes_per_second))
+        }
+        attr::AUTO_UPDATE_NUM => Setting::AutoUpdate(number()?.min(l.auto_update_max_secs)),
         _ => return Ok(None),
     }))
+}
+
+/// Built-in attributes only the channel's members may change: what members are told, and
+/// the channel's own rates.
+fn members_only(name: &str) -> bool {
+    matches!(
+        name,
+        attr::USER_NOTIFICATION | attr::SENDMSG_LIMIT | attr::SETATTR_LIMIT
+    )
 }
 
 /// The setting a built-in attribute goes back to when it is deleted.
@@ -182,6 +205,14 @@ impl<S: Store> Signaling<S> {
         }
     }
 
+    /// `not_in_channel` when `name` is one only members may change and `s` is not one.
+    async fn member_for(&self, s: &Session<S>, ch: &ChannelName, name: &str) -> RResult<()> {
+        if members_only(name) && !self.store.is_member(chan(&s.app, ch), &s.account).await? {
+            return Err(ErrorKind::NotInChannel);
+        }
+        Ok(())
+    }
+
     /// Change attributes, publish the change to every member (the changer included).
     async fn change_attrs(
         &self,
@@ -219,7 +250,8 @@ impl<S: Store> Signaling<S> {
         if name == attr::MEMBER_NUM {
             return Err(ErrorKind::ReadOnlyAttr);
         }
-        let setting = builtin_setting(name, value)?;
+        let setting = builtin_setting(name, value, l)?;
+        self.member_for(s, &ch, name).await?;
         let op = AttrOp::Set(AttrSet {
             name,
             value,
@@ -259,6 +291,7 @@ impl<S: Store> Signaling<S> {
         if name == attr::MEMBER_NUM {
             return Err(ErrorKind::ReadOnlyAttr);
         }
+        self.member_for(s, &ch, name).await?;
         let defaults = ChannelSettings::defaults(self.limits());
         let setting = default_setting(name, &defaults);
         let op = AttrOp::Del { name, setting };
@@ -274,6 +307,17 @@ impl<S: Store> Signaling<S> {
     ) -> RResult<Reply> {
         let ch = self.ordinary(channel)?;
         let defaults = ChannelSettings::defaults(self.limits());
+        if !self.store.is_member(chan(&s.app, &ch), &s.account).await? {
+            // clearing would reset what only members may change
+            if let Some(now) = self.store.settings(chan(&s.app, &ch)).await? {
+                let d = &defaults;
+                if (now.notify, now.sendmsg_limit, now.setattr_limit)
+                    != (d.notify, d.sendmsg_limit, d.setattr_limit)
+                {
+                    return Err(ErrorKind::NotInChannel);
+                }
+            }
+        }
         let op = AttrOp::Clear { defaults };
         self.change_attrs(&s.app, &ch, &s.account, op, ("", "", attr_change::CLEAR))
             .await?;
