@@ -96,6 +96,11 @@ pub struct Limits {
     pub reconnect_time_default_ms: u64,
     /// Client: how long before the token's expiry `onTokenWillExpire` fires (ms).
     pub token_expiry_warning_ms: u64,
+    /// Server: the longest a token may still be valid when it is presented, in seconds; a
+    /// token that expires later is refused as invalid (0: no cap).
+    pub token_lifetime_max_secs: u64,
+    /// Server: whether a token with expiry 0 ("never expires") is accepted.
+    pub token_never_expiring: bool,
 }
 
 impl Default for Limits {
@@ -142,6 +147,8 @@ impl Default for Limits {
             reconnect_count_default: 10,
             reconnect_time_default_ms: 30_000,
             token_expiry_warning_ms: 30_000,
+            token_lifetime_max_secs: 366 * 24 * 3600,
+            token_never_expiring: true,
         }
     }
 }

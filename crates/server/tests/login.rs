@@ -114,6 +114,49 @@ async fn tokens_are_verified_for_apps_with_a_certificate() {
 }
 
 #[tokio::test]
+async fn long_lived_tokens_follow_the_operator_s_policy() {
+    let app = format!("{SECURE}:{CERT}");
+    let login = |url: String, account: &'static str, tok: String| async move {
+        let mut raw = Raw::connect(&url).await;
+        raw.login(SECURE, account, &tok).await[1][0].clone()
+    };
+    let year = 365 * 24 * 3600;
+    // defaults: up to 366 days ahead, and "never" (expiry 0) as the token tool allows
+    let srv = server_with(|c| c.add_app(&app).unwrap()).await;
+    for (expiry, want) in [
+        (now_secs() + year, ""),
+        (0, ""),
+        (now_secs() + 2 * year, "TokenErrorInvalid"),
+        (u64::MAX, "TokenErrorInvalid"),
+    ] {
+        let tok = token::sign(SECURE, CERT, "lee", expiry);
+        assert_eq!(login(srv.ws_url(), "lee", tok).await, want, "expiry {expiry}");
+    }
+    // an operator who wants short tokens only
+    let strict = server_with(|c| {
+        c.add_app(&app).unwrap();
+        c.set_limit("token_lifetime_max_secs=3600").unwrap();
+        c.set_limit("token_never_expiring=false").unwrap();
+    })
+    .await;
+    for (expiry, want) in [
+        (now_secs() + 600, ""),
+        (now_secs() + 7200, "TokenErrorInvalid"),
+        (0, "TokenErrorInvalid"),
+    ] {
+        let tok = token::sign(SECURE, CERT, "max", expiry);
+        assert_eq!(login(strict.ws_url(), "max", tok).await, want, "expiry {expiry}");
+    }
+    // and the same policy for renewals
+    let mut raw = Raw::connect(&strict.ws_url()).await;
+    let first = token::sign(SECURE, CERT, "max", now_secs() + 600);
+    assert_eq!(raw.login(SECURE, "max", &first).await[1][0], "");
+    let forever = token::sign(SECURE, CERT, "max", 0);
+    let (err, _) = raw.call("user_renew_token", 1, json!({ "token": forever })).await;
+    assert_eq!(err, "token_invalid");
+}
+
+#[tokio::test]
 async fn second_login_kicks_the_first_session() {
     let srv = server().await;
     let mut first = Raw::connect(&srv.ws_url()).await;

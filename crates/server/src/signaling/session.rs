@@ -52,7 +52,19 @@ fn token_check(
             token::verify(token_text, app, cert, account, now).map_err(|e| match e {
                 token::TokenError::Expired => TokenRefusal::Expired,
                 token::TokenError::Invalid => TokenRefusal::Invalid,
-            })
+            })?;
+            // the operator's policy on long-lived tokens (they cannot be revoked, short of
+            // changing the certificate)
+            let l = &config.limits;
+            let expiry = token::fields(token_text).map_or(0, |f| f.expiry);
+            let too_long = match expiry {
+                0 => !l.token_never_expiring,
+                e => l.token_lifetime_max_secs != 0 && e > now.saturating_add(l.token_lifetime_max_secs),
+            };
+            if too_long {
+                return Err(TokenRefusal::Invalid);
+            }
+            Ok(())
         }
     }
 }
