@@ -115,11 +115,12 @@ fuzz_target!(|input: Input| {
                 channel: ChannelName::from_stored(&channel).unwrap(),
                 callee: Account::from_stored(&callee).unwrap(),
             };
-            let t = match kind % 4 {
+            let t = match kind % 5 {
                 0 => Timer::InviteOffline(key, generation),
                 1 => Timer::InviteTimeout(key, generation),
                 2 => Timer::CallerGone(key, generation),
-                _ => Timer::MemberNum(key.app, key.channel),
+                3 => Timer::MemberNum(key.app, key.channel),
+                _ => Timer::UserAttrs(key.app, key.caller),
             };
             assert_eq!(Timer::decode(&t.encode()), Some(t));
         }

@@ -75,6 +75,9 @@ pub struct Limits {
     pub channels_per_session: usize,
     /// Attributes per channel and per user.
     pub attrs_max: usize,
+    /// Seconds an account's attributes are kept after its last session ended; then they are
+    /// deleted (a new session within that time keeps them).
+    pub user_attrs_keep_secs: u64,
     /// Frames queued for one connection; a client that lets it fill is disconnected.
     pub outbound_queue: usize,
     /// Seconds a sent message id is remembered to drop resent duplicates.
@@ -137,6 +140,7 @@ impl Default for Limits {
             max_sessions: 200_000,
             channels_per_session: 256,
             attrs_max: 1024,
+            user_attrs_keep_secs: 7 * 24 * 3600,
             outbound_queue: 4096,
             dedup_window_secs: 300,
             ping_interval_ms: 10_000,

@@ -350,7 +350,13 @@ async fn only_members_change_a_channel_s_limits_and_nobody_lifts_the_server_s() 
     let srv = server_with(|c| c.limits.attr_changes_per_second = 3).await;
     let mut member = Raw::connect(&srv.ws_url()).await;
     member.login(APP, "owner", "").await;
-    assert_eq!(member.call("channel_join", 1, json!({"name": "ours"})).await.0, "");
+    assert_eq!(
+        member
+            .call("channel_join", 1, json!({"name": "ours"}))
+            .await
+            .0,
+        ""
+    );
     let mut outsider = Raw::connect(&srv.ws_url()).await;
     outsider.login(APP, "outsider", "").await;
     let set = |name: &str, value: &str| json!({"channel": "ours", "name": name, "value": value});
@@ -362,43 +368,110 @@ async fn only_members_change_a_channel_s_limits_and_nobody_lifts_the_server_s() 
         ("_userNotification", "0"),
     ] {
         id += 1;
-        let err = outsider.call("channel_set_attr", id, set(name, value)).await.0;
+        let err = outsider
+            .call("channel_set_attr", id, set(name, value))
+            .await
+            .0;
         assert_eq!(err, "not_in_channel", "{name}");
         id += 1;
         let del = json!({"channel": "ours", "name": name});
         let err = outsider.call("channel_del_attr", id, del).await.0;
         assert_eq!(err, "not_in_channel", "{name}");
     }
-    assert_eq!(outsider.call("channel_set_attr", 30, set("topic", "hi")).await.0, "");
+    assert_eq!(
+        outsider
+            .call("channel_set_attr", 30, set("topic", "hi"))
+            .await
+            .0,
+        ""
+    );
     // a member lowers the attribute rate; 0 ("unlimited") or more is the server's (3 here)
-    assert_eq!(member.call("channel_set_attr", 31, set("_setattr_limit", "0")).await.0, "");
+    assert_eq!(
+        member
+            .call("channel_set_attr", 31, set("_setattr_limit", "0"))
+            .await
+            .0,
+        ""
+    );
     let mut errs = vec![];
     for i in 0..5 {
-        errs.push(member.call("channel_set_attr", 40 + i, set("color", &i.to_string())).await.0);
+        errs.push(
+            member
+                .call("channel_set_attr", 40 + i, set("color", &i.to_string()))
+                .await
+                .0,
+        );
     }
     assert_eq!(errs.iter().filter(|e| e.is_empty()).count(), 3, "{errs:?}");
-    assert!(errs.iter().all(|e| e.is_empty() || e == "rate_limited"), "{errs:?}");
+    assert!(
+        errs.iter().all(|e| e.is_empty() || e == "rate_limited"),
+        "{errs:?}"
+    );
     // once the members lowered a limit, an outsider cannot clear it away
-    assert_eq!(member.call("channel_set_attr", 49, set("_sendmsg_limit", "5")).await.0, "");
+    assert_eq!(
+        member
+            .call("channel_set_attr", 49, set("_sendmsg_limit", "5"))
+            .await
+            .0,
+        ""
+    );
     let clear = json!({"channel": "ours"});
-    assert_eq!(outsider.call("channel_clear_attr", 50, clear.clone()).await.0, "not_in_channel");
+    assert_eq!(
+        outsider
+            .call("channel_clear_attr", 50, clear.clone())
+            .await
+            .0,
+        "not_in_channel"
+    );
     assert_eq!(member.call("channel_clear_attr", 51, clear).await.0, "");
     // built-in numbers are clamped into the server's range, whatever their size
     for (i, value) in ["18446744073709551615", "9223372036854775807", "99999999999"]
         .iter()
         .enumerate()
     {
-        let err = outsider.call("channel_set_attr", 60 + i as u64, set("_channel_ttl", value)).await.0;
+        let err = outsider
+            .call(
+                "channel_set_attr",
+                60 + i as u64,
+                set("_channel_ttl", value),
+            )
+            .await
+            .0;
         assert_eq!(err, "", "_channel_ttl {value}");
     }
     assert_eq!(
-        outsider.call("channel_set_attr", 70, set("_channel_ttl", "18446744073709551616")).await.0,
+        outsider
+            .call(
+                "channel_set_attr",
+                70,
+                set("_channel_ttl", "18446744073709551616")
+            )
+            .await
+            .0,
         "invalid_args"
     );
     // and the channel keeps working on both stores
-    assert_eq!(member.call("channel_leave", 80, json!({"name": "ours"})).await.0, "");
-    assert_eq!(member.call("channel_join", 81, json!({"name": "ours"})).await.0, "");
-    assert_eq!(outsider.call("channel_set_attr", 82, set("later", "1")).await.0, "");
+    assert_eq!(
+        member
+            .call("channel_leave", 80, json!({"name": "ours"}))
+            .await
+            .0,
+        ""
+    );
+    assert_eq!(
+        member
+            .call("channel_join", 81, json!({"name": "ours"}))
+            .await
+            .0,
+        ""
+    );
+    assert_eq!(
+        outsider
+            .call("channel_set_attr", 82, set("later", "1"))
+            .await
+            .0,
+        ""
+    );
 }
 
 #[tokio::test]

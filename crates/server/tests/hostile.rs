@@ -420,6 +420,28 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             // the accepted ones wait in m26's mailbox (it never acknowledged them)
             env.leaves_stored(100 - limited);
         }
+        "user attribute flood, and attributes left behind" => |env| {
+            // user attributes spend the message budget, and are reclaimed once their owner
+            // has been away user_attrs_keep_secs (1 s here): the harness sees them gone
+            let mut r = env.raw("m26a").await;
+            let line = r.line.clone();
+            let big = "v".repeat(8000);
+            for i in 0..100u64 {
+                r.send_value(json!(["call2", ["user_set_attr", i + 1, {"line": line, "name": format!("a{i}"), "value": big}]])).await;
+            }
+            let mut accepted = 0;
+            for i in 0..100u64 {
+                match r.reply(i + 1).await.0.as_str() {
+                    "" => accepted += 1,
+                    err => assert_eq!(err, e(ErrorKind::RateLimited)),
+                }
+            }
+            assert!(accepted <= 70, "{accepted} of 100 were accepted (limit 60/s)");
+            for i in 0..20 {
+                let mut other = env.raw(&format!("m26a-{i}")).await;
+                assert_eq!(other.call("user_set_attr", 1, json!({"name": "k", "value": "v"})).await.0, "");
+            }
+        }
         "call messages without an invitation" => |env| {
             // replies, in-call messages and ends to 200 never-seen accounts: refused, nothing
             // stored for any of them (and they spend the sender's budget like any message)
@@ -791,6 +813,7 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
         c.limits.connections_per_ip = 300;
         c.limits.logins_per_ip_per_second = 100;
         c.limits.invite_offline_grace_secs = 1;
+        c.limits.user_attrs_keep_secs = 1;
     })
     .await;
     let env = Env {

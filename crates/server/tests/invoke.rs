@@ -199,3 +199,52 @@ async fn apps_are_isolated() {
         1
     );
 }
+
+#[tokio::test]
+async fn user_attributes_are_reclaimed_after_the_keep_time_offline() {
+    let srv = server_with(|c| c.limits.user_attrs_keep_secs = 2).await;
+    let store = srv.shared.store();
+    let app = opensig_protocol::ident::AppId::from_stored(APP).unwrap();
+    let count = |name: &str| {
+        let (app, account) = (
+            app.clone(),
+            opensig_protocol::ident::Account::from_stored(name).unwrap(),
+        );
+        let store = store.clone();
+        async move {
+            let who = opensig_server::store::User {
+                app: &app,
+                account: &account,
+            };
+            store.user_attr_count(who).await.unwrap()
+        }
+    };
+    let set = json!({"name": "color", "value": "red"});
+    let mut watcher = User::login(&srv.ws_url(), "watcher").await;
+    // bob leaves and is back at once: his attributes stay
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    bob.invoke("user_set_attr", set.clone()).await.unwrap();
+    drop(bob);
+    watcher.wait_offline("bob").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    // alice leaves for good (her reclaim is scheduled after bob's, with the same delay)
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    alice.invoke("user_set_attr", set.clone()).await.unwrap();
+    drop(alice);
+    wait_for("alice's attributes reclaimed", || async {
+        count("alice").await == 0
+    })
+    .await;
+    assert_eq!(count("bob").await, 1, "bob was back within the keep time");
+    let got = watcher
+        .invoke("user_get_attr", json!({"account": "bob", "name": "color"}))
+        .await
+        .unwrap();
+    assert_eq!(got["value"], "red");
+    // and his next absence is counted from his next logout
+    drop(bob);
+    wait_for("bob's attributes reclaimed", || async {
+        count("bob").await == 0
+    })
+    .await;
+}

@@ -130,7 +130,11 @@ async fn long_lived_tokens_follow_the_operator_s_policy() {
         (u64::MAX, "TokenErrorInvalid"),
     ] {
         let tok = token::sign(SECURE, CERT, "lee", expiry);
-        assert_eq!(login(srv.ws_url(), "lee", tok).await, want, "expiry {expiry}");
+        assert_eq!(
+            login(srv.ws_url(), "lee", tok).await,
+            want,
+            "expiry {expiry}"
+        );
     }
     // an operator who wants short tokens only
     let strict = server_with(|c| {
@@ -145,14 +149,20 @@ async fn long_lived_tokens_follow_the_operator_s_policy() {
         (0, "TokenErrorInvalid"),
     ] {
         let tok = token::sign(SECURE, CERT, "max", expiry);
-        assert_eq!(login(strict.ws_url(), "max", tok).await, want, "expiry {expiry}");
+        assert_eq!(
+            login(strict.ws_url(), "max", tok).await,
+            want,
+            "expiry {expiry}"
+        );
     }
     // and the same policy for renewals
     let mut raw = Raw::connect(&strict.ws_url()).await;
     let first = token::sign(SECURE, CERT, "max", now_secs() + 600);
     assert_eq!(raw.login(SECURE, "max", &first).await[1][0], "");
     let forever = token::sign(SECURE, CERT, "max", 0);
-    let (err, _) = raw.call("user_renew_token", 1, json!({ "token": forever })).await;
+    let (err, _) = raw
+        .call("user_renew_token", 1, json!({ "token": forever }))
+        .await;
     assert_eq!(err, "token_invalid");
 }
 

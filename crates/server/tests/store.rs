@@ -328,6 +328,31 @@ async fn user_attributes_and_a_racing_maximum<S: Harness>() {
         .await
         .unwrap());
     assert_eq!(s.footprint().await.user_attrs, 1);
+    assert_eq!(other.user_attr_count(user).await.unwrap(), 1);
+    // cleared all at once (from either node); another account's stay
+    let (v, w) = (acct("vic"), acct("wes"));
+    let (vic, wes) = (
+        User {
+            app: &a,
+            account: &v,
+        },
+        User {
+            app: &a,
+            account: &w,
+        },
+    );
+    for (who, n) in [(vic, "p"), (vic, "q"), (wes, "r")] {
+        assert!(s
+            .user_attr_set(who, attr_set(n, Some("1"), 9))
+            .await
+            .unwrap());
+    }
+    other.user_attrs_clear(vic).await.unwrap();
+    assert_eq!(s.user_attr_count(vic).await.unwrap(), 0);
+    assert_eq!(s.user_attrs(vic).await.unwrap(), vec![]);
+    assert_eq!(s.user_attr_count(wes).await.unwrap(), 1);
+    s.user_attrs_clear(vic).await.unwrap();
+    assert_eq!(s.footprint().await.user_attrs, 2);
 }
 
 async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {

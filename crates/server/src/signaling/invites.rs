@@ -207,6 +207,7 @@ impl<S: Store> Signaling<S> {
                     .await
             }
             Timer::MemberNum(app, ch) => self.report_members(app, ch).await,
+            Timer::UserAttrs(app, account) => self.reclaim_user_attrs(app, account).await,
         }
     }
 

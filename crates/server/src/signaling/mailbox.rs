@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use opensig_protocol::frame::{out, Reply};
-use opensig_protocol::ident::Account;
+use opensig_protocol::ident::{Account, AppId};
 use opensig_protocol::limits::{flag_ttl_secs, valid_name};
 use opensig_protocol::names::{attr, msgtype};
 use opensig_protocol::{msg, ErrorKind, Limits};
@@ -138,6 +138,16 @@ impl<S: Store> Signaling<S> {
     }
 
     /// `_conn_timeout` is clamped into its range and applies to this session at once.
+    /// An account's attributes go once it has been away for `user_attrs_keep_secs` (a
+    /// session since then schedules this again when it ends).
+    pub(super) async fn reclaim_user_attrs(&self, app: &AppId, account: &Account) -> RResult<()> {
+        let who = user(app, account);
+        if !self.store.online(who).await? {
+            self.store.user_attrs_clear(who).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn set_user_attr(
         &self,
         s: &mut Session<S>,
@@ -156,6 +166,7 @@ impl<S: Store> Signaling<S> {
             idle = Some(Duration::from_secs(clamped));
         }
         let value = (!stored.is_empty()).then_some(stored.as_str());
+        self.spend(s)?;
         let set = UserAttrSet {
             name,
             value,

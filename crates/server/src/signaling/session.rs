@@ -59,7 +59,10 @@ fn token_check(
             let expiry = token::fields(token_text).map_or(0, |f| f.expiry);
             let too_long = match expiry {
                 0 => !l.token_never_expiring,
-                e => l.token_lifetime_max_secs != 0 && e > now.saturating_add(l.token_lifetime_max_secs),
+                e => {
+                    l.token_lifetime_max_secs != 0
+                        && e > now.saturating_add(l.token_lifetime_max_secs)
+                }
             };
             if too_long {
                 return Err(TokenRefusal::Invalid);
@@ -168,6 +171,12 @@ impl<S: Store> Signaling<S> {
                 self.store
                     .schedule(Timer::CallerGone(key, generation), grace)
                     .await?;
+            }
+            // its attributes are kept for a while, then reclaimed (unless it is back)
+            if self.store.user_attr_count(user(app, account)).await? > 0 {
+                let keep = Duration::from_secs(self.limits().user_attrs_keep_secs);
+                let timer = Timer::UserAttrs(app.clone(), account.clone());
+                self.store.schedule(timer, keep).await?;
             }
         }
         Ok(())

@@ -153,6 +153,14 @@ impl Store for AnyStore {
         each!(self, s => s.user_attr_set(user, set).await)
     }
 
+    async fn user_attr_count(&self, user: User<'_>) -> SResult<usize> {
+        each!(self, s => s.user_attr_count(user).await)
+    }
+
+    async fn user_attrs_clear(&self, user: User<'_>) -> SResult<()> {
+        each!(self, s => s.user_attrs_clear(user).await)
+    }
+
     async fn mail_append(&self, to: User<'_>, item: MailItem<'_>) -> SResult<Appended> {
         each!(self, s => s.mail_append(to, item).await)
     }

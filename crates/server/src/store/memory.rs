@@ -442,6 +442,16 @@ impl Store for Memory {
         Ok(true)
     }
 
+    async fn user_attr_count(&self, user: User<'_>) -> SResult<usize> {
+        let attrs = self.inner.user_attrs.get(&key(user.app, user.account));
+        Ok(attrs.map_or(0, |a| a.len()))
+    }
+
+    async fn user_attrs_clear(&self, user: User<'_>) -> SResult<()> {
+        self.inner.user_attrs.remove(&key(user.app, user.account));
+        Ok(())
+    }
+
     async fn mail_append(&self, to: User<'_>, item: MailItem<'_>) -> SResult<Appended> {
         Ok(self.inner.append(to.app, to.account, &item))
     }

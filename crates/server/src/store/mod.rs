@@ -335,6 +335,8 @@ pub enum Timer {
     CallerGone(InviteKey, u64),
     /// A channel's member-count report.
     MemberNum(AppId, ChannelName),
+    /// An account's attributes may have been kept long enough since its last session.
+    UserAttrs(AppId, Account),
 }
 
 impl Timer {
@@ -354,6 +356,7 @@ impl Timer {
             Timer::InviteTimeout(k, g) => invite('t', k, *g),
             Timer::CallerGone(k, g) => invite('g', k, *g),
             Timer::MemberNum(app, ch) => Writer::new('n').text(app).text(ch).finish(),
+            Timer::UserAttrs(app, account) => Writer::new('u').text(app).text(account).finish(),
         }
     }
 
@@ -378,6 +381,10 @@ impl Timer {
             'n' => Timer::MemberNum(
                 AppId::from_stored(r.text()?)?,
                 ChannelName::from_stored(r.text()?)?,
+            ),
+            'u' => Timer::UserAttrs(
+                AppId::from_stored(r.text()?)?,
+                Account::from_stored(r.text()?)?,
             ),
             _ => return None,
         };
@@ -620,6 +627,10 @@ pub trait Store: Send + Sync + 'static {
         user: User<'_>,
         set: UserAttrSet<'_>,
     ) -> impl Future<Output = SResult<bool>> + Send;
+    /// How many attributes an account has.
+    fn user_attr_count(&self, user: User<'_>) -> impl Future<Output = SResult<usize>> + Send;
+    /// Delete all of an account's attributes.
+    fn user_attrs_clear(&self, user: User<'_>) -> impl Future<Output = SResult<()>> + Send;
 
     // ---------------------------------------------------------------- mailboxes
 
@@ -739,4 +750,36 @@ pub trait Store: Send + Sync + 'static {
     fn footprint(&self) -> impl Future<Output = Footprint> + Send;
     /// Stop touching shared state at once, as a crashed node would (tests of failover).
     fn halt(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_round_trip() {
+        let key = InviteKey {
+            app: AppId::from_stored("app").unwrap(),
+            caller: Account::from_stored("a:1;").unwrap(),
+            channel: ChannelName::from_stored("room:2;").unwrap(),
+            callee: Account::from_stored("b").unwrap(),
+        };
+        let all = [
+            Timer::InviteOffline(key.clone(), 7),
+            Timer::InviteTimeout(key.clone(), u64::MAX),
+            Timer::CallerGone(key.clone(), 0),
+            Timer::MemberNum(key.app.clone(), key.channel.clone()),
+            Timer::UserAttrs(key.app.clone(), key.caller.clone()),
+        ];
+        for t in all {
+            assert_eq!(
+                Timer::decode(&t.encode()),
+                Some(t.clone()),
+                "{}",
+                t.encode()
+            );
+        }
+        assert_eq!(Timer::decode("u3:app"), None);
+        assert_eq!(Timer::decode("z"), None);
+    }
 }

@@ -712,6 +712,22 @@ impl Store for Redis {
         Ok(r == 1)
     }
 
+    async fn user_attr_count(&self, user: User<'_>) -> SResult<usize> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut c = inner.conn();
+        let key = inner.keys.user_attrs(user.app, user.account);
+        timed(c.hlen(key)).await
+    }
+
+    async fn user_attrs_clear(&self, user: User<'_>) -> SResult<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut c = inner.conn();
+        let key = inner.keys.user_attrs(user.app, user.account);
+        timed(c.del::<_, ()>(key)).await
+    }
+
     async fn mail_append(&self, to: User<'_>, item: MailItem<'_>) -> SResult<Appended> {
         let inner = &self.inner;
         inner.check()?;
