@@ -226,7 +226,7 @@ async fn user_attributes_are_reclaimed_after_the_keep_time_offline() {
     bob.invoke("user_set_attr", set.clone()).await.unwrap();
     drop(bob);
     watcher.wait_offline("bob").await;
-    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let bob = User::login(&srv.ws_url(), "bob").await;
     // alice leaves for good (her reclaim is scheduled after bob's, with the same delay)
     let mut alice = User::login(&srv.ws_url(), "alice").await;
     alice.invoke("user_set_attr", set.clone()).await.unwrap();
