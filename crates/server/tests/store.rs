@@ -1064,3 +1064,54 @@ macro_rules! suite {
 }
 
 suite!(memory: Memory, redis: Redis);
+
+/// Redis only: a channel someone joined and left keeps no key at all (as the memory store
+/// keeps nothing), and neither does a message published to no one.
+#[tokio::test]
+async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
+    let prefix = common::unique_prefix();
+    let cfg = RedisConfig {
+        url: common::redis_url(),
+        prefix: prefix.clone(),
+        node_id: format!("k{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
+        public_url: "ws://k/".into(),
+    };
+    let s = Redis::connect(cfg, &limits()).await.unwrap();
+    let (a, ann, room) = (app("app"), acct("ann"), chan_name("passing"));
+    let c = Conn::new();
+    let at = Chan {
+        app: &a,
+        channel: &room,
+    };
+    let frame = tpl("join");
+    s.join(at, joining(&ann, &c.h, Some(ev(&frame))))
+        .await
+        .unwrap();
+    let msg = tpl("msg");
+    let publish = Publish {
+        event: ev(&msg),
+        member: Some(&ann),
+        dedup: None,
+        rate_limited: true,
+    };
+    assert_eq!(s.publish(at, publish).await.unwrap(), Published::Sent);
+    let session = s.session_of(&c.h);
+    let l = Leaving {
+        account: &ann,
+        session: &session,
+        event: Some(ev(&frame)),
+    };
+    assert!(s.leave(at, l).await.unwrap());
+    let mut r = ::redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let about: Vec<&String> = keys.iter().filter(|k| k.contains("passing")).collect();
+    assert!(about.is_empty(), "left behind: {about:?}");
+}

@@ -43,7 +43,7 @@ local CHANNEL_KEYS = {MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHA
 local function if_empty()
   if redis.call('ZCARD', MEMBERS) > 0 then return end
   if redis.call('HLEN', ATTRS) == 0 then
-    redis.call('DEL', unpack(CHANNEL_KEYS))
+    redis.call('DEL', RATE .. ' m', unpack(CHANNEL_KEYS))
     return
   end
   local ttl = tonumber(setting('ttl')) or tonumber(DEFAULTS.ttl)
