@@ -229,6 +229,12 @@ pub enum ErrorKind {
     /// A reply to, or a message within, an invitation that does not exist (never sent, ended
     /// already, or not between these two accounts).
     NoInvitation,
+    /// The app's share of the server's storage of this kind is full (offline mail, channel
+    /// state); other apps are not affected.
+    AppQuota,
+    /// The server is short of memory: it takes no new sessions or new stored state until
+    /// some is released; existing sessions keep working.
+    ServerBusy,
 }
 
 impl ErrorKind {
@@ -256,6 +262,8 @@ impl ErrorKind {
             TokenInvalid => "token_invalid",
             TokenExpired => "token_expired",
             NoInvitation => "no_invitation",
+            AppQuota => "app_quota_exceeded",
+            ServerBusy => "server_busy",
         }
     }
 
@@ -269,7 +277,9 @@ impl ErrorKind {
             Timeout => Code::GeneralFailed,
             TooLarge => Code::GeneralLargeParam,
             UnknownFunction => Code::GeneralUnknown,
-            RateLimited | MailboxFull | TooManyChannels => Code::GeneralFailed,
+            RateLimited | MailboxFull | TooManyChannels | AppQuota | ServerBusy => {
+                Code::GeneralFailed
+            }
             NotInChannel => Code::SendMessageOther,
             PeerOffline => Code::InvitePeerOffline,
             Unavailable => Code::General,
@@ -303,6 +313,8 @@ impl ErrorKind {
             TokenInvalid,
             TokenExpired,
             NoInvitation,
+            AppQuota,
+            ServerBusy,
         ]
     };
 

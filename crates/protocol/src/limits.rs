@@ -41,6 +41,15 @@ pub struct Limits {
     pub mailbox_max_messages: usize,
     /// Messages returned by one `user_getmsg`, whatever `max` asks.
     pub mailbox_page_max: usize,
+    /// Messages stored in all mailboxes of one app together (unacknowledged, unexpired; 0: no
+    /// cap). Further sends get `app_quota_exceeded`.
+    pub app_mail_max_messages: usize,
+    /// Bytes of stored messages in all mailboxes of one app together (0: no cap). Further
+    /// sends get `app_quota_exceeded`.
+    pub app_mail_max_bytes: usize,
+    /// Messages one account may leave per hour for recipients who are offline (0: no cap).
+    /// Further such sends get `rate_limited`; messages to online recipients do not count.
+    pub offline_mail_per_sender_per_hour: u32,
     /// Default `_conn_timeout` (seconds without traffic before a connection is dropped).
     pub conn_timeout_default_secs: u64,
     /// Smallest `_conn_timeout`.
@@ -71,6 +80,11 @@ pub struct Limits {
     /// Sessions logged in on this node at once (0: no cap). Over it, the login fails
     /// (`server_busy`, code 201) and the connection closes with 1013.
     pub max_sessions: usize,
+    /// Bytes of memory the server process may have allocated before it refuses new sessions
+    /// (`server_busy`, close 1013) and new stored state (offline mail, attributes:
+    /// `server_busy`); existing sessions keep working and releasing state (0: no cap). The
+    /// server binary sets it to three quarters of the machine's memory unless given.
+    pub memory_max_bytes: u64,
     /// Channels one session may be in at once.
     pub channels_per_session: usize,
     /// Attributes per channel and per user.
@@ -125,6 +139,9 @@ impl Default for Limits {
             message_ttl_max_secs: 7 * 24 * 3600,
             mailbox_max_messages: 10_000,
             mailbox_page_max: 100,
+            app_mail_max_messages: 1_000_000,
+            app_mail_max_bytes: 256 << 20,
+            offline_mail_per_sender_per_hour: 1_000,
             conn_timeout_default_secs: 120,
             conn_timeout_min_secs: 20,
             conn_timeout_max_secs: 120,
@@ -138,6 +155,7 @@ impl Default for Limits {
             connections_per_ip: 1000,
             logins_per_ip_per_second: 100,
             max_sessions: 200_000,
+            memory_max_bytes: 0,
             channels_per_session: 256,
             attrs_max: 1024,
             user_attrs_keep_secs: 7 * 24 * 3600,

@@ -213,8 +213,9 @@ pub mod login_error {
     pub const WRONG_ACCOUNT_PREFIX: &str = "wrong account";
     /// The server is shutting down → 201.
     pub const UNAVAILABLE: &str = "server_unavailable";
-    /// The node holds `max_sessions` already → 201.
-    pub const SERVER_BUSY: &str = "server_busy";
+    /// The node holds `max_sessions` already, or is short of memory → 201 (the same string
+    /// as the request error).
+    pub const SERVER_BUSY: &str = crate::codes::ErrorKind::ServerBusy.as_str();
     /// Over `logins_per_ip_per_second` → 201.
     pub const TOO_MANY_LOGINS: &str = "too_many_logins";
     /// A second `login` on a logged-in connection (the connection stays).

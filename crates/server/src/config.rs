@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use opensig_protocol::Limits;
 
@@ -33,7 +34,13 @@ pub struct ServerConfig {
     /// Apps whose `__agora_*` firehose channels (every login/logout, every join/leave of the
     /// app) cannot be joined; `*` = every app.
     pub no_firehose: BTreeSet<String>,
+    /// The process's allocated bytes, for `memory_max_bytes` (none: no cap). The server
+    /// binary counts its allocations; an embedder plugs in its own count.
+    pub memory_gauge: Option<MemoryGauge>,
 }
+
+/// Reads the bytes a process has allocated.
+pub type MemoryGauge = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// Debug output never shows an app certificate or a Redis password.
 impl std::fmt::Debug for ServerConfig {
@@ -65,6 +72,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("no_firehose", &self.no_firehose)
+            .field("memory_gauge", &self.memory_gauge.as_ref().map(|g| g()))
             .finish()
     }
 }
@@ -97,6 +105,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             no_firehose: BTreeSet::new(),
+            memory_gauge: None,
         }
     }
 }
@@ -113,6 +122,15 @@ pub enum ConfigError {
 }
 
 impl ServerConfig {
+    /// Whether the process has allocated `memory_max_bytes` or more.
+    pub fn short_of_memory(&self) -> bool {
+        let max = self.limits.memory_max_bytes;
+        match &self.memory_gauge {
+            Some(gauge) if max > 0 => gauge() as u64 >= max,
+            _ => false,
+        }
+    }
+
     /// Add `ID` or `ID:CERTIFICATE`.
     pub fn add_app(&mut self, spec: &str) -> Result<(), ConfigError> {
         let (id, cert) = match spec.split_once(':') {
@@ -177,5 +195,22 @@ mod tests {
         assert!(c.set_limit("nope=1").is_err());
         assert!(c.set_limit("user_messages_per_second=x").is_err());
         assert!(c.set_limit("user_messages_per_second").is_err());
+    }
+}
+
+/// The memory this process may use on this machine, in bytes: the smaller of the physical
+/// memory (`/proc/meminfo`) and the control group's limit (`memory.max`), when known (Linux).
+pub fn machine_memory() -> Option<u64> {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let group = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (physical, group) {
+        (Some(p), Some(g)) => Some(p.min(g)),
+        (p, g) => p.or(g),
     }
 }

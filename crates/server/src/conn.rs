@@ -352,9 +352,9 @@ impl<S: Store> Reader<S> {
             .signaling
             .check_credentials(login)
             .map_err(|reason| (reason, close::LOGIN_REFUSED))?;
-        if limits.max_sessions > 0
-            && shared.stats.sessions.load(Ordering::Relaxed) as usize >= limits.max_sessions
-        {
+        let full = limits.max_sessions > 0
+            && shared.stats.sessions.load(Ordering::Relaxed) as usize >= limits.max_sessions;
+        if full || shared.config.short_of_memory() {
             return Err((login_error::SERVER_BUSY, close::SERVER_BUSY));
         }
         Ok(who)

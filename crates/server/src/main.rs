@@ -7,6 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 use opensig_server::ServerConfig;
 
+/// Every allocation of the process, counted: `memory_max_bytes` compares against it.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 #[derive(Parser)]
 #[command(
     name = "opensig-server",
@@ -143,6 +147,19 @@ async fn main() {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
+    }
+    config.memory_gauge = Some(std::sync::Arc::new(|| ALLOCATOR.allocated()));
+    let memory_given = s.limits.iter().any(|l| l.trim().starts_with("memory_max_bytes"));
+    if !memory_given {
+        if let Some(bytes) = opensig_server::config::machine_memory() {
+            config.limits.memory_max_bytes = bytes / 4 * 3;
+        }
+    }
+    if config.limits.memory_max_bytes > 0 {
+        tracing::info!(
+            "memory cap: {} MiB (limit memory_max_bytes)",
+            config.limits.memory_max_bytes >> 20
+        );
     }
     let mut mode = if config.development_mode() {
         "development mode: any app id, no token check".to_string()

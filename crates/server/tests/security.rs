@@ -256,6 +256,48 @@ async fn a_full_node_says_so_and_frees_places_when_people_leave() {
     }
 }
 
+/// Past `memory_max_bytes` (here a gauge the test sets), the server takes no new session and
+/// no new stored state; what is delivered at once still is, existing sessions keep working
+/// and releasing state, and once memory is back under the cap everything is taken again.
+#[tokio::test]
+async fn past_the_memory_cap_new_sessions_and_stored_state_are_refused() {
+    let used = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gauge = used.clone();
+    let srv = server_with(move |c| {
+        c.limits.memory_max_bytes = 1 << 30;
+        c.memory_gauge = Some(Arc::new(move || gauge.load(Ordering::Relaxed)));
+    })
+    .await;
+    let url = srv.ws_url();
+    let mut ann = User::login(&url, "ann").await;
+    let mut bob = User::login(&url, "bob").await;
+    ann.join("room").await;
+    used.store(1 << 30, Ordering::Relaxed);
+
+    let mut r = Raw::connect(&url).await;
+    assert_eq!(r.login(APP, "cat", "").await[1][0], login_error::SERVER_BUSY);
+    let (code, reason) = close::SERVER_BUSY;
+    assert_eq!(r.close_frame().await, Some((code, reason.to_string())));
+    let busy = Err("server_busy".to_string());
+    assert_eq!(ann.send("dan", "kept for later").await, busy, "offline mail");
+    let set = json!({"name": "k", "value": "v"});
+    assert_eq!(ann.invoke("user_set_attr", set).await, busy);
+    let set = json!({"channel": "room", "name": "k", "value": "v"});
+    assert_eq!(ann.invoke("channel_set_attr", set).await, busy);
+    // delivered at once: still served
+    assert!(ann.send("bob", "hello").await.is_ok());
+    let got = bob.expect(|e| matches!(e, Event::MessageInstant { .. })).await;
+    assert!(format!("{got:?}").contains("hello"), "{got:?}");
+    assert!(ann.channel_send("room", "still here").await.is_ok());
+    let del = json!({"channel": "room", "name": "k"});
+    assert!(ann.invoke("channel_del_attr", del).await.is_ok());
+
+    used.store((1 << 30) - 1, Ordering::Relaxed);
+    assert!(ann.send("dan", "kept for later").await.is_ok());
+    let mut r = Raw::connect(&url).await;
+    assert_eq!(r.login(APP, "cat", "").await[1][0], "");
+}
+
 #[tokio::test]
 async fn login_timeout_closes_connections_that_never_log_in() {
     let srv = server_with(|c| c.limits.login_timeout_secs = 1).await;

@@ -86,6 +86,7 @@ fn item<'a>(id: &'a str, text: &'a str, push: &'a Template) -> MailItem<'a> {
         ttl: Duration::from_secs(3600),
         dedup: None,
         max: 100,
+        quota: MailQuota::default(),
     }
 }
 
@@ -353,6 +354,135 @@ async fn user_attributes_and_a_racing_maximum<S: Harness>() {
     assert_eq!(s.user_attr_count(wes).await.unwrap(), 1);
     s.user_attrs_clear(vic).await.unwrap();
     assert_eq!(s.footprint().await.user_attrs, 2);
+}
+
+/// An app's mailboxes share a quota (messages and bytes, freed as mail is acknowledged or
+/// withdrawn, on every node); a sender's allowance counts only mail for offline recipients;
+/// a busy server refuses only mail that would wait. Other apps are not affected.
+async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, b) = (app("quota"), app("other"));
+    let names = ["r0", "r1", "r2", "r3"].map(acct);
+    let (sam, tom) = (acct("sam"), acct("tom"));
+    let to = |app, i: usize| User {
+        app,
+        account: &names[i],
+    };
+    let p = tpl("m");
+    let quota = MailQuota {
+        app_messages: 3,
+        app_bytes: 12,
+        ..MailQuota::default()
+    };
+    let capped = |text| MailItem {
+        quota,
+        ..item("i", text, &p)
+    };
+    for i in 0..3 {
+        let store = if i % 2 == 0 { &s } else { &other };
+        let r = store.mail_append(to(&a, i), capped("abc")).await.unwrap();
+        assert!(matches!(r, Appended::Stored(_)), "{i}: {r:?}");
+    }
+    assert_eq!(
+        other.mail_append(to(&a, 3), capped("abc")).await.unwrap(),
+        Appended::AppFull,
+        "the app's fourth message"
+    );
+    assert!(matches!(
+        s.mail_append(to(&b, 3), capped("abc")).await.unwrap(),
+        Appended::Stored(_)
+    ));
+    // acknowledged and withdrawn mail frees the quota, wherever it is freed
+    let acked = Poll::Versions {
+        ver_clear: 1,
+        max: 10,
+    };
+    other.mail_poll(to(&a, 0), acked).await.unwrap();
+    assert!(matches!(
+        s.mail_append(to(&a, 3), capped("abcdef")).await.unwrap(),
+        Appended::Stored(_)
+    ));
+    // 3 + 3 + 6 bytes held: one more byte is over
+    assert!(s.mail_withdraw(to(&a, 1), 1).await.unwrap());
+    assert_eq!(
+        s.mail_append(to(&a, 1), capped("abcd")).await.unwrap(),
+        Appended::AppFull,
+        "bytes"
+    );
+    assert!(matches!(
+        other.mail_append(to(&a, 1), capped("abc")).await.unwrap(),
+        Appended::Stored(_)
+    ));
+    let ids = Poll::Ids {
+        clear: &["i".to_string()],
+        max: 10,
+    };
+    s.mail_poll(to(&a, 2), ids).await.unwrap();
+    assert!(matches!(
+        s.mail_append(to(&a, 2), capped("abc")).await.unwrap(),
+        Appended::Stored(_)
+    ));
+
+    // the sender's allowance: mail for offline recipients only, per sender
+    let online = Conn::new();
+    let open = Opening {
+        user: to(&b, 0),
+        conn: &online.h,
+        welcome: "w".to_string().into(),
+    };
+    s.session_open(open).await.unwrap();
+    let from = |sender, busy| MailItem {
+        quota: MailQuota {
+            sender: Some(sender),
+            offline_per_sender: 2,
+            window: Duration::from_secs(3600),
+            busy,
+            ..MailQuota::default()
+        },
+        ..item("j", "x", &p)
+    };
+    for store in [&s, &other] {
+        let r = store.mail_append(to(&b, 1), from(&sam, false)).await;
+        assert!(matches!(r.unwrap(), Appended::Stored(_)));
+    }
+    let dedup = Dedup {
+        from: &sam,
+        id: "d1",
+        window: Duration::from_secs(60),
+    };
+    let resend = MailItem {
+        dedup: Some(dedup),
+        ..from(&sam, false)
+    };
+    assert_eq!(
+        other.mail_append(to(&b, 2), resend).await.unwrap(),
+        Appended::SenderLimited
+    );
+    for _ in 0..3 {
+        let r = s.mail_append(to(&b, 0), from(&sam, false)).await;
+        assert!(
+            matches!(r.unwrap(), Appended::Stored(_)),
+            "online recipient"
+        );
+    }
+    let r = s.mail_append(to(&b, 2), from(&tom, false)).await;
+    assert!(matches!(r.unwrap(), Appended::Stored(_)), "another sender");
+    // busy: what would wait is refused, what is delivered is not
+    assert_eq!(
+        s.mail_append(to(&b, 3), from(&tom, true)).await.unwrap(),
+        Appended::Busy
+    );
+    let r = other.mail_append(to(&b, 0), from(&tom, true)).await;
+    assert!(matches!(r.unwrap(), Appended::Stored(_)));
+    // a refused resend was not taken for a duplicate
+    let later = MailItem {
+        dedup: Some(dedup),
+        ..item("k", "x", &p)
+    };
+    assert!(matches!(
+        s.mail_append(to(&b, 2), later).await.unwrap(),
+        Appended::Stored(_)
+    ));
 }
 
 async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
@@ -1052,6 +1182,7 @@ macro_rules! suite {
             racing_logins_on_one_node_leave_the_winner_reachable,
             user_attributes_and_a_racing_maximum,
             mailboxes_number_push_acknowledge_and_bound,
+            mail_quotas_per_app_and_per_sender,
             channels_sequence_events_for_members,
             settings_gate_events_and_rates,
             empty_channels_keep_state_only_for_attributes,

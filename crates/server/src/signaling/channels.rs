@@ -252,6 +252,8 @@ impl<S: Store> Signaling<S> {
         }
         let setting = builtin_setting(name, value, l)?;
         self.member_for(s, &ch, name).await?;
+        self.room_to_store()?;
+        self.spend(s)?;
         let op = AttrOp::Set(AttrSet {
             name,
             value,
@@ -292,6 +294,7 @@ impl<S: Store> Signaling<S> {
             return Err(ErrorKind::ReadOnlyAttr);
         }
         self.member_for(s, &ch, name).await?;
+        self.spend(s)?;
         let defaults = ChannelSettings::defaults(self.limits());
         let setting = default_setting(name, &defaults);
         let op = AttrOp::Del { name, setting };
@@ -318,6 +321,7 @@ impl<S: Store> Signaling<S> {
                 }
             }
         }
+        self.spend(s)?;
         let op = AttrOp::Clear { defaults };
         self.change_attrs(&s.app, &ch, &s.account, op, ("", "", attr_change::CLEAR))
             .await?;

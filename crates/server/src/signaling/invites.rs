@@ -91,7 +91,11 @@ impl<S: Store> Signaling<S> {
             step,
             require_live: true,
             to: &peer,
-            mail: letter.item(dedup, l.mailbox_max_messages),
+            mail: letter.item(
+                dedup,
+                l.mailbox_max_messages,
+                self.user_mail_quota(&s.account),
+            ),
         };
         let relayed = self.store.invite_relay(relay).await?;
         if !relayed.live {
@@ -150,7 +154,11 @@ impl<S: Store> Signaling<S> {
             key: &key,
             extra: &extra_text,
             generation,
-            mail: letter.item(dedup, l.mailbox_max_messages),
+            mail: letter.item(
+                dedup,
+                l.mailbox_max_messages,
+                self.user_mail_quota(&s.account),
+            ),
             timers: &timers,
         };
         appended(self.store.invite_open(open).await?)
@@ -170,7 +178,11 @@ impl<S: Store> Signaling<S> {
             ttl,
             &body,
         );
-        let item = letter.item(None, self.limits().mailbox_max_messages);
+        let item = letter.item(
+            None,
+            self.limits().mailbox_max_messages,
+            self.system_mail_quota(),
+        );
         self.store
             .mail_append(user(&key.app, &key.caller), item)
             .await?;
@@ -247,7 +259,11 @@ impl<S: Store> Signaling<S> {
                 ttl,
                 &body,
             );
-            let item = letter.item(None, self.limits().mailbox_max_messages);
+            let item = letter.item(
+                None,
+                self.limits().mailbox_max_messages,
+                self.system_mail_quota(),
+            );
             store.mail_append(callee, item).await?;
         }
         self.invite_failed(key, &invite.extra, code).await

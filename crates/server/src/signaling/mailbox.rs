@@ -10,7 +10,7 @@ use opensig_protocol::names::{attr, msgtype};
 use opensig_protocol::{msg, ErrorKind, Limits};
 
 use super::{user, RResult, Session, Signaling};
-use crate::store::{Appended, Dedup, MailItem, Poll, Store, UserAttrSet};
+use crate::store::{Appended, Dedup, MailItem, MailQuota, Poll, Store, UserAttrSet};
 
 /// A mailbox message, ready to store: its id, its msg-v3 text and the push frame.
 pub(super) struct Letter {
@@ -22,7 +22,12 @@ pub(super) struct Letter {
 
 impl Letter {
     /// As the store takes it, for a mailbox of at most `max` messages.
-    pub(super) fn item<'a>(&'a self, dedup: Option<Dedup<'a>>, max: usize) -> MailItem<'a> {
+    pub(super) fn item<'a>(
+        &'a self,
+        dedup: Option<Dedup<'a>>,
+        max: usize,
+        quota: MailQuota<'a>,
+    ) -> MailItem<'a> {
         MailItem {
             id: &self.id,
             text: &self.text,
@@ -30,6 +35,7 @@ impl Letter {
             ttl: self.ttl,
             dedup,
             max,
+            quota,
         }
     }
 }
@@ -39,10 +45,37 @@ pub(super) fn appended(a: Appended) -> RResult<Reply> {
     match a {
         Appended::Stored(_) | Appended::Duplicate => Ok(Reply::Done),
         Appended::Full => Err(ErrorKind::MailboxFull),
+        Appended::AppFull => Err(ErrorKind::AppQuota),
+        Appended::SenderLimited => Err(ErrorKind::RateLimited),
+        Appended::Busy => Err(ErrorKind::ServerBusy),
     }
 }
 
 impl<S: Store> Signaling<S> {
+    /// The bounds on a message a user sends: the app's quota, the sender's allowance for
+    /// offline recipients, and the server's memory.
+    pub(super) fn user_mail_quota<'a>(&self, sender: &'a Account) -> MailQuota<'a> {
+        let l = self.limits();
+        MailQuota {
+            sender: Some(sender),
+            offline_per_sender: l.offline_mail_per_sender_per_hour,
+            window: Duration::from_secs(3600),
+            busy: self.short_of_memory(),
+            ..self.system_mail_quota()
+        }
+    }
+
+    /// The bounds on mail the server writes itself (an invitation's failure, a call ended for
+    /// a party): the app's quota only.
+    pub(super) fn system_mail_quota(&self) -> MailQuota<'static> {
+        let l = self.limits();
+        MailQuota {
+            app_messages: l.app_mail_max_messages,
+            app_bytes: l.app_mail_max_bytes,
+            ..MailQuota::default()
+        }
+    }
+
     /// A message from `from` to `to`: `msg-v3 <id> <from> 0 <to> <kind> <flag> <content>`.
     pub(super) fn letter(
         &self,
@@ -93,7 +126,8 @@ impl<S: Store> Signaling<S> {
             content,
         );
         let dedup = self.dedup(&s.account, message_id);
-        let item = letter.item(dedup, l.mailbox_max_messages);
+        let quota = self.user_mail_quota(&s.account);
+        let item = letter.item(dedup, l.mailbox_max_messages, quota);
         let r = self.store.mail_append(user(&s.app, &peer), item).await?;
         appended(r)
     }
@@ -166,6 +200,9 @@ impl<S: Store> Signaling<S> {
             idle = Some(Duration::from_secs(clamped));
         }
         let value = (!stored.is_empty()).then_some(stored.as_str());
+        if value.is_some() {
+            self.room_to_store()?;
+        }
         self.spend(s)?;
         let set = UserAttrSet {
             name,

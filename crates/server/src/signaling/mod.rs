@@ -133,6 +133,20 @@ impl<S: Store> Signaling<S> {
         &self.config.limits
     }
 
+    /// Past `memory_max_bytes`: new stored state is refused.
+    fn short_of_memory(&self) -> bool {
+        self.config.short_of_memory()
+    }
+
+    /// `server_busy` when the server has no memory for new stored state.
+    fn room_to_store(&self) -> RResult<()> {
+        if self.short_of_memory() {
+            Err(ErrorKind::ServerBusy)
+        } else {
+            Ok(())
+        }
+    }
+
     /// A msg-v3 id unique in the cluster.
     fn next_msg_id(&self) -> String {
         let n = self.id_seq.fetch_add(1, Ordering::Relaxed);

@@ -7,10 +7,11 @@
 //! code holds two channel locks at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use dashmap::mapref::one::RefMut;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -22,8 +23,8 @@ use opensig_protocol::Limits;
 use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, Chan, ChannelSettings, Dedup, Event, Footprint,
     InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining,
-    Leaving, MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting,
-    Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    Leaving, MailItem, MailPage, MailQuota, Opening, Poll, Publish, Published, Relayed, SResult,
+    Setting, Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
@@ -44,18 +45,66 @@ struct Stored {
     expires: Instant,
 }
 
+/// What all mailboxes of one app hold together (messages and their text bytes).
 #[derive(Debug, Default)]
+struct AppMail {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl AppMail {
+    /// Whether one more message of `len` bytes stays within the quota.
+    fn has_room(&self, len: usize, quota: &MailQuota<'_>) -> bool {
+        let within = |now: usize, add: usize, max: usize| max == 0 || now + add <= max;
+        within(self.messages.load(Ordering::Relaxed), 1, quota.app_messages)
+            && within(self.bytes.load(Ordering::Relaxed), len, quota.app_bytes)
+    }
+}
+
+#[derive(Debug)]
 struct Mailbox {
     last: u64,
     cleared: u64,
+    /// Only changed through `push` and `retain`, which keep `app` up to date.
     msgs: VecDeque<Stored>,
     touched: Option<Instant>,
+    app: Arc<AppMail>,
 }
 
 impl Mailbox {
+    fn new(app: Arc<AppMail>) -> Mailbox {
+        Mailbox {
+            last: 0,
+            cleared: 0,
+            msgs: VecDeque::new(),
+            touched: None,
+            app,
+        }
+    }
+
+    fn push(&mut self, m: Stored) {
+        self.app.messages.fetch_add(1, Ordering::Relaxed);
+        self.app.bytes.fetch_add(m.text.len(), Ordering::Relaxed);
+        self.msgs.push_back(m);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Stored) -> bool) {
+        let (mut n, mut bytes) = (0, 0);
+        self.msgs.retain(|m| {
+            let k = keep(m);
+            if !k {
+                n += 1;
+                bytes += m.text.len();
+            }
+            k
+        });
+        self.app.messages.fetch_sub(n, Ordering::Relaxed);
+        self.app.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     fn purge(&mut self, now: Instant) {
         let cleared = self.cleared;
-        self.msgs.retain(|m| m.version > cleared && m.expires > now);
+        self.retain(|m| m.version > cleared && m.expires > now);
     }
 
     fn page(&self, max: usize) -> MailPage {
@@ -211,6 +260,10 @@ struct Inner {
     defaults: ChannelSettings,
     sessions: DashMap<String, ConnHandle>,
     mailboxes: DashMap<String, Mailbox>,
+    /// Per app: what its mailboxes hold.
+    app_mail: DashMap<String, Arc<AppMail>>,
+    /// Per sender: messages left for offline recipients in the current window.
+    offline_sent: DashMap<String, Window>,
     user_attrs: DashMap<String, BTreeMap<String, String>>,
     channels: DashMap<String, Arc<Mutex<Channel>>>,
     invites: DashMap<InviteKey, InviteRecord>,
@@ -234,6 +287,8 @@ impl Memory {
             defaults: ChannelSettings::defaults(limits),
             sessions: DashMap::new(),
             mailboxes: DashMap::new(),
+            app_mail: DashMap::new(),
+            offline_sent: DashMap::new(),
             user_attrs: DashMap::new(),
             channels: DashMap::new(),
             invites: DashMap::new(),
@@ -260,6 +315,10 @@ async fn sweeper(inner: Weak<Inner>, dedup_window_secs: u64) {
             let idle_long = mb.touched.is_none_or(|t| now.duration_since(t) > idle);
             !(mb.msgs.is_empty() && idle_long && !inner.sessions.contains_key(k))
         });
+        inner.offline_sent.retain(|_, w| now < w.ends);
+        inner
+            .app_mail
+            .retain(|_, a| Arc::strong_count(a) > 1 || a.messages.load(Ordering::Relaxed) > 0);
         let window = Duration::from_secs(dedup_window_secs);
         inner.seen.retain(|_, s| {
             s.order
@@ -269,7 +328,43 @@ async fn sweeper(inner: Weak<Inner>, dedup_window_secs: u64) {
     }
 }
 
+/// A fixed window's count.
+#[derive(Debug)]
+struct Window {
+    ends: Instant,
+    n: u32,
+}
+
 impl Inner {
+    fn mailbox(&self, app: &str, account: &str) -> RefMut<'_, String, Mailbox> {
+        self.mailboxes
+            .entry(key(app, account))
+            .or_insert_with(|| Mailbox::new(self.app_mail.entry(app.into()).or_default().clone()))
+    }
+
+    /// Count a message for an offline recipient against its sender's window; false when the
+    /// window's allowance is used up.
+    fn offline_allowance(&self, app: &str, quota: &MailQuota<'_>, now: Instant) -> bool {
+        let Some(sender) = quota.sender.filter(|_| quota.offline_per_sender > 0) else {
+            return true;
+        };
+        let mut w = self.offline_sent.entry(key(app, sender)).or_insert(Window {
+            ends: now + quota.window,
+            n: 0,
+        });
+        if now >= w.ends {
+            *w = Window {
+                ends: now + quota.window,
+                n: 0,
+            };
+        }
+        if w.n >= quota.offline_per_sender {
+            return false;
+        }
+        w.n += 1;
+        true
+    }
+
     fn channel(&self, app: &str, name: &str) -> Arc<Mutex<Channel>> {
         self.channels
             .entry(key(app, name))
@@ -304,19 +399,33 @@ impl Inner {
         }
         let k = key(app, to);
         let now = Instant::now();
-        let mut mb = self.mailboxes.entry(k.clone()).or_default();
+        let mut mb = self.mailbox(app, to);
         if mb.msgs.len() >= max {
             mb.purge(now);
         }
-        if mb.msgs.len() >= max || mb.last >= MAX_SAFE_INTEGER {
+        let quota = &item.quota;
+        let refused = if mb.msgs.len() >= max || mb.last >= MAX_SAFE_INTEGER {
+            Some(Appended::Full)
+        } else if !mb.app.has_room(item.text.len(), quota) {
+            Some(Appended::AppFull)
+        } else if self.sessions.contains_key(&k) {
+            None
+        } else if quota.busy {
+            Some(Appended::Busy)
+        } else if !self.offline_allowance(app, quota, now) {
+            Some(Appended::SenderLimited)
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
             drop(mb);
             self.forget(app, item.dedup);
-            return Appended::Full;
+            return refused;
         }
         mb.last += 1;
         let version = mb.last;
         mb.touched = Some(now);
-        mb.msgs.push_back(Stored {
+        mb.push(Stored {
             version,
             text: item.text.into(),
             id: item.id.into(),
@@ -458,11 +567,7 @@ impl Store for Memory {
 
     async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
         let now = Instant::now();
-        let mut mb = self
-            .inner
-            .mailboxes
-            .entry(key(user.app, user.account))
-            .or_default();
+        let mut mb = self.inner.mailbox(user.app, user.account);
         mb.touched = Some(now);
         match poll {
             Poll::Versions { ver_clear, max } => {
@@ -473,7 +578,7 @@ impl Store for Memory {
             }
             Poll::Ids { clear, max } => {
                 let clear: HashSet<&str> = clear.iter().map(String::as_str).collect();
-                mb.msgs.retain(|m| !clear.contains(m.id.as_str()));
+                mb.retain(|m| !clear.contains(m.id.as_str()));
                 mb.purge(now);
                 let page = mb.page(max);
                 // returned messages count as delivered (mode-1 clients never acknowledge)
@@ -494,7 +599,7 @@ impl Store for Memory {
             return Ok(false);
         };
         let before = mb.msgs.len();
-        mb.msgs.retain(|m| m.version != version);
+        mb.retain(|m| m.version != version);
         Ok(before != mb.msgs.len())
     }
 

@@ -92,6 +92,28 @@ pub struct MailItem<'a> {
     pub dedup: Option<Dedup<'a>>,
     /// The most messages the mailbox may hold.
     pub max: usize,
+    /// What else bounds it.
+    pub quota: MailQuota<'a>,
+}
+
+/// Bounds on mail beyond one mailbox's: what one app's mailboxes hold together, what one
+/// sender leaves for offline recipients per window, and whether the server has memory for
+/// more. A store keeps the app's totals (unacknowledged, unexpired messages and their text
+/// bytes) whatever the quota says; 0 means no cap.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MailQuota<'a> {
+    /// Messages in all mailboxes of the app.
+    pub app_messages: usize,
+    /// Text bytes in all mailboxes of the app.
+    pub app_bytes: usize,
+    /// The sender whose window counts this message when the recipient is offline.
+    pub sender: Option<&'a Account>,
+    /// Messages per window a sender may leave for offline recipients.
+    pub offline_per_sender: u32,
+    /// The sender's window.
+    pub window: Duration,
+    /// The server is short of memory: refuse the message when the recipient is offline.
+    pub busy: bool,
 }
 
 /// The outcome of storing mail.
@@ -103,6 +125,12 @@ pub enum Appended {
     Duplicate,
     /// The mailbox holds its maximum already (after dropping expired messages).
     Full,
+    /// The app's mailboxes hold their quota already.
+    AppFull,
+    /// The recipient is offline and the sender has used its window's allowance.
+    SenderLimited,
+    /// The recipient is offline and the server is short of memory.
+    Busy,
 }
 
 /// A page of a mailbox.

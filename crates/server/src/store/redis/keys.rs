@@ -22,6 +22,18 @@ pub(super) struct MailboxKeys {
     pub messages: String,
     /// `last` and `cleared` versions.
     pub meta: String,
+    /// The app's ledger of stored mail: a sorted set, score = expiry ms, member =
+    /// `"<version> <text bytes> <account>"`.
+    pub ledger: String,
+    /// The total text bytes of the app's ledger.
+    pub ledger_bytes: String,
+}
+
+impl MailboxKeys {
+    /// The keys a mail script takes first, in its order (mail.lua's `box_at`).
+    pub fn all(&self) -> [&str; 4] {
+        [&self.messages, &self.meta, &self.ledger, &self.ledger_bytes]
+    }
 }
 
 /// A channel's keys (script order: members … changed).
@@ -147,7 +159,14 @@ impl Keys {
         MailboxKeys {
             messages: self.k("mb", &[app, account]),
             meta: self.k("mbm", &[app, account]),
+            ledger: self.k("ml", &[app]),
+            ledger_bytes: self.k("mlb", &[app]),
         }
+    }
+
+    /// How many messages a sender left for offline recipients in the current window.
+    pub fn offline_sent(&self, app: &str, sender: &str) -> String {
+        self.k("mo", &[app, sender])
     }
 
     /// "Seen" marker of a client message id.

@@ -69,6 +69,7 @@ struct Scripts {
     mail_append: Script,
     mail_poll: Script,
     mail_poll_ids: Script,
+    mail_withdraw: Script,
     join: Script,
     leave: Script,
     publish: Script,
@@ -85,8 +86,9 @@ impl Scripts {
             session: script(&[include_str!("lua/session.lua")]),
             user_attr: script(&[include_str!("lua/user_attr.lua")]),
             mail_append: script(&[CLOCK, MAIL, include_str!("lua/mail_append.lua")]),
-            mail_poll: script(&[CLOCK, include_str!("lua/mail_poll.lua")]),
-            mail_poll_ids: script(&[CLOCK, include_str!("lua/mail_poll_ids.lua")]),
+            mail_poll: script(&[CLOCK, MAIL, include_str!("lua/mail_poll.lua")]),
+            mail_poll_ids: script(&[CLOCK, MAIL, include_str!("lua/mail_poll_ids.lua")]),
+            mail_withdraw: script(&[CLOCK, MAIL, include_str!("lua/mail_withdraw.lua")]),
             join: channel(include_str!("lua/join.lua")),
             leave: channel(include_str!("lua/leave.lua")),
             publish: channel(include_str!("lua/publish.lua")),
@@ -218,6 +220,9 @@ fn appended(status: i64, version: i64) -> Appended {
     match status {
         0 => Appended::Stored(version.max(0) as u64),
         1 => Appended::Duplicate,
+        3 => Appended::AppFull,
+        4 => Appended::SenderLimited,
+        5 => Appended::Busy,
         _ => Appended::Full,
     }
 }
@@ -481,13 +486,29 @@ impl Inner {
 
     /// The keys and arguments of `append_mail` (mail.lua) on `inv`: keys 1–4, then its eight
     /// arguments.
+    /// A mailbox's keys and arguments, as mail.lua's `box_at` reads them.
+    fn box_call(&self, inv: &mut ScriptInvocation<'_>, app: &str, account: &str) {
+        let mb = self.keys.mailbox(app, account);
+        for k in mb.all() {
+            inv.key(k);
+        }
+        inv.arg(account);
+    }
+
+    /// A message's keys and arguments, as mail.lua's `mail_at` reads them.
     fn mail_call(&self, inv: &mut ScriptInvocation<'_>, app: &str, to: &str, m: &MailItem<'_>) {
-        let mb = self.keys.mailbox(app, to);
+        self.box_call(inv, app, to);
         let dedup = m
             .dedup
             .map(|d| self.keys.dedup(app, d.from, d.id))
             .unwrap_or_default();
         let window = m.dedup.map_or(0, |d| d.window.as_millis() as u64);
+        let q = &m.quota;
+        let sender = q
+            .sender
+            .filter(|_| q.offline_per_sender > 0)
+            .map(|s| self.keys.offline_sent(app, s))
+            .unwrap_or_default();
         let (before, after) = NodeMsg::Push {
             app: app.into(),
             account: to.into(),
@@ -495,10 +516,9 @@ impl Inner {
             frame: m.push.clone(),
         }
         .encode_open();
-        inv.key(mb.messages)
-            .key(mb.meta)
-            .key(self.keys.session(app, to, &self.cfg.node_id).session)
+        inv.key(self.keys.session(app, to, &self.cfg.node_id).session)
             .key(dedup)
+            .key(sender)
             .arg(window.max(1))
             .arg(m.ttl.as_millis() as u64)
             .arg(m.max)
@@ -506,7 +526,12 @@ impl Inner {
             .arg(m.text)
             .arg(self.keys.topic_prefix())
             .arg(before)
-            .arg(after);
+            .arg(after)
+            .arg(q.app_messages)
+            .arg(q.app_bytes)
+            .arg(q.offline_per_sender)
+            .arg(q.window.as_millis().max(1) as u64)
+            .arg(if q.busy { "1" } else { "0" });
     }
 
     /// Apply a message of this node's topic.
@@ -741,23 +766,23 @@ impl Store for Redis {
     async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
         let inner = &self.inner;
         inner.check()?;
-        let mb = inner.keys.mailbox(user.app, user.account);
-        let mut inv = match poll {
+        let script = match poll {
+            Poll::Versions { .. } => &inner.scripts.mail_poll,
+            Poll::Ids { .. } => &inner.scripts.mail_poll_ids,
+        };
+        let mut inv = script.prepare_invoke();
+        inner.box_call(&mut inv, user.app, user.account);
+        match poll {
             Poll::Versions { ver_clear, max } => {
-                let mut inv = inner.scripts.mail_poll.prepare_invoke();
                 inv.arg(ver_clear).arg(max);
-                inv
             }
             Poll::Ids { clear, max } => {
-                let mut inv = inner.scripts.mail_poll_ids.prepare_invoke();
                 inv.arg(max);
                 for id in clear {
                     inv.arg(id);
                 }
-                inv
             }
-        };
-        inv.key(mb.messages).key(mb.meta);
+        }
         let r: RValue = inner.run(&inv).await?;
         Ok(page(r))
     }
@@ -765,9 +790,10 @@ impl Store for Redis {
     async fn mail_withdraw(&self, user: User<'_>, version: u64) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let mb = inner.keys.mailbox(user.app, user.account);
-        let mut c = inner.conn();
-        let n: i64 = timed(c.zrembyscore(mb.messages, version, version)).await?;
+        let mut inv = inner.scripts.mail_withdraw.prepare_invoke();
+        inner.box_call(&mut inv, user.app, user.account);
+        inv.arg(version);
+        let n: i64 = inner.run(&inv).await?;
         Ok(n > 0)
     }
 

@@ -1,36 +1,111 @@
--- Prepended to the scripts that store mail. A mailbox is a sorted set (score = version,
--- member = "<expiry ms> <id> <text>") and a meta hash (last, cleared).
+-- Prepended to the scripts that store or drop mail. A mailbox is a sorted set (score =
+-- version, member = "<expiry ms> <id> <text>") and a meta hash (last, cleared). An app's
+-- ledger counts what all its mailboxes hold: a sorted set (score = expiry ms, member =
+-- "<version> <text bytes> <account>") and the total of its text bytes. A message leaves the
+-- ledger when it leaves its mailbox, or once it has expired (its mailbox lets it go by itself).
 
--- Store a message unless it is a resend (dedup key set within its window) or the mailbox is
--- full after dropping expired messages; push it to the recipient's node (session value
--- "node conn") as push_before .. version .. push_after. Returns {0, version} stored,
--- {1, 0} duplicate, {2, 0} full.
-local function append_mail(mb, meta, session, dedup, dedup_ms, ttl_ms, max, id, text,
-                           topic_prefix, push_before, push_after)
-  local now = now_ms()
-  if dedup ~= '' then
-    if not redis.call('SET', dedup, '1', 'NX', 'PX', dedup_ms) then return {1, 0} end
-  end
-  if redis.call('ZCARD', mb) >= max then
-    for _, m in ipairs(redis.call('ZRANGE', mb, 0, -1)) do
-      local exp = tonumber(string.match(m, '^(%d+) '))
-      if exp and exp <= now then redis.call('ZREM', mb, m) end
+-- A mailbox as a script gets it: KEYS[k ..] mailbox, meta, ledger, ledger bytes;
+-- ARGV[a] the account.
+local BOX_KEYS, BOX_ARGS = 4, 1
+local function box_at(k, a)
+  return {mb = KEYS[k], meta = KEYS[k + 1], ledger = KEYS[k + 2], bytes = KEYS[k + 3],
+    account = ARGV[a]}
+end
+
+-- A message to store, as a script gets it: the box, then KEYS recipient's session, dedup key
+-- ('' = none), sender's offline window ('' = not counted); ARGV dedup window ms, ttl ms, max
+-- messages, id, text, topic prefix, push before, push after, app's max messages, app's max
+-- bytes, sender's allowance per window, window ms, busy (1/0). 0 means no cap.
+local MAIL_KEYS, MAIL_ARGS = BOX_KEYS + 3, BOX_ARGS + 13
+local function mail_at(k, a)
+  local t = box_at(k, a)
+  k, a = k + BOX_KEYS, a + BOX_ARGS
+  t.session, t.dedup, t.window = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  t.dedup_ms, t.ttl_ms, t.max = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  t.id, t.text, t.topic = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  t.before, t.after = ARGV[a + 6], ARGV[a + 7]
+  t.app_msgs, t.app_bytes = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
+  t.allowance, t.window_ms, t.busy = tonumber(ARGV[a + 10]), ARGV[a + 11], ARGV[a + 12] == '1'
+  return t
+end
+
+local function int(v) return string.format('%d', tonumber(v)) end
+local function text_of(m) return string.match(m, '^%d+ %S+ (.*)$') or '' end
+
+-- Drop mailbox member m of version v, and its ledger entry.
+local function drop_mail(box, m, v)
+  if redis.call('ZREM', box.mb, m) == 1 then
+    local size = #text_of(m)
+    if redis.call('ZREM', box.ledger, int(v) .. ' ' .. size .. ' ' .. box.account) == 1 then
+      redis.call('DECRBY', box.bytes, size)
     end
   end
-  local last = tonumber(redis.call('HGET', meta, 'last') or '0')
-  if redis.call('ZCARD', mb) >= max or last >= 9007199254740991 then
-    if dedup ~= '' then redis.call('DEL', dedup) end
-    return {2, 0}
+end
+
+-- Drop every message of versions up to v.
+local function drop_mail_upto(box, v)
+  local items = redis.call('ZRANGEBYSCORE', box.mb, '-inf', v, 'WITHSCORES')
+  for i = 1, #items, 2 do drop_mail(box, items[i], items[i + 1]) end
+end
+
+-- Forget up to n ledger entries that have expired.
+local function ledger_prune(box, now, n)
+  for _, e in ipairs(redis.call('ZRANGEBYSCORE', box.ledger, '-inf', now, 'LIMIT', 0, n)) do
+    redis.call('ZREM', box.ledger, e)
+    redis.call('DECRBY', box.bytes, tonumber(string.match(e, '^%S+ (%d+) ')))
+  end
+end
+
+-- Store a message unless it is a resend (dedup key set within its window), the mailbox is
+-- full after dropping expired messages, the app's ledger is at its quota, or the recipient
+-- is offline and the server is busy or the sender's allowance for the window is used up.
+-- Push it to the recipient's node (session value "node conn") as before .. version .. after.
+-- Returns {0, version} stored, {1, 0} duplicate, {2, 0} full, {3, 0} app's quota,
+-- {4, 0} sender's allowance, {5, 0} busy.
+local function append_mail(t)
+  local now = now_ms()
+  if t.dedup ~= '' then
+    if not redis.call('SET', t.dedup, '1', 'NX', 'PX', t.dedup_ms) then return {1, 0} end
+  end
+  local function refuse(status)
+    if t.dedup ~= '' then redis.call('DEL', t.dedup) end
+    return {status, 0}
+  end
+  if redis.call('ZCARD', t.mb) >= t.max then
+    local items = redis.call('ZRANGE', t.mb, 0, -1, 'WITHSCORES')
+    for i = 1, #items, 2 do
+      local exp = tonumber(string.match(items[i], '^(%d+) '))
+      if exp and exp <= now then drop_mail(t, items[i], items[i + 1]) end
+    end
+  end
+  local last = tonumber(redis.call('HGET', t.meta, 'last') or '0')
+  if redis.call('ZCARD', t.mb) >= t.max or last >= 9007199254740991 then return refuse(2) end
+  ledger_prune(t, now, 256)
+  if t.app_msgs > 0 and redis.call('ZCARD', t.ledger) >= t.app_msgs then return refuse(3) end
+  local held = tonumber(redis.call('GET', t.bytes) or '0')
+  if t.app_bytes > 0 and held + #t.text > t.app_bytes then return refuse(3) end
+  local s = redis.call('GET', t.session)
+  if not s then
+    if t.busy then return refuse(5) end
+    if t.window ~= '' and t.allowance > 0 then
+      if tonumber(redis.call('GET', t.window) or '0') >= t.allowance then return refuse(4) end
+      if redis.call('INCR', t.window) == 1 then redis.call('PEXPIRE', t.window, t.window_ms) end
+    end
   end
   last = last + 1
-  redis.call('HSET', meta, 'last', last)
-  redis.call('PEXPIRE', meta, 604800000)
-  redis.call('ZADD', mb, last, (now + ttl_ms) .. ' ' .. id .. ' ' .. text)
-  if redis.call('PTTL', mb) < ttl_ms then redis.call('PEXPIRE', mb, ttl_ms) end
-  local s = redis.call('GET', session)
+  local expiry = now + t.ttl_ms
+  redis.call('HSET', t.meta, 'last', last)
+  redis.call('PEXPIRE', t.meta, 604800000)
+  redis.call('ZADD', t.mb, last, expiry .. ' ' .. t.id .. ' ' .. t.text)
+  if redis.call('PTTL', t.mb) < t.ttl_ms then redis.call('PEXPIRE', t.mb, t.ttl_ms) end
+  redis.call('ZADD', t.ledger, expiry, int(last) .. ' ' .. #t.text .. ' ' .. t.account)
+  redis.call('INCRBY', t.bytes, #t.text)
+  for _, key in ipairs({t.ledger, t.bytes}) do
+    if redis.call('PTTL', key) < t.ttl_ms then redis.call('PEXPIRE', key, t.ttl_ms) end
+  end
   if s then
     local node = string.match(s, '^(%S+) ')
-    if node then redis.call('PUBLISH', topic_prefix .. node, push_before .. last .. push_after) end
+    if node then redis.call('PUBLISH', t.topic .. node, t.before .. last .. t.after) end
   end
   return {0, last}
 end
