@@ -89,6 +89,12 @@ pub struct Limits {
     pub channels_per_session: usize,
     /// Attributes per channel and per user.
     pub attrs_max: usize,
+    /// Channels with attributes in one app (members or not, kept up to their `_channel_ttl`;
+    /// 0: no cap). An attribute for one more channel gets `app_quota_exceeded`.
+    pub app_channels_with_attrs_max: usize,
+    /// Bytes of channel attribute names and values in one app (0: no cap). A change that
+    /// would add bytes beyond it gets `app_quota_exceeded`.
+    pub app_channel_attr_max_bytes: usize,
     /// Seconds an account's attributes are kept after its last session ended; then they are
     /// deleted (a new session within that time keeps them).
     pub user_attrs_keep_secs: u64,
@@ -158,6 +164,8 @@ impl Default for Limits {
             memory_max_bytes: 0,
             channels_per_session: 256,
             attrs_max: 1024,
+            app_channels_with_attrs_max: 100_000,
+            app_channel_attr_max_bytes: 256 << 20,
             user_attrs_keep_secs: 7 * 24 * 3600,
             outbound_queue: 4096,
             dedup_window_secs: 300,

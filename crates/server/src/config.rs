@@ -177,6 +177,23 @@ impl ServerConfig {
     }
 }
 
+/// The memory this process may use on this machine, in bytes: the smaller of the physical
+/// memory (`/proc/meminfo`) and the control group's limit (`memory.max`), when known (Linux).
+pub fn machine_memory() -> Option<u64> {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let group = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (physical, group) {
+        (Some(p), Some(g)) => Some(p.min(g)),
+        (p, g) => p.or(g),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,22 +212,5 @@ mod tests {
         assert!(c.set_limit("nope=1").is_err());
         assert!(c.set_limit("user_messages_per_second=x").is_err());
         assert!(c.set_limit("user_messages_per_second").is_err());
-    }
-}
-
-/// The memory this process may use on this machine, in bytes: the smaller of the physical
-/// memory (`/proc/meminfo`) and the control group's limit (`memory.max`), when known (Linux).
-pub fn machine_memory() -> Option<u64> {
-    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    });
-    let group = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match (physical, group) {
-        (Some(p), Some(g)) => Some(p.min(g)),
-        (p, g) => p.or(g),
     }
 }

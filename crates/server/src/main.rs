@@ -149,7 +149,10 @@ async fn main() {
         }
     }
     config.memory_gauge = Some(std::sync::Arc::new(|| ALLOCATOR.allocated()));
-    let memory_given = s.limits.iter().any(|l| l.trim().starts_with("memory_max_bytes"));
+    let memory_given = s
+        .limits
+        .iter()
+        .any(|l| l.trim().starts_with("memory_max_bytes"));
     if !memory_given {
         if let Some(bytes) = opensig_server::config::machine_memory() {
             config.limits.memory_max_bytes = bytes / 4 * 3;

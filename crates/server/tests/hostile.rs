@@ -62,6 +62,14 @@ fn count_panics() {
 
 // ---------------------------------------------------------------- the environment
 
+/// The hostile server's mail bounds: messages per sender per hour for offline accounts, and
+/// messages stored per app.
+const OFFLINE_PER_SENDER: usize = 20;
+const APP_MAIL_MAX: usize = 600;
+/// Its channel-state bounds per app: channels with attributes, and their bytes.
+const ATTR_CHANNELS_MAX: usize = 40;
+const ATTR_BYTES_MAX: usize = 512 * 1024;
+
 struct Env {
     url: String,
     addr: SocketAddr,
@@ -91,6 +99,19 @@ fn zlib_bytes(b: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(b).unwrap();
     enc.finish().unwrap()
+}
+
+/// Call `name` once the user's message budget (spent by a flood) lets it through; the
+/// reply's error string.
+async fn call_within_budget(r: &mut Raw, name: &str, args: Value) -> String {
+    for id in 5000.. {
+        let err = r.call(name, id, args.clone()).await.0;
+        if err != e(ErrorKind::RateLimited) || id > 5000 + 200 {
+            return err;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unreachable!()
 }
 
 /// Send `frame` (a call2) and return the reply's error string.
@@ -442,6 +463,47 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                 assert_eq!(other.call("user_set_attr", 1, json!({"name": "k", "value": "v"})).await.0, "");
             }
         }
+        "offline mail to many accounts, from many senders" => |env| {
+            // each sender may leave OFFLINE_PER_SENDER messages an hour for offline accounts
+            // (rate_limited after that); all senders together fill the app's quota
+            // (app_quota_exceeded after that); messages to online accounts still go
+            static RUN: AtomicUsize = AtomicUsize::new(0);
+            let run = RUN.fetch_add(1, Ordering::SeqCst);
+            let recipients: Vec<String> = (0..OFFLINE_PER_SENDER).map(|i| format!("m27-r{run}-{i}")).collect();
+            let big = "x".repeat(8000);
+            let (mut accepted, mut senders) = (0, 0);
+            let mut full = false;
+            while !full {
+                assert!(senders <= APP_MAIL_MAX / OFFLINE_PER_SENDER + 1, "the app's quota never filled");
+                let name = format!("m27-s{run}-{senders}");
+                let mut r = env.raw(&name).await;
+                senders += 1;
+                let line = r.line.clone();
+                let err = err_of(&mut r, json!(["call2", ["user_sendmsg", 99, {"line": line, "peer": name, "content": "to myself", "t": "instant"}]])).await;
+                assert_eq!(err, "", "online recipients are not limited");
+                env.leaves_stored(1);
+                for (i, to) in recipients.iter().chain(["one-too-many".to_string()].iter()).enumerate() {
+                    let id = i as u64 + 1;
+                    let err = err_of(&mut r, json!(["call2", ["user_sendmsg", id, {"line": line, "peer": to, "content": big, "t": "instant"}]])).await;
+                    match err.as_str() {
+                        "" => accepted += 1,
+                        x if x == e(ErrorKind::AppQuota) => full = true,
+                        x => {
+                            assert_eq!(x, e(ErrorKind::RateLimited), "message {id}");
+                            assert_eq!(i, OFFLINE_PER_SENDER, "only the sender's allowance is limited");
+                        }
+                    }
+                }
+            }
+            assert!(accepted <= APP_MAIL_MAX, "{accepted} stored beyond the quota");
+            assert!(env.srv.shared.store().footprint().await.stored_messages <= APP_MAIL_MAX + 64);
+            // the recipients read their mail: the quota is free again
+            for to in &recipients {
+                let mut r = env.raw(to).await;
+                let (err, _) = r.call("user_getmsg", 1, json!({"ver_clear": u64::MAX >> 11, "max": 1})).await;
+                assert_eq!(err, "");
+            }
+        }
         "call messages without an invitation" => |env| {
             // replies, in-call messages and ends to 200 never-seen accounts: refused, nothing
             // stored for any of them (and they spend the sender's budget like any message)
@@ -501,6 +563,43 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             }
             assert!(limited >= 50, "only {limited} of 300 were limited (limit 200/s)");
         }
+        "attributes on channels nobody joined" => |env| {
+            // a non-member may set attributes (as in the original), but all channels of the
+            // app share a quota: channels with attributes, and their bytes
+            let mut r = env.raw("m28n").await;
+            let long_ttl = json!({"channel": "m28n-0", "name": "_channel_ttl", "value": "99999999999"});
+            assert_eq!(call_within_budget(&mut r, "channel_set_attr", long_ttl).await, "");
+            let mut channels = 1;
+            loop {
+                let set = json!({"channel": format!("m28n-{channels}"), "name": "k", "value": "v"});
+                match call_within_budget(&mut r, "channel_set_attr", set).await.as_str() {
+                    "" => channels += 1,
+                    err => {
+                        assert_eq!(err, e(ErrorKind::AppQuota));
+                        break;
+                    }
+                }
+                assert!(channels <= ATTR_CHANNELS_MAX, "{channels} channels with attributes");
+            }
+            let big = "v".repeat(8000);
+            let mut attrs = 0;
+            loop {
+                let set = json!({"channel": "m28n-0", "name": format!("a{attrs}"), "value": big});
+                match call_within_budget(&mut r, "channel_set_attr", set).await.as_str() {
+                    "" => attrs += 1,
+                    err => {
+                        assert_eq!(err, e(ErrorKind::AppQuota));
+                        break;
+                    }
+                }
+                assert!(attrs * 8000 <= ATTR_BYTES_MAX, "{attrs} attributes of 8000 bytes");
+            }
+            assert!(attrs > 0);
+            for i in 0..channels {
+                let clear = json!({"channel": format!("m28n-{i}")});
+                assert_eq!(call_within_budget(&mut r, "channel_clear_attr", clear).await, "");
+            }
+        }
         "attribute flood beyond the rate limit" => |env| {
             let mut r = env.raw("m28").await;
             assert_eq!(r.call("channel_join", 1, json!({"name": "attrs"})).await.0, "");
@@ -515,7 +614,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                 }
             }
             assert!(limited >= 50, "only {limited} of 200 were limited (limit 100/s)");
-            assert_eq!(r.call("channel_clear_attr", 1000, json!({"channel": "attrs"})).await.0, "");
+            assert_eq!(call_within_budget(&mut r, "channel_clear_attr", json!({"channel": "attrs"})).await, "");
         }
         "thousands of channels joined by one session" => |env| {
             let mut r = env.raw("m29").await;
@@ -814,6 +913,10 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
         c.limits.logins_per_ip_per_second = 100;
         c.limits.invite_offline_grace_secs = 1;
         c.limits.user_attrs_keep_secs = 1;
+        c.limits.offline_mail_per_sender_per_hour = OFFLINE_PER_SENDER as u32;
+        c.limits.app_mail_max_messages = APP_MAIL_MAX;
+        c.limits.app_channels_with_attrs_max = ATTR_CHANNELS_MAX;
+        c.limits.app_channel_attr_max_bytes = ATTR_BYTES_MAX;
     })
     .await;
     let env = Env {

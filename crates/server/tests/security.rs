@@ -275,18 +275,27 @@ async fn past_the_memory_cap_new_sessions_and_stored_state_are_refused() {
     used.store(1 << 30, Ordering::Relaxed);
 
     let mut r = Raw::connect(&url).await;
-    assert_eq!(r.login(APP, "cat", "").await[1][0], login_error::SERVER_BUSY);
+    assert_eq!(
+        r.login(APP, "cat", "").await[1][0],
+        login_error::SERVER_BUSY
+    );
     let (code, reason) = close::SERVER_BUSY;
     assert_eq!(r.close_frame().await, Some((code, reason.to_string())));
     let busy = Err("server_busy".to_string());
-    assert_eq!(ann.send("dan", "kept for later").await, busy, "offline mail");
+    assert_eq!(
+        ann.send("dan", "kept for later").await,
+        busy,
+        "offline mail"
+    );
     let set = json!({"name": "k", "value": "v"});
     assert_eq!(ann.invoke("user_set_attr", set).await, busy);
     let set = json!({"channel": "room", "name": "k", "value": "v"});
     assert_eq!(ann.invoke("channel_set_attr", set).await, busy);
     // delivered at once: still served
     assert!(ann.send("bob", "hello").await.is_ok());
-    let got = bob.expect(|e| matches!(e, Event::MessageInstant { .. })).await;
+    let got = bob
+        .expect(|e| matches!(e, Event::MessageInstant { .. }))
+        .await;
     assert!(format!("{got:?}").contains("hello"), "{got:?}");
     assert!(ann.channel_send("room", "still here").await.is_ok());
     let del = json!({"channel": "room", "name": "k"});

@@ -129,6 +129,7 @@ fn set_attr<'a>(name: &'a str, value: &'a str, max: usize) -> AttrOp<'a> {
         setting: None,
         rate_limited: false,
         max,
+        quota: AttrQuota::default(),
     })
 }
 
@@ -882,6 +883,121 @@ async fn empty_channels_keep_state_only_for_attributes<S: Harness>() {
     assert_eq!(s.footprint().await.channels, 1);
 }
 
+/// The attributes of all channels of an app share a quota (channels with attributes, and
+/// bytes of names and values), members or not, on every node; deleting, clearing, shrinking
+/// and the state's expiry free it; other apps are not affected.
+async fn channel_attributes_share_the_app_s_quota<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, b) = (app("quota"), app("other"));
+    let names = ["c0", "c1", "c2", "c3", "c4"].map(chan_name);
+    let at = |app, i: usize| Chan {
+        app,
+        channel: &names[i],
+    };
+    let u = tpl("u");
+    let quota = AttrQuota {
+        channels: 2,
+        bytes: 20,
+    };
+    let set = |name, value| AttrChange {
+        op: AttrOp::Set(AttrSet {
+            name,
+            value,
+            setting: None,
+            rate_limited: false,
+            max: 100,
+            quota,
+        }),
+        event: ev(&u),
+    };
+    let done = AttrOutcome::Done;
+    assert_eq!(
+        s.attr_change(at(&a, 0), set("a", "12345")).await.unwrap(),
+        done
+    );
+    assert_eq!(
+        other.attr_change(at(&a, 1), set("b", "1")).await.unwrap(),
+        done
+    );
+    assert_eq!(
+        s.attr_change(at(&a, 2), set("c", "1")).await.unwrap(),
+        AttrOutcome::AppFull,
+        "a third channel"
+    );
+    assert_eq!(s.settings(at(&a, 2)).await.unwrap(), None, "no state");
+    assert_eq!(s.attr_change(at(&b, 2), set("c", "1")).await.unwrap(), done);
+    // 6 + 2 bytes held: "a" grows by 8, then one more attribute is over
+    let longer = "1234567890123";
+    assert_eq!(
+        other
+            .attr_change(at(&a, 0), set("a", longer))
+            .await
+            .unwrap(),
+        done
+    );
+    assert_eq!(
+        s.attr_change(at(&a, 0), set("d", "12345")).await.unwrap(),
+        AttrOutcome::AppFull,
+        "bytes"
+    );
+    // shrinking is never refused, and frees bytes
+    assert_eq!(s.attr_change(at(&a, 0), set("a", "1")).await.unwrap(), done);
+    assert_eq!(
+        s.attr_change(at(&a, 0), set("d", "12345")).await.unwrap(),
+        done
+    );
+    // deleting the last attribute frees the channel
+    let del = AttrChange {
+        op: AttrOp::Del {
+            name: "b",
+            setting: None,
+        },
+        event: ev(&u),
+    };
+    assert_eq!(s.attr_change(at(&a, 1), del).await.unwrap(), done);
+    assert_eq!(
+        other.attr_change(at(&a, 2), set("c", "1")).await.unwrap(),
+        done
+    );
+    // clearing frees the channel and its bytes
+    let clear = AttrChange {
+        op: AttrOp::Clear {
+            defaults: ChannelSettings::defaults(&limits()),
+        },
+        event: ev(&u),
+    };
+    assert_eq!(other.attr_change(at(&a, 0), clear).await.unwrap(), done);
+    assert_eq!(s.attr_change(at(&a, 3), set("e", "1")).await.unwrap(), done);
+    // a channel whose state expires (its ttl after its last member) frees its place
+    let short = AttrChange {
+        op: AttrOp::Set(AttrSet {
+            setting: Some(Setting::Ttl(1)),
+            ..match set("f", "1").op {
+                AttrOp::Set(x) => x,
+                _ => unreachable!(),
+            }
+        }),
+        event: ev(&u),
+    };
+    assert_eq!(s.attr_change(at(&a, 3), short).await.unwrap(), done);
+    assert_eq!(
+        s.attr_change(at(&a, 4), set("g", "1")).await.unwrap(),
+        AttrOutcome::AppFull
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if s.attr_change(at(&a, 4), set("g", "1")).await.unwrap() == done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an expired channel still holds its place"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.settings(at(&a, 3)).await.unwrap(), None, "expired");
+}
+
 async fn racing_joins_leaves_and_attributes<S: Harness>() {
     let (s, other) = S::make().await;
     let (a, ch) = (app("app"), chan_name("busy"));
@@ -1186,6 +1302,7 @@ macro_rules! suite {
             channels_sequence_events_for_members,
             settings_gate_events_and_rates,
             empty_channels_keep_state_only_for_attributes,
+            channel_attributes_share_the_app_s_quota,
             racing_joins_leaves_and_attributes,
             invitations_live_step_and_end_once,
             accept_and_timeout_race_to_one_outcome,
@@ -1245,4 +1362,193 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
         .unwrap();
     let about: Vec<&String> = keys.iter().filter(|k| k.contains("passing")).collect();
     assert!(about.is_empty(), "left behind: {about:?}");
+}
+
+/// A redis-server of its own with a small `maxmemory` (stopped when dropped).
+struct SmallRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SmallRedis {
+    fn start(maxmemory: &str) -> SmallRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SmallRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Drop for SmallRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis only: past its `maxmemory`, every change that stores more is refused whole
+/// (`StoreError::Full`: nothing of it written, not even a resend marker), while reading,
+/// acknowledging, deleting and leaving still work, so clients can drain what is stored.
+#[tokio::test]
+async fn a_full_redis_refuses_changes_whole_and_still_drains() {
+    let small = SmallRedis::start("3mb");
+    let cfg = RedisConfig {
+        url: small.url.clone(),
+        prefix: "full:".into(),
+        node_id: "n1".into(),
+        public_url: "ws://n1/".into(),
+    };
+    let s = Redis::connect(cfg, &limits()).await.unwrap();
+    let (a, ann, bob, room) = (app("app"), acct("ann"), acct("bob"), chan_name("room"));
+    let to_ann = User {
+        app: &a,
+        account: &ann,
+    };
+    let p = tpl("m");
+    for i in 0..3 {
+        let id = format!("id{i}");
+        let r = s.mail_append(to_ann, item(&id, "kept", &p)).await.unwrap();
+        assert!(matches!(r, Appended::Stored(_)));
+    }
+    let c = Conn::new();
+    let at = Chan {
+        app: &a,
+        channel: &room,
+    };
+    s.join(at, joining(&bob, &c.h, None)).await.unwrap();
+    let upd = tpl("u");
+    let change = |op| AttrChange {
+        op,
+        event: ev(&upd),
+    };
+    let done = s.attr_change(at, change(set_attr("k", "v", 10))).await;
+    assert_eq!(done.unwrap(), AttrOutcome::Done);
+    let to_bob = User {
+        app: &a,
+        account: &bob,
+    };
+    assert!(s
+        .user_attr_set(to_bob, attr_set("k", Some("v"), 10))
+        .await
+        .unwrap());
+
+    // fill it
+    let mut r = ::redis::Client::open(small.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // in steps down to a few bytes: a refused big value's own buffer does not count after
+    let mut n = 0;
+    for size in [256 * 1024, 4096, 16] {
+        let filler = "f".repeat(size);
+        loop {
+            n += 1;
+            let set: Result<(), ::redis::RedisError> = ::redis::cmd("SET")
+                .arg(format!("filler{n}"))
+                .arg(&filler)
+                .query_async(&mut r)
+                .await;
+            if set.is_err() {
+                break;
+            }
+            assert!(n < 100_000, "maxmemory never reached");
+        }
+    }
+    fn full<T>(r: SResult<T>) -> bool {
+        matches!(r, Err(StoreError::Full(_)))
+    }
+    let from = acct("cat");
+    let resend = MailItem {
+        dedup: Some(Dedup {
+            from: &from,
+            id: "once",
+            window: Duration::from_secs(60),
+        }),
+        ..item("id9", "refused", &p)
+    };
+    let refused = s.mail_append(to_ann, resend).await;
+    assert!(
+        matches!(refused, Err(StoreError::Full(_))),
+        "mail: {refused:?}"
+    );
+    assert!(full(
+        s.attr_change(at, change(set_attr("k2", "v", 10))).await
+    ));
+    assert!(full(
+        s.user_attr_set(to_bob, attr_set("k2", Some("v"), 10)).await
+    ));
+    let dan = acct("dan");
+    assert!(full(s.join(at, joining(&dan, &c.h, None)).await), "join");
+    // nothing of the refused changes was written
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("full:dd *")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "a resend marker of refused mail: {keys:?}");
+    // draining works
+    let page = s
+        .mail_poll(
+            to_ann,
+            Poll::Versions {
+                ver_clear: 0,
+                max: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.msgs.len(), 3, "only what was stored before");
+    let page = s
+        .mail_poll(
+            to_ann,
+            Poll::Versions {
+                ver_clear: 3,
+                max: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.msgs.is_empty());
+    assert!(s
+        .user_attr_set(to_bob, attr_set("k", None, 10))
+        .await
+        .unwrap());
+    let del = AttrOp::Del {
+        name: "k",
+        setting: None,
+    };
+    assert_eq!(
+        s.attr_change(at, change(del)).await.unwrap(),
+        AttrOutcome::Done
+    );
+    let session = s.session_of(&c.h);
+    let l = Leaving {
+        account: &bob,
+        session: &session,
+        event: None,
+    };
+    assert!(s.leave(at, l).await.unwrap());
+    // room again: taken again, and the refused resend is not a duplicate
+    let _: () = ::redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
+    let again = s.mail_append(to_ann, resend).await.unwrap();
+    assert!(matches!(again, Appended::Stored(_)), "{again:?}");
 }

@@ -10,8 +10,8 @@ use opensig_protocol::{ErrorKind, Limits};
 
 use super::{chan, channel_event, event, RResult, Session, Signaling};
 use crate::store::{
-    AttrChange, AttrOp, AttrOutcome, AttrSet, ChannelSettings, Joining, Leaving, Publish,
-    Published, Setting, Store, Timer,
+    AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, ChannelSettings, Joining, Leaving,
+    Publish, Published, Setting, Store, Timer,
 };
 
 /// Largest member page a query may ask for.
@@ -232,6 +232,7 @@ impl<S: Store> Signaling<S> {
             AttrOutcome::Done => Ok(()),
             AttrOutcome::RateLimited => Err(ErrorKind::RateLimited),
             AttrOutcome::TooMany => Err(ErrorKind::TooLarge),
+            AttrOutcome::AppFull => Err(ErrorKind::AppQuota),
         }
     }
 
@@ -260,6 +261,10 @@ impl<S: Store> Signaling<S> {
             setting,
             rate_limited: true,
             max: l.attrs_max,
+            quota: AttrQuota {
+                channels: l.app_channels_with_attrs_max,
+                bytes: l.app_channel_attr_max_bytes,
+            },
         });
         self.change_attrs(
             &s.app,
@@ -345,6 +350,8 @@ impl<S: Store> Signaling<S> {
                 setting: None,
                 rate_limited: false,
                 max: usize::MAX,
+                // the server's own report: counted, never refused
+                quota: AttrQuota::default(),
             });
             let change = (attr::MEMBER_NUM, num.as_str(), attr_change::UPDATE);
             self.change_attrs(app, ch, "", op, change).await?;

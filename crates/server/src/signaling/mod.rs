@@ -61,11 +61,15 @@ pub struct Signaling<S: Store> {
     generation: AtomicU64,
 }
 
-/// A store failure becomes `unavailable` at the edge (logged with its cause).
+/// A store failure becomes `unavailable` at the edge (logged with its cause), or
+/// `server_busy` when the store is full.
 impl From<StoreError> for ErrorKind {
     fn from(e: StoreError) -> ErrorKind {
         warn!("store: {e}");
-        ErrorKind::Unavailable
+        match e {
+            StoreError::Full(_) => ErrorKind::ServerBusy,
+            _ => ErrorKind::Unavailable,
+        }
     }
 }
 

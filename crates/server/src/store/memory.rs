@@ -21,10 +21,10 @@ use opensig_protocol::limits::MAX_SAFE_INTEGER;
 use opensig_protocol::Limits;
 
 use super::{
-    Appended, AttrChange, AttrOp, AttrOutcome, Chan, ChannelSettings, Dedup, Event, Footprint,
-    InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining,
-    Leaving, MailItem, MailPage, MailQuota, Opening, Poll, Publish, Published, Relayed, SResult,
-    Setting, Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelSettings, Dedup, Event,
+    Footprint, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
+    Joining, Leaving, MailItem, MailPage, MailQuota, Opening, Poll, Publish, Published, Relayed,
+    SResult, Setting, Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
@@ -156,13 +156,25 @@ struct Member {
     order: u64,
 }
 
+/// What the channels of one app hold together: channels with attributes, and the bytes of
+/// their attributes' names and values.
+#[derive(Debug, Default)]
+struct AppChannels {
+    channels: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
 #[derive(Debug)]
 struct Channel {
     members: HashMap<String, Member>,
     /// join order → account (for "the latest N").
     order: BTreeMap<u64, String>,
     next_order: u64,
+    /// Only changed through `change` and `release`, which keep `app` up to date.
     attrs: Vec<(String, String)>,
+    /// Bytes of the attributes' names and values.
+    attr_bytes: usize,
+    app: Arc<AppChannels>,
     settings: ChannelSettings,
     seq: u64,
     rate: Bucket,
@@ -173,12 +185,14 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(settings: ChannelSettings) -> Channel {
+    fn new(settings: ChannelSettings, app: Arc<AppChannels>) -> Channel {
         Channel {
             members: HashMap::new(),
             order: BTreeMap::new(),
             next_order: 0,
             attrs: Vec::new(),
+            attr_bytes: 0,
+            app,
             rate: Bucket::new(settings.sendmsg_limit),
             settings,
             seq: 0,
@@ -221,27 +235,78 @@ impl Channel {
                     }
                 }
                 let count = self.attrs.len();
-                match self.attrs.iter_mut().find(|(n, _)| n == set.name) {
-                    Some(a) => a.1 = set.value.to_owned(),
+                let old = self.attrs.iter().position(|(n, _)| n == set.name);
+                let (before, after) = match old {
+                    Some(i) => (self.attr_bytes, self.attr_bytes - self.attrs[i].1.len()),
                     None if count >= set.max => return AttrOutcome::TooMany,
+                    None => (self.attr_bytes, self.attr_bytes + set.name.len()),
+                };
+                let after = after + set.value.len();
+                if !self.has_room(after.saturating_sub(before), &set.quota) {
+                    return AttrOutcome::AppFull;
+                }
+                match old {
+                    Some(i) => self.attrs[i].1 = set.value.to_owned(),
                     None => self.attrs.push((set.name.to_owned(), set.value.to_owned())),
                 }
+                self.account(before, after);
                 if let Some(s) = set.setting {
                     self.apply(s);
                 }
             }
             AttrOp::Del { name, setting } => {
-                self.attrs.retain(|(n, _)| n != name);
+                if let Some(i) = self.attrs.iter().position(|(n, _)| n == name) {
+                    let (n, v) = self.attrs.remove(i);
+                    self.account(self.attr_bytes, self.attr_bytes - n.len() - v.len());
+                }
                 if let Some(s) = setting {
                     self.apply(s);
                 }
             }
             AttrOp::Clear { defaults } => {
-                self.attrs.clear();
+                self.release();
                 self.settings = defaults;
             }
         }
         AttrOutcome::Done
+    }
+
+    /// Whether `more` bytes (and the channel itself, when it has no attributes yet) fit in
+    /// the app's quota.
+    fn has_room(&self, more: usize, quota: &AttrQuota) -> bool {
+        let within = |now: usize, add: usize, max: usize| max == 0 || add == 0 || now + add <= max;
+        let new_channel = usize::from(self.attrs.is_empty());
+        within(
+            self.app.channels.load(Ordering::Relaxed),
+            new_channel,
+            quota.channels,
+        ) && within(self.app.bytes.load(Ordering::Relaxed), more, quota.bytes)
+    }
+
+    /// The attributes went from `before` to `after` bytes (and the channel has attributes
+    /// exactly when `attrs` is not empty now).
+    fn account(&mut self, before: usize, after: usize) {
+        let had = before > 0;
+        self.attr_bytes = after;
+        self.app.bytes.fetch_add(after, Ordering::Relaxed);
+        self.app.bytes.fetch_sub(before, Ordering::Relaxed);
+        match (had, !self.attrs.is_empty()) {
+            (false, true) => self.app.channels.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.app.channels.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Drop every attribute (the channel's state is going).
+    fn release(&mut self) {
+        let before = self.attr_bytes;
+        let had = !self.attrs.is_empty();
+        self.attrs.clear();
+        self.attr_bytes = 0;
+        self.app.bytes.fetch_sub(before, Ordering::Relaxed);
+        if had {
+            self.app.channels.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn apply(&mut self, setting: Setting) {
@@ -262,6 +327,8 @@ struct Inner {
     mailboxes: DashMap<String, Mailbox>,
     /// Per app: what its mailboxes hold.
     app_mail: DashMap<String, Arc<AppMail>>,
+    /// Per app: what its channels hold.
+    app_channels: DashMap<String, Arc<AppChannels>>,
     /// Per sender: messages left for offline recipients in the current window.
     offline_sent: DashMap<String, Window>,
     user_attrs: DashMap<String, BTreeMap<String, String>>,
@@ -289,6 +356,7 @@ impl Memory {
             mailboxes: DashMap::new(),
             app_mail: DashMap::new(),
             offline_sent: DashMap::new(),
+            app_channels: DashMap::new(),
             user_attrs: DashMap::new(),
             channels: DashMap::new(),
             invites: DashMap::new(),
@@ -319,6 +387,9 @@ async fn sweeper(inner: Weak<Inner>, dedup_window_secs: u64) {
         inner
             .app_mail
             .retain(|_, a| Arc::strong_count(a) > 1 || a.messages.load(Ordering::Relaxed) > 0);
+        inner
+            .app_channels
+            .retain(|_, a| Arc::strong_count(a) > 1 || a.channels.load(Ordering::Relaxed) > 0);
         let window = Duration::from_secs(dedup_window_secs);
         inner.seen.retain(|_, s| {
             s.order
@@ -368,7 +439,10 @@ impl Inner {
     fn channel(&self, app: &str, name: &str) -> Arc<Mutex<Channel>> {
         self.channels
             .entry(key(app, name))
-            .or_insert_with(|| Arc::new(Mutex::new(Channel::new(self.defaults))))
+            .or_insert_with(|| {
+                let app = self.app_channels.entry(app.into()).or_default().clone();
+                Arc::new(Mutex::new(Channel::new(self.defaults, app)))
+            })
             .clone()
     }
 
@@ -469,6 +543,7 @@ fn empty_channel(inner: &Arc<Inner>, app: &str, name: &str, ch: &mut Channel) ->
         let mut ch = arc.lock();
         if ch.ttl_gen == generation && ch.members.is_empty() {
             ch.dead = true;
+            ch.release();
             drop(ch);
             inner.channels.remove_if(&k, |_, v| Arc::ptr_eq(v, &arc));
         }

@@ -32,7 +32,11 @@ use codec::{Reader, Writer};
 pub enum StoreError {
     /// Redis answered with an error or the connection broke.
     #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(#[source] ::redis::RedisError),
+    /// Redis is past its `maxmemory` and refused a change that would store more (nothing
+    /// of it was done).
+    #[error("redis is full: {0}")]
+    Full(#[source] ::redis::RedisError),
     /// Redis did not answer in time.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -42,6 +46,16 @@ pub enum StoreError {
     /// A reply of a shape the store does not write.
     #[error("unexpected reply from the store: {0}")]
     BadReply(String),
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> StoreError {
+        if e.code() == Some("OOM") {
+            StoreError::Full(e)
+        } else {
+            StoreError::Redis(e)
+        }
+    }
 }
 
 /// Result of a store operation.
@@ -212,6 +226,20 @@ pub struct AttrSet<'a> {
     pub rate_limited: bool,
     /// Most attributes a channel may have.
     pub max: usize,
+    /// What the app's channels may hold together.
+    pub quota: AttrQuota,
+}
+
+/// Bounds on the attributes of all channels of one app together (whoever set them, and
+/// however long they outlive their members): channels with attributes, and the bytes of
+/// their names and values. A store keeps the app's totals whatever the quota says; a change
+/// that adds neither a channel nor bytes is never refused; 0 means no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrQuota {
+    /// Channels with attributes.
+    pub channels: usize,
+    /// Bytes of attribute names and values.
+    pub bytes: usize,
 }
 
 /// A change of channel attributes.
@@ -242,6 +270,8 @@ pub enum AttrOutcome {
     RateLimited,
     /// A new attribute beyond the maximum: nothing done.
     TooMany,
+    /// Beyond the app's quota: nothing done.
+    AppFull,
 }
 
 /// The outcome of a channel publish. Publishing never creates channel state: a channel

@@ -56,11 +56,18 @@ pub(super) struct ChannelKeys {
     pub changed: String,
     /// Prefix of the rate buckets (`<rate> m`, `<rate> a <name>`).
     pub rate: String,
+    /// The app's ledger of channels with attributes: a sorted set, member = channel, score =
+    /// when its state expires (ms; 2^53 - 1 while it has members).
+    pub ledger: String,
+    /// The ledger's attribute bytes per channel (a hash).
+    pub ledger_bytes: String,
+    /// The ledger's total attribute bytes.
+    pub ledger_total: String,
 }
 
 impl ChannelKeys {
     /// The keys a channel script takes, in its order.
-    pub fn all(&self) -> [&str; 8] {
+    pub fn all(&self) -> [&str; 11] {
         [
             &self.members,
             &self.order,
@@ -70,6 +77,9 @@ impl ChannelKeys {
             &self.settings,
             &self.seq,
             &self.changed,
+            &self.ledger,
+            &self.ledger_bytes,
+            &self.ledger_total,
         ]
     }
 }
@@ -186,6 +196,9 @@ impl Keys {
             seq: k("cs"),
             changed: k("cc"),
             rate: k("cr"),
+            ledger: self.k("cl", &[app]),
+            ledger_bytes: self.k("clb", &[app]),
+            ledger_total: self.k("clt", &[app]),
         }
     }
 

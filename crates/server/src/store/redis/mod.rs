@@ -37,10 +37,10 @@ use opensig_protocol::Limits;
 use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
-    Appended, AttrChange, AttrOp, AttrOutcome, Chan, ChannelSettings, Event, Footprint, InviteKey,
-    InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving,
-    MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store,
-    StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelSettings, Event,
+    Footprint, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
+    Joining, Leaving, MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult,
+    Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -54,18 +54,38 @@ const REAP_EVERY: Duration = Duration::from_millis(2000);
 /// Longest a Redis operation may take before the request gets `unavailable`.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A script with the helpers it needs prepended.
-fn script(parts: &[&str]) -> Script {
-    Script::new(&parts.join("\n"))
+/// Whether a script may run while Redis is past its `maxmemory`. Redis refuses a script that
+/// would store more whole, before its first write (Redis 7 script flags), so a full Redis
+/// never leaves half a change; scripts that only read, deliver or release run anyway, so
+/// clients can still drain what is stored.
+#[derive(Clone, Copy)]
+enum Oom {
+    /// Stores more: refused when Redis is full.
+    Refuse,
+    /// Reads, delivers or releases: runs when Redis is full.
+    Run,
+}
+
+/// A script with the helpers it needs prepended, flagged for `oom`.
+fn script(oom: Oom, parts: &[&str]) -> Script {
+    let flags = match oom {
+        Oom::Refuse => "#!lua",
+        Oom::Run => "#!lua flags=allow-oom",
+    };
+    Script::new(&format!("{flags}\n{}", parts.join("\n")))
 }
 
 const CLOCK: &str = include_str!("lua/clock.lua");
 const MAIL: &str = include_str!("lua/mail.lua");
 const CHANNEL: &str = include_str!("lua/channel.lua");
 
+/// Every script; the ones whose operations both store and release come twice, flagged for
+/// each (`…_grow` for the operations that store more).
 struct Scripts {
     session: Script,
+    session_grow: Script,
     user_attr: Script,
+    user_attr_grow: Script,
     mail_append: Script,
     mail_poll: Script,
     mail_poll_ids: Script,
@@ -74,28 +94,39 @@ struct Scripts {
     leave: Script,
     publish: Script,
     attr: Script,
+    attr_grow: Script,
     channel_state: Script,
     invite: Script,
+    invite_grow: Script,
     timers: Script,
 }
 
 impl Scripts {
     fn new() -> Scripts {
-        let channel = |body| script(&[CLOCK, CHANNEL, body]);
+        use Oom::{Refuse, Run};
+        let channel = |oom, body| script(oom, &[CLOCK, CHANNEL, body]);
+        let session = include_str!("lua/session.lua");
+        let user_attr = include_str!("lua/user_attr.lua");
+        let attr = include_str!("lua/attr.lua");
+        let invite = include_str!("lua/invite.lua");
         Scripts {
-            session: script(&[include_str!("lua/session.lua")]),
-            user_attr: script(&[include_str!("lua/user_attr.lua")]),
-            mail_append: script(&[CLOCK, MAIL, include_str!("lua/mail_append.lua")]),
-            mail_poll: script(&[CLOCK, MAIL, include_str!("lua/mail_poll.lua")]),
-            mail_poll_ids: script(&[CLOCK, MAIL, include_str!("lua/mail_poll_ids.lua")]),
-            mail_withdraw: script(&[CLOCK, MAIL, include_str!("lua/mail_withdraw.lua")]),
-            join: channel(include_str!("lua/join.lua")),
-            leave: channel(include_str!("lua/leave.lua")),
-            publish: channel(include_str!("lua/publish.lua")),
-            attr: channel(include_str!("lua/attr.lua")),
-            channel_state: channel(include_str!("lua/channel_state.lua")),
-            invite: script(&[CLOCK, MAIL, include_str!("lua/invite.lua")]),
-            timers: script(&[CLOCK, include_str!("lua/timers.lua")]),
+            session: script(Run, &[session]),
+            session_grow: script(Refuse, &[session]),
+            user_attr: script(Run, &[user_attr]),
+            user_attr_grow: script(Refuse, &[user_attr]),
+            mail_append: script(Refuse, &[CLOCK, MAIL, include_str!("lua/mail_append.lua")]),
+            mail_poll: script(Run, &[CLOCK, MAIL, include_str!("lua/mail_poll.lua")]),
+            mail_poll_ids: script(Run, &[CLOCK, MAIL, include_str!("lua/mail_poll_ids.lua")]),
+            mail_withdraw: script(Run, &[CLOCK, MAIL, include_str!("lua/mail_withdraw.lua")]),
+            join: channel(Refuse, include_str!("lua/join.lua")),
+            leave: channel(Run, include_str!("lua/leave.lua")),
+            publish: channel(Run, include_str!("lua/publish.lua")),
+            attr: channel(Run, attr),
+            attr_grow: channel(Refuse, attr),
+            channel_state: channel(Run, include_str!("lua/channel_state.lua")),
+            invite: script(Run, &[CLOCK, MAIL, invite]),
+            invite_grow: script(Refuse, &[CLOCK, MAIL, invite]),
+            timers: script(Run, &[CLOCK, include_str!("lua/timers.lua")]),
         }
     }
 }
@@ -424,7 +455,8 @@ impl Inner {
             .arg(d.ttl_secs)
             .arg(d.sendmsg_limit)
             .arg(d.setattr_limit)
-            .arg(d.auto_update_secs);
+            .arg(d.auto_update_secs)
+            .arg(at.channel.as_str());
         inv
     }
 
@@ -642,7 +674,7 @@ impl Store for Redis {
         inner.conns.insert(id, s.conn.clone());
         inner.sessions.insert(local.clone(), id);
         let k = inner.keys.session(app, account, &inner.cfg.node_id);
-        let mut inv = inner.scripts.session.prepare_invoke();
+        let mut inv = inner.scripts.session_grow.prepare_invoke();
         inv.key(k.session).key(k.node_index).arg("open");
         inv.arg(inner.me(id).location()).arg(SESSION_TTL_MS);
         inv.arg(node::session_entry(app, account, id));
@@ -729,7 +761,11 @@ impl Store for Redis {
     async fn user_attr_set(&self, user: User<'_>, set: UserAttrSet<'_>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let mut inv = inner.scripts.user_attr.prepare_invoke();
+        let script = match set.value {
+            Some(_) => &inner.scripts.user_attr_grow,
+            None => &inner.scripts.user_attr,
+        };
+        let mut inv = script.prepare_invoke();
         inv.key(inner.keys.user_attrs(user.app, user.account));
         inv.arg(set.name).arg(set.value.unwrap_or("")).arg(set.max);
         inv.arg(if set.value.is_some() { "set" } else { "del" });
@@ -867,22 +903,39 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let (before, after) = inner.channel_msg(at, Some(ch.event));
-        let (opname, name, value, setting, rate, max) = match ch.op {
-            AttrOp::Set(a) => ("set", a.name, a.value, a.setting, a.rate_limited, a.max),
-            AttrOp::Del { name, setting } => ("del", name, "", setting, false, usize::MAX),
-            AttrOp::Clear { .. } => ("clear", "", "", None, false, usize::MAX),
+        let none = AttrQuota::default();
+        let (opname, name, value, setting, rate, max, quota) = match ch.op {
+            AttrOp::Set(a) => {
+                let AttrSet {
+                    name,
+                    value,
+                    setting,
+                    rate_limited,
+                    max,
+                    quota,
+                } = a;
+                ("set", name, value, setting, rate_limited, max, quota)
+            }
+            AttrOp::Del { name, setting } => ("del", name, "", setting, false, usize::MAX, none),
+            AttrOp::Clear { .. } => ("clear", "", "", None, false, usize::MAX, none),
         };
         let (field, fvalue) = setting_field(setting);
-        let mut inv = inner.channel_call(&inner.scripts.attr, at);
+        let script = match opname {
+            "set" => &inner.scripts.attr_grow,
+            _ => &inner.scripts.attr,
+        };
+        let mut inv = inner.channel_call(script, at);
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
         inv.arg(if rate { "1" } else { "0" })
             .arg(max.min(i64::MAX as usize));
         inv.arg(before).arg(after);
+        inv.arg(quota.channels).arg(quota.bytes);
         let r: String = inner.run(&inv).await?;
         match r.as_str() {
             "done" => Ok(AttrOutcome::Done),
             "rate_limited" => Ok(AttrOutcome::RateLimited),
             "too_many" => Ok(AttrOutcome::TooMany),
+            "app_full" => Ok(AttrOutcome::AppFull),
             other => Err(StoreError::BadReply(other.into())),
         }
     }
@@ -946,7 +999,7 @@ impl Store for Redis {
         let ik = inner
             .keys
             .invite(&key.app, &key.caller, &key.channel, &key.callee);
-        let mut inv = inner.scripts.invite.prepare_invoke();
+        let mut inv = inner.scripts.invite_grow.prepare_invoke();
         inv.arg("open");
         inner.mail_call(&mut inv, &key.app, &key.callee, &open.mail);
         inv.key(ik.record)
@@ -969,7 +1022,7 @@ impl Store for Redis {
         let Some(app) = relay.keys.first().map(|k| &k.app) else {
             return Err(StoreError::BadReply("a relay about no invitation".into()));
         };
-        let mut inv = inner.scripts.invite.prepare_invoke();
+        let mut inv = inner.scripts.invite_grow.prepare_invoke();
         inv.arg("relay");
         inner.mail_call(&mut inv, app, relay.to, &relay.mail);
         let step = match relay.step {

@@ -1,20 +1,41 @@
 -- ARGV after the common ones: +0 op (set|del|clear), +1 name, +2 value, +3 setting field
 -- ('' = none), +4 setting value, +5 rate limited (1/0), +6 max attributes, +7 event before,
--- +8 event after. Returns 'done', 'rate_limited' or 'too_many'.
-local op, name = ARGV[FIRST], ARGV[FIRST + 1]
+-- +8 event after, +9 the app's most channels with attributes, +10 the app's most attribute
+-- bytes (0: no cap). Returns 'done', 'rate_limited', 'too_many' or 'app_full'.
+local op, name, value = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
 local field, fvalue = ARGV[FIRST + 3], ARGV[FIRST + 4]
 if op == 'set' then
   if ARGV[FIRST + 5] == '1' then
     local limit = tonumber(setting('attr_rate')) or 0
     if limit > 0 and not take_token(RATE .. ' a ' .. name, limit) then return 'rate_limited' end
   end
-  if redis.call('HEXISTS', ATTRS, name) == 0 and redis.call('HLEN', ATTRS) >= tonumber(ARGV[FIRST + 6]) then
+  local old = redis.call('HGET', ATTRS, name)
+  if not old and redis.call('HLEN', ATTRS) >= tonumber(ARGV[FIRST + 6]) then
     return 'too_many'
   end
-  redis.call('HSET', ATTRS, name, ARGV[FIRST + 2])
+  local delta = #value - (old and #old or -#name)
+  local max_channels, max_bytes = tonumber(ARGV[FIRST + 9]), tonumber(ARGV[FIRST + 10])
+  ledger_prune(now_ms(), 256)
+  local fresh = redis.call('HLEN', ATTRS) == 0
+  if fresh and max_channels > 0 and redis.call('ZCARD', LEDGER) >= max_channels then
+    return 'app_full'
+  end
+  local total = tonumber(redis.call('GET', LEDGER_TOTAL) or '0')
+  if delta > 0 and max_bytes > 0 and total + delta > max_bytes then return 'app_full' end
+  redis.call('HSET', ATTRS, name, value)
+  if fresh then
+    -- a channel whose earlier state expired starts from nothing in the ledger
+    local stale = tonumber(redis.call('HGET', LEDGER_BYTES, NAME) or '0')
+    if stale ~= 0 then ledger_add(-stale) end
+  end
+  ledger_add(delta)
   if field ~= '' then redis.call('HSET', SETTINGS, field, fvalue) end
 elseif op == 'del' then
-  redis.call('HDEL', ATTRS, name)
+  local old = redis.call('HGET', ATTRS, name)
+  if old then
+    redis.call('HDEL', ATTRS, name)
+    ledger_add(-(#name + #old))
+  end
   if field ~= '' then redis.call('HSET', SETTINGS, field, fvalue) end
 else
   redis.call('DEL', ATTRS, SETTINGS)

@@ -1,14 +1,21 @@
 -- Prepended to the channel scripts. Channel KEYS, in this order (ChannelKeys::all):
 local MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local LEDGER, LEDGER_BYTES, LEDGER_TOTAL = KEYS[9], KEYS[10], KEYS[11]
 -- MEMBERS: account -> join order; ORDER: join counter; LOCATION: account -> "node conn";
 -- NODES: node -> members there; ATTRS: attributes; SETTINGS: notify, ttl, msg_rate,
 -- attr_rate, auto; SEQ: event sequence; CHANGED: membership changed.
--- ARGV 1..7 of every channel script: topic prefix, rate key prefix, and the default settings
--- (notify, ttl, msg_rate, attr_rate, auto).
+-- The app's ledger of channels with attributes: LEDGER: channel -> when its state expires
+-- (ms; NEVER while it has members); LEDGER_BYTES: channel -> bytes of its attributes' names
+-- and values; LEDGER_TOTAL: their sum. A channel leaves it when its attributes go, or once
+-- its state has expired (its keys go by themselves).
+-- ARGV 1..8 of every channel script: topic prefix, rate key prefix, the default settings
+-- (notify, ttl, msg_rate, attr_rate, auto), and the channel's name.
 local TOPIC, RATE = ARGV[1], ARGV[2]
 local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6], auto = ARGV[7]}
-local FIRST = 8
+local NAME = ARGV[8]
+local FIRST = 9
+local NEVER = 9007199254740991
 
 local function setting(name)
   return redis.call('HGET', SETTINGS, name) or DEFAULTS[name]
@@ -39,18 +46,53 @@ end
 
 local CHANNEL_KEYS = {MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED}
 
+-- The channel's state in the ledger: expiring at `at` (ms), or out of it without attributes.
+local function ledger_expiry(at)
+  if redis.call('HLEN', ATTRS) > 0 then
+    redis.call('ZADD', LEDGER, at, NAME)
+  elseif redis.call('ZREM', LEDGER, NAME) == 1 then
+    local b = tonumber(redis.call('HGET', LEDGER_BYTES, NAME) or '0')
+    redis.call('HDEL', LEDGER_BYTES, NAME)
+    redis.call('DECRBY', LEDGER_TOTAL, b)
+  end
+end
+
+-- The channel's attributes grew by `delta` bytes (negative: shrank).
+local function ledger_add(delta)
+  if delta == 0 then return end
+  redis.call('HINCRBY', LEDGER_BYTES, NAME, delta)
+  redis.call('INCRBY', LEDGER_TOTAL, delta)
+end
+
+-- Forget up to n channels whose state has expired.
+local function ledger_prune(now, n)
+  for _, ch in ipairs(redis.call('ZRANGEBYSCORE', LEDGER, '-inf', now, 'LIMIT', 0, n)) do
+    local b = tonumber(redis.call('HGET', LEDGER_BYTES, ch) or '0')
+    redis.call('ZREM', LEDGER, ch)
+    redis.call('HDEL', LEDGER_BYTES, ch)
+    redis.call('DECRBY', LEDGER_TOTAL, b)
+  end
+  if redis.call('ZCARD', LEDGER) == 0 then redis.call('DEL', LEDGER_TOTAL, LEDGER_BYTES) end
+end
+
 -- An empty channel: gone at once without attributes; kept for its ttl with some.
 local function if_empty()
-  if redis.call('ZCARD', MEMBERS) > 0 then return end
+  if redis.call('ZCARD', MEMBERS) > 0 then
+    ledger_expiry(NEVER)
+    return
+  end
   if redis.call('HLEN', ATTRS) == 0 then
     redis.call('DEL', RATE .. ' m', unpack(CHANNEL_KEYS))
+    ledger_expiry(0)
     return
   end
   local ttl = tonumber(setting('ttl')) or tonumber(DEFAULTS.ttl)
   if ttl < 1 then ttl = 1 end
   for _, k in ipairs(CHANNEL_KEYS) do redis.call('PEXPIRE', k, ttl * 1000) end
+  ledger_expiry(now_ms() + ttl * 1000)
 end
 
 local function keep()
   for _, k in ipairs(CHANNEL_KEYS) do redis.call('PERSIST', k) end
+  if redis.call('HLEN', ATTRS) > 0 then redis.call('ZADD', LEDGER, NEVER, NAME) end
 end
