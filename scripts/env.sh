@@ -2,3 +2,6 @@
 NPM_TOOLS="${NPM_TOOLS:-$PWD/.tools/npm}"
 export PATH="$NPM_TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 export NPM_TOOLS
+# Python tools (kosoku, the Autobahn cases) in a venv
+PY_TOOLS="${PY_TOOLS:-$PWD/.tools/py}"
+export PY_TOOLS

@@ -87,6 +87,10 @@ pub struct Limits {
     pub memory_max_bytes: u64,
     /// Channels one session may be in at once.
     pub channels_per_session: usize,
+    /// Channel joins per second one session may make, after a burst of `channels_per_session`
+    /// (a session rejoining all its channels at once); further joins get `rate_limited`.
+    /// Leaving is never refused.
+    pub joins_per_second: u32,
     /// Attributes per channel and per user.
     pub attrs_max: usize,
     /// Channels with attributes in one app (members or not, kept up to their `_channel_ttl`;
@@ -163,6 +167,7 @@ impl Default for Limits {
             max_sessions: 200_000,
             memory_max_bytes: 0,
             channels_per_session: 256,
+            joins_per_second: 20,
             attrs_max: 1024,
             app_channels_with_attrs_max: 100_000,
             app_channel_attr_max_bytes: 256 << 20,

@@ -240,8 +240,13 @@ pub mod close {
     pub const TIMEOUT: (u16, &str) = (1000, "timeout");
     /// The client did not read: its queue of `outbound_queue` frames filled.
     pub const SLOW_CONSUMER: (u16, &str) = (1008, "slow consumer: outbound queue full");
-    /// A frame over `max_frame_bytes`, or not a WebSocket frame.
+    /// A message over `max_frame_bytes` (also once inflated).
     pub const BAD_FRAME: (u16, &str) = (1009, "frame too large or malformed");
+    /// A frame that breaks the WebSocket protocol (reserved bits or opcodes, a fragmented or
+    /// oversize control frame, a bad close frame…).
+    pub const PROTOCOL_ERROR: (u16, &str) = (1002, "websocket protocol error");
+    /// A text message that is not UTF-8.
+    pub const INVALID_UTF8: (u16, &str) = (1007, "text is not UTF-8");
 }
 
 /// Fixed values of the login frame and replies.

@@ -105,13 +105,11 @@ pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net
                 }
             }
             Event::Read(msg) => {
-                let Some(Ok(msg)) = msg else {
-                    // a read error includes a frame over the size limit: say why, then close
-                    break if msg.is_some() {
-                        Ending::With(out::close(), close::BAD_FRAME)
-                    } else {
-                        Ending::Gone
-                    };
+                let msg = match msg {
+                    Some(Ok(msg)) => msg,
+                    // a broken frame: say why, then close
+                    Some(Err(e)) => break read_error_ending(&e),
+                    None => break Ending::Gone,
                 };
                 conn.last_rx = Instant::now();
                 let idle_before = conn.idle;
@@ -184,6 +182,22 @@ pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net
     }
     shared.unregister(id);
     Stats::dec(&shared.stats.connections);
+}
+
+/// How to end after a read error (RFC 6455 §7.4.1): a message over the size limit gets
+/// `["close",""]` and 1009, a protocol violation 1002, text that is not UTF-8 1007; a
+/// connection that broke has nobody to tell.
+fn read_error_ending(e: &axum::Error) -> Ending {
+    use std::error::Error as _;
+    use tungstenite::Error as WsError;
+    match e.source().and_then(|s| s.downcast_ref::<WsError>()) {
+        Some(WsError::Capacity(_)) => Ending::With(out::close(), close::BAD_FRAME),
+        Some(WsError::Protocol(_) | WsError::AttackAttempt) => {
+            Ending::With(String::new(), close::PROTOCOL_ERROR)
+        }
+        Some(WsError::Utf8(_)) => Ending::With(String::new(), close::INVALID_UTF8),
+        _ => Ending::Gone,
+    }
 }
 
 /// An out-of-band ending (kick, overflow, shutdown, drop), if one was signalled.

@@ -203,12 +203,7 @@ async fn serve<S: Store>(
             ))
         }
     };
-    let accept = listen::Accept {
-        tls,
-        per_ip_cap: config.limits.connections_per_ip,
-        handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs.max(1)),
-        counts: Arc::new(listen::IpCounts::default()),
-    };
+    let accept = accept_config(&config, tls);
     let config = Arc::new(config);
     let signaling = Arc::new(Signaling::new(store, config.clone(), ids));
     signaling.start();
@@ -249,6 +244,64 @@ async fn serve<S: Store>(
         task,
         on_stop: None,
     })
+}
+
+/// How connections are accepted: TLS, the per-address cap, the handshake timeout.
+fn accept_config(config: &ServerConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> listen::Accept {
+    listen::Accept {
+        tls,
+        per_ip_cap: config.limits.connections_per_ip,
+        handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs.max(1)),
+        counts: Arc::new(listen::IpCounts::default()),
+    }
+}
+
+/// The WebSocket settings of every connection: frame and message size caps, small buffers.
+fn websocket(ws: WebSocketUpgrade, limits: &opensig_protocol::Limits) -> WebSocketUpgrade {
+    let max = limits.max_frame_bytes;
+    // small buffers: tungstenite keeps (and zero-fills on every read) a read buffer of this
+    // size per connection; frames are batched into `multi` by the writer already
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+}
+
+/// An echo server for WebSocket conformance runs (the Autobahn cases): the server's own
+/// accept loop and WebSocket settings (those of `/`), every text and binary message sent
+/// back, the close handshake completed. Not part of a normal start; `examples/ws_echo.rs`
+/// runs it. Stops when the returned sender is dropped or sends `true`.
+pub async fn start_echo(
+    config: ServerConfig,
+) -> std::io::Result<(std::net::SocketAddr, watch::Sender<bool>)> {
+    let listener = TcpListener::bind(&config.listen).await?;
+    let addr = listener.local_addr()?;
+    let accept = accept_config(&config, None);
+    let limits = Arc::new(config.limits);
+    let app = Router::new().route(
+        "/",
+        get(move |ws: WebSocketUpgrade| async move {
+            websocket(ws, &limits).on_upgrade(echo).into_response()
+        }),
+    );
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(listen::run(listener, app, accept, stopped));
+    Ok((addr, stop))
+}
+
+/// Send every message back; after a close, keep reading until the close reply is flushed
+/// (returning at once would drop the socket before the peer hears it).
+async fn echo(mut socket: axum::extract::ws::WebSocket) {
+    use axum::extract::ws::Message;
+    while let Some(Ok(m)) = socket.recv().await {
+        let back = match m {
+            Message::Text(_) | Message::Binary(_) => m,
+            _ => continue,
+        };
+        if socket.send(back).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// rustls from PEM files: the certificate chain and its private key.
@@ -336,17 +389,9 @@ async fn root<S: Store>(
             })
             .into_response()
         }
-        Ok(ws) => {
-            let max = shared.config.limits.max_frame_bytes;
-            // small buffers: tungstenite keeps (and zero-fills on every read) a read buffer of
-            // this size per connection; frames are batched into `multi` by the writer already
-            ws.max_message_size(max)
-                .max_frame_size(max)
-                .read_buffer_size(READ_BUFFER)
-                .write_buffer_size(0)
-                .on_upgrade(move |socket| conn::serve(socket, shared, info.peer.ip()))
-                .into_response()
-        }
+        Ok(ws) => websocket(ws, &shared.config.limits)
+            .on_upgrade(move |socket| conn::serve(socket, shared, info.peer.ip()))
+            .into_response(),
         Err(_) => match shared
             .config
             .www_dir

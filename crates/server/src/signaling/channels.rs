@@ -96,6 +96,12 @@ impl<S: Store> Signaling<S> {
         if !s.channels.contains(&ch) && s.channels.len() >= l.channels_per_session {
             return Err(ErrorKind::TooManyChannels);
         }
+        if !s
+            .joins
+            .take_burst(l.joins_per_second, super::session::join_burst(l))
+        {
+            return Err(ErrorKind::RateLimited);
+        }
         // the special channels carry presence and firehose events only: their own members
         // coming and going would look like the app's users doing so
         let frame = (!ch.is_special()).then(|| {

@@ -46,6 +46,8 @@ pub struct Session<S: Store> {
     pub channels: BTreeSet<ChannelName>,
     /// The user's message budget (`user_messages_per_second`).
     pub rate: Bucket,
+    /// The session's join budget (`joins_per_second`, burst `channels_per_session`).
+    pub joins: Bucket,
     /// Seconds of silence before the connection is dropped (`_conn_timeout`).
     pub idle: Duration,
 }

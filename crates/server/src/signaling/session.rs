@@ -130,6 +130,7 @@ impl<S: Store> Signaling<S> {
             line,
             channels: BTreeSet::new(),
             rate: Bucket::new(l.user_messages_per_second),
+            joins: Bucket::with_burst(join_burst(l)),
             idle: Duration::from_secs(idle),
         })
     }
@@ -207,4 +208,10 @@ impl<S: Store> Signaling<S> {
         })?;
         Ok(Reply::Done)
     }
+}
+
+/// A session's join burst: all its channels at once (a reconnect rejoins them), and at least
+/// one second's worth.
+pub(super) fn join_burst(l: &opensig_protocol::Limits) -> u32 {
+    (l.channels_per_session.min(u32::MAX as usize) as u32).max(l.joins_per_second)
 }
