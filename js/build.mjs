@@ -9,15 +9,27 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const [pkgDir, classicDir] = process.argv.slice(2);
 const ORIGINAL_GZIP = 42608; // AgoraSigSDK.min.js 1.4.0, gzip -9
 
-// 1. classic script: no-modules glue + the wasm inline + synchronous init + UMD footer
+// 1. classic script: no-modules glue + the wasm inline + synchronous init + UMD footer.
+// The wasm is embedded as a template literal with one character per byte (U+0000-U+00FF;
+// only ` \ $ CR and NUL escaped): 20 % less after gzip than base64. The file is UTF-8 with a
+// byte order mark, which browsers honour before any page or HTTP charset, so a page in a
+// legacy encoding still reads it right; the footer checks length and an FNV-1a hash anyway
+// and says what to fix if the bytes arrived changed.
 const glue = fs.readFileSync(path.join(classicDir, 'opensig.js'), 'utf8');
 const wasm = fs.readFileSync(path.join(classicDir, 'opensig_bg.wasm'));
 const version = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8')).version;
 const footer = fs.readFileSync(path.join(here, 'classic-footer.js'), 'utf8');
+const ESCAPES = { 0x60: '\\`', 0x5c: '\\\\', 0x24: '\\$', 0x0d: '\\r', 0x00: '\\x00' };
+const latin1 = Array.from(wasm, (b) => ESCAPES[b] || String.fromCharCode(b)).join('');
+let fnv = 0x811c9dc5;
+for (const b of wasm) fnv = Math.imul(fnv ^ b, 16777619) >>> 0;
 const classic =
+  '\ufeff' +
   `/*! opensig ${version} - AgoraSig 1.4 web API in Rust/WebAssembly - drop-in for AgoraSigSDK.min.js */\n` +
-  `(function (root) {\n"use strict";\n${glue}\nvar WASM_BASE64 = "${wasm.toString('base64')}";\n${footer}\n})(typeof self !== 'undefined' ? self : this);\n`;
-fs.writeFileSync(path.join(pkgDir, 'opensig-classic.js'), classic);
+  `(function (root) {\n"use strict";\n${glue}\n` +
+  `var WASM_LENGTH = ${wasm.length}, WASM_FNV = ${fnv};\nvar WASM_BYTES = \`${latin1}\`;\n` +
+  `${footer}\n})(typeof self !== 'undefined' ? self : this);\n`;
+fs.writeFileSync(path.join(pkgDir, 'opensig-classic.js'), classic, 'utf8');
 
 // 2. ESM entry, hand-written types, package.json
 fs.copyFileSync(path.join(here, 'index.js'), path.join(pkgDir, 'index.js'));
@@ -42,7 +54,7 @@ const report = {
   'wasm (bytes / gzip)': `${bundlerWasm.length} / ${gz(bundlerWasm)}`,
   'ESM glue js (gzip)': bundlerJs.reduce((a, b) => a + gz(b), 0),
   'ESM wasm + js (gzip)': gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),
-  'opensig-classic.js (bytes / gzip)': `${classic.length} / ${gz(Buffer.from(classic))}`,
+  'opensig-classic.js (bytes / gzip)': `${Buffer.byteLength(classic)} / ${gz(Buffer.from(classic, 'utf8'))}`,
   'original AgoraSigSDK.min.js (gzip)': ORIGINAL_GZIP,
 };
 fs.writeFileSync(path.join(pkgDir, 'size.json'), JSON.stringify(report, null, 2) + '\n');

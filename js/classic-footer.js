@@ -1,8 +1,19 @@
   // ---- opensig classic entry: instantiate synchronously, then expose `Signal` like
   // AgoraSigSDK.min.js does (UMD: CommonJS, AMD, or a global), callable with or without `new`.
-  var raw = atob(WASM_BASE64);
-  var bytes = new Uint8Array(raw.length);
-  for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  // the module, one character per byte; length and FNV-1a hash show it arrived unchanged
+  var n = WASM_BYTES.length, bytes = new Uint8Array(n), h = 0x811c9dc5, c, ok = n === WASM_LENGTH;
+  for (var i = 0; i < n && ok; i++) {
+    c = WASM_BYTES.charCodeAt(i);
+    ok = c < 256;
+    bytes[i] = c;
+    h = Math.imul(h ^ c, 16777619);
+  }
+  if (!ok || h >>> 0 !== WASM_FNV) {
+    throw new Error('opensig-classic.js was not read as the UTF-8 it is (its WebAssembly is ' +
+      'corrupt): keep its byte order mark, serve it as "text/javascript; charset=utf-8", or ' +
+      'load it with <script charset="utf-8">');
+  }
+  WASM_BYTES = null;
   wasm_bindgen.initSync({ module: bytes });
   var Impl = wasm_bindgen.Signal;
   function Signal(appid, options) {

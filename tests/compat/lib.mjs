@@ -47,7 +47,7 @@ export function token(app, cert, account, expiry) {
 /** Start opensig-server on a free loopback port; resolves with its ws URL. */
 export function startServer(extraArgs = []) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(serverBin(), ['--listen', '127.0.0.1:0', '--www', '/nonexistent', ...extraArgs], {
+    const proc = spawn(serverBin(), ['--listen', '127.0.0.1:0', '--www', '/nonexistent', '--metrics-listen', 'off', ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, OPENSIG_LOG: process.env.OPENSIG_LOG || 'warn' },
     });
@@ -82,9 +82,25 @@ export function startPages() {
     '/harness.js': () => fs.readFileSync(path.join(HERE, 'harness.js')),
     '/sdk/original.js': () => fs.readFileSync(originalSdk()),
     '/sdk/opensig.js': () => fs.readFileSync(opensigSdk()),
+    // the same bytes without their byte order mark (what a careless copy might serve)
+    '/sdk/opensig-nobom.js': () => {
+      const b = fs.readFileSync(opensigSdk());
+      return b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf ? b.subarray(3) : b;
+    },
   };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
+    if (url.pathname === '/legacy.html') {
+      // a page in a legacy encoding, the script served without a charset
+      const src = url.searchParams.get('bom') === '0' ? 'opensig-nobom' : 'opensig';
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(
+        '<!doctype html><meta charset="windows-1252"><title>legacy</title>' +
+          '<script>window.ERRS = []; addEventListener("error", (e) => ERRS.push(String(e.message)));</script>' +
+          `<script src="/sdk/${src}.js"></script>`,
+      );
+      return;
+    }
     if (url.pathname === '/page.html') {
       const sdk = url.searchParams.get('sdk') === 'opensig' ? 'opensig' : 'original';
       res.writeHead(200, { 'content-type': 'text/html' });

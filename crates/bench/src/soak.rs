@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use opensig_protocol::client::{CallEvent, Config, Event};
-use opensig_protocol::codes::Code;
+use opensig_protocol::codes::{Code, ErrorKind};
 use opensig_protocol::driver::Session;
 use opensig_protocol::names::{call, invite_option};
 use rand::Rng;
@@ -51,6 +51,9 @@ struct Counters {
     calls_refused: AtomicU64,
     /// Invitations that failed because the peer was offline or did not answer in time.
     invites_failed_expected: AtomicU64,
+    /// Answers (accept, refuse) that came after the invitation had ended (its `_timeout`, or
+    /// the caller left): the server says `no_invitation`.
+    answers_too_late: AtomicU64,
     /// Anything else that went wrong, by kind.
     errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -144,6 +147,11 @@ async fn pump(s: &mut Session, w: &World, until: Instant, calls: &mut Calls) {
                 }
                 other => w.n.error(format!("invite failed with {other:?}")),
             },
+            Event::Done { result: Err(f), .. } if f.err == ErrorKind::NoInvitation.as_str() => {
+                w.n.answers_too_late.fetch_add(1, Ordering::Relaxed);
+            }
+            // the same refusal, as the SDK's onError reports it (counted above)
+            Event::Error { desc, .. } if desc == ErrorKind::NoInvitation.as_str() => {}
             Event::Done { result: Err(f), .. } => w.n.error(format!("request failed: {}", f.err)),
             Event::LoginFailed { code } => w.n.error(format!("login failed: {code:?}")),
             Event::ChannelJoinFailed { err, .. } => w.n.error(format!("join failed: {err}")),
@@ -373,11 +381,21 @@ pub async fn run(a: SoakArgs, server_bin: &std::path::Path, cores: &Cores) -> Re
             "mailbox_max_messages=10000",
             "--limit",
             "invite_offline_grace_secs=3",
+            "--limit",
+            "joins_per_second=20",
+            // resent-message ids are remembered this long: the steady state (ids of the last
+            // 20 s) is reached within the warm-up, so the baseline includes it
+            "--limit",
+            "dedup_window_secs=20",
+            "--limit",
+            "offline_mail_per_sender_per_hour=1000",
         ],
     )?;
     let pid = server.pid();
     let addr = server.target.addr;
-    let http = addr;
+    let http = server
+        .metrics
+        .ok_or_else(|| anyhow::anyhow!("opensig-server serves no /metrics"))?;
     let world = Arc::new(World {
         url: format!("ws://{addr}/"),
         app: server.target.app.clone(),
@@ -438,7 +456,7 @@ pub async fn run(a: SoakArgs, server_bin: &std::path::Path, cores: &Cores) -> Re
     let (end_rss, end_fds) = (systems::rss_kib(pid), open_fds(pid));
     let n = &world.n;
     println!(
-        "done: {} logins, {} channel messages, {} p2p messages, {} attribute sets, {} invitations ({} rang at the peer, {} accepted and ended, {} refused, {} failed because the peer left or did not answer)",
+        "done: {} logins, {} channel messages, {} p2p messages, {} attribute sets, {} invitations ({} rang at the peer, {} accepted and ended, {} refused, {} failed because the peer left or did not answer, {} answers came after the invitation ended)",
         n.logins.load(Ordering::Relaxed),
         n.channel_msgs.load(Ordering::Relaxed),
         n.p2p_msgs.load(Ordering::Relaxed),
@@ -448,6 +466,7 @@ pub async fn run(a: SoakArgs, server_bin: &std::path::Path, cores: &Cores) -> Re
         n.calls_accepted.load(Ordering::Relaxed),
         n.calls_refused.load(Ordering::Relaxed),
         n.invites_failed_expected.load(Ordering::Relaxed),
+        n.answers_too_late.load(Ordering::Relaxed),
     );
     println!(
         "after: RSS {:.1} MiB (baseline {:.1}, peak under load {:.1}), {end_fds} open fds (baseline {base_fds})",

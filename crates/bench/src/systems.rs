@@ -17,6 +17,8 @@ pub struct Server {
     child: Child,
     /// What clients connect to.
     pub target: Target,
+    /// Where opensig-server serves `/metrics` (its own listener).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Drop for Server {
@@ -109,12 +111,15 @@ pub fn pin_self(cores: &Cores) {
 /// limit, large queues), with an app that needs tokens (for the login scenario).
 pub fn opensig(bin: &Path, cores: &Cores, extra: &[&str]) -> Result<Server> {
     let port = free_port()?;
+    let metrics_port = free_port()?;
     let mut child = pinned(cores, bin)
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--www",
             "/nonexistent",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
         ])
         .args([
             "--app",
@@ -138,6 +143,10 @@ pub fn opensig(bin: &Path, cores: &Cores, extra: &[&str]) -> Result<Server> {
             "logins_per_ip_per_second=0",
             "--limit",
             "max_sessions=0",
+            "--limit",
+            "joins_per_second=0",
+            "--limit",
+            "offline_mail_per_sender_per_hour=0",
         ])
         .args(extra)
         .env("OPENSIG_LOG", "error")
@@ -157,6 +166,7 @@ pub fn opensig(bin: &Path, cores: &Cores, extra: &[&str]) -> Result<Server> {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             app: "bench".into(),
         },
+        metrics: Some(SocketAddr::from(([127, 0, 0, 1], metrics_port))),
     })
 }
 
@@ -192,6 +202,7 @@ pub fn socketio(peers: &Path, cores: &Cores) -> Result<Server> {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             app: String::new(),
         },
+        metrics: None,
     })
 }
 
@@ -223,6 +234,7 @@ pub fn nats(cores: &Cores) -> Result<Server> {
             addr: SocketAddr::from(([127, 0, 0, 1], ws)),
             app: String::new(),
         },
+        metrics: None,
     })
 }
 

@@ -13,8 +13,13 @@ pub struct ServerConfig {
     pub listen: String,
     /// App id → certificate. Empty = development mode: any app id, no token check.
     pub apps: BTreeMap<String, Option<String>>,
-    /// The WebSocket URL `/getaddr` hands out; `None` = derived from the request's Host.
+    /// The WebSocket URL `/getaddr` hands out; `None` = the request's `Host` when it is a
+    /// loopback name or in `allowed_hosts`, else the address the client connected to.
     pub public_url: Option<String>,
+    /// `Host` values (`name` or `name:port`) `/getaddr` may build its answer from.
+    pub allowed_hosts: BTreeSet<String>,
+    /// Where `/metrics` is served (its own listener; `None`: not served).
+    pub metrics_listen: Option<String>,
     /// Limits (seed defaults, overridable).
     pub limits: Limits,
     /// Folder served at `/` (the demo app), when it exists.
@@ -63,6 +68,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("apps", &apps)
             .field("public_url", &self.public_url)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("metrics_listen", &self.metrics_listen)
             .field("limits", &self.limits)
             .field("www_dir", &self.www_dir)
             .field("pkg_dir", &self.pkg_dir)
@@ -96,6 +103,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             apps: BTreeMap::new(),
             public_url: None,
+            allowed_hosts: BTreeSet::new(),
+            metrics_listen: None,
             limits: Limits::default(),
             www_dir: None,
             pkg_dir: None,

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,6 +95,8 @@ pub struct Running<E: Store> {
     pub addr: SocketAddr,
     /// Serving TLS (`wss://`, `https://`).
     pub tls: bool,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     /// Its shared state (rules over the store, stats).
     pub shared: Arc<Shared<E>>,
     stop: watch::Sender<bool>,
@@ -235,10 +238,15 @@ async fn serve<S: Store>(
             shared.login_rates.retain(|_, b| !b.is_full(rate));
         }
     });
+    let metrics_addr = match &shared.config.metrics_listen {
+        Some(at) => serve_metrics(at, shared.clone(), stopped.clone()).await,
+        None => None,
+    };
     let task = tokio::spawn(listen::run(listener, app, accept, stopped));
     Ok(Running {
         addr,
         tls,
+        metrics_addr,
         shared,
         stop,
         task,
@@ -331,12 +339,41 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// `/metrics` (and `/healthz`) on a listener of their own, so the public port does not show
+/// them. A busy address is logged and skipped: the server runs without it.
+async fn serve_metrics<S: Store>(
+    at: &str,
+    shared: Arc<Shared<S>>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<SocketAddr> {
+    let listener = match TcpListener::bind(at).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("metrics: cannot listen on {at}: {e}; /metrics is not served");
+            return None;
+        }
+    };
+    let addr = listener.local_addr().ok()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics::<S>))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(shared);
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await;
+    });
+    Some(addr)
+}
+
 fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
     let mut app = Router::new()
         .route("/", get(root::<S>))
         .route("/getaddr", get(getaddr::<S>))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics::<S>));
+        .route("/healthz", get(|| async { "ok" }));
     if let Some(pkg) = shared.config.pkg_dir.as_ref().filter(|p| p.is_dir()) {
         app = app.nest_service("/pkg", ServeDir::new(pkg));
     }
@@ -421,9 +458,13 @@ struct GetAddr {
     vid: Option<String>,
 }
 
-/// `GET /getaddr?vid=APPID` → `{"web":[<ws urls>]}`.
+/// `GET /getaddr?vid=APPID` → `{"web":[<ws urls>]}`: the cluster's nodes, or the configured
+/// public URL, or — never an address a request can choose — the request's `Host` only when it
+/// is a loopback name or an allowed host, else the address the client connected to. Never
+/// cached (a shared cache would hand one client's answer to everyone).
 async fn getaddr<S: Store>(
     State(shared): State<Arc<Shared<S>>>,
+    Extension(info): Extension<listen::ConnInfo>,
     Query(_q): Query<GetAddr>,
     headers: HeaderMap,
 ) -> Response {
@@ -435,14 +476,37 @@ async fn getaddr<S: Store>(
                 let host = headers
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
+                    .filter(|h| host_allowed(h, &shared.config.allowed_hosts))
                     .map(str::to_owned)
+                    .or_else(|| info.local.map(|a| a.to_string()))
                     .unwrap_or_else(|| shared.config.listen.clone());
-                format!("ws://{host}/")
+                let scheme = if info.tls { "wss" } else { "ws" };
+                format!("{scheme}://{host}/")
             }
         };
         web.push(own);
     }
-    axum::Json(serde_json::json!({ "web": web })).into_response()
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "web": web })),
+    )
+        .into_response()
+}
+
+/// Whether `/getaddr` may answer with this `Host`: a loopback name (`localhost`,
+/// `127.x.x.x`, `[::1]`, any port) or one of `allowed` (with or without its port).
+fn host_allowed(host: &str, allowed: &BTreeSet<String>) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if !n.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.to_ascii_lowercase();
+    let loopback = name == "localhost"
+        || name == "[::1]"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback || allowed.contains(&host.to_ascii_lowercase()) || allowed.contains(&name)
 }
 
 async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {

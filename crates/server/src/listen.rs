@@ -24,6 +24,8 @@ use tracing::debug;
 pub struct ConnInfo {
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The address the peer connected to (this machine's side).
+    pub local: Option<SocketAddr>,
     /// This connection is over the per-IP cap: refuse it with a reason.
     pub over_cap: bool,
     /// Came over TLS.
@@ -180,6 +182,7 @@ pub async fn run(listener: TcpListener, app: Router, accept: Accept, stop: watch
             continue;
         }
         let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().ok();
         let (app, accept, stop) = (app.clone(), accept.clone(), stop.clone());
         tokio::spawn(async move {
             let stream = match &accept.tls {
@@ -200,6 +203,7 @@ pub async fn run(listener: TcpListener, app: Router, accept: Accept, stop: watch
             };
             let info = ConnInfo {
                 peer,
+                local,
                 over_cap: cap > 0 && count > cap,
                 tls: matches!(stream, Stream::Tls(_)),
             };

@@ -39,9 +39,20 @@ struct Serve {
     /// None given = development mode: any app id, any token.
     #[arg(long = "app", env = "OPENSIG_APPS", value_delimiter = ',')]
     apps: Vec<String>,
-    /// The WebSocket URL `/getaddr` returns (default: ws://<request Host>/).
+    /// The WebSocket URL `/getaddr` returns (default: ws://<Host>/ when the request's Host is
+    /// loopback or an --allowed-host, else the address the client connected to).
     #[arg(long, env = "OPENSIG_PUBLIC_URL")]
     public_url: Option<String>,
+    /// A Host (`name` or `name:port`) `/getaddr` may answer with. Repeatable.
+    #[arg(
+        long = "allowed-host",
+        env = "OPENSIG_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Where `/metrics` is served, apart from the public port (`off`: not served).
+    #[arg(long, env = "OPENSIG_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: String,
     /// Override a limit: `name=value`, e.g. `user_messages_per_second=100`. Repeatable.
     #[arg(long = "limit", env = "OPENSIG_LIMITS", value_delimiter = ',')]
     limits: Vec<String>,
@@ -121,6 +132,13 @@ async fn main() {
     let mut config = ServerConfig {
         listen: s.listen,
         public_url: s.public_url,
+        allowed_hosts: s
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        metrics_listen: Some(s.metrics_listen.clone()).filter(|m| m != "off" && !m.is_empty()),
         www_dir: Some(s.www),
         pkg_dir: Some(s.pkg),
         redis_url: s.redis,
@@ -189,6 +207,9 @@ async fn main() {
         running.ws_url(),
         running.http_url()
     );
+    if let Some(m) = running.metrics_addr {
+        tracing::info!("metrics on http://{m}/metrics");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: closing every session");
     running.shutdown().await;

@@ -5,19 +5,24 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn getaddr_healthz_metrics() {
-    let srv = server().await;
+    let srv = server_with(|c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
     let (status, head, body) = http_get(srv.addr, "/getaddr?vid=someapp").await;
     assert_eq!(status, 200);
     assert!(head.contains("access-control-allow-origin: *"), "{head}");
+    assert!(head.contains("cache-control: no-store"), "{head}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v, json!({"web": [srv.ws_url()]}));
     let (status, _, body) = http_get(srv.addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
+    // metrics: on their own listener, not on the public port
     let _u = User::login(&srv.ws_url(), "alice").await;
-    let (status, _, body) = http_get(srv.addr, "/metrics").await;
+    let metrics = srv.metrics_addr.expect("a metrics listener");
+    let (status, _, body) = http_get(metrics, "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("opensig_sessions 1"), "{body}");
     assert!(body.contains("opensig_logins_total 1"), "{body}");
+    let (status, _, _) = http_get(srv.addr, "/metrics").await;
+    assert_eq!(status, 404, "the public port does not serve /metrics");
 
     let srv = server_with(|c| c.public_url = Some("wss://sig.example.com/".into())).await;
     let (_, _, body) = http_get(srv.addr, "/getaddr?vid=x").await;
@@ -25,6 +30,46 @@ async fn getaddr_healthz_metrics() {
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"web": ["wss://sig.example.com/"]})
     );
+}
+
+/// `/getaddr` never hands out an address a request chose: a foreign `Host` gets the address
+/// the client connected to; loopback names and allowed hosts are taken as they are.
+#[tokio::test]
+async fn getaddr_answers_only_with_addresses_of_this_server() {
+    let srv = server_with(|c| {
+        c.allowed_hosts = [
+            "sig.example.com".to_string(),
+            "alt.example.com:8443".to_string(),
+        ]
+        .into_iter()
+        .collect();
+    })
+    .await;
+    let web = |body: String| serde_json::from_str::<Value>(&body).unwrap()["web"].clone();
+    let port = srv.addr.port();
+    let cases = [
+        ("evil.example", json!([srv.ws_url()])),
+        ("evil.example:80", json!([srv.ws_url()])),
+        ("127.0.0.1.evil.example", json!([srv.ws_url()])),
+        ("sig.example.com", json!(["ws://sig.example.com/"])),
+        (
+            "SIG.example.com:9000",
+            json!(["ws://SIG.example.com:9000/"]),
+        ),
+        (
+            "alt.example.com:8443",
+            json!(["ws://alt.example.com:8443/"]),
+        ),
+        ("alt.example.com:1", json!([srv.ws_url()])),
+        ("localhost:1234", json!(["ws://localhost:1234/"])),
+        ("[::1]:99", json!(["ws://[::1]:99/"])),
+    ];
+    for (host, want) in cases {
+        let (status, head, body) = http_get_host(srv.addr, "/getaddr?vid=x", host).await;
+        assert_eq!(status, 200, "{host}");
+        assert!(head.contains("cache-control: no-store"), "{head}");
+        assert_eq!(web(body), want, "Host: {host} (port {port})");
+    }
 }
 
 #[tokio::test]

@@ -120,11 +120,22 @@ impl Mailbox {
     }
 }
 
-/// Message ids seen recently, per sender, to drop resends.
+/// Message ids seen recently, per sender, to drop resends. Ids are kept as 64-bit keyed
+/// hashes (SipHash with this process's random keys): a sender's window holds up to 10,000 of
+/// them, so their size matters; a false "resend" needs a collision among those, which a
+/// client cannot aim at without the keys.
 #[derive(Debug, Default)]
 struct Seen {
-    order: VecDeque<(Instant, String)>,
-    ids: HashSet<String>,
+    order: VecDeque<(Instant, u64)>,
+    ids: HashSet<u64>,
+}
+
+/// The keys of the id hashes (one per process).
+fn id_hash(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(id)
 }
 
 impl Seen {
@@ -137,16 +148,18 @@ impl Seen {
                 self.ids.remove(&old);
             }
         }
-        if !self.ids.insert(id.to_owned()) {
+        let h = id_hash(id);
+        if !self.ids.insert(h) {
             return false;
         }
-        self.order.push_back((now, id.to_owned()));
+        self.order.push_back((now, h));
         true
     }
 
     fn forget(&mut self, id: &str) {
-        self.ids.remove(id);
-        self.order.retain(|(_, i)| i != id);
+        let h = id_hash(id);
+        self.ids.remove(&h);
+        self.order.retain(|(_, i)| *i != h);
     }
 }
 

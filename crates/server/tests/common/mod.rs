@@ -569,9 +569,18 @@ impl Raw {
 
 /// A plain HTTP/1.1 GET over loopback: (status, headers lowercased, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    http_get_host(addr, path, &addr.to_string()).await
+}
+
+/// `GET path` with the given `Host` header.
+pub async fn http_get_host(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
