@@ -122,7 +122,9 @@ async fn main() {
         );
         return;
     }
+    // logs on stderr; stdout carries the one line saying where the server listens
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPENSIG_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -39,6 +39,8 @@ fn spawn_node(redis: &str, prefix: &str, id: &str) -> Node {
             "/nonexistent",
             "--limit",
             "user_messages_per_second=100000",
+            "--metrics-listen",
+            "off",
         ])
         .env("OPENSIG_LOG", "warn")
         .stdout(Stdio::piped())
