@@ -50,11 +50,13 @@ fn spawn_node(redis: &str, prefix: &str, id: &str) -> Node {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_string();
+    let Some(url) = line.split_whitespace().find(|w| w.starts_with("ws://")) else {
+        // not left running behind a failed test
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no URL in {line:?}");
+    };
+    let url = url.to_string();
     Node { child, url }
 }
 
