@@ -103,6 +103,15 @@ struct TokenArgs {
     ttl: u64,
 }
 
+/// A repeatable or comma-separated option's values, trimmed, empty ones dropped.
+fn names(values: &[String], norm: fn(&str) -> String) -> std::collections::BTreeSet<String> {
+    values
+        .iter()
+        .map(|v| norm(v.trim()))
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -134,12 +143,7 @@ async fn main() {
     let mut config = ServerConfig {
         listen: s.listen,
         public_url: s.public_url,
-        allowed_hosts: s
-            .allowed_hosts
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect(),
+        allowed_hosts: names(&s.allowed_hosts, str::to_ascii_lowercase),
         metrics_listen: Some(s.metrics_listen.clone()).filter(|m| m != "off" && !m.is_empty()),
         www_dir: Some(s.www),
         pkg_dir: Some(s.pkg),
@@ -148,12 +152,7 @@ async fn main() {
         node_id: s.node_id,
         tls_cert: s.tls_cert,
         tls_key: s.tls_key,
-        no_firehose: s
-            .no_firehose
-            .into_iter()
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect(),
+        no_firehose: names(&s.no_firehose, str::to_string),
         ..ServerConfig::default()
     };
     for app in s.apps.iter().filter(|a| !a.trim().is_empty()) {

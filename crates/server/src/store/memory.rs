@@ -52,10 +52,15 @@ struct AppMail {
     bytes: AtomicUsize,
 }
 
+/// Whether a total of `now` can grow by `add` under a cap of `max` (0: no cap; growing by
+/// nothing always can).
+fn within(now: usize, add: usize, max: usize) -> bool {
+    max == 0 || add == 0 || now + add <= max
+}
+
 impl AppMail {
     /// Whether one more message of `len` bytes stays within the quota.
     fn has_room(&self, len: usize, quota: &MailQuota<'_>) -> bool {
-        let within = |now: usize, add: usize, max: usize| max == 0 || now + add <= max;
         within(self.messages.load(Ordering::Relaxed), 1, quota.app_messages)
             && within(self.bytes.load(Ordering::Relaxed), len, quota.app_bytes)
     }
@@ -287,7 +292,6 @@ impl Channel {
     /// Whether `more` bytes (and the channel itself, when it has no attributes yet) fit in
     /// the app's quota.
     fn has_room(&self, more: usize, quota: &AttrQuota) -> bool {
-        let within = |now: usize, add: usize, max: usize| max == 0 || add == 0 || now + add <= max;
         let new_channel = usize::from(self.attrs.is_empty());
         within(
             self.app.channels.load(Ordering::Relaxed),
