@@ -44,6 +44,17 @@ pub struct ServerConfig {
     pub memory_gauge: Option<MemoryGauge>,
 }
 
+/// The limits of the configuration in force when they were read (a reload replaces the
+/// configuration whole; a request works with the one it started with).
+pub struct LimitsNow(pub Arc<ServerConfig>);
+
+impl std::ops::Deref for LimitsNow {
+    type Target = Limits;
+    fn deref(&self) -> &Limits {
+        &self.0.limits
+    }
+}
+
 /// Reads the bytes a process has allocated.
 pub type MemoryGauge = Arc<dyn Fn() -> usize + Send + Sync>;
 
@@ -122,6 +133,18 @@ impl Default for ServerConfig {
 /// Why a configuration value was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read {0}: {1}")]
+    Unreadable(PathBuf, #[source] std::io::Error),
+    /// Other users may read or change the configuration file, which holds certificates.
+    #[error(
+        "{0} can be read or changed by other users (mode {1:04o}); it holds app certificates: \
+         run `chmod 600 {0}` (group read, 640, is allowed)"
+    )]
+    Exposed(PathBuf, u32),
+    /// The configuration file is not valid TOML or has an unknown key.
+    #[error("{0}: {1}")]
+    BadFile(PathBuf, String),
     /// `--app` with an empty id or certificate.
     #[error("--app must be ID or ID:CERTIFICATE (got {0:?})")]
     BadApp(String),
@@ -158,20 +181,22 @@ impl ServerConfig {
         let (name, value) = spec
             .split_once('=')
             .ok_or_else(|| ConfigError::BadLimit(spec.into(), "expected name=value".into()))?;
-        let mut current = serde_json::to_value(&self.limits).expect("limits serialise");
-        let map = current.as_object_mut().expect("limits are an object");
-        if !map.contains_key(name.trim()) {
-            let known: Vec<&String> = map.keys().collect();
-            return Err(ConfigError::BadLimit(
-                spec.into(),
-                format!("unknown limit; known: {known:?}"),
-            ));
-        }
         let parsed: serde_json::Value = serde_json::from_str(value.trim())
             .map_err(|e| ConfigError::BadLimit(spec.into(), e.to_string()))?;
-        map.insert(name.trim().into(), parsed);
-        self.limits = serde_json::from_value(current)
-            .map_err(|e| ConfigError::BadLimit(spec.into(), e.to_string()))?;
+        self.set_limit_value(name.trim(), parsed)
+            .map_err(|e| ConfigError::BadLimit(spec.into(), e))
+    }
+
+    /// Set the limit `name` (a `Limits` field name) to `value`.
+    fn set_limit_value(&mut self, name: &str, value: serde_json::Value) -> Result<(), String> {
+        let mut current = serde_json::to_value(&self.limits).expect("limits serialise");
+        let map = current.as_object_mut().expect("limits are an object");
+        if !map.contains_key(name) {
+            let known: Vec<&String> = map.keys().collect();
+            return Err(format!("unknown limit; known: {known:?}"));
+        }
+        map.insert(name.into(), value);
+        self.limits = serde_json::from_value(current).map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -180,9 +205,137 @@ impl ServerConfig {
         !(self.no_firehose.contains(app) || self.no_firehose.contains("*"))
     }
 
+    /// Whether sessions of `app` may exist (development mode: every app).
+    pub fn app_allowed(&self, app: &str) -> bool {
+        self.development_mode() || self.apps.contains_key(app)
+    }
+
     /// Whether any app is configured (otherwise every app id is accepted without tokens).
     pub fn development_mode(&self) -> bool {
         self.apps.is_empty()
+    }
+}
+
+/// The configuration file (`--config opensig.toml`, TOML): every key optional; the command
+/// line and the environment override it. `docs/opensig.example.toml` shows every key.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `listen`.
+    pub listen: Option<String>,
+    /// `public_url`.
+    pub public_url: Option<String>,
+    /// `allowed_hosts`.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// `metrics_listen` (`"off"`: not served).
+    pub metrics_listen: Option<String>,
+    /// `www`.
+    pub www: Option<PathBuf>,
+    /// `pkg`.
+    pub pkg: Option<PathBuf>,
+    /// `redis`.
+    pub redis: Option<String>,
+    /// `redis_prefix`.
+    pub redis_prefix: Option<String>,
+    /// `node_id`.
+    pub node_id: Option<String>,
+    /// `no_firehose`.
+    pub no_firehose: Option<Vec<String>>,
+    /// `[tls] cert = …, key = …`.
+    pub tls: Option<TlsFiles>,
+    /// `[apps]`: app id = certificate (`""`: an app without one; tokens are not checked).
+    #[serde(default)]
+    pub apps: BTreeMap<String, String>,
+    /// `[limits]`: any `Limits` field, e.g. `user_messages_per_second = 100`.
+    #[serde(default)]
+    pub limits: BTreeMap<String, toml::Value>,
+}
+
+/// `[tls]` of the configuration file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl FileConfig {
+    /// Read `path`, refusing a file other users can read or anyone but its owner and group
+    /// can change (it holds certificates).
+    pub fn read(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+        let unreadable = |e| ConfigError::Unreadable(path.to_owned(), e);
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o7777;
+            if mode & 0o027 != 0 {
+                return Err(ConfigError::Exposed(path.to_owned(), mode));
+            }
+        }
+        let text = std::io::read_to_string(file).map_err(unreadable)?;
+        toml::from_str(&text).map_err(|e| ConfigError::BadFile(path.to_owned(), e.to_string()))
+    }
+
+    /// Put what the file sets into `c`.
+    pub fn apply(&self, c: &mut ServerConfig) -> Result<(), ConfigError> {
+        let set = |slot: &mut String, v: &Option<String>| {
+            if let Some(v) = v {
+                slot.clone_from(v);
+            }
+        };
+        set(&mut c.listen, &self.listen);
+        set(&mut c.redis_prefix, &self.redis_prefix);
+        if self.public_url.is_some() {
+            c.public_url.clone_from(&self.public_url);
+        }
+        if let Some(hosts) = &self.allowed_hosts {
+            c.allowed_hosts = hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect();
+        }
+        if let Some(m) = &self.metrics_listen {
+            c.metrics_listen = Some(m.clone()).filter(|m| m != "off" && !m.is_empty());
+        }
+        if self.www.is_some() {
+            c.www_dir.clone_from(&self.www);
+        }
+        if self.pkg.is_some() {
+            c.pkg_dir.clone_from(&self.pkg);
+        }
+        if self.redis.is_some() {
+            c.redis_url.clone_from(&self.redis);
+        }
+        if self.node_id.is_some() {
+            c.node_id.clone_from(&self.node_id);
+        }
+        if let Some(f) = &self.no_firehose {
+            c.no_firehose = f.iter().map(|n| n.trim().to_string()).collect();
+        }
+        if let Some(tls) = &self.tls {
+            c.tls_cert = Some(tls.cert.clone());
+            c.tls_key = Some(tls.key.clone());
+        }
+        for (id, cert) in &self.apps {
+            let spec = match cert.trim() {
+                "" => id.clone(),
+                cert => format!("{id}:{cert}"),
+            };
+            if id.contains(':') {
+                return Err(ConfigError::BadApp(id.clone()));
+            }
+            c.add_app(&spec)?;
+        }
+        for (name, value) in &self.limits {
+            let v = serde_json::to_value(value)
+                .map_err(|e| ConfigError::BadLimit(format!("[limits] {name}"), e.to_string()))?;
+            c.set_limit_value(name, v)
+                .map_err(|e| ConfigError::BadLimit(format!("[limits] {name}"), e))?;
+        }
+        Ok(())
     }
 }
 
@@ -221,5 +374,23 @@ mod tests {
         assert!(c.set_limit("nope=1").is_err());
         assert!(c.set_limit("user_messages_per_second=x").is_err());
         assert!(c.set_limit("user_messages_per_second").is_err());
+    }
+
+    #[test]
+    fn the_documented_example_file_is_valid() {
+        let text = include_str!("../../../docs/opensig.example.toml");
+        let file: FileConfig = toml::from_str(text).expect("docs/opensig.example.toml parses");
+        let mut c = ServerConfig::default();
+        file.apply(&mut c).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080");
+        assert_eq!(c.apps["my-test-app"], None);
+        assert_eq!(
+            c.apps["970ca35de60c44645bbae8a215061b33"].as_deref(),
+            Some("5cfd2fd1755d40ecb72977518be15d3b")
+        );
+        assert_eq!(c.limits.user_messages_per_second, 60);
+        // every limit name the file could use is a `Limits` field; a wrong value is refused
+        let bad: FileConfig = toml::from_str("[limits]\nuser_messages_per_second = \"x\"").unwrap();
+        assert!(bad.apply(&mut c).is_err());
     }
 }

@@ -59,7 +59,7 @@ enum Event {
 /// Serve one upgraded WebSocket until it closes.
 pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net::IpAddr) {
     let id = shared.next_conn_id();
-    let (handle, queue) = ConnHandle::new(id, shared.config.limits.outbound_queue);
+    let (handle, queue) = ConnHandle::new(id, shared.config().limits.outbound_queue);
     let (mut sink, mut stream) = ws.split();
     Stats::inc(&shared.stats.connections);
     shared.register(handle.clone());
@@ -68,7 +68,7 @@ pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net
         handle: handle.clone(),
         session: None,
         binary: false,
-        idle: Duration::from_secs(shared.config.limits.login_timeout_secs),
+        idle: Duration::from_secs(shared.config().limits.login_timeout_secs),
         last_rx: Instant::now(),
         outbox: Vec::new(),
         closing: false,
@@ -251,7 +251,7 @@ impl<S: Store> Reader<S> {
         let text = match msg {
             Message::Text(t) => t.to_string(),
             Message::Binary(b) => {
-                match zlib::decompress(&b, self.shared.config.limits.max_frame_bytes) {
+                match zlib::decompress(&b, self.shared.config().limits.max_frame_bytes) {
                     Ok(t) => t,
                     Err(e) => {
                         debug!(conn = self.handle.id, "unusable binary frame: {e:?}");
@@ -268,7 +268,7 @@ impl<S: Store> Reader<S> {
             }
             _ => return,
         };
-        if text.len() > self.shared.config.limits.max_frame_bytes {
+        if text.len() > self.shared.config().limits.max_frame_bytes {
             self.close_with(out::close(), close::BAD_FRAME);
             return;
         }
@@ -348,7 +348,8 @@ impl<S: Store> Reader<S> {
     /// (account rule, app id, token).
     fn check_login(&self, login: &Login) -> Result<(AppId, Account), Refusal> {
         let shared = &self.shared;
-        let limits = &shared.config.limits;
+        let config = shared.config();
+        let limits = &config.limits;
         if shared.shutting_down() {
             return Err((login_error::UNAVAILABLE, close::NORMAL));
         }
@@ -368,7 +369,7 @@ impl<S: Store> Reader<S> {
             .map_err(|reason| (reason, close::LOGIN_REFUSED))?;
         let full = limits.max_sessions > 0
             && shared.stats.sessions.load(Ordering::Relaxed) as usize >= limits.max_sessions;
-        if full || shared.config.short_of_memory() {
+        if full || shared.config().short_of_memory() {
             return Err((login_error::SERVER_BUSY, close::SERVER_BUSY));
         }
         Ok(who)
@@ -406,6 +407,7 @@ impl<S: Store> Reader<S> {
             Ok(session) => {
                 self.idle = session.idle;
                 info!(app = %session.app, account = %session.account, conn = self.handle.id, "login");
+                shared.logged_in(self.handle.id, &session.app);
                 self.session = Some(session);
                 Flow::Continue
             }
@@ -419,7 +421,8 @@ impl<S: Store> Reader<S> {
 
     /// Whether the login's account is online already (a full node lets it replace itself).
     async fn replaces_own_session(&self, login: &Login) -> bool {
-        let l = &self.shared.config.limits;
+        let config = self.shared.config();
+        let l = &config.limits;
         let (Ok(app), Ok(account)) = (
             AppId::parse(&login.vid, l),
             Account::parse(&login.account, l),
@@ -551,7 +554,8 @@ async fn write_one<S: Store>(
         out::multi(frames).into()
     };
     Stats::inc(&shared.stats.frames_out);
-    let limits = &shared.config.limits;
+    let config = shared.config();
+    let limits = &config.limits;
     let msg = if binary && text.len() >= COMPRESS_THRESHOLD && text.len() <= limits.max_frame_bytes
     {
         Message::Binary(zlib::compress(&text).into())

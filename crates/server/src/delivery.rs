@@ -99,7 +99,8 @@ impl ConnHandle {
         true
     }
 
-    /// Tell the connection it was kicked by a newer login.
+    /// Tell the connection its session is over (a newer login took over, or its app was
+    /// removed): `kick` (`onLogout(103)`), then close.
     pub fn kick(&self) {
         self.signal(|s| &s.kicked);
     }

@@ -35,20 +35,20 @@ pub mod store;
 
 pub use config::ServerConfig;
 use delivery::ConnHandle;
+use opensig_protocol::ident::AppId;
 use signaling::Signaling;
 use stats::Stats;
 use store::{AnyStore, Store};
 
 /// State shared by every request and connection.
 pub struct Shared<S: Store> {
-    /// The rules, over the store.
+    /// The rules, over the store (and the configuration in force).
     pub signaling: Arc<Signaling<S>>,
-    /// Configuration.
-    pub config: Arc<ServerConfig>,
     /// Counters.
     pub stats: Stats,
     conn_seq: AtomicU64,
-    conns: DashMap<u64, ConnHandle>,
+    /// Open connections, with the app of their session once logged in.
+    conns: DashMap<u64, (ConnHandle, Option<AppId>)>,
     shutting_down: AtomicBool,
     /// Login token buckets per IP address (`logins_per_ip_per_second`).
     login_rates: DashMap<IpAddr, ratelimit::Bucket>,
@@ -60,12 +60,28 @@ impl<S: Store> Shared<S> {
         self.signaling.store()
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.signaling.config()
+    }
+
     fn next_conn_id(&self) -> u64 {
         self.conn_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn register(&self, h: ConnHandle) {
-        self.conns.insert(h.id, h);
+        self.conns.insert(h.id, (h, None));
+    }
+
+    /// Connection `id` is a session of `app` now. An app a reload removed meanwhile gets no
+    /// session: it is kicked at once (the reload's own sweep may have run before this).
+    fn logged_in(&self, id: u64, app: &AppId) {
+        if let Some(mut c) = self.conns.get_mut(&id) {
+            c.1 = Some(app.clone());
+            if !self.config().app_allowed(app) {
+                c.0.kick();
+            }
+        }
     }
 
     fn unregister(&self, id: u64) {
@@ -99,6 +115,7 @@ pub struct Running<E: Store> {
     pub metrics_addr: Option<SocketAddr>,
     /// Its shared state (rules over the store, stats).
     pub shared: Arc<Shared<E>>,
+    accept: Arc<listen::Accept>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     on_stop: Option<StopHook>,
@@ -123,7 +140,7 @@ impl<E: Store> Running<E> {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.shared.store().halt();
         for c in self.shared.conns.iter() {
-            c.drop_silently();
+            c.0.drop_silently();
         }
         self.task.abort();
         let _ = self.task.await;
@@ -133,7 +150,7 @@ impl<E: Store> Running<E> {
     pub async fn shutdown(self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         for c in self.shared.conns.iter() {
-            c.shutdown();
+            c.0.shutdown();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.shared.connection_count() > 0 && tokio::time::Instant::now() < deadline {
@@ -144,6 +161,135 @@ impl<E: Store> Running<E> {
         }
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+}
+
+/// What a [`Running::reload`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Apps that can log in now and could not before.
+    pub apps_added: Vec<String>,
+    /// Apps that can no longer log in; their sessions on this node were ended.
+    pub apps_removed: Vec<String>,
+    /// Apps whose certificate changed: new logins and token renewals need its tokens.
+    pub certificates_changed: Vec<String>,
+    /// Limits whose value changed.
+    pub limits_changed: Vec<String>,
+    /// Sessions ended (`kick`, `onLogout(103)`) because their app is no longer configured.
+    pub sessions_ended: usize,
+    /// The TLS certificate chain and key were read again.
+    pub tls_reloaded: bool,
+    /// Settings that differ from the running ones but only apply at the next start.
+    pub need_restart: Vec<&'static str>,
+}
+
+/// Limits a running server cannot change: they are the stores' defaults for channels created
+/// from now on and the dedup sweeper's period, set up when the store starts.
+pub const LIMITS_SET_AT_START: &[&str] = &[
+    "channel_ttl_default_secs",
+    "channel_messages_per_second",
+    "attr_changes_per_second",
+    "dedup_window_secs",
+];
+
+impl<E: Store> Running<E> {
+    /// Put a new configuration in force without dropping a session (what `SIGHUP` does):
+    /// apps, their certificates, limits, the TLS certificate (read again from its files),
+    /// `/getaddr`'s answer and the firehose policy. A removed app's sessions end with `kick`
+    /// (`onLogout(103)`); a changed certificate applies to new logins and renewals. What
+    /// only a start sets up (listen addresses, Redis, node id, folders, TLS on or off, the
+    /// [`LIMITS_SET_AT_START`]) keeps its running value and is listed in `need_restart`.
+    /// Nothing changes when the TLS files cannot be read.
+    pub fn reload(&self, mut new: ServerConfig) -> std::io::Result<Reloaded> {
+        let old = self.shared.config();
+        let mut r = Reloaded::default();
+        let lim = |c: &ServerConfig| serde_json::to_value(&c.limits).unwrap_or_default();
+        let (old_limits, new_limits) = (lim(&old), lim(&new));
+        let at_start = |name: &str| old_limits.get(name) != new_limits.get(name);
+        let fixed: [(&'static str, bool); 12] = [
+            ("listen", new.listen != old.listen),
+            ("metrics_listen", new.metrics_listen != old.metrics_listen),
+            ("redis", new.redis_url != old.redis_url),
+            ("redis_prefix", new.redis_prefix != old.redis_prefix),
+            (
+                "node_id",
+                new.node_id.is_some() && new.node_id != old.node_id,
+            ),
+            ("www", new.www_dir != old.www_dir),
+            ("pkg", new.pkg_dir != old.pkg_dir),
+            ("tls", new.tls_cert.is_some() != old.tls_cert.is_some()),
+            (LIMITS_SET_AT_START[0], at_start(LIMITS_SET_AT_START[0])),
+            (LIMITS_SET_AT_START[1], at_start(LIMITS_SET_AT_START[1])),
+            (LIMITS_SET_AT_START[2], at_start(LIMITS_SET_AT_START[2])),
+            (LIMITS_SET_AT_START[3], at_start(LIMITS_SET_AT_START[3])),
+        ];
+        r.need_restart = fixed.iter().filter(|f| f.1).map(|f| f.0).collect();
+        // the running values of what only a start sets up
+        new.listen = old.listen.clone();
+        new.metrics_listen = old.metrics_listen.clone();
+        new.redis_url = old.redis_url.clone();
+        new.redis_prefix = old.redis_prefix.clone();
+        new.node_id = old.node_id.clone();
+        new.www_dir = old.www_dir.clone();
+        new.pkg_dir = old.pkg_dir.clone();
+        new.memory_gauge = old.memory_gauge.clone();
+        for name in LIMITS_SET_AT_START {
+            let mut limits = serde_json::to_value(&new.limits).unwrap_or_default();
+            limits[*name] = old_limits[*name].clone();
+            if let Ok(l) = serde_json::from_value(limits) {
+                new.limits = l;
+            }
+        }
+        // TLS first: a certificate that cannot be read leaves everything as it was
+        match (&self.accept.tls, &new.tls_cert, &new.tls_key) {
+            (Some(tls), Some(cert), Some(key)) => {
+                let fresh = tls_acceptor(cert, key)?;
+                tls.store(Arc::new(fresh));
+                r.tls_reloaded = true;
+            }
+            _ => {
+                new.tls_cert = old.tls_cert.clone();
+                new.tls_key = old.tls_key.clone();
+            }
+        }
+        let allowed = |c: &ServerConfig, app: &str| c.app_allowed(app);
+        r.apps_added = new
+            .apps
+            .keys()
+            .filter(|a| !allowed(&old, a) || old.development_mode())
+            .cloned()
+            .collect();
+        r.apps_removed = old
+            .apps
+            .keys()
+            .filter(|a| !allowed(&new, a))
+            .cloned()
+            .collect();
+        r.certificates_changed = new
+            .apps
+            .iter()
+            .filter(|(a, cert)| old.apps.get(*a).is_some_and(|c| c != *cert))
+            .map(|(a, _)| a.clone())
+            .collect();
+        let (old_l, new_l) = (lim(&old), lim(&new));
+        if let (Some(o), Some(n)) = (old_l.as_object(), new_l.as_object()) {
+            r.limits_changed = n
+                .iter()
+                .filter(|(k, v)| o.get(*k) != Some(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+        }
+        self.accept.set_limits(&new.limits);
+        let new = Arc::new(new);
+        self.shared.signaling.replace_config(new.clone());
+        // after the swap: a login finishing now sees the new apps (`Shared::logged_in`)
+        for c in self.shared.conns.iter() {
+            if c.1.as_ref().is_some_and(|app| !new.app_allowed(app)) {
+                c.0.kick();
+                r.sessions_ended += 1;
+            }
+        }
+        Ok(r)
     }
 }
 
@@ -206,13 +352,12 @@ async fn serve<S: Store>(
             ))
         }
     };
-    let accept = accept_config(&config, tls);
+    let accept = Arc::new(listen::Accept::new(&config.limits, tls));
     let config = Arc::new(config);
     let signaling = Arc::new(Signaling::new(store, config.clone(), ids));
     signaling.start();
     let shared = Arc::new(Shared {
         signaling,
-        config,
         stats: Stats::default(),
         conn_seq: AtomicU64::new(0),
         conns: DashMap::new(),
@@ -234,34 +379,25 @@ async fn serve<S: Store>(
             let Some(shared) = pruned.upgrade() else {
                 return;
             };
-            let rate = shared.config.limits.logins_per_ip_per_second;
+            let rate = shared.config().limits.logins_per_ip_per_second;
             shared.login_rates.retain(|_, b| !b.is_full(rate));
         }
     });
-    let metrics_addr = match &shared.config.metrics_listen {
+    let metrics_addr = match &shared.config().metrics_listen.clone() {
         Some(at) => serve_metrics(at, shared.clone(), stopped.clone()).await,
         None => None,
     };
-    let task = tokio::spawn(listen::run(listener, app, accept, stopped));
+    let task = tokio::spawn(listen::run(listener, app, accept.clone(), stopped));
     Ok(Running {
         addr,
         tls,
         metrics_addr,
         shared,
+        accept,
         stop,
         task,
         on_stop: None,
     })
-}
-
-/// How connections are accepted: TLS, the per-address cap, the handshake timeout.
-fn accept_config(config: &ServerConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> listen::Accept {
-    listen::Accept {
-        tls,
-        per_ip_cap: config.limits.connections_per_ip,
-        handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs.max(1)),
-        counts: Arc::new(listen::IpCounts::default()),
-    }
 }
 
 /// The WebSocket settings of every connection: frame and message size caps, small buffers.
@@ -284,7 +420,7 @@ pub async fn start_echo(
 ) -> std::io::Result<(std::net::SocketAddr, watch::Sender<bool>)> {
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
-    let accept = accept_config(&config, None);
+    let accept = Arc::new(listen::Accept::new(&config.limits, None));
     let limits = Arc::new(config.limits);
     let app = Router::new().route(
         "/",
@@ -374,10 +510,10 @@ fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         .route("/", get(root::<S>))
         .route("/getaddr", get(getaddr::<S>))
         .route("/healthz", get(|| async { "ok" }));
-    if let Some(pkg) = shared.config.pkg_dir.as_ref().filter(|p| p.is_dir()) {
+    if let Some(pkg) = shared.config().pkg_dir.as_ref().filter(|p| p.is_dir()) {
         app = app.nest_service("/pkg", ServeDir::new(pkg));
     }
-    if let Some(www) = shared.config.www_dir.as_ref().filter(|p| p.is_dir()) {
+    if let Some(www) = shared.config().www_dir.as_ref().filter(|p| p.is_dir()) {
         app = app.fallback_service(ServeDir::new(www));
     }
     app.layer(CorsLayer::permissive())
@@ -426,11 +562,11 @@ async fn root<S: Store>(
             })
             .into_response()
         }
-        Ok(ws) => websocket(ws, &shared.config.limits)
+        Ok(ws) => websocket(ws, &shared.config().limits)
             .on_upgrade(move |socket| conn::serve(socket, shared, info.peer.ip()))
             .into_response(),
         Err(_) => match shared
-            .config
+            .config()
             .www_dir
             .as_ref()
             .map(|d| d.join("index.html"))
@@ -470,16 +606,17 @@ async fn getaddr<S: Store>(
 ) -> Response {
     let mut web = shared.store().live_nodes().await;
     if web.is_empty() {
-        let own = match &shared.config.public_url {
+        let config = shared.config();
+        let own = match &config.public_url {
             Some(u) => u.clone(),
             None => {
                 let host = headers
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
-                    .filter(|h| host_allowed(h, &shared.config.allowed_hosts))
+                    .filter(|h| host_allowed(h, &config.allowed_hosts))
                     .map(str::to_owned)
                     .or_else(|| info.local.map(|a| a.to_string()))
-                    .unwrap_or_else(|| shared.config.listen.clone());
+                    .unwrap_or_else(|| config.listen.clone());
                 let scheme = if info.tls { "wss" } else { "ws" };
                 format!("{scheme}://{host}/")
             }

@@ -4,10 +4,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::Router;
 use dashmap::DashMap;
@@ -141,16 +143,47 @@ impl AsyncWrite for Io {
     }
 }
 
-/// How the accept loop treats new connections.
+/// How the accept loop treats new connections (a reload changes it in place).
 pub struct Accept {
-    /// TLS, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS, when configured (a reload may swap the certificate).
+    pub tls: Option<ArcSwap<tokio_rustls::TlsAcceptor>>,
     /// `connections_per_ip` (0: no cap).
-    pub per_ip_cap: usize,
-    /// TLS handshake and request headers must be done within this.
-    pub handshake_timeout: Duration,
+    pub per_ip_cap: AtomicUsize,
+    /// TLS handshake and request headers must be done within this many milliseconds.
+    pub handshake_timeout_ms: AtomicU64,
     /// Open connections per IP.
     pub counts: Arc<IpCounts>,
+}
+
+impl Accept {
+    /// The rules of `limits`, with `tls` when given.
+    pub fn new(
+        limits: &opensig_protocol::Limits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Accept {
+        let accept = Accept {
+            tls: tls.map(ArcSwap::from_pointee),
+            per_ip_cap: AtomicUsize::new(0),
+            handshake_timeout_ms: AtomicU64::new(0),
+            counts: Arc::new(IpCounts::default()),
+        };
+        accept.set_limits(limits);
+        accept
+    }
+
+    /// Apply `limits` to connections accepted from now on.
+    pub fn set_limits(&self, limits: &opensig_protocol::Limits) {
+        self.per_ip_cap
+            .store(limits.connections_per_ip, Ordering::Relaxed);
+        self.handshake_timeout_ms.store(
+            limits.handshake_timeout_secs.max(1).saturating_mul(1000),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -159,8 +192,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Accept until `stop` turns true; each connection is served by its own task and, on stop,
 /// asked to finish gracefully (upgraded WebSockets are closed by the server's own shutdown).
-pub async fn run(listener: TcpListener, app: Router, accept: Accept, stop: watch::Receiver<bool>) {
-    let accept = Arc::new(accept);
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    accept: Arc<Accept>,
+    stop: watch::Receiver<bool>,
+) {
     let mut stop_accepting = stop.clone();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -176,7 +213,7 @@ pub async fn run(listener: TcpListener, app: Router, accept: Accept, stop: watch
             _ = stopped(&mut stop_accepting) => return,
         };
         let (slot, count) = accept.counts.enter(peer.ip());
-        let cap = accept.per_ip_cap;
+        let cap = accept.per_ip_cap.load(Ordering::Relaxed);
         // far over the cap: not even worth an HTTP answer
         if cap > 0 && count > cap.saturating_mul(2).saturating_add(16) {
             continue;
@@ -188,7 +225,8 @@ pub async fn run(listener: TcpListener, app: Router, accept: Accept, stop: watch
             let stream = match &accept.tls {
                 None => Stream::Plain(tcp),
                 Some(tls) => {
-                    match tokio::time::timeout(accept.handshake_timeout, tls.accept(tcp)).await {
+                    let tls = tls.load_full();
+                    match tokio::time::timeout(accept.handshake_timeout(), tls.accept(tcp)).await {
                         Ok(Ok(s)) => Stream::Tls(Box::new(s)),
                         Ok(Err(e)) => {
                             debug!(%peer, "TLS handshake failed: {e}");
@@ -221,7 +259,7 @@ pub async fn run(listener: TcpListener, app: Router, accept: Accept, stop: watch
             // head at once (no protocol sniffing that could wait without a deadline)
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(accept.handshake_timeout)
+                .header_read_timeout(accept.handshake_timeout())
                 .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
                 .with_upgrades();
             tokio::pin!(conn);

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
-use opensig_server::ServerConfig;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use opensig_server::config::{ConfigError, FileConfig};
+use opensig_server::store::AnyStore;
+use opensig_server::{Running, ServerConfig};
 
 /// Every allocation of the process, counted: `memory_max_bytes` compares against it.
 #[global_allocator]
@@ -32,11 +34,17 @@ enum Command {
 
 #[derive(Args)]
 struct Serve {
-    /// Address to listen on.
-    #[arg(long, env = "OPENSIG_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
+    /// A TOML file with apps and their certificates, limits, Redis, TLS (see
+    /// docs/opensig.example.toml); read again on SIGHUP. Other users must not be able to read
+    /// it. Options given here or in the environment override it.
+    #[arg(long, env = "OPENSIG_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "OPENSIG_LISTEN")]
+    listen: Option<String>,
     /// An app: `ID` (no token needed) or `ID:CERTIFICATE` (tokens required). Repeatable.
-    /// None given = development mode: any app id, any token.
+    /// None given (here or in --config) = development mode: any app id, any token. A
+    /// certificate here is visible to every local user in the process list: prefer --config.
     #[arg(long = "app", env = "OPENSIG_APPS", value_delimiter = ',')]
     apps: Vec<String>,
     /// The WebSocket URL `/getaddr` returns (default: ws://<Host>/ when the request's Host is
@@ -50,24 +58,26 @@ struct Serve {
         value_delimiter = ','
     )]
     allowed_hosts: Vec<String>,
-    /// Where `/metrics` is served, apart from the public port (`off`: not served).
-    #[arg(long, env = "OPENSIG_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
-    metrics_listen: String,
+    /// Where `/metrics` is served, apart from the public port (`off`: not served)
+    /// [default: 127.0.0.1:9464].
+    #[arg(long, env = "OPENSIG_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Override a limit: `name=value`, e.g. `user_messages_per_second=100`. Repeatable.
     #[arg(long = "limit", env = "OPENSIG_LIMITS", value_delimiter = ',')]
     limits: Vec<String>,
-    /// Folder served at `/` (the demo app).
-    #[arg(long, env = "OPENSIG_WWW", default_value = "www")]
-    www: PathBuf,
-    /// Folder served at `/pkg/` (the built SDK).
-    #[arg(long, env = "OPENSIG_PKG", default_value = "pkg")]
-    pkg: PathBuf,
+    /// Folder served at `/` (the demo app) [default: www].
+    #[arg(long, env = "OPENSIG_WWW")]
+    www: Option<PathBuf>,
+    /// Folder served at `/pkg/` (the built SDK) [default: pkg].
+    #[arg(long, env = "OPENSIG_PKG")]
+    pkg: Option<PathBuf>,
     /// Run as a node of a cluster sharing this Redis (`redis://host:port/db`).
     #[arg(long, env = "OPENSIG_REDIS")]
     redis: Option<String>,
-    /// Prefix of the cluster's Redis keys (clusters sharing one Redis use different ones).
-    #[arg(long, env = "OPENSIG_REDIS_PREFIX", default_value = "opensig:")]
-    redis_prefix: String,
+    /// Prefix of the cluster's Redis keys (clusters sharing one Redis use different ones)
+    /// [default: opensig:].
+    #[arg(long, env = "OPENSIG_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
     /// This node's id in the cluster (default: random).
     #[arg(long, env = "OPENSIG_NODE_ID")]
     node_id: Option<String>,
@@ -114,7 +124,11 @@ fn names(values: &[String], norm: fn(&str) -> String) -> std::collections::BTree
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let certificate_on_command_line = matches.value_source("apps")
+        == Some(clap::parser::ValueSource::CommandLine)
+        && cli.serve.apps.iter().any(|a| a.contains(':'));
     if let Some(Command::Token(t)) = cli.command {
         let expiry = if t.ttl == 0 {
             0
@@ -140,43 +154,20 @@ async fn main() {
         )
         .init();
     let s = cli.serve;
-    let mut config = ServerConfig {
-        listen: s.listen,
-        public_url: s.public_url,
-        allowed_hosts: names(&s.allowed_hosts, str::to_ascii_lowercase),
-        metrics_listen: Some(s.metrics_listen.clone()).filter(|m| m != "off" && !m.is_empty()),
-        www_dir: Some(s.www),
-        pkg_dir: Some(s.pkg),
-        redis_url: s.redis,
-        redis_prefix: s.redis_prefix,
-        node_id: s.node_id,
-        tls_cert: s.tls_cert,
-        tls_key: s.tls_key,
-        no_firehose: names(&s.no_firehose, str::to_string),
-        ..ServerConfig::default()
+    if certificate_on_command_line {
+        tracing::warn!(
+            "an app certificate was given with --app on the command line: every local user can \
+             read it in the process list; put it in a --config file (chmod 600) instead"
+        );
+    }
+    let mut config = match build_config(&s) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
     };
-    for app in s.apps.iter().filter(|a| !a.trim().is_empty()) {
-        if let Err(e) = config.add_app(app) {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    }
-    for l in s.limits.iter().filter(|a| !a.trim().is_empty()) {
-        if let Err(e) = config.set_limit(l) {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    }
     config.memory_gauge = Some(std::sync::Arc::new(|| ALLOCATOR.allocated()));
-    let memory_given = s
-        .limits
-        .iter()
-        .any(|l| l.trim().starts_with("memory_max_bytes"));
-    if !memory_given {
-        if let Some(bytes) = opensig_server::config::machine_memory() {
-            config.limits.memory_max_bytes = bytes / 4 * 3;
-        }
-    }
     if config.limits.memory_max_bytes > 0 {
         tracing::info!(
             "memory cap: {} MiB (limit memory_max_bytes)",
@@ -211,24 +202,125 @@ async fn main() {
     if let Some(m) = running.metrics_addr {
         tracing::info!("metrics on http://{m}/metrics");
     }
-    shutdown_signal().await;
+    serve_signals(&running, &s).await;
     tracing::info!("shutting down: closing every session");
     running.shutdown().await;
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The configuration: defaults, then the --config file, then the command line and
+/// environment; `memory_max_bytes` defaults to ¾ of the machine (or its cgroup limit).
+fn build_config(s: &Serve) -> Result<ServerConfig, ConfigError> {
+    let mut config = ServerConfig {
+        metrics_listen: Some("127.0.0.1:9464".into()),
+        www_dir: Some("www".into()),
+        pkg_dir: Some("pkg".into()),
+        ..ServerConfig::default()
+    };
+    let file = s.config.as_deref().map(FileConfig::read).transpose()?;
+    if let Some(f) = &file {
+        f.apply(&mut config)?;
+    }
+    if let Some(l) = &s.listen {
+        config.listen.clone_from(l);
+    }
+    if s.public_url.is_some() {
+        config.public_url.clone_from(&s.public_url);
+    }
+    if !s.allowed_hosts.is_empty() {
+        config.allowed_hosts = names(&s.allowed_hosts, str::to_ascii_lowercase);
+    }
+    if let Some(m) = &s.metrics_listen {
+        config.metrics_listen = Some(m.clone()).filter(|m| m != "off" && !m.is_empty());
+    }
+    if s.www.is_some() {
+        config.www_dir.clone_from(&s.www);
+    }
+    if s.pkg.is_some() {
+        config.pkg_dir.clone_from(&s.pkg);
+    }
+    if s.redis.is_some() {
+        config.redis_url.clone_from(&s.redis);
+    }
+    if let Some(p) = &s.redis_prefix {
+        config.redis_prefix.clone_from(p);
+    }
+    if s.node_id.is_some() {
+        config.node_id.clone_from(&s.node_id);
+    }
+    if s.tls_cert.is_some() {
+        config.tls_cert.clone_from(&s.tls_cert);
+        config.tls_key.clone_from(&s.tls_key);
+    }
+    if !s.no_firehose.is_empty() {
+        config.no_firehose = names(&s.no_firehose, str::to_string);
+    }
+    for app in s.apps.iter().filter(|a| !a.trim().is_empty()) {
+        config.add_app(app)?;
+    }
+    for l in s.limits.iter().filter(|a| !a.trim().is_empty()) {
+        config.set_limit(l)?;
+    }
+    let memory_given = s
+        .limits
+        .iter()
+        .any(|l| l.trim().starts_with("memory_max_bytes"))
+        || file
+            .as_ref()
+            .is_some_and(|f| f.limits.contains_key("memory_max_bytes"));
+    if !memory_given {
+        if let Some(bytes) = opensig_server::config::machine_memory() {
+            config.limits.memory_max_bytes = bytes / 4 * 3;
+        }
+    }
+    Ok(config)
+}
+
+/// Until SIGINT or SIGTERM: SIGHUP reloads the configuration (see [`Running::reload`]).
+async fn serve_signals(running: &Running<AnyStore>, s: &Serve) {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => reload(running, s),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = (running, s);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Read the configuration again and put it in force; a bad file changes nothing.
+fn reload(running: &Running<AnyStore>, s: &Serve) {
+    let config = match build_config(s) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, configuration unchanged: {e}");
+            return;
+        }
+    };
+    match running.reload(config) {
+        Ok(r) => {
+            for what in &r.need_restart {
+                tracing::warn!("reload: {what} changed; it applies at the next start");
+            }
+            tracing::info!(
+                apps_added = ?r.apps_added,
+                apps_removed = ?r.apps_removed,
+                certificates_changed = ?r.certificates_changed,
+                limits_changed = ?r.limits_changed,
+                sessions_ended = r.sessions_ended,
+                tls_reloaded = r.tls_reloaded,
+                "configuration reloaded"
+            );
+        }
+        Err(e) => tracing::error!("reload refused, configuration unchanged: {e}"),
     }
 }

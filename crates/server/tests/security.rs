@@ -504,7 +504,7 @@ async fn certificates_and_tokens_never_reach_the_logs() {
     .await;
 
     // the configuration prints without its secrets
-    let mut config = (*srv.shared.config).clone();
+    let mut config = (*srv.shared.config()).clone();
     config.redis_url = Some("redis://:hunter2-password@127.0.0.1:6379/".into());
     let shown = format!("{config:?}");
     assert!(shown.contains(APP_S), "{shown}");
@@ -606,4 +606,88 @@ async fn tls_serves_wss_and_https() {
         .unwrap()
         .unwrap_or(0);
     assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+}
+
+/// A renewed certificate (the same files, new contents) is read again by a reload: new
+/// connections get it, a session over the old one goes on.
+#[tokio::test]
+async fn a_reload_reads_the_tls_certificate_again() {
+    use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+    let make = || rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (first, second) = (make(), make());
+    let dir = std::env::temp_dir().join(format!(
+        "opensig-tls-reload-{}",
+        unique_prefix().trim_end_matches(':')
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let install = |k: &rcgen::CertifiedKey| {
+        std::fs::write(&cert_path, k.cert.pem()).unwrap();
+        std::fs::write(&key_path, k.key_pair.serialize_pem()).unwrap();
+    };
+    install(&first);
+    let srv = server_with(|c| {
+        c.tls_cert = Some(cert_path.clone());
+        c.tls_key = Some(key_path.clone());
+    })
+    .await;
+    // a client that trusts only `k`'s certificate
+    let handshake = |k: &rcgen::CertifiedKey| {
+        let mut roots = RootCertStore::empty();
+        roots.add(k.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let addr = srv.addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+        }
+    };
+    let port = srv.addr.port();
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("wss://localhost:{port}/"),
+        handshake(&first).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text(json!(["login", {"vid": APP, "account": "tls-user", "uid": 0, "token": "", "device": "websdk"}]).to_string()))
+        .await
+        .unwrap();
+    assert!(ws.next().await.unwrap().is_ok());
+
+    install(&second);
+    let r = srv.reload((*srv.shared.config()).clone()).unwrap();
+    assert!(r.tls_reloaded && r.need_restart.is_empty(), "{r:?}");
+    assert!(
+        handshake(&second).await.is_ok(),
+        "new connections: the new certificate"
+    );
+    assert!(
+        handshake(&first).await.is_err(),
+        "the old one is no longer served"
+    );
+    // a missing key: the reload is refused and the certificate in force stays
+    std::fs::remove_file(&key_path).unwrap();
+    assert!(srv.reload((*srv.shared.config()).clone()).is_err());
+    assert!(handshake(&second).await.is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+    // the session that started before the reload goes on
+    ws.send(Message::text(json!(["ping", 7]).to_string()))
+        .await
+        .unwrap();
+    let pong = loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) if t.contains("pong") => break t,
+            _ => continue,
+        }
+    };
+    assert!(pong.contains("pong"));
 }

@@ -74,12 +74,12 @@ fn default_setting(name: &str, d: &ChannelSettings) -> Option<Setting> {
 
 impl<S: Store> Signaling<S> {
     fn firehose_allowed(&self, app: &AppId) -> bool {
-        self.config.firehose_allowed(app)
+        self.config.load().firehose_allowed(app)
     }
 
     /// A channel name for an operation that ordinary channels only allow.
     fn ordinary(&self, name: &str) -> RResult<ChannelName> {
-        let ch = ChannelName::parse(name, self.limits())?;
+        let ch = ChannelName::parse(name, &self.limits())?;
         if ch.is_special() {
             return Err(ErrorKind::ReservedChannel);
         }
@@ -87,7 +87,7 @@ impl<S: Store> Signaling<S> {
     }
 
     pub(super) async fn join(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let ch = ChannelName::parse(name, l)?;
         // the firehose channels see every login and join of the app
         if ch.is_special() && !self.firehose_allowed(&s.app) {
@@ -128,7 +128,7 @@ impl<S: Store> Signaling<S> {
     }
 
     pub(super) async fn leave(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
-        let ch = ChannelName::parse(name, self.limits())?;
+        let ch = ChannelName::parse(name, &self.limits())?;
         self.leave_channel(&s.app, &s.account, &s.store_ref, &ch)
             .await?;
         s.channels.remove(&ch);
@@ -166,7 +166,7 @@ impl<S: Store> Signaling<S> {
         if ch.is_special() {
             return;
         }
-        let Ok(fh) = ChannelName::parse(special::CHANNEL_EVENT, self.limits()) else {
+        let Ok(fh) = ChannelName::parse(special::CHANNEL_EVENT, &self.limits()) else {
             return;
         };
         let body = content::channel_user(ch, account);
@@ -189,7 +189,7 @@ impl<S: Store> Signaling<S> {
         msg_id: Option<&str>,
         force: bool,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let ch = ChannelName::parse(name, l)?;
         Limits::check_len(msg.len(), l.channel_message_max_bytes)?;
         if ch.is_special() {
@@ -250,7 +250,7 @@ impl<S: Store> Signaling<S> {
         name: &str,
         value: &str,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let ch = self.ordinary(channel)?;
         l.check_attr_name(name)?;
         Limits::check_len(value.len(), l.attr_value_max_bytes)?;
@@ -306,7 +306,7 @@ impl<S: Store> Signaling<S> {
         }
         self.member_for(s, &ch, name).await?;
         self.spend(s)?;
-        let defaults = ChannelSettings::defaults(self.limits());
+        let defaults = ChannelSettings::defaults(&self.limits());
         let setting = default_setting(name, &defaults);
         let op = AttrOp::Del { name, setting };
         self.change_attrs(&s.app, &ch, &s.account, op, (name, "", attr_change::DEL))
@@ -320,7 +320,7 @@ impl<S: Store> Signaling<S> {
         channel: &str,
     ) -> RResult<Reply> {
         let ch = self.ordinary(channel)?;
-        let defaults = ChannelSettings::defaults(self.limits());
+        let defaults = ChannelSettings::defaults(&self.limits());
         if !self.store.is_member(chan(&s.app, &ch), &s.account).await? {
             // clearing would reset what only members may change
             if let Some(now) = self.store.settings(chan(&s.app, &ch)).await? {
@@ -369,7 +369,7 @@ impl<S: Store> Signaling<S> {
     }
 
     pub(super) async fn channel_num(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
-        let ch = ChannelName::parse(name, self.limits())?;
+        let ch = ChannelName::parse(name, &self.limits())?;
         let (num, _) = self.store.members(chan(&s.app, &ch), 0).await?;
         Ok(Reply::ChannelNum {
             name: ch.to_string(),
@@ -383,7 +383,7 @@ impl<S: Store> Signaling<S> {
         name: &str,
         account: &str,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let ch = ChannelName::parse(name, l)?;
         let account = Account::parse(account, l)?;
         let isin = self.store.is_member(chan(&s.app, &ch), &account).await?;
@@ -401,7 +401,7 @@ impl<S: Store> Signaling<S> {
         name: &str,
         num: Option<u64>,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let ch = ChannelName::parse(name, l)?;
         let max = num.map_or(l.channel_list_max, |n| n.min(LIST_PAGE_MAX) as usize);
         let (count, list) = self.store.members(chan(&s.app, &ch), max).await?;

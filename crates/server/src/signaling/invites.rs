@@ -46,7 +46,7 @@ impl<S: Store> Signaling<S> {
         extra: &Value,
         message_id: Option<&str>,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let channel = ChannelName::parse(channel, l)?;
         let peer = Account::parse(peer, l)?;
         let extra_len = match extra {
@@ -113,7 +113,7 @@ impl<S: Store> Signaling<S> {
         extra: &Value,
         message_id: Option<&str>,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let (require_online, timeout) = invite_options(extra);
         let online = self.store.online(user(&s.app, &peer)).await?;
         let extra_text = serde_json::to_string(extra).unwrap_or_default();

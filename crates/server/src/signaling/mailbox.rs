@@ -55,7 +55,7 @@ impl<S: Store> Signaling<S> {
     /// The bounds on a message a user sends: the app's quota, the sender's allowance for
     /// offline recipients, and the server's memory.
     pub(super) fn user_mail_quota<'a>(&self, sender: &'a Account) -> MailQuota<'a> {
-        let l = self.limits();
+        let l = &self.limits();
         MailQuota {
             sender: Some(sender),
             offline_per_sender: l.offline_mail_per_sender_per_hour,
@@ -68,7 +68,7 @@ impl<S: Store> Signaling<S> {
     /// The bounds on mail the server writes itself (an invitation's failure, a call ended for
     /// a party): the app's quota only.
     pub(super) fn system_mail_quota(&self) -> MailQuota<'static> {
-        let l = self.limits();
+        let l = &self.limits();
         MailQuota {
             app_messages: l.app_mail_max_messages,
             app_bytes: l.app_mail_max_bytes,
@@ -106,7 +106,7 @@ impl<S: Store> Signaling<S> {
         content: &str,
         message_id: Option<&str>,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let peer = Account::parse(peer, l)?;
         Limits::check_len(content.len(), l.p2p_message_max_bytes)?;
         if flag.contains(' ') || flag.len() > 64 || !valid_name(kind, 64) {
@@ -163,7 +163,7 @@ impl<S: Store> Signaling<S> {
     }
 
     pub(super) async fn user_status(&self, s: &mut Session<S>, account: &str) -> RResult<Reply> {
-        let account = Account::parse(account, self.limits())?;
+        let account = Account::parse(account, &self.limits())?;
         let online = self.store.online(user(&s.app, &account)).await?;
         Ok(Reply::UserStatus {
             account: account.to_string(),
@@ -188,7 +188,7 @@ impl<S: Store> Signaling<S> {
         name: &str,
         value: &str,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         l.check_attr_name(name)?;
         Limits::check_len(value.len(), l.attr_value_max_bytes)?;
         let mut stored = value.to_string();
@@ -228,7 +228,7 @@ impl<S: Store> Signaling<S> {
         account: &str,
         name: &str,
     ) -> RResult<Reply> {
-        let l = self.limits();
+        let l = &self.limits();
         let account = Account::parse(account, l)?;
         l.check_attr_name(name)?;
         let attrs = self.store.user_attrs(user(&s.app, &account)).await?;
@@ -245,7 +245,7 @@ impl<S: Store> Signaling<S> {
     }
 
     pub(super) async fn user_attrs(&self, s: &mut Session<S>, account: &str) -> RResult<Reply> {
-        let account = Account::parse(account, self.limits())?;
+        let account = Account::parse(account, &self.limits())?;
         let attrs = self.store.user_attrs(user(&s.app, &account)).await?;
         Ok(Reply::UserAttrAll {
             account: account.to_string(),

@@ -19,14 +19,16 @@ use std::time::Duration;
 
 use opensig_protocol::frame::{out, Reply, Request, Template};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
-use opensig_protocol::{msg, ErrorKind, Limits};
+use opensig_protocol::{msg, ErrorKind};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::config::LimitsNow;
 use crate::delivery::ConnHandle;
 use crate::ratelimit::Bucket;
 use crate::store::{Chan, Dedup, Event, Store, StoreError, User, Work};
 use crate::ServerConfig;
+use arc_swap::ArcSwap;
 
 pub use session::{LoginRefusal, TokenRefusal};
 
@@ -55,7 +57,8 @@ pub struct Session<S: Store> {
 /// The rules, over a store.
 pub struct Signaling<S: Store> {
     store: S,
-    config: Arc<ServerConfig>,
+    /// The configuration in force; a reload replaces it whole.
+    config: Arc<ArcSwap<ServerConfig>>,
     /// Prefix of this process's msg-v3 ids (unique per boot).
     id_prefix: String,
     id_seq: AtomicU64,
@@ -84,7 +87,7 @@ impl<S: Store> Signaling<S> {
     pub fn new(store: S, config: Arc<ServerConfig>, id_prefix: String) -> Signaling<S> {
         Signaling {
             store,
-            config,
+            config: Arc::new(ArcSwap::new(config)),
             id_prefix,
             id_seq: AtomicU64::new(0),
             generation: AtomicU64::new(rand::random::<u32>() as u64),
@@ -130,18 +133,24 @@ impl<S: Store> Signaling<S> {
         &self.store
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.load_full()
     }
 
-    fn limits(&self) -> &Limits {
-        &self.config.limits
+    /// Put `config` in force: every request from now on reads it.
+    pub fn replace_config(&self, config: Arc<ServerConfig>) {
+        self.config.store(config);
+    }
+
+    /// The limits in force.
+    fn limits(&self) -> LimitsNow {
+        LimitsNow(self.config.load_full())
     }
 
     /// Past `memory_max_bytes`: new stored state is refused.
     fn short_of_memory(&self) -> bool {
-        self.config.short_of_memory()
+        self.config.load().short_of_memory()
     }
 
     /// `server_busy` when the server has no memory for new stored state.

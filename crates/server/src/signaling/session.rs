@@ -75,10 +75,10 @@ fn token_check(
 impl<S: Store> Signaling<S> {
     /// The account rule, the app id and the token of a login.
     pub fn check_credentials(&self, login: &Login) -> Result<(AppId, Account), LoginRefusal> {
-        let l = self.limits();
+        let l = &self.limits();
         let account = Account::parse(&login.account, l).map_err(|_| login_error::WRONG_ACCOUNT)?;
         let app = AppId::parse(&login.vid, l).map_err(|_| login_error::TOKEN_UNKNOWN_APP)?;
-        token_check(&self.config, &app, &account, &login.token).map_err(|e| match e {
+        token_check(&self.config.load(), &app, &account, &login.token).map_err(|e| match e {
             TokenRefusal::UnknownApp => login_error::TOKEN_UNKNOWN_APP,
             TokenRefusal::Expired => login_error::TOKEN_EXPIRED,
             TokenRefusal::Invalid => login_error::TOKEN_INVALID,
@@ -98,7 +98,7 @@ impl<S: Store> Signaling<S> {
         line: String,
     ) -> RResult<Session<S>> {
         let store = &self.store;
-        let l = self.limits();
+        let l = &self.limits();
         let attrs = store.user_attrs(user(&app, &account)).await?;
         let idle = attrs
             .iter()
@@ -185,7 +185,7 @@ impl<S: Store> Signaling<S> {
 
     /// A login or logout, for the members of `__agora_user_online` (if there are any).
     async fn presence(&self, app: &AppId, account: &Account, kind: &str) {
-        let Ok(ch) = ChannelName::parse(special::USER_ONLINE, self.limits()) else {
+        let Ok(ch) = ChannelName::parse(special::USER_ONLINE, &self.limits()) else {
             return;
         };
         let body = content::channel_user(&ch, account);
@@ -202,7 +202,7 @@ impl<S: Store> Signaling<S> {
 
     /// opensig: a fresh token for this session's later logins, checked as a login would be.
     pub(super) fn renew_token(&self, s: &Session<S>, token: &str) -> RResult<Reply> {
-        token_check(&self.config, &s.app, &s.account, token).map_err(|e| match e {
+        token_check(&self.config.load(), &s.app, &s.account, token).map_err(|e| match e {
             TokenRefusal::Expired => ErrorKind::TokenExpired,
             _ => ErrorKind::TokenInvalid,
         })?;
