@@ -32,7 +32,7 @@ pub struct ClusterArgs {
 }
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -57,7 +57,7 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on port {port}")
 }
 
-fn start_redis() -> Result<(Proc, String)> {
+pub(crate) fn start_redis() -> Result<(Proc, String)> {
     let port = free_port()?;
     let child = Command::new("redis-server")
         .args([

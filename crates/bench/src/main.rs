@@ -5,6 +5,7 @@
 //!   opensig-bench compare    every scenario on every system, one table with the ratios
 //!   opensig-bench fanout | p2p | idle | login    one scenario on one system
 //!   opensig-bench cluster    p2p latency, same node vs across nodes (2 nodes + Redis)
+//!   opensig-bench storm      a node with thousands of sessions killed: all back on the other
 //!   opensig-bench browser    callbacks/s in headless Chromium, original SDK vs opensig SDK
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ mod cluster;
 mod scenarios;
 mod soak;
 mod stats;
+mod storm;
 mod systems;
 mod wire;
 
@@ -156,6 +158,9 @@ enum Cmd {
     /// A page in headless Chromium receiving a channel flood through the original SDK and
     /// through the opensig SDK: callbacks per second; and both SDKs' gzip size.
     Browser(BrowserArgs),
+    /// Reconnect storm: N sessions on a node that is killed, all logging in again on the
+    /// other node; time until the last is back, a bystander's latency meanwhile.
+    Storm(storm::StormArgs),
     /// A bounded run with churn (logins, joins, leaves, messages, attributes, calls) at
     /// moderate load: server RSS and open fds must come back to baseline, no unexpected error.
     Soak(soak::SoakArgs),
@@ -534,6 +539,7 @@ async fn main() -> Result<()> {
         Cmd::Cluster(a) => cluster::run(a).await?,
         Cmd::Browser(a) => print_browser(&browser(a.messages, &c).await?),
         Cmd::Soak(a) => soak::run(a, &c.server_bin, &cores(&c)).await?,
+        Cmd::Storm(a) => storm::run(a, &c.server_bin, &cores(&c)).await?,
     }
     Ok(())
 }

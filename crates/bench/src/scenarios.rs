@@ -17,7 +17,7 @@ use crate::wire::{Client, Sink, Target};
 /// Loopback source addresses connections are spread over (more than one source port range).
 const SOURCES: u8 = 8;
 
-fn source(i: usize) -> Option<IpAddr> {
+pub(crate) fn source(i: usize) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::new(
         127,
         0,

@@ -35,10 +35,17 @@ pub struct Session {
 impl Session {
     /// Start logging in with `config` (state 1 at once).
     pub fn login(config: Config) -> Session {
+        Self::login_from(config, None)
+    }
+
+    /// [`Session::login`] with every connection made from the local address `source` (load
+    /// tools: one loopback address has only so many ports, and the kernel's search for a free
+    /// one slows down long before they run out).
+    pub fn login_from(config: Config, source: Option<std::net::IpAddr>) -> Session {
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let account = config.account.clone();
-        tokio::spawn(run(config, jobs_rx, events_tx));
+        tokio::spawn(run(config, source, jobs_rx, events_tx));
         Session {
             jobs: jobs_tx,
             events: events_rx,
@@ -94,6 +101,7 @@ fn random_seed() -> u64 {
 
 async fn run(
     mut config: Config,
+    source: Option<std::net::IpAddr>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     events: mpsc::UnboundedSender<Event<Value>>,
 ) {
@@ -115,7 +123,7 @@ async fn run(
                 Action::Connect { conn, url } => {
                     let (tx, rx) = mpsc::unbounded_channel();
                     conns.insert(conn, tx);
-                    tokio::spawn(connection(conn, url, rx, in_tx.clone(), max_frame));
+                    tokio::spawn(connection(conn, url, source, rx, in_tx.clone(), max_frame));
                 }
                 Action::Send { conn, text } => {
                     if let Some(tx) = conns.get(&conn) {
@@ -164,9 +172,41 @@ async fn run(
     }
 }
 
+/// A WebSocket to `url`, from `source` when given (plain `ws://` only).
+async fn open(
+    url: &str,
+    source: Option<std::net::IpAddr>,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+) -> Option<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    let Some(ip) = source else {
+        return tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .ok()
+            .map(|(ws, _)| ws);
+    };
+    let host = url.strip_prefix("ws://")?.split('/').next()?;
+    let addr = tokio::net::lookup_host(host).await.ok()?.next()?;
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .ok()?;
+    socket.bind(std::net::SocketAddr::new(ip, 0)).ok()?;
+    let tcp = socket.connect(addr).await.ok()?;
+    let _ = tcp.set_nodelay(true);
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .ok()
+        .map(|(ws, _)| ws)
+}
+
 async fn connection(
     conn: ConnId,
     url: String,
+    source: Option<std::net::IpAddr>,
     mut outgoing: mpsc::UnboundedReceiver<Option<String>>,
     input: mpsc::UnboundedSender<Input>,
     max_frame: usize,
@@ -174,14 +214,9 @@ async fn connection(
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(8192)
         .write_buffer_size(0);
-    let ws = match tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
-        .await
-    {
-        Ok((ws, _)) => ws,
-        Err(_) => {
-            let _ = input.send(Input::Closed(conn));
-            return;
-        }
+    let Some(ws) = open(&url, source, config).await else {
+        let _ = input.send(Input::Closed(conn));
+        return;
     };
     let _ = input.send(Input::Open(conn));
     let (mut sink, mut stream) = ws.split();

@@ -206,7 +206,7 @@ impl<E: Store> Running<E> {
         let lim = |c: &ServerConfig| serde_json::to_value(&c.limits).unwrap_or_default();
         let (old_limits, new_limits) = (lim(&old), lim(&new));
         let at_start = |name: &str| old_limits.get(name) != new_limits.get(name);
-        let fixed: [(&'static str, bool); 12] = [
+        let fixed: [(&'static str, bool); 8] = [
             ("listen", new.listen != old.listen),
             ("metrics_listen", new.metrics_listen != old.metrics_listen),
             ("redis", new.redis_url != old.redis_url),
@@ -218,12 +218,10 @@ impl<E: Store> Running<E> {
             ("www", new.www_dir != old.www_dir),
             ("pkg", new.pkg_dir != old.pkg_dir),
             ("tls", new.tls_cert.is_some() != old.tls_cert.is_some()),
-            (LIMITS_SET_AT_START[0], at_start(LIMITS_SET_AT_START[0])),
-            (LIMITS_SET_AT_START[1], at_start(LIMITS_SET_AT_START[1])),
-            (LIMITS_SET_AT_START[2], at_start(LIMITS_SET_AT_START[2])),
-            (LIMITS_SET_AT_START[3], at_start(LIMITS_SET_AT_START[3])),
         ];
         r.need_restart = fixed.iter().filter(|f| f.1).map(|f| f.0).collect();
+        r.need_restart
+            .extend(LIMITS_SET_AT_START.iter().copied().filter(|n| at_start(n)));
         // the running values of what only a start sets up
         new.listen = old.listen.clone();
         new.metrics_listen = old.metrics_listen.clone();
@@ -295,7 +293,7 @@ impl<E: Store> Running<E> {
 
 /// Start the server: in memory, or as a cluster node when `config.redis_url` is set.
 pub async fn start(config: ServerConfig) -> std::io::Result<Running<AnyStore>> {
-    let listener = TcpListener::bind(&config.listen).await?;
+    let listener = listen::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let Some(url) = config.redis_url.clone() else {
         let store = AnyStore::Memory(store::memory::Memory::new(&config.limits));
@@ -332,7 +330,7 @@ pub async fn start_with<S: Store>(
     store: S,
     ids: String,
 ) -> std::io::Result<Running<S>> {
-    let listener = TcpListener::bind(&config.listen).await?;
+    let listener = listen::bind(&config.listen).await?;
     serve(listener, config, store, ids).await
 }
 
@@ -418,7 +416,7 @@ fn websocket(ws: WebSocketUpgrade, limits: &opensig_protocol::Limits) -> WebSock
 pub async fn start_echo(
     config: ServerConfig,
 ) -> std::io::Result<(std::net::SocketAddr, watch::Sender<bool>)> {
-    let listener = TcpListener::bind(&config.listen).await?;
+    let listener = listen::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let accept = Arc::new(listen::Accept::new(&config.limits, None));
     let limits = Arc::new(config.limits);

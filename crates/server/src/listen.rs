@@ -143,6 +143,33 @@ impl AsyncWrite for Io {
     }
 }
 
+/// Connections the kernel queues for us before they are accepted (capped by the system's
+/// `net.core.somaxconn`). Tokio's default of 1024 overflows when thousands of clients of a
+/// dead node reconnect at once; the overflow waits for TCP's SYN retransmits (1 s, 3 s, 7 s …).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listen on `addr` (`host:port`) with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = match a {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr}: no address"),
+        )
+    }))
+}
+
 /// How the accept loop treats new connections (a reload changes it in place).
 pub struct Accept {
     /// TLS, when configured (a reload may swap the certificate).

@@ -54,6 +54,9 @@ pub struct Session<S: Store> {
     pub idle: Duration,
 }
 
+/// Pieces of background work (due timers, sessions of dead nodes) in progress at once.
+const WORK_IN_PROGRESS_MAX: usize = 32;
+
 /// The rules, over a store.
 pub struct Signaling<S: Store> {
     store: S,
@@ -99,11 +102,20 @@ impl<S: Store> Signaling<S> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.store.run_work(tx);
         let weak: Weak<Self> = Arc::downgrade(self);
+        let gate = Arc::new(tokio::sync::Semaphore::new(WORK_IN_PROGRESS_MAX));
         tokio::spawn(async move {
             while let Some(work) = rx.recv().await {
+                // a few pieces at a time: the thousands of sessions of a dead node are ended
+                // without queueing their store steps in front of live traffic
+                let Ok(permit) = gate.clone().acquire_owned().await else {
+                    return;
+                };
                 let Some(me) = weak.upgrade() else { return };
                 // each piece of work on its own: a slow store step does not hold the others
-                tokio::spawn(async move { me.work(work).await });
+                tokio::spawn(async move {
+                    me.work(work).await;
+                    drop(permit);
+                });
             }
         });
     }

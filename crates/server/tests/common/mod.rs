@@ -589,3 +589,72 @@ pub async fn http_get_host(
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, head.to_lowercase(), body.to_string())
 }
+
+/// A TCP proxy on a free loopback port in front of `target` that a test can break: `cut()`
+/// drops every connection through it at once (both directions, no goodbye), `set_down(true)`
+/// refuses new ones until `set_down(false)`. Stops with the test's runtime.
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    down: std::sync::atomic::AtomicBool,
+    /// Bumped by every cut: a connection ends when the generation it started in is over.
+    generation: tokio::sync::watch::Sender<u64>,
+    cuts: std::sync::atomic::AtomicUsize,
+}
+
+impl CutProxy {
+    pub async fn start(target: std::net::SocketAddr) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let s = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if s.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cut = s.generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, state }
+    }
+
+    /// `ws://addr/`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Drop every connection through the proxy now.
+    pub fn cut(&self) {
+        self.state.generation.send_modify(|g| *g += 1);
+        self.state
+            .cuts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuse (accept and drop) new connections while `down`.
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Cuts so far.
+    pub fn cuts(&self) -> usize {
+        self.state.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
