@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod browser;
 mod cluster;
+mod peers;
 mod scenarios;
 mod soak;
 mod stats;
@@ -180,8 +181,9 @@ struct CompareArgs {
     /// p2p sessions.
     #[arg(long, default_value_t = 10_000)]
     p2p_sessions: usize,
-    /// p2p rate.
-    #[arg(long, default_value_t = 20_000)]
+    /// p2p rate for latency and CPU per message (well below every system's saturation; the
+    /// sustainable maximum is searched separately).
+    #[arg(long, default_value_t = 2_000)]
     p2p_rate: u64,
     /// Idle sessions (capped by the open-file limit).
     #[arg(long, default_value_t = 50_000)]
@@ -198,6 +200,9 @@ struct CompareArgs {
     /// Messages in the browser flood.
     #[arg(long, default_value_t = 20_000)]
     browser_messages: usize,
+    /// Runs of every scenario (interleaved across systems); figures are their medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -242,6 +247,7 @@ fn fd_cap(n: usize) -> usize {
 async fn fanout(a: FanoutArgs, c: &Common) -> Result<(f64, scenarios::Latency)> {
     let server = start(a.system, c)?;
     let f = scenarios::fanout_setup(&server.target, a.channels, a.members).await?;
+    f.watch_cpu(server.pid());
     let lat = scenarios::fanout_latency(&f, a.size, a.rate, timing(c)).await?;
     let cpu0 = systems::cpu_ticks(server.pid());
     let t0 = std::time::Instant::now();
@@ -258,6 +264,7 @@ async fn fanout(a: FanoutArgs, c: &Common) -> Result<(f64, scenarios::Latency)> 
 async fn p2p(a: P2pArgs, c: &Common) -> Result<(scenarios::Latency, Option<u64>)> {
     let server = start(a.system, c)?;
     let p = scenarios::p2p_setup(&server.target, fd_cap(a.sessions)).await?;
+    p.watch_cpu(server.pid());
     let cpu0 = systems::cpu_ticks(server.pid());
     let t0 = std::time::Instant::now();
     let lat = scenarios::p2p_rate(&p, a.size, a.rate, timing(c)).await?;
@@ -320,156 +327,296 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-async fn compare(a: CompareArgs, c: &Common) -> Result<()> {
-    let systems = [System::Opensig, System::Socketio, System::Nats];
-    let mut sat = [0.0f64; 3];
-    let mut fl = [scenarios::Latency::default(); 3];
-    let mut pl = [scenarios::Latency::default(); 3];
-    let mut pmax = [0u64; 3];
-    for (i, s) in systems.iter().enumerate() {
-        eprintln!("[compare] fan-out on {s:?}");
-        let args = FanoutArgs {
-            system: *s,
-            channels: a.fanout.channels,
-            members: a.fanout.members,
-            size: 100,
-            window: 8,
-            rate: a.fanout.fanout_rate,
-        };
-        (sat[i], fl[i]) = fanout(args, c).await?;
-        eprintln!(
-            "[compare]   {:.0} deliveries/s; {}",
-            sat[i],
-            lat_line("latency", &fl[i])
-        );
-        eprintln!("[compare] p2p on {s:?}");
-        let args = P2pArgs {
-            system: *s,
-            sessions: a.p2p_sessions,
-            rate: a.p2p_rate,
-            size: 100,
-            max: !a.no_max,
-        };
-        let (l, m) = p2p(args, c).await?;
-        pl[i] = l;
-        pmax[i] = m.unwrap_or(0);
-        eprintln!("[compare]   {}; max {:?}", lat_line("latency", &pl[i]), m);
+/// Median and range of a figure over the runs that produced it.
+#[derive(Clone, Copy, Default)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Option<Spread> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Spread {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+            runs: v.len(),
+        })
     }
-    let mut idle_per = [0.0f64; 2];
-    let mut idle_n = [0usize; 2];
-    for (i, s) in [System::Opensig, System::Socketio].iter().enumerate() {
-        eprintln!("[compare] idle on {s:?}");
-        (idle_n[i], idle_per[i]) = idle(
-            IdleArgs {
+
+    fn show(s: Option<Spread>, f: impl Fn(f64) -> String) -> String {
+        match s {
+            None => "–".into(),
+            Some(s) if s.runs == 1 => f(s.median),
+            Some(s) => format!("{} ({}–{})", f(s.median), f(s.min), f(s.max)),
+        }
+    }
+}
+
+/// One figure of a latency run.
+type Figure = fn(&scenarios::Latency) -> f64;
+
+/// Everything `compare` measured for one system, run by run.
+#[derive(Default)]
+struct Runs {
+    fanout_sat: Vec<f64>,
+    fanout_lat: Vec<scenarios::Latency>,
+    p2p_lat: Vec<scenarios::Latency>,
+    p2p_max: Vec<f64>,
+    idle: Vec<f64>,
+    idle_n: usize,
+}
+
+impl Runs {
+    fn lat(&self, p2p: bool, f: Figure) -> Option<Spread> {
+        let v = if p2p { &self.p2p_lat } else { &self.fanout_lat };
+        Spread::of(v.iter().map(f).filter(|x| *x > 0.0).collect())
+    }
+}
+
+/// Run a scenario; a failure is reported and recorded, and the comparison goes on.
+async fn attempt<T>(
+    what: &str,
+    failures: &mut Vec<String>,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Option<T> {
+    match f.await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("[compare] {what} failed: {e:#}");
+            failures.push(format!("{what}: {e:#}"));
+            None
+        }
+    }
+}
+
+async fn compare(a: CompareArgs, c: &Common) -> Result<()> {
+    let root = std::env::current_dir()?;
+    let ready = peers::prepare(&root, &c.peers, !a.no_browser);
+    for p in &ready.problems {
+        eprintln!("[compare] not ready: {p}");
+    }
+    let systems = [System::Opensig, System::Socketio, System::Nats];
+    let available = [true, ready.socketio, ready.nats];
+    let mut runs: [Runs; 3] = Default::default();
+    let mut failures: Vec<String> = vec![];
+    let mut logins_s = vec![];
+    let n = a.runs.max(1);
+    // runs interleaved (opensig, Socket.IO, NATS, opensig, …): a slow minute of the machine
+    // falls on every system alike
+    for run in 1..=n {
+        for (i, s) in systems.iter().enumerate().filter(|(i, _)| available[*i]) {
+            let name = s.proto().name();
+            eprintln!("[compare] run {run}/{n}: fan-out on {name}");
+            let args = FanoutArgs {
+                system: *s,
+                channels: a.fanout.channels,
+                members: a.fanout.members,
+                size: 100,
+                window: 8,
+                rate: a.fanout.fanout_rate,
+            };
+            if let Some((sat, lat)) = attempt(
+                &format!("fan-out on {name}"),
+                &mut failures,
+                fanout(args, c),
+            )
+            .await
+            {
+                eprintln!(
+                    "[compare]   {sat:.0} deliveries/s; {}; server CPU {:.2} µs/delivery",
+                    lat_line("latency", &lat),
+                    lat.cpu_us
+                );
+                runs[i].fanout_sat.push(sat);
+                runs[i].fanout_lat.push(lat);
+            }
+            eprintln!("[compare] run {run}/{n}: p2p on {name}");
+            let args = P2pArgs {
+                system: *s,
+                sessions: a.p2p_sessions,
+                rate: a.p2p_rate,
+                size: 100,
+                max: !a.no_max,
+            };
+            if let Some((lat, max)) =
+                attempt(&format!("p2p on {name}"), &mut failures, p2p(args, c)).await
+            {
+                eprintln!(
+                    "[compare]   {}; server CPU {:.1} µs/message; max {max:?}",
+                    lat_line("latency", &lat),
+                    lat.cpu_us
+                );
+                runs[i].p2p_lat.push(lat);
+                runs[i].p2p_max.extend(max.map(|m| m as f64));
+            }
+        }
+        for (i, s) in [System::Opensig, System::Socketio].iter().enumerate() {
+            if !available[i] {
+                continue;
+            }
+            eprintln!("[compare] run {run}/{n}: idle on {}", s.proto().name());
+            let args = IdleArgs {
                 system: *s,
                 sessions: a.idle_sessions,
-            },
-            c,
-        )
-        .await?;
-        eprintln!(
-            "[compare]   {} sessions, {:.0} bytes each",
-            idle_n[i], idle_per[i]
-        );
-    }
-    eprintln!("[compare] logins on opensig");
-    let logins_s = login(
-        LoginArgs {
+            };
+            if let Some((count, per)) = attempt("idle", &mut failures, idle(args, c)).await {
+                eprintln!("[compare]   {count} sessions, {per:.0} bytes each");
+                runs[i].idle.push(per);
+                runs[i].idle_n = count;
+            }
+        }
+        eprintln!("[compare] run {run}/{n}: logins on opensig");
+        let args = LoginArgs {
             sessions: a.logins,
             concurrency: 1000,
-        },
-        c,
-    )
-    .await?;
-
-    let web = if a.no_browser {
+        };
+        logins_s.extend(attempt("logins", &mut failures, login(args, c)).await);
+    }
+    let web = if a.no_browser || !ready.browser {
         None
     } else {
         eprintln!("[compare] browser dispatch and SDK size");
-        Some(browser(a.browser_messages, c).await?)
+        attempt("browser", &mut failures, browser(a.browser_messages, c)).await
     };
 
-    let us = |v: u64| fmt_us(v);
+    // the tables: whatever was measured
+    let count = |v: f64| format!("{v:.0}");
+    let us = |v: f64| fmt_us(v as u64);
+    let cpu = |v: f64| format!("{v:.2} µs");
+    let rat = |x: Option<Spread>, y: Option<Spread>| match (x, y) {
+        (Some(x), Some(y)) => ratio(x.median, y.median),
+        _ => "–".into(),
+    };
+    let row = |name: String, v: [Option<Spread>; 3], f: &dyn Fn(f64) -> String, target: &str| {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {target} |",
+            Spread::show(v[0], f),
+            Spread::show(v[1], f),
+            Spread::show(v[2], f),
+            rat(v[0], v[1]),
+            rat(v[0], v[2]),
+        );
+    };
     println!(
-        "\nRatios are opensig ÷ peer: above 1 is better for rates, below 1 for latency and memory."
+        "\nMedians of {n} interleaved runs (min–max). Ratios are opensig ÷ peer: above 1 is \
+         better for rates, below 1 for latency, CPU and memory."
     );
     println!(
-        "\n| figure | opensig | Socket.IO | NATS | opensig ÷ Socket.IO | opensig ÷ NATS | target |"
+        "\n**Server CPU time per delivered message** (process CPU from /proc ÷ deliveries, at \
+         a fixed load well below saturation) — the figure that does not move with the machine:\n"
+    );
+    println!(
+        "| figure | opensig | Socket.IO | NATS | opensig ÷ Socket.IO | opensig ÷ NATS | target |"
     );
     println!("|---|---|---|---|---|---|---|");
-    println!(
-        "| fan-out deliveries/s ({}×{}, saturation) | {:.0} | {:.0} | {:.0} | {} | {} | ≥ 5× / ≥ 0.5× |",
-        a.fanout.channels,
-        a.fanout.members,
-        sat[0],
-        sat[1],
-        sat[2],
-        ratio(sat[0], sat[1]),
-        ratio(sat[0], sat[2])
+    row(
+        format!("p2p, CPU per message at {} msg/s", a.p2p_rate),
+        [0, 1, 2].map(|i| runs[i].lat(true, |l| l.cpu_us)),
+        &cpu,
+        "≤ 1.0× NATS",
     );
-    for (name, get) in [("p50", 0usize), ("p99", 1), ("p99.9", 2)] {
-        let v = |l: &scenarios::Latency| [l.p50, l.p99, l.p999][get];
-        println!(
-            "| fan-out latency {name} at {} msg/s | {} | {} | {} | {} | {} | |",
-            a.fanout.fanout_rate,
-            us(v(&fl[0])),
-            us(v(&fl[1])),
-            us(v(&fl[2])),
-            ratio(v(&fl[0]) as f64, v(&fl[1]) as f64),
-            ratio(v(&fl[0]) as f64, v(&fl[2]) as f64),
+    row(
+        format!(
+            "fan-out, CPU per delivery at {} msg/s × {} members",
+            a.fanout.fanout_rate, a.fanout.members
+        ),
+        [0, 1, 2].map(|i| runs[i].lat(false, |l| l.cpu_us)),
+        &cpu,
+        "≤ 1.0× NATS",
+    );
+    println!("\n**Rates, latency and memory:**\n");
+    println!(
+        "| figure | opensig | Socket.IO | NATS | opensig ÷ Socket.IO | opensig ÷ NATS | target |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    row(
+        format!(
+            "fan-out deliveries/s ({}×{}, saturation)",
+            a.fanout.channels, a.fanout.members
+        ),
+        [0, 1, 2].map(|i| Spread::of(runs[i].fanout_sat.clone())),
+        &count,
+        "≥ 5× / ≥ 0.5×",
+    );
+    if !a.no_max {
+        row(
+            format!(
+                "p2p sustainable msg/s (p99 ≤ {} ms, ≥ 99% delivered, to 10 %)",
+                MAX_P99_US / 1000
+            ),
+            [0, 1, 2].map(|i| Spread::of(runs[i].p2p_max.clone())),
+            &count,
+            "≥ 1.0× NATS",
         );
     }
-    for (name, get) in [("p50", 0usize), ("p99", 1), ("p99.9", 2)] {
-        let v = |l: &scenarios::Latency| [l.p50, l.p99, l.p999][get];
-        println!(
-            "| p2p latency {name} at {} msg/s ({} sessions) | {} | {} | {} | {} | {} | {} |",
-            a.p2p_rate,
-            a.p2p_sessions,
-            us(v(&pl[0])),
-            us(v(&pl[1])),
-            us(v(&pl[2])),
-            ratio(v(&pl[0]) as f64, v(&pl[1]) as f64),
-            ratio(v(&pl[0]) as f64, v(&pl[2]) as f64),
+    let pcts: [(&str, Figure); 2] = [("p50", |l| l.p50 as f64), ("p99", |l| l.p99 as f64)];
+    for (name, f) in pcts {
+        row(
+            format!("fan-out latency {name} at {} msg/s", a.fanout.fanout_rate),
+            [0, 1, 2].map(|i| runs[i].lat(false, f)),
+            &us,
+            "",
+        );
+    }
+    for (name, f) in pcts {
+        row(
+            format!(
+                "p2p latency {name} at {} msg/s ({} sessions)",
+                a.p2p_rate, a.p2p_sessions
+            ),
+            [0, 1, 2].map(|i| runs[i].lat(true, f)),
+            &us,
             if name == "p99" {
                 "≤ 2 ms and ≤ 1/3 of Socket.IO"
             } else {
                 ""
-            }
+            },
         );
     }
-    println!(
-        "| p2p delivered at {} msg/s | {:.1}% | {:.1}% | {:.1}% | | | |",
-        a.p2p_rate,
-        pl[0].delivered * 100.0,
-        pl[1].delivered * 100.0,
-        pl[2].delivered * 100.0
+    row(
+        format!("p2p delivered at {} msg/s (%)", a.p2p_rate),
+        [0, 1, 2].map(|i| runs[i].lat(true, |l| l.delivered * 100.0)),
+        &|v| format!("{v:.1}"),
+        "",
     );
-    if !a.no_max {
-        println!(
-            "| p2p sustainable msg/s (p99 ≤ {} ms, ≥ 99% delivered) | {} | {} | {} | {} | {} | |",
-            MAX_P99_US / 1000,
-            pmax[0],
-            pmax[1],
-            pmax[2],
-            ratio(pmax[0] as f64, pmax[1] as f64),
-            ratio(pmax[0] as f64, pmax[2] as f64)
-        );
-    }
-    println!(
-        "| idle memory per session ({} sessions) | {:.0} B | {:.0} B | – | {} | | ≤ 8 KiB and ≤ 1/3 |",
-        idle_n[0],
-        idle_per[0],
-        idle_per[1],
-        ratio(idle_per[0], idle_per[1])
+    row(
+        format!(
+            "idle memory per session ({} sessions), bytes",
+            runs[0].idle_n
+        ),
+        [
+            Spread::of(runs[0].idle.clone()),
+            Spread::of(runs[1].idle.clone()),
+            None,
+        ],
+        &count,
+        "≤ 8 KiB and ≤ 1/3",
     );
-    println!("| logins/s (token verified) | {logins_s:.0} | – | – | | | ≥ 20,000 |");
+    row(
+        "logins/s (token verified)".into(),
+        [Spread::of(logins_s), None, None],
+        &count,
+        "≥ 20,000",
+    );
     if let Some(w) = web {
         print_browser(&w);
+    }
+    if !ready.problems.is_empty() || !failures.is_empty() {
+        println!("\nNot measured:");
+        for p in ready.problems.iter().chain(failures.iter()) {
+            println!("- {p}");
+        }
     }
     Ok(())
 }
 
-/// The browser rows: opensig vs the original SDK.
 fn print_browser(w: &browser::BrowserFigures) {
     println!("\n| figure | opensig SDK | original SDK | opensig vs original | target | no SDK (bare WebSocket) |");
     println!("|---|---|---|---|---|---|");

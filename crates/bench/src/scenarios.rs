@@ -70,6 +70,8 @@ pub struct Latency {
     pub p999: u64,
     /// Share of the expected deliveries that arrived.
     pub delivered: f64,
+    /// The server's CPU time per delivered message, in µs (0: not measured).
+    pub cpu_us: f64,
 }
 
 fn latency(sink: &Sink, expected: u64) -> Latency {
@@ -82,16 +84,50 @@ fn latency(sink: &Sink, expected: u64) -> Latency {
         } else {
             sink.deliveries.load(Ordering::Relaxed) as f64 / expected as f64
         },
+        cpu_us: match sink.deliveries.load(Ordering::Relaxed) {
+            0 => 0.0,
+            n => sink.server_ticks.load(Ordering::Relaxed) as f64 * 1e6 / TICKS_PER_SEC / n as f64,
+        },
     }
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Warm up, then count for `t.measure`: deliveries, latencies, and the server's CPU time
+/// (when `sink.server_pid` is set).
 async fn measure_phase(sink: &Sink, t: Timing) {
     tokio::time::sleep(t.warmup).await;
     sink.hist.reset();
     sink.deliveries.store(0, Ordering::Relaxed);
+    let pid = sink.server_pid.load(Ordering::Relaxed);
+    let ticks = |pid| {
+        if pid == 0 {
+            0
+        } else {
+            crate::systems::cpu_ticks(pid)
+        }
+    };
+    let before = ticks(pid);
     sink.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(t.measure).await;
     sink.measuring.store(false, Ordering::Relaxed);
+    sink.server_ticks
+        .store(ticks(pid).saturating_sub(before), Ordering::Relaxed);
+}
+
+impl Fanout {
+    /// Count the CPU time of this server process in measurements.
+    pub fn watch_cpu(&self, pid: u32) {
+        self.sink.server_pid.store(pid, Ordering::Relaxed);
+    }
+}
+
+impl P2p {
+    /// Count the CPU time of this server process in measurements.
+    pub fn watch_cpu(&self, pid: u32) {
+        self.sink.server_pid.store(pid, Ordering::Relaxed);
+    }
 }
 
 /// Fan-out set-up: `channels` channels of `members` members; member 0 of each sends.

@@ -238,7 +238,7 @@ pub fn nats(cores: &Cores) -> Result<Server> {
     })
 }
 
-fn which(name: &str) -> Result<PathBuf> {
+pub fn which(name: &str) -> Result<PathBuf> {
     for dir in std::env::var("PATH")
         .unwrap_or_default()
         .split(':')

@@ -55,6 +55,10 @@ pub struct Sink {
     pub measuring: AtomicBool,
     /// Markers received at all.
     pub seen: AtomicU64,
+    /// The server process whose CPU time a measurement counts (0: none).
+    pub server_pid: std::sync::atomic::AtomicU32,
+    /// The server's CPU clock ticks during the last measurement.
+    pub server_ticks: AtomicU64,
 }
 
 impl Sink {
@@ -66,6 +70,8 @@ impl Sink {
             deliveries: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
             seen: AtomicU64::new(0),
+            server_pid: std::sync::atomic::AtomicU32::new(0),
+            server_ticks: AtomicU64::new(0),
         })
     }
 
