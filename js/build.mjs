@@ -64,7 +64,7 @@ for (const [k, v] of Object.entries(report)) console.log(`[build-sdk] ${k}: ${v}
 // They sit just above today's sizes; the goals are the original's size for the npm package and
 // 1.15x it for the classic script (README "Size" says where the bytes are). Raising a budget is
 // a decision: change it here, with the reason in the commit.
-const BUDGET = { npm: 57000, classic: 61100 };
+const BUDGET = { npm: 57400, classic: 61500 };
 const GOAL = { npm: ORIGINAL_GZIP, classic: Math.round(ORIGINAL_GZIP * 1.15) };
 const sizes = {
   npm: gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),

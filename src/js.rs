@@ -18,15 +18,44 @@ extern "C" {
 #[derive(Clone, Debug)]
 pub struct Js(pub JsValue);
 
+thread_local! {
+    /// Member names the core asks for, as JS strings made once: a name crosses from wasm
+    /// memory to JS (a `TextDecoder` call) the first time only.
+    static KEYS: std::cell::RefCell<Vec<(String, JsValue)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `Reflect.get(target, key)` with `key` made into a JS string at most once.
+fn get_member(target: &JsValue, key: &str) -> Option<JsValue> {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        let i = match keys.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            // the core's names are few and fixed; a bound all the same
+            None if keys.len() < 64 => {
+                keys.push((key.to_owned(), JsValue::from_str(key)));
+                keys.len() - 1
+            }
+            None => return Reflect::get(target, &JsValue::from_str(key)).ok(),
+        };
+        Reflect::get(target, &keys[i].1).ok()
+    })
+}
+
 impl JsonValue for Js {
     fn parse(text: &str) -> Option<Self> {
         json_parse(&JsValue::from_str(text)).ok().map(Js)
+    }
+    fn parse_within(&self, text: &str, at: usize) -> Option<Self> {
+        // the tail of the JS string itself (UTF-16 offsets), not a copy back from wasm
+        let from = text.get(..at)?.encode_utf16().count() as u32;
+        let s = self.0.dyn_ref::<js_sys::JsString>()?;
+        json_parse(&s.slice(from, s.length())).ok().map(Js)
     }
     fn get(&self, key: &str) -> Option<Self> {
         if !self.0.is_object() {
             return None;
         }
-        let v = Reflect::get(&self.0, &JsValue::from_str(key)).ok()?;
+        let v = get_member(&self.0, key)?;
         (!v.is_undefined()).then_some(Js(v))
     }
     fn at(&self, i: usize) -> Option<Self> {

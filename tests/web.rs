@@ -590,6 +590,25 @@ async fn several_channels_at_once_route_by_name() {
     errors.none();
 }
 
+/// Names and text beyond ASCII (accounts and channels before the content in the wire's
+/// header, so the content's place in the text is counted right) reach the callbacks intact.
+#[wasm_bindgen_test]
+async fn channel_messages_beyond_ascii() {
+    let errors = page_errors();
+    let (a, _) = user(WS, "zoë😀").await;
+    let (b, bn) = user(WS, "Ærøskøbing☕").await;
+    let room = uniq("salon-日本");
+    let ca = join(&a, &room).await;
+    let cb = join(&b, &room).await;
+    let text = "héllo 😀 \"quoted\" {not json} 日本語";
+    settled(call(&cb, "messageChannelSend", &[text.into()])).await;
+    for ch in [&ca, &cb] {
+        let m = seen(ch, "onMessageChannelReceive", 1).await;
+        assert_eq!((m.get(0), m.get(2)), (bn.as_str().into(), text.into()));
+    }
+    errors.none();
+}
+
 #[wasm_bindgen_test]
 async fn invoke_callbacks_and_promises() {
     let errors = page_errors();

@@ -7,6 +7,12 @@
 //   node dispatch.mjs <ws-url> <app> <channel> <count> <sdk,sdk…>
 //   → READY <sdk> <channel> <round> <count>   (flood <count> messages to <channel> now)
 //   → RESULT <sdk> <round> <callbacks/s> <received>
+//   → INJECT <sdk> <round> <callbacks/s> <µs per message> <received>
+//
+// Then the in-page rounds (the primary figure): the same channel frames, built once, handed
+// to each page's socket message handler in a loop (the socket is the real one, wrapped before
+// the SDK opened it): no network, no browser scheduling in between, only the SDK's own work
+// from frame text to callback. Five rounds per SDK, interleaved.
 //   → SIZE <name> <gzip bytes>
 //   → DONE <blocked non-loopback requests>
 //
@@ -75,9 +81,50 @@ try {
       console.log(`RESULT ${sdk} ${round} ${rate.toFixed(0)} ${b.n}`);
     }
   }
+  // in-page injection: identical frames to every SDK, interleaved rounds
+  let base = 1_000_000_000;
+  for (const round of ['warmup', 'run1', 'run2', 'run3', 'run4', 'run5']) {
+    for (const sdk of sdks) {
+      const n = round === 'warmup' ? Math.max(1, Math.floor(count / 10)) : count;
+      const page = pagesBySdk[sdk];
+      // OPENSIG_BENCH_PROFILE=1: the page's CPU profile of the first measured round
+      const cdp = process.env.OPENSIG_BENCH_PROFILE && round === 'run1' ? await page.context().newCDPSession(page) : null;
+      if (cdp) {
+        await cdp.send('Profiler.enable');
+        await cdp.send('Profiler.setSamplingInterval', { interval: 50 });
+        await cdp.send('Profiler.start');
+      }
+      const r = await page.evaluate(inject, [`${channel}-${sdk}`, n, base]);
+      if (cdp) await printProfile(cdp, `in-page ${sdk}`);
+      base += n + 1;
+      console.log(`INJECT ${sdk} ${round} ${r.rate.toFixed(0)} ${r.us.toFixed(2)} ${r.received}`);
+    }
+  }
 } finally {
   await browser.close();
   await pages.close();
+}
+
+/** In the page: `n` channel messages for `channel`, built before the clock starts, handed to
+ *  the SDK's socket handlers one after another; callbacks/s from the first frame to the last
+ *  callback. */
+async function inject([channel, n, base]) {
+  const tap = window.__taps[window.__taps.length - 1];
+  const handlers = [tap.onmessage, ...tap.__listeners].filter(Boolean);
+  const payload = 'x'.repeat(100);
+  const body = JSON.stringify({ channel, account: 'flooder', uid: 0, msg: payload });
+  const events = [];
+  for (let i = 0; i < n; i++) {
+    const frame = JSON.stringify(['notify', ['channel2', channel, base + i, `msg-v2 flooder 0 ${channel} channel_msg - ${body}`]]);
+    events.push(new MessageEvent('message', { data: frame }));
+  }
+  Object.assign(window.B, { n: 0, first: 0, last: 0 });
+  const t0 = performance.now();
+  for (const e of events) for (const h of handlers) h.call(tap, e);
+  // an SDK may dispatch later (microtasks, timers): wait for every callback
+  while (window.B.n < n && performance.now() - t0 < 60000) await new Promise((r) => setTimeout(r, 0));
+  const took = (window.B.n >= n ? window.B.last : performance.now()) - t0;
+  return { rate: (window.B.n * 1000) / took, us: (took * 1000) / Math.max(1, window.B.n), received: window.B.n };
 }
 console.log(`DONE ${contexts.reduce((n, c) => n + c.blocked.length, 0)}`);
 
@@ -85,6 +132,20 @@ console.log(`DONE ${contexts.reduce((n, c) => n + c.blocked.length, 0)}`);
  *  window.B counts channel messages. */
 function join([app, url, channel, sdk]) {
   const B = (window.B = { n: 0, first: 0, last: 0 });
+  // the real WebSocket, remembered so that frames can be handed to its handlers directly
+  const Real = window.WebSocket;
+  window.__taps = [];
+  window.WebSocket = class Tap extends Real {
+    constructor(...args) {
+      super(...args);
+      this.__listeners = [];
+      window.__taps.push(this);
+    }
+    addEventListener(type, fn, opts) {
+      if (type === 'message') this.__listeners.push(fn);
+      super.addEventListener(type, fn, opts);
+    }
+  };
   const count = () => {
     const t = performance.now();
     if (B.n === 0) B.first = t;

@@ -24,6 +24,11 @@ pub struct BrowserFigures {
     pub opensig: f64,
     /// The same with no SDK (a bare WebSocket and `JSON.parse`): the page's ceiling.
     pub raw: f64,
+    /// In-page: identical frames handed to the socket's handlers, callbacks/s (median of 5),
+    /// for the original SDK, the opensig SDK and no SDK.
+    pub inject: [f64; 3],
+    /// The same as µs of the page's main thread per message.
+    pub inject_us: [f64; 3],
     /// Gzip bytes: the original `AgoraSigSDK.min.js`.
     pub size_original: u64,
     /// Gzip bytes: the opensig npm package's runtime files (wasm + JS).
@@ -78,6 +83,8 @@ pub async fn run(
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut f = BrowserFigures::default();
     let mut runs: [Vec<f64>; 3] = Default::default();
+    let mut inject: [Vec<f64>; 3] = Default::default();
+    let mut inject_us: [Vec<f64>; 3] = Default::default();
     let mut done = false;
     while let Some(line) = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
         .await
@@ -94,6 +101,15 @@ pub async fn run(
                 if *round != "warmup" {
                     if let Some(i) = sdks.iter().position(|s| s == sdk) {
                         runs[i].push(rate.parse()?);
+                    }
+                }
+            }
+            ["INJECT", sdk, round, rate, us, received] => {
+                eprintln!("[browser] in-page {sdk} {round}: {rate} callbacks/s, {us} µs each ({received} received)");
+                if *round != "warmup" {
+                    if let Some(i) = sdks.iter().position(|s| s == sdk) {
+                        inject[i].push(rate.parse()?);
+                        inject_us[i].push(us.parse()?);
                     }
                 }
             }
@@ -118,6 +134,8 @@ pub async fn run(
     }
     flooder.close().await;
     [f.original, f.opensig, f.raw] = runs.map(median);
+    f.inject = inject.map(median);
+    f.inject_us = inject_us.map(median);
     Ok(f)
 }
 

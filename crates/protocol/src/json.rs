@@ -12,6 +12,12 @@ use core::fmt::Debug;
 pub trait JsonValue: Clone + Debug {
     /// Parse JSON text; `None` when it is not valid JSON.
     fn parse(text: &str) -> Option<Self>;
+    /// Parse the JSON text that starts at byte `at` of this string value, whose text is
+    /// `text` (as [`JsonValue::as_string`] gave it). A driver whose strings live elsewhere
+    /// (the browser) parses its own copy and spares sending the text back.
+    fn parse_within(&self, text: &str, at: usize) -> Option<Self> {
+        Self::parse(text.get(at..)?)
+    }
     /// Object member `key`; `None` when this is not an object or the member is absent.
     fn get(&self, key: &str) -> Option<Self>;
     /// Array element `i`; `None` when this is not an array or `i` is out of range.

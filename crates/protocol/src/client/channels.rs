@@ -232,7 +232,7 @@ impl<V: JsonValue> Client<V> {
 
     /// A channel event: routed by name (only an event without a name goes to the newest
     /// channel); sequences at or below the last one seen are dropped.
-    pub(super) fn on_channel2(&mut self, channel: &str, seq: u64, text: &str) {
+    pub(super) fn on_channel2(&mut self, channel: &str, seq: u64, value: &V, text: &str) {
         let routed = if channel.is_empty() {
             self.chans.current
         } else {
@@ -249,7 +249,9 @@ impl<V: JsonValue> Client<V> {
         }
         c.last_seq = seq;
         let Some(m) = msg::parse(text) else { return };
-        let Some(content) = V::parse(m.content) else {
+        // (the content is a tail of the text: parsed where the text lives)
+        let at = m.content.as_ptr() as usize - text.as_ptr() as usize;
+        let Some(content) = value.parse_within(text, at) else {
             self.log("ignored a channel event whose content is not JSON");
             return;
         };

@@ -107,8 +107,9 @@ impl<V: JsonValue> Client<V> {
             notify::CHANNEL2 => {
                 let channel = arg1.and_then(|c| c.as_string()).unwrap_or_default();
                 let seq = p.at(2).as_ref().and_then(as_u64).unwrap_or(0);
-                let text = p.at(3).and_then(|m| m.as_string()).unwrap_or_default();
-                self.on_channel2(&channel, seq, &text);
+                let Some(value) = p.at(3) else { return };
+                let text = value.as_string().unwrap_or_default();
+                self.on_channel2(&channel, seq, &value, &text);
             }
             notify::MSG => {
                 let v = arg1.as_ref().and_then(as_u64).unwrap_or(0);
