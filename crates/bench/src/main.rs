@@ -16,6 +16,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod browser;
+mod capacity;
 mod cluster;
 mod peers;
 mod scenarios;
@@ -159,6 +160,12 @@ enum Cmd {
     /// A page in headless Chromium receiving a channel flood through the original SDK and
     /// through the opensig SDK: callbacks per second; and both SDKs' gzip size.
     Browser(BrowserArgs),
+    /// Past one process: nodes + Redis + load processes on this machine holding sessions;
+    /// sessions held, Redis and node memory per session.
+    Capacity(capacity::CapacityArgs),
+    /// (used by `capacity`: one load process holding sessions)
+    #[command(hide = true)]
+    Hold(capacity::HoldArgs),
     /// Reconnect storm: N sessions on a node that is killed, all logging in again on the
     /// other node; time until the last is back, a bystander's latency meanwhile.
     Storm(storm::StormArgs),
@@ -701,6 +708,8 @@ async fn main() -> Result<()> {
         Cmd::Browser(a) => print_browser(&browser(a.messages, &c).await?),
         Cmd::Soak(a) => soak::run(a, &c.server_bin, &cores(&c)).await?,
         Cmd::Storm(a) => storm::run(a, &c.server_bin, &cores(&c)).await?,
+        Cmd::Capacity(a) => capacity::run(a, &c.server_bin, &cores(&c)).await?,
+        Cmd::Hold(a) => capacity::hold(a).await?,
     }
     Ok(())
 }
