@@ -22,6 +22,15 @@ pub struct CapacityArgs {
     /// Sessions per node (capped by the open-file limit).
     #[arg(long, default_value_t = 16_000)]
     per_node: usize,
+    /// Fan-out first: channels × members, on one node and spread over two (0: skip).
+    #[arg(long, default_value_t = 20)]
+    fanout_channels: usize,
+    /// Members per fan-out channel.
+    #[arg(long, default_value_t = 50)]
+    fanout_members: usize,
+    /// Fan-out runs of each kind (interleaved); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 /// The load process: hold `count` sessions on `addr`, say `HELD <n>`, wait for stdin to close.
@@ -111,6 +120,32 @@ pub async fn run(a: CapacityArgs, bin: &Path, cores: &Cores) -> Result<()> {
         )?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // fan-out: every member on node 0, then members alternating between nodes 0 and 1
+    // (senders on node 0): deliveries/s at saturation, runs interleaved
+    let mut fan: [Vec<f64>; 2] = Default::default();
+    if a.fanout_channels > 0 && nodes.len() >= 2 {
+        let t = crate::scenarios::Timing {
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs(5),
+        };
+        for run in 1..=a.runs.max(1) {
+            for (k, spread) in [1usize, 2].into_iter().enumerate() {
+                let targets: Vec<Target> =
+                    nodes[..spread].iter().map(|n| n.target.clone()).collect();
+                let f = crate::scenarios::fanout_setup_on(
+                    &targets,
+                    a.fanout_channels,
+                    a.fanout_members,
+                )
+                .await?;
+                let sat = crate::scenarios::fanout_saturation(&f, 100, 8, t).await?;
+                eprintln!("[capacity] fan-out run {run}, members on {spread} node(s): {sat:.0} deliveries/s");
+                fan[k].push(sat);
+            }
+        }
+    }
+
     let redis_before = redis_used_memory(&redis_url)?;
     let rss_before: Vec<u64> = nodes.iter().map(|n| n.rss_kib()).collect();
     let me = std::env::current_exe()?;
@@ -172,6 +207,24 @@ pub async fn run(a: CapacityArgs, bin: &Path, cores: &Cores) -> Result<()> {
         rss_before.iter().sum::<u64>() >> 10,
         rss_after.iter().sum::<u64>() >> 10
     );
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    if let (Some(one), Some(two)) = (med(&mut fan[0]), med(&mut fan[1])) {
+        let range = |v: &[f64]| format!("{:.0}–{:.0}", v[0], v[v.len() - 1]);
+        println!(
+            "| fan-out deliveries/s ({}×{}, Redis store), members on one node | {one:.0} ({}) |",
+            a.fanout_channels,
+            a.fanout_members,
+            range(&fan[0])
+        );
+        println!(
+            "| the same, members on two nodes (half of them across) | {two:.0} ({}); {:.2}× one node |",
+            range(&fan[1]),
+            two / one
+        );
+    }
     for mut l in loads {
         drop(l.stdin.take());
         let _ = l.wait();

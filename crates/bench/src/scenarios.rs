@@ -32,10 +32,20 @@ pub async fn connect_all(
     names: &[String],
     sink: &Arc<Sink>,
 ) -> Result<Vec<Arc<Client>>> {
+    connect_spread(std::slice::from_ref(target), names, sink).await
+}
+
+/// Connect `names` concurrently (bounded), in order, the i-th to `targets[i % len]`.
+pub async fn connect_spread(
+    targets: &[Target],
+    names: &[String],
+    sink: &Arc<Sink>,
+) -> Result<Vec<Arc<Client>>> {
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
-        let (target, n, sink, limit) = (target.clone(), n.clone(), sink.clone(), limit.clone());
+        let target = targets[i % targets.len()].clone();
+        let (n, sink, limit) = (n.clone(), sink.clone(), limit.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
             Client::connect(&target, &n, source(i), sink)
@@ -140,11 +150,21 @@ pub struct Fanout {
 
 /// Connect and join everybody.
 pub async fn fanout_setup(target: &Target, channels: usize, members: usize) -> Result<Fanout> {
+    fanout_setup_on(std::slice::from_ref(target), channels, members).await
+}
+
+/// [`fanout_setup`] with the members spread over `targets` in turn (nodes of one cluster; with
+/// an even member count and two nodes, every sender is on the first).
+pub async fn fanout_setup_on(
+    targets: &[Target],
+    channels: usize,
+    members: usize,
+) -> Result<Fanout> {
     let sink = Sink::new();
     let names: Vec<String> = (0..channels)
         .flat_map(|c| (0..members).map(move |m| format!("f{c}m{m}")))
         .collect();
-    let all = connect_all(target, &names, &sink)
+    let all = connect_spread(targets, &names, &sink)
         .await
         .context("connecting the fan-out members")?;
     let limit = Arc::new(Semaphore::new(256));
