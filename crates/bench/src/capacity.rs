@@ -154,7 +154,12 @@ pub async fn run(a: CapacityArgs, bin: &Path, cores: &Cores) -> Result<()> {
     for (i, n) in nodes.iter().enumerate() {
         let child = Command::new(&me)
             .args(["hold", "--addr", &n.target.addr.to_string()])
-            .args(["--count", &per_node.to_string(), "--prefix", &format!("n{i}u")])
+            .args([
+                "--count",
+                &per_node.to_string(),
+                "--prefix",
+                &format!("n{i}u"),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
