@@ -231,12 +231,12 @@ impl<E: Store> Running<E> {
         new.www_dir = old.www_dir.clone();
         new.pkg_dir = old.pkg_dir.clone();
         new.memory_gauge = old.memory_gauge.clone();
+        let mut kept = new_limits.clone();
         for name in LIMITS_SET_AT_START {
-            let mut limits = serde_json::to_value(&new.limits).unwrap_or_default();
-            limits[*name] = old_limits[*name].clone();
-            if let Ok(l) = serde_json::from_value(limits) {
-                new.limits = l;
-            }
+            kept[*name] = old_limits[*name].clone();
+        }
+        if let Ok(l) = serde_json::from_value(kept) {
+            new.limits = l;
         }
         // TLS first: a certificate that cannot be read leaves everything as it was
         match (&self.accept.tls, &new.tls_cert, &new.tls_key) {

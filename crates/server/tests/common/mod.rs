@@ -603,7 +603,6 @@ struct ProxyState {
     down: std::sync::atomic::AtomicBool,
     /// Bumped by every cut: a connection ends when the generation it started in is over.
     generation: tokio::sync::watch::Sender<u64>,
-    cuts: std::sync::atomic::AtomicUsize,
 }
 
 impl CutProxy {
@@ -641,9 +640,6 @@ impl CutProxy {
     /// Drop every connection through the proxy now.
     pub fn cut(&self) {
         self.state.generation.send_modify(|g| *g += 1);
-        self.state
-            .cuts
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Refuse (accept and drop) new connections while `down`.
@@ -651,10 +647,5 @@ impl CutProxy {
         self.state
             .down
             .store(down, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Cuts so far.
-    pub fn cuts(&self) -> usize {
-        self.state.cuts.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
