@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::SinkExt;
 use opensig_protocol::names::{close, login_error};
-use opensig_protocol::{token, ErrorKind};
+use opensig_protocol::{token, ErrorKind, Limits};
 use opensig_server::store::{AnyStore, Store};
 use opensig_server::Running;
 use serde_json::{json, Value};
@@ -119,6 +119,36 @@ async fn err_of(r: &mut Raw, frame: Value) -> String {
     let id = frame[1][1].as_u64().expect("numeric id");
     r.send_value(frame).await;
     r.reply(id).await.0
+}
+
+/// Checks a flood against a token bucket (`rate` per second, holding at most `burst`) without
+/// assuming how fast the machine is: no more accepted than the bucket can have given since
+/// `since`, and at least one refused whenever the flood came faster than the bucket refills.
+fn within_bucket(
+    accepted: usize,
+    sent: usize,
+    (rate, burst): (u32, u32),
+    since: Instant,
+    what: &str,
+) {
+    let secs = since.elapsed().as_secs_f64();
+    let most = burst as f64 + rate as f64 * secs + 1.0;
+    assert!(
+        accepted as f64 <= most,
+        "{what}: {accepted} of {sent} accepted in {secs:.2} s, at most {most:.0} at {rate}/s after a burst of {burst}"
+    );
+    if most < sent as f64 {
+        assert!(
+            accepted < sent,
+            "{what}: all {sent} accepted in {secs:.2} s at {rate}/s"
+        );
+    }
+}
+
+/// The per-user message budget (p2p, user attributes, call messages) and its burst.
+fn user_bucket() -> (u32, u32) {
+    let rate = Limits::default().user_messages_per_second;
+    (rate, rate)
 }
 
 fn e(k: ErrorKind) -> String {
@@ -427,6 +457,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
         "p2p flood beyond the rate limit" => |env| {
             let mut r = env.raw("m26").await;
             let line = r.line.clone();
+            let since = Instant::now();
             for i in 0..100u64 {
                 r.send_value(json!(["call2", ["user_sendmsg", i + 1, {"line": line, "peer": "m26", "content": "flood", "t": "instant"}]])).await;
             }
@@ -436,7 +467,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                     limited += 1;
                 }
             }
-            assert!(limited >= 30, "only {limited} of 100 were limited (limit 60/s)");
+            within_bucket(100 - limited, 100, user_bucket(), since, "p2p flood");
             assert!(r.alive().await);
             // the accepted ones wait in m26's mailbox (it never acknowledged them)
             env.leaves_stored(100 - limited);
@@ -447,6 +478,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             let mut r = env.raw("m26a").await;
             let line = r.line.clone();
             let big = "v".repeat(8000);
+            let since = Instant::now();
             for i in 0..100u64 {
                 r.send_value(json!(["call2", ["user_set_attr", i + 1, {"line": line, "name": format!("a{i}"), "value": big}]])).await;
             }
@@ -457,7 +489,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                     err => assert_eq!(err, e(ErrorKind::RateLimited)),
                 }
             }
-            assert!(accepted <= 70, "{accepted} of 100 were accepted (limit 60/s)");
+            within_bucket(accepted, 100, user_bucket(), since, "user attribute flood");
             for i in 0..20 {
                 let mut other = env.raw(&format!("m26a-{i}")).await;
                 assert_eq!(other.call("user_set_attr", 1, json!({"name": "k", "value": "v"})).await.0, "");
@@ -527,6 +559,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             let (err, _) = caller.call("voip_invite", 1, json!({"channelName": "c", "peer": "m26v-peer", "extra": ""})).await;
             assert_eq!(err, "");
             let line = caller.line.clone();
+            let since = Instant::now();
             for i in 0..100u64 {
                 caller.send_value(json!(["call2", ["voip_invite_msg", i + 10, {"line": line, "channelName": "c", "peer": "m26v-peer", "extra": "x"}]])).await;
             }
@@ -537,7 +570,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                     err => assert_eq!(err, e(ErrorKind::RateLimited)),
                 }
             }
-            assert!(accepted <= 70, "{accepted} of 100 were accepted (limit 60/s)");
+            within_bucket(accepted, 100, user_bucket(), since, "call message flood");
             // the callee refuses: the invitation is over, and so are its messages
             let (err, _) = callee.call("voip_invite_refuse", 2, json!({"channelName": "c", "peer": "m26v", "extra": ""})).await;
             assert_eq!(err, "");
@@ -552,6 +585,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             let mut r = env.raw("m27").await;
             assert_eq!(r.call("channel_join", 1, json!({"name": "flooded"})).await.0, "");
             let line = r.line.clone();
+            let since = Instant::now();
             for i in 0..300u64 {
                 r.send_value(json!(["call2", ["channel_sendmsg", i + 10, {"line": line, "name": "flooded", "msg": "x"}]])).await;
             }
@@ -561,7 +595,8 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                     limited += 1;
                 }
             }
-            assert!(limited >= 50, "only {limited} of 300 were limited (limit 200/s)");
+            let rate = Limits::default().channel_messages_per_second;
+            within_bucket(300 - limited, 300, (rate, rate), since, "channel flood");
         }
         "attributes on channels nobody joined" => |env| {
             // a non-member may set attributes (as in the original), but all channels of the
@@ -604,6 +639,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             let mut r = env.raw("m28").await;
             assert_eq!(r.call("channel_join", 1, json!({"name": "attrs"})).await.0, "");
             let line = r.line.clone();
+            let since = Instant::now();
             for i in 0..200u64 {
                 r.send_value(json!(["call2", ["channel_set_attr", i + 10, {"line": line, "channel": "attrs", "name": "k", "value": i.to_string()}]])).await;
             }
@@ -613,7 +649,8 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                     limited += 1;
                 }
             }
-            assert!(limited >= 50, "only {limited} of 200 were limited (limit 100/s)");
+            let rate = Limits::default().attr_changes_per_second;
+            within_bucket(200 - limited, 200, (rate, rate), since, "attribute flood");
             assert_eq!(call_within_budget(&mut r, "channel_clear_attr", json!({"channel": "attrs"})).await, "");
         }
         "thousands of channels joined by one session" => |env| {
@@ -636,6 +673,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
         "join and leave thousands of channel names" => |env| {
             let mut r = env.raw("m30").await;
             let line = r.line.clone();
+            let since = Instant::now();
             for i in 0..1000u64 {
                 r.send_value(json!(["call2", ["channel_join", 2 * i + 1, {"line": line, "name": format!("churn{i}")}]])).await;
                 r.send_value(json!(["call2", ["channel_leave", 2 * i + 2, {"line": line, "name": format!("churn{i}")}]])).await;
@@ -650,7 +688,9 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                     assert_eq!(err, "", "request {}", i + 1);
                 }
             }
-            assert!(limited >= 600, "only {limited} of 1000 joins were limited");
+            let l = Limits::default();
+            let burst = l.channels_per_session as u32;
+            within_bucket(1000 - limited, 1000, (l.joins_per_second, burst), since, "joins");
         }
         "invites to oneself" => |env| {
             let mut r = env.raw("m31").await;

@@ -773,12 +773,15 @@ async fn settings_gate_events_and_rates<S: Harness>() {
         ..Publish::event(ev(&m))
     };
     let mut limited = 0;
+    let since = std::time::Instant::now();
     for _ in 0..5 {
         if s.publish(at, rated).await.unwrap() == Published::RateLimited {
             limited += 1;
         }
     }
-    assert!(limited >= 3, "5 messages at 1/s: {limited} refused");
+    // a burst of one, then one a second: no timing assumption about this machine
+    let most = 2 + since.elapsed().as_secs() as usize;
+    assert!(5 - limited <= most, "5 messages at 1/s: {limited} refused");
     // each attribute's rate
     let strict = AttrSet {
         setting: Some(Setting::SetattrLimit(1)),
