@@ -79,6 +79,7 @@ fuzz_target!(|input: Input| {
                     channel: b,
                     exclude,
                     number,
+                    msg_number: (number % 2 == 0).then_some(number / 2),
                     frame,
                 },
                 2 => NodeMsg::Joined {

@@ -389,6 +389,11 @@ pub enum Request {
         name: String,
         num: Option<u64>,
     },
+    ChannelHistory {
+        name: String,
+        after: Option<u64>,
+        max: Option<u64>,
+    },
     Voip {
         kind: VoipKind,
         channel: String,
@@ -460,6 +465,12 @@ impl Args<'_> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => uint(v).ok_or(ErrorKind::InvalidArgs),
+        }
+    }
+    fn opt_uint(&self, key: &str) -> Result<Option<u64>, ErrorKind> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => uint(v).map(Some).ok_or(ErrorKind::InvalidArgs),
         }
     }
     fn flag(&self, key: &str) -> Result<bool, ErrorKind> {
@@ -550,6 +561,11 @@ impl Request {
                 name: a.text("name")?,
                 account: a.text("account")?,
             },
+            call::CHANNEL_HISTORY => Request::ChannelHistory {
+                name: a.text("name")?,
+                after: a.opt_uint("after")?,
+                max: a.opt_uint("max")?,
+            },
             call::CHANNEL_QUERY_USERLIST => Request::ChannelQueryUserlist {
                 name: a.text("name")?,
                 num: None,
@@ -599,6 +615,31 @@ impl Template {
     }
 }
 
+/// A channel message as a channel's history keeps it (opensig).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    /// Its message number in the channel (1, 2, … per message; other events do not count).
+    pub n: u64,
+    /// Its event sequence number in the channel.
+    pub seq: u64,
+    /// When the server accepted it (ms since the Unix epoch).
+    pub ts: u64,
+    /// The sender.
+    pub account: String,
+    /// The text.
+    pub msg: String,
+}
+
+impl Kept {
+    /// `{"n":…,"seq":…,"ts":…,"account":…,"msg":…}`, as replies and the HTTP API show it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "n": self.n, "seq": self.seq, "ts": self.ts,
+            "account": self.account, "msg": self.msg,
+        })
+    }
+}
+
 /// The outcome of a successful call2, as its reply body carries it (`"result":"ok"` plus
 /// these fields).
 #[derive(Clone, Debug, PartialEq)]
@@ -641,6 +682,17 @@ pub enum Reply {
         list: Vec<String>,
         /// Attributes in insertion order.
         attrs: Vec<(String, String)>,
+        /// opensig (`last_msg`): the number of the channel's latest message (0: none yet).
+        last_msg: u64,
+    },
+    /// `channel_history` (opensig): the channel's latest message number and kept messages.
+    History {
+        /// Channel.
+        name: String,
+        /// The number of the channel's latest message (0: none since the channel began).
+        last: u64,
+        /// Kept messages, oldest first.
+        msgs: Vec<Kept>,
     },
     /// `channel_query_num`.
     ChannelNum {
@@ -721,9 +773,20 @@ impl Reply {
                 put("account", account.as_str().into());
                 put("json", json_text(&object(attrs)).into());
             }
-            Reply::Join { list, attrs } => {
+            Reply::Join {
+                list,
+                attrs,
+                last_msg,
+            } => {
                 put("list", member_list(list));
                 put("attrs", Value::Object(object(attrs)));
+                put("last_msg", (*last_msg).into());
+            }
+            Reply::History { name, last, msgs } => {
+                put("name", name.as_str().into());
+                put("last", (*last).into());
+                let list = msgs.iter().map(Kept::to_json).collect();
+                put("msgs", Value::Array(list));
             }
             Reply::ChannelNum { name, num } => {
                 put("name", name.as_str().into());
@@ -811,6 +874,20 @@ pub mod out {
     /// `["notify",["channel2",channel,seq,"<msg string>"]]`.
     pub fn channel2(channel: &str, seq: u64, message: &str) -> String {
         channel2_template(channel, message).fill(seq)
+    }
+
+    /// A channel message event with its sequence number and (opensig) its message number
+    /// `n`, a fifth element the 1.4 client does not read:
+    /// `["notify",["channel2",channel,seq,"<msg string>",n]]`.
+    pub fn channel2_numbered(t: &Template, seq: u64, n: u64) -> String {
+        let mut s = t.fill(seq);
+        if s.ends_with("]]") {
+            s.truncate(s.len() - 2);
+            s.push(',');
+            crate::json::push_u64(&mut s, n);
+            s.push_str("]]");
+        }
+        s
     }
 
     /// A channel event whose sequence number is filled in by whoever sequences it.
@@ -1162,9 +1239,31 @@ mod tests {
         assert_eq!(
             reply(&Reply::Join {
                 list: vec!["a".into(), "b".into()],
-                attrs: vec![("t".into(), "x".into())]
+                attrs: vec![("t".into(), "x".into())],
+                last_msg: 7,
             }),
-            json!({"result": "ok", "list": [["a", 0], ["b", 0]], "attrs": {"t": "x"}})
+            json!({"result": "ok", "list": [["a", 0], ["b", 0]], "attrs": {"t": "x"}, "last_msg": 7})
+        );
+        let kept = Kept {
+            n: 2,
+            seq: 9,
+            ts: 1_700_000_000_000,
+            account: "a".into(),
+            msg: "hi".into(),
+        };
+        assert_eq!(
+            reply(&Reply::History {
+                name: "c".into(),
+                last: 3,
+                msgs: vec![kept.clone()]
+            }),
+            json!({"result": "ok", "name": "c", "last": 3,
+                   "msgs": [{"n": 2, "seq": 9, "ts": 1_700_000_000_000u64, "account": "a", "msg": "hi"}]})
+        );
+        let t = out::channel2_template("c", "msg-v2 x");
+        assert_eq!(
+            out::channel2_numbered(&t, 5, 2),
+            r#"["notify",["channel2","c",5,"msg-v2 x",2]]"#
         );
         assert_eq!(
             reply(&Reply::Mail {

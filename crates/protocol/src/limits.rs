@@ -99,6 +99,16 @@ pub struct Limits {
     /// Bytes of channel attribute names and values in one app (0: no cap). A change that
     /// would add bytes beyond it gets `app_quota_exceeded`.
     pub app_channel_attr_max_bytes: usize,
+    /// Channel messages a channel keeps for history and recovery when its `_history`
+    /// attribute is not set (0: no history unless a channel asks for it).
+    pub channel_history_messages: u32,
+    /// Largest `_history` (larger values are clamped to it), and the largest page of
+    /// `channel_history`.
+    pub channel_history_max_messages: u32,
+    /// Seconds a channel message stays in its channel's history.
+    pub channel_history_max_secs: u64,
+    /// Bytes of message text one channel's history holds at most (the oldest go first).
+    pub channel_history_max_bytes: usize,
     /// Seconds an account's attributes are kept after its last session ended; then they are
     /// deleted (a new session within that time keeps them).
     pub user_attrs_keep_secs: u64,
@@ -172,6 +182,10 @@ impl Default for Limits {
             app_channels_with_attrs_max: 100_000,
             app_channel_attr_max_bytes: 256 << 20,
             user_attrs_keep_secs: 7 * 24 * 3600,
+            channel_history_messages: 100,
+            channel_history_max_messages: 1000,
+            channel_history_max_secs: 3600,
+            channel_history_max_bytes: 1 << 20,
             outbound_queue: 4096,
             dedup_window_secs: 300,
             ping_interval_ms: 10_000,

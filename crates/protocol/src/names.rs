@@ -85,6 +85,9 @@ pub mod call {
     /// opensig: hand the session a fresh token for its later logins (`session.renewToken`);
     /// the server checks it belongs to the session's app and account.
     pub const USER_RENEW_TOKEN: &str = "user_renew_token";
+    /// opensig: a channel's kept messages — those after a message number (`after`, what a
+    /// client recovering after a reconnect asks), or the latest `max`.
+    pub const CHANNEL_HISTORY: &str = "channel_history";
 
     /// Prefix that `invoke` requires on function names.
     pub const INVOKE_PREFIX: &str = "io.agora.signal.";
@@ -185,6 +188,8 @@ pub mod attr {
     pub const SENDMSG_LIMIT: &str = "_sendmsg_limit";
     /// Channel: changes per second allowed for each attribute.
     pub const SETATTR_LIMIT: &str = "_setattr_limit";
+    /// Channel (opensig): messages the channel keeps for history and recovery (0 = none).
+    pub const HISTORY: &str = "_history";
 }
 
 /// Keys inside `voip_invite` `extra` that the server interprets.

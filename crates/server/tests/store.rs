@@ -1277,6 +1277,128 @@ async fn timers_fire_once_and_rescheduling_replaces<S: Harness>() {
     assert_eq!(timer, marker);
 }
 
+/// A channel message published as one: numbered (the fifth element of its frame), kept in the
+/// history within its size, read back after a number, on both nodes.
+fn message<'a>(from: &'a str, text: &'a str, keep: bool) -> Message<'a> {
+    Message {
+        from,
+        text,
+        max_age: Duration::from_secs(3600),
+        max_bytes: 1 << 20,
+        keep,
+    }
+}
+
+async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, ch) = (app("app"), chan_name("hist"));
+    let at = Chan {
+        app: &a,
+        channel: &ch,
+    };
+    let (ann, bob, cid) = (acct("ann"), acct("bob"), acct("cid"));
+    let (ca, mut cb, cc) = (Conn::new(), Conn::new(), Conn::new());
+    for (who, c, store) in [(&ann, &ca, &s), (&bob, &cb, &other), (&cid, &cc, &s)] {
+        store.session_open(opening(&a, who, c)).await.unwrap();
+    }
+    s.join(at, joining(&ann, &ca.h, None)).await.unwrap();
+    let r = other.join(at, joining(&bob, &cb.h, None)).await.unwrap();
+    assert_eq!(r.last_msg, 0);
+    let frame = opensig_protocol::frame::out::channel2_template("hist", "x");
+    let texts: Vec<String> = (1..=5).map(|i| format!("t{i}")).collect();
+    for t in &texts {
+        let p = Publish {
+            message: Some(message("ann", t, true)),
+            ..Publish::event(ev(&frame))
+        };
+        assert_eq!(s.publish(at, p).await.unwrap(), Published::Sent);
+    }
+    // bob (on the other node) sees each with its sequence and message number
+    let got: Vec<serde_json::Value> = cb.frames(6).await[1..6]
+        .iter()
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
+    for (i, f) in got.iter().enumerate() {
+        assert_eq!(f[1][4], i as u64 + 1, "{f}");
+        assert_eq!(f[1][2], i as u64 + 1, "{f}");
+    }
+    let h = other.history(at, 2, Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(h.last, 5);
+    let kept: Vec<(u64, &str, &str)> = h
+        .msgs
+        .iter()
+        .map(|k| (k.n, k.account.as_str(), k.msg.as_str()))
+        .collect();
+    assert_eq!(kept, vec![(3, "ann", "t3"), (4, "ann", "t4"), (5, "ann", "t5")]);
+    assert!(h.msgs.windows(2).all(|w| w[0].seq < w[1].seq && w[0].ts <= w[1].ts));
+    // a smaller `_history` drops the oldest at once
+    let size = AttrOp::Set(AttrSet {
+        name: "_history",
+        value: "2",
+        setting: Some(Setting::History(2)),
+        rate_limited: false,
+        max: 100,
+        quota: AttrQuota::default(),
+    });
+    let upd = tpl("attr");
+    let change = AttrChange {
+        op: size,
+        event: ev(&upd),
+    };
+    assert_eq!(s.attr_change(at, change).await.unwrap(), AttrOutcome::Done);
+    let numbers = |h: History| h.msgs.iter().map(|k| k.n).collect::<Vec<_>>();
+    let age = Duration::from_secs(3600);
+    assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![4, 5]);
+    let p = Publish {
+        message: Some(message("bob", "t6", true)),
+        ..Publish::event(ev(&frame))
+    };
+    other.publish(at, p).await.unwrap();
+    assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![5, 6]);
+    // not kept (the server is short of memory): numbered all the same
+    let p = Publish {
+        message: Some(message("bob", "t7", false)),
+        ..Publish::event(ev(&frame))
+    };
+    other.publish(at, p).await.unwrap();
+    let h = s.history(at, 0, age).await.unwrap();
+    assert_eq!((h.last, numbers(h)), (7, vec![5, 6]));
+    // a byte bound keeps only what fits
+    let p = Publish {
+        message: Some(Message {
+            max_bytes: 2,
+            ..message("bob", "t8", true)
+        }),
+        ..Publish::event(ev(&frame))
+    };
+    other.publish(at, p).await.unwrap();
+    assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![8]);
+    // a joiner learns the latest number
+    let r = s.join(at, joining(&cid, &cc.h, None)).await.unwrap();
+    assert_eq!(r.last_msg, 8);
+    // other events are not numbered
+    s.publish(at, Publish::event(ev(&frame))).await.unwrap();
+    assert_eq!(s.history(at, 0, age).await.unwrap().last, 8);
+    // the history goes with the channel's state (attributes cleared, members gone)
+    let clear = AttrChange {
+        op: AttrOp::Clear {
+            defaults: ChannelSettings::defaults(&limits()),
+        },
+        event: ev(&upd),
+    };
+    assert_eq!(s.attr_change(at, clear).await.unwrap(), AttrOutcome::Done);
+    assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![8]);
+    for (who, c, store) in [(&ann, &ca, &s), (&bob, &cb, &other), (&cid, &cc, &s)] {
+        let l = Leaving {
+            account: who,
+            session: &store.session_of(&c.h),
+            event: None,
+        };
+        assert!(store.leave(at, l).await.unwrap());
+    }
+    assert_eq!(s.history(at, 0, age).await.unwrap(), History::default());
+}
+
 macro_rules! conformance {
     ($module:ident, $store:ty, $($test:ident),* $(,)?) => {
         mod $module {
@@ -1303,6 +1425,7 @@ macro_rules! suite {
             mailboxes_number_push_acknowledge_and_bound,
             mail_quotas_per_app_and_per_sender,
             channels_sequence_events_for_members,
+            channel_history_numbers_keeps_and_trims,
             settings_gate_events_and_rates,
             empty_channels_keep_state_only_for_attributes,
             channel_attributes_share_the_app_s_quota,
@@ -1344,6 +1467,7 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
         member: Some(&ann),
         dedup: None,
         rate_limited: true,
+        message: None,
     };
     assert_eq!(s.publish(at, publish).await.unwrap(), Published::Sent);
     let session = s.session_of(&c.h);

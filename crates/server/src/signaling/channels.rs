@@ -11,7 +11,7 @@ use opensig_protocol::{ErrorKind, Limits};
 use super::{chan, channel_event, event, RResult, Session, Signaling};
 use crate::store::{
     AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, ChannelSettings, Joining, Leaving,
-    Publish, Published, Setting, Store, Timer,
+    Message, Publish, Published, Setting, Store, Timer,
 };
 
 /// Largest member page a query may ask for.
@@ -47,6 +47,12 @@ fn builtin_setting(name: &str, value: &str, l: &Limits) -> RResult<Option<Settin
             Setting::SetattrLimit(lower_only(number()?, l.attr_changes_per_second))
         }
         attr::AUTO_UPDATE_NUM => Setting::AutoUpdate(number()?.min(l.auto_update_max_secs)),
+        attr::HISTORY => Setting::History(
+            number()?
+                .min(l.channel_history_max_messages as u64)
+                .try_into()
+                .unwrap_or(u32::MAX),
+        ),
         _ => return Ok(None),
     }))
 }
@@ -56,7 +62,7 @@ fn builtin_setting(name: &str, value: &str, l: &Limits) -> RResult<Option<Settin
 fn members_only(name: &str) -> bool {
     matches!(
         name,
-        attr::USER_NOTIFICATION | attr::SENDMSG_LIMIT | attr::SETATTR_LIMIT
+        attr::USER_NOTIFICATION | attr::SENDMSG_LIMIT | attr::SETATTR_LIMIT | attr::HISTORY
     )
 }
 
@@ -68,6 +74,7 @@ fn default_setting(name: &str, d: &ChannelSettings) -> Option<Setting> {
         attr::SENDMSG_LIMIT => Setting::SendmsgLimit(d.sendmsg_limit),
         attr::SETATTR_LIMIT => Setting::SetattrLimit(d.setattr_limit),
         attr::AUTO_UPDATE_NUM => Setting::AutoUpdate(d.auto_update_secs),
+        attr::HISTORY => Setting::History(d.history),
         _ => return None,
     })
 }
@@ -124,6 +131,7 @@ impl<S: Store> Signaling<S> {
         Ok(Reply::Join {
             list: joined.list,
             attrs: joined.attrs,
+            last_msg: joined.last_msg,
         })
     }
 
@@ -180,6 +188,71 @@ impl<S: Store> Signaling<S> {
         }
     }
 
+    /// A channel message as the history keeps it, within the server's bounds (numbered but
+    /// not kept while the server is short of memory).
+    pub(super) fn history_entry<'a>(&self, l: &Limits, from: &'a str, text: &'a str) -> Message<'a> {
+        Message {
+            from,
+            text,
+            max_age: Duration::from_secs(l.channel_history_max_secs),
+            max_bytes: l.channel_history_max_bytes,
+            keep: !self.short_of_memory(),
+        }
+    }
+
+    /// `channel_history`: members only; `after` a message number: the kept messages after
+    /// it, oldest first (what a client recovering after a reconnect asks); otherwise the
+    /// latest `max`. Pages are at most `channel_history_max_messages`; a read takes a token of
+    /// the session's join budget (a recovery follows a rejoin).
+    pub(super) async fn channel_history(
+        &self,
+        s: &mut Session<S>,
+        name: &str,
+        after: Option<u64>,
+        max: Option<u64>,
+    ) -> RResult<Reply> {
+        let l = &self.limits();
+        let ch = self.ordinary(name)?;
+        if !self.store.is_member(chan(&s.app, &ch), &s.account).await? {
+            return Err(ErrorKind::NotInChannel);
+        }
+        if !s
+            .joins
+            .take_burst(l.joins_per_second, super::session::join_burst(l))
+        {
+            return Err(ErrorKind::RateLimited);
+        }
+        self.history_page(&s.app, &ch, after, max).await
+    }
+
+    /// A page of a channel's history (the rules of `channel_history`, without the caller's).
+    pub(crate) async fn history_page(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        after: Option<u64>,
+        max: Option<u64>,
+    ) -> RResult<Reply> {
+        let l = &self.limits();
+        let cap = l.channel_history_max_messages as u64;
+        let max = max.unwrap_or(cap).min(cap) as usize;
+        let age = Duration::from_secs(l.channel_history_max_secs);
+        let h = self.store.history(chan(app, ch), after.unwrap_or(0), age).await?;
+        let mut msgs = h.msgs;
+        match after {
+            Some(_) => msgs.truncate(max),
+            None => {
+                let skip = msgs.len().saturating_sub(max);
+                msgs.drain(..skip);
+            }
+        }
+        Ok(Reply::History {
+            name: ch.to_string(),
+            last: h.last,
+            msgs,
+        })
+    }
+
     /// Members only, unless `force`; the sender's budget, then the channel's.
     pub(super) async fn channel_send(
         &self,
@@ -203,6 +276,7 @@ impl<S: Store> Signaling<S> {
             member: (!force).then_some(&s.account),
             dedup: self.dedup(&s.account, msg_id),
             rate_limited: true,
+            message: Some(self.history_entry(l, &s.account, msg)),
         };
         match self.store.publish(chan(&s.app, &ch), publish).await? {
             Published::Sent | Published::Duplicate => Ok(Reply::Done),
@@ -325,8 +399,8 @@ impl<S: Store> Signaling<S> {
             // clearing would reset what only members may change
             if let Some(now) = self.store.settings(chan(&s.app, &ch)).await? {
                 let d = &defaults;
-                if (now.notify, now.sendmsg_limit, now.setattr_limit)
-                    != (d.notify, d.sendmsg_limit, d.setattr_limit)
+                if (now.notify, now.sendmsg_limit, now.setattr_limit, now.history)
+                    != (d.notify, d.sendmsg_limit, d.setattr_limit, d.history)
                 {
                     return Err(ErrorKind::NotInChannel);
                 }

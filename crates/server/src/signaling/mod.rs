@@ -250,6 +250,9 @@ impl<S: Store> Signaling<S> {
                 self.channel_has(s, &name, &account).await
             }
             Request::ChannelQueryUserlist { name, num } => self.channel_list(s, &name, num).await,
+            Request::ChannelHistory { name, after, max } => {
+                self.channel_history(s, &name, after, max).await
+            }
             Request::Voip {
                 kind,
                 channel,

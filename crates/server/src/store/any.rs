@@ -7,7 +7,7 @@ use opensig_protocol::ident::Account;
 use super::memory::Memory;
 use super::redis::{NodeSession, Redis};
 use super::{
-    Appended, AttrChange, AttrOutcome, Chan, ChannelSettings, Footprint, InviteKey, InviteOpen,
+    Appended, AttrChange, AttrOutcome, Chan, ChannelSettings, Footprint, History, InviteKey, InviteOpen,
     InviteRecord, InviteRelay, Joined, Joining, Leaving, MailItem, MailPage, Opening, Poll,
     Publish, Published, Relayed, SResult, Store, StoreError, Take, Timer, User, UserAttrSet, Work,
     WorkSender,
@@ -228,6 +228,10 @@ impl Store for AnyStore {
 
     async fn members(&self, at: Chan<'_>, max: usize) -> SResult<(usize, Vec<String>)> {
         each!(self, s => s.members(at, max).await)
+    }
+
+    async fn history(&self, at: Chan<'_>, after: u64, max_age: Duration) -> SResult<History> {
+        each!(self, s => s.history(at, after, max_age).await)
     }
 
     async fn is_member(&self, at: Chan<'_>, account: &Account) -> SResult<bool> {

@@ -113,6 +113,11 @@ impl<'a> Reader<'a> {
         Some(n)
     }
 
+    /// Whether everything was read (an optional last field is absent).
+    pub fn rest_is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Everything was read.
     pub fn end(self) -> Option<()> {
         self.rest.is_empty().then_some(())

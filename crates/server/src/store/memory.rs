@@ -16,18 +16,20 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use opensig_protocol::frame::{out, Kept};
 use opensig_protocol::ident::Account;
 use opensig_protocol::limits::MAX_SAFE_INTEGER;
 use opensig_protocol::Limits;
 
 use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelSettings, Dedup, Event,
-    Footprint, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
-    Joining, Leaving, MailItem, MailPage, MailQuota, Opening, Poll, Publish, Published, Relayed,
+    Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
+    Joining, Leaving, MailItem, MailPage, MailQuota, Message, Opening, Poll, Publish, Published, Relayed,
     SResult, Setting, Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
+use super::now_ms;
 
 fn key(app: &str, name: &str) -> String {
     let mut k = String::with_capacity(app.len() + name.len() + 1);
@@ -195,6 +197,11 @@ struct Channel {
     app: Arc<AppChannels>,
     settings: ChannelSettings,
     seq: u64,
+    /// The latest message number.
+    msgs: u64,
+    /// Kept messages, oldest first, and the bytes of their text.
+    history: VecDeque<Kept>,
+    history_bytes: usize,
     rate: Bucket,
     attr_rates: HashMap<String, Bucket>,
     changed: bool,
@@ -214,6 +221,9 @@ impl Channel {
             rate: Bucket::new(settings.sendmsg_limit),
             settings,
             seq: 0,
+            msgs: 0,
+            history: VecDeque::new(),
+            history_bytes: 0,
             attr_rates: HashMap::new(),
             changed: false,
             ttl_gen: 0,
@@ -223,12 +233,51 @@ impl Channel {
 
     /// Sequence `event` and queue it for every member but its `exclude`.
     fn publish(&mut self, event: Event<'_>) {
+        self.publish_message(event, None);
+    }
+
+    /// Sequence `event` (a message: number and keep it too) and queue it for every member
+    /// but its `exclude`.
+    fn publish_message(&mut self, event: Event<'_>, message: Option<Message<'_>>) {
         self.seq += 1;
-        let frame: Frame = event.frame.fill(self.seq).into();
+        let frame: Frame = match message {
+            None => event.frame.fill(self.seq).into(),
+            Some(m) => {
+                self.msgs += 1;
+                if m.keep && self.settings.history > 0 {
+                    self.history_bytes += m.text.len();
+                    self.history.push_back(Kept {
+                        n: self.msgs,
+                        seq: self.seq,
+                        ts: now_ms(),
+                        account: m.from.to_owned(),
+                        msg: m.text.to_owned(),
+                    });
+                }
+                self.trim_history(m.max_age, m.max_bytes);
+                out::channel2_numbered(event.frame, self.seq, self.msgs).into()
+            }
+        };
         for (account, m) in &self.members {
             if Some(account.as_str()) != event.exclude.map(|a| a.as_str()) {
                 m.conn.push(frame.clone());
             }
+        }
+    }
+
+    /// Drop kept messages beyond the channel's size, older than `max_age` or past
+    /// `max_bytes`, the oldest first.
+    fn trim_history(&mut self, max_age: Duration, max_bytes: usize) {
+        let oldest = now_ms().saturating_sub(max_age.as_millis() as u64);
+        while let Some(first) = self.history.front() {
+            let over = self.history.len() > self.settings.history as usize
+                || self.history_bytes > max_bytes
+                || first.ts < oldest;
+            if !over {
+                break;
+            }
+            self.history_bytes -= first.msg.len();
+            self.history.pop_front();
         }
     }
 
@@ -284,6 +333,7 @@ impl Channel {
             AttrOp::Clear { defaults } => {
                 self.release();
                 self.settings = defaults;
+                self.apply(Setting::History(defaults.history));
             }
         }
         AttrOutcome::Done
@@ -334,6 +384,14 @@ impl Channel {
             Setting::SendmsgLimit(n) => s.sendmsg_limit = n,
             Setting::SetattrLimit(n) => s.setattr_limit = n,
             Setting::AutoUpdate(secs) => s.auto_update_secs = secs,
+            Setting::History(n) => {
+                s.history = n;
+                while self.history.len() > n as usize {
+                    if let Some(k) = self.history.pop_front() {
+                        self.history_bytes -= k.msg.len();
+                    }
+                }
+            }
         }
     }
 }
@@ -731,6 +789,7 @@ impl Store for Memory {
                 fresh,
                 list: ch.latest(j.list_max),
                 attrs,
+                last_msg: ch.msgs,
             });
         }
     }
@@ -790,7 +849,7 @@ impl Store for Memory {
                 return Ok(Published::RateLimited);
             }
         }
-        ch.publish(p.event);
+        ch.publish_message(p.event, p.message);
         Ok(Published::Sent)
     }
 
@@ -812,6 +871,24 @@ impl Store for Memory {
             }
             return Ok(outcome);
         }
+    }
+
+    async fn history(&self, at: Chan<'_>, after: u64, max_age: Duration) -> SResult<History> {
+        let Some(arc) = self.inner.existing_channel(at.app, at.channel) else {
+            return Ok(History::default());
+        };
+        let ch = arc.lock();
+        let oldest = now_ms().saturating_sub(max_age.as_millis() as u64);
+        let msgs = ch
+            .history
+            .iter()
+            .filter(|k| k.n > after && k.ts >= oldest)
+            .cloned()
+            .collect();
+        Ok(History {
+            last: ch.msgs,
+            msgs,
+        })
     }
 
     async fn settings(&self, at: Chan<'_>) -> SResult<Option<ChannelSettings>> {

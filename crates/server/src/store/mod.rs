@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opensig_protocol::frame::Template;
+use opensig_protocol::frame::{Kept, Template};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::Limits;
 use tokio::sync::mpsc;
@@ -56,6 +56,13 @@ impl From<::redis::RedisError> for StoreError {
             StoreError::Redis(e)
         }
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (when a kept message was accepted).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Result of a store operation.
@@ -181,6 +188,8 @@ pub struct ChannelSettings {
     /// Period of the member-count timer (0: none). Kept for the rules; the store does nothing
     /// with it.
     pub auto_update_secs: u64,
+    /// Channel messages kept for history (0: none).
+    pub history: u32,
 }
 
 impl ChannelSettings {
@@ -192,6 +201,7 @@ impl ChannelSettings {
             sendmsg_limit: l.channel_messages_per_second,
             setattr_limit: l.attr_changes_per_second,
             auto_update_secs: 0,
+            history: l.channel_history_messages,
         }
     }
 }
@@ -209,6 +219,8 @@ pub enum Setting {
     SetattrLimit(u32),
     /// `auto_update_secs`.
     AutoUpdate(u64),
+    /// `history` (the store drops what is beyond the new size at once).
+    History(u32),
 }
 
 /// Set an attribute: `name` to `value` (and `setting`). With `rate_limited`, one change of
@@ -298,6 +310,8 @@ pub struct Joined {
     pub list: Vec<String>,
     /// Every attribute, in insertion order.
     pub attrs: Vec<(String, String)>,
+    /// The number of the channel's latest message (0: none since its state began).
+    pub last_msg: u64,
 }
 
 /// An invitation's identity.
@@ -546,6 +560,36 @@ pub struct Publish<'a> {
     pub dedup: Option<Dedup<'a>>,
     /// Counts against the channel's message rate (`sendmsg_limit`).
     pub rate_limited: bool,
+    /// A channel message: it gets the channel's next message number (filled in as the
+    /// event's fifth element, [`opensig_protocol::frame::out::channel2_numbered`]) and is
+    /// kept in the channel's history.
+    pub message: Option<Message<'a>>,
+}
+
+/// A channel message as the history keeps it, and the history's bounds. The channel keeps
+/// its `history` setting's number of messages, none older than `max_age`, their text at
+/// most `max_bytes`; what falls outside goes at once (the oldest first).
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The sender.
+    pub from: &'a str,
+    /// The text.
+    pub text: &'a str,
+    /// How long a message is kept.
+    pub max_age: Duration,
+    /// Text bytes one channel's history holds.
+    pub max_bytes: usize,
+    /// Keep it (false: only numbered, e.g. when the server is short of memory).
+    pub keep: bool,
+}
+
+/// A channel's history as a reader sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// The number of the channel's latest message (0: none since its state began).
+    pub last: u64,
+    /// Kept messages after the one asked for, oldest first, none older than asked.
+    pub msgs: Vec<Kept>,
 }
 
 impl<'a> Publish<'a> {
@@ -556,6 +600,7 @@ impl<'a> Publish<'a> {
             member: None,
             dedup: None,
             rate_limited: false,
+            message: None,
         }
     }
 }
@@ -759,6 +804,14 @@ pub trait Store: Send + Sync + 'static {
         at: Chan<'_>,
         max: usize,
     ) -> impl Future<Output = SResult<(usize, Vec<String>)>> + Send;
+    /// The channel's latest message number and its kept messages numbered above `after`
+    /// and younger than `max_age`.
+    fn history(
+        &self,
+        at: Chan<'_>,
+        after: u64,
+        max_age: Duration,
+    ) -> impl Future<Output = SResult<History>> + Send;
     /// Whether the account is a member.
     fn is_member(
         &self,

@@ -54,6 +54,11 @@ pub(super) struct ChannelKeys {
     pub seq: String,
     /// "The membership changed" flag.
     pub changed: String,
+    /// Kept messages: a stream, entry id `<n>-0`, fields `t` (ms), `s` (sequence), `f`
+    /// (sender), `m` (text).
+    pub history: String,
+    /// The history's counters: `n` (the latest message number), `b` (bytes of kept text).
+    pub history_meta: String,
     /// Prefix of the rate buckets (`<rate> m`, `<rate> a <name>`).
     pub rate: String,
     /// The app's ledger of channels with attributes: a sorted set, member = channel, score =
@@ -67,7 +72,7 @@ pub(super) struct ChannelKeys {
 
 impl ChannelKeys {
     /// The keys a channel script takes, in its order.
-    pub fn all(&self) -> [&str; 11] {
+    pub fn all(&self) -> [&str; 13] {
         [
             &self.members,
             &self.order,
@@ -80,6 +85,8 @@ impl ChannelKeys {
             &self.ledger,
             &self.ledger_bytes,
             &self.ledger_total,
+            &self.history,
+            &self.history_meta,
         ]
     }
 }
@@ -195,6 +202,8 @@ impl Keys {
             settings: k("cf"),
             seq: k("cs"),
             changed: k("cc"),
+            history: k("ch"),
+            history_meta: k("cx"),
             rate: k("cr"),
             ledger: self.k("cl", &[app]),
             ledger_bytes: self.k("clb", &[app]),

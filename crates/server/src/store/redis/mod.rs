@@ -30,7 +30,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, ScriptInvocation, Value as RValue};
 use tracing::{info, warn};
 
-use opensig_protocol::frame::out;
+use opensig_protocol::frame::{out, Kept};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::Limits;
 
@@ -38,9 +38,9 @@ use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelSettings, Event,
-    Footprint, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
+    Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
     Joining, Leaving, MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult,
-    Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, now_ms,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -292,6 +292,7 @@ fn setting_field(s: Option<Setting>) -> (&'static str, String) {
         Some(Setting::SendmsgLimit(n)) => ("msg_rate", n.to_string()),
         Some(Setting::SetattrLimit(n)) => ("attr_rate", n.to_string()),
         Some(Setting::AutoUpdate(secs)) => ("auto", secs.to_string()),
+        Some(Setting::History(n)) => ("history", n.to_string()),
     }
 }
 
@@ -456,7 +457,8 @@ impl Inner {
             .arg(d.sendmsg_limit)
             .arg(d.setattr_limit)
             .arg(d.auto_update_secs)
-            .arg(at.channel.as_str());
+            .arg(at.channel.as_str())
+            .arg(d.history);
         inv
     }
 
@@ -510,6 +512,7 @@ impl Inner {
                 channel: at.channel.to_string(),
                 exclude: e.exclude.map(|a| a.to_string()),
                 number: 0,
+                msg_number: None,
                 frame: e.frame.clone(),
             }
             .encode_open(),
@@ -593,12 +596,16 @@ impl Inner {
                 channel,
                 exclude,
                 number,
+                msg_number,
                 frame,
             } => {
                 let Some(members) = self.members.get(&local(&app, &channel)) else {
                     return;
                 };
-                let frame: Frame = frame.fill(number).into();
+                let frame: Frame = match msg_number {
+                    None => frame.fill(number).into(),
+                    Some(n) => out::channel2_numbered(&frame, number, n).into(),
+                };
                 for (account, h) in members.iter() {
                     if Some(account) != exclude.as_ref() {
                         h.push(frame.clone());
@@ -855,13 +862,15 @@ impl Store for Redis {
         let r = list(inner.run::<RValue>(&inv).await?);
         let fresh = r.first().map(int).unwrap_or(0) == 1;
         let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
-        let mut members: Vec<String> = r.iter().skip(2).take(n).map(text).collect();
+        let last_msg = r.get(2).map(int).unwrap_or(0).max(0) as u64;
+        let mut members: Vec<String> = r.iter().skip(3).take(n).map(text).collect();
         members.reverse();
-        let attrs = pairs(r.get(2 + n..).unwrap_or(&[]));
+        let attrs = pairs(r.get(3 + n..).unwrap_or(&[]));
         Ok(Joined {
             fresh,
             list: members,
             attrs,
+            last_msg,
         })
     }
 
@@ -889,6 +898,16 @@ impl Store for Redis {
         inv.arg(dedup.unwrap_or_default()).arg(window);
         inv.arg(if p.rate_limited { "1" } else { "0" });
         inv.arg(before).arg(after);
+        match p.message {
+            None => inv.arg("0").arg("").arg("").arg(0).arg(0).arg("0"),
+            Some(m) => inv
+                .arg("1")
+                .arg(m.from)
+                .arg(m.text)
+                .arg(m.max_age.as_millis() as u64)
+                .arg(m.max_bytes)
+                .arg(if m.keep { "1" } else { "0" }),
+        };
         let r: String = inner.run(&inv).await?;
         match r.as_str() {
             "sent" => Ok(Published::Sent),
@@ -953,7 +972,32 @@ impl Store for Redis {
             sendmsg_limit: rate(3),
             setattr_limit: rate(4),
             auto_update_secs: num(5),
+            history: rate(6),
         }))
+    }
+
+    async fn history(&self, at: Chan<'_>, after: u64, max_age: Duration) -> SResult<History> {
+        let inner = &self.inner;
+        inner.check()?;
+        let oldest = now_ms().saturating_sub(max_age.as_millis() as u64);
+        let mut inv = inner.channel_call(&inner.scripts.channel_state, at);
+        inv.arg("history").arg(after).arg(oldest);
+        let r = list(inner.run::<RValue>(&inv).await?);
+        let last = r.first().map(int).unwrap_or(0).max(0) as u64;
+        let num = |v: &RValue| text(v).parse::<u64>().unwrap_or(0);
+        let msgs = r
+            .get(1..)
+            .unwrap_or(&[])
+            .chunks_exact(5)
+            .map(|e| Kept {
+                n: num(&e[0]),
+                ts: num(&e[1]),
+                seq: num(&e[2]),
+                account: text(&e[3]),
+                msg: text(&e[4]),
+            })
+            .collect();
+        Ok(History { last, msgs })
     }
 
     async fn touch_members(&self, at: Chan<'_>) -> SResult<()> {

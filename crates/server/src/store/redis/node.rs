@@ -30,6 +30,8 @@ pub enum NodeMsg {
         exclude: Option<String>,
         /// The sequence.
         number: u64,
+        /// A channel message's number (a last field the script appends).
+        msg_number: Option<u64>,
         /// The frame.
         frame: Template,
     },
@@ -107,9 +109,16 @@ impl NodeMsg {
     /// The message, numbers included.
     pub fn encode(&self) -> String {
         match self {
-            NodeMsg::Push { number, .. } | NodeMsg::Channel { number, .. } => {
+            NodeMsg::Push { number, .. } => {
                 let (before, after) = self.encode_open();
                 format!("{before}{number}{after}")
+            }
+            NodeMsg::Channel {
+                number, msg_number, ..
+            } => {
+                let (before, after) = self.encode_open();
+                let extra = msg_number.map(|n| format!("{n};")).unwrap_or_default();
+                format!("{before}{number}{after}{extra}")
             }
             _ => self.writer().finish(),
         }
@@ -147,11 +156,16 @@ impl NodeMsg {
                 let channel = r.text()?.to_string();
                 let exclude = r.opt_text()?.map(str::to_string);
                 let (frame, number) = template(&mut r)?;
+                let msg_number = match r.rest_is_empty() {
+                    true => None,
+                    false => Some(r.num()?),
+                };
                 NodeMsg::Channel {
                     app,
                     channel,
                     exclude,
                     number,
+                    msg_number,
                     frame,
                 }
             }
@@ -255,6 +269,7 @@ mod tests {
                 channel: "r".into(),
                 exclude: Some("x".into()),
                 number: 9_007_199_254_740_991,
+                msg_number: Some(4),
                 frame: t(),
             },
             NodeMsg::Channel {
@@ -262,6 +277,7 @@ mod tests {
                 channel: "r".into(),
                 exclude: None,
                 number: 1,
+                msg_number: None,
                 frame: t(),
             },
             NodeMsg::Joined {

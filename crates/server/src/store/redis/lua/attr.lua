@@ -40,6 +40,9 @@ elseif op == 'del' then
 else
   redis.call('DEL', ATTRS, SETTINGS)
 end
+if field == 'history' or op == 'clear' then
+  trim_history(tonumber(setting('history')) or 0, 0, 9007199254740991)
+end
 publish(ARGV[FIRST + 7], ARGV[FIRST + 8])
 if_empty()
 return 'done'

@@ -2,19 +2,23 @@
 local MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local LEDGER, LEDGER_BYTES, LEDGER_TOTAL = KEYS[9], KEYS[10], KEYS[11]
+local HIST, HMETA = KEYS[12], KEYS[13]
 -- MEMBERS: account -> join order; ORDER: join counter; LOCATION: account -> "node conn";
 -- NODES: node -> members there; ATTRS: attributes; SETTINGS: notify, ttl, msg_rate,
--- attr_rate, auto; SEQ: event sequence; CHANGED: membership changed.
+-- attr_rate, auto, history; SEQ: event sequence; CHANGED: membership changed.
+-- HIST: kept messages (a stream, ids '<n>-0', fields t, s, f, m); HMETA: n = the latest
+-- message number, b = bytes of kept text.
 -- The app's ledger of channels with attributes: LEDGER: channel -> when its state expires
 -- (ms; NEVER while it has members); LEDGER_BYTES: channel -> bytes of its attributes' names
 -- and values; LEDGER_TOTAL: their sum. A channel leaves it when its attributes go, or once
 -- its state has expired (its keys go by themselves).
--- ARGV 1..8 of every channel script: topic prefix, rate key prefix, the default settings
--- (notify, ttl, msg_rate, attr_rate, auto), and the channel's name.
+-- ARGV 1..9 of every channel script: topic prefix, rate key prefix, the default settings
+-- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size.
 local TOPIC, RATE = ARGV[1], ARGV[2]
-local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6], auto = ARGV[7]}
+local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6],
+  auto = ARGV[7], history = ARGV[9]}
 local NAME = ARGV[8]
-local FIRST = 9
+local FIRST = 10
 local NEVER = 9007199254740991
 
 local function setting(name)
@@ -35,16 +39,41 @@ local function take_token(key, rate)
   return ok
 end
 
--- Sequence an event and publish it once to every node with members: before .. seq .. after.
-local function publish(before, after)
+-- Sequence an event and publish it once to every node with members: before .. seq .. after
+-- (.. extra: a message's number field).
+local function publish(before, after, extra)
   local seq = redis.call('INCR', SEQ)
+  local msg = before .. seq .. after .. (extra or '')
   for _, n in ipairs(redis.call('HKEYS', NODES)) do
-    redis.call('PUBLISH', TOPIC .. n, before .. seq .. after)
+    redis.call('PUBLISH', TOPIC .. n, msg)
   end
   return seq
 end
 
-local CHANNEL_KEYS = {MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED}
+-- Drop kept messages beyond `size`, older than `oldest` (ms) or past `max_bytes` of text,
+-- the oldest first.
+local function trim_history(size, oldest, max_bytes)
+  local bytes = tonumber(redis.call('HGET', HMETA, 'b') or '0')
+  while true do
+    local first = redis.call('XRANGE', HIST, '-', '+', 'COUNT', 1)[1]
+    if not first then break end
+    local f = first[2]
+    local t, len = 0, 0
+    for i = 1, #f, 2 do
+      if f[i] == 't' then t = tonumber(f[i + 1]) elseif f[i] == 'm' then len = #f[i + 1] end
+    end
+    if redis.call('XLEN', HIST) <= size and bytes <= max_bytes and t >= oldest then break end
+    redis.call('XDEL', HIST, first[1])
+    bytes = bytes - len
+  end
+  if redis.call('XLEN', HIST) == 0 then
+    redis.call('DEL', HIST)
+    bytes = 0
+  end
+  redis.call('HSET', HMETA, 'b', bytes)
+end
+
+local CHANNEL_KEYS = {MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED, HIST, HMETA}
 
 -- The channel's state in the ledger: expiring at `at` (ms), or out of it without attributes.
 local function ledger_expiry(at)

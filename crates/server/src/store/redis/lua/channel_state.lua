@@ -2,10 +2,28 @@
 --   settings: {exists (1/0), notify, ttl, msg_rate, attr_rate, auto}
 --   touch:    count the membership as changed (the flag expires with the channel)
 --   take:     the member count if the membership changed since the last take, else false
+--   history:  +1 after (message number), +2 oldest (ms): {latest message number, then per
+--             kept message after `after` and not older: n, t, s, f, m}
 local op = ARGV[FIRST]
 local exists = redis.call('EXISTS', MEMBERS) + redis.call('EXISTS', ATTRS)
 if op == 'settings' then
-  return {exists, setting('notify'), setting('ttl'), setting('msg_rate'), setting('attr_rate'), setting('auto')}
+  return {exists, setting('notify'), setting('ttl'), setting('msg_rate'), setting('attr_rate'),
+    setting('auto'), setting('history')}
+elseif op == 'history' then
+  local out = {tonumber(redis.call('HGET', HMETA, 'n') or '0')}
+  local oldest = tonumber(ARGV[FIRST + 2])
+  for _, e in ipairs(redis.call('XRANGE', HIST, (tonumber(ARGV[FIRST + 1]) + 1) .. '-0', '+')) do
+    local f = {}
+    for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+    if tonumber(f.t) >= oldest then
+      out[#out + 1] = string.match(e[1], '^(%d+)')
+      out[#out + 1] = f.t
+      out[#out + 1] = f.s
+      out[#out + 1] = f.f
+      out[#out + 1] = f.m
+    end
+  end
+  return out
 elseif op == 'touch' then
   if exists == 0 then return 0 end
   redis.call('SET', CHANGED, '1')

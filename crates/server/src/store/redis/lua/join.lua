@@ -1,7 +1,7 @@
 -- ARGV after the common ones: +0 account, +1 node, +2 conn, +3 list max, +4 event before
 -- ('' = no event), +5 event after, +6 joined message (to this node), +7 left message (to a
 -- node the membership moves from), +8 node index prefix, +9 index entry.
--- Returns {fresh, n, member1..memberN, attr name, value, ...}.
+-- Returns {fresh, n, last message number, member1..memberN, attr name, value, ...}.
 local account, node, conn = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
 local me = node .. ' ' .. conn
 local index, entry = ARGV[FIRST + 8], ARGV[FIRST + 9]
@@ -37,7 +37,7 @@ if fresh == 1 then
   end
 end
 local list = redis.call('ZREVRANGE', MEMBERS, 0, tonumber(ARGV[FIRST + 3]) - 1)
-local out = {fresh, #list}
+local out = {fresh, #list, tonumber(redis.call('HGET', HMETA, 'n') or '0')}
 for _, a in ipairs(list) do out[#out + 1] = a end
 for _, v in ipairs(redis.call('HGETALL', ATTRS)) do out[#out + 1] = v end
 return out

@@ -1,5 +1,7 @@
 -- ARGV after the common ones: +0 the member the sender must be ('' = anyone), +1 dedup key
--- ('' = none), +2 dedup window ms, +3 rate limited (1/0), +4 event before, +5 event after.
+-- ('' = none), +2 dedup window ms, +3 rate limited (1/0), +4 event before, +5 event after,
+-- +6 a message (1/0: numbered and kept), +7 its sender, +8 its text, +9 history age ms,
+-- +10 history bytes, +11 keep it (1/0).
 -- Creates no state for a channel without members. Returns 'sent', 'duplicate',
 -- 'not_member' or 'rate_limited'.
 local member = ARGV[FIRST]
@@ -16,5 +18,18 @@ if ARGV[FIRST + 3] == '1' then
     return 'rate_limited'
   end
 end
-publish(ARGV[FIRST + 4], ARGV[FIRST + 5])
+if ARGV[FIRST + 6] ~= '1' then
+  publish(ARGV[FIRST + 4], ARGV[FIRST + 5])
+  return 'sent'
+end
+local n = redis.call('HINCRBY', HMETA, 'n', 1)
+local seq = publish(ARGV[FIRST + 4], ARGV[FIRST + 5], n .. ';')
+local size = tonumber(setting('history')) or 0
+local now = now_ms()
+if ARGV[FIRST + 11] == '1' and size > 0 then
+  local text = ARGV[FIRST + 8]
+  redis.call('XADD', HIST, n .. '-0', 't', now, 's', seq, 'f', ARGV[FIRST + 7], 'm', text)
+  redis.call('HINCRBY', HMETA, 'b', #text)
+end
+trim_history(size, now - tonumber(ARGV[FIRST + 9]), tonumber(ARGV[FIRST + 10]))
 return 'sent'
