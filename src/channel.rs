@@ -92,6 +92,17 @@ impl Channel {
         self.send(&msg, cb, msg_id, true)
     }
 
+    /// opensig: the channel's latest `limit` kept messages (default and most: the server's
+    /// `channel_history_max_messages`), oldest first, as `{n, seq, ts, account, msg}`
+    /// (`ts`: ms since the epoch); members only.
+    pub fn history(&self, limit: JsValue) -> Promise {
+        let limit = limit.as_f64().filter(|n| *n >= 0.0).map_or(u64::MAX, |n| n as u64);
+        let name = self.c.name.clone();
+        self.op(ReqKind::History, &JsValue::UNDEFINED, |c, now| {
+            c.channel_history(&name, limit, now)
+        })
+    }
+
     /// Leave; `cb()` if given, otherwise `onChannelLeaved(0)`.
     #[wasm_bindgen(js_name = channelLeave)]
     pub fn channel_leave(&self, cb: JsValue) -> Promise {

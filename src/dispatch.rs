@@ -44,6 +44,7 @@ mod ccb {
     pub const USER_LIST: &str = "onChannelUserList";
     pub const ATTR_UPDATED: &str = "onChannelAttrUpdated";
     pub const MESSAGE: &str = "onMessageChannelReceive";
+    pub const MESSAGES_LOST: &str = "onMessageChannelLost";
 }
 
 /// Call callback properties.
@@ -194,6 +195,9 @@ pub(crate) fn event(hub: &Hub, e: Event<Js>) {
         } => on_channel(hub, ch.0, |c| {
             c.slots.fire(ccb::MESSAGE, &[account.0, uid.0, msg.0])
         }),
+        Event::ChannelMessagesLost { ch, count } => on_channel(hub, ch.0, |c| {
+            c.slots.fire(ccb::MESSAGES_LOST, &[(count as f64).into()])
+        }),
         Event::Done { req, result } => done(hub, req.0, result),
         Event::Log { text } => hub.log.print(Level::Debug, "", &text),
     }
@@ -291,6 +295,7 @@ fn done(hub: &Hub, req: u32, result: Result<Js, Failure<Js>>) {
             hub.slots.fire(scb::CHANNEL_QUERY_USER_NUM_RESULT, &args);
             value = Some(num);
         }
+        (ReqKind::History, Ok(body)) => value = Some(field(body, "msgs")),
         (ReqKind::ChannelIsIn, Ok(body)) => {
             let isin = field(body, "isin");
             let args = [field(body, "name"), field(body, "account"), isin.clone()];

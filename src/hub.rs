@@ -41,6 +41,9 @@ pub(crate) enum ReqKind {
     /// `channelQueryUserIsIn`: `onChannelQueryUserIsIn(name, account, isIn)`, resolves with a
     /// boolean.
     ChannelIsIn,
+    /// `channel.history(limit)`: resolves with the kept messages
+    /// (`[{n, seq, ts, account, msg}, …]`, oldest first).
+    History,
     /// Promise only (`logout`, `setAttr`, `renewToken`, call replies, `call.ready`).
     Plain,
 }

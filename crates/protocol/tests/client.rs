@@ -163,6 +163,12 @@ impl H {
             .collect()
     }
 
+    /// The id of the rejoin the client sent after its latest login.
+    fn call_id_after_rejoin(&mut self) -> u64 {
+        self.pump();
+        self.call_id("channel_join")
+    }
+
     fn reply(&mut self, id: u64, body: Value) {
         self.frame(json!(["call2-ret", [id, "", body.to_string()]]));
     }
@@ -1367,4 +1373,102 @@ fn android_and_ios_queries_send_their_call2() {
             ..
         }
     )));
+}
+
+/// A numbered channel message as the server sends it (opensig: the message number is the
+/// fifth element).
+fn numbered(ch: &str, seq: u64, n: u64, text: &str) -> Value {
+    let content = json!({"channel": ch, "account": "bob", "uid": 0, "msg": text}).to_string();
+    json!([
+        "notify",
+        [
+            "channel2",
+            ch,
+            seq,
+            format!("msg-v2 bob 0 {ch} channel_msg - {content}"),
+            n
+        ]
+    ])
+}
+
+fn channel_texts(ev: Vec<Event<Value>>) -> Vec<String> {
+    ev.into_iter()
+        .filter_map(|e| match e {
+            Event::ChannelMessage { msg, .. } => Some(msg.as_string().unwrap()),
+            Event::ChannelMessagesLost { count, .. } => Some(format!("lost {count}")),
+            Event::ChannelUserJoined { account, .. } => {
+                Some(format!("joined {}", account.as_string().unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let _ch = h.c.channel_join("room", h.now);
+    h.pump();
+    let id = h.call_id("channel_join");
+    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 3}));
+    h.frame(numbered("room", 10, 4, "m4"));
+    h.frame(numbered("room", 10, 4, "m4 again"));
+    assert_eq!(channel_texts(h.take_events()), vec!["m4"]);
+    // the connection breaks; meanwhile 5..=8 are sent (5 is no longer kept)
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.login_ok("L2");
+    let id = h.call_id_after_rejoin();
+    h.take_sent();
+    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 8}));
+    let asked = h.calls("channel_history");
+    assert_eq!(asked.len(), 1);
+    assert_eq!((asked[0]["after"].as_u64(), asked[0]["max"].as_u64()), (Some(4), Some(4)));
+    // live events before the history reply wait: 9 after a join, and a resent 8
+    let join = json!({"channel": "room", "account": "cid", "uid": 0}).to_string();
+    h.frame(json!(["notify", ["channel2", "room", 13, format!("msg-v2 cid 0 room channel_user_join - {join}")]]));
+    h.frame(numbered("room", 14, 9, "m9"));
+    assert_eq!(channel_texts(h.take_events()), Vec::<String>::new());
+    let hid = h.call_id("channel_history");
+    let kept = |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
+    h.reply(
+        hid,
+        json!({"result": "ok", "name": "room", "last": 9, "msgs": [kept(6), kept(7), kept(8), kept(9)]}),
+    );
+    assert_eq!(
+        channel_texts(h.take_events()),
+        vec!["lost 1", "m6", "m7", "m8", "joined cid", "m9"]
+    );
+    // live again, duplicates still dropped
+    h.frame(numbered("room", 15, 9, "m9 again"));
+    h.frame(numbered("room", 16, 10, "m10"));
+    assert_eq!(channel_texts(h.take_events()), vec!["m10"]);
+}
+
+#[test]
+fn a_failed_recovery_counts_everything_missed_as_lost() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let _ch = h.c.channel_join("room", h.now);
+    h.pump();
+    let id = h.call_id("channel_join");
+    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 0}));
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.login_ok("L2");
+    let id = h.call_id_after_rejoin();
+    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 50}));
+    let hid = h.call_id("channel_history");
+    h.reply_err(hid, "unknown_function");
+    assert_eq!(channel_texts(h.take_events()), vec!["lost 50"]);
+    // nothing missed: no request at all; a server without message numbers: none either
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.login_ok("L3");
+    let id = h.call_id_after_rejoin();
+    h.sent.clear();
+    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 50}));
+    assert!(h.calls("channel_history").is_empty());
 }

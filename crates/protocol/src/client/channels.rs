@@ -10,7 +10,7 @@ use super::{
     ChannelId, Client, Event, Failure, Millis, ReqId, State,
 };
 use crate::codes::{Code, ErrorKind};
-use crate::json::JsonValue;
+use crate::json::{as_u64, JsonValue};
 use crate::limits::Limits;
 use crate::msg;
 use crate::names::{attr_change, call, msgtype};
@@ -24,10 +24,16 @@ enum ChanState {
 }
 
 #[derive(Clone, Debug)]
-struct Chan {
+struct Chan<V> {
     name: String,
     state: ChanState,
     last_seq: u64,
+    /// The number of the latest channel message delivered (or the channel's latest when it
+    /// was joined); `None` while the server numbers no messages.
+    last_msg: Option<u64>,
+    /// Missed messages are being fetched after a rejoin: live events wait here, with their
+    /// message numbers, until the missed ones are delivered.
+    held: Option<Vec<(Option<u64>, Event<V>)>>,
     /// A rejoin after a reconnect is awaited (or in flight).
     rejoining: bool,
     /// The app called `channelJoin` again meanwhile: the rejoin's reply announces the channel
@@ -36,13 +42,23 @@ struct Chan {
 }
 
 /// The session's Channel objects.
-#[derive(Debug, Default)]
-pub(super) struct Channels {
-    map: VecMap<u32, Chan>,
+#[derive(Debug)]
+pub(super) struct Channels<V> {
+    map: VecMap<u32, Chan<V>>,
     /// The live Channel of each name.
     by_name: VecMap<String, u32>,
     /// The most recent join (events without a channel name go there, as in the original).
     current: Option<u32>,
+}
+
+impl<V> Default for Channels<V> {
+    fn default() -> Self {
+        Channels {
+            map: VecMap::default(),
+            by_name: VecMap::default(),
+            current: None,
+        }
+    }
 }
 
 impl<V: JsonValue> Client<V> {
@@ -82,6 +98,8 @@ impl<V: JsonValue> Client<V> {
                 name: name.into(),
                 state: ChanState::Joining,
                 last_seq: 0,
+                last_msg: None,
+                held: None,
                 rejoining: false,
                 announce: false,
             },
@@ -136,6 +154,8 @@ impl<V: JsonValue> Client<V> {
             .filter(|(_, c)| c.state == ChanState::Joined)
             .map(|(id, c)| {
                 c.rejoining = true;
+                // what waited for a recovery comes again with the next one
+                c.held = None;
                 (*id, c.name.clone())
             })
             .collect();
@@ -149,7 +169,13 @@ impl<V: JsonValue> Client<V> {
         }
     }
 
-    pub(super) fn join_reply(&mut self, ch: u32, mode: JoinMode, result: &Result<V, Failure<V>>) {
+    pub(super) fn join_reply(
+        &mut self,
+        ch: u32,
+        mode: JoinMode,
+        result: &Result<V, Failure<V>>,
+        now: Millis,
+    ) {
         let Some(c) = self.chans.map.get_mut(&ch) else {
             return;
         };
@@ -160,6 +186,21 @@ impl<V: JsonValue> Client<V> {
             Ok(body) => {
                 c.state = ChanState::Joined;
                 c.last_seq = 0;
+                // the channel's latest message number (opensig): after a rejoin, what was
+                // sent since the last one delivered is fetched from the channel's history
+                let latest = body.get("last_msg").as_ref().and_then(as_u64);
+                let mut recover = None;
+                match (latest, c.last_msg) {
+                    (Some(upto), Some(last)) if mode == JoinMode::Rejoin && upto != last => {
+                        // a smaller number: the channel began anew while this session was away
+                        let after = if upto < last { 0 } else { last };
+                        c.last_msg = Some(after);
+                        c.held = Some(Vec::new());
+                        recover = Some((after, upto, c.name.clone()));
+                    }
+                    (Some(_), Some(_)) if mode == JoinMode::Rejoin => {}
+                    _ => c.last_msg = latest,
+                }
                 let announce = mode != JoinMode::Rejoin || c.announce;
                 if mode == JoinMode::Rejoin {
                     c.rejoining = false;
@@ -176,6 +217,15 @@ impl<V: JsonValue> Client<V> {
                     ch: ChannelId(ch),
                     list,
                 });
+                if let Some((after, upto, name)) = recover {
+                    let body = Body::new()
+                        .s("name", &name)
+                        .n("after", after)
+                        .n("max", upto - after)
+                        .0;
+                    let kind = Kind::Recover { ch, after, upto };
+                    self.request_front(call::CHANNEL_HISTORY, body, kind, "channelJoin", now);
+                }
                 if let Some(attrs) = body.get("attrs") {
                     let update = V::from_string(attr_change::UPDATE);
                     for k in attrs.keys() {
@@ -232,7 +282,14 @@ impl<V: JsonValue> Client<V> {
 
     /// A channel event: routed by name (only an event without a name goes to the newest
     /// channel); sequences at or below the last one seen are dropped.
-    pub(super) fn on_channel2(&mut self, channel: &str, seq: u64, value: &V, text: &str) {
+    pub(super) fn on_channel2(
+        &mut self,
+        channel: &str,
+        seq: u64,
+        number: Option<u64>,
+        value: &V,
+        text: &str,
+    ) {
         let routed = if channel.is_empty() {
             self.chans.current
         } else {
@@ -256,6 +313,7 @@ impl<V: JsonValue> Client<V> {
             return;
         };
         let get = |k: &str| content.get(k).unwrap_or_else(|| V::from_string(""));
+        let id = ch;
         let ch = ChannelId(ch);
         let ev = match m.kind {
             msgtype::CHANNEL_MSG => Event::ChannelMessage {
@@ -282,7 +340,81 @@ impl<V: JsonValue> Client<V> {
             },
             _ => return,
         };
-        self.events.push_back(ev);
+        let number = number.filter(|_| m.kind == msgtype::CHANNEL_MSG);
+        let Some(c) = self.chans.map.get_mut(&id) else {
+            return;
+        };
+        match &mut c.held {
+            Some(held) => held.push((number, ev)),
+            None => {
+                if let Some(n) = number {
+                    if c.last_msg.is_some_and(|last| n <= last) {
+                        return;
+                    }
+                    c.last_msg = Some(n);
+                }
+                self.events.push_back(ev);
+            }
+        }
+    }
+
+    /// The missed messages of a rejoined channel arrived (`Some` reply) or could not be
+    /// fetched: deliver those numbered up to `upto`, in order and once, after telling how many
+    /// of them are gone (`ChannelMessagesLost`); then what arrived live meanwhile.
+    pub(super) fn recovered(&mut self, ch: u32, after: u64, upto: u64, reply: Option<V>) {
+        let Some(c) = self.chans.map.get_mut(&ch) else {
+            return;
+        };
+        let Some(held) = c.held.take() else { return };
+        let id = ChannelId(ch);
+        let mut found = Vec::new();
+        let msgs = reply.and_then(|r| r.get("msgs"));
+        for i in 0..msgs.as_ref().and_then(|m| m.array_len()).unwrap_or(0) {
+            let Some(m) = msgs.as_ref().and_then(|m| m.at(i)) else {
+                continue;
+            };
+            let n = m.get("n").as_ref().and_then(as_u64).unwrap_or(0);
+            let last = found.last().map_or(after, |(n, _)| *n);
+            if n > last && n <= upto {
+                let get = |k: &str| m.get(k).unwrap_or_else(|| V::from_string(""));
+                let ev = Event::ChannelMessage {
+                    ch: id,
+                    account: get("account"),
+                    uid: V::from_f64(0.0),
+                    msg: get("msg"),
+                };
+                found.push((n, ev));
+            }
+        }
+        let lost = (upto - after).saturating_sub(found.len() as u64);
+        if lost > 0 {
+            self.events
+                .push_back(Event::ChannelMessagesLost { ch: id, count: lost });
+        }
+        let mut last = upto;
+        for (_, ev) in found {
+            self.events.push_back(ev);
+        }
+        for (n, ev) in held {
+            if let Some(n) = n {
+                if n <= last {
+                    continue;
+                }
+                last = n;
+            }
+            self.events.push_back(ev);
+        }
+        if let Some(c) = self.chans.map.get_mut(&ch) {
+            c.last_msg = Some(last);
+        }
+    }
+
+    /// `channel.history(limit)` (opensig): the channel's latest `limit` kept messages
+    /// (members only); completes with `Done` and the reply (`msgs`, `last`).
+    pub fn channel_history(&mut self, name: &str, limit: u64, now: Millis) -> ReqId {
+        let check = self.cfg.limits.check_channel(name);
+        let body = Body::new().s("name", name).n("max", limit).0;
+        self.checked(check, call::CHANNEL_HISTORY, body, Kind::User, "history", now)
     }
 
     /// `channel.channelLeave()`; completes with `ChannelLeft` and `Done`.

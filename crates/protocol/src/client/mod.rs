@@ -262,6 +262,15 @@ pub enum Event<V> {
         /// 0 after `channelLeave`; 604 when a rejoin after reconnect failed.
         code: u32,
     },
+    /// `onMessageChannelLost(count)` (opensig): after a reconnect, `count` channel messages
+    /// sent while this session was away are no longer kept by the channel (its history is
+    /// smaller, or off); the ones still kept follow as `ChannelMessage`s.
+    ChannelMessagesLost {
+        /// The Channel.
+        ch: ChannelId,
+        /// How many.
+        count: u64,
+    },
     /// `onChannelUserList(list)` with the server's list verbatim.
     ChannelUserList {
         /// The Channel.
@@ -336,7 +345,7 @@ pub struct Client<V: JsonValue> {
     /// Seen msg-v3 ids (`mailbox`).
     dedup: mailbox::Dedup,
     /// Channel objects (`channels`).
-    chans: channels::Channels,
+    chans: channels::Channels<V>,
     /// Live calls by (channel, peer) (`calls`).
     calls: VecMap<(String, String), u32>,
     /// When to warn about the token's expiry (`commands`).

@@ -40,6 +40,9 @@ pub(super) enum Kind {
     Logout,
     /// Token renewal: on refusal the token in use goes back from `renewed` to `previous`.
     RenewToken { previous: String, renewed: String },
+    /// A rejoined channel's missed messages: numbered above `after` up to `upto` (the
+    /// channel's latest number when the rejoin was made).
+    Recover { ch: u32, after: u64, upto: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -223,7 +226,8 @@ impl<V: JsonValue> Client<V> {
                 Kind::Join {
                     mode: JoinMode::Rejoin,
                     ..
-                } => {}
+                }
+                | Kind::Recover { .. } => {}
                 Kind::Logout => {
                     self.finish_logout(now);
                     return true;
@@ -339,7 +343,7 @@ impl<V: JsonValue> Client<V> {
                 return;
             }
             Kind::Join { ch, mode } => {
-                self.join_reply(ch, mode, &result);
+                self.join_reply(ch, mode, &result, now);
                 if let (Err(f), JoinMode::Initial | JoinMode::Again) = (&result, mode) {
                     self.events.push_back(Event::Error {
                         name: req.op,
@@ -347,6 +351,10 @@ impl<V: JsonValue> Client<V> {
                         desc: f.err.clone(),
                     });
                 }
+                return;
+            }
+            Kind::Recover { ch, after, upto } => {
+                self.recovered(ch, after, upto, result.ok());
                 return;
             }
             Kind::Leave { ch } => {
