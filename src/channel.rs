@@ -96,7 +96,10 @@ impl Channel {
     /// `channel_history_max_messages`), oldest first, as `{n, seq, ts, account, msg}`
     /// (`ts`: ms since the epoch); members only.
     pub fn history(&self, limit: JsValue) -> Promise {
-        let limit = limit.as_f64().filter(|n| *n >= 0.0).map_or(u64::MAX, |n| n as u64);
+        let limit = limit
+            .as_f64()
+            .filter(|n| *n >= 0.0)
+            .map_or(u64::MAX, |n| n as u64);
         let name = self.c.name.clone();
         self.op(ReqKind::History, &JsValue::UNDEFINED, |c, now| {
             c.channel_history(&name, limit, now)

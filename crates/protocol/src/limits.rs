@@ -109,6 +109,9 @@ pub struct Limits {
     pub channel_history_max_secs: u64,
     /// Bytes of message text one channel's history holds at most (the oldest go first).
     pub channel_history_max_bytes: usize,
+    /// Seconds an empty channel without attributes keeps its state while it has kept
+    /// messages (so members reconnecting together find what they missed).
+    pub channel_history_keep_empty_secs: u64,
     /// Seconds an account's attributes are kept after its last session ended; then they are
     /// deleted (a new session within that time keeps them).
     pub user_attrs_keep_secs: u64,
@@ -186,6 +189,7 @@ impl Default for Limits {
             channel_history_max_messages: 1000,
             channel_history_max_secs: 3600,
             channel_history_max_bytes: 1 << 20,
+            channel_history_keep_empty_secs: 120,
             outbound_queue: 4096,
             dedup_window_secs: 300,
             ping_interval_ms: 10_000,

@@ -1410,7 +1410,10 @@ fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     let _ch = h.c.channel_join("room", h.now);
     h.pump();
     let id = h.call_id("channel_join");
-    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 3}));
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 3}),
+    );
     h.frame(numbered("room", 10, 4, "m4"));
     h.frame(numbered("room", 10, 4, "m4 again"));
     assert_eq!(channel_texts(h.take_events()), vec!["m4"]);
@@ -1421,17 +1424,32 @@ fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     h.login_ok("L2");
     let id = h.call_id_after_rejoin();
     h.take_sent();
-    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 8}));
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 8}),
+    );
     let asked = h.calls("channel_history");
     assert_eq!(asked.len(), 1);
-    assert_eq!((asked[0]["after"].as_u64(), asked[0]["max"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(
+        (asked[0]["after"].as_u64(), asked[0]["max"].as_u64()),
+        (Some(4), Some(4))
+    );
     // live events before the history reply wait: 9 after a join, and a resent 8
     let join = json!({"channel": "room", "account": "cid", "uid": 0}).to_string();
-    h.frame(json!(["notify", ["channel2", "room", 13, format!("msg-v2 cid 0 room channel_user_join - {join}")]]));
+    h.frame(json!([
+        "notify",
+        [
+            "channel2",
+            "room",
+            13,
+            format!("msg-v2 cid 0 room channel_user_join - {join}")
+        ]
+    ]));
     h.frame(numbered("room", 14, 9, "m9"));
     assert_eq!(channel_texts(h.take_events()), Vec::<String>::new());
     let hid = h.call_id("channel_history");
-    let kept = |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
+    let kept =
+        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
     h.reply(
         hid,
         json!({"result": "ok", "name": "room", "last": 9, "msgs": [kept(6), kept(7), kept(8), kept(9)]}),
@@ -1452,13 +1470,19 @@ fn a_failed_recovery_counts_everything_missed_as_lost() {
     let _ch = h.c.channel_join("room", h.now);
     h.pump();
     let id = h.call_id("channel_join");
-    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 0}));
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 0}),
+    );
     h.close();
     h.until_reconnect();
     h.open();
     h.login_ok("L2");
     let id = h.call_id_after_rejoin();
-    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 50}));
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 50}),
+    );
     let hid = h.call_id("channel_history");
     h.reply_err(hid, "unknown_function");
     assert_eq!(channel_texts(h.take_events()), vec!["lost 50"]);
@@ -1469,6 +1493,9 @@ fn a_failed_recovery_counts_everything_missed_as_lost() {
     h.login_ok("L3");
     let id = h.call_id_after_rejoin();
     h.sent.clear();
-    h.reply(id, json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 50}));
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 50}),
+    );
     assert!(h.calls("channel_history").is_empty());
 }

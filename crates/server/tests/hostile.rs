@@ -961,6 +961,7 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
         c.limits.logins_per_ip_per_second = 100;
         c.limits.invite_offline_grace_secs = 1;
         c.limits.user_attrs_keep_secs = 1;
+        c.limits.channel_history_keep_empty_secs = 1;
         c.limits.offline_mail_per_sender_per_hour = OFFLINE_PER_SENDER as u32;
         c.limits.app_mail_max_messages = APP_MAIL_MAX;
         c.limits.app_channels_with_attrs_max = ATTR_CHANNELS_MAX;

@@ -20,7 +20,10 @@ static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 const WAIT: Duration = Duration::from_secs(5);
 
 fn limits() -> Limits {
-    Limits::default()
+    Limits {
+        channel_history_keep_empty_secs: 1,
+        ..Limits::default()
+    }
 }
 
 fn app(s: &str) -> AppId {
@@ -1322,15 +1325,24 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
         assert_eq!(f[1][4], i as u64 + 1, "{f}");
         assert_eq!(f[1][2], i as u64 + 1, "{f}");
     }
-    let h = other.history(at, 2, Duration::from_secs(3600)).await.unwrap();
+    let h = other
+        .history(at, 2, Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert_eq!(h.last, 5);
     let kept: Vec<(u64, &str, &str)> = h
         .msgs
         .iter()
         .map(|k| (k.n, k.account.as_str(), k.msg.as_str()))
         .collect();
-    assert_eq!(kept, vec![(3, "ann", "t3"), (4, "ann", "t4"), (5, "ann", "t5")]);
-    assert!(h.msgs.windows(2).all(|w| w[0].seq < w[1].seq && w[0].ts <= w[1].ts));
+    assert_eq!(
+        kept,
+        vec![(3, "ann", "t3"), (4, "ann", "t4"), (5, "ann", "t5")]
+    );
+    assert!(h
+        .msgs
+        .windows(2)
+        .all(|w| w[0].seq < w[1].seq && w[0].ts <= w[1].ts));
     // a smaller `_history` drops the oldest at once
     let size = AttrOp::Set(AttrSet {
         name: "_history",
@@ -1379,7 +1391,8 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     // other events are not numbered
     s.publish(at, Publish::event(ev(&frame))).await.unwrap();
     assert_eq!(s.history(at, 0, age).await.unwrap().last, 8);
-    // the history goes with the channel's state (attributes cleared, members gone)
+    // an empty channel keeps its kept messages for a while (members reconnecting together
+    // find what they missed), then goes
     let clear = AttrChange {
         op: AttrOp::Clear {
             defaults: ChannelSettings::defaults(&limits()),
@@ -1396,7 +1409,16 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
         };
         assert!(store.leave(at, l).await.unwrap());
     }
-    assert_eq!(s.history(at, 0, age).await.unwrap(), History::default());
+    assert_eq!(numbers(other.history(at, 0, age).await.unwrap()), vec![8]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.history(at, 0, age).await.unwrap() != History::default() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kept beyond keep_empty_secs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.settings(at).await.unwrap(), None);
 }
 
 macro_rules! conformance {

@@ -154,8 +154,10 @@ impl<V: JsonValue> Client<V> {
             .filter(|(_, c)| c.state == ChanState::Joined)
             .map(|(id, c)| {
                 c.rejoining = true;
-                // what waited for a recovery comes again with the next one
-                c.held = None;
+                // live events wait for the rejoin (and a recovery); what waited for an
+                // earlier one comes again with this one
+                c.held = Some(Vec::new());
+                c.last_seq = 0;
                 (*id, c.name.clone())
             })
             .collect();
@@ -185,22 +187,26 @@ impl<V: JsonValue> Client<V> {
         match result {
             Ok(body) => {
                 c.state = ChanState::Joined;
-                c.last_seq = 0;
+                let rejoin = mode == JoinMode::Rejoin;
+                if !rejoin {
+                    c.last_seq = 0;
+                }
                 // the channel's latest message number (opensig): after a rejoin, what was
                 // sent since the last one delivered is fetched from the channel's history
+                // while the live events that came meanwhile wait
                 let latest = body.get("last_msg").as_ref().and_then(as_u64);
                 let mut recover = None;
                 match (latest, c.last_msg) {
-                    (Some(upto), Some(last)) if mode == JoinMode::Rejoin && upto != last => {
+                    (Some(upto), Some(last)) if rejoin && upto != last => {
                         // a smaller number: the channel began anew while this session was away
                         let after = if upto < last { 0 } else { last };
                         c.last_msg = Some(after);
-                        c.held = Some(Vec::new());
                         recover = Some((after, upto, c.name.clone()));
                     }
-                    (Some(_), Some(_)) if mode == JoinMode::Rejoin => {}
+                    (_, Some(_)) if rejoin => {}
                     _ => c.last_msg = latest,
                 }
+                let release = rejoin && recover.is_none();
                 let announce = mode != JoinMode::Rejoin || c.announce;
                 if mode == JoinMode::Rejoin {
                     c.rejoining = false;
@@ -217,6 +223,9 @@ impl<V: JsonValue> Client<V> {
                     ch: ChannelId(ch),
                     list,
                 });
+                if release {
+                    self.release_held(ch, 0);
+                }
                 if let Some((after, upto, name)) = recover {
                     let body = Body::new()
                         .s("name", &name)
@@ -244,6 +253,7 @@ impl<V: JsonValue> Client<V> {
             Err(_) if mode == JoinMode::Again => {}
             Err(f) => {
                 c.state = ChanState::Left;
+                c.held = None;
                 let name = c.name.clone();
                 if self.chans.by_name.get(&name) == Some(&ch) {
                     self.chans.by_name.remove(&name);
@@ -388,13 +398,29 @@ impl<V: JsonValue> Client<V> {
         }
         let lost = (upto - after).saturating_sub(found.len() as u64);
         if lost > 0 {
-            self.events
-                .push_back(Event::ChannelMessagesLost { ch: id, count: lost });
+            self.events.push_back(Event::ChannelMessagesLost {
+                ch: id,
+                count: lost,
+            });
         }
-        let mut last = upto;
         for (_, ev) in found {
             self.events.push_back(ev);
         }
+        if let Some(c) = self.chans.map.get_mut(&ch) {
+            c.last_msg = Some(upto);
+            c.held = Some(held);
+        }
+        self.release_held(ch, upto);
+    }
+
+    /// Deliver the live events that waited, in order, each message once (numbered above
+    /// the last delivered, and above `floor`).
+    fn release_held(&mut self, ch: u32, floor: u64) {
+        let Some(c) = self.chans.map.get_mut(&ch) else {
+            return;
+        };
+        let held = c.held.take().unwrap_or_default();
+        let mut last = c.last_msg.unwrap_or(0).max(floor);
         for (n, ev) in held {
             if let Some(n) = n {
                 if n <= last {
@@ -404,7 +430,7 @@ impl<V: JsonValue> Client<V> {
             }
             self.events.push_back(ev);
         }
-        if let Some(c) = self.chans.map.get_mut(&ch) {
+        if c.last_msg.is_some() {
             c.last_msg = Some(last);
         }
     }
@@ -414,7 +440,14 @@ impl<V: JsonValue> Client<V> {
     pub fn channel_history(&mut self, name: &str, limit: u64, now: Millis) -> ReqId {
         let check = self.cfg.limits.check_channel(name);
         let body = Body::new().s("name", name).n("max", limit).0;
-        self.checked(check, call::CHANNEL_HISTORY, body, Kind::User, "history", now)
+        self.checked(
+            check,
+            call::CHANNEL_HISTORY,
+            body,
+            Kind::User,
+            "history",
+            now,
+        )
     }
 
     /// `channel.channelLeave()`; completes with `ChannelLeft` and `Done`.

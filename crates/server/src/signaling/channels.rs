@@ -190,7 +190,12 @@ impl<S: Store> Signaling<S> {
 
     /// A channel message as the history keeps it, within the server's bounds (numbered but
     /// not kept while the server is short of memory).
-    pub(super) fn history_entry<'a>(&self, l: &Limits, from: &'a str, text: &'a str) -> Message<'a> {
+    pub(super) fn history_entry<'a>(
+        &self,
+        l: &Limits,
+        from: &'a str,
+        text: &'a str,
+    ) -> Message<'a> {
         Message {
             from,
             text,
@@ -237,7 +242,10 @@ impl<S: Store> Signaling<S> {
         let cap = l.channel_history_max_messages as u64;
         let max = max.unwrap_or(cap).min(cap) as usize;
         let age = Duration::from_secs(l.channel_history_max_secs);
-        let h = self.store.history(chan(app, ch), after.unwrap_or(0), age).await?;
+        let h = self
+            .store
+            .history(chan(app, ch), after.unwrap_or(0), age)
+            .await?;
         let mut msgs = h.msgs;
         match after {
             Some(_) => msgs.truncate(max),
@@ -399,8 +407,12 @@ impl<S: Store> Signaling<S> {
             // clearing would reset what only members may change
             if let Some(now) = self.store.settings(chan(&s.app, &ch)).await? {
                 let d = &defaults;
-                if (now.notify, now.sendmsg_limit, now.setattr_limit, now.history)
-                    != (d.notify, d.sendmsg_limit, d.setattr_limit, d.history)
+                if (
+                    now.notify,
+                    now.sendmsg_limit,
+                    now.setattr_limit,
+                    now.history,
+                ) != (d.notify, d.sendmsg_limit, d.setattr_limit, d.history)
                 {
                     return Err(ErrorKind::NotInChannel);
                 }

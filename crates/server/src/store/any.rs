@@ -7,10 +7,10 @@ use opensig_protocol::ident::Account;
 use super::memory::Memory;
 use super::redis::{NodeSession, Redis};
 use super::{
-    Appended, AttrChange, AttrOutcome, Chan, ChannelSettings, Footprint, History, InviteKey, InviteOpen,
-    InviteRecord, InviteRelay, Joined, Joining, Leaving, MailItem, MailPage, Opening, Poll,
-    Publish, Published, Relayed, SResult, Store, StoreError, Take, Timer, User, UserAttrSet, Work,
-    WorkSender,
+    Appended, AttrChange, AttrOutcome, Chan, ChannelSettings, Footprint, History, InviteKey,
+    InviteOpen, InviteRecord, InviteRelay, Joined, Joining, Leaving, MailItem, MailPage, Opening,
+    Poll, Publish, Published, Relayed, SResult, Store, StoreError, Take, Timer, User, UserAttrSet,
+    Work, WorkSender,
 };
 use crate::delivery::ConnHandle;
 

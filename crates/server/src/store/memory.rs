@@ -21,15 +21,15 @@ use opensig_protocol::ident::Account;
 use opensig_protocol::limits::MAX_SAFE_INTEGER;
 use opensig_protocol::Limits;
 
+use super::now_ms;
 use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelSettings, Dedup, Event,
-    Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
-    Joining, Leaving, MailItem, MailPage, MailQuota, Message, Opening, Poll, Publish, Published, Relayed,
-    SResult, Setting, Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep,
+    Joined, Joining, Leaving, MailItem, MailPage, MailQuota, Message, Opening, Poll, Publish,
+    Published, Relayed, SResult, Setting, Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
-use super::now_ms;
 
 fn key(app: &str, name: &str) -> String {
     let mut k = String::with_capacity(app.len() + name.len() + 1);
@@ -601,12 +601,15 @@ fn empty_channel(inner: &Arc<Inner>, app: &str, name: &str, ch: &mut Channel) ->
         return false;
     }
     ch.ttl_gen += 1;
-    if ch.attrs.is_empty() {
+    if ch.attrs.is_empty() && ch.history.is_empty() {
         ch.dead = true;
         return true;
     }
     let generation = ch.ttl_gen;
-    let ttl = Duration::from_secs(ch.settings.ttl_secs);
+    let ttl = Duration::from_secs(match ch.attrs.is_empty() {
+        true => ch.settings.keep_empty_secs,
+        false => ch.settings.ttl_secs,
+    });
     let k = key(app, name);
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {

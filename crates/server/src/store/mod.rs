@@ -190,6 +190,9 @@ pub struct ChannelSettings {
     pub auto_update_secs: u64,
     /// Channel messages kept for history (0: none).
     pub history: u32,
+    /// Seconds an empty channel without attributes is kept while it has kept messages (a
+    /// server-wide value, not changed per channel).
+    pub keep_empty_secs: u64,
 }
 
 impl ChannelSettings {
@@ -202,6 +205,7 @@ impl ChannelSettings {
             setattr_limit: l.attr_changes_per_second,
             auto_update_secs: 0,
             history: l.channel_history_messages,
+            keep_empty_secs: l.channel_history_keep_empty_secs,
         }
     }
 }
@@ -765,8 +769,9 @@ pub trait Store: Send + Sync + 'static {
     /// changed.
     fn join(&self, at: Chan<'_>, j: Joining<'_>) -> impl Future<Output = SResult<Joined>> + Send;
     /// End the membership the account holds through its session; true when it did. Then the
-    /// event is published (if `notify`); an empty channel without attributes is gone, with
-    /// attributes it is kept for its `ttl_secs`.
+    /// event is published (if `notify`); an empty channel without attributes or kept messages
+    /// is gone; with attributes it is kept for its `ttl_secs`, with kept messages only for
+    /// `keep_empty_secs`.
     fn leave(
         &self,
         at: Chan<'_>,

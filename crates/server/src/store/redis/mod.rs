@@ -37,10 +37,10 @@ use opensig_protocol::Limits;
 use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
-    Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelSettings, Event,
-    Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined,
-    Joining, Leaving, MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult,
-    Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, now_ms,
+    now_ms, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelSettings,
+    Event, Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState,
+    InviteStep, Joined, Joining, Leaving, MailItem, MailPage, Opening, Poll, Publish, Published,
+    Relayed, SResult, Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -458,7 +458,8 @@ impl Inner {
             .arg(d.setattr_limit)
             .arg(d.auto_update_secs)
             .arg(at.channel.as_str())
-            .arg(d.history);
+            .arg(d.history)
+            .arg(d.keep_empty_secs);
         inv
     }
 
@@ -973,6 +974,7 @@ impl Store for Redis {
             setattr_limit: rate(4),
             auto_update_secs: num(5),
             history: rate(6),
+            keep_empty_secs: self.inner.defaults.keep_empty_secs,
         }))
     }
 

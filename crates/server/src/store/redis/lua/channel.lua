@@ -12,13 +12,15 @@ local HIST, HMETA = KEYS[12], KEYS[13]
 -- (ms; NEVER while it has members); LEDGER_BYTES: channel -> bytes of its attributes' names
 -- and values; LEDGER_TOTAL: their sum. A channel leaves it when its attributes go, or once
 -- its state has expired (its keys go by themselves).
--- ARGV 1..9 of every channel script: topic prefix, rate key prefix, the default settings
--- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size.
+-- ARGV 1..10 of every channel script: topic prefix, rate key prefix, the default settings
+-- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size,
+-- seconds an empty channel with kept messages (and no attributes) is kept.
 local TOPIC, RATE = ARGV[1], ARGV[2]
 local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6],
   auto = ARGV[7], history = ARGV[9]}
 local NAME = ARGV[8]
-local FIRST = 10
+local KEEP_EMPTY = tonumber(ARGV[10])
+local FIRST = 11
 local NEVER = 9007199254740991
 
 local function setting(name)
@@ -104,18 +106,21 @@ local function ledger_prune(now, n)
   if redis.call('ZCARD', LEDGER) == 0 then redis.call('DEL', LEDGER_TOTAL, LEDGER_BYTES) end
 end
 
--- An empty channel: gone at once without attributes; kept for its ttl with some.
+-- An empty channel: gone at once without attributes or kept messages; kept for its ttl
+-- with attributes, for KEEP_EMPTY with kept messages only.
 local function if_empty()
   if redis.call('ZCARD', MEMBERS) > 0 then
     ledger_expiry(NEVER)
     return
   end
-  if redis.call('HLEN', ATTRS) == 0 then
+  local attrs = redis.call('HLEN', ATTRS)
+  if attrs == 0 and redis.call('EXISTS', HIST) == 0 then
     redis.call('DEL', RATE .. ' m', unpack(CHANNEL_KEYS))
     ledger_expiry(0)
     return
   end
   local ttl = tonumber(setting('ttl')) or tonumber(DEFAULTS.ttl)
+  if attrs == 0 then ttl = KEEP_EMPTY end
   if ttl < 1 then ttl = 1 end
   for _, k in ipairs(CHANNEL_KEYS) do redis.call('PEXPIRE', k, ttl * 1000) end
   ledger_expiry(now_ms() + ttl * 1000)

@@ -5,7 +5,7 @@
 --   history:  +1 after (message number), +2 oldest (ms): {latest message number, then per
 --             kept message after `after` and not older: n, t, s, f, m}
 local op = ARGV[FIRST]
-local exists = redis.call('EXISTS', MEMBERS) + redis.call('EXISTS', ATTRS)
+local exists = redis.call('EXISTS', MEMBERS) + redis.call('EXISTS', ATTRS) + redis.call('EXISTS', HIST)
 if op == 'settings' then
   return {exists, setting('notify'), setting('ttl'), setting('msg_rate'), setting('attr_rate'),
     setting('auto'), setting('history')}
