@@ -568,7 +568,6 @@ async fn ten_thousand_channel_messages_through_cuts_arrive_in_order_and_never_tw
                 );
             }
             delivered += seqs.len();
-            }
         }
     }
     let expected = l.acked.len() * (MEMBERS - 1);
@@ -583,5 +582,8 @@ async fn ten_thousand_channel_messages_through_cuts_arrive_in_order_and_never_tw
         l.lost
     );
     assert_eq!(l.lost, 0, "the history holds what was missed");
-    assert_eq!(delivered, expected, "every acknowledged message reached every other member");
+    assert_eq!(
+        delivered, expected,
+        "every acknowledged message reached every other member"
+    );
 }
