@@ -217,6 +217,7 @@ const CHANNEL_CBS: &[&str] = &[
     "onChannelUserList",
     "onChannelAttrUpdated",
     "onMessageChannelReceive",
+    "onMessageChannelLost",
 ];
 const CALL_CBS: &[&str] = &[
     "onInviteReceivedByPeer",
@@ -1622,5 +1623,120 @@ async fn token_renewal_keeps_a_session_alive_past_its_first_token() {
         "re-login with an expired token"
     );
     assert_eq!(count(&a, "onLogout", &JsValue::UNDEFINED), 0);
+    errors.none();
+}
+
+/// A session of `app` on `url` (its only server) recording every callback.
+async fn member_of(app: &str, url: &str, name: &str) -> JsValue {
+    let s = Signal::new(app.into(), JsValue::UNDEFINED);
+    s.setup_debugging("ap_url", url.into());
+    let s = s.login(
+        uniq(name).into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&s, &names(SESSION_CBS));
+    seen(&s, "onLoginSuccess", 1).await;
+    s
+}
+
+/// The texts of the channel messages `ch` received, in order.
+fn received(ch: &JsValue) -> Vec<String> {
+    entries(ch, "onMessageChannelReceive")
+        .iter()
+        .map(|e| Array::from(&e).get(3).as_string().unwrap_or_default())
+        .collect()
+}
+
+/// A member behind `ctl`'s proxy is away while 50 messages are sent from `sender_url`; after
+/// the reconnect it has all of them, in order, once, before what is sent afterwards. Then the
+/// channel keeps only 10: 30 sent while it is away give `onMessageChannelLost(20)` and the
+/// last 10.
+async fn a_member_away_recovers_what_was_said(
+    app: &str,
+    member_url: &str,
+    ctl: &str,
+    sender_url: &str,
+) {
+    proxy(ctl, "up").await;
+    let m = member_of(app, member_url, "away").await;
+    let s = member_of(app, sender_url, "talker").await;
+    let room = uniq("recover");
+    let mc = join(&m, &room).await;
+    let sc = join(&s, &room).await;
+    settled(call(&sc, "messageChannelSend", &["before".into()])).await;
+    seen(&mc, "onMessageChannelReceive", 1).await;
+    proxy(ctl, "down").await;
+    seen(&m, "onReconnecting", 1).await;
+    for i in 0..50 {
+        let (ok, e) = settled(call(&sc, "messageChannelSend", &[format!("m{i}").into()])).await;
+        assert!(ok, "message {i}: {e:?}");
+    }
+    proxy(ctl, "up").await;
+    seen(&m, "onReconnected", 1).await;
+    settled(call(&sc, "messageChannelSend", &["after".into()])).await;
+    seen(&mc, "onMessageChannelReceive", 52).await;
+    let mut want = vec!["before".to_string()];
+    want.extend((0..50).map(|i| format!("m{i}")));
+    want.push("after".into());
+    assert_eq!(
+        received(&mc),
+        want,
+        "all of them, in order, once, before live ones"
+    );
+    assert_eq!(entries(&mc, "onMessageChannelLost").length(), 0);
+    // the app shows recent messages: the latest 3, oldest first
+    let (ok, h) = settled(call(&mc, "history", &[3.into()])).await;
+    assert!(ok, "{h:?}");
+    let h = Array::from(&h);
+    let texts: Vec<String> = h
+        .iter()
+        .map(|k| get(&k, "msg").as_string().unwrap())
+        .collect();
+    assert_eq!(texts, ["m48", "m49", "after"]);
+    assert_eq!(get(&h.get(0), "account"), get(&s, "account"));
+    assert!(get(&h.get(0), "ts").as_f64().unwrap() > 1.6e12);
+    // a smaller history than what was missed: the callback says how many are gone
+    settled(call(
+        &mc,
+        "channelSetAttr",
+        &["_history".into(), "10".into()],
+    ))
+    .await;
+    seen(&mc, "onChannelAttrUpdated", 1).await;
+    let tries = entries(&m, "onReconnecting").length();
+    proxy(ctl, "down").await;
+    seen(&m, "onReconnecting", tries + 1).await;
+    for i in 0..30 {
+        let (ok, e) = settled(call(&sc, "messageChannelSend", &[format!("g{i}").into()])).await;
+        assert!(ok, "message {i}: {e:?}");
+    }
+    proxy(ctl, "up").await;
+    seen(&m, "onReconnected", 2).await;
+    assert_eq!(seen(&mc, "onMessageChannelLost", 1).await.get(0), 20);
+    seen(&mc, "onMessageChannelReceive", 62).await;
+    let got = received(&mc);
+    let want: Vec<String> = (20..30).map(|i| format!("g{i}")).collect();
+    assert_eq!(got[52..], want[..]);
+    for x in [&m, &s] {
+        call(x, "logout", &[]);
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_member_cut_off_recovers_missed_channel_messages() {
+    let errors = page_errors();
+    a_member_away_recovers_what_was_said("webtest", PROXY_WS, PROXY_CTL, WS).await;
+    errors.none();
+}
+
+#[wasm_bindgen_test]
+async fn a_member_cut_off_recovers_missed_channel_messages_across_two_redis_nodes() {
+    let errors = page_errors();
+    let (Some(a_url), Some(a_ctl), Some(b_url)) = (CLUSTER_A, CLUSTER_A_CTL, CLUSTER_B) else {
+        panic!("OPENSIG_TEST_CLUSTER_A / _A_CTL / _B are not set (scripts/test sets them)");
+    };
+    a_member_away_recovers_what_was_said("webcluster", a_url, a_ctl, b_url).await;
     errors.none();
 }

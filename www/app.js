@@ -357,6 +357,19 @@
     ol.scrollTop = ol.scrollHeight;
   }
 
+  // opensig: the channel's recent messages, above what arrives from now on
+  function showHistory(c, joinedAt) {
+    if (typeof c.ch.history !== 'function') return;
+    c.ch.history(20).then((msgs) => {
+      const ol = c.panel.querySelector('.messages');
+      const first = ol.firstChild;
+      for (const m of msgs.filter((m) => m.ts < joinedAt)) {
+        const when = new Date(m.ts).toLocaleTimeString();
+        ol.insertBefore(el('li', { class: 'history' }, el('span', { class: 'meta' }, `${when} ${m.account}`), m.msg), first);
+      }
+    }).catch(() => {});
+  }
+
   function removeChannel(name) {
     const c = app.channels.get(name);
     if (!c) return;
@@ -382,7 +395,13 @@
     $('ch-panels').append(panel);
     selectChannel(name);
     const src = `channel[${name}]`;
-    on(ch, src, 'onChannelJoined', () => renderMembers(c));
+    on(ch, src, 'onChannelJoined', () => {
+      renderMembers(c);
+      showHistory(c, Date.now());
+    });
+    // opensig: after a reconnect, what was said meanwhile arrives as usual; this says how
+    // much of it the channel no longer kept
+    on(ch, src, 'onMessageChannelLost', (n) => notice(`${n} message(s) in ${name} were sent while you were offline and are no longer kept`));
     on(ch, src, 'onChannelJoinFailed', (err) => {
       notice(`Could not join ${name} — ${errText(err)}`);
       removeChannel(name);
