@@ -267,6 +267,21 @@ impl ErrorKind {
         }
     }
 
+    /// The HTTP status the backend API answers this failure with (its body carries
+    /// `as_str` and `code`).
+    pub const fn http_status(self) -> u16 {
+        use ErrorKind::*;
+        match self {
+            RateLimited => 429,
+            MailboxFull | AppQuota => 409,
+            NotInChannel | PeerOffline | NoInvitation => 404,
+            Unavailable | ServerBusy | Timeout => 503,
+            NotLoggedIn | InvalidLine | SessionEnded | TokenInvalid | TokenExpired => 401,
+            InvalidArgs | TooLarge | UnknownFunction | ReservedChannel | ReadOnlyAttr
+            | TooManyChannels | InvalidPeer | InvalidFunction => 400,
+        }
+    }
+
     /// The documented code for this failure.
     pub const fn code(self) -> Code {
         use ErrorKind::*;

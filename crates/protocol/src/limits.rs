@@ -112,6 +112,9 @@ pub struct Limits {
     /// Seconds an empty channel without attributes keeps its state while it has kept
     /// messages (so members reconnecting together find what they missed).
     pub channel_history_keep_empty_secs: u64,
+    /// Backend HTTP API requests per second one app may make (with bursts of that many; 0: no
+    /// cap). Over it: HTTP 429 `rate_limited`.
+    pub api_requests_per_second: u32,
     /// Seconds an account's attributes are kept after its last session ended; then they are
     /// deleted (a new session within that time keeps them).
     pub user_attrs_keep_secs: u64,
@@ -185,6 +188,7 @@ impl Default for Limits {
             app_channels_with_attrs_max: 100_000,
             app_channel_attr_max_bytes: 256 << 20,
             user_attrs_keep_secs: 7 * 24 * 3600,
+            api_requests_per_second: 200,
             channel_history_messages: 100,
             channel_history_max_messages: 1000,
             channel_history_max_secs: 3600,

@@ -192,6 +192,21 @@ pub mod attr {
     pub const HISTORY: &str = "_history";
 }
 
+/// The backend HTTP API (opensig).
+pub mod api {
+    /// Where it is served.
+    pub const PREFIX: &str = "/api/v1";
+    /// The account a backend credential is a SignalingToken of. It has a space, so no user
+    /// can log in with it and a token service that only signs valid account names never
+    /// hands it out by accident.
+    pub const ACCOUNT: &str = "opensig api";
+    /// The error of every request that is not let in (unknown app, wrong or expired
+    /// credential, an app without a certificate called from another machine): HTTP 401.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// A path the API does not have: HTTP 404.
+    pub const NOT_FOUND: &str = "not_found";
+}
+
 /// Keys inside `voip_invite` `extra` that the server interprets.
 pub mod invite_option {
     /// 1: fail at once when the peer is offline; 0: after 20 s offline.

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// Apps whose `__agora_*` firehose channels (every login/logout, every join/leave of the
     /// app) cannot be joined; `*` = every app.
     pub no_firehose: BTreeSet<String>,
+    /// Apps without a certificate whose backend HTTP API answers callers from anywhere (by
+    /// default only from loopback); `*` = every such app.
+    pub api_open: BTreeSet<String>,
     /// The process's allocated bytes, for `memory_max_bytes` (none: no cap). The server
     /// binary counts its allocations; an embedder plugs in its own count.
     pub memory_gauge: Option<MemoryGauge>,
@@ -90,6 +93,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("no_firehose", &self.no_firehose)
+            .field("api_open", &self.api_open)
             .field("memory_gauge", &self.memory_gauge.as_ref().map(|g| g()))
             .finish()
     }
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             no_firehose: BTreeSet::new(),
+            api_open: BTreeSet::new(),
             memory_gauge: None,
         }
     }
@@ -200,6 +205,12 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// Whether the backend API of `app` (an app without a certificate) answers callers from
+    /// other machines.
+    pub fn api_open(&self, app: &str) -> bool {
+        self.api_open.contains(app) || self.api_open.contains("*")
+    }
+
     /// Whether the firehose channels of `app` may be joined.
     pub fn firehose_allowed(&self, app: &str) -> bool {
         !(self.no_firehose.contains(app) || self.no_firehose.contains("*"))
@@ -241,6 +252,8 @@ pub struct FileConfig {
     pub node_id: Option<String>,
     /// `no_firehose`.
     pub no_firehose: Option<Vec<String>>,
+    /// `api_open`.
+    pub api_open: Option<Vec<String>>,
     /// `[tls] cert = …, key = …`.
     pub tls: Option<TlsFiles>,
     /// `[apps]`: app id = certificate (`""`: an app without one; tokens are not checked).
@@ -314,6 +327,9 @@ impl FileConfig {
         }
         if let Some(f) = &self.no_firehose {
             c.no_firehose = f.iter().map(|n| n.trim().to_string()).collect();
+        }
+        if let Some(f) = &self.api_open {
+            c.api_open = f.iter().map(|n| n.trim().to_string()).collect();
         }
         if let Some(tls) = &self.tls {
             c.tls_cert = Some(tls.cert.clone());

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
+pub mod api;
 pub mod config;
 pub mod conn;
 pub mod delivery;
@@ -52,6 +53,8 @@ pub struct Shared<S: Store> {
     shutting_down: AtomicBool,
     /// Login token buckets per IP address (`logins_per_ip_per_second`).
     login_rates: DashMap<IpAddr, ratelimit::Bucket>,
+    /// Backend API token buckets per app (`api_requests_per_second`).
+    api_rates: DashMap<String, ratelimit::Bucket>,
 }
 
 impl<S: Store> Shared<S> {
@@ -190,6 +193,8 @@ pub const LIMITS_SET_AT_START: &[&str] = &[
     "channel_messages_per_second",
     "attr_changes_per_second",
     "dedup_window_secs",
+    "channel_history_messages",
+    "channel_history_keep_empty_secs",
 ];
 
 impl<E: Store> Running<E> {
@@ -361,6 +366,7 @@ async fn serve<S: Store>(
         conns: DashMap::new(),
         shutting_down: AtomicBool::new(false),
         login_rates: DashMap::new(),
+        api_rates: DashMap::new(),
     });
     let tls = accept.tls.is_some();
     let app = router(shared.clone());
@@ -379,6 +385,8 @@ async fn serve<S: Store>(
             };
             let rate = shared.config().limits.logins_per_ip_per_second;
             shared.login_rates.retain(|_, b| !b.is_full(rate));
+            let rate = shared.config().limits.api_requests_per_second;
+            shared.api_rates.retain(|_, b| !b.is_full(rate));
         }
     });
     let metrics_addr = match &shared.config().metrics_listen.clone() {
@@ -514,7 +522,9 @@ fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
     if let Some(www) = shared.config().www_dir.as_ref().filter(|p| p.is_dir()) {
         app = app.fallback_service(ServeDir::new(www));
     }
+    // the backend API is not open to other origins (see `api`)
     app.layer(CorsLayer::permissive())
+        .merge(api::router::<S>())
         .layer(axum::middleware::from_fn(per_ip_cap))
         .with_state(shared)
 }

@@ -95,6 +95,10 @@ struct Serve {
         value_delimiter = ','
     )]
     no_firehose: Vec<String>,
+    /// An app without a certificate whose backend HTTP API (`/api/v1/`) answers callers
+    /// from any address, not only from this machine (`*`: every such app). Repeatable.
+    #[arg(long = "api-open", env = "OPENSIG_API_OPEN", value_delimiter = ',')]
+    api_open: Vec<String>,
 }
 
 #[derive(Args)]
@@ -253,6 +257,9 @@ fn build_config(s: &Serve) -> Result<ServerConfig, ConfigError> {
     }
     if !s.no_firehose.is_empty() {
         config.no_firehose = names(&s.no_firehose, str::to_string);
+    }
+    if !s.api_open.is_empty() {
+        config.api_open = names(&s.api_open, str::to_string);
     }
     for app in s.apps.iter().filter(|a| !a.trim().is_empty()) {
         config.add_app(app)?;

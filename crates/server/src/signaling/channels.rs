@@ -85,7 +85,7 @@ impl<S: Store> Signaling<S> {
     }
 
     /// A channel name for an operation that ordinary channels only allow.
-    fn ordinary(&self, name: &str) -> RResult<ChannelName> {
+    pub(super) fn ordinary(&self, name: &str) -> RResult<ChannelName> {
         let ch = ChannelName::parse(name, &self.limits())?;
         if ch.is_special() {
             return Err(ErrorKind::ReservedChannel);
@@ -270,23 +270,46 @@ impl<S: Store> Signaling<S> {
         msg_id: Option<&str>,
         force: bool,
     ) -> RResult<Reply> {
+        let ch = self.check_channel_message(name, msg)?;
+        self.spend(s)?;
+        let member = (!force).then_some(&s.account);
+        self.publish_message(&s.app, &ch, &s.account, msg, msg_id, member)
+            .await
+    }
+
+    /// A channel message's channel, once the message is checked.
+    pub(super) fn check_channel_message(&self, name: &str, msg: &str) -> RResult<ChannelName> {
         let l = &self.limits();
         let ch = ChannelName::parse(name, l)?;
         Limits::check_len(msg.len(), l.channel_message_max_bytes)?;
         if ch.is_special() {
             return Err(ErrorKind::ReservedChannel);
         }
-        self.spend(s)?;
-        let body = content::channel_msg(&ch, &s.account, msg);
-        let frame = channel_event(&ch, &s.account, msgtype::CHANNEL_MSG, &body);
+        Ok(ch)
+    }
+
+    /// Publish a checked channel message from `from` (only if `member` is a member, when
+    /// given), numbered and kept, within the channel's rate.
+    pub(super) async fn publish_message(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        from: &Account,
+        msg: &str,
+        msg_id: Option<&str>,
+        member: Option<&Account>,
+    ) -> RResult<Reply> {
+        let l = &self.limits();
+        let body = content::channel_msg(ch, from, msg);
+        let frame = channel_event(ch, from, msgtype::CHANNEL_MSG, &body);
         let publish = Publish {
             event: event(&frame, None),
-            member: (!force).then_some(&s.account),
-            dedup: self.dedup(&s.account, msg_id),
+            member,
+            dedup: self.dedup(from, msg_id),
             rate_limited: true,
-            message: Some(self.history_entry(l, &s.account, msg)),
+            message: Some(self.history_entry(l, from, msg)),
         };
-        match self.store.publish(chan(&s.app, &ch), publish).await? {
+        match self.store.publish(chan(app, ch), publish).await? {
             Published::Sent | Published::Duplicate => Ok(Reply::Done),
             Published::NotMember => Err(ErrorKind::NotInChannel),
             Published::RateLimited => Err(ErrorKind::RateLimited),
@@ -302,7 +325,7 @@ impl<S: Store> Signaling<S> {
     }
 
     /// Change attributes, publish the change to every member (the changer included).
-    async fn change_attrs(
+    pub(super) async fn change_attrs(
         &self,
         app: &AppId,
         ch: &ChannelName,
@@ -332,6 +355,22 @@ impl<S: Store> Signaling<S> {
         name: &str,
         value: &str,
     ) -> RResult<Reply> {
+        let (ch, setting) = self.check_channel_attr(channel, name, value)?;
+        self.member_for(s, &ch, name).await?;
+        self.room_to_store()?;
+        self.spend(s)?;
+        self.store_channel_attr(&s.app, &ch, &s.account, (name, value, setting))
+            .await?;
+        Ok(Reply::Done)
+    }
+
+    /// A channel attribute's channel and the setting it carries, once checked.
+    pub(super) fn check_channel_attr(
+        &self,
+        channel: &str,
+        name: &str,
+        value: &str,
+    ) -> RResult<(ChannelName, Option<Setting>)> {
         let l = &self.limits();
         let ch = self.ordinary(channel)?;
         l.check_attr_name(name)?;
@@ -339,10 +378,19 @@ impl<S: Store> Signaling<S> {
         if name == attr::MEMBER_NUM {
             return Err(ErrorKind::ReadOnlyAttr);
         }
-        let setting = builtin_setting(name, value, l)?;
-        self.member_for(s, &ch, name).await?;
-        self.room_to_store()?;
-        self.spend(s)?;
+        Ok((ch, builtin_setting(name, value, l)?))
+    }
+
+    /// Set a checked channel attribute for `from` (told to every member), within the app's
+    /// quota and the attribute's rate; a `_auto_update_num` starts its reports.
+    pub(super) async fn store_channel_attr(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        from: &str,
+        (name, value, setting): (&str, &str, Option<Setting>),
+    ) -> RResult<()> {
+        let l = &self.limits();
         let op = AttrOp::Set(AttrSet {
             name,
             value,
@@ -354,25 +402,19 @@ impl<S: Store> Signaling<S> {
                 bytes: l.app_channel_attr_max_bytes,
             },
         });
-        self.change_attrs(
-            &s.app,
-            &ch,
-            &s.account,
-            op,
-            (name, value, attr_change::UPDATE),
-        )
-        .await?;
+        self.change_attrs(app, ch, from, op, (name, value, attr_change::UPDATE))
+            .await?;
         if let Some(Setting::AutoUpdate(secs)) = setting {
             if secs > 0 {
                 // the first report comes after one period, whatever happened before
-                self.store.touch_members(chan(&s.app, &ch)).await?;
-                let timer = Timer::MemberNum(s.app.clone(), ch);
+                self.store.touch_members(chan(app, ch)).await?;
+                let timer = Timer::MemberNum(app.clone(), ch.clone());
                 self.store
                     .schedule(timer, Duration::from_secs(secs))
                     .await?;
             }
         }
-        Ok(Reply::Done)
+        Ok(())
     }
 
     pub(super) async fn del_channel_attr(
@@ -388,12 +430,24 @@ impl<S: Store> Signaling<S> {
         }
         self.member_for(s, &ch, name).await?;
         self.spend(s)?;
+        self.delete_channel_attr(&s.app, &ch, &s.account, name)
+            .await?;
+        Ok(Reply::Done)
+    }
+
+    /// Delete a channel attribute for `from` (its setting back to the default).
+    pub(super) async fn delete_channel_attr(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        from: &str,
+        name: &str,
+    ) -> RResult<()> {
         let defaults = ChannelSettings::defaults(&self.limits());
         let setting = default_setting(name, &defaults);
         let op = AttrOp::Del { name, setting };
-        self.change_attrs(&s.app, &ch, &s.account, op, (name, "", attr_change::DEL))
-            .await?;
-        Ok(Reply::Done)
+        self.change_attrs(app, ch, from, op, (name, "", attr_change::DEL))
+            .await
     }
 
     pub(super) async fn clear_channel_attrs(

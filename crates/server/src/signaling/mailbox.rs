@@ -106,6 +106,20 @@ impl<S: Store> Signaling<S> {
         content: &str,
         message_id: Option<&str>,
     ) -> RResult<Reply> {
+        let peer = self.check_peer_message(peer, flag, kind, content)?;
+        self.spend(s)?;
+        self.store_peer_message(&s.app, &s.account, &peer, (kind, flag, content), message_id)
+            .await
+    }
+
+    /// A peer message's recipient, once its parts are checked.
+    pub(super) fn check_peer_message(
+        &self,
+        peer: &str,
+        flag: &str,
+        kind: &str,
+        content: &str,
+    ) -> RResult<Account> {
         let l = &self.limits();
         let peer = Account::parse(peer, l)?;
         Limits::check_len(content.len(), l.p2p_message_max_bytes)?;
@@ -116,19 +130,25 @@ impl<S: Store> Signaling<S> {
         if kind.starts_with(msgtype::VOIP_PREFIX) {
             return Err(ErrorKind::InvalidArgs);
         }
-        self.spend(s)?;
-        let letter = self.letter(
-            &s.account,
-            &peer,
-            kind,
-            flag,
-            flag_ttl_secs(flag, l),
-            content,
-        );
-        let dedup = self.dedup(&s.account, message_id);
-        let quota = self.user_mail_quota(&s.account);
+        Ok(peer)
+    }
+
+    /// Store a checked peer message from `from` (pushed when the recipient is online), within
+    /// the bounds of a user's message.
+    pub(super) async fn store_peer_message(
+        &self,
+        app: &AppId,
+        from: &Account,
+        peer: &Account,
+        (kind, flag, content): (&str, &str, &str),
+        message_id: Option<&str>,
+    ) -> RResult<Reply> {
+        let l = &self.limits();
+        let letter = self.letter(from, peer, kind, flag, flag_ttl_secs(flag, l), content);
+        let dedup = self.dedup(from, message_id);
+        let quota = self.user_mail_quota(from);
         let item = letter.item(dedup, l.mailbox_max_messages, quota);
-        let r = self.store.mail_append(user(&s.app, &peer), item).await?;
+        let r = self.store.mail_append(user(app, peer), item).await?;
         appended(r)
     }
 
@@ -188,6 +208,23 @@ impl<S: Store> Signaling<S> {
         name: &str,
         value: &str,
     ) -> RResult<Reply> {
+        let (stored, idle) = self.check_user_attr(name, value)?;
+        self.spend(s)?;
+        let (app, account) = (s.app.clone(), s.account.clone());
+        self.store_user_attr(&app, &account, name, &stored).await?;
+        if let Some(idle) = idle {
+            s.idle = idle;
+        }
+        Ok(Reply::Done)
+    }
+
+    /// The value a user attribute is stored with (`_conn_timeout` clamped; `""` deletes),
+    /// and the idle timeout it sets; `server_busy` when a value cannot be stored now.
+    pub(super) fn check_user_attr(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> RResult<(String, Option<Duration>)> {
         let l = &self.limits();
         l.check_attr_name(name)?;
         Limits::check_len(value.len(), l.attr_value_max_bytes)?;
@@ -199,27 +236,29 @@ impl<S: Store> Signaling<S> {
             stored = clamped.to_string();
             idle = Some(Duration::from_secs(clamped));
         }
-        let value = (!stored.is_empty()).then_some(stored.as_str());
-        if value.is_some() {
+        if !stored.is_empty() {
             self.room_to_store()?;
         }
-        self.spend(s)?;
+        Ok((stored, idle))
+    }
+
+    /// Set (or, with `""`, delete) a checked user attribute.
+    pub(super) async fn store_user_attr(
+        &self,
+        app: &AppId,
+        account: &Account,
+        name: &str,
+        stored: &str,
+    ) -> RResult<()> {
         let set = UserAttrSet {
             name,
-            value,
-            max: l.attrs_max,
+            value: (!stored.is_empty()).then_some(stored),
+            max: self.limits().attrs_max,
         };
-        let ok = self
-            .store
-            .user_attr_set(user(&s.app, &s.account), set)
-            .await?;
-        if !ok {
+        if !self.store.user_attr_set(user(app, account), set).await? {
             return Err(ErrorKind::TooLarge);
         }
-        if let Some(idle) = idle {
-            s.idle = idle;
-        }
-        Ok(Reply::Done)
+        Ok(())
     }
 
     pub(super) async fn user_attr(

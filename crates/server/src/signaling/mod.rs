@@ -7,6 +7,7 @@
 //! and [`Signaling::end`]; the store's background work (due timers, sessions of dead nodes)
 //! comes back through [`Signaling::start`].
 
+pub mod api;
 mod channels;
 mod invites;
 mod mailbox;

@@ -32,7 +32,7 @@ pub type LoginRefusal = &'static str;
 
 /// The app's token rule: development mode and apps without a certificate accept any token;
 /// an app with one needs a SignalingToken of this account, not expired.
-fn token_check(
+pub(super) fn token_check(
     config: &ServerConfig,
     app: &str,
     account: &str,

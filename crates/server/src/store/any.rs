@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use opensig_protocol::ident::Account;
+use opensig_protocol::ident::{Account, AppId};
 
 use super::memory::Memory;
 use super::redis::{NodeSession, Redis};
 use super::{
-    Appended, AttrChange, AttrOutcome, Chan, ChannelSettings, Footprint, History, InviteKey,
-    InviteOpen, InviteRecord, InviteRelay, Joined, Joining, Leaving, MailItem, MailPage, Opening,
-    Poll, Publish, Published, Relayed, SResult, Store, StoreError, Take, Timer, User, UserAttrSet,
-    Work, WorkSender,
+    Appended, AttrChange, AttrOutcome, Chan, ChannelPage, ChannelSettings, Footprint, History,
+    InviteKey, InviteOpen, InviteRecord, InviteRelay, Joined, Joining, Leaving, MailItem, MailPage,
+    Opening, Poll, Publish, Published, Relayed, SResult, Store, StoreError, Take, Timer, User,
+    UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::ConnHandle;
 
@@ -232,6 +232,21 @@ impl Store for AnyStore {
 
     async fn history(&self, at: Chan<'_>, after: u64, max_age: Duration) -> SResult<History> {
         each!(self, s => s.history(at, after, max_age).await)
+    }
+
+    async fn session_get(&self, user: User<'_>) -> SResult<Option<AnySession>> {
+        match self {
+            AnyStore::Memory(s) => Ok(s.session_get(user).await?.map(AnySession::Memory)),
+            AnyStore::Redis(s) => Ok(s.session_get(user).await?.map(AnySession::Redis)),
+        }
+    }
+
+    async fn channels(&self, app: &AppId, cursor: &str, limit: usize) -> SResult<ChannelPage> {
+        each!(self, s => s.channels(app, cursor, limit).await)
+    }
+
+    async fn channel_attrs(&self, at: Chan<'_>) -> SResult<Vec<(String, String)>> {
+        each!(self, s => s.channel_attrs(at).await)
     }
 
     async fn is_member(&self, at: Chan<'_>, account: &Account) -> SResult<bool> {

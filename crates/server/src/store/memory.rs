@@ -17,16 +17,17 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use opensig_protocol::frame::{out, Kept};
-use opensig_protocol::ident::Account;
+use opensig_protocol::ident::{Account, AppId};
 use opensig_protocol::limits::MAX_SAFE_INTEGER;
 use opensig_protocol::Limits;
 
 use super::now_ms;
 use super::{
-    Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelSettings, Dedup, Event,
-    Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep,
-    Joined, Joining, Leaving, MailItem, MailPage, MailQuota, Message, Opening, Poll, Publish,
-    Published, Relayed, SResult, Setting, Store, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelPage, ChannelSettings,
+    Dedup, Event, Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay,
+    InviteState, InviteStep, Joined, Joining, Leaving, MailItem, MailPage, MailQuota, Message,
+    Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store, Take, Timer, User,
+    UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
@@ -676,6 +677,11 @@ impl Store for Memory {
             .contains_key(&key(user.app, user.account)))
     }
 
+    async fn session_get(&self, user: User<'_>) -> SResult<Option<ConnHandle>> {
+        let k = key(user.app, user.account);
+        Ok(self.inner.sessions.get(&k).map(|c| c.clone()))
+    }
+
     async fn user_attrs(&self, user: User<'_>) -> SResult<Vec<(String, String)>> {
         let attrs = self.inner.user_attrs.get(&key(user.app, user.account));
         Ok(attrs
@@ -874,6 +880,41 @@ impl Store for Memory {
             }
             return Ok(outcome);
         }
+    }
+
+    async fn channels(&self, app: &AppId, cursor: &str, limit: usize) -> SResult<ChannelPage> {
+        // names in order, from after the cursor (the cursor is the last name of a page)
+        let prefix = key(app, "");
+        // (no channel lock is taken while the map is being walked)
+        let found: Vec<(String, Arc<Mutex<Channel>>)> = self
+            .inner
+            .channels
+            .iter()
+            .filter_map(|e| {
+                let name = e.key().strip_prefix(&prefix)?;
+                (name > cursor).then(|| (name.to_string(), e.value().clone()))
+            })
+            .collect();
+        let mut names: Vec<(String, usize)> = found
+            .into_iter()
+            .map(|(name, ch)| (name, ch.lock().members.len()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        names.sort();
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let next = more.then(|| names.last().map(|(n, _)| n.clone())).flatten();
+        Ok(ChannelPage {
+            channels: names,
+            next,
+        })
+    }
+
+    async fn channel_attrs(&self, at: Chan<'_>) -> SResult<Vec<(String, String)>> {
+        let ch = self.inner.existing_channel(at.app, at.channel);
+        let mut attrs = ch.map(|c| c.lock().attrs.clone()).unwrap_or_default();
+        attrs.sort();
+        Ok(attrs)
     }
 
     async fn history(&self, at: Chan<'_>, after: u64, max_age: Duration) -> SResult<History> {

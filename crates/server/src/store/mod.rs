@@ -587,6 +587,15 @@ pub struct Message<'a> {
     pub keep: bool,
 }
 
+/// A page of an app's channels.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelPage {
+    /// Channel names and member counts.
+    pub channels: Vec<(String, usize)>,
+    /// Where the next page starts (`None`: this was the last).
+    pub next: Option<String>,
+}
+
 /// A channel's history as a reader sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
@@ -720,6 +729,11 @@ pub trait Store: Send + Sync + 'static {
     fn kick(&self, session: &Self::Session) -> impl Future<Output = SResult<()>> + Send;
     /// Whether the account has a live session.
     fn online(&self, user: User<'_>) -> impl Future<Output = SResult<bool>> + Send;
+    /// The account's session, if it has one.
+    fn session_get(
+        &self,
+        user: User<'_>,
+    ) -> impl Future<Output = SResult<Option<Self::Session>>> + Send;
 
     // ---------------------------------------------------------------- user attributes
 
@@ -803,6 +817,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         at: Chan<'_>,
     ) -> impl Future<Output = SResult<Option<usize>>> + Send;
+    /// A page of the app's channels that have members, with their member counts, in an order
+    /// of the store's; `cursor` is `""` for the first page, then the `next` of the page
+    /// before (`None`: no more). A channel may appear on two pages.
+    fn channels(
+        &self,
+        app: &AppId,
+        cursor: &str,
+        limit: usize,
+    ) -> impl Future<Output = SResult<ChannelPage>> + Send;
+    /// Every attribute of a channel (none when it has no state).
+    fn channel_attrs(
+        &self,
+        at: Chan<'_>,
+    ) -> impl Future<Output = SResult<Vec<(String, String)>>> + Send;
     /// Member count and the latest `max` members, oldest first.
     fn members(
         &self,

@@ -37,10 +37,11 @@ use opensig_protocol::Limits;
 use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
-    now_ms, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelSettings,
-    Event, Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, InviteState,
-    InviteStep, Joined, Joining, Leaving, MailItem, MailPage, Opening, Poll, Publish, Published,
-    Relayed, SResult, Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    now_ms, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelPage,
+    ChannelSettings, Event, Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay,
+    InviteState, InviteStep, Joined, Joining, Leaving, MailItem, MailPage, Opening, Poll, Publish,
+    Published, Relayed, SResult, Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work,
+    WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -281,6 +282,18 @@ fn invite_record(fields: Vec<Option<String>>) -> Option<InviteRecord> {
         version: get(2)?.parse().ok()?,
         generation: get(3)?.parse().ok()?,
     })
+}
+
+/// `s` matched literally in a Redis glob pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// The setting as a field of the settings hash.
@@ -757,6 +770,23 @@ impl Store for Redis {
         Ok(r == 1)
     }
 
+    async fn session_get(&self, user: User<'_>) -> SResult<Option<NodeSession>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let k = inner
+            .keys
+            .session(user.app, user.account, &inner.cfg.node_id);
+        let mut c = inner.conn();
+        let cur: Option<String> = timed(c.get(&k.session)).await?;
+        Ok(cur.and_then(|o| {
+            let (node, conn) = o.split_once(' ')?;
+            Some(NodeSession {
+                node: node.into(),
+                conn: conn.parse().ok(),
+            })
+        }))
+    }
+
     async fn user_attrs(&self, user: User<'_>) -> SResult<Vec<(String, String)>> {
         let inner = &self.inner;
         inner.check()?;
@@ -976,6 +1006,66 @@ impl Store for Redis {
             history: rate(6),
             keep_empty_secs: self.inner.defaults.keep_empty_secs,
         }))
+    }
+
+    async fn channels(&self, app: &AppId, cursor: &str, limit: usize) -> SResult<ChannelPage> {
+        // SCAN over the channels' member sets: the cursor is Redis's (a page holds one SCAN
+        // batch or more, about `limit` names)
+        let inner = &self.inner;
+        inner.check()?;
+        let head = inner.keys.channel(app, "").members;
+        let pattern = format!("{}*", glob_escape(&head));
+        let mut c = inner.conn();
+        let mut cur = if cursor.is_empty() {
+            "0".to_string()
+        } else {
+            cursor.to_string()
+        };
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (String, Vec<String>) = timed(
+                redis::cmd("SCAN")
+                    .arg(&cur)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(limit.max(10))
+                    .query_async(&mut c),
+            )
+            .await?;
+            keys.extend(batch);
+            cur = next;
+            if cur == "0" || keys.len() >= limit {
+                break;
+            }
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.zcard(k);
+        }
+        let counts: Vec<usize> = timed(pipe.query_async(&mut c)).await?;
+        let mut channels: Vec<(String, usize)> = keys
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .filter_map(|(k, n)| Some((k.strip_prefix(&head)?.to_string(), n)))
+            .collect();
+        channels.sort();
+        channels.dedup();
+        Ok(ChannelPage {
+            channels,
+            next: (cur != "0").then_some(cur),
+        })
+    }
+
+    async fn channel_attrs(&self, at: Chan<'_>) -> SResult<Vec<(String, String)>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let attrs = inner.keys.channel(at.app, at.channel).attrs;
+        let mut c = inner.conn();
+        let mut all: Vec<(String, String)> = timed(c.hgetall(attrs)).await?;
+        all.sort();
+        Ok(all)
     }
 
     async fn history(&self, at: Chan<'_>, after: u64, max_age: Duration) -> SResult<History> {
