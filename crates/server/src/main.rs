@@ -110,8 +110,11 @@ struct TokenArgs {
     #[arg(long)]
     certificate: String,
     /// Account the token is for.
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    account: Option<String>,
+    /// The app's backend API credential instead (the token of the account "opensig api").
     #[arg(long)]
-    account: String,
+    api: bool,
     /// Seconds from now until the token expires (0 = never).
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
@@ -143,9 +146,13 @@ async fn main() {
                 .unwrap_or(0)
                 + t.ttl
         };
+        let account = match &t.account {
+            Some(a) if !t.api => a.as_str(),
+            _ => opensig_protocol::names::api::ACCOUNT,
+        };
         println!(
             "{}",
-            opensig_protocol::token::sign(&t.app_id, &t.certificate, &t.account, expiry)
+            opensig_protocol::token::sign(&t.app_id, &t.certificate, account, expiry)
         );
         return;
     }

@@ -629,3 +629,25 @@ async fn the_api_of_one_node_reaches_users_on_another() {
         n.shutdown().await;
     }
 }
+
+#[test]
+fn the_token_command_mints_the_api_credential() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opensig-server"))
+        .args([
+            "token",
+            "--app-id",
+            SECURE,
+            "--certificate",
+            CERT,
+            "--api",
+            "--ttl",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        credential(SECURE, CERT, 0)
+    );
+}
