@@ -158,6 +158,18 @@ export declare class Session {
 
 export type ChannelState = 'joining' | 'joined' | 'leaved';
 
+/** A channel message as the channel's history keeps it. */
+export interface KeptMessage {
+  /** Its number among the channel's messages (1, 2, …). */
+  n: number;
+  /** Its sequence among all the channel's events. */
+  seq: number;
+  /** When the server accepted it (ms since the epoch). */
+  ts: number;
+  account: string;
+  msg: string;
+}
+
 export declare class Channel {
   private constructor();
   readonly name: string;
@@ -176,8 +188,20 @@ export declare class Channel {
   onChannelUserList?: ((users: Member[]) => void) | null;
   /** `type`: `"update"`, `"del"` or `"clear"`. */
   onChannelAttrUpdated?: ((name: string, value: string, type: 'update' | 'del' | 'clear') => void) | null;
+  /**
+   * Messages are recovered after a reconnect: what was said while this session was away
+   * arrives through `onMessageChannelReceive`, in order, once, before live ones. When the
+   * channel no longer keeps some of it (its `_history` is smaller, or 0), this says how many
+   * are gone first (opensig).
+   */
+  onMessageChannelLost?: ((count: number) => void) | null;
   onMessageChannelReceive?: ((account: string, uid: number, msg: string) => void) | null;
 
+  /**
+   * The channel's latest `limit` kept messages (default and most: the server's
+   * `channel_history_max_messages`), oldest first; members only (opensig).
+   */
+  history(limit?: number): Promise<KeptMessage[]>;
   /**
    * `cb()` whatever the outcome (as 1.4.0); the promise (and the session's
    * `onMessageSendSuccess` / `onMessageSendError`) tell success from failure.

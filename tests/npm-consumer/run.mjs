@@ -46,7 +46,7 @@ try {
   await browser.close();
   server.close();
 }
-const expected = /^ok alice\w+:from a bundle members=1 status=2 online=1 inRoom=true$/;
+const expected = /^ok alice\w+:from a bundle members=1 status=2 online=1 inRoom=true kept=kept$/;
 if (!expected.test(result)) {
   console.error(`npm consumer: unexpected result ${JSON.stringify(result)}`);
   process.exit(1);

@@ -110,6 +110,15 @@ struct FanoutArgs {
 }
 
 #[derive(clap::Args, Clone)]
+struct HistoryArgs {
+    #[command(flatten)]
+    fanout: FanoutCompare,
+    /// Runs of each (interleaved); figures are their medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+#[derive(clap::Args, Clone)]
 struct P2pArgs {
     #[arg(long, value_enum, default_value = "opensig")]
     system: System,
@@ -155,6 +164,9 @@ enum Cmd {
     Idle(IdleArgs),
     /// Logins per second with certificate + token verification (opensig).
     Login(LoginArgs),
+    /// Fan-out on opensig with channel history on (the default) and off, interleaved:
+    /// deliveries/s at saturation, server CPU per delivery, latency.
+    History(HistoryArgs),
     /// p2p latency on one node vs across two nodes sharing Redis.
     Cluster(cluster::ClusterArgs),
     /// A page in headless Chromium receiving a channel flood through the original SDK and
@@ -253,6 +265,14 @@ fn fd_cap(n: usize) -> usize {
 
 async fn fanout(a: FanoutArgs, c: &Common) -> Result<(f64, scenarios::Latency)> {
     let server = start(a.system, c)?;
+    fanout_on(&server, a, c).await
+}
+
+async fn fanout_on(
+    server: &Server,
+    a: FanoutArgs,
+    c: &Common,
+) -> Result<(f64, scenarios::Latency)> {
     let f = scenarios::fanout_setup(&server.target, a.channels, a.members).await?;
     f.watch_cpu(server.pid());
     let lat = scenarios::fanout_latency(&f, a.size, a.rate, timing(c)).await?;
@@ -266,6 +286,72 @@ async fn fanout(a: FanoutArgs, c: &Common) -> Result<(f64, scenarios::Latency)> 
         busy * 100.0
     );
     Ok((sat, lat))
+}
+
+/// Fan-out with the channels' history on (every message kept, the default) and off
+/// (`channel_history_messages=0`), interleaved; a table of medians and ranges.
+async fn history(a: HistoryArgs, c: &Common) -> Result<()> {
+    let modes: [(&str, &[&str]); 2] = [
+        ("history off", &["--limit", "channel_history_messages=0"]),
+        ("history on (100 kept)", &[]),
+    ];
+    let mut sat: [Vec<f64>; 2] = Default::default();
+    let mut lat: [Vec<scenarios::Latency>; 2] = Default::default();
+    let n = a.runs.max(1);
+    for run in 1..=n {
+        for (i, (name, extra)) in modes.iter().enumerate() {
+            eprintln!("[history] run {run}/{n}: fan-out, {name}");
+            let server = systems::opensig(&c.server_bin, &cores(c), extra)?;
+            let args = FanoutArgs {
+                system: System::Opensig,
+                channels: a.fanout.channels,
+                members: a.fanout.members,
+                size: 100,
+                window: 8,
+                rate: a.fanout.fanout_rate,
+            };
+            let (s, l) = fanout_on(&server, args, c).await?;
+            eprintln!(
+                "[history]   {s:.0} deliveries/s; {}; server CPU {:.2} µs/delivery",
+                lat_line("latency", &l),
+                l.cpu_us
+            );
+            sat[i].push(s);
+            lat[i].push(l);
+        }
+    }
+    let cpu = |i: usize| Spread::of(lat[i].iter().map(|l| l.cpu_us).collect());
+    let p99 = |i: usize| Spread::of(lat[i].iter().map(|l| l.p99 as f64).collect());
+    let sats = [Spread::of(sat[0].clone()), Spread::of(sat[1].clone())];
+    println!(
+        "\nfan-out {}×{}, medians of {n} interleaved runs (range)\n",
+        a.fanout.channels, a.fanout.members
+    );
+    println!("| | history off | history on | on ÷ off |");
+    println!("|---|---|---|---|");
+    let row = |what: &str, s: [Option<Spread>; 2], f: &dyn Fn(f64) -> String| {
+        let r = match (s[0], s[1]) {
+            (Some(off), Some(on)) => ratio(on.median, off.median),
+            _ => "–".into(),
+        };
+        println!(
+            "| {what} | {} | {} | {r} |",
+            Spread::show(s[0], f),
+            Spread::show(s[1], f)
+        );
+    };
+    row("deliveries/s at saturation", sats, &|v| format!("{v:.0}"));
+    row(
+        &format!("server CPU µs per delivery at {} msg/s", a.fanout.fanout_rate),
+        [cpu(0), cpu(1)],
+        &|v| format!("{v:.2}"),
+    );
+    row(
+        &format!("p99 latency at {} msg/s", a.fanout.fanout_rate),
+        [p99(0), p99(1)],
+        &|v| fmt_us(v as u64),
+    );
+    Ok(())
 }
 
 async fn p2p(a: P2pArgs, c: &Common) -> Result<(scenarios::Latency, Option<u64>)> {
@@ -669,6 +755,7 @@ async fn main() -> Result<()> {
     systems::pin_self(&cores(&c));
     match cli.cmd {
         Cmd::Compare(a) => compare(a, &c).await?,
+        Cmd::History(a) => history(a, &c).await?,
         Cmd::Fanout(a) => {
             let (sat, lat) = fanout(a.clone(), &c).await?;
             println!(

@@ -1,5 +1,5 @@
 // A typical app: ESM import, the 1.4 API with callback properties, plus the promise API.
-import Signal, { type Session, type Channel, type SignalError } from 'opensig';
+import Signal, { type Session, type Channel, type SignalError, type KeptMessage } from 'opensig';
 
 const out = document.getElementById('result')!;
 const ws = new URLSearchParams(location.search).get('ws')!;
@@ -39,8 +39,12 @@ async function main(): Promise<string> {
   // the Android/iOS extras, typed
   const online: number = await alice.queryUserStatus('bob' + tag);
   const inRoom: boolean = await alice.channelQueryUserIsIn('npm' + tag, 'bob' + tag);
+  // opensig's channel history, typed
+  room.onMessageChannelLost = (count: number) => console.warn(`${count} lost`);
+  await room.messageChannelSend('kept');
+  const kept: KeptMessage[] = await room.history(5);
   await alice.logout();
-  return `ok ${got} members=${members} status=${status} online=${online} inRoom=${inRoom}`;
+  return `ok ${got} members=${members} status=${status} online=${online} inRoom=${inRoom} kept=${kept.map((k) => k.msg).join(',')}`;
 }
 
 main().then(
