@@ -64,7 +64,9 @@ for (const [k, v] of Object.entries(report)) console.log(`[build-sdk] ${k}: ${v}
 // They sit just above today's sizes; the goals are the original's size for the npm package and
 // 1.15x it for the classic script (README "Size" says where the bytes are). Raising a budget is
 // a decision: change it here, with the reason in the commit.
-const BUDGET = { npm: 57400, classic: 61500 };
+// 2026-11-30: +1,465 / +1,870 B for channel-history recovery, `channel.history()` and
+// `onMessageChannelLost` (from 57,159 / 61,255).
+const BUDGET = { npm: 58900, classic: 63400 };
 const GOAL = { npm: ORIGINAL_GZIP, classic: Math.round(ORIGINAL_GZIP * 1.15) };
 const sizes = {
   npm: gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),
