@@ -342,7 +342,10 @@ async fn history(a: HistoryArgs, c: &Common) -> Result<()> {
     };
     row("deliveries/s at saturation", sats, &|v| format!("{v:.0}"));
     row(
-        &format!("server CPU µs per delivery at {} msg/s", a.fanout.fanout_rate),
+        &format!(
+            "server CPU µs per delivery at {} msg/s",
+            a.fanout.fanout_rate
+        ),
         [cpu(0), cpu(1)],
         &|v| format!("{v:.2}"),
     );
