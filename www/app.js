@@ -22,7 +22,7 @@
 
   // ------------------------------------------------------------------ helpers
 
-  const time = () => new Date().toTimeString().slice(0, 8);
+  const time = (at) => (at === undefined ? new Date() : new Date(at)).toTimeString().slice(0, 8);
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
@@ -364,8 +364,7 @@
       const ol = c.panel.querySelector('.messages');
       const first = ol.firstChild;
       for (const m of msgs.filter((m) => m.ts < joinedAt)) {
-        const when = new Date(m.ts).toLocaleTimeString();
-        ol.insertBefore(el('li', { class: 'history' }, el('span', { class: 'meta' }, `${when} ${m.account}`), m.msg), first);
+        ol.insertBefore(el('li', { class: 'history', title: 'said before you joined' }, el('span', { class: 'meta' }, `${time(m.ts)} ${m.account}`), m.msg), first);
       }
     }).catch(() => {});
   }

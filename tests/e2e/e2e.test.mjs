@@ -118,6 +118,12 @@ test('a channel with members, messages and attributes', async () => {
   await bpanel.locator('.attrs tr').first().waitFor({ state: 'detached' });
   await bpanel.getByRole('button', { name: 'Leave' }).click();
   await apanel.locator('.ch-count', { hasText: '1 member' }).waitFor();
+  // joining again shows what was said before, from the channel's history
+  await bob.locator('#join-name').fill(room);
+  await bob.locator('#join-form').getByRole('button', { name: 'Join' }).click();
+  await bpanel.locator('.messages li.history', { hasText: 'hi everyone' }).waitFor();
+  await apanel.locator('.ch-count', { hasText: '2 members' }).waitFor();
+  await shot(bob, '05b-channel-history');
 });
 
 test('a call with DTMF, accepted and ended', async () => {
