@@ -34,6 +34,13 @@ pub struct ClusterArgs {
 /// A child process killed when dropped.
 pub(crate) struct Proc(Child);
 
+impl Proc {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -116,6 +116,9 @@ struct HistoryArgs {
     /// Runs of each (interleaved); figures are their medians.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// On the Redis engine (a private redis-server; the CPU figure is the node's and Redis's).
+    #[arg(long)]
+    redis: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -265,16 +268,21 @@ fn fd_cap(n: usize) -> usize {
 
 async fn fanout(a: FanoutArgs, c: &Common) -> Result<(f64, scenarios::Latency)> {
     let server = start(a.system, c)?;
-    fanout_on(&server, a, c).await
+    fanout_on(&server, None, a, c).await
 }
 
+/// The fan-out scenario on a running server (and its Redis, whose CPU time then counts too).
 async fn fanout_on(
     server: &Server,
+    store_pid: Option<u32>,
     a: FanoutArgs,
     c: &Common,
 ) -> Result<(f64, scenarios::Latency)> {
     let f = scenarios::fanout_setup(&server.target, a.channels, a.members).await?;
     f.watch_cpu(server.pid());
+    if let Some(pid) = store_pid {
+        f.watch_store_cpu(pid);
+    }
     let lat = scenarios::fanout_latency(&f, a.size, a.rate, timing(c)).await?;
     let cpu0 = systems::cpu_ticks(server.pid());
     let t0 = std::time::Instant::now();
@@ -298,10 +306,26 @@ async fn history(a: HistoryArgs, c: &Common) -> Result<()> {
     let mut sat: [Vec<f64>; 2] = Default::default();
     let mut lat: [Vec<scenarios::Latency>; 2] = Default::default();
     let n = a.runs.max(1);
+    let redis = if a.redis {
+        Some(cluster::start_redis()?)
+    } else {
+        None
+    };
     for run in 1..=n {
         for (i, (name, extra)) in modes.iter().enumerate() {
             eprintln!("[history] run {run}/{n}: fan-out, {name}");
-            let server = systems::opensig(&c.server_bin, &cores(c), extra)?;
+            let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            if let Some((_, url)) = &redis {
+                let prefix = format!("bench-history-{run}-{i}:");
+                args.extend([
+                    "--redis".into(),
+                    url.clone(),
+                    "--redis-prefix".into(),
+                    prefix,
+                ]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let server = systems::opensig(&c.server_bin, &cores(c), &args)?;
             let args = FanoutArgs {
                 system: System::Opensig,
                 channels: a.fanout.channels,
@@ -310,7 +334,8 @@ async fn history(a: HistoryArgs, c: &Common) -> Result<()> {
                 window: 8,
                 rate: a.fanout.fanout_rate,
             };
-            let (s, l) = fanout_on(&server, args, c).await?;
+            let store_pid = redis.as_ref().map(|(p, _)| p.pid());
+            let (s, l) = fanout_on(&server, store_pid, args, c).await?;
             eprintln!(
                 "[history]   {s:.0} deliveries/s; {}; server CPU {:.2} µs/delivery",
                 lat_line("latency", &l),
@@ -323,8 +348,9 @@ async fn history(a: HistoryArgs, c: &Common) -> Result<()> {
     let cpu = |i: usize| Spread::of(lat[i].iter().map(|l| l.cpu_us).collect());
     let p99 = |i: usize| Spread::of(lat[i].iter().map(|l| l.p99 as f64).collect());
     let sats = [Spread::of(sat[0].clone()), Spread::of(sat[1].clone())];
+    let engine = if a.redis { "Redis" } else { "memory" };
     println!(
-        "\nfan-out {}×{}, medians of {n} interleaved runs (range)\n",
+        "\nfan-out {}×{} on the {engine} engine, medians of {n} interleaved runs (range)\n",
         a.fanout.channels, a.fanout.members
     );
     println!("| | history off | history on | on ÷ off |");

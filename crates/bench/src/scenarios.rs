@@ -110,26 +110,33 @@ async fn measure_phase(sink: &Sink, t: Timing) {
     tokio::time::sleep(t.warmup).await;
     sink.hist.reset();
     sink.deliveries.store(0, Ordering::Relaxed);
-    let pid = sink.server_pid.load(Ordering::Relaxed);
-    let ticks = |pid| {
-        if pid == 0 {
-            0
-        } else {
-            crate::systems::cpu_ticks(pid)
-        }
+    let pids = [
+        sink.server_pid.load(Ordering::Relaxed),
+        sink.store_pid.load(Ordering::Relaxed),
+    ];
+    let ticks = || -> u64 {
+        pids.iter()
+            .filter(|p| **p != 0)
+            .map(|p| crate::systems::cpu_ticks(*p))
+            .sum()
     };
-    let before = ticks(pid);
+    let before = ticks();
     sink.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(t.measure).await;
     sink.measuring.store(false, Ordering::Relaxed);
     sink.server_ticks
-        .store(ticks(pid).saturating_sub(before), Ordering::Relaxed);
+        .store(ticks().saturating_sub(before), Ordering::Relaxed);
 }
 
 impl Fanout {
     /// Count the CPU time of this server process in measurements.
     pub fn watch_cpu(&self, pid: u32) {
         self.sink.server_pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// Count the CPU time of the server's store process (Redis) too.
+    pub fn watch_store_cpu(&self, pid: u32) {
+        self.sink.store_pid.store(pid, Ordering::Relaxed);
     }
 }
 

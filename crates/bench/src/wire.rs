@@ -59,6 +59,8 @@ pub struct Sink {
     pub server_pid: std::sync::atomic::AtomicU32,
     /// The server's CPU clock ticks during the last measurement.
     pub server_ticks: AtomicU64,
+    /// A second process counted with the server (its Redis; 0: none).
+    pub store_pid: std::sync::atomic::AtomicU32,
 }
 
 impl Sink {
@@ -72,6 +74,7 @@ impl Sink {
             seen: AtomicU64::new(0),
             server_pid: std::sync::atomic::AtomicU32::new(0),
             server_ticks: AtomicU64::new(0),
+            store_pid: std::sync::atomic::AtomicU32::new(0),
         })
     }
 

@@ -1391,6 +1391,23 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     // other events are not numbered
     s.publish(at, Publish::event(ev(&frame))).await.unwrap();
     assert_eq!(s.history(at, 0, age).await.unwrap().last, 8);
+    // a long stream keeps exactly the latest `_history` for readers
+    let texts: Vec<String> = (9..=48).map(|i| format!("t{i}")).collect();
+    for t in &texts {
+        let p = Publish {
+            message: Some(message("ann", t, true)),
+            ..Publish::event(ev(&frame))
+        };
+        s.publish(at, p).await.unwrap();
+    }
+    let h = other.history(at, 0, age).await.unwrap();
+    assert_eq!((h.last, numbers(h)), (48, vec![47, 48]));
+    assert_eq!(numbers(s.history(at, 47, age).await.unwrap()), vec![48]);
+    let p = Publish {
+        message: Some(message("ann", "t49", true)),
+        ..Publish::event(ev(&frame))
+    };
+    s.publish(at, p).await.unwrap();
     // an empty channel keeps its kept messages for a while (members reconnecting together
     // find what they missed), then goes
     let clear = AttrChange {
@@ -1400,7 +1417,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
         event: ev(&upd),
     };
     assert_eq!(s.attr_change(at, clear).await.unwrap(), AttrOutcome::Done);
-    assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![8]);
+    assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![48, 49]);
     for (who, c, store) in [(&ann, &ca, &s), (&bob, &cb, &other), (&cid, &cc, &s)] {
         let l = Leaving {
             account: who,
@@ -1409,7 +1426,10 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
         };
         assert!(store.leave(at, l).await.unwrap());
     }
-    assert_eq!(numbers(other.history(at, 0, age).await.unwrap()), vec![8]);
+    assert_eq!(
+        numbers(other.history(at, 0, age).await.unwrap()),
+        vec![48, 49]
+    );
     let deadline = tokio::time::Instant::now() + WAIT;
     while s.history(at, 0, age).await.unwrap() != History::default() {
         assert!(

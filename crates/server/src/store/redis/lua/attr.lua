@@ -4,6 +4,10 @@
 -- bytes (0: no cap). Returns 'done', 'rate_limited', 'too_many' or 'app_full'.
 local op, name, value = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
 local field, fvalue = ARGV[FIRST + 3], ARGV[FIRST + 4]
+-- the history's size changes: first drop what readers no longer saw (publishes trim in
+-- batches), so a larger size does not bring it back
+local resize = field == 'history' or op == 'clear'
+if resize then trim_history(tonumber(setting('history')) or 0, 0, NEVER) end
 if op == 'set' then
   if ARGV[FIRST + 5] == '1' then
     local limit = tonumber(setting('attr_rate')) or 0
@@ -40,9 +44,7 @@ elseif op == 'del' then
 else
   redis.call('DEL', ATTRS, SETTINGS)
 end
-if field == 'history' or op == 'clear' then
-  trim_history(tonumber(setting('history')) or 0, 0, 9007199254740991)
-end
+if resize then trim_history(tonumber(setting('history')) or 0, 0, NEVER) end
 publish(ARGV[FIRST + 7], ARGV[FIRST + 8])
 if_empty()
 return 'done'

@@ -53,22 +53,33 @@ local function publish(before, after, extra)
 end
 
 -- Drop kept messages beyond `size`, older than `oldest` (ms) or past `max_bytes` of text,
--- the oldest first.
+-- the oldest first, in one pass over the oldest entries.
 local function trim_history(size, oldest, max_bytes)
   local bytes = tonumber(redis.call('HGET', HMETA, 'b') or '0')
-  while true do
-    local first = redis.call('XRANGE', HIST, '-', '+', 'COUNT', 1)[1]
-    if not first then break end
-    local f = first[2]
-    local t, len = 0, 0
-    for i = 1, #f, 2 do
-      if f[i] == 't' then t = tonumber(f[i + 1]) elseif f[i] == 'm' then len = #f[i + 1] end
+  local len = redis.call('XLEN', HIST)
+  local drop = {}
+  local batch = math.max(len - size, 16)
+  while len > 0 do
+    local entries = redis.call('XRANGE', HIST, '-', '+', 'COUNT', batch + #drop)
+    local done = #entries <= #drop
+    for i = #drop + 1, #entries do
+      local f = entries[i][2]
+      local t, n = 0, 0
+      for j = 1, #f, 2 do
+        if f[j] == 't' then t = tonumber(f[j + 1]) elseif f[j] == 'm' then n = #f[j + 1] end
+      end
+      if len <= size and bytes <= max_bytes and t >= oldest then
+        done = true
+        break
+      end
+      drop[#drop + 1] = entries[i][1]
+      len = len - 1
+      bytes = bytes - n
     end
-    if redis.call('XLEN', HIST) <= size and bytes <= max_bytes and t >= oldest then break end
-    redis.call('XDEL', HIST, first[1])
-    bytes = bytes - len
+    if done or #entries < batch + #drop then break end
   end
-  if redis.call('XLEN', HIST) == 0 then
+  if #drop > 0 then redis.call('XDEL', HIST, unpack(drop)) end
+  if len == 0 then
     redis.call('DEL', HIST)
     bytes = 0
   end

@@ -3,7 +3,8 @@
 --   touch:    count the membership as changed (the flag expires with the channel)
 --   take:     the member count if the membership changed since the last take, else false
 --   history:  +1 after (message number), +2 oldest (ms): {latest message number, then per
---             kept message after `after` and not older: n, t, s, f, m}
+--             kept message after `after`, of the latest `history` kept, and not older:
+--             n, t, s, f, m}
 local op = ARGV[FIRST]
 local exists = redis.call('EXISTS', MEMBERS) + redis.call('EXISTS', ATTRS) + redis.call('EXISTS', HIST)
 if op == 'settings' then
@@ -12,7 +13,13 @@ if op == 'settings' then
 elseif op == 'history' then
   local out = {tonumber(redis.call('HGET', HMETA, 'n') or '0')}
   local oldest = tonumber(ARGV[FIRST + 2])
-  for _, e in ipairs(redis.call('XRANGE', HIST, (tonumber(ARGV[FIRST + 1]) + 1) .. '-0', '+')) do
+  local size = tonumber(setting('history')) or 0
+  local latest = {}
+  if size > 0 then
+    latest = redis.call('XREVRANGE', HIST, '+', (tonumber(ARGV[FIRST + 1]) + 1) .. '-0', 'COUNT', size)
+  end
+  for k = #latest, 1, -1 do
+    local e = latest[k]
     local f = {}
     for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
     if tonumber(f.t) >= oldest then

@@ -25,11 +25,14 @@ end
 local n = redis.call('HINCRBY', HMETA, 'n', 1)
 local seq = publish(ARGV[FIRST + 4], ARGV[FIRST + 5], n .. ';')
 local size = tonumber(setting('history')) or 0
-local now = now_ms()
 if ARGV[FIRST + 11] == '1' and size > 0 then
-  local text = ARGV[FIRST + 8]
+  local now, text, max_bytes = now_ms(), ARGV[FIRST + 8], tonumber(ARGV[FIRST + 10])
   redis.call('XADD', HIST, n .. '-0', 't', now, 's', seq, 'f', ARGV[FIRST + 7], 'm', text)
-  redis.call('HINCRBY', HMETA, 'b', #text)
+  local bytes = redis.call('HINCRBY', HMETA, 'b', #text)
+  -- trimmed in batches: past the size by an eighth (at least 8), past the bytes at once, and
+  -- every 64th message for age; readers see only the latest `size` and none too old
+  if bytes > max_bytes or n % 64 == 0 or redis.call('XLEN', HIST) > size + math.max(8, size / 8) then
+    trim_history(size, now - tonumber(ARGV[FIRST + 9]), max_bytes)
+  end
 end
-trim_history(size, now - tonumber(ARGV[FIRST + 9]), tonumber(ARGV[FIRST + 10]))
 return 'sent'
