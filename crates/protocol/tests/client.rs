@@ -1404,16 +1404,22 @@ fn channel_texts(ev: Vec<Event<Value>>) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
+/// Logged in and joined to "room", whose latest message number is `last_msg`.
+fn in_room(last_msg: u64) -> H {
     let mut h = H::logged_in(cfg(&["ws://a/"]));
-    let _ch = h.c.channel_join("room", h.now);
+    h.c.channel_join("room", h.now);
     h.pump();
     let id = h.call_id("channel_join");
     h.reply(
         id,
-        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 3}),
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": last_msg}),
     );
+    h
+}
+
+#[test]
+fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
+    let mut h = in_room(3);
     h.frame(numbered("room", 10, 4, "m4"));
     h.frame(numbered("room", 10, 4, "m4 again"));
     assert_eq!(channel_texts(h.take_events()), vec!["m4"]);
@@ -1466,14 +1472,7 @@ fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
 
 #[test]
 fn a_failed_recovery_counts_everything_missed_as_lost() {
-    let mut h = H::logged_in(cfg(&["ws://a/"]));
-    let _ch = h.c.channel_join("room", h.now);
-    h.pump();
-    let id = h.call_id("channel_join");
-    h.reply(
-        id,
-        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 0}),
-    );
+    let mut h = in_room(0);
     h.close();
     h.until_reconnect();
     h.open();

@@ -7,15 +7,17 @@
 //! Not under the permissive CORS layer of the rest of the router: a web page must never be
 //! able to drive an app's backend API from a browser on the server's machine.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use opensig_protocol::frame::Reply;
 use opensig_protocol::ident::AppId;
 use opensig_protocol::names::api;
@@ -34,7 +36,6 @@ pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 /// Largest request body (a message, its sender, an attribute: well below this).
 const BODY_MAX: usize = 64 * 1024;
 
-type Sh<S> = State<Arc<Shared<S>>>;
 type Reply_ = Result<Json<Value>, ApiError>;
 
 /// A refusal: its HTTP status and `{"error": <string>, "code": <documented code>}`.
@@ -180,6 +181,36 @@ fn authorize<S: Store>(
     Ok(app_id)
 }
 
+/// A caller let in to one app's API ([`authorize`]), with the server's shared state: the
+/// first extractor of every API handler.
+pub struct Caller<S: Store> {
+    sh: Arc<Shared<S>>,
+    app: AppId,
+}
+
+impl<S: Store> FromRequestParts<Arc<Shared<S>>> for Caller<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        sh: &Arc<Shared<S>>,
+    ) -> Result<Caller<S>, ApiError> {
+        let params = Path::<HashMap<String, String>>::from_request_parts(parts, sh)
+            .await
+            .map_err(|_| ApiError::unauthorized())?;
+        let info = parts
+            .extensions
+            .get::<ConnInfo>()
+            .ok_or_else(ApiError::unauthorized)?;
+        let app = params.get("app").map_or("", String::as_str);
+        let app = authorize(sh, app, info, &parts.headers)?;
+        Ok(Caller {
+            sh: sh.clone(),
+            app,
+        })
+    }
+}
+
 fn ok(v: Value) -> Reply_ {
     Ok(Json(v))
 }
@@ -202,17 +233,13 @@ struct PeerMessage {
 }
 
 async fn peer_message<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path(app): Path<String>,
+    c: Caller<S>,
     body: Result<Json<PeerMessage>, JsonRejection>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
     let Json(m) = body?;
     let who = (m.from.as_str(), m.to.as_str());
-    sh.signaling
-        .api_peer_message(&app, who, &m.msg, m.ttl)
+    c.sh.signaling
+        .api_peer_message(&c.app, who, &m.msg, m.ttl)
         .await?;
     ok(json!({}))
 }
@@ -222,16 +249,9 @@ struct Status {
     accounts: Vec<String>,
 }
 
-async fn status<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path(app): Path<String>,
-    body: Result<Json<Status>, JsonRejection>,
-) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
+async fn status<S: Store>(c: Caller<S>, body: Result<Json<Status>, JsonRejection>) -> Reply_ {
     let Json(q) = body?;
-    let online = sh.signaling.api_status(&app, &q.accounts).await?;
+    let online = c.sh.signaling.api_status(&c.app, &q.accounts).await?;
     let status: Map<String, Value> = q
         .accounts
         .into_iter()
@@ -241,14 +261,8 @@ async fn status<S: Store>(
     ok(json!({ "status": status }))
 }
 
-async fn user_attrs<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, account)): Path<(String, String)>,
-) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    let attrs = sh.signaling.api_user_attrs(&app, &account).await?;
+async fn user_attrs<S: Store>(c: Caller<S>, Path((_, account)): Path<(String, String)>) -> Reply_ {
+    let attrs = c.sh.signaling.api_user_attrs(&c.app, &account).await?;
     ok(json!({ "attrs": object(attrs) }))
 }
 
@@ -258,41 +272,29 @@ struct Value_ {
 }
 
 async fn set_user_attr<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, account, name)): Path<(String, String, String)>,
+    c: Caller<S>,
+    Path((_, account, name)): Path<(String, String, String)>,
     body: Result<Json<Value_>, JsonRejection>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
     let Json(v) = body?;
-    sh.signaling
-        .api_set_user_attr(&app, &account, &name, &v.value)
+    c.sh.signaling
+        .api_set_user_attr(&c.app, &account, &name, &v.value)
         .await?;
     ok(json!({}))
 }
 
 async fn del_user_attr<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, account, name)): Path<(String, String, String)>,
+    c: Caller<S>,
+    Path((_, account, name)): Path<(String, String, String)>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    sh.signaling
-        .api_set_user_attr(&app, &account, &name, "")
+    c.sh.signaling
+        .api_set_user_attr(&c.app, &account, &name, "")
         .await?;
     ok(json!({}))
 }
 
-async fn kick<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, account)): Path<(String, String)>,
-) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    let kicked = sh.signaling.api_kick(&app, &account).await?;
+async fn kick<S: Store>(c: Caller<S>, Path((_, account)): Path<(String, String)>) -> Reply_ {
+    let kicked = c.sh.signaling.api_kick(&c.app, &account).await?;
     ok(json!({ "kicked": kicked }))
 }
 
@@ -303,19 +305,12 @@ struct Page {
     limit: Option<usize>,
 }
 
-async fn channels<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path(app): Path<String>,
-    Query(p): Query<Page>,
-) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
+async fn channels<S: Store>(c: Caller<S>, Query(p): Query<Page>) -> Reply_ {
     let cursor = p.cursor.unwrap_or_default();
-    let page = sh
-        .signaling
-        .api_channels(&app, &cursor, p.limit.unwrap_or(100))
-        .await?;
+    let page =
+        c.sh.signaling
+            .api_channels(&c.app, &cursor, p.limit.unwrap_or(100))
+            .await?;
     let list: Vec<Value> = page
         .channels
         .into_iter()
@@ -324,34 +319,25 @@ async fn channels<S: Store>(
     ok(json!({ "channels": list, "next": page.next }))
 }
 
-async fn channel<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel)): Path<(String, String)>,
-) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    let (count, _) = sh.signaling.api_members(&app, &channel, 0, 1).await?;
+async fn channel<S: Store>(c: Caller<S>, Path((_, channel)): Path<(String, String)>) -> Reply_ {
+    let (count, _) = c.sh.signaling.api_members(&c.app, &channel, 0, 1).await?;
     ok(json!({ "name": channel, "members": count }))
 }
 
 async fn members<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel)): Path<(String, String)>,
+    c: Caller<S>,
+    Path((_, channel)): Path<(String, String)>,
     Query(p): Query<Page>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    let (count, list) = sh
-        .signaling
-        .api_members(
-            &app,
-            &channel,
-            p.offset.unwrap_or(0),
-            p.limit.unwrap_or(100),
-        )
-        .await?;
+    let (count, list) =
+        c.sh.signaling
+            .api_members(
+                &c.app,
+                &channel,
+                p.offset.unwrap_or(0),
+                p.limit.unwrap_or(100),
+            )
+            .await?;
     ok(json!({ "count": count, "members": list }))
 }
 
@@ -362,67 +348,54 @@ struct ChannelMessage {
 }
 
 async fn channel_message<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel)): Path<(String, String)>,
+    c: Caller<S>,
+    Path((_, channel)): Path<(String, String)>,
     body: Result<Json<ChannelMessage>, JsonRejection>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
     let Json(m) = body?;
-    sh.signaling
-        .api_channel_message(&app, &channel, &m.from, &m.msg)
+    c.sh.signaling
+        .api_channel_message(&c.app, &channel, &m.from, &m.msg)
         .await?;
     ok(json!({}))
 }
 
 async fn channel_attrs<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel)): Path<(String, String)>,
+    c: Caller<S>,
+    Path((_, channel)): Path<(String, String)>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    let attrs = sh.signaling.api_channel_attrs(&app, &channel).await?;
+    let attrs = c.sh.signaling.api_channel_attrs(&c.app, &channel).await?;
     ok(json!({ "attrs": object(attrs) }))
 }
 
 async fn set_channel_attr<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel, name)): Path<(String, String, String)>,
+    c: Caller<S>,
+    Path((_, channel, name)): Path<(String, String, String)>,
     body: Result<Json<Value_>, JsonRejection>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
     let Json(v) = body?;
-    sh.signaling
-        .api_set_channel_attr(&app, &channel, &name, &v.value)
+    c.sh.signaling
+        .api_set_channel_attr(&c.app, &channel, &name, &v.value)
         .await?;
     ok(json!({}))
 }
 
 async fn del_channel_attr<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel, name)): Path<(String, String, String)>,
+    c: Caller<S>,
+    Path((_, channel, name)): Path<(String, String, String)>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    sh.signaling
-        .api_del_channel_attr(&app, &channel, &name)
+    c.sh.signaling
+        .api_del_channel_attr(&c.app, &channel, &name)
         .await?;
     ok(json!({}))
 }
 
 async fn clear_channel_attrs<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel)): Path<(String, String)>,
+    c: Caller<S>,
+    Path((_, channel)): Path<(String, String)>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    sh.signaling.api_clear_channel_attrs(&app, &channel).await?;
+    c.sh.signaling
+        .api_clear_channel_attrs(&c.app, &channel)
+        .await?;
     ok(json!({}))
 }
 
@@ -433,17 +406,14 @@ struct HistoryQuery {
 }
 
 async fn history<S: Store>(
-    State(sh): Sh<S>,
-    Extension(info): Extension<ConnInfo>,
-    headers: HeaderMap,
-    Path((app, channel)): Path<(String, String)>,
+    c: Caller<S>,
+    Path((_, channel)): Path<(String, String)>,
     Query(q): Query<HistoryQuery>,
 ) -> Reply_ {
-    let app = authorize(&sh, &app, &info, &headers)?;
-    let reply = sh
-        .signaling
-        .api_history(&app, &channel, q.after, q.limit)
-        .await?;
+    let reply =
+        c.sh.signaling
+            .api_history(&c.app, &channel, q.after, q.limit)
+            .await?;
     let Reply::History { name, last, msgs } = reply else {
         return Err(ErrorKind::Unavailable.into());
     };

@@ -121,30 +121,6 @@ async fn err_of(r: &mut Raw, frame: Value) -> String {
     r.reply(id).await.0
 }
 
-/// Checks a flood against a token bucket (`rate` per second, holding at most `burst`) without
-/// assuming how fast the machine is: no more accepted than the bucket can have given since
-/// `since`, and at least one refused whenever the flood came faster than the bucket refills.
-fn within_bucket(
-    accepted: usize,
-    sent: usize,
-    (rate, burst): (u32, u32),
-    since: Instant,
-    what: &str,
-) {
-    let secs = since.elapsed().as_secs_f64();
-    let most = burst as f64 + rate as f64 * secs + 1.0;
-    assert!(
-        accepted as f64 <= most,
-        "{what}: {accepted} of {sent} accepted in {secs:.2} s, at most {most:.0} at {rate}/s after a burst of {burst}"
-    );
-    if most < sent as f64 {
-        assert!(
-            accepted < sent,
-            "{what}: all {sent} accepted in {secs:.2} s at {rate}/s"
-        );
-    }
-}
-
 /// The per-user message budget (p2p, user attributes, call messages) and its burst.
 fn user_bucket() -> (u32, u32) {
     let rate = Limits::default().user_messages_per_second;

@@ -649,3 +649,27 @@ impl CutProxy {
             .store(down, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Checks a flood against a token bucket (`rate` per second, holding at most `burst`) without
+/// assuming how fast the machine is: no more accepted than the bucket can have given since
+/// `since`, and at least one refused whenever the flood came faster than the bucket refills.
+pub fn within_bucket(
+    accepted: usize,
+    sent: usize,
+    (rate, burst): (u32, u32),
+    since: std::time::Instant,
+    what: &str,
+) {
+    let secs = since.elapsed().as_secs_f64();
+    let most = burst as f64 + rate as f64 * secs + 1.0;
+    assert!(
+        accepted as f64 <= most,
+        "{what}: {accepted} of {sent} accepted in {secs:.2} s, at most {most:.0} at {rate}/s after a burst of {burst}"
+    );
+    if most < sent as f64 {
+        assert!(
+            accepted < sent,
+            "{what}: all {sent} accepted in {secs:.2} s at {rate}/s"
+        );
+    }
+}
