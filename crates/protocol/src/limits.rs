@@ -144,6 +144,24 @@ pub struct Limits {
     pub token_lifetime_max_secs: u64,
     /// Server: whether a token with expiry 0 ("never expires") is accepted.
     pub token_never_expiring: bool,
+    /// Events kept for one app's webhooks at most (not yet delivered to every endpoint;
+    /// 0: no cap). Past it the oldest go, and are counted as dropped.
+    pub app_events_max: usize,
+    /// Bytes of events kept for one app's webhooks at most (0: no cap).
+    pub app_events_max_bytes: usize,
+    /// Seconds a dropped connection may take to come back before its account is reported
+    /// offline to webhooks (a quick reconnect shows neither offline nor online).
+    pub presence_grace_secs: u64,
+    /// Events in one webhook delivery at most.
+    pub webhook_batch_max_events: usize,
+    /// Milliseconds a webhook batch waits for more events once its first is ready.
+    pub webhook_batch_linger_ms: u64,
+    /// Seconds a webhook endpoint has to answer a delivery.
+    pub webhook_timeout_secs: u64,
+    /// Seconds an event is retried for; then it is dropped and counted.
+    pub webhook_retention_secs: u64,
+    /// Longest wait between two tries of a delivery (the wait starts at 1 s and doubles).
+    pub webhook_retry_max_secs: u64,
 }
 
 impl Default for Limits {
@@ -206,6 +224,14 @@ impl Default for Limits {
             token_expiry_warning_ms: 30_000,
             token_lifetime_max_secs: 366 * 24 * 3600,
             token_never_expiring: true,
+            app_events_max: 100_000,
+            app_events_max_bytes: 64 << 20,
+            presence_grace_secs: 5,
+            webhook_batch_max_events: 20,
+            webhook_batch_linger_ms: 250,
+            webhook_timeout_secs: 5,
+            webhook_retention_secs: 3600,
+            webhook_retry_max_secs: 60,
         }
     }
 }

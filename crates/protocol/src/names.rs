@@ -207,6 +207,98 @@ pub mod api {
     pub const NOT_FOUND: &str = "not_found";
 }
 
+/// The events an app's backend hears (opensig: webhooks, README "Webhooks"): each event's
+/// `type`, and the reasons it carries.
+pub mod domain {
+    /// An account came online (not a reconnect within the grace period).
+    pub const USER_ONLINE: &str = "user.online";
+    /// An account went offline (`reason`: one of [`offline`]).
+    pub const USER_OFFLINE: &str = "user.offline";
+    /// A session was ended by someone else (`by`: one of [`kicked_by`]).
+    pub const USER_KICKED: &str = "user.kicked";
+    /// A channel got its first member.
+    pub const CHANNEL_OCCUPIED: &str = "channel.occupied";
+    /// A channel's last member left.
+    pub const CHANNEL_VACATED: &str = "channel.vacated";
+    /// An account joined a channel.
+    pub const MEMBER_JOINED: &str = "member.joined";
+    /// An account left a channel.
+    pub const MEMBER_LEFT: &str = "member.left";
+    /// A channel message was sent.
+    pub const CHANNEL_MESSAGE: &str = "channel.message";
+    /// A channel attribute was set, deleted or cleared.
+    pub const CHANNEL_ATTR: &str = "channel.attr";
+    /// A peer message was stored for an account that is offline.
+    pub const MESSAGE_OFFLINE: &str = "message.offline";
+    /// An invitation was sent (stored for the callee).
+    pub const INVITE_SENT: &str = "invite.sent";
+    /// The callee's client received an invitation.
+    pub const INVITE_RECEIVED: &str = "invite.received";
+    /// The callee accepted.
+    pub const INVITE_ACCEPTED: &str = "invite.accepted";
+    /// The callee refused.
+    pub const INVITE_REFUSED: &str = "invite.refused";
+    /// One side ended an invitation or a call.
+    pub const INVITE_ENDED: &str = "invite.ended";
+    /// The server ended an invitation (`reason`: one of [`invite_failed`], with its code).
+    pub const INVITE_FAILED: &str = "invite.failed";
+    /// A test delivery (`POST /api/v1/apps/{app}/webhooks/test`).
+    pub const WEBHOOK_TEST: &str = "webhook.test";
+
+    /// Every type an endpoint may ask for.
+    pub const ALL: [&str; 17] = [
+        USER_ONLINE,
+        USER_OFFLINE,
+        USER_KICKED,
+        CHANNEL_OCCUPIED,
+        CHANNEL_VACATED,
+        MEMBER_JOINED,
+        MEMBER_LEFT,
+        CHANNEL_MESSAGE,
+        CHANNEL_ATTR,
+        MESSAGE_OFFLINE,
+        INVITE_SENT,
+        INVITE_RECEIVED,
+        INVITE_ACCEPTED,
+        INVITE_REFUSED,
+        INVITE_ENDED,
+        INVITE_FAILED,
+        WEBHOOK_TEST,
+    ];
+
+    /// Why an account went offline.
+    pub mod offline {
+        /// It logged out.
+        pub const LOGOUT: &str = "logout";
+        /// Its session was ended by a kick (the API, or its app removed).
+        pub const KICKED: &str = "kicked";
+        /// Its connection broke and it was not back within the grace period.
+        pub const CONNECTION_LOST: &str = "connection_lost";
+        /// Its node died; another node ended the session.
+        pub const NODE_DIED: &str = "node_died";
+        /// The server shut down.
+        pub const SERVER_SHUTDOWN: &str = "server_shutdown";
+    }
+
+    /// Who ended a session.
+    pub mod kicked_by {
+        /// A login of the same account elsewhere.
+        pub const LOGIN_ELSEWHERE: &str = "login_elsewhere";
+        /// The backend API (`POST …/users/{account}/kick`).
+        pub const API: &str = "api";
+    }
+
+    /// Why the server ended an invitation.
+    pub mod invite_failed {
+        /// The callee was offline (at once with `_require_peer_online`, or too long).
+        pub const CALLEE_OFFLINE: &str = "callee_offline";
+        /// Nobody answered within `_timeout`.
+        pub const NO_ANSWER: &str = "no_answer";
+        /// The caller went away and was not back within the grace period.
+        pub const CALLER_GONE: &str = "caller_gone";
+    }
+}
+
 /// Keys inside `voip_invite` `extra` that the server interprets.
 pub mod invite_option {
     /// 1: fail at once when the peer is offline; 0: after 20 s offline.

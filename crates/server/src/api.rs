@@ -118,6 +118,7 @@ pub fn router<S: Store>() -> Router<Arc<Shared<S>>> {
             &format!("{app}/channels/{{channel}}/history"),
             get(history::<S>),
         )
+        .route(&format!("{app}/webhooks/test"), post(webhook_test::<S>))
         .route("/api/v1", get(not_found))
         .route(
             "/api/v1/{*rest}",
@@ -291,6 +292,29 @@ async fn del_user_attr<S: Store>(
         .api_set_user_attr(&c.app, &account, &name, "")
         .await?;
     ok(json!({}))
+}
+
+#[derive(Deserialize, Default)]
+struct WebhookTest {
+    endpoint: Option<String>,
+}
+
+/// A signed `webhook.test` event to each of the app's endpoints (or the one named), and what
+/// each answered.
+async fn webhook_test<S: Store>(c: Caller<S>, body: Option<Json<WebhookTest>>) -> Reply_ {
+    let which = body.map(|Json(b)| b).unwrap_or_default().endpoint;
+    let config = c.sh.config();
+    let endpoints: Vec<_> = config
+        .webhooks_of(&c.app)
+        .filter(|w| which.as_ref().is_none_or(|n| *n == w.name))
+        .cloned()
+        .collect();
+    if endpoints.is_empty() {
+        return Err(not_found().await);
+    }
+    let id = c.sh.signaling.events().next_id();
+    let answers = c.sh.webhooks.test(&c.app, &endpoints, &id).await;
+    ok(json!({ "id": id, "results": answers }))
 }
 
 async fn kick<S: Store>(c: Caller<S>, Path((_, account)): Path<(String, String)>) -> Reply_ {

@@ -45,6 +45,94 @@ pub struct ServerConfig {
     /// The process's allocated bytes, for `memory_max_bytes` (none: no cap). The server
     /// binary counts its allocations; an embedder plugs in its own count.
     pub memory_gauge: Option<MemoryGauge>,
+    /// Where each app's events are delivered (`[[webhooks]]`).
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A webhook endpoint of an app (`[[webhooks]]` in the configuration file): where its events
+/// are POSTed, signed with `secret`.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// The app whose events it gets.
+    pub app: String,
+    /// Its name, unique in the app (default: its URL): metrics, logs and the delivery
+    /// position are kept under it.
+    #[serde(default)]
+    pub name: String,
+    /// `http://` or `https://` URL (never a client's: only the operator's file sets it).
+    pub url: String,
+    /// The HMAC-SHA256 key of the signature header. Never logged.
+    pub secret: String,
+    /// Event types it gets (`user.online`, or `user.*`; empty: all).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Channel names (`lobby`, or `support-*`) whose events it gets; events about other
+    /// channels are left out, events without a channel are not (empty: all).
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// `pattern` (a name, or a prefix followed by `*`) matches `name`.
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+impl Webhook {
+    /// Whether it gets an event of `kind` about `channel`.
+    pub fn wants(&self, kind: &str, channel: Option<&str>) -> bool {
+        let kind_ok = self.events.is_empty() || self.events.iter().any(|p| matches(p, kind));
+        let channel_ok = match channel {
+            Some(ch) if !self.channels.is_empty() => self.channels.iter().any(|p| matches(p, ch)),
+            _ => true,
+        };
+        kind_ok && channel_ok
+    }
+
+    /// Refuse what cannot work: a URL that is not HTTP(S), no secret, an event type that
+    /// does not exist. Fills in the name.
+    fn check(&mut self) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::BadWebhook(self.url.clone(), why);
+        let url = reqwest::Url::parse(&self.url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(bad("the URL must be http:// or https:// with a host".into()));
+        }
+        if self.secret.trim().is_empty() {
+            return Err(bad(
+                "a secret is needed (the deliveries are signed with it)".into(),
+            ));
+        }
+        if self.app.trim().is_empty() {
+            return Err(bad("app is missing".into()));
+        }
+        let known = opensig_protocol::names::domain::ALL;
+        for p in &self.events {
+            if !known.iter().any(|k| matches(p, k)) {
+                return Err(bad(format!("unknown event type {p:?}; known: {known:?}")));
+            }
+        }
+        if self.name.is_empty() {
+            self.name.clone_from(&self.url);
+        }
+        Ok(())
+    }
+}
+
+/// Debug output never shows the secret.
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("app", &self.app)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &"<secret>")
+            .field("events", &self.events)
+            .field("channels", &self.channels)
+            .finish()
+    }
 }
 
 /// The limits of the configuration in force when they were read (a reload replaces the
@@ -95,6 +183,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("no_firehose", &self.no_firehose)
             .field("api_open", &self.api_open)
             .field("memory_gauge", &self.memory_gauge.as_ref().map(|g| g()))
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -131,6 +220,7 @@ impl Default for ServerConfig {
             no_firehose: BTreeSet::new(),
             api_open: BTreeSet::new(),
             memory_gauge: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -153,6 +243,9 @@ pub enum ConfigError {
     /// `--app` with an empty id or certificate.
     #[error("--app must be ID or ID:CERTIFICATE (got {0:?})")]
     BadApp(String),
+    /// A `[[webhooks]]` entry that cannot work.
+    #[error("webhook {0:?}: {1}")]
+    BadWebhook(String, String),
     /// `--limit` not of the form name=value, or an unknown name / bad value.
     #[error("--limit {0:?}: {1}")]
     BadLimit(String, String),
@@ -221,6 +314,16 @@ impl ServerConfig {
         self.development_mode() || self.apps.contains_key(app)
     }
 
+    /// The webhook endpoints of `app`.
+    pub fn webhooks_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.webhooks.iter().filter(move |w| w.app == app)
+    }
+
+    /// Whether anything listens to the events of `app`.
+    pub fn events_wanted(&self, app: &str) -> bool {
+        self.webhooks_of(app).next().is_some()
+    }
+
     /// Whether any app is configured (otherwise every app id is accepted without tokens).
     pub fn development_mode(&self) -> bool {
         self.apps.is_empty()
@@ -262,6 +365,9 @@ pub struct FileConfig {
     /// `[limits]`: any `Limits` field, e.g. `user_messages_per_second = 100`.
     #[serde(default)]
     pub limits: BTreeMap<String, toml::Value>,
+    /// `[[webhooks]]`: an app's event endpoints.
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
 }
 
 /// `[tls]` of the configuration file.
@@ -345,6 +451,22 @@ impl FileConfig {
             }
             c.add_app(&spec)?;
         }
+        let mut webhooks = Vec::new();
+        for w in &self.webhooks {
+            let mut w = w.clone();
+            w.check()?;
+            if webhooks
+                .iter()
+                .any(|o: &Webhook| o.app == w.app && o.name == w.name)
+            {
+                return Err(ConfigError::BadWebhook(
+                    w.url.clone(),
+                    format!("two endpoints of app {:?} are named {:?}", w.app, w.name),
+                ));
+            }
+            webhooks.push(w);
+        }
+        c.webhooks = webhooks;
         for (name, value) in &self.limits {
             let v = serde_json::to_value(value)
                 .map_err(|e| ConfigError::BadLimit(format!("[limits] {name}"), e.to_string()))?;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use opensig_protocol::frame::{out, Call2, ClientFrame, DecodeError, Login, Reply, Request};
-use opensig_protocol::names::{close, event, login_error};
+use opensig_protocol::names::{close, domain, event, login_error};
 use opensig_protocol::{zlib, ErrorKind};
 
 use crate::delivery::{ConnHandle, Frame, Signals};
@@ -147,6 +147,15 @@ pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net
             }
         }
     };
+    // why the session ends, for the app's backend (a logout ended it already)
+    let signals = queue.signals();
+    let offline = if signals.kicked.load(Ordering::SeqCst) {
+        domain::offline::KICKED
+    } else if signals.shutdown.load(Ordering::SeqCst) {
+        domain::offline::SERVER_SHUTDOWN
+    } else {
+        domain::offline::CONNECTION_LOST
+    };
     drop(queue);
     // the farewell gets a moment, never a hang: a client that does not read is not waited for
     let farewell = async {
@@ -177,7 +186,7 @@ pub async fn serve<S: Store>(ws: WebSocket, shared: Arc<Shared<S>>, ip: std::net
 
     // teardown: leave channels, go offline (boxed like `message`)
     if let Some(s) = conn.session.take() {
-        Box::pin(shared.signaling.end(&s)).await;
+        Box::pin(shared.signaling.end(&s, offline)).await;
         Stats::dec(&shared.stats.sessions);
     }
     shared.unregister(id);
@@ -470,7 +479,7 @@ impl<S: Store> Reader<S> {
         let shared = self.shared.clone();
         if request == Request::UserLogout {
             if let Some(s) = self.session.take() {
-                shared.signaling.end(&s).await;
+                shared.signaling.end(&s, domain::offline::LOGOUT).await;
                 Stats::dec(&shared.stats.sessions);
             }
             return (Ok(Reply::Done), true);

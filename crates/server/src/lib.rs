@@ -28,11 +28,13 @@ pub mod api;
 pub mod config;
 pub mod conn;
 pub mod delivery;
+pub mod events;
 pub mod listen;
 pub mod ratelimit;
 pub mod signaling;
 pub mod stats;
 pub mod store;
+pub mod webhooks;
 
 pub use config::ServerConfig;
 use delivery::ConnHandle;
@@ -55,9 +57,27 @@ pub struct Shared<S: Store> {
     login_rates: DashMap<IpAddr, ratelimit::Bucket>,
     /// Backend API token buckets per app (`api_requests_per_second`).
     api_rates: DashMap<String, ratelimit::Bucket>,
+    /// This node's webhook deliveries.
+    pub webhooks: Arc<webhooks::Dispatcher>,
 }
 
 impl<S: Store> Shared<S> {
+    /// The webhook and event-stream lines of `/metrics`.
+    pub fn webhooks_metrics(&self) -> String {
+        let mut text = String::new();
+        self.webhooks.render_metrics(&mut text);
+        let e = &self.signaling.events().stats;
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "# TYPE opensig_events_appended_total counter\nopensig_events_appended_total {}\n\
+             # TYPE opensig_events_lost_total counter\nopensig_events_lost_total {}",
+            e.appended.load(Ordering::Relaxed),
+            e.lost.load(Ordering::Relaxed)
+        );
+        text
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         self.signaling.store()
@@ -357,8 +377,10 @@ async fn serve<S: Store>(
     };
     let accept = Arc::new(listen::Accept::new(&config.limits, tls));
     let config = Arc::new(config);
+    let dispatcher = Arc::new(webhooks::Dispatcher::new(ids.clone()));
     let signaling = Arc::new(Signaling::new(store, config.clone(), ids));
     signaling.start();
+    dispatcher.run(&signaling);
     let shared = Arc::new(Shared {
         signaling,
         stats: Stats::default(),
@@ -367,6 +389,7 @@ async fn serve<S: Store>(
         shutting_down: AtomicBool::new(false),
         login_rates: DashMap::new(),
         api_rates: DashMap::new(),
+        webhooks: dispatcher,
     });
     let tls = accept.tls.is_some();
     let app = router(shared.clone());
@@ -657,7 +680,7 @@ fn host_allowed(host: &str, allowed: &BTreeSet<String>) -> bool {
 async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.stats.render(),
+        shared.stats.render() + &shared.webhooks_metrics(),
     )
         .into_response()
 }

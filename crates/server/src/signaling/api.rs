@@ -11,7 +11,9 @@ use opensig_protocol::names::api;
 
 use super::session::token_check;
 use super::{chan, user, RResult, Signaling};
+use crate::events::Happened;
 use crate::store::{AttrOp, ChannelPage, ChannelSettings, Store};
+use opensig_protocol::names::domain;
 
 /// Accounts one status query may ask about.
 pub const STATUS_MAX_ACCOUNTS: usize = 256;
@@ -139,6 +141,11 @@ impl<S: Store> Signaling<S> {
             return Ok(false);
         };
         self.store.kick(&session).await?;
+        let kicked = Happened::UserKicked {
+            account: account.to_string(),
+            by: domain::kicked_by::API,
+        };
+        self.emit(app, kicked).await;
         Ok(true)
     }
 

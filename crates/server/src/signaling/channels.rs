@@ -9,6 +9,7 @@ use opensig_protocol::names::{attr, attr_change, msgtype, special};
 use opensig_protocol::{ErrorKind, Limits};
 
 use super::{chan, channel_event, event, RResult, Session, Signaling};
+use crate::events::Happened;
 use crate::store::{
     AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, ChannelSettings, Joining, Leaving,
     Message, Publish, Published, Setting, Store, Timer,
@@ -55,6 +56,15 @@ fn builtin_setting(name: &str, value: &str, l: &Limits) -> RResult<Option<Settin
         ),
         _ => return Ok(None),
     }))
+}
+
+/// The attribute change kind as a `'static` name.
+fn kind_name(kind: &str) -> &'static str {
+    match kind {
+        attr_change::DEL => attr_change::DEL,
+        attr_change::CLEAR => attr_change::CLEAR,
+        _ => attr_change::UPDATE,
+    }
 }
 
 /// Built-in attributes only the channel's members may change: what members are told, and
@@ -126,6 +136,18 @@ impl<S: Store> Signaling<S> {
         if joined.fresh {
             self.firehose(&s.app, &s.account, &ch, msgtype::CHANNEL_USER_JOIN)
                 .await;
+            if !ch.is_special() && self.events_wanted(&s.app) {
+                let channel = ch.to_string();
+                if joined.list.len() == 1 {
+                    let occupied = Happened::ChannelOccupied {
+                        channel: channel.clone(),
+                    };
+                    self.emit(&s.app, occupied).await;
+                }
+                let account = s.account.to_string();
+                self.emit(&s.app, Happened::MemberJoined { channel, account })
+                    .await;
+            }
         }
         s.channels.insert(ch);
         Ok(Reply::Join {
@@ -165,6 +187,19 @@ impl<S: Store> Signaling<S> {
         if left {
             self.firehose(app, account, ch, msgtype::CHANNEL_USER_LEAVE)
                 .await;
+            if !ch.is_special() && self.events_wanted(app) {
+                let channel = ch.to_string();
+                let left = Happened::MemberLeft {
+                    channel: channel.clone(),
+                    account: account.to_string(),
+                };
+                self.emit(app, left).await;
+                // read after the leave: a join racing with it may take the vacancy back
+                let (members, _) = self.store.members(chan(app, ch), 0).await?;
+                if members == 0 {
+                    self.emit(app, Happened::ChannelVacated { channel }).await;
+                }
+            }
         }
         Ok(())
     }
@@ -310,7 +345,16 @@ impl<S: Store> Signaling<S> {
             message: Some(self.history_entry(l, from, msg)),
         };
         match self.store.publish(chan(app, ch), publish).await? {
-            Published::Sent | Published::Duplicate => Ok(Reply::Done),
+            Published::Sent => {
+                let message = Happened::ChannelMessage {
+                    channel: ch.to_string(),
+                    from: from.to_string(),
+                    text: msg.to_string(),
+                };
+                self.emit(app, message).await;
+                Ok(Reply::Done)
+            }
+            Published::Duplicate => Ok(Reply::Done),
             Published::NotMember => Err(ErrorKind::NotInChannel),
             Published::RateLimited => Err(ErrorKind::RateLimited),
         }
@@ -340,7 +384,17 @@ impl<S: Store> Signaling<S> {
             event: event(&frame, None),
         };
         match self.store.attr_change(chan(app, ch), change).await? {
-            AttrOutcome::Done => Ok(()),
+            AttrOutcome::Done => {
+                let changed = Happened::ChannelAttr {
+                    channel: ch.to_string(),
+                    by: from.to_string(),
+                    op: kind_name(kind),
+                    name: name.to_string(),
+                    value: value.to_string(),
+                };
+                self.emit(app, changed).await;
+                Ok(())
+            }
             AttrOutcome::RateLimited => Err(ErrorKind::RateLimited),
             AttrOutcome::TooMany => Err(ErrorKind::TooLarge),
             AttrOutcome::AppFull => Err(ErrorKind::AppQuota),

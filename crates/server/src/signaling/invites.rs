@@ -15,9 +15,12 @@ use serde_json::Value;
 
 use super::mailbox::appended;
 use super::{user, RResult, Session, Signaling};
+use crate::events::{Call, Happened};
+use crate::store::Appended;
 use crate::store::{
     InviteKey, InviteOpen, InviteRelay, InviteState, InviteStep, Store, Take, Timer,
 };
+use opensig_protocol::names::domain;
 
 /// `_require_peer_online` and `_timeout` from an invitation's `extra` (an object, or a
 /// string holding one; numbers or numeric strings).
@@ -34,6 +37,15 @@ pub(super) fn invite_options(extra: &Value) -> (bool, u64) {
     let require_online = num(invite_option::REQUIRE_PEER_ONLINE).is_some_and(|n| n != 0.0);
     let timeout = num(invite_option::TIMEOUT).map_or(0, |n| n.max(0.0) as u64);
     (require_online, timeout)
+}
+
+/// An invitation as events name it.
+fn call_of(key: &InviteKey) -> Call {
+    Call {
+        caller: key.caller.to_string(),
+        callee: key.callee.to_string(),
+        channel: key.channel.to_string(),
+    }
 }
 
 impl<S: Store> Signaling<S> {
@@ -97,10 +109,36 @@ impl<S: Store> Signaling<S> {
                 self.user_mail_quota(&s.account),
             ),
         };
+        // which invitation an end is about (it is gone once ended)
+        let event_kind = match kind {
+            VoipKind::Ack => Some(domain::INVITE_RECEIVED),
+            VoipKind::Accept => Some(domain::INVITE_ACCEPTED),
+            VoipKind::Refuse => Some(domain::INVITE_REFUSED),
+            VoipKind::Bye => Some(domain::INVITE_ENDED),
+            _ => None,
+        }
+        .filter(|_| self.events_wanted(&s.app));
+        let about = match event_kind {
+            Some(domain::INVITE_ENDED) if self.store.invite_get(&keys[0]).await?.is_none() => {
+                keys.get(1).cloned()
+            }
+            Some(_) => keys.first().cloned(),
+            None => None,
+        };
         let relayed = self.store.invite_relay(relay).await?;
         if !relayed.live {
             // nothing is stored for an account that has no invitation with the sender
             return Err(ErrorKind::NoInvitation);
+        }
+        if let (Some(kind), Some(key), Appended::Stored(_)) = (event_kind, about, relayed.appended)
+        {
+            let step = Happened::Invite {
+                kind,
+                call: call_of(&key),
+                by: s.account.to_string(),
+                extra: serde_json::to_string(extra).unwrap_or_default(),
+            };
+            self.emit(&s.app, step).await;
         }
         appended(relayed.appended)
     }
@@ -161,12 +199,34 @@ impl<S: Store> Signaling<S> {
             ),
             timers: &timers,
         };
-        appended(self.store.invite_open(open).await?)
+        let r = self.store.invite_open(open).await?;
+        if let Appended::Stored(_) = r {
+            let sent = Happened::Invite {
+                kind: domain::INVITE_SENT,
+                call: call_of(&key),
+                by: s.account.to_string(),
+                extra: extra_text.clone(),
+            };
+            self.emit(&s.app, sent).await;
+        }
+        appended(r)
     }
 
     /// `voip_invite_failed` (from the callee) to the caller, with the invitation's `extra`
     /// and the reason.
     async fn invite_failed(&self, key: &InviteKey, extra: &str, code: Code) -> RResult<()> {
+        let reason = match code {
+            Code::InvitePeerOffline => domain::invite_failed::CALLEE_OFFLINE,
+            Code::InviteTimeout => domain::invite_failed::NO_ANSWER,
+            _ => domain::invite_failed::CALLER_GONE,
+        };
+        let failed = Happened::InviteFailed {
+            call: call_of(key),
+            extra: extra.to_string(),
+            code: code.value(),
+            reason,
+        };
+        self.emit(&key.app, failed).await;
         let extra: Value = serde_json::from_str(extra).unwrap_or(Value::String(String::new()));
         let body = content::voip(&key.channel, &key.callee, &extra, Some(code.value()));
         let ttl = self.limits().message_ttl_default_secs;

@@ -10,6 +10,7 @@ use opensig_protocol::names::{attr, msgtype};
 use opensig_protocol::{msg, ErrorKind, Limits};
 
 use super::{user, RResult, Session, Signaling};
+use crate::events::Happened;
 use crate::store::{Appended, Dedup, MailItem, MailQuota, Poll, Store, UserAttrSet};
 
 /// A mailbox message, ready to store: its id, its msg-v3 text and the push frame.
@@ -149,6 +150,18 @@ impl<S: Store> Signaling<S> {
         let quota = self.user_mail_quota(from);
         let item = letter.item(dedup, l.mailbox_max_messages, quota);
         let r = self.store.mail_append(user(app, peer), item).await?;
+        if matches!(r, Appended::Stored(_))
+            && self.events_wanted(app)
+            && !self.store.online(user(app, peer)).await?
+        {
+            let stored = Happened::MessageOffline {
+                from: from.to_string(),
+                to: peer.to_string(),
+                text: content.to_string(),
+                ttl_secs: letter.ttl.as_secs(),
+            };
+            self.emit(app, stored).await;
+        }
         appended(r)
     }
 

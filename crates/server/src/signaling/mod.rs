@@ -20,12 +20,14 @@ use std::time::Duration;
 
 use opensig_protocol::frame::{out, Reply, Request, Template};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
+use opensig_protocol::names::domain;
 use opensig_protocol::{msg, ErrorKind};
 use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::config::LimitsNow;
 use crate::delivery::ConnHandle;
+use crate::events::{Events, Happened};
 use crate::ratelimit::Bucket;
 use crate::store::{Chan, Dedup, Event, Store, StoreError, User, Work};
 use crate::ServerConfig;
@@ -68,6 +70,8 @@ pub struct Signaling<S: Store> {
     id_seq: AtomicU64,
     /// Invitation generations.
     generation: AtomicU64,
+    /// What happened, for the app's backend.
+    events: Events,
 }
 
 /// A store failure becomes `unavailable` at the edge (logged with its cause), or
@@ -92,9 +96,10 @@ impl<S: Store> Signaling<S> {
         Signaling {
             store,
             config: Arc::new(ArcSwap::new(config)),
-            id_prefix,
             id_seq: AtomicU64::new(0),
             generation: AtomicU64::new(rand::random::<u32>() as u64),
+            events: Events::new(&id_prefix),
+            id_prefix,
         }
     }
 
@@ -135,7 +140,15 @@ impl<S: Store> Signaling<S> {
                 channels,
                 done,
             } => {
-                let ok = self.end_session(&app, &account, &session, &channels).await;
+                let ok = self
+                    .end_session(
+                        &app,
+                        &account,
+                        &session,
+                        &channels,
+                        domain::offline::NODE_DIED,
+                    )
+                    .await;
                 let _ = done.send(ok.is_ok());
             }
         }
@@ -144,6 +157,25 @@ impl<S: Store> Signaling<S> {
     /// The store (for tests and metrics).
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The event stream.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Record what happened in `app`, when anything listens to the app's events (before the
+    /// request that caused it is answered).
+    pub(crate) async fn emit(&self, app: &AppId, happened: Happened) {
+        let limits = self.limits();
+        if limits.0.events_wanted(app) {
+            self.events.emit(&self.store, &limits, app, happened).await;
+        }
+    }
+
+    /// Whether anything listens to the events of `app`.
+    pub(crate) fn events_wanted(&self, app: &AppId) -> bool {
+        self.config.load().events_wanted(app)
     }
 
     /// The configuration in force.

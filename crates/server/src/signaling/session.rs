@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use opensig_protocol::frame::{content, Login, Reply};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
-use opensig_protocol::names::{attr, login_error, msgtype, special};
+use opensig_protocol::names::{attr, domain, login_error, msgtype, special};
 use opensig_protocol::{token, ErrorKind};
 use tracing::warn;
 
 use super::{chan, channel_event, event, user, RResult, Session, Signaling};
 use crate::delivery::{ConnHandle, Frame};
+use crate::events::Happened;
 use crate::ratelimit::Bucket;
 use crate::store::{Opening, Publish, Store, Timer};
 use crate::ServerConfig;
@@ -112,6 +113,7 @@ impl<S: Store> Signaling<S> {
         };
         let previous = store.session_open(opening).await?;
         let mut replaced = false;
+        let first = previous.is_none();
         if let Some(old) = previous {
             if store.session_alive(&old).await {
                 store.kick(&old).await?;
@@ -121,6 +123,21 @@ impl<S: Store> Signaling<S> {
         if !replaced {
             self.presence(&app, &account, msgtype::CHANNEL_USER_JOIN)
                 .await;
+        }
+        // a session whose node died and was not reaped yet never went offline for the
+        // backend: its account is back, not new
+        let happened = match (first, replaced) {
+            (true, _) => Some(Happened::UserOnline {
+                account: account.to_string(),
+            }),
+            (false, true) => Some(Happened::UserKicked {
+                account: account.to_string(),
+                by: domain::kicked_by::LOGIN_ELSEWHERE,
+            }),
+            (false, false) => None,
+        };
+        if let Some(h) = happened {
+            self.emit(&app, h).await;
         }
         Ok(Session {
             store_ref: store.session_of(conn),
@@ -135,12 +152,12 @@ impl<S: Store> Signaling<S> {
         })
     }
 
-    /// The session is over (logout, connection gone): it leaves its channels and goes
-    /// offline.
-    pub async fn end(&self, s: &Session<S>) {
+    /// The session is over (logout, connection gone, kicked: `reason`, one of
+    /// [`domain::offline`]): it leaves its channels and goes offline.
+    pub async fn end(&self, s: &Session<S>, reason: &'static str) {
         let channels: Vec<ChannelName> = s.channels.iter().cloned().collect();
         if let Err(e) = self
-            .end_session(&s.app, &s.account, &s.store_ref, &channels)
+            .end_session(&s.app, &s.account, &s.store_ref, &channels, reason)
             .await
         {
             warn!(app = %s.app, account = %s.account, "ending a session: {e:?}");
@@ -156,6 +173,7 @@ impl<S: Store> Signaling<S> {
         account: &Account,
         session: &S::Session,
         channels: &[ChannelName],
+        reason: &'static str,
     ) -> RResult<()> {
         for ch in channels {
             self.leave_channel(app, account, session, ch).await?;
@@ -167,6 +185,11 @@ impl<S: Store> Signaling<S> {
         {
             self.presence(app, account, msgtype::CHANNEL_USER_LEAVE)
                 .await;
+            let offline = Happened::UserOffline {
+                account: account.to_string(),
+                reason,
+            };
+            self.emit(app, offline).await;
             let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
             for (key, generation) in self.store.invites_by(user(app, account)).await? {
                 self.store

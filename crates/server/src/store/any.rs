@@ -7,10 +7,10 @@ use opensig_protocol::ident::{Account, AppId};
 use super::memory::Memory;
 use super::redis::{NodeSession, Redis};
 use super::{
-    Appended, AttrChange, AttrOutcome, Chan, ChannelPage, ChannelSettings, Footprint, History,
-    InviteKey, InviteOpen, InviteRecord, InviteRelay, Joined, Joining, Leaving, MailItem, MailPage,
-    Opening, Poll, Publish, Published, Relayed, SResult, Store, StoreError, Take, Timer, User,
-    UserAttrSet, Work, WorkSender,
+    Appended, AttrChange, AttrOutcome, Chan, ChannelPage, ChannelSettings, EventCap, EventPage,
+    Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, Joined, Joining, Leaving,
+    MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Store, StoreError,
+    Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::ConnHandle;
 
@@ -283,6 +283,57 @@ impl Store for AnyStore {
             (AnyStore::Redis(s), AnyClaim::Redis(c)) => s.timer_done(c).await,
             _ => {}
         }
+    }
+
+    async fn event_append(
+        &self,
+        app: &AppId,
+        partition: u32,
+        event: &str,
+        cap: EventCap,
+    ) -> SResult<u64> {
+        each!(self, s => s.event_append(app, partition, event, cap).await)
+    }
+
+    async fn event_read(
+        &self,
+        app: &AppId,
+        partition: u32,
+        after: u64,
+        max: usize,
+    ) -> SResult<EventPage> {
+        each!(self, s => s.event_read(app, partition, after, max).await)
+    }
+
+    async fn event_cursor(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+    ) -> SResult<Option<u64>> {
+        each!(self, s => s.event_cursor(app, consumer, partition).await)
+    }
+
+    async fn event_cursor_set(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        seq: u64,
+        keep: Duration,
+    ) -> SResult<()> {
+        each!(self, s => s.event_cursor_set(app, consumer, partition, seq, keep).await)
+    }
+
+    async fn event_lease(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        holder: &str,
+        ttl: Duration,
+    ) -> SResult<bool> {
+        each!(self, s => s.event_lease(app, consumer, partition, holder, ttl).await)
     }
 
     async fn live_nodes(&self) -> Vec<String> {

@@ -24,10 +24,10 @@ use opensig_protocol::Limits;
 use super::now_ms;
 use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelPage, ChannelSettings,
-    Dedup, Event, Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay,
-    InviteState, InviteStep, Joined, Joining, Leaving, MailItem, MailPage, MailQuota, Message,
-    Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store, Take, Timer, User,
-    UserAttrSet, Work, WorkSender,
+    Dedup, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen, InviteRecord,
+    InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem, MailPage, MailQuota,
+    Message, Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store, Take, Timer,
+    User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
@@ -415,6 +415,35 @@ struct Inner {
     timers: Mutex<HashMap<Timer, u64>>,
     timer_seq: AtomicU64,
     work: Mutex<Option<WorkSender<Memory>>>,
+    /// Per app and partition: its event log.
+    events: DashMap<(String, u32), Mutex<EventLog>>,
+    /// Per app, consumer and partition: the last sequence number handled.
+    event_cursors: DashMap<(String, String, u32), u64>,
+}
+
+/// One partition of an app's event log.
+#[derive(Default)]
+struct EventLog {
+    last: u64,
+    /// `(sequence, event, appended at)`, oldest first.
+    entries: VecDeque<(u64, Arc<str>, Instant)>,
+    bytes: usize,
+}
+
+impl EventLog {
+    /// Drop the oldest entries that fall outside `cap`.
+    fn trim(&mut self, cap: EventCap, now: Instant) {
+        while let Some((_, text, at)) = self.entries.front() {
+            let over = (cap.max_events > 0 && self.entries.len() > cap.max_events)
+                || (cap.max_bytes > 0 && self.bytes > cap.max_bytes)
+                || now.duration_since(*at) > cap.max_age;
+            if !over {
+                break;
+            }
+            self.bytes -= text.len();
+            self.entries.pop_front();
+        }
+    }
 }
 
 /// The in-memory store. Cloning shares the same state.
@@ -440,6 +469,8 @@ impl Memory {
             timers: Mutex::new(HashMap::new()),
             timer_seq: AtomicU64::new(0),
             work: Mutex::new(None),
+            events: DashMap::new(),
+            event_cursors: DashMap::new(),
         });
         tokio::spawn(sweeper(Arc::downgrade(&inner), limits.dedup_window_secs));
         Memory { inner }
@@ -1046,6 +1077,86 @@ impl Store for Memory {
             }
         });
         Ok(())
+    }
+
+    async fn event_append(
+        &self,
+        app: &AppId,
+        partition: u32,
+        event: &str,
+        cap: EventCap,
+    ) -> SResult<u64> {
+        let log = self
+            .inner
+            .events
+            .entry((app.to_string(), partition))
+            .or_default();
+        let mut log = log.lock();
+        let now = Instant::now();
+        log.last += 1;
+        let seq = log.last;
+        log.bytes += event.len();
+        log.entries.push_back((seq, event.into(), now));
+        log.trim(cap, now);
+        Ok(seq)
+    }
+
+    async fn event_read(
+        &self,
+        app: &AppId,
+        partition: u32,
+        after: u64,
+        max: usize,
+    ) -> SResult<EventPage> {
+        let Some(log) = self.inner.events.get(&(app.to_string(), partition)) else {
+            return Ok(EventPage::default());
+        };
+        let log = log.lock();
+        let start = log.entries.partition_point(|(seq, _, _)| *seq <= after);
+        Ok(EventPage {
+            last: log.last,
+            events: log
+                .entries
+                .range(start..)
+                .take(max)
+                .map(|(seq, text, _)| (*seq, text.clone()))
+                .collect(),
+        })
+    }
+
+    async fn event_cursor(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+    ) -> SResult<Option<u64>> {
+        let k = (app.to_string(), consumer.to_string(), partition);
+        Ok(self.inner.event_cursors.get(&k).map(|c| *c))
+    }
+
+    async fn event_cursor_set(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        seq: u64,
+        _keep: Duration,
+    ) -> SResult<()> {
+        let k = (app.to_string(), consumer.to_string(), partition);
+        self.inner.event_cursors.insert(k, seq);
+        Ok(())
+    }
+
+    /// One process: its consumers never compete.
+    async fn event_lease(
+        &self,
+        _app: &AppId,
+        _consumer: &str,
+        _partition: u32,
+        _holder: &str,
+        _ttl: Duration,
+    ) -> SResult<bool> {
+        Ok(true)
     }
 
     async fn timer_done(&self, _claim: ()) {}

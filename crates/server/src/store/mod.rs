@@ -666,6 +666,27 @@ pub struct Take {
     pub ringing_only: bool,
 }
 
+/// The bounds of one partition of an app's event log; 0 means no cap. What falls outside
+/// goes at once, the oldest first (a consumer sees the gap in the sequence numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCap {
+    /// Events kept.
+    pub max_events: usize,
+    /// Bytes of event text kept.
+    pub max_bytes: usize,
+    /// Events older than this go.
+    pub max_age: Duration,
+}
+
+/// A page of a partition of an app's event log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPage {
+    /// The sequence number of the partition's latest event (0: none yet).
+    pub last: u64,
+    /// `(sequence, event)` after the one asked for, oldest first.
+    pub events: Vec<(u64, Arc<str>)>,
+}
+
 /// Work a store's background tasks hand to the rules.
 #[derive(Debug)]
 pub enum Work<S: Store + ?Sized> {
@@ -879,6 +900,53 @@ pub trait Store: Send + Sync + 'static {
         &self,
         caller: User<'_>,
     ) -> impl Future<Output = SResult<Vec<(InviteKey, u64)>>> + Send;
+
+    // ---------------------------------------------------------------- the event log
+
+    /// Append `event` to partition `partition` of the app's log under the partition's next
+    /// sequence number (returned), then drop what falls outside `cap`.
+    fn event_append(
+        &self,
+        app: &AppId,
+        partition: u32,
+        event: &str,
+        cap: EventCap,
+    ) -> impl Future<Output = SResult<u64>> + Send;
+    /// Up to `max` events of the partition numbered above `after`.
+    fn event_read(
+        &self,
+        app: &AppId,
+        partition: u32,
+        after: u64,
+        max: usize,
+    ) -> impl Future<Output = SResult<EventPage>> + Send;
+    /// The last sequence number `consumer` handled in the partition (`None`: it never did),
+    /// kept as long as the partition's events are.
+    fn event_cursor(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+    ) -> impl Future<Output = SResult<Option<u64>>> + Send;
+    /// Set what [`Store::event_cursor`] returns.
+    fn event_cursor_set(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        seq: u64,
+        keep: Duration,
+    ) -> impl Future<Output = SResult<()>> + Send;
+    /// Hold, or go on holding, the right of `holder` to consume the partition for
+    /// `consumer` during `ttl`; false while another holder has it.
+    fn event_lease(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = SResult<bool>> + Send;
 
     // ---------------------------------------------------------------- timers and the node
 

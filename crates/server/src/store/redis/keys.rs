@@ -218,6 +218,24 @@ impl Keys {
         }
     }
 
+    /// One partition of an app's event log: the stream (ids `<sequence>-0`, fields `e` the
+    /// event and `t` when it was appended) and its meta hash (`last` sequence, `bytes`).
+    pub fn event_log(&self, app: &str, partition: u32) -> [String; 2] {
+        let p = partition.to_string();
+        [self.k("ev", &[app, &p]), self.k("evm", &[app, &p])]
+    }
+
+    /// The consumers' cursors on a partition of an app's event log (consumer → sequence).
+    pub fn event_cursors(&self, app: &str, partition: u32) -> String {
+        self.k("evc", &[app, &partition.to_string()])
+    }
+
+    /// Who consumes a partition of an app's event log for `consumer` (a node id, with
+    /// expiry).
+    pub fn event_lease(&self, app: &str, consumer: &str, partition: u32) -> String {
+        self.k("evl", &[app, &partition.to_string(), consumer])
+    }
+
     pub fn timers(&self) -> String {
         self.k("timers", &[])
     }

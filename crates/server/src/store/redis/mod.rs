@@ -38,10 +38,10 @@ use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
     now_ms, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelPage,
-    ChannelSettings, Event, Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay,
-    InviteState, InviteStep, Joined, Joining, Leaving, MailItem, MailPage, Opening, Poll, Publish,
-    Published, Relayed, SResult, Setting, Store, StoreError, Take, Timer, User, UserAttrSet, Work,
-    WorkSender,
+    ChannelSettings, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen,
+    InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem,
+    MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store, StoreError,
+    Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -100,6 +100,8 @@ struct Scripts {
     invite: Script,
     invite_grow: Script,
     timers: Script,
+    event_append: Script,
+    event_lease: Script,
 }
 
 impl Scripts {
@@ -128,6 +130,8 @@ impl Scripts {
             invite: script(Run, &[CLOCK, MAIL, invite]),
             invite_grow: script(Refuse, &[CLOCK, MAIL, invite]),
             timers: script(Run, &[CLOCK, include_str!("lua/timers.lua")]),
+            event_append: script(Refuse, &[CLOCK, include_str!("lua/event_append.lua")]),
+            event_lease: script(Run, &[include_str!("lua/event_lease.lua")]),
         }
     }
 }
@@ -1264,6 +1268,121 @@ impl Store for Redis {
             // its lease runs out and it fires again; the rules are idempotent for it
             warn!("a fired timer stays scheduled: {e}");
         }
+    }
+
+    async fn event_append(
+        &self,
+        app: &AppId,
+        partition: u32,
+        event: &str,
+        cap: EventCap,
+    ) -> SResult<u64> {
+        let inner = &self.inner;
+        inner.check()?;
+        let [stream, meta] = inner.keys.event_log(app, partition);
+        let mut inv = inner.scripts.event_append.prepare_invoke();
+        inv.key(stream).key(meta);
+        inv.arg(event)
+            .arg(cap.max_events)
+            .arg(cap.max_bytes)
+            .arg(cap.max_age.as_millis() as u64);
+        let seq: i64 = inner.run(&inv).await?;
+        Ok(seq.max(0) as u64)
+    }
+
+    async fn event_read(
+        &self,
+        app: &AppId,
+        partition: u32,
+        after: u64,
+        max: usize,
+    ) -> SResult<EventPage> {
+        let inner = &self.inner;
+        inner.check()?;
+        let [stream, meta] = inner.keys.event_log(app, partition);
+        let mut pipe = redis::pipe();
+        pipe.hget(&meta, "last")
+            .cmd("XRANGE")
+            .arg(&stream)
+            .arg(format!("({after}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(max.max(1));
+        let mut c = inner.conn();
+        let (last, entries): (Option<u64>, RValue) = timed(pipe.query_async(&mut c)).await?;
+        let mut events = Vec::new();
+        for entry in list(entries) {
+            let mut parts = list(entry).into_iter();
+            let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+                return Err(StoreError::BadReply("event log entry".into()));
+            };
+            let id = text(&id);
+            let seq = id
+                .split_once('-')
+                .and_then(|(n, _)| n.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::BadReply(format!("event id {id}")))?;
+            let fields = list(fields);
+            let event = fields
+                .chunks(2)
+                .find(|f| f.len() == 2 && text(&f[0]) == "e")
+                .map(|f| text(&f[1]))
+                .ok_or_else(|| StoreError::BadReply(format!("event {id} without text")))?;
+            events.push((seq, Arc::<str>::from(event)));
+        }
+        Ok(EventPage {
+            last: last.unwrap_or(0),
+            events,
+        })
+    }
+
+    async fn event_cursor(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+    ) -> SResult<Option<u64>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut c = inner.conn();
+        let key = inner.keys.event_cursors(app, partition);
+        timed(c.hget(key, consumer)).await
+    }
+
+    async fn event_cursor_set(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        seq: u64,
+        keep: Duration,
+    ) -> SResult<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let key = inner.keys.event_cursors(app, partition);
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, consumer, seq)
+            .ignore()
+            .pexpire(&key, keep.as_millis() as i64 + 60_000)
+            .ignore();
+        let mut c = inner.conn();
+        timed(pipe.query_async::<()>(&mut c)).await
+    }
+
+    async fn event_lease(
+        &self,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        holder: &str,
+        ttl: Duration,
+    ) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut inv = inner.scripts.event_lease.prepare_invoke();
+        inv.key(inner.keys.event_lease(app, consumer, partition));
+        inv.arg(holder).arg(ttl.as_millis() as u64);
+        let r: i64 = inner.run(&inv).await?;
+        Ok(r == 1)
     }
 
     async fn live_nodes(&self) -> Vec<String> {

@@ -1,0 +1,371 @@
+//! Events out: what happens in opensig, as typed domain events, once, above the stores.
+//!
+//! The rules ([`crate::signaling`]) say what happened ([`Happened`]) after each step that
+//! changed something — a request, a due timer, a dead node's session ended — whichever node
+//! did it. [`Events::emit`] gives the event its id, time and ordering key and appends it to
+//! the app's event log in the store (a partition chosen by the key, so events of one user or
+//! one channel stay in order), before the request that caused it is answered; consumers read
+//! the log beside WebSocket delivery ([`crate::webhooks`] today). An app nobody listens to
+//! costs nothing: no event is built.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opensig_protocol::ident::AppId;
+use opensig_protocol::names::domain;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::config::LimitsNow;
+use crate::store::{now_ms, EventCap, Store};
+
+/// Partitions of an app's event log: events of one key are in one partition, in order.
+/// Changing it moves keys between partitions (events in flight may then be reordered once).
+pub const PARTITIONS: u32 = 8;
+
+/// An invitation as events name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Who invited.
+    pub caller: String,
+    /// Whom.
+    pub callee: String,
+    /// Into which channel.
+    pub channel: String,
+}
+
+/// Something that happened, with what a backend needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Happened {
+    /// An account came online.
+    UserOnline {
+        /// Account.
+        account: String,
+    },
+    /// An account went offline.
+    UserOffline {
+        /// Account.
+        account: String,
+        /// One of [`domain::offline`].
+        reason: &'static str,
+    },
+    /// A session was ended by someone else.
+    UserKicked {
+        /// Account.
+        account: String,
+        /// One of [`domain::kicked_by`].
+        by: &'static str,
+    },
+    /// A channel got its first member.
+    ChannelOccupied {
+        /// Channel.
+        channel: String,
+    },
+    /// A channel's last member left.
+    ChannelVacated {
+        /// Channel.
+        channel: String,
+    },
+    /// An account joined a channel.
+    MemberJoined {
+        /// Channel.
+        channel: String,
+        /// Account.
+        account: String,
+    },
+    /// An account left a channel.
+    MemberLeft {
+        /// Channel.
+        channel: String,
+        /// Account.
+        account: String,
+    },
+    /// A channel message.
+    ChannelMessage {
+        /// Channel.
+        channel: String,
+        /// Sender.
+        from: String,
+        /// Text.
+        text: String,
+    },
+    /// A channel attribute changed.
+    ChannelAttr {
+        /// Channel.
+        channel: String,
+        /// Who changed it (`""`: the server).
+        by: String,
+        /// `update`, `del` or `clear` (the protocol's attribute change kinds).
+        op: &'static str,
+        /// Attribute (`""` for `clear`).
+        name: String,
+        /// New value (`""` for `del` and `clear`).
+        value: String,
+    },
+    /// A peer message was stored for an offline account.
+    MessageOffline {
+        /// Sender.
+        from: String,
+        /// Recipient.
+        to: String,
+        /// Text.
+        text: String,
+        /// Seconds it is kept.
+        ttl_secs: u64,
+    },
+    /// An invitation's step: sent, received, accepted, refused or ended ([`domain`] type).
+    Invite {
+        /// The event type.
+        kind: &'static str,
+        /// Which invitation.
+        call: Call,
+        /// Who took the step (`invite.ended`: either side).
+        by: String,
+        /// The `extra` of the step (JSON text; `""` when none).
+        extra: String,
+    },
+    /// The server ended an invitation.
+    InviteFailed {
+        /// Which invitation.
+        call: Call,
+        /// The caller's `extra` (JSON text).
+        extra: String,
+        /// The code the caller's `onInviteFailed` gets.
+        code: u32,
+        /// One of [`domain::invite_failed`].
+        reason: &'static str,
+    },
+    /// A test delivery.
+    WebhookTest,
+}
+
+impl Happened {
+    /// The event's type ([`domain`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Happened::UserOnline { .. } => domain::USER_ONLINE,
+            Happened::UserOffline { .. } => domain::USER_OFFLINE,
+            Happened::UserKicked { .. } => domain::USER_KICKED,
+            Happened::ChannelOccupied { .. } => domain::CHANNEL_OCCUPIED,
+            Happened::ChannelVacated { .. } => domain::CHANNEL_VACATED,
+            Happened::MemberJoined { .. } => domain::MEMBER_JOINED,
+            Happened::MemberLeft { .. } => domain::MEMBER_LEFT,
+            Happened::ChannelMessage { .. } => domain::CHANNEL_MESSAGE,
+            Happened::ChannelAttr { .. } => domain::CHANNEL_ATTR,
+            Happened::MessageOffline { .. } => domain::MESSAGE_OFFLINE,
+            Happened::Invite { kind, .. } => kind,
+            Happened::InviteFailed { .. } => domain::INVITE_FAILED,
+            Happened::WebhookTest => domain::WEBHOOK_TEST,
+        }
+    }
+
+    /// What orders it: events of one user (`u:<account>`) or one channel (`c:<channel>`)
+    /// reach a consumer in the order they happened. An invitation's events are its caller's.
+    pub fn key(&self) -> String {
+        match self {
+            Happened::UserOnline { account }
+            | Happened::UserOffline { account, .. }
+            | Happened::UserKicked { account, .. } => format!("u:{account}"),
+            Happened::ChannelOccupied { channel }
+            | Happened::ChannelVacated { channel }
+            | Happened::MemberJoined { channel, .. }
+            | Happened::MemberLeft { channel, .. }
+            | Happened::ChannelMessage { channel, .. }
+            | Happened::ChannelAttr { channel, .. } => format!("c:{channel}"),
+            Happened::MessageOffline { to, .. } => format!("u:{to}"),
+            Happened::Invite { call, .. } | Happened::InviteFailed { call, .. } => {
+                format!("u:{}", call.caller)
+            }
+            Happened::WebhookTest => String::new(),
+        }
+    }
+
+    /// The event's `data`.
+    pub fn data(&self) -> Value {
+        let extra = |e: &str| -> Value {
+            match e {
+                "" => Value::Null,
+                e => serde_json::from_str(e).unwrap_or_else(|_| Value::String(e.to_string())),
+            }
+        };
+        match self {
+            Happened::UserOnline { account } => json!({ "account": account }),
+            Happened::UserOffline { account, reason } => {
+                json!({ "account": account, "reason": reason })
+            }
+            Happened::UserKicked { account, by } => json!({ "account": account, "by": by }),
+            Happened::ChannelOccupied { channel } | Happened::ChannelVacated { channel } => {
+                json!({ "channel": channel })
+            }
+            Happened::MemberJoined { channel, account }
+            | Happened::MemberLeft { channel, account } => {
+                json!({ "channel": channel, "account": account })
+            }
+            Happened::ChannelMessage {
+                channel,
+                from,
+                text,
+            } => {
+                json!({ "channel": channel, "from": from, "text": text })
+            }
+            Happened::ChannelAttr {
+                channel,
+                by,
+                op,
+                name,
+                value,
+            } => json!({ "channel": channel, "by": by, "op": op, "name": name, "value": value }),
+            Happened::MessageOffline {
+                from,
+                to,
+                text,
+                ttl_secs,
+            } => json!({ "from": from, "to": to, "text": text, "ttl": ttl_secs }),
+            Happened::Invite {
+                call, by, extra: e, ..
+            } => json!({
+                "caller": call.caller, "callee": call.callee, "channel": call.channel,
+                "by": by, "extra": extra(e),
+            }),
+            Happened::InviteFailed {
+                call,
+                extra: e,
+                code,
+                reason,
+            } => json!({
+                "caller": call.caller, "callee": call.callee, "channel": call.channel,
+                "extra": extra(e), "code": code, "reason": reason,
+            }),
+            Happened::WebhookTest => json!({}),
+        }
+    }
+}
+
+/// An event as consumers get it: `{"id","type","time","app","key","data"}` (JSON text).
+pub fn render(id: &str, app: &str, time_ms: u64, happened: &Happened) -> String {
+    json!({
+        "id": id,
+        "type": happened.kind(),
+        "time": time_ms,
+        "app": app,
+        "key": happened.key(),
+        "data": happened.data(),
+    })
+    .to_string()
+}
+
+/// The partition of an ordering key (FNV-1a: the same on every node and every build).
+pub fn partition(key: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % PARTITIONS
+}
+
+/// The bounds of one partition of an app's log, from the limits in force.
+pub fn cap(l: &LimitsNow) -> EventCap {
+    let per = |n: usize| match n {
+        0 => 0,
+        n => (n / PARTITIONS as usize).max(1),
+    };
+    EventCap {
+        max_events: per(l.app_events_max),
+        max_bytes: per(l.app_events_max_bytes),
+        max_age: Duration::from_secs(l.webhook_retention_secs),
+    }
+}
+
+/// Where the rules send what happened.
+pub struct Events {
+    /// This process's id prefix (unique per boot): event ids are `<prefix>.<n>`.
+    prefix: String,
+    seq: AtomicU64,
+    /// Woken on every event this node appends (consumers poll for other nodes' events).
+    pub appended: Arc<Notify>,
+    /// Events this node appended, and failed to append.
+    pub stats: EventStats,
+}
+
+/// Counters of the event stream on this node.
+#[derive(Default)]
+pub struct EventStats {
+    /// Events appended to the log.
+    pub appended: AtomicU64,
+    /// Events that could not be appended (the store failed; logged).
+    pub lost: AtomicU64,
+}
+
+impl Events {
+    /// Events with ids starting `prefix`.
+    pub fn new(prefix: &str) -> Events {
+        Events {
+            prefix: prefix.to_string(),
+            seq: AtomicU64::new(0),
+            appended: Arc::new(Notify::new()),
+            stats: EventStats::default(),
+        }
+    }
+
+    /// A new event id, unique in the cluster.
+    pub fn next_id(&self) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{n:x}", self.prefix)
+    }
+
+    /// Append what happened in `app` to its log (when `wanted`), before the caller goes on.
+    pub async fn emit<S: Store>(
+        &self,
+        store: &S,
+        limits: &LimitsNow,
+        app: &AppId,
+        happened: Happened,
+    ) {
+        let id = self.next_id();
+        let key = happened.key();
+        let text = render(&id, app, now_ms(), &happened);
+        match store
+            .event_append(app, partition(&key), &text, cap(limits))
+            .await
+        {
+            Ok(_) => {
+                self.stats.appended.fetch_add(1, Ordering::Relaxed);
+                self.appended.notify_waiters();
+            }
+            Err(e) => {
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(app = %app, kind = happened.kind(), "event not recorded: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_render_with_their_type_key_and_data() {
+        let h = Happened::InviteFailed {
+            call: Call {
+                caller: "alice".into(),
+                callee: "bob".into(),
+                channel: "room".into(),
+            },
+            extra: r#"{"_timeout":5}"#.into(),
+            code: 704,
+            reason: domain::invite_failed::NO_ANSWER,
+        };
+        let v: Value = serde_json::from_str(&render("n.1", "app", 7, &h)).unwrap();
+        assert_eq!(v["type"], "invite.failed");
+        assert_eq!(v["key"], "u:alice");
+        assert_eq!(v["data"]["extra"]["_timeout"], 5);
+        assert_eq!(v["data"]["code"], 704);
+        assert_eq!(v["data"]["reason"], "no_answer");
+        assert_eq!(v["time"], 7);
+        assert!(partition("u:alice") < PARTITIONS);
+        assert_eq!(partition("u:alice"), partition("u:alice"));
+    }
+}
