@@ -515,6 +515,44 @@ mod tests {
     }
 
     #[test]
+    fn webhook_endpoints_are_checked() {
+        let parse = |t: &str| -> Result<ServerConfig, ConfigError> {
+            let file: FileConfig =
+                toml::from_str(t).map_err(|e| ConfigError::BadApp(e.to_string()))?;
+            let mut c = ServerConfig::default();
+            file.apply(&mut c)?;
+            Ok(c)
+        };
+        let ok = "[[webhooks]]\napp = \"a\"\nurl = \"https://h.example/x\"\nsecret = \"s\"\nevents = [\"user.*\", \"invite.failed\"]\nchannels = [\"sup-*\"]";
+        let c = parse(ok).unwrap();
+        let w = &c.webhooks[0];
+        assert_eq!(
+            w.name, "https://h.example/x",
+            "the name defaults to the URL"
+        );
+        assert!(w.wants("user.online", None));
+        assert!(w.wants("invite.failed", Some("sup-1")));
+        assert!(!w.wants("invite.failed", Some("lobby")));
+        assert!(!w.wants("channel.message", Some("sup-1")));
+        assert!(
+            !format!("{c:?}").contains("secret = \"s\"") && format!("{w:?}").contains("<secret>")
+        );
+        assert!(c.events_wanted("a") && !c.events_wanted("b"));
+        for bad in [
+            ok.replace("https://h.example/x", "ftp://h.example/x"),
+            ok.replace("https://h.example/x", "not a url"),
+            ok.replace("secret = \"s\"", "secret = \"\""),
+            ok.replace("user.*", "user.teleported"),
+            format!(
+                "{ok}\n[[webhooks]]\napp = \"a\"\nurl = \"https://h.example/x\"\nsecret = \"t\""
+            ),
+            format!("{ok}\nretries = 3"),
+        ] {
+            assert!(parse(&bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
     fn the_documented_example_file_is_valid() {
         let text = include_str!("../../../docs/opensig.example.toml");
         let file: FileConfig = toml::from_str(text).expect("docs/opensig.example.toml parses");

@@ -4,7 +4,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -198,6 +198,9 @@ pub struct Reloaded {
     pub certificates_changed: Vec<String>,
     /// Limits whose value changed.
     pub limits_changed: Vec<String>,
+    /// Webhook endpoints (`app/name`) added, changed or removed: their deliveries start,
+    /// restart or stop within a second.
+    pub webhooks_changed: Vec<String>,
     /// Sessions ended (`kick`, `onLogout(103)`) because their app is no longer configured.
     pub sessions_ended: usize,
     /// The TLS certificate chain and key were read again.
@@ -287,6 +290,21 @@ impl<E: Store> Running<E> {
             .keys()
             .filter(|a| !allowed(&new, a))
             .cloned()
+            .collect();
+        let named = |c: &ServerConfig| -> BTreeMap<String, config::Webhook> {
+            c.webhooks
+                .iter()
+                .map(|w| (format!("{}/{}", w.app, w.name), w.clone()))
+                .collect()
+        };
+        let (was, now) = (named(&old), named(&new));
+        r.webhooks_changed = was
+            .keys()
+            .chain(now.keys())
+            .filter(|k| was.get(*k) != now.get(*k))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
         r.certificates_changed = new
             .apps

@@ -330,6 +330,7 @@ fn reload(running: &Running<AnyStore>, s: &Serve) {
                 apps_removed = ?r.apps_removed,
                 certificates_changed = ?r.certificates_changed,
                 limits_changed = ?r.limits_changed,
+                webhooks_changed = ?r.webhooks_changed,
                 sessions_ended = r.sessions_ended,
                 tls_reloaded = r.tls_reloaded,
                 "configuration reloaded"
