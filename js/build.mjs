@@ -33,6 +33,7 @@ fs.writeFileSync(path.join(pkgDir, 'opensig-classic.js'), classic, 'utf8');
 
 // 2. ESM entry, hand-written types, package.json
 fs.copyFileSync(path.join(here, 'index.js'), path.join(pkgDir, 'index.js'));
+fs.copyFileSync(path.join(here, 'node.js'), path.join(pkgDir, 'node.js'));
 fs.copyFileSync(path.join(here, 'opensig.d.ts'), path.join(pkgDir, 'index.d.ts'));
 const pj = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8'));
 pj.name = 'opensig';
@@ -41,9 +42,14 @@ pj.type = 'module';
 pj.main = 'index.js';
 pj.module = 'index.js';
 pj.types = 'index.d.ts';
-pj.exports = { '.': { types: './index.d.ts', default: './index.js' }, './classic': './opensig-classic.js' };
-pj.files = Array.from(new Set([...(pj.files || []), 'index.js', 'index.d.ts', 'opensig-classic.js']));
-pj.sideEffects = ['./opensig.js', './index.js', './opensig-classic.js'];
+// Node.js (no bundler) takes node.js, which reads the wasm itself; bundlers take index.js
+pj.exports = {
+  '.': { types: './index.d.ts', node: './node.js', default: './index.js' },
+  './classic': './opensig-classic.js',
+};
+pj.engines = { node: '>=20' };
+pj.files = Array.from(new Set([...(pj.files || []), 'index.js', 'node.js', 'index.d.ts', 'opensig-classic.js']));
+pj.sideEffects = ['./opensig.js', './index.js', './node.js', './opensig-classic.js'];
 fs.writeFileSync(path.join(pkgDir, 'package.json'), JSON.stringify(pj, null, 2) + '\n');
 
 // 3. sizes (gzip -9), next to the original's

@@ -19,6 +19,11 @@ export interface SignalOptions {
   servers?: string[];
   /** LBS base URL(s) asked `GET <lbs>/getaddr?vid=<appid>`; default: the page's origin. */
   lbs?: string | string[];
+  /**
+   * The WebSocket class to connect with; default: the global `WebSocket`. In Node.js before
+   * 22 (no global one), pass one: `import { WebSocket } from 'ws'`.
+   */
+  WebSocket?: new (url: string) => unknown;
 }
 
 /** A `[account, uid]` pair of a member list. */

@@ -24,6 +24,8 @@ pub struct Signal {
     debug_servers: RefCell<Vec<String>>,
     lbs: RefCell<Vec<String>>,
     log: Rc<LogSettings>,
+    /// `options.WebSocket`: the WebSocket class to use (Node.js without a global one).
+    web_socket: JsValue,
 }
 
 fn strings(v: &JsValue) -> Vec<String> {
@@ -60,7 +62,7 @@ fn page_origin() -> Option<String> {
 impl Signal {
     /// `options`: `{server: "ws://…"}` / `{servers: [...]}` to connect directly, or
     /// `{lbs: "https://…"}` / `{lbs: [...]}` for the `/getaddr` lookup (default: the page's
-    /// origin).
+    /// origin); `{WebSocket}`: the WebSocket class to use (default: the global one).
     #[wasm_bindgen(constructor)]
     pub fn new(appid: JsValue, options: JsValue) -> Signal {
         // debug and test builds: a panic reads as an error with its message (release builds
@@ -79,6 +81,7 @@ impl Signal {
             debug_servers: RefCell::new(Vec::new()),
             lbs: RefCell::new(lbs),
             log: Rc::new(LogSettings::new()),
+            web_socket: option(&options, "WebSocket"),
         }
     }
 
@@ -202,7 +205,11 @@ impl Signal {
         shuffle(&mut debug);
         cfg.servers = self.servers.iter().cloned().chain(debug).collect();
         cfg.lbs = self.lbs.borrow().clone();
-        Session::wrap(crate::transport::start(cfg, self.log.clone()))
+        Session::wrap(crate::transport::start(
+            cfg,
+            self.log.clone(),
+            self.web_socket.clone(),
+        ))
     }
 }
 

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Timeout;
-use js_sys::{Array, Function, Promise, Uint8Array};
+use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use opensig_protocol::client::{Action, Client, Config, ConnId, Millis};
 use opensig_protocol::small::{Queue, VecMap};
 use wasm_bindgen::prelude::*;
@@ -76,6 +76,8 @@ struct IoState {
 struct Io {
     hub: Weak<Hub>,
     me: Weak<Io>,
+    /// The WebSocket class the app gave (undefined: the global `WebSocket`).
+    web_socket: JsValue,
     st: RefCell<IoState>,
     /// Runs a scheduled pump (a microtask); lives as long as the session.
     pump_closure: Closure<dyn FnMut()>,
@@ -100,8 +102,10 @@ impl Wake for Driver {
     }
 }
 
-/// Start a session: its core, its hub and its IO.
-pub(crate) fn start(mut config: Config, log: Rc<LogSettings>) -> Rc<Hub> {
+/// Start a session: its core, its hub and its IO. `web_socket`: the WebSocket class to use
+/// (`Signal(appid, {WebSocket})`, e.g. the `ws` package in Node.js), or undefined for the
+/// global one.
+pub(crate) fn start(mut config: Config, log: Rc<LogSettings>, web_socket: JsValue) -> Rc<Hub> {
     let start = js_sys::Date::now();
     config.jitter_seed ^= (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
     config.unix_ms_at_zero = start as u64;
@@ -112,6 +116,7 @@ pub(crate) fn start(mut config: Config, log: Rc<LogSettings>) -> Rc<Hub> {
         Io {
             hub: weak,
             me: me.clone(),
+            web_socket,
             st: RefCell::new(IoState {
                 sockets: VecMap::new(),
                 graveyard: Vec::new(),
@@ -237,7 +242,16 @@ impl Io {
 
     fn connect(&self, hub: &Hub, conn: ConnId, url: &str) {
         hub.log.print(Level::Info, "connecting to", url);
-        let ws = match WebSocket::new(url) {
+        let ws = if self.web_socket.is_function() {
+            Reflect::construct(
+                self.web_socket.unchecked_ref::<Function>(),
+                &Array::of1(&url.into()),
+            )
+            .map(JsCast::unchecked_into::<WebSocket>)
+        } else {
+            WebSocket::new(url)
+        };
+        let ws = match ws {
             Ok(ws) => ws,
             Err(_) => {
                 let now = hub.now();

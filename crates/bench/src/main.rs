@@ -20,6 +20,7 @@ mod capacity;
 mod cluster;
 mod peers;
 mod scenarios;
+mod sink;
 mod soak;
 mod stats;
 mod storm;
@@ -122,6 +123,21 @@ struct HistoryArgs {
 }
 
 #[derive(clap::Args, Clone)]
+struct WebhooksArgs {
+    #[command(flatten)]
+    fanout: FanoutCompare,
+    /// Sessions of the p2p run.
+    #[arg(long, default_value_t = 2_000)]
+    sessions: usize,
+    /// p2p messages per second (all pairs together).
+    #[arg(long, default_value_t = 4_000)]
+    p2p_rate: u64,
+    /// Runs of each (interleaved); figures are their medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+#[derive(clap::Args, Clone)]
 struct P2pArgs {
     #[arg(long, value_enum, default_value = "opensig")]
     system: System,
@@ -170,6 +186,9 @@ enum Cmd {
     /// Fan-out on opensig with channel history on (the default) and off, interleaved:
     /// deliveries/s at saturation, server CPU per delivery, latency.
     History(HistoryArgs),
+    /// Fan-out and p2p with webhooks on (every event type to a local receiver) and off,
+    /// interleaved: deliveries/s, server CPU per message, webhook events/s and latency.
+    Webhooks(WebhooksArgs),
     /// p2p latency on one node vs across two nodes sharing Redis.
     Cluster(cluster::ClusterArgs),
     /// A page in headless Chromium receiving a channel flood through the original SDK and
@@ -379,6 +398,134 @@ async fn history(a: HistoryArgs, c: &Common) -> Result<()> {
         &format!("p99 latency at {} msg/s", a.fanout.fanout_rate),
         [p99(0), p99(1)],
         &|v| fmt_us(v as u64),
+    );
+    Ok(())
+}
+
+/// Fan-out and p2p with webhooks off and on (one endpoint of the bench app taking every
+/// event type, on a receiver in this process), interleaved; a table of medians and ranges.
+async fn webhooks(a: WebhooksArgs, c: &Common) -> Result<()> {
+    let (addr, sink) = sink::start().await?;
+    let dir = std::env::temp_dir().join(format!("opensig-bench-webhooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("opensig.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[webhooks]]\napp = \"bench\"\nname = \"bench\"\nurl = \"http://{addr}/hook\"\nsecret = \"bench-secret\"\n"
+        ),
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let file_arg = file.to_string_lossy().to_string();
+    let modes: [(&str, Vec<&str>); 2] = [
+        ("webhooks off", vec![]),
+        ("webhooks on (every event)", vec!["--config", &file_arg]),
+    ];
+    // per mode: fan-out saturation, fan-out CPU, p2p CPU; per "on" run: events/s, p50, p99
+    let mut sat: [Vec<f64>; 2] = Default::default();
+    let mut fan_cpu: [Vec<f64>; 2] = Default::default();
+    let mut p2p_cpu: [Vec<f64>; 2] = Default::default();
+    let (mut ev_rate, mut p50, mut p99) = (vec![], vec![], vec![]);
+    let n = a.runs.max(1);
+    for run in 1..=n {
+        for (i, (name, extra)) in modes.iter().enumerate() {
+            eprintln!("[webhooks] run {run}/{n}: {name}");
+            sink.reset();
+            let server = systems::opensig(&c.server_bin, &cores(c), extra)?;
+            let args = FanoutArgs {
+                system: System::Opensig,
+                channels: a.fanout.channels,
+                members: a.fanout.members,
+                size: 100,
+                window: 8,
+                rate: a.fanout.fanout_rate,
+            };
+            let t0 = sink::now_ms();
+            let (s, l) = fanout_on(&server, None, args, c).await?;
+            sat[i].push(s);
+            fan_cpu[i].push(l.cpu_us);
+            let p = scenarios::p2p_setup(&server.target, fd_cap(a.sessions)).await?;
+            p.watch_cpu(server.pid());
+            let pl = scenarios::p2p_rate(&p, 100, a.p2p_rate, timing(c)).await?;
+            p2p_cpu[i].push(pl.cpu_us);
+            eprintln!(
+                "[webhooks]   fan-out {s:.0} deliveries/s, {:.2} µs CPU/delivery; p2p {:.2} µs CPU/message",
+                l.cpu_us, pl.cpu_us
+            );
+            drop(p);
+            if i == 1 {
+                // every event delivered: wait until the receiver has seen nothing new for 2 s
+                let mut seen = 0;
+                let mut quiet = 0;
+                while quiet < 20 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let now = sink.events.load(std::sync::atomic::Ordering::SeqCst);
+                    quiet = if now == seen { quiet + 1 } else { 0 };
+                    seen = now;
+                }
+                let last = sink.last_ms.load(std::sync::atomic::Ordering::SeqCst);
+                let secs = (last.saturating_sub(t0)) as f64 / 1000.0;
+                let (q50, q99) = sink.percentiles();
+                eprintln!(
+                    "[webhooks]   {seen} events delivered in {secs:.1} s ({:.0}/s); latency p50 {q50} ms, p99 {q99} ms",
+                    seen as f64 / secs.max(0.001)
+                );
+                ev_rate.push(seen as f64 / secs.max(0.001));
+                p50.push(q50 as f64);
+                p99.push(q99 as f64);
+            }
+            drop(server);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "\nwebhooks off vs on (every event type to a local receiver), memory engine, medians of {n} interleaved runs (range)\n"
+    );
+    println!("| | webhooks off | webhooks on | on ÷ off |");
+    println!("|---|---|---|---|");
+    let row = |what: &str, v: &[Vec<f64>; 2], f: &dyn Fn(f64) -> String| {
+        let s = [Spread::of(v[0].clone()), Spread::of(v[1].clone())];
+        let r = match (s[0], s[1]) {
+            (Some(off), Some(on)) => ratio(on.median, off.median),
+            _ => "–".into(),
+        };
+        println!(
+            "| {what} | {} | {} | {r} |",
+            Spread::show(s[0], f),
+            Spread::show(s[1], f)
+        );
+    };
+    let (ch, m) = (a.fanout.channels, a.fanout.members);
+    row(
+        &format!("fan-out {ch}×{m}: deliveries/s at saturation"),
+        &sat,
+        &|v| format!("{v:.0}"),
+    );
+    row(
+        &format!(
+            "fan-out: server CPU µs per delivery at {} msg/s",
+            a.fanout.fanout_rate
+        ),
+        &fan_cpu,
+        &|v| format!("{v:.2}"),
+    );
+    row(
+        &format!("p2p: server CPU µs per message at {} msg/s", a.p2p_rate),
+        &p2p_cpu,
+        &|v| format!("{v:.2}"),
+    );
+    let one = |v: &Vec<f64>, f: &dyn Fn(f64) -> String| Spread::show(Spread::of(v.clone()), f);
+    println!(
+        "\nwebhook events delivered per second (whole run, to the last event): {}",
+        one(&ev_rate, &|v| format!("{v:.0}"))
+    );
+    println!(
+        "latency from the event to its delivery: p50 {} ms, p99 {} ms",
+        one(&p50, &|v| format!("{v:.0}")),
+        one(&p99, &|v| format!("{v:.0}"))
     );
     Ok(())
 }
@@ -785,6 +932,7 @@ async fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Compare(a) => compare(a, &c).await?,
         Cmd::History(a) => history(a, &c).await?,
+        Cmd::Webhooks(a) => webhooks(a, &c).await?,
         Cmd::Fanout(a) => {
             let (sat, lat) = fanout(a.clone(), &c).await?;
             println!(
