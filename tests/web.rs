@@ -287,6 +287,30 @@ async fn join(session: &JsValue, name: &str) -> JsValue {
     ch
 }
 
+/// The engine scripts/test means to run these tests in (`chrome`, `firefox`, `webkit`).
+const ENGINE: Option<&str> = option_env!("OPENSIG_TEST_ENGINE");
+
+#[wasm_bindgen_test]
+fn the_tests_run_in_the_engine_they_are_meant_for() {
+    let nav = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap();
+    let ua = Reflect::get(&nav, &"userAgent".into())
+        .unwrap()
+        .as_string()
+        .unwrap_or_default();
+    let engine = if ua.contains("Firefox/") {
+        "firefox"
+    } else if ua.contains("Chrome/") {
+        "chrome"
+    } else if ua.contains("AppleWebKit/") && ua.contains("Safari/") {
+        "webkit"
+    } else {
+        "unknown"
+    };
+    if let Some(expected) = ENGINE {
+        assert_eq!(engine, expected, "user agent {ua}");
+    }
+}
+
 #[wasm_bindgen_test]
 fn signal_basics() {
     let errors = page_errors();

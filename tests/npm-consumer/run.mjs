@@ -28,27 +28,58 @@ const server = http.createServer((req, res) => {
 });
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const base = `http://127.0.0.1:${server.address().port}`;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--headless=new', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-});
-let result = '';
+const expected = /^ok alice\w+:from a bundle members=1 status=2 online=1 inRoom=true kept=kept$/;
+const url = `${base}/?ws=${encodeURIComponent(ws)}`;
+
+// Chromium through Playwright
+async function inChromium() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--headless=new', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(url);
+    await page.waitForFunction(() => document.getElementById('result').textContent !== 'running', null, { timeout: 15000 });
+    const result = await page.textContent('#result');
+    if (errors.length) throw new Error('page errors: ' + errors.join('; '));
+    return result;
+  } finally {
+    await browser.close();
+  }
+}
+
+// WebKit through WebKitWebDriver (the caller runs under xvfb-run)
+async function inWebDriver(engine) {
+  const { openBrowser } = await import('../support/webdriver.mjs');
+  const b = await openBrowser(engine);
+  try {
+    await b.goto(url);
+    await b.waitForFunction(() => document.getElementById('result').textContent !== 'running', null, { timeout: 15000 });
+    const result = await b.evaluate(() => document.getElementById('result').textContent);
+    const errors = await b.errors();
+    if (errors.length) throw new Error('page errors: ' + errors.join('; '));
+    return result;
+  } finally {
+    await b.close();
+  }
+}
+
+let failed = false;
 try {
-  const page = await browser.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(`${base}/?ws=${encodeURIComponent(ws)}`);
-  await page.waitForFunction(() => document.getElementById('result').textContent !== 'running', null, { timeout: 15000 });
-  result = await page.textContent('#result');
-  if (errors.length) throw new Error('page errors: ' + errors.join('; '));
+  for (const engine of (process.env.OPENSIG_ENGINES || 'chromium').split(',')) {
+    const result = engine === 'chromium' ? await inChromium() : await inWebDriver(engine);
+    if (!expected.test(result)) {
+      console.error(`npm consumer (${engine}): unexpected result ${JSON.stringify(result)}`);
+      failed = true;
+    } else {
+      console.log(`npm consumer (${engine}): ${result}`);
+    }
+  }
 } finally {
-  await browser.close();
   server.close();
 }
-const expected = /^ok alice\w+:from a bundle members=1 status=2 online=1 inRoom=true kept=kept$/;
-if (!expected.test(result)) {
-  console.error(`npm consumer: unexpected result ${JSON.stringify(result)}`);
-  process.exit(1);
-}
-console.log(`npm consumer: ${result}`);
+if (failed) process.exit(1);
