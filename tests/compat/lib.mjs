@@ -77,6 +77,21 @@ export function startServer(extraArgs = []) {
 }
 
 /** A loopback HTTP server for the test pages. `sdk` in the query picks the SDK file. */
+/** In-page guard: XMLHttpRequest, fetch, sendBeacon, WebSocket and images may only reach
+ *  loopback; anything else is refused and recorded in `window.__blocked`. */
+const GUARD = `(() => {
+  const ok = (u) => { try { const h = new URL(u, location.href).hostname; return h === '127.0.0.1' || h === 'localhost'; } catch { return false; } };
+  const blocked = (window.__blocked = []);
+  const refuse = (u) => { blocked.push(String(u)); throw new Error('blocked non-loopback request: ' + u); };
+  const open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (m, u, ...r) { if (!ok(u)) { blocked.push(String(u)); u = 'http://127.0.0.1:9/blocked'; } return open.call(this, m, u, ...r); };
+  const f = window.fetch; window.fetch = (u, ...r) => ok(u && u.url || u) ? f(u, ...r) : Promise.reject(new TypeError('blocked: ' + (blocked.push(String(u)), u)));
+  if (navigator.sendBeacon) { const b = navigator.sendBeacon.bind(navigator); navigator.sendBeacon = (u, d) => ok(u) ? b(u, d) : (blocked.push(String(u)), false); }
+  const WS = window.WebSocket; window.WebSocket = class extends WS { constructor(u, ...p) { if (!ok(u)) refuse(u); super(u, ...p); } };
+  const src = Object.getOwnPropertyDescriptor(HTMLImageElement.prototype, 'src');
+  Object.defineProperty(HTMLImageElement.prototype, 'src', { set(u) { if (ok(u)) src.set.call(this, u); else blocked.push(String(u)); }, get() { return src.get.call(this); } });
+})();`;
+
 export function startPages() {
   const files = {
     '/harness.js': () => fs.readFileSync(path.join(HERE, 'harness.js')),
@@ -103,9 +118,12 @@ export function startPages() {
     }
     if (url.pathname === '/page.html') {
       const sdk = url.searchParams.get('sdk') === 'opensig' ? 'opensig' : 'original';
+      // guard=1: for engines driven without Playwright's request routing, the page itself
+      // refuses every request to a host other than loopback (the original SDK's telemetry)
+      const guard = url.searchParams.get('guard') === '1' ? `<script>${GUARD}</script>` : '';
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end(
-        `<!doctype html><meta charset="utf-8"><title>${sdk}</title>` +
+        `<!doctype html><meta charset="utf-8"><title>${sdk}</title>${guard}` +
           `<script src="/sdk/${sdk}.js"></script><script src="/harness.js"></script>`,
       );
       return;

@@ -63,6 +63,7 @@ export async function openBrowser(engine, { timeoutMs = 30_000 } = {}) {
   }
   const r = await fetch(`${base}/session`, {
     method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ capabilities: { alwaysMatch: d.capabilities } }),
     signal: AbortSignal.timeout(timeoutMs),
   }).then((r) => r.json());
@@ -74,6 +75,7 @@ export async function openBrowser(engine, { timeoutMs = 30_000 } = {}) {
   const call = async (method, path, body) => {
     const res = await fetch(`${base}/session/${id}${path}`, {
       method,
+      headers: body === undefined ? undefined : { 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(timeoutMs * 10),
     }).then((r) => r.json());

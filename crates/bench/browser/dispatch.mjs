@@ -22,6 +22,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { launch, context, startPages, originalSdk, opensigSdk, ROOT } from '../../../tests/compat/lib.mjs';
+import { join, inject } from './page-fns.mjs';
 
 const [url, app, channel, countArg, sdkList] = process.argv.slice(2);
 const count = Number(countArg);
@@ -105,86 +106,7 @@ try {
   await pages.close();
 }
 
-/** In the page: `n` channel messages for `channel`, built before the clock starts, handed to
- *  the SDK's socket handlers one after another; callbacks/s from the first frame to the last
- *  callback. */
-async function inject([channel, n, base]) {
-  const tap = window.__taps[window.__taps.length - 1];
-  const handlers = [tap.onmessage, ...tap.__listeners].filter(Boolean);
-  const payload = 'x'.repeat(100);
-  const body = JSON.stringify({ channel, account: 'flooder', uid: 0, msg: payload });
-  const events = [];
-  for (let i = 0; i < n; i++) {
-    const frame = JSON.stringify(['notify', ['channel2', channel, base + i, `msg-v2 flooder 0 ${channel} channel_msg - ${body}`]]);
-    events.push(new MessageEvent('message', { data: frame }));
-  }
-  Object.assign(window.B, { n: 0, first: 0, last: 0 });
-  const t0 = performance.now();
-  for (const e of events) for (const h of handlers) h.call(tap, e);
-  // an SDK may dispatch later (microtasks, timers): wait for every callback
-  while (window.B.n < n && performance.now() - t0 < 60000) await new Promise((r) => setTimeout(r, 0));
-  const took = (window.B.n >= n ? window.B.last : performance.now()) - t0;
-  return { rate: (window.B.n * 1000) / took, us: (took * 1000) / Math.max(1, window.B.n), received: window.B.n };
-}
 console.log(`DONE ${contexts.reduce((n, c) => n + c.blocked.length, 0)}`);
-
-/** In the page: log in (with the SDK under test, or a bare WebSocket) and join `channel`;
- *  window.B counts channel messages. */
-function join([app, url, channel, sdk]) {
-  const B = (window.B = { n: 0, first: 0, last: 0 });
-  // the real WebSocket, remembered so that frames can be handed to its handlers directly
-  const Real = window.WebSocket;
-  window.__taps = [];
-  window.WebSocket = class Tap extends Real {
-    constructor(...args) {
-      super(...args);
-      this.__listeners = [];
-      window.__taps.push(this);
-    }
-    addEventListener(type, fn, opts) {
-      if (type === 'message') this.__listeners.push(fn);
-      super.addEventListener(type, fn, opts);
-    }
-  };
-  const count = () => {
-    const t = performance.now();
-    if (B.n === 0) B.first = t;
-    B.last = t;
-    B.n += 1;
-  };
-  return new Promise((resolve, reject) => {
-    if (sdk === 'raw') {
-      // no SDK: the WebSocket and JSON.parse alone (the ceiling of any SDK on this page)
-      const ws = new WebSocket(url);
-      ws.onopen = () =>
-        ws.send(JSON.stringify(['login', { vid: app, account: 'raw', uid: 0, token: '_no_need_token', device: 'websdk', ip: '' }]));
-      const one = (f) => {
-        if (f[0] === 'login_ret') {
-          const line = JSON.parse(f[1][1]).line;
-          ws.send(JSON.stringify(['call2', ['channel_join', 1, { line, name: channel }]]));
-        } else if (f[0] === 'call2-ret' && f[1][0] === 1) {
-          resolve();
-        } else if (f[0] === 'notify' && f[1][0] === 'channel2') {
-          count();
-        } else if (f[0] === 'multi') {
-          f[1].forEach(one);
-        }
-      };
-      ws.onmessage = (e) => one(JSON.parse(e.data));
-      return;
-    }
-    const signal = Signal(app);
-    signal.setup_debugging('ap_url', url);
-    const session = signal.login('reader-' + sdk, '_no_need_token');
-    session.onLoginFailed = (code) => reject(new Error('login failed ' + code));
-    session.onLoginSuccess = () => {
-      const ch = session.channelJoin(channel);
-      ch.onChannelJoinFailed = (code) => reject(new Error('join failed ' + code));
-      ch.onChannelJoined = () => resolve();
-      ch.onMessageChannelReceive = count;
-    };
-  });
-}
 
 async function printProfile(cdp, sdk) {
   const { profile } = await cdp.send('Profiler.stop');

@@ -160,3 +160,65 @@ async fn flood(c: &Client, channel: &str, sink: &Sink, n: u64, size: usize) -> R
     }
     Ok(())
 }
+
+/// The in-page benchmark in each engine (`engines.mjs`): per engine and SDK, the medians of
+/// the measured rounds' main-thread µs per channel message, with their range.
+pub async fn engines(
+    server: &Server,
+    root: &Path,
+    count: usize,
+    rounds: usize,
+    engines: &str,
+) -> Result<Vec<(String, String, Vec<f64>)>> {
+    let script = root.join("crates/bench/browser/engines.mjs");
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "0".into());
+    // WebKit's MiniBrowser needs a display: a virtual one
+    let mut child = Command::new("taskset")
+        .args(["-c", &online, "xvfb-run", "-a", "node"])
+        .arg(&script)
+        .args([
+            &format!("ws://{}/", server.target.addr),
+            &server.target.app,
+            &count.to_string(),
+            &rounds.to_string(),
+            engines,
+        ])
+        .env(
+            "OPENSIG_CLASSIC",
+            root.join("pkg/opensig-classic.js").as_os_str(),
+        )
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting xvfb-run node (scripts/setup installs xvfb)")?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut out: Vec<(String, String, Vec<f64>)> = Vec::new();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+        .await
+        .context("the engines benchmark stopped answering")??
+    {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["ROUND", engine, sdk, round, us, received] => {
+                eprintln!("[engines] {engine} {sdk} round {round}: {us} µs per message ({received} received)");
+                let us: f64 = us.parse()?;
+                match out.iter_mut().find(|(e, s, _)| e == engine && s == sdk) {
+                    Some((_, _, v)) => v.push(us),
+                    None => out.push((engine.to_string(), sdk.to_string(), vec![us])),
+                }
+            }
+            ["ENGINE", engine, ua @ ..] => eprintln!("[engines] {engine}: {}", ua.join(" ")),
+            ["BLOCKED", engine, n] => {
+                eprintln!("[engines] {engine}: {n} non-loopback requests refused")
+            }
+            _ => eprintln!("[engines] {line}"),
+        }
+    }
+    let status = child.wait().await?;
+    if !status.success() {
+        bail!("the engines benchmark failed ({status})");
+    }
+    Ok(out)
+}

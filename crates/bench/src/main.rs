@@ -123,6 +123,19 @@ struct HistoryArgs {
 }
 
 #[derive(clap::Args, Clone)]
+struct EnginesArgs {
+    /// Messages handed to the page per round.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Measured rounds per engine and SDK (after one warm-up round).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Engines, comma-separated.
+    #[arg(long, default_value = "chromium,firefox,webkit")]
+    engines: String,
+}
+
+#[derive(clap::Args, Clone)]
 struct WebhooksArgs {
     #[command(flatten)]
     fanout: FanoutCompare,
@@ -194,6 +207,9 @@ enum Cmd {
     /// A page in headless Chromium receiving a channel flood through the original SDK and
     /// through the opensig SDK: callbacks per second; and both SDKs' gzip size.
     Browser(BrowserArgs),
+    /// The in-page browser benchmark in Chromium, Firefox and WebKit: main-thread µs per
+    /// channel message for the original SDK, the opensig SDK and a bare WebSocket.
+    Engines(EnginesArgs),
     /// Past one process: nodes + Redis + load processes on this machine holding sessions;
     /// sessions held, Redis and node memory per session.
     Capacity(capacity::CapacityArgs),
@@ -435,18 +451,39 @@ async fn webhooks(a: WebhooksArgs, c: &Common) -> Result<()> {
             eprintln!("[webhooks] run {run}/{n}: {name}");
             sink.reset();
             let server = systems::opensig(&c.server_bin, &cores(c), extra)?;
-            let args = FanoutArgs {
-                system: System::Opensig,
-                channels: a.fanout.channels,
-                members: a.fanout.members,
-                size: 100,
-                window: 8,
-                rate: a.fanout.fanout_rate,
-            };
-            let t0 = sink::now_ms();
-            let (s, l) = fanout_on(&server, None, args, c).await?;
-            sat[i].push(s);
+            // fan-out at a fixed rate: CPU per delivery, and each webhook event's latency
+            let f = scenarios::fanout_setup(&server.target, a.fanout.channels, a.fanout.members)
+                .await?;
+            f.watch_cpu(server.pid());
+            let l = scenarios::fanout_latency(&f, 100, a.fanout.fanout_rate, timing(c)).await?;
             fan_cpu[i].push(l.cpu_us);
+            if i == 1 {
+                drain(&sink).await;
+                let (q50, q99) = sink.percentiles();
+                eprintln!(
+                    "[webhooks]   webhook latency at {} msg/s: p50 {q50} ms, p99 {q99} ms",
+                    a.fanout.fanout_rate
+                );
+                p50.push(q50 as f64);
+                p99.push(q99 as f64);
+                sink.reset();
+            }
+            // then at saturation: deliveries/s, and how fast the events follow
+            let t0 = sink::now_ms();
+            let sat_rate = scenarios::fanout_saturation(&f, 100, 8, timing(c)).await?;
+            sat[i].push(sat_rate);
+            drop(f);
+            if i == 1 {
+                let seen = drain(&sink).await;
+                let last = sink.last_ms.load(std::sync::atomic::Ordering::SeqCst);
+                let secs = (last.saturating_sub(t0)) as f64 / 1000.0;
+                eprintln!(
+                    "[webhooks]   {seen} events of the saturation run delivered within {secs:.1} s ({:.0}/s)",
+                    seen as f64 / secs.max(0.001)
+                );
+                ev_rate.push(seen as f64 / secs.max(0.001));
+            }
+            let s = sat_rate;
             let p = scenarios::p2p_setup(&server.target, fd_cap(a.sessions)).await?;
             p.watch_cpu(server.pid());
             let pl = scenarios::p2p_rate(&p, 100, a.p2p_rate, timing(c)).await?;
@@ -456,27 +493,6 @@ async fn webhooks(a: WebhooksArgs, c: &Common) -> Result<()> {
                 l.cpu_us, pl.cpu_us
             );
             drop(p);
-            if i == 1 {
-                // every event delivered: wait until the receiver has seen nothing new for 2 s
-                let mut seen = 0;
-                let mut quiet = 0;
-                while quiet < 20 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let now = sink.events.load(std::sync::atomic::Ordering::SeqCst);
-                    quiet = if now == seen { quiet + 1 } else { 0 };
-                    seen = now;
-                }
-                let last = sink.last_ms.load(std::sync::atomic::Ordering::SeqCst);
-                let secs = (last.saturating_sub(t0)) as f64 / 1000.0;
-                let (q50, q99) = sink.percentiles();
-                eprintln!(
-                    "[webhooks]   {seen} events delivered in {secs:.1} s ({:.0}/s); latency p50 {q50} ms, p99 {q99} ms",
-                    seen as f64 / secs.max(0.001)
-                );
-                ev_rate.push(seen as f64 / secs.max(0.001));
-                p50.push(q50 as f64);
-                p99.push(q99 as f64);
-            }
             drop(server);
         }
     }
@@ -519,15 +535,63 @@ async fn webhooks(a: WebhooksArgs, c: &Common) -> Result<()> {
     );
     let one = |v: &Vec<f64>, f: &dyn Fn(f64) -> String| Spread::show(Spread::of(v.clone()), f);
     println!(
-        "\nwebhook events delivered per second (whole run, to the last event): {}",
+        "\nwebhook events/s one node delivered to the receiver after a saturation run (its events over the time to the last one): {}",
         one(&ev_rate, &|v| format!("{v:.0}"))
     );
     println!(
-        "latency from the event to its delivery: p50 {} ms, p99 {} ms",
+        "latency from the event to its delivery at {} msg/s: p50 {} ms, p99 {} ms",
+        a.fanout.fanout_rate,
         one(&p50, &|v| format!("{v:.0}")),
         one(&p99, &|v| format!("{v:.0}"))
     );
     Ok(())
+}
+
+/// The in-page benchmark in every engine: a table of medians (ranges) per engine.
+async fn engines(a: EnginesArgs, c: &Common) -> Result<()> {
+    let server = start(System::Opensig, c)?;
+    let root = std::env::current_dir()?;
+    let out = browser::engines(&server, &root, a.messages, a.rounds, &a.engines).await?;
+    println!(
+        "\nmain-thread µs per channel message, identical frames handed to the page's socket \
+         ({} per round), medians of {} rounds (range)\n",
+        a.messages, a.rounds
+    );
+    println!("| engine | original SDK | opensig SDK | opensig ÷ original | bare WebSocket + JSON.parse |");
+    println!("|---|---|---|---|---|");
+    for engine in a.engines.split(',') {
+        let get = |sdk: &str| {
+            out.iter()
+                .find(|(e, s, _)| e == engine && s == sdk)
+                .and_then(|(_, _, v)| Spread::of(v.clone()))
+        };
+        let (o, s, r) = (get("original"), get("opensig"), get("raw"));
+        let f = |v: f64| format!("{v:.2}");
+        let ratio_ = match (o, s) {
+            (Some(o), Some(s)) => ratio(s.median, o.median),
+            _ => "–".into(),
+        };
+        println!(
+            "| {engine} | {} | {} | {ratio_} | {} |",
+            Spread::show(o, f),
+            Spread::show(s, f),
+            Spread::show(r, f)
+        );
+    }
+    Ok(())
+}
+
+/// Wait until the receiver has seen nothing new for 2 s; what it has seen.
+async fn drain(sink: &sink::Sink) -> u64 {
+    let mut seen = 0;
+    let mut quiet = 0;
+    while quiet < 20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sink.events.load(std::sync::atomic::Ordering::SeqCst);
+        quiet = if now == seen { quiet + 1 } else { 0 };
+        seen = now;
+    }
+    seen
 }
 
 async fn p2p(a: P2pArgs, c: &Common) -> Result<(scenarios::Latency, Option<u64>)> {
@@ -933,6 +997,7 @@ async fn main() -> Result<()> {
         Cmd::Compare(a) => compare(a, &c).await?,
         Cmd::History(a) => history(a, &c).await?,
         Cmd::Webhooks(a) => webhooks(a, &c).await?,
+        Cmd::Engines(a) => engines(a, &c).await?,
         Cmd::Fanout(a) => {
             let (sat, lat) = fanout(a.clone(), &c).await?;
             println!(

@@ -12,7 +12,7 @@
 //! node that dies mid-batch leaves the cursor where it was: whoever takes the lease next
 //! delivers the batch again, with the same event ids.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -340,6 +340,7 @@ impl Dispatcher {
                         partition: p,
                         since,
                         suppressed: HashSet::new(),
+                        buffer: VecDeque::new(),
                     };
                     workers.insert((w, p), tokio::spawn(worker.run()));
                 }
@@ -370,18 +371,37 @@ struct Seen {
     reason: Option<String>,
 }
 
+/// The fields of a logged event a worker reads (the rest is passed on as it is).
+#[derive(serde::Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    kind: String,
+    time: u64,
+    #[serde(default)]
+    data: HeadData,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct HeadData {
+    channel: Option<String>,
+    account: Option<String>,
+    reason: Option<String>,
+}
+
 impl Seen {
     fn parse(seq: u64, text: Arc<str>) -> Seen {
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let data = &v["data"];
-        let s = |x: &Value| x.as_str().map(str::to_string);
+        let head = serde_json::from_str::<Head>(&text).unwrap_or(Head {
+            kind: String::new(),
+            time: 0,
+            data: HeadData::default(),
+        });
         Seen {
             seq,
-            kind: s(&v["type"]).unwrap_or_default(),
-            time: v["time"].as_u64().unwrap_or(0),
-            channel: s(&data["channel"]),
-            account: s(&data["account"]),
-            reason: s(&data["reason"]),
+            kind: head.kind,
+            time: head.time,
+            channel: head.data.channel,
+            account: head.data.account,
+            reason: head.data.reason,
             text,
         }
     }
@@ -418,6 +438,8 @@ struct Worker<S: Store> {
     since: u64,
     /// Onlines of users whose offline was left out (a reconnect inside the grace period).
     suppressed: HashSet<u64>,
+    /// Events read after the cursor and not handled yet, parsed once.
+    buffer: VecDeque<Seen>,
 }
 
 /// What a worker does next.
@@ -515,8 +537,16 @@ impl<S: Store> Worker<S> {
         };
         let fresh = cursor.is_none();
         let cursor = cursor.unwrap_or(0);
+        // what was read before and not handled yet stays parsed; read only what follows it
+        // (a cursor moved elsewhere empties the buffer)
+        self.buffer.retain(|e| e.seq > cursor);
+        if self.buffer.front().is_some_and(|e| e.seq != cursor + 1) {
+            self.buffer.clear();
+        }
+        let after = self.buffer.back().map_or(cursor, |e| e.seq);
+        let room = READ_MAX.saturating_sub(self.buffer.len()).max(1);
         let page = match store
-            .event_read(&self.app, self.partition, cursor, READ_MAX)
+            .event_read(&self.app, self.partition, after, room)
             .await
         {
             Ok(p) => p,
@@ -527,7 +557,12 @@ impl<S: Store> Worker<S> {
             self.partition,
             page.last.saturating_sub(cursor),
         );
-        let first = page.events.first().map_or(page.last + 1, |(s, _)| *s);
+        let first = self
+            .buffer
+            .front()
+            .map(|e| e.seq)
+            .or_else(|| page.events.first().map(|(s, _)| *s))
+            .unwrap_or(page.last + 1);
         let keep = Duration::from_secs(limits.webhook_retention_secs);
         if fresh {
             // a new endpoint starts after the events logged before its configuration
@@ -550,13 +585,13 @@ impl<S: Store> Worker<S> {
             tracing::warn!(app = %self.app, endpoint = %self.endpoint.name,
                 "{lost} events dropped before delivery (app_events_max, app_events_max_bytes)");
         }
-        let seen: Vec<Seen> = page
-            .events
-            .into_iter()
-            .map(|(seq, text)| Seen::parse(seq, text))
-            .collect();
+        self.buffer.extend(
+            page.events
+                .into_iter()
+                .map(|(seq, text)| Seen::parse(seq, text)),
+        );
         let now = now_ms();
-        let plan = self.plan(seen, &limits, now);
+        let plan = self.plan(&limits, now);
         if plan.batch.is_empty() {
             if plan.through > cursor {
                 return match self.set_cursor(sig, plan.through, keep).await {
@@ -591,7 +626,8 @@ impl<S: Store> Worker<S> {
     }
 
     /// Which of `seen` (in log order) to deliver now, which to leave out, and where to stop.
-    fn plan(&mut self, seen: Vec<Seen>, l: &LimitsNow, now: u64) -> Plan {
+    fn plan(&mut self, l: &LimitsNow, now: u64) -> Plan {
+        let seen = &self.buffer;
         let max = l.webhook_batch_max_events.max(1);
         let grace = l.presence_grace_secs * 1000;
         let mut batch = Vec::new();
@@ -606,7 +642,7 @@ impl<S: Store> Worker<S> {
             }
             let wanted = self.endpoint.wants(&e.kind, e.channel.as_deref());
             if wanted && e.debounced_offline() {
-                let back = seen[i + 1..].iter().find(|o| {
+                let back = seen.range(i + 1..).find(|o| {
                     o.kind == domain::USER_ONLINE
                         && o.account == e.account
                         && o.time <= e.time + grace
