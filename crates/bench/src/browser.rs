@@ -58,10 +58,7 @@ pub async fn run(
     // compete for one core and the figure would measure that contention
     // (this tool pinned itself, and children inherit that: widen it again)
     let _ = cores;
-    // (the online CPUs, not this process's affinity: a CPU list as taskset reads it)
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "0".into());
+    let online = online_cpus();
     let mut child = Command::new("taskset")
         .args(["-c", &online, "node"])
         .arg(&script)
@@ -139,6 +136,14 @@ pub async fn run(
     Ok(f)
 }
 
+/// The online CPUs, not this process's affinity (the tool pins itself, and children inherit
+/// that): a CPU list as taskset reads it, to let the browsers use every core again.
+fn online_cpus() -> String {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "0".into())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -171,9 +176,7 @@ pub async fn engines(
     engines: &str,
 ) -> Result<Vec<(String, String, Vec<f64>)>> {
     let script = root.join("crates/bench/browser/engines.mjs");
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "0".into());
+    let online = online_cpus();
     // WebKit's MiniBrowser needs a display: a virtual one
     let mut child = Command::new("taskset")
         .args(["-c", &online, "xvfb-run", "-a", "node"])

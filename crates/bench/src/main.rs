@@ -390,17 +390,8 @@ async fn history(a: HistoryArgs, c: &Common) -> Result<()> {
     );
     println!("| | history off | history on | on ÷ off |");
     println!("|---|---|---|---|");
-    let row = |what: &str, s: [Option<Spread>; 2], f: &dyn Fn(f64) -> String| {
-        let r = match (s[0], s[1]) {
-            (Some(off), Some(on)) => ratio(on.median, off.median),
-            _ => "–".into(),
-        };
-        println!(
-            "| {what} | {} | {} | {r} |",
-            Spread::show(s[0], f),
-            Spread::show(s[1], f)
-        );
-    };
+    let row =
+        |what: &str, s: [Option<Spread>; 2], f: &dyn Fn(f64) -> String| off_on_row(what, s, f);
     row("deliveries/s at saturation", sats, &|v| format!("{v:.0}"));
     row(
         &format!(
@@ -503,16 +494,11 @@ async fn webhooks(a: WebhooksArgs, c: &Common) -> Result<()> {
     println!("| | webhooks off | webhooks on | on ÷ off |");
     println!("|---|---|---|---|");
     let row = |what: &str, v: &[Vec<f64>; 2], f: &dyn Fn(f64) -> String| {
-        let s = [Spread::of(v[0].clone()), Spread::of(v[1].clone())];
-        let r = match (s[0], s[1]) {
-            (Some(off), Some(on)) => ratio(on.median, off.median),
-            _ => "–".into(),
-        };
-        println!(
-            "| {what} | {} | {} | {r} |",
-            Spread::show(s[0], f),
-            Spread::show(s[1], f)
-        );
+        off_on_row(
+            what,
+            [Spread::of(v[0].clone()), Spread::of(v[1].clone())],
+            f,
+        )
     };
     let (ch, m) = (a.fanout.channels, a.fanout.members);
     row(
@@ -579,6 +565,19 @@ async fn engines(a: EnginesArgs, c: &Common) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A table row of a figure measured off and on: both with their spread, and on ÷ off.
+fn off_on_row(what: &str, s: [Option<Spread>; 2], f: &dyn Fn(f64) -> String) {
+    let r = match (s[0], s[1]) {
+        (Some(off), Some(on)) => ratio(on.median, off.median),
+        _ => "–".into(),
+    };
+    println!(
+        "| {what} | {} | {} | {r} |",
+        Spread::show(s[0], f),
+        Spread::show(s[1], f)
+    );
 }
 
 /// Wait until the receiver has seen nothing new for 2 s; what it has seen.

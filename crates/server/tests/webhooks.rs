@@ -763,23 +763,29 @@ async fn a_reload_adds_and_removes_endpoints() {
     ));
 }
 
+/// `POST /api/v1/apps/{app}/webhooks/test` from loopback (apps without a certificate): its
+/// status and JSON body.
+async fn test_call(addr: SocketAddr, app: &'static str) -> (u16, Value) {
+    tokio::task::spawn_blocking(move || {
+        let r = ureq::post(&format!("http://{addr}/api/v1/apps/{app}/webhooks/test")).call();
+        let r = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        (r.status(), r.into_json::<Value>().unwrap_or_default())
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn the_test_call_sends_a_signed_event_and_says_what_the_endpoint_answered() {
     let rx = Receiver::start().await;
     let url = rx.url();
     let srv = server_with(|c| c.webhooks = vec![hook(&url, "backend")]).await;
     let addr = srv.addr;
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        let r = ureq::post(&format!("http://{addr}/api/v1/apps/{APP}/webhooks/test")).call();
-        let r = match r {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{e}"),
-        };
-        (r.status(), r.into_json::<Value>().unwrap())
-    })
-    .await
-    .unwrap();
+    let (status, body) = test_call(addr, APP).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["endpoint"], "backend");
     assert_eq!(body["results"][0]["status"], 200);
@@ -792,29 +798,11 @@ async fn the_test_call_sends_a_signed_event_and_says_what_the_endpoint_answered(
     assert_eq!(events[0]["id"], body["id"]);
     // an endpoint that fails says so
     rx.set(Mode::Fail);
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        let r = ureq::post(&format!("http://{addr}/api/v1/apps/{APP}/webhooks/test")).call();
-        let r = match r {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{e}"),
-        };
-        (r.status(), r.into_json::<Value>().unwrap())
-    })
-    .await
-    .unwrap();
+    let (status, body) = test_call(addr, APP).await;
     assert_eq!(status, 200);
     assert_eq!(body["results"][0]["status"], 500);
     // an app without endpoints: 404
-    let (status, _) = tokio::task::spawn_blocking(move || {
-        match ureq::post(&format!("http://{addr}/api/v1/apps/other/webhooks/test")).call() {
-            Ok(r) => (r.status(), ()),
-            Err(ureq::Error::Status(s, _)) => (s, ()),
-            Err(e) => panic!("{e}"),
-        }
-    })
-    .await
-    .unwrap();
+    let (status, _) = test_call(addr, "other").await;
     assert_eq!(status, 404);
 }
 
