@@ -171,3 +171,40 @@ test('errors are shown with their code and text; the event log records callbacks
   await alice.getByRole('button', { name: 'Log out' }).click();
   await alice.locator('#state', { hasText: 'Not logged in' }).waitFor();
 });
+
+test("the app's backend heard it all: signed webhooks from the browser sessions", { skip: !process.env.OPENSIG_TEST_WEBHOOK_SINK }, async () => {
+  const sink = process.env.OPENSIG_TEST_WEBHOOK_SINK;
+  const room = 'lobby' + tag;
+  const want = [
+    ['user.online', { account: A }],
+    ['user.online', { account: B }],
+    ['message.offline', { from: A, to: B, text: 'are you there?' }],
+    ['user.offline', { account: B, reason: 'logout' }],
+    ['channel.occupied', { channel: room }],
+    ['member.joined', { channel: room, account: B }],
+    ['channel.attr', { channel: room, by: A, op: 'update', name: 'topic', value: 'planning' }],
+    ['channel.message', { channel: room, from: B, text: 'hi everyone' }],
+    ['member.left', { channel: room, account: B }],
+    ['invite.sent', { caller: A, callee: B }],
+    ['invite.received', { caller: A, callee: B, by: B }],
+    ['invite.accepted', { caller: A, callee: B }],
+    ['invite.ended', { caller: A, callee: B, by: B }],
+    ['invite.refused', { caller: A, callee: B }],
+    ['invite.failed', { caller: A, callee: 'nobody' + tag, code: 703, reason: 'callee_offline' }],
+    ['user.offline', { account: A, reason: 'logout' }],
+  ];
+  const has = (events, [type, data]) =>
+    events.some((e) => e.type === type && e.app === 'demo' && Object.entries(data).every(([k, v]) => e.data[k] === v));
+  let got = { events: [], bad_signatures: 0 };
+  for (let i = 0; i < 200; i++) {
+    got = await fetch(`${sink}/events`).then((r) => r.json());
+    if (want.every((w) => has(got.events, w))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const missing = want.filter((w) => !has(got.events, w));
+  assert.deepEqual(missing, [], `events heard: ${JSON.stringify(got.events.map((e) => [e.type, e.data]))}`);
+  assert.equal(got.bad_signatures, 0);
+  // events of one key arrive in the order they happened
+  const ours = got.events.filter((e) => e.key === `u:${B}`).map((e) => e.type);
+  assert.equal(ours[0], 'user.online');
+});
