@@ -842,3 +842,68 @@ async fn a_node_that_dies_mid_batch_leaves_its_events_to_the_other() {
     assert!(ids.len() >= 9, "online and 8 joins at least");
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_process_killed_with_sigkill_mid_delivery_loses_no_event() {
+    if redis_store() {
+        return; // runs once, in the default pass (it starts its own Redis-backed processes)
+    }
+    let rx = Receiver::start().await;
+    rx.set(Mode::Hang);
+    let dir = std::env::temp_dir().join(format!("opensig-webhooks-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("opensig.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[limits]\nwebhook_timeout_secs = 2\nwebhook_batch_linger_ms = 50\nwebhook_retry_max_secs = 1\n\
+             [[webhooks]]\napp = \"{APP}\"\nname = \"backend\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+            rx.url()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (redis, prefix) = (redis_url(), unique_prefix());
+    let config = file.to_string_lossy().to_string();
+    let node = |id: &'static str| {
+        ServerProcess::start(&[
+            "--config",
+            &config,
+            "--redis",
+            &redis,
+            "--redis-prefix",
+            &prefix,
+            "--node-id",
+            id,
+        ])
+    };
+    let mut a = node("whA");
+    // node A logs the events and holds every lease; its deliveries hang at the receiver
+    let mut alice = User::login(&a.url, "alice").await;
+    for i in 0..8 {
+        alice.join(&format!("room{i}")).await;
+    }
+    wait_for("deliveries in flight on node A", || async {
+        rx.tries() >= 1
+    })
+    .await;
+    let b = node("whB");
+    a.kill();
+    drop(alice);
+    rx.set(Mode::Ok);
+    // node B takes the partitions over once A's leases lapse, and delivers from A's cursors
+    let events = rx
+        .wait(Duration::from_secs(30), "every join, from node B", |ev| {
+            (0..8).all(|i| has(ev, "member.joined", json!({"channel": format!("room{i}")})))
+                && has(ev, "user.online", json!({"account": "alice"}))
+        })
+        .await;
+    let ids: std::collections::HashSet<&str> =
+        events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(ids.len() >= 9);
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

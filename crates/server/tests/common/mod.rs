@@ -673,3 +673,54 @@ pub fn within_bucket(
         );
     }
 }
+
+/// An opensig-server process (the built binary) with `args`, on a free loopback port; killed
+/// with SIGKILL when dropped (or by `kill`, as a crash would end it).
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    /// `ws://…/` it listens on.
+    pub url: String,
+}
+
+impl ServerProcess {
+    pub fn start(args: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_opensig-server"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--www",
+                "/nonexistent",
+                "--metrics-listen",
+                "off",
+            ])
+            .args(args)
+            .env("OPENSIG_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start opensig-server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.split_whitespace().find(|w| w.starts_with("ws://"));
+        let Some(url) = url.map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no URL in {line:?}");
+        };
+        ServerProcess { child, url }
+    }
+
+    /// SIGKILL, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
