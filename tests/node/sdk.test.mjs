@@ -88,8 +88,21 @@ test('login and peer-to-peer messages', async () => {
   const [from, , text] = await got;
   assert.equal(from, `alice-${tag}`);
   assert.equal(text, 'hello from node');
+  // a frame past 2 KB comes zlib-compressed (binary): inflated by Node's DecompressionStream
+  const big = 'é'.repeat(2500) + ' end';
+  const gotBig = next(bob, 'onMessageInstantReceive');
+  await alice.messageInstantSend(`bob-${tag}`, big);
+  assert.equal((await gotBig)[2], big);
   assert.equal(await alice.queryUserStatus(`bob-${tag}`), 1);
   assert.equal(await alice.queryUserStatus(`nobody-${tag}`), 0);
+});
+
+test('the server found through /getaddr (Node\'s fetch)', async () => {
+  const signal = Signal(APP, { lbs: HTTP, WebSocket });
+  const session = signal.login(`lbs-${tag}`, '_no_need_token');
+  sessions.push(session);
+  await session.ready;
+  assert.equal(await session.queryUserStatus(`lbs-${tag}`), 1);
 });
 
 test('a channel with members and attributes', async () => {
