@@ -1441,6 +1441,92 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     assert_eq!(s.settings(at).await.unwrap(), None);
 }
 
+/// The event log: numbered per partition, read in order after a position, the oldest dropped
+/// past the caps, cursors and leases shared by every handle.
+async fn event_logs_number_bound_cursor_and_lease<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, b) = (app("app"), app("other"));
+    let open = EventCap {
+        max_events: 0,
+        max_bytes: 0,
+        max_age: Duration::from_secs(3600),
+    };
+    for i in 1..=5u64 {
+        assert_eq!(
+            s.event_append(&a, 0, &format!("e{i}"), open).await.unwrap(),
+            i
+        );
+    }
+    let texts = |p: &EventPage| {
+        p.events
+            .iter()
+            .map(|(n, t)| (*n, t.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let page = other.event_read(&a, 0, 0, 10).await.unwrap();
+    assert_eq!(page.last, 5);
+    assert_eq!(
+        texts(&page),
+        (1..=5).map(|i| (i, format!("e{i}"))).collect::<Vec<_>>()
+    );
+    let page = s.event_read(&a, 0, 3, 1).await.unwrap();
+    assert_eq!(texts(&page), vec![(4, "e4".to_string())]);
+    // other partitions and apps are apart
+    assert_eq!(
+        s.event_read(&a, 1, 0, 10).await.unwrap(),
+        EventPage::default()
+    );
+    assert_eq!(
+        s.event_read(&b, 0, 0, 10).await.unwrap(),
+        EventPage::default()
+    );
+    // past the caps the oldest go (by count, then by bytes)
+    let three = EventCap {
+        max_events: 3,
+        ..open
+    };
+    assert_eq!(s.event_append(&a, 0, "e6", three).await.unwrap(), 6);
+    let page = s.event_read(&a, 0, 0, 10).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![4, 5, 6]
+    );
+    let ten_bytes = EventCap {
+        max_bytes: 10,
+        ..open
+    };
+    for text in ["aaaa", "bbbb", "cccc"] {
+        s.event_append(&a, 2, text, ten_bytes).await.unwrap();
+    }
+    let page = s.event_read(&a, 2, 0, 10).await.unwrap();
+    assert_eq!(
+        texts(&page),
+        vec![(2, "bbbb".to_string()), (3, "cccc".to_string())]
+    );
+    // cursors
+    assert_eq!(s.event_cursor(&a, "hook", 0).await.unwrap(), None);
+    s.event_cursor_set(&a, "hook", 0, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(other.event_cursor(&a, "hook", 0).await.unwrap(), Some(4));
+    assert_eq!(s.event_cursor(&a, "other-hook", 0).await.unwrap(), None);
+    // leases: one holder at a time, renewable, free again once they lapse
+    let ttl = Duration::from_millis(300);
+    assert!(s.event_lease(&a, "hook", 0, "n1", ttl).await.unwrap());
+    assert!(!other.event_lease(&a, "hook", 0, "n2", ttl).await.unwrap());
+    assert!(other.event_lease(&a, "hook", 1, "n2", ttl).await.unwrap());
+    assert!(s.event_lease(&a, "hook", 0, "n1", ttl).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !other.event_lease(&a, "hook", 0, "n2", ttl).await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!s.event_lease(&a, "hook", 0, "n1", ttl).await.unwrap());
+}
+
 macro_rules! conformance {
     ($module:ident, $store:ty, $($test:ident),* $(,)?) => {
         mod $module {
@@ -1475,6 +1561,7 @@ macro_rules! suite {
             invitations_live_step_and_end_once,
             accept_and_timeout_race_to_one_outcome,
             timers_fire_once_and_rescheduling_replaces,
+            event_logs_number_bound_cursor_and_lease,
         );)*
     };
 }

@@ -419,6 +419,8 @@ struct Inner {
     events: DashMap<(String, u32), Mutex<EventLog>>,
     /// Per app, consumer and partition: the last sequence number handled.
     event_cursors: DashMap<(String, String, u32), u64>,
+    /// Per app, consumer and partition: who consumes it, until when.
+    event_leases: DashMap<(String, String, u32), (String, Instant)>,
 }
 
 /// One partition of an app's event log.
@@ -471,6 +473,7 @@ impl Memory {
             work: Mutex::new(None),
             events: DashMap::new(),
             event_cursors: DashMap::new(),
+            event_leases: DashMap::new(),
         });
         tokio::spawn(sweeper(Arc::downgrade(&inner), limits.dedup_window_secs));
         Memory { inner }
@@ -1147,15 +1150,25 @@ impl Store for Memory {
         Ok(())
     }
 
-    /// One process: its consumers never compete.
     async fn event_lease(
         &self,
-        _app: &AppId,
-        _consumer: &str,
-        _partition: u32,
-        _holder: &str,
-        _ttl: Duration,
+        app: &AppId,
+        consumer: &str,
+        partition: u32,
+        holder: &str,
+        ttl: Duration,
     ) -> SResult<bool> {
+        let now = Instant::now();
+        let k = (app.to_string(), consumer.to_string(), partition);
+        let mut lease = self
+            .inner
+            .event_leases
+            .entry(k)
+            .or_insert_with(|| (holder.to_string(), now));
+        if lease.0 != holder && lease.1 > now {
+            return Ok(false);
+        }
+        *lease = (holder.to_string(), now + ttl);
         Ok(true)
     }
 
