@@ -313,7 +313,8 @@ async fn webhook_test<S: Store>(c: Caller<S>, body: Option<Json<WebhookTest>>) -
         return Err(not_found().await);
     }
     let id = c.sh.signaling.events().next_id();
-    let answers = c.sh.webhooks.test(&c.app, &endpoints, &id).await;
+    let timeout = std::time::Duration::from_secs(config.limits.webhook_timeout_secs.max(1));
+    let answers = c.sh.webhooks.test(&c.app, &endpoints, &id, timeout).await;
     ok(json!({ "id": id, "results": answers }))
 }
 

@@ -158,6 +158,25 @@ pub async fn post(http: &reqwest::Client, w: &Webhook, body: String, delivery: &
     }
 }
 
+/// [`post`], given up after `timeout`.
+async fn post_within(
+    http: &reqwest::Client,
+    w: &Webhook,
+    body: String,
+    delivery: &str,
+    timeout: Duration,
+) -> Answer {
+    match tokio::time::timeout(timeout, post(http, w, body, delivery)).await {
+        Ok(a) => a,
+        Err(_) => Answer {
+            endpoint: w.name.clone(),
+            status: None,
+            body: String::new(),
+            error: Some(format!("no answer within {timeout:?}")),
+        },
+    }
+}
+
 /// An error with its causes (reqwest's own message says little).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -286,12 +305,18 @@ impl Dispatcher {
 
     /// Send a signed `webhook.test` event to each endpoint of `app` and say what each
     /// answered (outside the log: nothing is retried).
-    pub async fn test(&self, app: &AppId, endpoints: &[Webhook], id: &str) -> Vec<Answer> {
+    pub async fn test(
+        &self,
+        app: &AppId,
+        endpoints: &[Webhook],
+        id: &str,
+        timeout: Duration,
+    ) -> Vec<Answer> {
         let event = render(id, app, now_ms(), &Happened::WebhookTest);
         let body = batch_body(app, &[&event]);
         let mut answers = Vec::new();
         for w in endpoints {
-            answers.push(post(&self.http, w, body.clone(), id).await);
+            answers.push(post_within(&self.http, w, body.clone(), id, timeout).await);
         }
         answers
     }
@@ -693,25 +718,8 @@ impl<S: Store> Worker<S> {
             };
             let l = &config.limits;
             let timeout = Duration::from_secs(l.webhook_timeout_secs.max(1));
-            let answer = match tokio::time::timeout(
-                timeout,
-                post(
-                    &self.dispatcher.http,
-                    &self.endpoint,
-                    body.clone(),
-                    &delivery,
-                ),
-            )
-            .await
-            {
-                Ok(a) => a,
-                Err(_) => Answer {
-                    endpoint: self.endpoint.name.clone(),
-                    status: None,
-                    body: String::new(),
-                    error: Some(format!("no answer within {timeout:?}")),
-                },
-            };
+            let http = &self.dispatcher.http;
+            let answer = post_within(http, &self.endpoint, body.clone(), &delivery, timeout).await;
             let now = now_ms();
             if answer.taken() {
                 let n = batch.len() as u64;

@@ -783,7 +783,11 @@ async fn test_call(addr: SocketAddr, app: &'static str) -> (u16, Value) {
 async fn the_test_call_sends_a_signed_event_and_says_what_the_endpoint_answered() {
     let rx = Receiver::start().await;
     let url = rx.url();
-    let srv = server_with(|c| c.webhooks = vec![hook(&url, "backend")]).await;
+    let srv = server_with(|c| {
+        c.limits.webhook_timeout_secs = 1;
+        c.webhooks = vec![hook(&url, "backend")];
+    })
+    .await;
     let addr = srv.addr;
     let (status, body) = test_call(addr, APP).await;
     assert_eq!(status, 200, "{body}");
@@ -801,6 +805,18 @@ async fn the_test_call_sends_a_signed_event_and_says_what_the_endpoint_answered(
     let (status, body) = test_call(addr, APP).await;
     assert_eq!(status, 200);
     assert_eq!(body["results"][0]["status"], 500);
+    // one that does not answer: the call says so after webhook_timeout_secs, and returns
+    rx.set(Mode::Hang);
+    let (status, body) = test_call(addr, APP).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["status"], Value::Null);
+    assert!(
+        body["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{body}"
+    );
     // an app without endpoints: 404
     let (status, _) = test_call(addr, "other").await;
     assert_eq!(status, 404);
