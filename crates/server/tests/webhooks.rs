@@ -29,6 +29,8 @@ enum Mode {
     Ok,
     Fail,
     Hang,
+    /// 307 to `/followed` (which counts what a sender following redirects would send).
+    Redirect,
 }
 
 #[derive(Default)]
@@ -40,6 +42,8 @@ struct State {
     tries: AtomicU64,
     /// Deliveries whose signature did not verify.
     bad_signatures: AtomicU64,
+    /// Requests that followed a redirect.
+    followed: AtomicU64,
     notify: tokio::sync::Notify,
 }
 
@@ -94,44 +98,60 @@ impl Receiver {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let state = self.state.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let state = state.clone();
-                async move {
-                    state.tries.fetch_add(1, Ordering::SeqCst);
-                    let mode = state.mode.lock().unwrap_or(Mode::Ok);
-                    let close = [(axum::http::header::CONNECTION, "close")];
-                    match mode {
-                        Mode::Fail => {
-                            (StatusCode::INTERNAL_SERVER_ERROR, close, "no").into_response()
-                        }
-                        Mode::Hang => {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                            (StatusCode::OK, close, "late").into_response()
-                        }
-                        Mode::Ok => {
-                            if !verified(&headers, &body) {
-                                state.bad_signatures.fetch_add(1, Ordering::SeqCst);
-                                return (StatusCode::UNAUTHORIZED, close, "bad signature")
-                                    .into_response();
+        let followed = self.state.clone();
+        let app = axum::Router::new()
+            .route(
+                "/followed",
+                axum::routing::post(move || {
+                    let state = followed.clone();
+                    async move {
+                        state.followed.fetch_add(1, Ordering::SeqCst);
+                        "followed"
+                    }
+                }),
+            )
+            .route(
+                "/hook",
+                axum::routing::post(move |headers: HeaderMap, body: String| {
+                    let state = state.clone();
+                    async move {
+                        state.tries.fetch_add(1, Ordering::SeqCst);
+                        let mode = state.mode.lock().unwrap_or(Mode::Ok);
+                        let close = [(axum::http::header::CONNECTION, "close")];
+                        match mode {
+                            Mode::Redirect => {
+                                let to = [(axum::http::header::LOCATION, "/followed")];
+                                (StatusCode::TEMPORARY_REDIRECT, close, to, "moved").into_response()
                             }
-                            let v: Value = serde_json::from_str(&body).unwrap();
-                            let delivery = headers
-                                .get("x-opensig-delivery")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string();
-                            let events = v["events"].as_array().cloned().unwrap_or_default();
-                            assert_eq!(events[0]["id"], delivery.as_str(), "delivery id");
-                            state.events.lock().extend(events);
-                            state.notify.notify_waiters();
-                            (StatusCode::OK, close, "ok").into_response()
+                            Mode::Fail => {
+                                (StatusCode::INTERNAL_SERVER_ERROR, close, "no").into_response()
+                            }
+                            Mode::Hang => {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                                (StatusCode::OK, close, "late").into_response()
+                            }
+                            Mode::Ok => {
+                                if !verified(&headers, &body) {
+                                    state.bad_signatures.fetch_add(1, Ordering::SeqCst);
+                                    return (StatusCode::UNAUTHORIZED, close, "bad signature")
+                                        .into_response();
+                                }
+                                let v: Value = serde_json::from_str(&body).unwrap();
+                                let delivery = headers
+                                    .get("x-opensig-delivery")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_string();
+                                let events = v["events"].as_array().cloned().unwrap_or_default();
+                                assert_eq!(events[0]["id"], delivery.as_str(), "delivery id");
+                                state.events.lock().extend(events);
+                                state.notify.notify_waiters();
+                                (StatusCode::OK, close, "ok").into_response()
+                            }
                         }
                     }
-                }
-            }),
-        );
+                }),
+            );
         *self.task.lock() = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
@@ -528,6 +548,13 @@ async fn a_failing_endpoint_gets_everything_afterwards_in_order() {
     let mut alice = User::login(&ws, "alice").await;
     alice.join("flow").await;
     let mut sent = 0;
+    // a redirect is not followed: the batch is tried again, here, later
+    rx.set(Mode::Redirect);
+    send(&mut alice, &mut sent, 1).await;
+    wait_for("a redirected try, then its retry", || async {
+        rx.tries() >= 2
+    })
+    .await;
     // 500s
     rx.set(Mode::Fail);
     send(&mut alice, &mut sent, 10).await;
@@ -545,8 +572,8 @@ async fn a_failing_endpoint_gets_everything_afterwards_in_order() {
     rx.restart().await;
     send(&mut alice, &mut sent, 10).await;
     let events = rx
-        .wait(Duration::from_secs(30), "40 messages", |ev| {
-            of_type(ev, "channel.message").len() >= 40
+        .wait(Duration::from_secs(30), "41 messages", |ev| {
+            of_type(ev, "channel.message").len() >= 41
         })
         .await;
     in_order_once(&events);
@@ -554,12 +581,17 @@ async fn a_failing_endpoint_gets_everything_afterwards_in_order() {
         .iter()
         .map(|e| e["data"]["text"].as_str().unwrap())
         .collect();
-    let expected: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    let expected: Vec<String> = (0..41).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, expected, "every message once, in order");
     let text = srv.shared.webhooks_metrics();
     let retried = metric(&text, "opensig_webhook_retries_total");
     assert!(retried >= 3.0, "{text}");
     assert_eq!(metric(&text, "opensig_webhook_events_dropped_total"), 0.0);
+    assert_eq!(
+        rx.state.followed.load(Ordering::SeqCst),
+        0,
+        "a redirect was followed"
+    );
 }
 
 /// Send `n` channel messages `m<i>` into `flow`, numbered on from `*sent`.
