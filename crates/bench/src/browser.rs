@@ -58,24 +58,8 @@ pub async fn run(
     // compete for one core and the figure would measure that contention
     // (this tool pinned itself, and children inherit that: widen it again)
     let _ = cores;
-    let online = online_cpus();
-    let mut child = Command::new("taskset")
-        .args(["-c", &online, "node"])
-        .arg(&script)
-        .args([
-            &format!("ws://{}/", server.target.addr),
-            &server.target.app,
-            channel,
-            &count.to_string(),
-            &sdks.join(","),
-        ])
-        .env(
-            "OPENSIG_CLASSIC",
-            root.join("pkg/opensig-classic.js").as_os_str(),
-        )
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+    let args = [channel, &count.to_string(), &sdks.join(",")];
+    let mut child = page_driver(server, root, &[], &script, &args)
         .context("starting node (the browser page driver)")?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut f = BrowserFigures::default();
@@ -136,6 +120,32 @@ pub async fn run(
     Ok(f)
 }
 
+/// `node script <ws-url> <app> args…` (behind `wrap`, e.g. `xvfb-run -a`) on every online
+/// CPU, its stdout piped, the opensig classic script of this checkout named for it.
+fn page_driver(
+    server: &Server,
+    root: &Path,
+    wrap: &[&str],
+    script: &Path,
+    args: &[&str],
+) -> std::io::Result<tokio::process::Child> {
+    Command::new("taskset")
+        .args(["-c", &online_cpus()])
+        .args(wrap)
+        .arg("node")
+        .arg(script)
+        .arg(format!("ws://{}/", server.target.addr))
+        .arg(&server.target.app)
+        .args(args)
+        .env(
+            "OPENSIG_CLASSIC",
+            root.join("pkg/opensig-classic.js").as_os_str(),
+        )
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
 /// The online CPUs, not this process's affinity (the tool pins itself, and children inherit
 /// that): a CPU list as taskset reads it, to let the browsers use every core again.
 fn online_cpus() -> String {
@@ -176,25 +186,9 @@ pub async fn engines(
     engines: &str,
 ) -> Result<Vec<(String, String, Vec<f64>)>> {
     let script = root.join("crates/bench/browser/engines.mjs");
-    let online = online_cpus();
     // WebKit's MiniBrowser needs a display: a virtual one
-    let mut child = Command::new("taskset")
-        .args(["-c", &online, "xvfb-run", "-a", "node"])
-        .arg(&script)
-        .args([
-            &format!("ws://{}/", server.target.addr),
-            &server.target.app,
-            &count.to_string(),
-            &rounds.to_string(),
-            engines,
-        ])
-        .env(
-            "OPENSIG_CLASSIC",
-            root.join("pkg/opensig-classic.js").as_os_str(),
-        )
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+    let args = [&count.to_string(), &rounds.to_string(), engines];
+    let mut child = page_driver(server, root, &["xvfb-run", "-a"], &script, &args)
         .context("starting xvfb-run node (scripts/setup installs xvfb)")?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut out: Vec<(String, String, Vec<f64>)> = Vec::new();

@@ -266,6 +266,12 @@ pub mod domain {
         WEBHOOK_TEST,
     ];
 
+    /// The header of every webhook delivery with its signature:
+    /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.
+    pub const SIGNATURE_HEADER: &str = "x-opensig-signature";
+    /// The header naming a webhook delivery: its first event's id (the same on every retry).
+    pub const DELIVERY_HEADER: &str = "x-opensig-delivery";
+
     /// Why an account went offline.
     pub mod offline {
         /// It logged out.

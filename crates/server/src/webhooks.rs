@@ -20,6 +20,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use opensig_protocol::ident::AppId;
 use opensig_protocol::names::domain;
+use opensig_protocol::names::domain::{DELIVERY_HEADER, SIGNATURE_HEADER};
 use parking_lot::Mutex;
 use serde_json::Value;
 use sha2::Sha256;
@@ -30,10 +31,6 @@ use crate::events::{render, Happened, PARTITIONS};
 use crate::signaling::Signaling;
 use crate::store::{now_ms, Store};
 
-/// The header with the signature: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
-pub const SIGNATURE_HEADER: &str = "x-opensig-signature";
-/// The header naming the delivery: its first event's id (the same on every retry).
-pub const DELIVERY_HEADER: &str = "x-opensig-delivery";
 /// How long a worker's lease lasts without renewal (a dead node's partitions move after it).
 const LEASE: Duration = Duration::from_secs(5);
 /// How often a lease is renewed while a worker lives.

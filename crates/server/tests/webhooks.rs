@@ -224,6 +224,15 @@ fn app() -> opensig_protocol::ident::AppId {
     opensig_protocol::ident::AppId::from_stored(APP).unwrap()
 }
 
+/// The types of the events of one ordering key, in the order they arrived.
+fn key_types(events: &[Value], key: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["key"] == key)
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn describe(e: &Value) -> String {
     format!(
         "{} {} {}",
@@ -501,11 +510,7 @@ async fn every_event_type_reaches_the_endpoint_signed_and_in_order() {
         );
     }
     // a channel's life in its order
-    let room: Vec<String> = events
-        .iter()
-        .filter(|e| e["key"] == "c:room")
-        .map(|e| e["type"].as_str().unwrap().to_string())
-        .collect();
+    let room: Vec<String> = key_types(&events, "c:room");
     assert_eq!(
         room,
         [
@@ -642,11 +647,7 @@ async fn a_connection_back_within_the_grace_period_shows_no_offline() {
             )
         })
         .await;
-    let dora_events: Vec<String> = events
-        .iter()
-        .filter(|e| e["key"] == "u:dora")
-        .map(|e| e["type"].as_str().unwrap().to_string())
-        .collect();
+    let dora_events: Vec<String> = key_types(&events, "u:dora");
     assert_eq!(
         dora_events,
         ["user.online", "invite.sent"],
@@ -681,11 +682,7 @@ async fn a_connection_back_within_the_grace_period_shows_no_offline() {
                 == 2
         })
         .await;
-    let dora_events: Vec<String> = events
-        .iter()
-        .filter(|e| e["key"] == "u:dora")
-        .map(|e| e["type"].as_str().unwrap().to_string())
-        .collect();
+    let dora_events: Vec<String> = key_types(&events, "u:dora");
     assert_eq!(
         dora_events,
         ["user.online", "invite.sent", "user.offline", "user.online"]
