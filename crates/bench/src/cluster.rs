@@ -31,6 +31,65 @@ pub struct ClusterArgs {
     redis: Option<String>,
 }
 
+/// What a Redis server has done so far: calls per command (commands scripts run included,
+/// as Redis 7 counts them) and its CPU seconds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RedisWork {
+    pub calls: std::collections::BTreeMap<String, u64>,
+    pub cpu_secs: f64,
+}
+
+impl RedisWork {
+    /// `INFO commandstats` and `INFO cpu` of the Redis at `url` (through redis-cli).
+    pub(crate) fn read(url: &str) -> Result<RedisWork> {
+        let out = Command::new("redis-cli")
+            .args(["-u", url, "INFO", "all"])
+            .output()
+            .context("redis-cli (scripts/setup installs it with redis-server)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut w = RedisWork::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("cmdstat_") {
+                let (name, stats) = rest.split_once(':').unwrap_or((rest, ""));
+                let calls = stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                w.calls.insert(name.to_string(), calls);
+            } else if let Some(v) = line
+                .strip_prefix("used_cpu_sys:")
+                .or_else(|| line.strip_prefix("used_cpu_user:"))
+            {
+                w.cpu_secs += v.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        Ok(w)
+    }
+
+    /// What was done between `before` and `self`: (script runs, other commands, CPU s).
+    pub(crate) fn since(&self, before: &RedisWork) -> (u64, u64, f64, Vec<(String, u64)>) {
+        let mut scripts = 0;
+        let mut commands = 0;
+        let mut each = Vec::new();
+        for (name, n) in &self.calls {
+            let d = n - before.calls.get(name).copied().unwrap_or(0);
+            if d == 0 || name == "info" {
+                continue;
+            }
+            if matches!(name.as_str(), "evalsha" | "eval" | "evalsha_ro" | "eval_ro") {
+                scripts += d;
+            } else {
+                commands += d;
+            }
+            each.push((name.clone(), d));
+        }
+        each.sort_by_key(|e| std::cmp::Reverse(e.1));
+        (scripts, commands, self.cpu_secs - before.cpu_secs, each)
+    }
+}
+
 /// A child process killed when dropped.
 pub(crate) struct Proc(Child);
 
@@ -154,6 +213,15 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     let interval = Duration::from_secs_f64(senders_total as f64 / args.rate.max(1) as f64);
     let end = start + warmup + Duration::from_secs(args.seconds) + Duration::from_secs(1);
     let mut tasks = vec![];
+    // the Redis work of the measured window (after the warm-up, until the senders stop)
+    let work_url = redis_url.clone();
+    let window_end = end - Duration::from_secs(1);
+    let work = tokio::spawn(async move {
+        tokio::time::sleep_until((start + warmup).into()).await;
+        let before = RedisWork::read(&work_url)?;
+        tokio::time::sleep_until(window_end.into()).await;
+        Ok::<_, anyhow::Error>((before, RedisWork::read(&work_url)?))
+    });
     for kind in ["same", "cross"] {
         for i in 0..args.pairs {
             let sender_name = format!("{kind}s{i}");
@@ -220,5 +288,22 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     }
     let ratio = cross.percentile(99.0) as f64 / same.percentile(99.0).max(1) as f64;
     println!("\ncross-node p99 / same-node p99 = {ratio:.2} (target ≤ 2.00)");
+    let (before, after) = work.await??;
+    let (scripts, commands, cpu, each) = after.since(&before);
+    let msgs = (same.len() + cross.len()).max(1) as f64;
+    println!(
+        "\nRedis work per p2p message (sent, pushed and acknowledged; {} messages): {:.2} scripts, \
+         {:.1} commands, {:.1} µs of Redis CPU",
+        msgs,
+        scripts as f64 / msgs,
+        commands as f64 / msgs,
+        cpu * 1e6 / msgs
+    );
+    let top: Vec<String> = each
+        .iter()
+        .take(12)
+        .map(|(n, d)| format!("{n} {:.2}", *d as f64 / msgs))
+        .collect();
+    println!("per message, by command: {}", top.join(", "));
     Ok(())
 }

@@ -120,8 +120,12 @@ pub struct Limits {
     pub user_attrs_keep_secs: u64,
     /// Frames queued for one connection; a client that lets it fill is disconnected.
     pub outbound_queue: usize,
-    /// Seconds a sent message id is remembered to drop resent duplicates.
+    /// Seconds a sent message id is remembered to drop resent duplicates (every id of the
+    /// window: a sender's are bounded by `user_messages_per_second` × this).
     pub dedup_window_secs: u64,
+    /// Seconds a mailbox's numbering (its latest version and what was acknowledged) is kept
+    /// after its last message or poll; an empty mailbox left longer starts again at 1.
+    pub mailbox_state_keep_secs: u64,
     /// Client: milliseconds between pings.
     pub ping_interval_ms: u64,
     /// Client: milliseconds without any frame from the server before the connection is
@@ -214,6 +218,7 @@ impl Default for Limits {
             channel_history_keep_empty_secs: 120,
             outbound_queue: 4096,
             dedup_window_secs: 300,
+            mailbox_state_keep_secs: 7 * 24 * 3600,
             ping_interval_ms: 10_000,
             pong_timeout_ms: 35_000,
             connect_timeout_ms: 6_000,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -157,8 +157,9 @@ fn authorize<S: Store>(
     shared: &Shared<S>,
     app: &str,
     info: &ConnInfo,
-    headers: &HeaderMap,
+    parts: &Parts,
 ) -> Result<AppId, ApiError> {
+    let (headers, method, path) = (&parts.headers, &parts.method, parts.uri.path());
     let sig = &shared.signaling;
     let credential = headers
         .get(header::AUTHORIZATION)
@@ -166,11 +167,20 @@ fn authorize<S: Store>(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let app_id = sig.api_app(app).map_err(|_| ApiError::unauthorized())?;
-    match sig.api_access(&app_id, credential) {
-        ApiAccess::Granted => {}
-        ApiAccess::WithoutCredential { open } if open || from_this_machine(info, headers) => {}
+    let who = match sig.api_access(&app_id, credential) {
+        ApiAccess::Granted { key, read_only } => {
+            if read_only && !matches!(*method, Method::GET | Method::HEAD) {
+                return Err(ApiError::unauthorized());
+            }
+            key.unwrap_or_else(|| "certificate".into())
+        }
+        ApiAccess::WithoutCredential { open } if open || from_this_machine(info, headers) => {
+            "no credential".into()
+        }
         _ => return Err(ApiError::unauthorized()),
-    }
+    };
+    // the credential's name, never its secret
+    tracing::info!(target: "opensig::api", app = %app_id, key = %who, %method, path, "api request");
     let rate = shared.config().limits.api_requests_per_second;
     let mut bucket = shared
         .api_rates
@@ -204,7 +214,7 @@ impl<S: Store> FromRequestParts<Arc<Shared<S>>> for Caller<S> {
             .get::<ConnInfo>()
             .ok_or_else(ApiError::unauthorized)?;
         let app = params.get("app").map_or("", String::as_str);
-        let app = authorize(sh, app, info, &parts.headers)?;
+        let app = authorize(sh, app, info, parts)?;
         Ok(Caller {
             sh: sh.clone(),
             app,

@@ -47,6 +47,27 @@ pub struct ServerConfig {
     pub memory_gauge: Option<MemoryGauge>,
     /// Where each app's events are delivered (`[[webhooks]]`).
     pub webhooks: Vec<Webhook>,
+    /// The backend API keys of each app (`[[api_keys]]`).
+    pub api_keys: Vec<ApiKey>,
+    /// Apps whose backend API refuses the certificate-signed credential (keys only); `*` =
+    /// every app.
+    pub api_no_certificate: BTreeSet<String>,
+}
+
+/// A backend API key of an app (`[[api_keys]]` in the configuration file): its name and the
+/// SHA-256 of the key (`opensig-server api-key` makes both and prints the key once).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The app whose API it opens.
+    pub app: String,
+    /// Its name, unique in the app (`a-z`, `0-9`, `-`; part of the key; logs show it).
+    pub name: String,
+    /// `sha256:<hex>` of the key.
+    pub hash: String,
+    /// Only reads (`GET`).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// A webhook endpoint of an app (`[[webhooks]]` in the configuration file): where its events
@@ -184,6 +205,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("api_open", &self.api_open)
             .field("memory_gauge", &self.memory_gauge.as_ref().map(|g| g()))
             .field("webhooks", &self.webhooks)
+            .field("api_keys", &self.api_keys)
+            .field("api_no_certificate", &self.api_no_certificate)
             .finish()
     }
 }
@@ -221,6 +244,8 @@ impl Default for ServerConfig {
             api_open: BTreeSet::new(),
             memory_gauge: None,
             webhooks: Vec::new(),
+            api_keys: Vec::new(),
+            api_no_certificate: BTreeSet::new(),
         }
     }
 }
@@ -243,6 +268,9 @@ pub enum ConfigError {
     /// `--app` with an empty id or certificate.
     #[error("--app must be ID or ID:CERTIFICATE (got {0:?})")]
     BadApp(String),
+    /// A `[[api_keys]]` entry that cannot work.
+    #[error("api key {0:?}: {1}")]
+    BadApiKey(String, String),
     /// A `[[webhooks]]` entry that cannot work.
     #[error("webhook {0:?}: {1}")]
     BadWebhook(String, String),
@@ -304,6 +332,18 @@ impl ServerConfig {
         self.api_open.contains(app) || self.api_open.contains("*")
     }
 
+    /// Whether the backend API of `app` takes the certificate-signed credential.
+    pub fn api_certificate_allowed(&self, app: &str) -> bool {
+        !(self.api_no_certificate.contains(app) || self.api_no_certificate.contains("*"))
+    }
+
+    /// The API key of `app` named `name`.
+    pub fn api_key(&self, app: &str, name: &str) -> Option<&ApiKey> {
+        self.api_keys
+            .iter()
+            .find(|k| k.app == app && k.name == name)
+    }
+
     /// Whether the firehose channels of `app` may be joined.
     pub fn firehose_allowed(&self, app: &str) -> bool {
         !(self.no_firehose.contains(app) || self.no_firehose.contains("*"))
@@ -357,6 +397,8 @@ pub struct FileConfig {
     pub no_firehose: Option<Vec<String>>,
     /// `api_open`.
     pub api_open: Option<Vec<String>>,
+    /// `api_no_certificate`.
+    pub api_no_certificate: Option<Vec<String>>,
     /// `[tls] cert = …, key = …`.
     pub tls: Option<TlsFiles>,
     /// `[apps]`: app id = certificate (`""`: an app without one; tokens are not checked).
@@ -368,6 +410,9 @@ pub struct FileConfig {
     /// `[[webhooks]]`: an app's event endpoints.
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
+    /// `[[api_keys]]`: an app's backend API keys.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKey>,
 }
 
 /// `[tls]` of the configuration file.
@@ -437,6 +482,9 @@ impl FileConfig {
         if let Some(f) = &self.api_open {
             c.api_open = f.iter().map(|n| n.trim().to_string()).collect();
         }
+        if let Some(f) = &self.api_no_certificate {
+            c.api_no_certificate = f.iter().map(|n| n.trim().to_string()).collect();
+        }
         if let Some(tls) = &self.tls {
             c.tls_cert = Some(tls.cert.clone());
             c.tls_key = Some(tls.key.clone());
@@ -467,6 +515,23 @@ impl FileConfig {
             webhooks.push(w);
         }
         c.webhooks = webhooks;
+        let mut keys: Vec<ApiKey> = Vec::new();
+        for k in &self.api_keys {
+            let bad = |why: &str| ConfigError::BadApiKey(k.name.clone(), why.to_string());
+            if !crate::apikeys::valid_name(&k.name) {
+                return Err(bad("a name is 1–64 of a-z, 0-9 and -"));
+            }
+            if !crate::apikeys::valid_hash(&k.hash) {
+                return Err(bad(
+                    "hash must be sha256:<64 hex digits> (opensig-server api-key prints it)",
+                ));
+            }
+            if keys.iter().any(|o| o.app == k.app && o.name == k.name) {
+                return Err(bad(&format!("two keys of app {:?} have this name", k.app)));
+            }
+            keys.push(k.clone());
+        }
+        c.api_keys = keys;
         for (name, value) in &self.limits {
             let v = serde_json::to_value(value)
                 .map_err(|e| ConfigError::BadLimit(format!("[limits] {name}"), e.to_string()))?;

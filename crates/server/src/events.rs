@@ -1,12 +1,14 @@
 //! Events out: what happens in opensig, as typed domain events, once, above the stores.
 //!
-//! The rules ([`crate::signaling`]) say what happened ([`Happened`]) after each step that
-//! changed something — a request, a due timer, a dead node's session ended — whichever node
-//! did it. [`Events::emit`] gives the event its id, time and ordering key and appends it to
-//! the app's event log in the store (a partition chosen by the key, so events of one user or
-//! one channel stay in order), before the request that caused it is answered; consumers read
-//! the log beside WebSocket delivery ([`crate::webhooks`] today). An app nobody listens to
-//! costs nothing: no event is built.
+//! The rules ([`crate::signaling`]) say what happened ([`Happened`]). The events a change
+//! causes ride with it: [`Events::outbox`] gives each its id, time and ordering key and the
+//! step's outcome it depends on, and the store appends those whose outcome happened to the
+//! app's event log (a partition chosen by the key, so events of one user or one channel stay
+//! in order) in the same atomic step as the change ([`StepEvents`]). Steps that are events of
+//! their own (a kick, an invitation the server ends, attributes expiring) are appended by
+//! [`Events::emit`]. Either way before the request that caused them is answered; consumers
+//! read the log beside WebSocket delivery ([`crate::webhooks`] today). An app nobody listens
+//! to costs nothing: no event is built.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,11 +16,12 @@ use std::time::Duration;
 
 use opensig_protocol::ident::AppId;
 use opensig_protocol::names::domain;
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::config::LimitsNow;
-use crate::store::{now_ms, EventCap, Store};
+use crate::store::{now_ms, EventCap, EventText, Planned, StepEvents, Store, When};
 
 /// Partitions of an app's event log: events of one key are in one partition, in order.
 /// Changing it moves keys between partitions (events in flight may then be reordered once).
@@ -180,34 +183,57 @@ impl Happened {
             Happened::WebhookTest => String::new(),
         }
     }
+}
 
-    /// The event's `data`.
-    pub fn data(&self) -> Value {
-        let extra = |e: &str| -> Value {
-            match e {
-                "" => Value::Null,
-                e => serde_json::from_str(e).unwrap_or_else(|_| Value::String(e.to_string())),
-            }
-        };
-        match self {
-            Happened::UserOnline { account } => json!({ "account": account }),
+/// An invitation's `extra` as events carry it: JSON when it is JSON, else its text (`""`:
+/// null).
+struct Extra<'a>(&'a str);
+
+impl Serialize for Extra<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            "" => s.serialize_none(),
+            e => match serde_json::from_str::<Value>(e) {
+                Ok(v) => v.serialize(s),
+                Err(_) => s.serialize_str(e),
+            },
+        }
+    }
+}
+
+/// The event's `data`, written straight from the fields (no tree built: one is rendered for
+/// every step of an app that listens, most of them never appended).
+struct Data<'a>(&'a Happened);
+
+impl Serialize for Data<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match self.0 {
+            Happened::UserOnline { account } => m.serialize_entry("account", account)?,
             Happened::UserOffline { account, reason } => {
-                json!({ "account": account, "reason": reason })
+                m.serialize_entry("account", account)?;
+                m.serialize_entry("reason", reason)?;
             }
-            Happened::UserKicked { account, by } => json!({ "account": account, "by": by }),
+            Happened::UserKicked { account, by } => {
+                m.serialize_entry("account", account)?;
+                m.serialize_entry("by", by)?;
+            }
             Happened::ChannelOccupied { channel } | Happened::ChannelVacated { channel } => {
-                json!({ "channel": channel })
+                m.serialize_entry("channel", channel)?
             }
             Happened::MemberJoined { channel, account }
             | Happened::MemberLeft { channel, account } => {
-                json!({ "channel": channel, "account": account })
+                m.serialize_entry("channel", channel)?;
+                m.serialize_entry("account", account)?;
             }
             Happened::ChannelMessage {
                 channel,
                 from,
                 text,
             } => {
-                json!({ "channel": channel, "from": from, "text": text })
+                m.serialize_entry("channel", channel)?;
+                m.serialize_entry("from", from)?;
+                m.serialize_entry("text", text)?;
             }
             Happened::ChannelAttr {
                 channel,
@@ -215,44 +241,75 @@ impl Happened {
                 op,
                 name,
                 value,
-            } => json!({ "channel": channel, "by": by, "op": op, "name": name, "value": value }),
+            } => {
+                m.serialize_entry("channel", channel)?;
+                m.serialize_entry("by", by)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("name", name)?;
+                m.serialize_entry("value", value)?;
+            }
             Happened::MessageOffline {
                 from,
                 to,
                 text,
                 ttl_secs,
-            } => json!({ "from": from, "to": to, "text": text, "ttl": ttl_secs }),
+            } => {
+                m.serialize_entry("from", from)?;
+                m.serialize_entry("to", to)?;
+                m.serialize_entry("text", text)?;
+                m.serialize_entry("ttl", ttl_secs)?;
+            }
             Happened::Invite {
-                call, by, extra: e, ..
-            } => json!({
-                "caller": call.caller, "callee": call.callee, "channel": call.channel,
-                "by": by, "extra": extra(e),
-            }),
+                call, by, extra, ..
+            } => {
+                m.serialize_entry("caller", &call.caller)?;
+                m.serialize_entry("callee", &call.callee)?;
+                m.serialize_entry("channel", &call.channel)?;
+                m.serialize_entry("by", by)?;
+                m.serialize_entry("extra", &Extra(extra))?;
+            }
             Happened::InviteFailed {
                 call,
-                extra: e,
+                extra,
                 code,
                 reason,
-            } => json!({
-                "caller": call.caller, "callee": call.callee, "channel": call.channel,
-                "extra": extra(e), "code": code, "reason": reason,
-            }),
-            Happened::WebhookTest => json!({}),
+            } => {
+                m.serialize_entry("caller", &call.caller)?;
+                m.serialize_entry("callee", &call.callee)?;
+                m.serialize_entry("channel", &call.channel)?;
+                m.serialize_entry("extra", &Extra(extra))?;
+                m.serialize_entry("code", code)?;
+                m.serialize_entry("reason", reason)?;
+            }
+            Happened::WebhookTest => {}
         }
+        m.end()
     }
+}
+
+/// An event as consumers get it.
+#[derive(serde::Serialize)]
+struct Rendered<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: u64,
+    app: &'a str,
+    key: String,
+    data: Data<'a>,
 }
 
 /// An event as consumers get it: `{"id","type","time","app","key","data"}` (JSON text).
 pub fn render(id: &str, app: &str, time_ms: u64, happened: &Happened) -> String {
-    json!({
-        "id": id,
-        "type": happened.kind(),
-        "time": time_ms,
-        "app": app,
-        "key": happened.key(),
-        "data": happened.data(),
-    })
-    .to_string()
+    let r = Rendered {
+        id,
+        kind: happened.kind(),
+        time: time_ms,
+        app,
+        key: happened.key(),
+        data: Data(happened),
+    };
+    serde_json::to_string(&r).unwrap_or_default()
 }
 
 /// The partition of an ordering key (FNV-1a: the same on every node and every build).
@@ -315,7 +372,45 @@ impl Events {
         format!("{}.{n:x}", self.prefix)
     }
 
-    /// Append what happened in `app` to its log (when `wanted`), before the caller goes on.
+    /// The events of a step of `app`, each appended on an outcome of the step (by the store,
+    /// in the same atomic step as its change: [`StepEvents`]).
+    pub fn outbox(
+        &self,
+        limits: &LimitsNow,
+        app: &AppId,
+        planned: impl IntoIterator<Item = (When, Happened)>,
+    ) -> StepEvents {
+        let now = now_ms();
+        let events = planned
+            .into_iter()
+            .map(|(when, happened)| {
+                let (id, app) = (self.next_id(), app.to_string());
+                Planned {
+                    when,
+                    partition: partition(&happened.key()),
+                    text: EventText::Later(Arc::new(move || render(&id, &app, now, &happened))),
+                }
+            })
+            .collect();
+        StepEvents {
+            app: app.to_string(),
+            events,
+            cap: cap(limits),
+        }
+    }
+
+    /// A step carrying `out` was made; `fired` says which of its outcomes happened.
+    pub fn recorded(&self, out: &StepEvents, fired: impl Fn(When) -> bool) {
+        let n = out.events.iter().filter(|e| fired(e.when)).count();
+        if n > 0 {
+            self.stats.appended.fetch_add(n as u64, Ordering::Relaxed);
+            self.appended.notify_waiters();
+        }
+    }
+
+    /// Append what happened in `app` to its log, before the caller goes on: for an event that
+    /// is a step of its own (a kick, an invitation that failed), not the effect of a change
+    /// in the store (those ride with the change, [`Events::outbox`]).
     pub async fn emit<S: Store>(
         &self,
         store: &S,

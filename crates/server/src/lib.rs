@@ -25,6 +25,7 @@ use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
 pub mod api;
+pub mod apikeys;
 pub mod config;
 pub mod conn;
 pub mod delivery;
@@ -216,6 +217,7 @@ pub const LIMITS_SET_AT_START: &[&str] = &[
     "channel_messages_per_second",
     "attr_changes_per_second",
     "dedup_window_secs",
+    "mailbox_state_keep_secs",
     "channel_history_messages",
     "channel_history_keep_empty_secs",
 ];

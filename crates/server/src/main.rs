@@ -30,6 +30,22 @@ struct Cli {
 enum Command {
     /// Print a SignalingToken for an account.
     Token(TokenArgs),
+    /// Make a backend API key: prints the key (once: only its hash is kept) and the
+    /// `[[api_keys]]` entry for the configuration file.
+    ApiKey(ApiKeyArgs),
+}
+
+#[derive(Args)]
+struct ApiKeyArgs {
+    /// The app whose API it opens.
+    #[arg(long)]
+    app: String,
+    /// Its name (a-z, 0-9, -): logs show it, and the key starts with it.
+    #[arg(long)]
+    name: String,
+    /// Only reads (GET).
+    #[arg(long)]
+    read_only: bool,
 }
 
 #[derive(Args)]
@@ -136,6 +152,26 @@ async fn main() {
     let certificate_on_command_line = matches.value_source("apps")
         == Some(clap::parser::ValueSource::CommandLine)
         && cli.serve.apps.iter().any(|a| a.contains(':'));
+    if let Some(Command::ApiKey(k)) = &cli.command {
+        if !opensig_server::apikeys::valid_name(&k.name) {
+            eprintln!("--name must be 1-64 of a-z, 0-9 and -");
+            std::process::exit(2);
+        }
+        let (key, hash) = opensig_server::apikeys::make(&k.name);
+        println!("{key}");
+        eprintln!(
+            "\nThe key above is shown once. Add this to the configuration file and reload \
+             (SIGHUP):\n\n[[api_keys]]\napp = {:?}\nname = {:?}\nhash = {hash:?}{}\n",
+            k.app,
+            k.name,
+            if k.read_only {
+                "\nread_only = true"
+            } else {
+                ""
+            }
+        );
+        return;
+    }
     if let Some(Command::Token(t)) = cli.command {
         let expiry = if t.ttl == 0 {
             0
@@ -157,8 +193,10 @@ async fn main() {
         return;
     }
     // logs on stderr; stdout carries the one line saying where the server listens
+    // colours only on a terminal: a log file or journal gets plain text
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPENSIG_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

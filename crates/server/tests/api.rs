@@ -649,3 +649,185 @@ fn the_token_command_mints_the_api_credential() {
         credential(SECURE, CERT, 0)
     );
 }
+
+#[test]
+fn the_api_key_command_prints_a_key_once_and_the_entry_with_its_hash() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_opensig-server"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "api-key",
+        "--app",
+        SECURE,
+        "--name",
+        "billing",
+        "--read-only",
+    ]);
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("osk_billing_"), "{key}");
+    let entry = String::from_utf8(out.stderr).unwrap();
+    let file: opensig_server::config::FileConfig =
+        toml::from_str(&entry[entry.find("[[api_keys]]").unwrap()..]).unwrap();
+    let k = &file.api_keys[0];
+    assert_eq!(
+        (k.app.as_str(), k.name.as_str(), k.read_only),
+        (SECURE, "billing", true)
+    );
+    assert!(opensig_server::apikeys::matches(&key, &k.hash));
+    assert!(!entry.contains(&key), "the key is printed once, on stdout");
+    assert_eq!(
+        run(&["api-key", "--app", SECURE, "--name", "Bad_Name"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+/// A backend key entry of `app` (as `opensig-server api-key` makes it), and the key.
+fn api_key(app: &str, name: &str, read_only: bool) -> (opensig_server::config::ApiKey, String) {
+    let (key, hash) = opensig_server::apikeys::make(name);
+    let entry = opensig_server::config::ApiKey {
+        app: app.into(),
+        name: name.into(),
+        hash,
+        read_only,
+    };
+    (entry, key)
+}
+
+/// API keys apart from the certificate: a key opens its app's API; a read-only key reads
+/// and is refused on writes; a key removed by a reload is refused at once (no restart); a
+/// key of another app, a forged or altered key, all get the one 401; an app can refuse the
+/// certificate-signed credential and take keys only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_open_revoke_and_read_only_with_one_answer_for_every_refusal() {
+    let (backend, backend_key) = api_key(SECURE, "backend", false);
+    let (reader, reader_key) = api_key(SECURE, "dashboard", true);
+    let (other, other_key) = api_key(OTHER, "backend", false);
+    let keys = vec![backend.clone(), reader.clone(), other.clone()];
+    let srv = server_with(|c| {
+        config_apps(c);
+        c.api_keys = keys.clone();
+    })
+    .await;
+    let base = format!("{}/api/v1/apps", srv.http_url());
+    let get = |app: &str, key: Option<String>| {
+        http("GET", format!("{base}/{app}/channels/room"), key, None, &[])
+    };
+    let post = |app: &str, key: Option<String>| {
+        let body = json!({"from": "server", "msg": "notice"});
+        http(
+            "POST",
+            format!("{base}/{app}/channels/room/messages"),
+            key,
+            Some(body),
+            &[],
+        )
+    };
+    let unauthorized = json!({"error": "unauthorized"});
+    assert_eq!(get(SECURE, Some(backend_key.clone())).await.0, 200);
+    assert_eq!(post(SECURE, Some(backend_key.clone())).await.0, 200);
+    assert_eq!(get(SECURE, Some(reader_key.clone())).await.0, 200);
+    assert_eq!(
+        post(SECURE, Some(reader_key.clone())).await,
+        (401, unauthorized.clone()),
+        "a read-only key writes"
+    );
+    let forged = format!("osk_backend_{}", "0".repeat(64));
+    let mut altered = backend_key.clone();
+    altered.pop();
+    altered.push('x');
+    for (what, app, key) in [
+        ("another app's key", SECURE, other_key.clone()),
+        ("this app's key on another app", OTHER, backend_key.clone()),
+        ("a forged key", SECURE, forged),
+        ("an altered key", SECURE, altered),
+        (
+            "a key of no entry",
+            SECURE,
+            format!("osk_nobody_{}", "1".repeat(64)),
+        ),
+    ] {
+        assert_eq!(
+            get(app, Some(key)).await,
+            (401, unauthorized.clone()),
+            "{what}"
+        );
+    }
+    // the certificate-signed credential works alongside keys, until the app refuses it
+    let cert = credential(SECURE, CERT, now_secs() + 600);
+    assert_eq!(get(SECURE, Some(cert.clone())).await.0, 200);
+    // revoked by a reload, without a restart; the certificate turned off for the app
+    let mut c = (*srv.shared.config()).clone();
+    c.api_keys
+        .retain(|k| k.name != "backend" || k.app != SECURE);
+    c.api_no_certificate.insert(SECURE.into());
+    srv.reload(c).unwrap();
+    assert_eq!(
+        get(SECURE, Some(backend_key)).await,
+        (401, unauthorized.clone()),
+        "a revoked key"
+    );
+    assert_eq!(
+        get(SECURE, Some(cert)).await,
+        (401, unauthorized.clone()),
+        "the certificate credential of an app that refuses it"
+    );
+    assert_eq!(get(SECURE, Some(reader_key)).await.0, 200, "the key kept");
+    assert_eq!(
+        get(OTHER, Some(other_key)).await.0,
+        200,
+        "another app's key kept"
+    );
+}
+
+/// The real thing: a server process with a configuration file; a key taken, named in the
+/// request log without its secret; the entry removed from the file and SIGHUP sent — the key
+/// is refused from then on, the process never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_file_is_refused_after_sighup() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("opensig-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, log) = (dir.join("opensig.toml"), dir.join("server.log"));
+    let (entry, key) = api_key(SECURE, "billing", false);
+    let apps = format!("[apps]\n{SECURE} = \"{CERT}\"\n");
+    let with_key = format!(
+        "{apps}\n[[api_keys]]\napp = \"{SECURE}\"\nname = \"billing\"\nhash = \"{}\"\n",
+        entry.hash
+    );
+    let write = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write(&with_key);
+    let srv = ServerProcess::start_logging(
+        &["--config", path.to_str().unwrap()],
+        "warn,opensig::api=info",
+        Some(&log),
+    );
+    let http_base = srv.url.replacen("ws://", "http://", 1);
+    let url = format!("{http_base}api/v1/apps/{SECURE}/channels/room");
+    let get = || http("GET", url.clone(), Some(key.clone()), None, &[]);
+    assert_eq!(get().await.0, 200);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("key=billing"), "{logged}");
+    let secret = key.rsplit_once('_').unwrap().1;
+    assert!(!logged.contains(secret), "the secret is in the log");
+    write(&apps);
+    let pid = srv.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the key refused after the reload", || async {
+        get().await.0 == 401
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -217,7 +217,7 @@ async fn channel_ttl_keeps_attrs_after_the_last_member_then_destroys() {
     // then destroyed: of the two empty channels only "stay" is left
     let store = srv.shared.store();
     wait_for("the empty channel with a 1 s TTL destroyed", || async {
-        store.footprint().await.channels == 1
+        store.footprint().await.unwrap().channels == 1
     })
     .await;
     let mut carl = User::login(&srv.ws_url(), "carl").await;

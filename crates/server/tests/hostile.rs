@@ -504,7 +504,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                 }
             }
             assert!(accepted <= APP_MAIL_MAX, "{accepted} stored beyond the quota");
-            assert!(env.srv.shared.store().footprint().await.stored_messages <= APP_MAIL_MAX + 64);
+            assert!(env.srv.shared.store().footprint().await.unwrap().stored_messages <= APP_MAIL_MAX + 64);
             // the recipients read their mail: the quota is free again
             for to in &recipients {
                 let mut r = env.raw(to).await;
@@ -852,7 +852,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             // period (702): the ringing copy is withdrawn from the peer's mailbox, the peer
             // (online) gets a bye, the caller the failure
             wait_for("the abandoned invitations ended", || async {
-                store.footprint().await.invites == 0
+                store.footprint().await.unwrap().invites == 0
             })
             .await;
             let (err, page) = peer.call("user_getmsg", 1, json!({"ver_clear": 0, "max": 30})).await;
@@ -897,7 +897,7 @@ async fn settle(
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
-        let fp = srv.shared.store().footprint().await;
+        let fp = srv.shared.store().footprint().await.unwrap();
         let c = srv.shared.connection_count();
         if fp == *want && c == conns {
             return Ok(());
@@ -963,7 +963,7 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
     // HOSTILE_CASE=<part of a name> runs only the matching cases (when debugging one)
     let only = std::env::var("HOSTILE_CASE").unwrap_or_default();
     for (name, run) in cases.into_iter().filter(|(name, _)| name.contains(&*only)) {
-        let base = env.srv.shared.store().footprint().await;
+        let base = env.srv.shared.store().footprint().await.unwrap();
         env.stored.store(0, Ordering::SeqCst);
         let conns = env.srv.shared.connection_count();
         let panics = PANICS.load(Ordering::SeqCst);

@@ -58,7 +58,7 @@ async fn offline_messages_arrive_at_next_login_and_are_not_repeated_once_acknowl
     // acknowledged (within about a second): a new session gets nothing
     let store = srv.shared.store();
     wait_for("carol's messages acknowledged", || async {
-        store.footprint().await.stored_messages == 0
+        store.footprint().await.unwrap().stored_messages == 0
     })
     .await;
     drop(carol);

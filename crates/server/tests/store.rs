@@ -83,6 +83,7 @@ fn tpl(what: &str) -> Template {
 
 fn item<'a>(id: &'a str, text: &'a str, push: &'a Template) -> MailItem<'a> {
     MailItem {
+        events: &NO_EVENTS,
         id,
         text,
         push,
@@ -102,6 +103,7 @@ fn ev(frame: &Template) -> Event<'_> {
 
 fn opening<'a>(app: &'a AppId, account: &'a Account, conn: &'a Conn) -> Opening<'a> {
     Opening {
+        events: &NO_EVENTS,
         user: User { app, account },
         conn: &conn.h,
         welcome: "welcome".to_string().into(),
@@ -114,6 +116,7 @@ fn joining<'a>(
     event: Option<Event<'a>>,
 ) -> Joining<'a> {
     Joining {
+        events: &NO_EVENTS,
         account,
         conn,
         event,
@@ -138,18 +141,21 @@ fn set_attr<'a>(name: &'a str, value: &'a str, max: usize) -> AttrOp<'a> {
 
 /// A store under test, its "second node", and its work.
 trait Harness: Store + Clone {
-    fn make() -> impl std::future::Future<Output = (Self, Self)> + Send;
+    fn make_with(l: Limits) -> impl std::future::Future<Output = (Self, Self)> + Send;
+    fn make() -> impl std::future::Future<Output = (Self, Self)> + Send {
+        Self::make_with(limits())
+    }
 }
 
 impl Harness for Memory {
-    async fn make() -> (Memory, Memory) {
-        let m = Memory::new(&limits());
+    async fn make_with(l: Limits) -> (Memory, Memory) {
+        let m = Memory::new(&l);
         (m.clone(), m)
     }
 }
 
 impl Harness for Redis {
-    async fn make() -> (Redis, Redis) {
+    async fn make_with(l: Limits) -> (Redis, Redis) {
         let prefix = common::unique_prefix();
         let node = |n: &str| RedisConfig {
             url: common::redis_url(),
@@ -157,8 +163,8 @@ impl Harness for Redis {
             node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
             public_url: format!("ws://{n}/"),
         };
-        let a = Redis::connect(node("a"), &limits()).await.unwrap();
-        let b = Redis::connect(node("b"), &limits()).await.unwrap();
+        let a = Redis::connect(node("a"), &l).await.unwrap();
+        let b = Redis::connect(node("b"), &l).await.unwrap();
         (a, b)
     }
 }
@@ -200,12 +206,12 @@ async fn sessions_replace_and_close_by_compare<S: Harness>() {
     assert!(prev.is_some(), "the older session is returned");
     assert!(s.session_alive(prev.as_ref().unwrap()).await);
     // the old connection's teardown must not end the new session
-    assert!(!s.session_close(user, &first).await.unwrap());
+    assert!(!s.session_close(user, &first, &NO_EVENTS).await.unwrap());
     assert!(s.online(user).await.unwrap());
     let second = s.session_of(&c2.h);
-    assert!(s.session_close(user, &second).await.unwrap());
+    assert!(s.session_close(user, &second, &NO_EVENTS).await.unwrap());
     assert!(!s.online(user).await.unwrap());
-    assert_eq!(s.footprint().await.sessions, 0);
+    assert_eq!(s.footprint().await.unwrap().sessions, 0);
 }
 
 async fn racing_logins_replace_exactly_one<S: Harness>() {
@@ -218,11 +224,13 @@ async fn racing_logins_replace_exactly_one<S: Harness>() {
             account: &u,
         };
         let o1 = Opening {
+            events: &NO_EVENTS,
             user,
             conn: &c1.h,
             welcome: "w".to_string().into(),
         };
         let o2 = Opening {
+            events: &NO_EVENTS,
             user,
             conn: &c2.h,
             welcome: "w".to_string().into(),
@@ -242,8 +250,8 @@ async fn racing_logins_replace_exactly_one<S: Harness>() {
         assert_eq!(saw, 1, "{r1:?} / {r2:?}");
         let s1 = s.session_of(&c1.h);
         let s2 = other.session_of(&c2.h);
-        let closed = s.session_close(user, &s1).await.unwrap() as u8
-            + other.session_close(user, &s2).await.unwrap() as u8;
+        let closed = s.session_close(user, &s1, &NO_EVENTS).await.unwrap() as u8
+            + other.session_close(user, &s2, &NO_EVENTS).await.unwrap() as u8;
         assert_eq!(closed, 1, "exactly one of them is the session");
     }
 }
@@ -277,14 +285,14 @@ async fn racing_logins_on_one_node_leave_the_winner_reachable<S: Harness>() {
         };
         // the loser's connection ends (it was kicked): its close changes nothing for the winner
         let gone = s.session_of(&loser.h);
-        assert!(!s.session_close(user, &gone).await.unwrap());
+        assert!(!s.session_close(user, &gone, &NO_EVENTS).await.unwrap());
         assert_eq!(s.local_sessions(), before + 1, "round {round}");
         let (id, text, push) = (format!("r{round}"), "x".to_string(), tpl("reach"));
         s.mail_append(user, item(&id, &text, &push)).await.unwrap();
         let got = winner.frames(2).await;
         assert!(got[1].starts_with("reach#"), "round {round}: {got:?}");
         let won = s.session_of(&winner.h);
-        assert!(s.session_close(user, &won).await.unwrap());
+        assert!(s.session_close(user, &won, &NO_EVENTS).await.unwrap());
         assert_eq!(s.local_sessions(), before, "round {round}");
     }
 }
@@ -332,7 +340,7 @@ async fn user_attributes_and_a_racing_maximum<S: Harness>() {
         .user_attr_set(user, attr_set("b", Some("3"), 1))
         .await
         .unwrap());
-    assert_eq!(s.footprint().await.user_attrs, 1);
+    assert_eq!(s.footprint().await.unwrap().user_attrs, 1);
     assert_eq!(other.user_attr_count(user).await.unwrap(), 1);
     // cleared all at once (from either node); another account's stay
     let (v, w) = (acct("vic"), acct("wes"));
@@ -357,7 +365,7 @@ async fn user_attributes_and_a_racing_maximum<S: Harness>() {
     assert_eq!(s.user_attrs(vic).await.unwrap(), vec![]);
     assert_eq!(s.user_attr_count(wes).await.unwrap(), 1);
     s.user_attrs_clear(vic).await.unwrap();
-    assert_eq!(s.footprint().await.user_attrs, 2);
+    assert_eq!(s.footprint().await.unwrap().user_attrs, 2);
 }
 
 /// An app's mailboxes share a quota (messages and bytes, freed as mail is acknowledged or
@@ -379,13 +387,14 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
         ..MailQuota::default()
     };
     let capped = |text| MailItem {
+        events: &NO_EVENTS,
         quota,
         ..item("i", text, &p)
     };
     for i in 0..3 {
         let store = if i % 2 == 0 { &s } else { &other };
         let r = store.mail_append(to(&a, i), capped("abc")).await.unwrap();
-        assert!(matches!(r, Appended::Stored(_)), "{i}: {r:?}");
+        assert!(matches!(r, Appended::Stored { .. }), "{i}: {r:?}");
     }
     assert_eq!(
         other.mail_append(to(&a, 3), capped("abc")).await.unwrap(),
@@ -394,7 +403,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     );
     assert!(matches!(
         s.mail_append(to(&b, 3), capped("abc")).await.unwrap(),
-        Appended::Stored(_)
+        Appended::Stored { .. }
     ));
     // acknowledged and withdrawn mail frees the quota, wherever it is freed
     let acked = Poll::Versions {
@@ -404,7 +413,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     other.mail_poll(to(&a, 0), acked).await.unwrap();
     assert!(matches!(
         s.mail_append(to(&a, 3), capped("abcdef")).await.unwrap(),
-        Appended::Stored(_)
+        Appended::Stored { .. }
     ));
     // 3 + 3 + 6 bytes held: one more byte is over
     assert!(s.mail_withdraw(to(&a, 1), 1).await.unwrap());
@@ -415,7 +424,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     );
     assert!(matches!(
         other.mail_append(to(&a, 1), capped("abc")).await.unwrap(),
-        Appended::Stored(_)
+        Appended::Stored { .. }
     ));
     let ids = Poll::Ids {
         clear: &["i".to_string()],
@@ -424,18 +433,20 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     s.mail_poll(to(&a, 2), ids).await.unwrap();
     assert!(matches!(
         s.mail_append(to(&a, 2), capped("abc")).await.unwrap(),
-        Appended::Stored(_)
+        Appended::Stored { .. }
     ));
 
     // the sender's allowance: mail for offline recipients only, per sender
     let online = Conn::new();
     let open = Opening {
+        events: &NO_EVENTS,
         user: to(&b, 0),
         conn: &online.h,
         welcome: "w".to_string().into(),
     };
     s.session_open(open).await.unwrap();
     let from = |sender, busy| MailItem {
+        events: &NO_EVENTS,
         quota: MailQuota {
             sender: Some(sender),
             offline_per_sender: 2,
@@ -447,7 +458,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     };
     for store in [&s, &other] {
         let r = store.mail_append(to(&b, 1), from(&sam, false)).await;
-        assert!(matches!(r.unwrap(), Appended::Stored(_)));
+        assert!(matches!(r.unwrap(), Appended::Stored { .. }));
     }
     let dedup = Dedup {
         from: &sam,
@@ -455,6 +466,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
         window: Duration::from_secs(60),
     };
     let resend = MailItem {
+        events: &NO_EVENTS,
         dedup: Some(dedup),
         ..from(&sam, false)
     };
@@ -465,27 +477,31 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     for _ in 0..3 {
         let r = s.mail_append(to(&b, 0), from(&sam, false)).await;
         assert!(
-            matches!(r.unwrap(), Appended::Stored(_)),
+            matches!(r.unwrap(), Appended::Stored { .. }),
             "online recipient"
         );
     }
     let r = s.mail_append(to(&b, 2), from(&tom, false)).await;
-    assert!(matches!(r.unwrap(), Appended::Stored(_)), "another sender");
+    assert!(
+        matches!(r.unwrap(), Appended::Stored { .. }),
+        "another sender"
+    );
     // busy: what would wait is refused, what is delivered is not
     assert_eq!(
         s.mail_append(to(&b, 3), from(&tom, true)).await.unwrap(),
         Appended::Busy
     );
     let r = other.mail_append(to(&b, 0), from(&tom, true)).await;
-    assert!(matches!(r.unwrap(), Appended::Stored(_)));
+    assert!(matches!(r.unwrap(), Appended::Stored { .. }));
     // a refused resend was not taken for a duplicate
     let later = MailItem {
+        events: &NO_EVENTS,
         dedup: Some(dedup),
         ..item("k", "x", &p)
     };
     assert!(matches!(
         s.mail_append(to(&b, 2), later).await.unwrap(),
-        Appended::Stored(_)
+        Appended::Stored { .. }
     ));
 }
 
@@ -498,6 +514,7 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
     };
     let mut c = Conn::new();
     let open = Opening {
+        events: &NO_EVENTS,
         user,
         conn: &c.h,
         welcome: "w".to_string().into(),
@@ -509,7 +526,14 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
         // from both nodes: versions come from the one mailbox
         let store = if i % 2 == 0 { &s } else { &other };
         let r = store.mail_append(user, item(&id, &text, p)).await.unwrap();
-        assert_eq!(r, Appended::Stored(i as u64 + 1));
+        let version = i as u64 + 1;
+        assert_eq!(
+            r,
+            Appended::Stored {
+                version,
+                offline: false
+            }
+        );
     }
     let got = c.frames(6).await[1..].to_vec();
     assert_eq!(
@@ -535,7 +559,7 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
         !s.mail_withdraw(user, 1).await.unwrap(),
         "acknowledged already"
     );
-    assert_eq!(s.footprint().await.stored_messages, 2);
+    assert_eq!(s.footprint().await.unwrap().stored_messages, 2);
     // resends are dropped, also across nodes
     let p = tpl("again");
     let dedup = Dedup {
@@ -544,12 +568,13 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
         window: Duration::from_secs(60),
     };
     let once = MailItem {
+        events: &NO_EVENTS,
         dedup: Some(dedup),
         ..item("i", "t", &p)
     };
     assert!(matches!(
         s.mail_append(user, once).await.unwrap(),
-        Appended::Stored(_)
+        Appended::Stored { .. }
     ));
     assert_eq!(
         other.mail_append(user, once).await.unwrap(),
@@ -557,6 +582,7 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
     );
     // bounded: a full mailbox refuses, and a refused resend may try again
     let full = MailItem {
+        events: &NO_EVENTS,
         max: 3,
         dedup: Some(Dedup { id: "m2", ..dedup }),
         ..item("i", "t", &p)
@@ -565,10 +591,11 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
     let room = MailItem { max: 10, ..full };
     assert!(matches!(
         s.mail_append(user, room).await.unwrap(),
-        Appended::Stored(_)
+        Appended::Stored { .. }
     ));
     // expired messages go
     let short = MailItem {
+        events: &NO_EVENTS,
         ttl: Duration::from_millis(30),
         ..item("s", "short", &p)
     };
@@ -609,6 +636,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     let (mut ca, mut cb) = (Conn::new(), Conn::new());
     for (who, c, store) in [(&ann, &ca, &s), (&bob, &cb, &other)] {
         let open = Opening {
+            events: &NO_EVENTS,
             user: User {
                 app: &a,
                 account: who,
@@ -656,6 +684,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     // a message to everyone, in order
     let m = tpl("msg");
     let member = Publish {
+        events: &NO_EVENTS,
         member: Some(&bob),
         ..Publish::event(ev(&m))
     };
@@ -665,6 +694,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     // members only
     let stranger = acct("eve");
     let outsider = Publish {
+        events: &NO_EVENTS,
         member: Some(&stranger),
         ..Publish::event(ev(&m))
     };
@@ -673,6 +703,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     // is told)
     let mut cb2 = Conn::new();
     let reopen = Opening {
+        events: &NO_EVENTS,
         user: User {
             app: &a,
             account: &bob,
@@ -690,6 +721,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     // the old connection cannot leave for the new one
     let old = other.session_of(&cb.h);
     let leave = |session| Leaving {
+        events: &NO_EVENTS,
         account: &bob,
         session,
         event: None,
@@ -702,6 +734,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     let new = s.session_of(&cb2.h);
     let bye = tpl("bye");
     let l = Leaving {
+        events: &NO_EVENTS,
         account: &bob,
         session: &new,
         event: Some(Event {
@@ -714,7 +747,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     assert_eq!(s.members(at, 10).await.unwrap(), (1, vec!["ann".into()]));
     assert!(s.is_member(at, &ann).await.unwrap());
     assert!(!other.is_member(at, &bob).await.unwrap());
-    let fp = s.footprint().await;
+    let fp = s.footprint().await.unwrap();
     assert_eq!((fp.channels, fp.members), (1, 1));
 }
 
@@ -728,6 +761,7 @@ async fn settings_gate_events_and_rates<S: Harness>() {
     let (ann, bob) = (acct("ann"), acct("bob"));
     let (mut ca, cb) = (Conn::new(), Conn::new());
     let open = Opening {
+        events: &NO_EVENTS,
         user: User {
             app: &a,
             account: &ann,
@@ -748,6 +782,7 @@ async fn settings_gate_events_and_rates<S: Harness>() {
     };
     let upd = tpl("attr");
     let change = |op| AttrChange {
+        events: &NO_EVENTS,
         op,
         event: ev(&upd),
     };
@@ -772,6 +807,7 @@ async fn settings_gate_events_and_rates<S: Harness>() {
     };
     s.attr_change(at, change(AttrOp::Set(slow))).await.unwrap();
     let rated = Publish {
+        events: &NO_EVENTS,
         rate_limited: true,
         ..Publish::event(ev(&m))
     };
@@ -844,18 +880,20 @@ async fn empty_channels_keep_state_only_for_attributes<S: Harness>() {
         channel: &bare,
     };
     let j = Joining {
+        events: &NO_EVENTS,
         account: &ann,
         conn: &c.h,
         event: None,
         list_max: 10,
     };
     s.join(at, j).await.unwrap();
-    let l = Leaving {
+    let leave = || Leaving {
+        events: &NO_EVENTS,
         account: &ann,
         session: &session,
         event: None,
     };
-    assert!(s.leave(at, l).await.unwrap());
+    assert!(s.leave(at, leave()).await.unwrap());
     assert_eq!(
         s.settings(at).await.unwrap(),
         None,
@@ -881,12 +919,43 @@ async fn empty_channels_keep_state_only_for_attributes<S: Harness>() {
     };
     let upd = tpl("u");
     let change = AttrChange {
+        events: &NO_EVENTS,
         op: set_attr("topic", "x", 10),
         event: ev(&upd),
     };
     s.attr_change(at, change).await.unwrap();
     assert!(s.settings(at).await.unwrap().is_some());
-    assert_eq!(s.footprint().await.channels, 1);
+    assert_eq!(s.footprint().await.unwrap().channels, 1);
+    // a ttl of 0 counts as 1 s: the state outlives the last member's leave, then goes
+    let zero = chan_name("zero");
+    let at = Chan {
+        app: &a,
+        channel: &zero,
+    };
+    s.join(at, joining(&ann, &c.h, None)).await.unwrap();
+    let ttl0 = AttrOp::Set(AttrSet {
+        setting: Some(Setting::Ttl(0)),
+        ..match set_attr("topic", "x", 10) {
+            AttrOp::Set(a) => a,
+            _ => unreachable!(),
+        }
+    });
+    let change = AttrChange {
+        events: &NO_EVENTS,
+        op: ttl0,
+        event: ev(&upd),
+    };
+    s.attr_change(at, change).await.unwrap();
+    assert!(s.leave(at, leave()).await.unwrap());
+    assert!(
+        s.settings(at).await.unwrap().is_some(),
+        "kept past the leave"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.settings(at).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never went");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The attributes of all channels of an app share a quota (channels with attributes, and
@@ -906,6 +975,7 @@ async fn channel_attributes_share_the_app_s_quota<S: Harness>() {
         bytes: 20,
     };
     let set = |name, value| AttrChange {
+        events: &NO_EVENTS,
         op: AttrOp::Set(AttrSet {
             name,
             value,
@@ -954,6 +1024,7 @@ async fn channel_attributes_share_the_app_s_quota<S: Harness>() {
     );
     // deleting the last attribute frees the channel
     let del = AttrChange {
+        events: &NO_EVENTS,
         op: AttrOp::Del {
             name: "b",
             setting: None,
@@ -967,6 +1038,7 @@ async fn channel_attributes_share_the_app_s_quota<S: Harness>() {
     );
     // clearing frees the channel and its bytes
     let clear = AttrChange {
+        events: &NO_EVENTS,
         op: AttrOp::Clear {
             defaults: ChannelSettings::defaults(&limits()),
         },
@@ -976,6 +1048,7 @@ async fn channel_attributes_share_the_app_s_quota<S: Harness>() {
     assert_eq!(s.attr_change(at(&a, 3), set("e", "1")).await.unwrap(), done);
     // a channel whose state expires (its ttl after its last member) frees its place
     let short = AttrChange {
+        events: &NO_EVENTS,
         op: AttrOp::Set(AttrSet {
             setting: Some(Setting::Ttl(1)),
             ..match set("f", "1").op {
@@ -1024,6 +1097,7 @@ async fn racing_joins_leaves_and_attributes<S: Harness>() {
                 channel: &ch,
             };
             let j = Joining {
+                events: &NO_EVENTS,
                 account: &who,
                 conn: &h,
                 event: None,
@@ -1049,6 +1123,7 @@ async fn racing_joins_leaves_and_attributes<S: Harness>() {
             };
             if i < 10 {
                 let l = Leaving {
+                    events: &NO_EVENTS,
                     account: &who,
                     session: &session,
                     event: None,
@@ -1056,6 +1131,7 @@ async fn racing_joins_leaves_and_attributes<S: Harness>() {
                 assert!(store.leave(at, l).await.unwrap());
             } else {
                 let j = Joining {
+                    events: &NO_EVENTS,
                     account: &who,
                     conn: &h,
                     event: None,
@@ -1084,6 +1160,7 @@ async fn racing_joins_leaves_and_attributes<S: Harness>() {
             };
             let name = format!("k{i}");
             let change = AttrChange {
+                events: &NO_EVENTS,
                 op: set_attr(&name, "v", 4),
                 event: ev(&upd),
             };
@@ -1120,7 +1197,11 @@ async fn invitations_live_step_and_end_once<S: Harness>() {
         mail: item("inv", "invite", &p),
         timers: &[],
     };
-    assert_eq!(s.invite_open(open).await.unwrap(), Appended::Stored(1));
+    let stored = Appended::Stored {
+        version: 1,
+        offline: true,
+    };
+    assert_eq!(s.invite_open(open).await.unwrap(), stored);
     let r = other.invite_get(&key).await.unwrap().unwrap();
     assert_eq!(
         (r.extra.as_str(), r.state, r.version, r.generation),
@@ -1131,7 +1212,7 @@ async fn invitations_live_step_and_end_once<S: Harness>() {
         account: &key.caller,
     };
     assert_eq!(s.invites_by(caller).await.unwrap(), vec![(key.clone(), 7)]);
-    assert_eq!(s.footprint().await.invites, 1);
+    assert_eq!(s.footprint().await.unwrap().invites, 1);
     let m = tpl("ack");
     let ack = InviteRelay {
         keys: std::slice::from_ref(&key),
@@ -1142,7 +1223,7 @@ async fn invitations_live_step_and_end_once<S: Harness>() {
     };
     let r = other.invite_relay(ack).await.unwrap();
     assert!(r.live);
-    assert!(matches!(r.appended, Appended::Stored(_)));
+    assert!(matches!(r.appended, Appended::Stored { .. }));
     assert_eq!(
         s.invite_get(&key).await.unwrap().unwrap().state,
         InviteState::Ringing { acked: true }
@@ -1311,6 +1392,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     let texts: Vec<String> = (1..=5).map(|i| format!("t{i}")).collect();
     for t in &texts {
         let p = Publish {
+            events: &NO_EVENTS,
             message: Some(message("ann", t, true)),
             ..Publish::event(ev(&frame))
         };
@@ -1354,6 +1436,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     });
     let upd = tpl("attr");
     let change = AttrChange {
+        events: &NO_EVENTS,
         op: size,
         event: ev(&upd),
     };
@@ -1362,6 +1445,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     let age = Duration::from_secs(3600);
     assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![4, 5]);
     let p = Publish {
+        events: &NO_EVENTS,
         message: Some(message("bob", "t6", true)),
         ..Publish::event(ev(&frame))
     };
@@ -1369,6 +1453,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![5, 6]);
     // not kept (the server is short of memory): numbered all the same
     let p = Publish {
+        events: &NO_EVENTS,
         message: Some(message("bob", "t7", false)),
         ..Publish::event(ev(&frame))
     };
@@ -1377,6 +1462,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     assert_eq!((h.last, numbers(h)), (7, vec![5, 6]));
     // a byte bound keeps only what fits
     let p = Publish {
+        events: &NO_EVENTS,
         message: Some(Message {
             max_bytes: 2,
             ..message("bob", "t8", true)
@@ -1395,6 +1481,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     let texts: Vec<String> = (9..=48).map(|i| format!("t{i}")).collect();
     for t in &texts {
         let p = Publish {
+            events: &NO_EVENTS,
             message: Some(message("ann", t, true)),
             ..Publish::event(ev(&frame))
         };
@@ -1404,6 +1491,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     assert_eq!((h.last, numbers(h)), (48, vec![47, 48]));
     assert_eq!(numbers(s.history(at, 47, age).await.unwrap()), vec![48]);
     let p = Publish {
+        events: &NO_EVENTS,
         message: Some(message("ann", "t49", true)),
         ..Publish::event(ev(&frame))
     };
@@ -1411,6 +1499,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     // an empty channel keeps its kept messages for a while (members reconnecting together
     // find what they missed), then goes
     let clear = AttrChange {
+        events: &NO_EVENTS,
         op: AttrOp::Clear {
             defaults: ChannelSettings::defaults(&limits()),
         },
@@ -1420,6 +1509,7 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     assert_eq!(numbers(s.history(at, 0, age).await.unwrap()), vec![48, 49]);
     for (who, c, store) in [(&ann, &ca, &s), (&bob, &cb, &other), (&cid, &cc, &s)] {
         let l = Leaving {
+            events: &NO_EVENTS,
             account: who,
             session: &store.session_of(&c.h),
             event: None,
@@ -1527,6 +1617,281 @@ async fn event_logs_number_bound_cursor_and_lease<S: Harness>() {
     assert!(!s.event_lease(&a, "hook", 0, "n1", ttl).await.unwrap());
 }
 
+/// Expired mail stops holding the app's quota at once, on both stores (not at a sweep).
+async fn expired_mail_leaves_the_app_s_quota<S: Harness>() {
+    let (s, other) = S::make().await;
+    let a = app("expiring");
+    let names = ["e0", "e1", "e2"].map(acct);
+    let to = |i: usize| User {
+        app: &a,
+        account: &names[i],
+    };
+    let p = tpl("m");
+    let quota = MailQuota {
+        app_messages: 2,
+        ..MailQuota::default()
+    };
+    let short = |id| MailItem {
+        quota,
+        ttl: Duration::from_millis(500),
+        ..item(id, "x", &p)
+    };
+    for i in 0..2 {
+        let r = s.mail_append(to(i), short("m")).await.unwrap();
+        assert!(r.version().is_some(), "{r:?}");
+    }
+    let full = other.mail_append(to(2), short("n")).await.unwrap();
+    assert_eq!(full, Appended::AppFull);
+    // past their ttl (nobody read them): room again, on the other node too
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = other.mail_append(to(2), short("o")).await.unwrap();
+    assert!(r.version().is_some(), "expired mail still counted: {r:?}");
+}
+
+/// A mailbox's numbering outlives its messages for `mailbox_state_keep_secs` after its last
+/// message or poll, on both nodes; an empty mailbox left longer starts again at 1.
+async fn mailbox_numbering_is_kept_for_its_time_then_starts_again<S: Harness>() {
+    let l = Limits {
+        mailbox_state_keep_secs: 1,
+        ..limits()
+    };
+    let (s, other) = S::make_with(l).await;
+    let (a, bob) = (app("app"), acct("bob"));
+    let user = User {
+        app: &a,
+        account: &bob,
+    };
+    let p = tpl("push");
+    let ack = |v| Poll::Versions {
+        ver_clear: v,
+        max: 10,
+    };
+    let stored = |r: Appended| r.version().expect("stored");
+    assert_eq!(
+        stored(s.mail_append(user, item("m1", "a", &p)).await.unwrap()),
+        1
+    );
+    other.mail_poll(user, ack(1)).await.unwrap();
+    // empty, but numbered on
+    assert_eq!(
+        stored(other.mail_append(user, item("m2", "b", &p)).await.unwrap()),
+        2
+    );
+    let page = s.mail_poll(user, ack(2)).await.unwrap();
+    assert_eq!((page.ver_clear, page.msgs.len()), (2, 0));
+    // left alone past the keep time: it starts again (the numbering of a mailbox that has
+    // messages is kept while they are: their ttl is at most the keep time by default)
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        stored(other.mail_append(user, item("m3", "c", &p)).await.unwrap()),
+        1
+    );
+    let page = s.mail_poll(user, ack(0)).await.unwrap();
+    assert_eq!(page.ver_clear, 0);
+    assert_eq!(page.msgs.iter().map(|m| m.0).collect::<Vec<_>>(), [1]);
+}
+
+/// Resends are dropped for every id of the window, however many the sender sent.
+async fn every_id_of_the_dedup_window_is_remembered<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, from, to) = (app("app"), acct("ann"), acct("bob"));
+    let user = User {
+        app: &a,
+        account: &to,
+    };
+    let window = Duration::from_secs(300);
+    let ids: Vec<String> = (0..10_001).map(|i| format!("id{i}")).collect();
+    let p = tpl("push");
+    let with = |id| MailItem {
+        dedup: Some(Dedup {
+            from: &from,
+            id,
+            window,
+        }),
+        max: 20_000,
+        ..item(id, "x", &p)
+    };
+    for batch in ids.chunks(100) {
+        let sends = batch.iter().enumerate().map(|(i, id)| {
+            let store = if i % 2 == 0 { &s } else { &other };
+            store.mail_append(user, with(id))
+        });
+        for r in futures_util::future::join_all(sends).await {
+            assert!(r.unwrap().version().is_some());
+        }
+    }
+    let again = other.mail_append(user, with(&ids[0])).await.unwrap();
+    assert_eq!(again, Appended::Duplicate);
+}
+
+/// A step's events are appended with it, each on its outcome (the store says which happened,
+/// the rules said what to append): joins, leaves, messages, attribute changes, letters,
+/// sessions. An empty channel whose attributes expire hands the rules a timer.
+async fn steps_append_their_events_on_their_outcomes<S: Harness>() {
+    let (s, other) = S::make().await;
+    let mut due = work(&other);
+    let a = app("ev");
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let cap = EventCap {
+        max_events: 0,
+        max_bytes: 0,
+        max_age: Duration::from_secs(3600),
+    };
+    // every event of a step in partition 0, named after its outcome and the step
+    let plan = |step: &str| StepEvents {
+        app: a.to_string(),
+        events: [When::First, When::Done, When::Last, When::Offline]
+            .into_iter()
+            .map(|when| Planned {
+                when,
+                partition: 0,
+                text: format!("{step}:{}", when.name()).into(),
+            })
+            .collect(),
+        cap,
+    };
+    let mut seen = 0u64;
+    let mut appended = async || {
+        let page = other.event_read(&a, 0, seen, 100).await.unwrap();
+        seen = page.last;
+        page.events
+            .iter()
+            .map(|(_, t)| t.to_string())
+            .collect::<Vec<_>>()
+    };
+    // sessions: the first one of an account, another, a close that is not the session's
+    let (ca, cb) = (Conn::new(), Conn::new());
+    let out = plan("open");
+    let o = Opening {
+        events: &out,
+        ..opening(&a, &ann, &ca)
+    };
+    assert!(s.session_open(o).await.unwrap().is_none());
+    assert_eq!(appended().await, ["open:first", "open:done"]);
+    let o = Opening {
+        events: &out,
+        ..opening(&a, &ann, &cb)
+    };
+    let old = s.session_open(o).await.unwrap().unwrap();
+    assert_eq!(appended().await, ["open:done"]);
+    let ann_user = User {
+        app: &a,
+        account: &ann,
+    };
+    let close = plan("close");
+    assert!(!s.session_close(ann_user, &old, &close).await.unwrap());
+    assert_eq!(appended().await, Vec::<String>::new());
+    // joins: the first member, a second one, a member joining again
+    let room = chan_name("room");
+    let at = Chan {
+        app: &a,
+        channel: &room,
+    };
+    let join = plan("join");
+    let j = |account, conn| Joining {
+        events: &join,
+        ..joining(account, conn, None)
+    };
+    s.join(at, j(&ann, &ca.h)).await.unwrap();
+    assert_eq!(appended().await, ["join:first", "join:done"]);
+    other.join(at, j(&bob, &cb.h)).await.unwrap();
+    assert_eq!(appended().await, ["join:done"]);
+    s.join(at, j(&bob, &cb.h)).await.unwrap();
+    assert_eq!(appended().await, Vec::<String>::new());
+    // messages: sent, refused to a non-member
+    let m = tpl("m");
+    let sent = plan("msg");
+    let p = Publish {
+        events: &sent,
+        ..Publish::event(ev(&m))
+    };
+    assert_eq!(s.publish(at, p).await.unwrap(), Published::Sent);
+    let stranger = acct("stranger");
+    let p = Publish {
+        member: Some(&stranger),
+        ..p
+    };
+    assert_eq!(s.publish(at, p).await.unwrap(), Published::NotMember);
+    assert_eq!(appended().await, ["msg:done"]);
+    // attributes: made, refused past the maximum; the channel's ttl is 1 s
+    let upd = tpl("u");
+    let attr = plan("attr");
+    let topic = AttrOp::Set(AttrSet {
+        setting: Some(Setting::Ttl(1)),
+        ..match set_attr("topic", "x", 1) {
+            AttrOp::Set(a) => a,
+            _ => unreachable!(),
+        }
+    });
+    let change = |op| AttrChange {
+        events: &attr,
+        op,
+        event: ev(&upd),
+    };
+    assert_eq!(
+        s.attr_change(at, change(topic)).await.unwrap(),
+        AttrOutcome::Done
+    );
+    let second = set_attr("second", "y", 1);
+    let refused = s.attr_change(at, change(second)).await.unwrap();
+    assert_eq!(refused, AttrOutcome::TooMany);
+    assert_eq!(appended().await, ["attr:done"]);
+    // letters: to an account with a session, to one without
+    let p = tpl("push");
+    let mail = plan("mail");
+    let letter = |id| MailItem {
+        events: &mail,
+        ..item(id, "hi", &p)
+    };
+    let r = other.mail_append(ann_user, letter("m1")).await.unwrap();
+    assert!(!r.offline());
+    assert_eq!(appended().await, ["mail:done"]);
+    let bob_user = User {
+        app: &a,
+        account: &bob,
+    };
+    let r = s.mail_append(bob_user, letter("m2")).await.unwrap();
+    assert!(r.offline());
+    assert_eq!(appended().await, ["mail:offline", "mail:done"]);
+    // leaves: not the last member, the last one; nobody listens to another's
+    let leave = plan("leave");
+    let sb = s.session_of(&cb.h);
+    let sa = s.session_of(&ca.h);
+    let l = |account, session| Leaving {
+        events: &leave,
+        account,
+        session,
+        event: None,
+    };
+    assert!(!s.leave(at, l(&ann, &sb)).await.unwrap());
+    assert_eq!(appended().await, Vec::<String>::new());
+    assert!(s.leave(at, l(&bob, &sb)).await.unwrap());
+    assert_eq!(appended().await, ["leave:done"]);
+    assert!(other.leave(at, l(&ann, &sa)).await.unwrap());
+    assert_eq!(appended().await, ["leave:done", "leave:last"]);
+    // the session ends
+    let close_it = s.session_of(&cb.h);
+    assert!(s.session_close(ann_user, &close_it, &close).await.unwrap());
+    assert_eq!(appended().await, ["close:done"]);
+    // the empty channel's attribute expires with its ttl: the rules hear of it (once)
+    let expired = Timer::ChannelExpired(a.clone(), room.clone());
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            match due.recv().await.expect("work") {
+                Work::Timer { timer, claim } if timer == expired => {
+                    other.timer_done(claim).await;
+                    return timer;
+                }
+                Work::Timer { claim, .. } => other.timer_done(claim).await,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(got.expect("no expiry timer"), expired);
+    assert_eq!(s.channel_attrs(at).await.unwrap(), vec![]);
+}
+
 macro_rules! conformance {
     ($module:ident, $store:ty, $($test:ident),* $(,)?) => {
         mod $module {
@@ -1562,6 +1927,10 @@ macro_rules! suite {
             accept_and_timeout_race_to_one_outcome,
             timers_fire_once_and_rescheduling_replaces,
             event_logs_number_bound_cursor_and_lease,
+            steps_append_their_events_on_their_outcomes,
+            mailbox_numbering_is_kept_for_its_time_then_starts_again,
+            every_id_of_the_dedup_window_is_remembered,
+            expired_mail_leaves_the_app_s_quota,
         );)*
     };
 }
@@ -1592,6 +1961,7 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
         .unwrap();
     let msg = tpl("msg");
     let publish = Publish {
+        events: &NO_EVENTS,
         event: ev(&msg),
         member: Some(&ann),
         dedup: None,
@@ -1601,6 +1971,7 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     assert_eq!(s.publish(at, publish).await.unwrap(), Published::Sent);
     let session = s.session_of(&c.h);
     let l = Leaving {
+        events: &NO_EVENTS,
         account: &ann,
         session: &session,
         event: Some(ev(&frame)),
@@ -1682,7 +2053,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
     for i in 0..3 {
         let id = format!("id{i}");
         let r = s.mail_append(to_ann, item(&id, "kept", &p)).await.unwrap();
-        assert!(matches!(r, Appended::Stored(_)));
+        assert!(matches!(r, Appended::Stored { .. }));
     }
     let c = Conn::new();
     let at = Chan {
@@ -1692,6 +2063,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
     s.join(at, joining(&bob, &c.h, None)).await.unwrap();
     let upd = tpl("u");
     let change = |op| AttrChange {
+        events: &NO_EVENTS,
         op,
         event: ev(&upd),
     };
@@ -1734,6 +2106,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
     }
     let from = acct("cat");
     let resend = MailItem {
+        events: &NO_EVENTS,
         dedup: Some(Dedup {
             from: &from,
             id: "once",
@@ -1798,6 +2171,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
     );
     let session = s.session_of(&c.h);
     let l = Leaving {
+        events: &NO_EVENTS,
         account: &bob,
         session: &session,
         event: None,
@@ -1806,5 +2180,32 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
     // room again: taken again, and the refused resend is not a duplicate
     let _: () = ::redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
     let again = s.mail_append(to_ann, resend).await.unwrap();
-    assert!(matches!(again, Appended::Stored(_)), "{again:?}");
+    assert!(matches!(again, Appended::Stored { .. }), "{again:?}");
+}
+
+/// Redis only: what the store holds is never read as zeros when Redis cannot answer.
+#[tokio::test]
+async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
+    let mut r = SmallRedis::start("64mb");
+    let cfg = RedisConfig {
+        url: r.url.clone(),
+        prefix: "fp:".into(),
+        node_id: "n1".into(),
+        public_url: "ws://n1/".into(),
+    };
+    let s = Redis::connect(cfg, &limits()).await.unwrap();
+    let (a, ann) = (app("app"), acct("ann"));
+    let to_ann = User {
+        app: &a,
+        account: &ann,
+    };
+    let p = tpl("m");
+    s.mail_append(to_ann, item("id", "kept", &p)).await.unwrap();
+    assert_eq!(s.footprint().await.unwrap().stored_messages, 1);
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+    assert!(
+        s.footprint().await.is_err(),
+        "zeros from a Redis that is gone"
+    );
 }

@@ -326,6 +326,8 @@ async fn every_event_type_reaches_the_endpoint_signed_and_in_order() {
     let (bob_room, _) = bob.join("room").await;
     alice.channel_send("room", "hello room").await.unwrap();
     set_channel_attr(&mut alice, "room", "topic", "news").await;
+    // the room's attributes go 1 s after it empties
+    set_channel_attr(&mut alice, "room", "_channel_ttl", "1").await;
     // a message for an account that is offline
     alice.send("carol", "call me").await.unwrap();
     // an invitation's life: sent, received (the callee's client acknowledges), accepted, ended
@@ -430,7 +432,7 @@ async fn every_event_type_reaches_the_endpoint_signed_and_in_order() {
                 ev,
                 "invite.failed",
                 json!({"channel": "call-4", "reason": "no_answer"}),
-            )
+            ) && has(ev, "channel.attr", json!({"channel": "room", "by": ""}))
         })
         .await;
     in_order_once(&events);
@@ -493,6 +495,10 @@ async fn every_event_type_reaches_the_endpoint_signed_and_in_order() {
         ),
         ("channel.vacated", json!({"channel": "room"})),
         (
+            "channel.attr",
+            json!({"channel": "room", "by": "", "op": "clear", "name": "", "value": ""}),
+        ),
+        (
             "user.offline",
             json!({"account": "bob", "reason": "logout"}),
         ),
@@ -519,9 +525,11 @@ async fn every_event_type_reaches_the_endpoint_signed_and_in_order() {
             "member.joined",
             "channel.message",
             "channel.attr",
+            "channel.attr",
             "member.left",
             "member.left",
-            "channel.vacated"
+            "channel.vacated",
+            "channel.attr"
         ]
     );
     for e in &events {
@@ -569,10 +577,22 @@ async fn a_failing_endpoint_gets_everything_afterwards_in_order() {
     send(&mut alice, &mut sent, 10).await;
     let t = rx.tries();
     wait_for("a try that times out", || async { rx.tries() > t + 1 }).await;
-    // refused connections
+    // refused connections, for 30 s and at least three tries
+    let retries = || {
+        metric(
+            &srv.shared.webhooks_metrics(),
+            "opensig_webhook_retries_total",
+        )
+    };
+    let before = retries();
+    let down = tokio::time::Instant::now();
     rx.stop();
     send(&mut alice, &mut sent, 10).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // the receiver is down for a while
+    wait_for("three refused tries", || async {
+        retries() >= before + 3.0
+    })
+    .await;
+    tokio::time::sleep_until(down + Duration::from_secs(30)).await;
     rx.set(Mode::Ok);
     rx.restart().await;
     send(&mut alice, &mut sent, 10).await;

@@ -21,10 +21,15 @@ pub const STATUS_MAX_ACCOUNTS: usize = 256;
 pub const PAGE_MAX: usize = 1000;
 
 /// Who may call an app's API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiAccess {
-    /// The caller proved it holds the app's certificate.
-    Granted,
+    /// The caller proved it holds the app's certificate (`key: None`) or one of its API keys.
+    Granted {
+        /// The key's name.
+        key: Option<String>,
+        /// The key only reads.
+        read_only: bool,
+    },
     /// An app without a certificate: callers on this machine, or anyone when the operator
     /// opened it (`--api-open`).
     WithoutCredential {
@@ -36,8 +41,10 @@ pub enum ApiAccess {
 }
 
 impl<S: Store> Signaling<S> {
-    /// Whether `credential` (a SignalingToken of the account [`api::ACCOUNT`], expiry rules
-    /// as for logins; checked in constant time) lets its bearer call `app`'s API.
+    /// Whether `credential` lets its bearer call `app`'s API: one of the app's API keys
+    /// (`osk_…`, [`crate::apikeys`]), or a SignalingToken of the account [`api::ACCOUNT`]
+    /// (expiry rules as for logins; checked in constant time) unless the app refuses those
+    /// (`api_no_certificate`).
     pub fn api_access(&self, app: &str, credential: Option<&str>) -> ApiAccess {
         let config = self.config.load();
         let certificate = match config.apps.get(app) {
@@ -45,12 +52,31 @@ impl<S: Store> Signaling<S> {
             None if config.development_mode() => None,
             None => return ApiAccess::Refused,
         };
+        // an API key (of any app, with a certificate or not): its hash in the file, or nothing
+        if let Some(c) = credential.filter(|c| c.starts_with(crate::apikeys::PREFIX)) {
+            let found = crate::apikeys::name_of(c)
+                .and_then(|name| config.api_key(app, name))
+                .filter(|k| crate::apikeys::matches(c, &k.hash));
+            return match found {
+                Some(k) => ApiAccess::Granted {
+                    key: Some(k.name.clone()),
+                    read_only: k.read_only,
+                },
+                None => ApiAccess::Refused,
+            };
+        }
         match (certificate, credential) {
             (None, _) => ApiAccess::WithoutCredential {
                 open: config.api_open(app),
             },
-            (Some(_), Some(c)) if token_check(&config, app, api::ACCOUNT, c).is_ok() => {
-                ApiAccess::Granted
+            (Some(_), Some(c))
+                if config.api_certificate_allowed(app)
+                    && token_check(&config, app, api::ACCOUNT, c).is_ok() =>
+            {
+                ApiAccess::Granted {
+                    key: None,
+                    read_only: false,
+                }
             }
             (Some(_), _) => ApiAccess::Refused,
         }

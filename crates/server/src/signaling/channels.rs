@@ -12,7 +12,7 @@ use super::{chan, channel_event, event, RResult, Session, Signaling};
 use crate::events::Happened;
 use crate::store::{
     AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, ChannelSettings, Joining, Leaving,
-    Message, Publish, Published, Setting, Store, Timer,
+    Message, Publish, Published, Setting, Store, Timer, When, NO_EVENTS,
 };
 
 /// Largest member page a query may ask for.
@@ -126,28 +126,31 @@ impl<S: Store> Signaling<S> {
             channel_event(&ch, &s.account, msgtype::CHANNEL_USER_JOIN, &body)
         });
         let ev = frame.as_ref().map(|f| event(f, Some(&s.account)));
+        let out = match ch.is_special() {
+            true => NO_EVENTS.clone(),
+            false => self.plan(&s.app, || {
+                let channel = ch.to_string();
+                let occupied = Happened::ChannelOccupied {
+                    channel: channel.clone(),
+                };
+                let account = s.account.to_string();
+                let joined = Happened::MemberJoined { channel, account };
+                vec![(When::First, occupied), (When::Done, joined)]
+            }),
+        };
         let joining = Joining {
             account: &s.account,
             conn: &s.conn,
             event: ev,
             list_max: l.channel_list_max,
+            events: &out,
         };
         let joined = self.store.join(chan(&s.app, &ch), joining).await?;
         if joined.fresh {
+            let first = joined.list.len() == 1;
+            self.recorded(&out, |w| w == When::Done || (w == When::First && first));
             self.firehose(&s.app, &s.account, &ch, msgtype::CHANNEL_USER_JOIN)
                 .await;
-            if !ch.is_special() && self.events_wanted(&s.app) {
-                let channel = ch.to_string();
-                if joined.list.len() == 1 {
-                    let occupied = Happened::ChannelOccupied {
-                        channel: channel.clone(),
-                    };
-                    self.emit(&s.app, occupied).await;
-                }
-                let account = s.account.to_string();
-                self.emit(&s.app, Happened::MemberJoined { channel, account })
-                    .await;
-            }
         }
         s.channels.insert(ch);
         Ok(Reply::Join {
@@ -178,28 +181,33 @@ impl<S: Store> Signaling<S> {
             channel_event(ch, account, msgtype::CHANNEL_USER_LEAVE, &body)
         });
         let ev = frame.as_ref().map(|f| event(f, Some(account)));
-        let leaving = Leaving {
-            account,
-            session,
-            event: ev,
-        };
-        let left = self.store.leave(chan(app, ch), leaving).await?;
-        if left {
-            self.firehose(app, account, ch, msgtype::CHANNEL_USER_LEAVE)
-                .await;
-            if !ch.is_special() && self.events_wanted(app) {
+        let out = match ch.is_special() {
+            true => NO_EVENTS.clone(),
+            false => self.plan(app, || {
                 let channel = ch.to_string();
                 let left = Happened::MemberLeft {
                     channel: channel.clone(),
                     account: account.to_string(),
                 };
-                self.emit(app, left).await;
-                // read after the leave: a join racing with it may take the vacancy back
+                let vacated = Happened::ChannelVacated { channel };
+                vec![(When::Done, left), (When::Last, vacated)]
+            }),
+        };
+        let leaving = Leaving {
+            account,
+            session,
+            event: ev,
+            events: &out,
+        };
+        let left = self.store.leave(chan(app, ch), leaving).await?;
+        if left {
+            if !out.is_empty() {
+                // counted only: the store appended them with the leave
                 let (members, _) = self.store.members(chan(app, ch), 0).await?;
-                if members == 0 {
-                    self.emit(app, Happened::ChannelVacated { channel }).await;
-                }
+                self.recorded(&out, |w| w == When::Done || members == 0);
             }
+            self.firehose(app, account, ch, msgtype::CHANNEL_USER_LEAVE)
+                .await;
         }
         Ok(())
     }
@@ -337,27 +345,45 @@ impl<S: Store> Signaling<S> {
         let l = &self.limits();
         let body = content::channel_msg(ch, from, msg);
         let frame = channel_event(ch, from, msgtype::CHANNEL_MSG, &body);
+        let out = self.plan(app, || {
+            let message = Happened::ChannelMessage {
+                channel: ch.to_string(),
+                from: from.to_string(),
+                text: msg.to_string(),
+            };
+            vec![(When::Done, message)]
+        });
         let publish = Publish {
             event: event(&frame, None),
             member,
             dedup: self.dedup(from, msg_id),
             rate_limited: true,
             message: Some(self.history_entry(l, from, msg)),
+            events: &out,
         };
         match self.store.publish(chan(app, ch), publish).await? {
             Published::Sent => {
-                let message = Happened::ChannelMessage {
-                    channel: ch.to_string(),
-                    from: from.to_string(),
-                    text: msg.to_string(),
-                };
-                self.emit(app, message).await;
+                self.recorded(&out, |_| true);
                 Ok(Reply::Done)
             }
             Published::Duplicate => Ok(Reply::Done),
             Published::NotMember => Err(ErrorKind::NotInChannel),
             Published::RateLimited => Err(ErrorKind::RateLimited),
         }
+    }
+
+    /// An empty channel's attributes reached its TTL and went: `channel.attr` `clear` by the
+    /// server (a due timer: delivered at least once).
+    pub(super) async fn channel_expired(&self, app: &AppId, ch: &ChannelName) -> RResult<()> {
+        let expired = Happened::ChannelAttr {
+            channel: ch.to_string(),
+            by: String::new(),
+            op: attr_change::CLEAR,
+            name: String::new(),
+            value: String::new(),
+        };
+        self.emit(app, expired).await;
+        Ok(())
     }
 
     /// `not_in_channel` when `name` is one only members may change and `s` is not one.
@@ -379,20 +405,24 @@ impl<S: Store> Signaling<S> {
     ) -> RResult<()> {
         let body = content::channel_attr(ch, from, name, value, kind);
         let frame = channel_event(ch, from, msgtype::CHANNEL_ATTR_UPDATE, &body);
+        let out = self.plan(app, || {
+            let changed = Happened::ChannelAttr {
+                channel: ch.to_string(),
+                by: from.to_string(),
+                op: kind_name(kind),
+                name: name.to_string(),
+                value: value.to_string(),
+            };
+            vec![(When::Done, changed)]
+        });
         let change = AttrChange {
             op,
             event: event(&frame, None),
+            events: &out,
         };
         match self.store.attr_change(chan(app, ch), change).await? {
             AttrOutcome::Done => {
-                let changed = Happened::ChannelAttr {
-                    channel: ch.to_string(),
-                    by: from.to_string(),
-                    op: kind_name(kind),
-                    name: name.to_string(),
-                    value: value.to_string(),
-                };
-                self.emit(app, changed).await;
+                self.recorded(&out, |_| true);
                 Ok(())
             }
             AttrOutcome::RateLimited => Err(ErrorKind::RateLimited),

@@ -16,9 +16,9 @@ use serde_json::Value;
 use super::mailbox::appended;
 use super::{user, RResult, Session, Signaling};
 use crate::events::{Call, Happened};
-use crate::store::Appended;
 use crate::store::{
-    InviteKey, InviteOpen, InviteRelay, InviteState, InviteStep, Store, Take, Timer,
+    InviteKey, InviteOpen, InviteRelay, InviteState, InviteStep, Store, Take, Timer, When,
+    NO_EVENTS,
 };
 use opensig_protocol::names::domain;
 
@@ -98,17 +98,6 @@ impl<S: Store> Signaling<S> {
         let ttl = l.message_ttl_default_secs;
         let letter = self.letter(&s.account, &peer, kind.name(), msg::NO_FLAG, ttl, &body);
         let dedup = self.dedup(&s.account, message_id);
-        let relay = InviteRelay {
-            keys: &keys,
-            step,
-            require_live: true,
-            to: &peer,
-            mail: letter.item(
-                dedup,
-                l.mailbox_max_messages,
-                self.user_mail_quota(&s.account),
-            ),
-        };
         // which invitation an end is about (it is gone once ended)
         let event_kind = match kind {
             VoipKind::Ack => Some(domain::INVITE_RECEIVED),
@@ -125,21 +114,36 @@ impl<S: Store> Signaling<S> {
             Some(_) => keys.first().cloned(),
             None => None,
         };
+        let out = match (event_kind, about) {
+            (Some(kind), Some(key)) => self.plan(&s.app, || {
+                let step = Happened::Invite {
+                    kind,
+                    call: call_of(&key),
+                    by: s.account.to_string(),
+                    extra: serde_json::to_string(extra).unwrap_or_default(),
+                };
+                vec![(When::Done, step)]
+            }),
+            _ => NO_EVENTS.clone(),
+        };
+        let relay = InviteRelay {
+            keys: &keys,
+            step,
+            require_live: true,
+            to: &peer,
+            mail: letter.item(
+                dedup,
+                l.mailbox_max_messages,
+                self.user_mail_quota(&s.account),
+                &out,
+            ),
+        };
         let relayed = self.store.invite_relay(relay).await?;
         if !relayed.live {
             // nothing is stored for an account that has no invitation with the sender
             return Err(ErrorKind::NoInvitation);
         }
-        if let (Some(kind), Some(key), Appended::Stored(_)) = (event_kind, about, relayed.appended)
-        {
-            let step = Happened::Invite {
-                kind,
-                call: call_of(&key),
-                by: s.account.to_string(),
-                extra: serde_json::to_string(extra).unwrap_or_default(),
-            };
-            self.emit(&s.app, step).await;
-        }
+        self.recorded(&out, |_| relayed.appended.version().is_some());
         appended(relayed.appended)
     }
 
@@ -188,6 +192,15 @@ impl<S: Store> Signaling<S> {
             timers.push((t, Duration::from_secs(l.invite_offline_grace_secs)));
         }
         let dedup = self.dedup(&s.account, message_id);
+        let out = self.plan(&s.app, || {
+            let sent = Happened::Invite {
+                kind: domain::INVITE_SENT,
+                call: call_of(&key),
+                by: s.account.to_string(),
+                extra: extra_text.clone(),
+            };
+            vec![(When::Done, sent)]
+        });
         let open = InviteOpen {
             key: &key,
             extra: &extra_text,
@@ -196,19 +209,12 @@ impl<S: Store> Signaling<S> {
                 dedup,
                 l.mailbox_max_messages,
                 self.user_mail_quota(&s.account),
+                &out,
             ),
             timers: &timers,
         };
         let r = self.store.invite_open(open).await?;
-        if let Appended::Stored(_) = r {
-            let sent = Happened::Invite {
-                kind: domain::INVITE_SENT,
-                call: call_of(&key),
-                by: s.account.to_string(),
-                extra: extra_text.clone(),
-            };
-            self.emit(&s.app, sent).await;
-        }
+        self.recorded(&out, |_| r.version().is_some());
         appended(r)
     }
 
@@ -242,6 +248,7 @@ impl<S: Store> Signaling<S> {
             None,
             self.limits().mailbox_max_messages,
             self.system_mail_quota(),
+            &NO_EVENTS,
         );
         self.store
             .mail_append(user(&key.app, &key.caller), item)
@@ -280,6 +287,7 @@ impl<S: Store> Signaling<S> {
             }
             Timer::MemberNum(app, ch) => self.report_members(app, ch).await,
             Timer::UserAttrs(app, account) => self.reclaim_user_attrs(app, account).await,
+            Timer::ChannelExpired(app, ch) => self.channel_expired(app, ch).await,
         }
     }
 
@@ -323,6 +331,7 @@ impl<S: Store> Signaling<S> {
                 None,
                 self.limits().mailbox_max_messages,
                 self.system_mail_quota(),
+                &NO_EVENTS,
             );
             store.mail_append(callee, item).await?;
         }

@@ -11,7 +11,9 @@ use opensig_protocol::{msg, ErrorKind, Limits};
 
 use super::{user, RResult, Session, Signaling};
 use crate::events::Happened;
-use crate::store::{Appended, Dedup, MailItem, MailQuota, Poll, Store, UserAttrSet};
+use crate::store::{
+    Appended, Dedup, MailItem, MailQuota, Poll, StepEvents, Store, UserAttrSet, When,
+};
 
 /// A mailbox message, ready to store: its id, its msg-v3 text and the push frame.
 pub(super) struct Letter {
@@ -22,12 +24,14 @@ pub(super) struct Letter {
 }
 
 impl Letter {
-    /// As the store takes it, for a mailbox of at most `max` messages.
+    /// As the store takes it, for a mailbox of at most `max` messages, with the events
+    /// storing it appends.
     pub(super) fn item<'a>(
         &'a self,
         dedup: Option<Dedup<'a>>,
         max: usize,
         quota: MailQuota<'a>,
+        events: &'a StepEvents,
     ) -> MailItem<'a> {
         MailItem {
             id: &self.id,
@@ -37,6 +41,7 @@ impl Letter {
             dedup,
             max,
             quota,
+            events,
         }
     }
 }
@@ -44,7 +49,7 @@ impl Letter {
 /// `Appended` as the client sees it.
 pub(super) fn appended(a: Appended) -> RResult<Reply> {
     match a {
-        Appended::Stored(_) | Appended::Duplicate => Ok(Reply::Done),
+        Appended::Stored { .. } | Appended::Duplicate => Ok(Reply::Done),
         Appended::Full => Err(ErrorKind::MailboxFull),
         Appended::AppFull => Err(ErrorKind::AppQuota),
         Appended::SenderLimited => Err(ErrorKind::RateLimited),
@@ -148,20 +153,18 @@ impl<S: Store> Signaling<S> {
         let letter = self.letter(from, peer, kind, flag, flag_ttl_secs(flag, l), content);
         let dedup = self.dedup(from, message_id);
         let quota = self.user_mail_quota(from);
-        let item = letter.item(dedup, l.mailbox_max_messages, quota);
-        let r = self.store.mail_append(user(app, peer), item).await?;
-        if matches!(r, Appended::Stored(_))
-            && self.events_wanted(app)
-            && !self.store.online(user(app, peer)).await?
-        {
+        let out = self.plan(app, || {
             let stored = Happened::MessageOffline {
                 from: from.to_string(),
                 to: peer.to_string(),
                 text: content.to_string(),
                 ttl_secs: letter.ttl.as_secs(),
             };
-            self.emit(app, stored).await;
-        }
+            vec![(When::Offline, stored)]
+        });
+        let item = letter.item(dedup, l.mailbox_max_messages, quota, &out);
+        let r = self.store.mail_append(user(app, peer), item).await?;
+        self.recorded(&out, |_| r.offline());
         appended(r)
     }
 

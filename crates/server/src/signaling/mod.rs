@@ -29,7 +29,9 @@ use crate::config::LimitsNow;
 use crate::delivery::ConnHandle;
 use crate::events::{Events, Happened};
 use crate::ratelimit::Bucket;
-use crate::store::{Chan, Dedup, Event, Store, StoreError, User, Work};
+use crate::store::{
+    Chan, Dedup, Event, StepEvents, Store, StoreError, User, When, Work, NO_EVENTS,
+};
 use crate::ServerConfig;
 use arc_swap::ArcSwap;
 
@@ -171,6 +173,25 @@ impl<S: Store> Signaling<S> {
         if limits.0.events_wanted(app) {
             self.events.emit(&self.store, &limits, app, happened).await;
         }
+    }
+
+    /// The events a step of `app` appends with its change (`make` runs only when anything
+    /// listens to them).
+    pub(crate) fn plan(
+        &self,
+        app: &AppId,
+        make: impl FnOnce() -> Vec<(When, Happened)>,
+    ) -> StepEvents {
+        let limits = self.limits();
+        if !limits.0.events_wanted(app) {
+            return NO_EVENTS.clone();
+        }
+        self.events.outbox(&limits, app, make())
+    }
+
+    /// The step carrying `out` was made, with the outcomes `fired` says.
+    pub(crate) fn recorded(&self, out: &StepEvents, fired: impl Fn(When) -> bool) {
+        self.events.recorded(out, fired)
     }
 
     /// Whether anything listens to the events of `app`.

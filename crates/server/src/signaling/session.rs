@@ -14,7 +14,7 @@ use super::{chan, channel_event, event, user, RResult, Session, Signaling};
 use crate::delivery::{ConnHandle, Frame};
 use crate::events::Happened;
 use crate::ratelimit::Bucket;
-use crate::store::{Opening, Publish, Store, Timer};
+use crate::store::{Opening, Publish, Store, Timer, When};
 use crate::ServerConfig;
 
 /// Why a token is not accepted.
@@ -106,14 +106,23 @@ impl<S: Store> Signaling<S> {
             .find(|(n, _)| n == attr::CONN_TIMEOUT)
             .and_then(|(_, v)| v.trim().parse::<i64>().ok())
             .map_or(l.conn_timeout_default_secs, |s| l.clamp_conn_timeout(s));
+        // a session whose node died and was not reaped yet never went offline for the
+        // backend: its account is back, not new
+        let out = self.plan(&app, || {
+            let online = Happened::UserOnline {
+                account: account.to_string(),
+            };
+            vec![(When::First, online)]
+        });
         let opening = Opening {
             user: user(&app, &account),
             conn,
             welcome,
+            events: &out,
         };
         let previous = store.session_open(opening).await?;
+        self.recorded(&out, |_| previous.is_none());
         let mut replaced = false;
-        let first = previous.is_none();
         if let Some(old) = previous {
             if store.session_alive(&old).await {
                 store.kick(&old).await?;
@@ -124,20 +133,12 @@ impl<S: Store> Signaling<S> {
             self.presence(&app, &account, msgtype::CHANNEL_USER_JOIN)
                 .await;
         }
-        // a session whose node died and was not reaped yet never went offline for the
-        // backend: its account is back, not new
-        let happened = match (first, replaced) {
-            (true, _) => Some(Happened::UserOnline {
-                account: account.to_string(),
-            }),
-            (false, true) => Some(Happened::UserKicked {
+        if replaced {
+            let kicked = Happened::UserKicked {
                 account: account.to_string(),
                 by: domain::kicked_by::LOGIN_ELSEWHERE,
-            }),
-            (false, false) => None,
-        };
-        if let Some(h) = happened {
-            self.emit(&app, h).await;
+            };
+            self.emit(&app, kicked).await;
         }
         Ok(Session {
             store_ref: store.session_of(conn),
@@ -178,18 +179,21 @@ impl<S: Store> Signaling<S> {
         for ch in channels {
             self.leave_channel(app, account, session, ch).await?;
         }
-        if self
-            .store
-            .session_close(user(app, account), session)
-            .await?
-        {
-            self.presence(app, account, msgtype::CHANNEL_USER_LEAVE)
-                .await;
+        let out = self.plan(app, || {
             let offline = Happened::UserOffline {
                 account: account.to_string(),
                 reason,
             };
-            self.emit(app, offline).await;
+            vec![(When::Done, offline)]
+        });
+        if self
+            .store
+            .session_close(user(app, account), session, &out)
+            .await?
+        {
+            self.recorded(&out, |_| true);
+            self.presence(app, account, msgtype::CHANNEL_USER_LEAVE)
+                .await;
             let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
             for (key, generation) in self.store.invites_by(user(app, account)).await? {
                 self.store

@@ -9,8 +9,8 @@ use super::redis::{NodeSession, Redis};
 use super::{
     Appended, AttrChange, AttrOutcome, Chan, ChannelPage, ChannelSettings, EventCap, EventPage,
     Footprint, History, InviteKey, InviteOpen, InviteRecord, InviteRelay, Joined, Joining, Leaving,
-    MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Store, StoreError,
-    Take, Timer, User, UserAttrSet, Work, WorkSender,
+    MailItem, MailPage, Opening, Poll, Publish, Published, Relayed, SResult, StepEvents, Store,
+    StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::ConnHandle;
 
@@ -117,10 +117,15 @@ impl Store for AnyStore {
         })
     }
 
-    async fn session_close(&self, user: User<'_>, session: &AnySession) -> SResult<bool> {
+    async fn session_close(
+        &self,
+        user: User<'_>,
+        session: &AnySession,
+        events: &StepEvents,
+    ) -> SResult<bool> {
         match (self, session) {
-            (AnyStore::Memory(s), AnySession::Memory(x)) => s.session_close(user, x).await,
-            (AnyStore::Redis(s), AnySession::Redis(x)) => s.session_close(user, x).await,
+            (AnyStore::Memory(s), AnySession::Memory(x)) => s.session_close(user, x, events).await,
+            (AnyStore::Redis(s), AnySession::Redis(x)) => s.session_close(user, x, events).await,
             _ => Err(mismatch()),
         }
     }
@@ -178,7 +183,7 @@ impl Store for AnyStore {
     }
 
     async fn leave(&self, at: Chan<'_>, l: Leaving<'_, AnySession>) -> SResult<bool> {
-        let (account, event) = (l.account, l.event);
+        let (account, event, events) = (l.account, l.event, l.events);
         match (self, l.session) {
             (AnyStore::Memory(s), AnySession::Memory(session)) => {
                 s.leave(
@@ -187,6 +192,7 @@ impl Store for AnyStore {
                         account,
                         session,
                         event,
+                        events,
                     },
                 )
                 .await
@@ -198,6 +204,7 @@ impl Store for AnyStore {
                         account,
                         session,
                         event,
+                        events,
                     },
                 )
                 .await
@@ -344,7 +351,7 @@ impl Store for AnyStore {
         each!(self, s => s.local_sessions())
     }
 
-    async fn footprint(&self) -> Footprint {
+    async fn footprint(&self) -> SResult<Footprint> {
         each!(self, s => s.footprint().await)
     }
 

@@ -154,21 +154,30 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused() {
+        assert!(Reader::new("").is_none(), "no tag");
+        // each record after its tag: neither a text field nor a number field reads
         for bad in [
-            "",
-            "x5:ab",
-            "x2:ab",
-            "x;",
-            "x1a;",
-            "x-1;",
-            "x99999999999999999999:",
+            "x5:ab",                  // shorter than its length
+            "x;",                     // no digits
+            "x1a;",                   // not a number
+            "x-1;",                   // a sign
+            "x99999999999999999999:", // a length past usize
+            "x99999999999999999999;", // a number past u64
+            "x",                      // nothing
         ] {
-            let Some((_, mut r)) = Reader::new(bad) else {
-                continue;
-            };
-            let _ = r.text();
-            let _ = r.num();
+            let (tag, r) = Reader::new(bad).unwrap();
+            assert_eq!(tag, 'x');
+            let (mut t, mut n) = (Reader { rest: r.rest }, Reader { rest: r.rest });
+            assert_eq!(t.text(), None, "text of {bad:?}");
+            assert_eq!(n.num(), None, "num of {bad:?}");
+            assert_eq!(Reader { rest: r.rest }.opt_text(), None, "opt of {bad:?}");
         }
+        // a field that reads leaves the rest, and a record with more is not at its end
+        let (_, mut r) = Reader::new("x2:ab;").unwrap();
+        assert_eq!(r.text(), Some("ab"));
+        assert_eq!(r.end(), None, "a trailing ';' is left over");
+        let (_, mut r) = Reader::new("x2;").unwrap();
+        assert_eq!(r.opt_text(), None, "an optional field is 0 or 1");
         let (_, mut r) = Reader::new("x3:é").unwrap();
         assert_eq!(r.text(), None, "a length that cuts a character");
     }

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use dashmap::mapref::entry::Entry;
 use dashmap::mapref::one::RefMut;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use opensig_protocol::frame::{out, Kept};
-use opensig_protocol::ident::{Account, AppId};
+use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::limits::MAX_SAFE_INTEGER;
 use opensig_protocol::Limits;
 
@@ -26,8 +27,8 @@ use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelPage, ChannelSettings,
     Dedup, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen, InviteRecord,
     InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem, MailPage, MailQuota,
-    Message, Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store, Take, Timer,
-    User, UserAttrSet, Work, WorkSender,
+    Message, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents, Store, Take,
+    Timer, User, UserAttrSet, When, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
@@ -53,6 +54,8 @@ struct Stored {
 struct AppMail {
     messages: AtomicUsize,
     bytes: AtomicUsize,
+    /// When the app's expired mail was last dropped to make room.
+    purged: Mutex<Option<Instant>>,
 }
 
 /// Whether a total of `now` can grow by `add` under a cap of `max` (0: no cap; growing by
@@ -110,6 +113,11 @@ impl Mailbox {
         self.app.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Empty and untouched for `keep`: its numbering is gone.
+    fn forgotten(&self, now: Instant, keep: Duration) -> bool {
+        self.msgs.is_empty() && self.touched.is_none_or(|t| now.duration_since(t) > keep)
+    }
+
     fn purge(&mut self, now: Instant) {
         let cleared = self.cleared;
         self.retain(|m| m.version > cleared && m.expires > now);
@@ -128,10 +136,11 @@ impl Mailbox {
     }
 }
 
-/// Message ids seen recently, per sender, to drop resends. Ids are kept as 64-bit keyed
-/// hashes (SipHash with this process's random keys): a sender's window holds up to 10,000 of
-/// them, so their size matters; a false "resend" needs a collision among those, which a
-/// client cannot aim at without the keys.
+/// Message ids seen recently, per sender, to drop resends: every id of the window (as with
+/// Redis; bounded by the sender's message rate × the window, 18,000 at the defaults). Ids are
+/// kept as 64-bit keyed hashes (SipHash with this process's random keys), so their size
+/// matters; a false "resend" needs a collision among those, which a client cannot aim at
+/// without the keys.
 #[derive(Debug, Default)]
 struct Seen {
     order: VecDeque<(Instant, u64)>,
@@ -149,7 +158,7 @@ fn id_hash(id: &str) -> u64 {
 impl Seen {
     fn first_time(&mut self, id: &str, now: Instant, window: Duration) -> bool {
         while let Some((t, _)) = self.order.front() {
-            if now.duration_since(*t) <= window && self.order.len() < 10_000 {
+            if now.duration_since(*t) <= window {
                 break;
             }
             if let Some((_, old)) = self.order.pop_front() {
@@ -399,6 +408,8 @@ impl Channel {
 
 struct Inner {
     defaults: ChannelSettings,
+    /// How long a mailbox's numbering is kept after its last message or poll.
+    mailbox_keep: Duration,
     sessions: DashMap<String, ConnHandle>,
     mailboxes: DashMap<String, Mailbox>,
     /// Per app: what its mailboxes hold.
@@ -459,6 +470,7 @@ impl Memory {
     pub fn new(limits: &Limits) -> Memory {
         let inner = Arc::new(Inner {
             defaults: ChannelSettings::defaults(limits),
+            mailbox_keep: Duration::from_secs(limits.mailbox_state_keep_secs),
             sessions: DashMap::new(),
             mailboxes: DashMap::new(),
             app_mail: DashMap::new(),
@@ -487,11 +499,9 @@ async fn sweeper(inner: Weak<Inner>, dedup_window_secs: u64) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
-        let idle = Duration::from_secs(3600);
-        inner.mailboxes.retain(|k, mb| {
+        inner.mailboxes.retain(|_, mb| {
             mb.purge(now);
-            let idle_long = mb.touched.is_none_or(|t| now.duration_since(t) > idle);
-            !(mb.msgs.is_empty() && idle_long && !inner.sessions.contains_key(k))
+            !mb.forgotten(now, inner.mailbox_keep)
         });
         inner.offline_sent.retain(|_, w| now < w.ends);
         inner
@@ -517,10 +527,18 @@ struct Window {
 }
 
 impl Inner {
-    fn mailbox(&self, app: &str, account: &str) -> RefMut<'_, String, Mailbox> {
-        self.mailboxes
+    /// The account's mailbox (an empty one left `mailbox_keep` since its last message or
+    /// poll starts again from version 1).
+    fn mailbox(&self, app: &str, account: &str, now: Instant) -> RefMut<'_, String, Mailbox> {
+        let mut mb = self
+            .mailboxes
             .entry(key(app, account))
-            .or_insert_with(|| Mailbox::new(self.app_mail.entry(app.into()).or_default().clone()))
+            .or_insert_with(|| Mailbox::new(self.app_mail.entry(app.into()).or_default().clone()));
+        if mb.forgotten(now, self.mailbox_keep) {
+            mb.last = 0;
+            mb.cleared = 0;
+        }
+        mb
     }
 
     /// Count a message for an offline recipient against its sender's window; false when the
@@ -583,7 +601,14 @@ impl Inner {
         }
         let k = key(app, to);
         let now = Instant::now();
-        let mut mb = self.mailbox(app, to);
+        let mut mb = self.mailbox(app, to, now);
+        // expired mail does not hold the app's quota (as with Redis, which drops it first)
+        if !mb.app.has_room(item.text.len(), &item.quota) {
+            let app_mail = mb.app.clone();
+            drop(mb); // the walk takes every mailbox's lock
+            self.purge_app(app, &app_mail, now);
+            mb = self.mailbox(app, to, now);
+        }
         if mb.msgs.len() >= max {
             mb.purge(now);
         }
@@ -616,10 +641,55 @@ impl Inner {
             expires: now + item.ttl,
         });
         // queued under the mailbox entry lock: pushes leave in version order
-        if let Some(conn) = self.sessions.get(&k) {
-            conn.push(item.push.fill(version).into());
+        let offline = match self.sessions.get(&k) {
+            Some(conn) => {
+                conn.push(item.push.fill(version).into());
+                false
+            }
+            None => {
+                self.fire(item.events, When::Offline);
+                true
+            }
+        };
+        self.fire(item.events, When::Done);
+        Appended::Stored { version, offline }
+    }
+
+    /// Append `event` to the partition of `app`'s log; its sequence number.
+    fn log_append(&self, app: &str, partition: u32, event: &str, cap: EventCap) -> u64 {
+        let log = self.events.entry((app.to_string(), partition)).or_default();
+        let mut log = log.lock();
+        let now = Instant::now();
+        log.last += 1;
+        let seq = log.last;
+        log.bytes += event.len();
+        log.entries.push_back((seq, event.into(), now));
+        log.trim(cap, now);
+        seq
+    }
+
+    /// The step's outcome `when` happened: append its events planned for it.
+    fn fire(&self, out: &StepEvents, when: When) {
+        for e in out.on(when) {
+            self.log_append(&out.app, e.partition, &e.text.get(), out.cap);
         }
-        Appended::Stored(version)
+    }
+
+    /// Drop the app's expired mail; at most every 100 ms (it walks every mailbox).
+    fn purge_app(&self, app: &str, mail: &AppMail, now: Instant) {
+        {
+            let mut last = mail.purged.lock();
+            if last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100)) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let prefix = key(app, "");
+        for mut mb in self.mailboxes.iter_mut() {
+            if mb.key().starts_with(&prefix) {
+                mb.purge(now);
+            }
+        }
     }
 
     fn send_work(&self, w: Work<Memory>) {
@@ -641,11 +711,17 @@ fn empty_channel(inner: &Arc<Inner>, app: &str, name: &str, ch: &mut Channel) ->
         return true;
     }
     let generation = ch.ttl_gen;
+    // at least 1 s, as with Redis (an expiry of 0 would delete at once)
     let ttl = Duration::from_secs(match ch.attrs.is_empty() {
         true => ch.settings.keep_empty_secs,
         false => ch.settings.ttl_secs,
-    });
+    })
+    .max(Duration::from_secs(1));
     let k = key(app, name);
+    // the rules hear of attributes that expire
+    let expired = AppId::from_stored(app)
+        .zip(ChannelName::from_stored(name))
+        .map(|(a, c)| Timer::ChannelExpired(a, c));
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
         tokio::time::sleep(ttl).await;
@@ -656,9 +732,13 @@ fn empty_channel(inner: &Arc<Inner>, app: &str, name: &str, ch: &mut Channel) ->
         let mut ch = arc.lock();
         if ch.ttl_gen == generation && ch.members.is_empty() {
             ch.dead = true;
+            let had_attrs = !ch.attrs.is_empty();
             ch.release();
             drop(ch);
             inner.channels.remove_if(&k, |_, v| Arc::ptr_eq(v, &arc));
+            if let (true, Some(timer)) = (had_attrs, expired) {
+                inner.send_work(Work::Timer { timer, claim: () });
+            }
         }
     });
     false
@@ -686,13 +766,37 @@ impl Store for Memory {
     async fn session_open(&self, s: Opening<'_>) -> SResult<Option<ConnHandle>> {
         s.conn.push(s.welcome);
         let k = key(s.user.app, s.user.account);
-        Ok(self.inner.sessions.insert(k, s.conn.clone()))
+        // under the account's entry: a racing open or close of the account waits
+        let inner = &self.inner;
+        let previous = match inner.sessions.entry(k) {
+            Entry::Occupied(mut e) => Some(e.insert(s.conn.clone())),
+            Entry::Vacant(e) => {
+                e.insert(s.conn.clone());
+                inner.fire(s.events, When::First);
+                None
+            }
+        };
+        inner.fire(s.events, When::Done);
+        Ok(previous)
     }
 
-    async fn session_close(&self, user: User<'_>, session: &ConnHandle) -> SResult<bool> {
+    async fn session_close(
+        &self,
+        user: User<'_>,
+        session: &ConnHandle,
+        events: &StepEvents,
+    ) -> SResult<bool> {
         let k = key(user.app, user.account);
-        let removed = self.inner.sessions.remove_if(&k, |_, c| c.id == session.id);
-        Ok(removed.is_some())
+        let inner = &self.inner;
+        let removed = match inner.sessions.entry(k) {
+            Entry::Occupied(e) if e.get().id == session.id => {
+                e.remove();
+                inner.fire(events, When::Done);
+                true
+            }
+            _ => false,
+        };
+        Ok(removed)
     }
 
     async fn session_alive(&self, session: &ConnHandle) -> bool {
@@ -760,7 +864,7 @@ impl Store for Memory {
 
     async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
         let now = Instant::now();
-        let mut mb = self.inner.mailbox(user.app, user.account);
+        let mut mb = self.inner.mailbox(user.app, user.account, now);
         mb.touched = Some(now);
         match poll {
             Poll::Versions { ver_clear, max } => {
@@ -823,6 +927,10 @@ impl Store for Memory {
                     if let (Some(e), true) = (j.event, ch.settings.notify) {
                         ch.publish(e);
                     }
+                    if ch.members.len() == 1 {
+                        inner.fire(j.events, When::First);
+                    }
+                    inner.fire(j.events, When::Done);
                     true
                 }
             };
@@ -856,6 +964,10 @@ impl Store for Memory {
             if let (Some(e), true) = (l.event, ch.settings.notify) {
                 ch.publish(e);
             }
+            inner.fire(l.events, When::Done);
+            if ch.members.is_empty() {
+                inner.fire(l.events, When::Last);
+            }
             if empty_channel(inner, at.app, at.channel, &mut ch) {
                 drop(ch);
                 remove_dead(inner, at.app, at.channel, &arc);
@@ -869,7 +981,10 @@ impl Store for Memory {
         let Some(arc) = inner.existing_channel(at.app, at.channel) else {
             return Ok(match p.member {
                 Some(_) => Published::NotMember,
-                None => Published::Sent,
+                None => {
+                    inner.fire(p.events, When::Done);
+                    Published::Sent
+                }
             });
         };
         let mut ch = arc.lock();
@@ -879,6 +994,7 @@ impl Store for Memory {
             }
         }
         if ch.members.is_empty() {
+            inner.fire(p.events, When::Done);
             return Ok(Published::Sent);
         }
         if !inner.first_time(at.app, p.dedup) {
@@ -893,6 +1009,7 @@ impl Store for Memory {
             }
         }
         ch.publish_message(p.event, p.message);
+        inner.fire(p.events, When::Done);
         Ok(Published::Sent)
     }
 
@@ -907,6 +1024,7 @@ impl Store for Memory {
             let outcome = ch.change(c.op);
             if outcome == AttrOutcome::Done {
                 ch.publish(c.event);
+                inner.fire(c.events, When::Done);
             }
             if empty_channel(inner, at.app, at.channel, &mut ch) {
                 drop(ch);
@@ -1005,7 +1123,7 @@ impl Store for Memory {
     async fn invite_open(&self, open: InviteOpen<'_>) -> SResult<Appended> {
         let key = open.key;
         let appended = self.inner.append(&key.app, &key.callee, &open.mail);
-        if let Appended::Stored(version) = appended {
+        if let Some(version) = appended.version() {
             let record = InviteRecord {
                 extra: open.extra.into(),
                 state: InviteState::Ringing { acked: false },
@@ -1089,19 +1207,7 @@ impl Store for Memory {
         event: &str,
         cap: EventCap,
     ) -> SResult<u64> {
-        let log = self
-            .inner
-            .events
-            .entry((app.to_string(), partition))
-            .or_default();
-        let mut log = log.lock();
-        let now = Instant::now();
-        log.last += 1;
-        let seq = log.last;
-        log.bytes += event.len();
-        log.entries.push_back((seq, event.into(), now));
-        log.trim(cap, now);
-        Ok(seq)
+        Ok(self.inner.log_append(app, partition, event, cap))
     }
 
     async fn event_read(
@@ -1182,7 +1288,7 @@ impl Store for Memory {
         self.inner.sessions.len()
     }
 
-    async fn footprint(&self) -> Footprint {
+    async fn footprint(&self) -> SResult<Footprint> {
         let i = &self.inner;
         let mut channels = 0;
         let mut members = 0;
@@ -1193,13 +1299,13 @@ impl Store for Memory {
                 members += c.members.len();
             }
         }
-        Footprint {
+        Ok(Footprint {
             sessions: i.sessions.len(),
             channels,
             members,
             invites: i.invites.len(),
             stored_messages: i.mailboxes.iter().map(|m| m.msgs.len()).sum(),
             user_attrs: i.user_attrs.iter().map(|a| a.len()).sum(),
-        }
+        })
     }
 }

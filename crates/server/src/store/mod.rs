@@ -115,6 +115,9 @@ pub struct MailItem<'a> {
     pub max: usize,
     /// What else bounds it.
     pub quota: MailQuota<'a>,
+    /// Appended with it: [`When::Offline`] when it is stored for an account without a
+    /// session, then [`When::Done`] when it is stored.
+    pub events: &'a StepEvents,
 }
 
 /// Bounds on mail beyond one mailbox's: what one app's mailboxes hold together, what one
@@ -140,8 +143,13 @@ pub struct MailQuota<'a> {
 /// The outcome of storing mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored with this version (and pushed when the recipient is online).
-    Stored(u64),
+    /// Stored (and pushed when the recipient is online).
+    Stored {
+        /// Its version.
+        version: u64,
+        /// The recipient had no session.
+        offline: bool,
+    },
     /// A resend: nothing done.
     Duplicate,
     /// The mailbox holds its maximum already (after dropping expired messages).
@@ -152,6 +160,21 @@ pub enum Appended {
     SenderLimited,
     /// The recipient is offline and the server is short of memory.
     Busy,
+}
+
+impl Appended {
+    /// The version it was stored with (`None`: not stored).
+    pub fn version(self) -> Option<u64> {
+        match self {
+            Appended::Stored { version, .. } => Some(version),
+            _ => None,
+        }
+    }
+
+    /// Stored for a recipient without a session.
+    pub fn offline(self) -> bool {
+        matches!(self, Appended::Stored { offline: true, .. })
+    }
 }
 
 /// A page of a mailbox.
@@ -215,7 +238,7 @@ impl ChannelSettings {
 pub enum Setting {
     /// `notify`.
     Notify(bool),
-    /// `ttl_secs`.
+    /// `ttl_secs` (an empty channel's state is kept at least 1 s: 0 counts as 1).
     Ttl(u64),
     /// `sendmsg_limit`.
     SendmsgLimit(u32),
@@ -413,6 +436,10 @@ pub enum Timer {
     MemberNum(AppId, ChannelName),
     /// An account's attributes may have been kept long enough since its last session.
     UserAttrs(AppId, Account),
+    /// An empty channel's attributes reached its TTL and went (scheduled by the store when
+    /// the channel is left empty with attributes, cancelled when it is joined again or they
+    /// go otherwise).
+    ChannelExpired(AppId, ChannelName),
 }
 
 impl Timer {
@@ -433,6 +460,7 @@ impl Timer {
             Timer::CallerGone(k, g) => invite('g', k, *g),
             Timer::MemberNum(app, ch) => Writer::new('n').text(app).text(ch).finish(),
             Timer::UserAttrs(app, account) => Writer::new('u').text(app).text(account).finish(),
+            Timer::ChannelExpired(app, ch) => Writer::new('x').text(app).text(ch).finish(),
         }
     }
 
@@ -461,6 +489,10 @@ impl Timer {
             'u' => Timer::UserAttrs(
                 AppId::from_stored(r.text()?)?,
                 Account::from_stored(r.text()?)?,
+            ),
+            'x' => Timer::ChannelExpired(
+                AppId::from_stored(r.text()?)?,
+                ChannelName::from_stored(r.text()?)?,
             ),
             _ => return None,
         };
@@ -496,6 +528,9 @@ pub struct Opening<'a> {
     pub conn: &'a ConnHandle,
     /// The `login_ret`, queued before anyone can see the session.
     pub welcome: Frame,
+    /// Appended with it: [`When::Done`] always, [`When::First`] when the account had no
+    /// session.
+    pub events: &'a StepEvents,
 }
 
 /// Set (`value: Some`) or delete (`None`) a user attribute.
@@ -540,6 +575,9 @@ pub struct Joining<'a> {
     pub event: Option<Event<'a>>,
     /// Members in the reply.
     pub list_max: usize,
+    /// Appended with it: [`When::Done`] on a fresh membership, [`When::First`] when it is the
+    /// channel's only member (before the `Done` ones).
+    pub events: &'a StepEvents,
 }
 
 /// A membership to end.
@@ -551,6 +589,9 @@ pub struct Leaving<'a, S> {
     pub session: &'a S,
     /// Published when it ended (if `notify`).
     pub event: Option<Event<'a>>,
+    /// Appended with it: [`When::Done`] when it ended, then [`When::Last`] when nobody is
+    /// left.
+    pub events: &'a StepEvents,
 }
 
 /// A channel event to publish and what to check first.
@@ -568,6 +609,8 @@ pub struct Publish<'a> {
     /// event's fifth element, [`opensig_protocol::frame::out::channel2_numbered`]) and is
     /// kept in the channel's history.
     pub message: Option<Message<'a>>,
+    /// Appended with it: [`When::Done`] when it was sent.
+    pub events: &'a StepEvents,
 }
 
 /// A channel message as the history keeps it, and the history's bounds. The channel keeps
@@ -614,6 +657,7 @@ impl<'a> Publish<'a> {
             dedup: None,
             rate_limited: false,
             message: None,
+            events: &NO_EVENTS,
         }
     }
 }
@@ -625,6 +669,8 @@ pub struct AttrChange<'a> {
     pub op: AttrOp<'a>,
     /// Its event.
     pub event: Event<'a>,
+    /// Appended with it: [`When::Done`] when the change was made.
+    pub events: &'a StepEvents,
 }
 
 /// An invitation to open.
@@ -676,6 +722,114 @@ pub struct EventCap {
     pub max_bytes: usize,
     /// Events older than this go.
     pub max_age: Duration,
+}
+
+/// On which outcome of a step one of its planned events is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// The step took effect: a join that made a membership, a leave that ended one, a
+    /// message published, an attribute changed, a letter stored, a session opened or closed.
+    Done,
+    /// A join gave the channel its first member; a session opened where the account had
+    /// none.
+    First,
+    /// A leave took the channel's last member.
+    Last,
+    /// A letter was stored for an account without a session (before the `Done` ones).
+    Offline,
+}
+
+impl When {
+    /// Its name where stores keep it outside the process.
+    pub fn name(self) -> &'static str {
+        match self {
+            When::Done => "done",
+            When::First => "first",
+            When::Last => "last",
+            When::Offline => "offline",
+        }
+    }
+}
+
+/// An event a step appends to partition `partition` of the app's log, on outcome `when`.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// On which outcome.
+    pub when: When,
+    /// Into which partition.
+    pub partition: u32,
+    /// The event (JSON text, rendered by the rules).
+    pub text: EventText,
+}
+
+/// An event's text: rendered, or rendered when a store needs it (most planned events are
+/// never appended — a letter to an account that is online — and a store in the process
+/// only renders those that are).
+#[derive(Clone)]
+pub enum EventText {
+    /// Rendered.
+    Ready(String),
+    /// Renders it.
+    Later(Arc<dyn Fn() -> String + Send + Sync>),
+}
+
+impl EventText {
+    /// The text.
+    pub fn get(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            EventText::Ready(s) => std::borrow::Cow::Borrowed(s),
+            EventText::Later(f) => std::borrow::Cow::Owned(f()),
+        }
+    }
+}
+
+impl std::fmt::Debug for EventText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.get())
+    }
+}
+
+impl From<String> for EventText {
+    fn from(s: String) -> EventText {
+        EventText::Ready(s)
+    }
+}
+
+/// The events a step appends to its app's event log in the same atomic step as its change
+/// (a node dying between the two cannot lose one): the store appends each planned event
+/// whose outcome happened, in order, under `cap`. The rules decide what the events are and
+/// on which outcome; a store only reports outcomes.
+#[derive(Debug, Clone)]
+pub struct StepEvents {
+    /// The app whose log they go to.
+    pub app: String,
+    /// The events.
+    pub events: Vec<Planned>,
+    /// The partitions' bounds.
+    pub cap: EventCap,
+}
+
+/// The outbox of a step nobody listens to.
+pub static NO_EVENTS: StepEvents = StepEvents {
+    app: String::new(),
+    events: Vec::new(),
+    cap: EventCap {
+        max_events: 0,
+        max_bytes: 0,
+        max_age: Duration::ZERO,
+    },
+};
+
+impl StepEvents {
+    /// No events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events planned for `when`.
+    pub fn on(&self, when: When) -> impl Iterator<Item = &Planned> {
+        self.events.iter().filter(move |e| e.when == when)
+    }
 }
 
 /// A page of a partition of an app's event log.
@@ -738,11 +892,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         s: Opening<'_>,
     ) -> impl Future<Output = SResult<Option<Self::Session>>> + Send;
-    /// End `session` if it is still the account's session; true when it was.
+    /// End `session` if it is still the account's session; true when it was (then `events`'
+    /// [`When::Done`] ones are appended with it).
     fn session_close(
         &self,
         user: User<'_>,
         session: &Self::Session,
+        events: &StepEvents,
     ) -> impl Future<Output = SResult<bool>> + Send;
     /// Whether `session` is still connected (its node alive).
     fn session_alive(&self, session: &Self::Session) -> impl Future<Output = bool> + Send;
@@ -959,7 +1115,7 @@ pub trait Store: Send + Sync + 'static {
     /// Sessions on this node.
     fn local_sessions(&self) -> usize;
     /// What the store holds on behalf of clients.
-    fn footprint(&self) -> impl Future<Output = Footprint> + Send;
+    fn footprint(&self) -> impl Future<Output = SResult<Footprint>> + Send;
     /// Stop touching shared state at once, as a crashed node would (tests of failover).
     fn halt(&self) {}
 }
@@ -982,6 +1138,7 @@ mod tests {
             Timer::CallerGone(key.clone(), 0),
             Timer::MemberNum(key.app.clone(), key.channel.clone()),
             Timer::UserAttrs(key.app.clone(), key.caller.clone()),
+            Timer::ChannelExpired(key.app.clone(), key.channel.clone()),
         ];
         for t in all {
             assert_eq!(

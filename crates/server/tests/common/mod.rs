@@ -684,7 +684,20 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_logging(args, "warn", None)
+    }
+
+    /// With `OPENSIG_LOG=filter`, its log written to `log` (else inherited).
+    pub fn start_logging(
+        args: &[&str],
+        filter: &str,
+        log: Option<&std::path::Path>,
+    ) -> ServerProcess {
         use std::io::BufRead;
+        let stderr = match log {
+            Some(p) => std::process::Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => std::process::Stdio::inherit(),
+        };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_opensig-server"))
             .args([
                 "--listen",
@@ -695,8 +708,9 @@ impl ServerProcess {
                 "off",
             ])
             .args(args)
-            .env("OPENSIG_LOG", "warn")
+            .env("OPENSIG_LOG", filter)
             .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("start opensig-server");
         let mut line = String::new();

@@ -40,8 +40,8 @@ use super::{
     now_ms, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelPage,
     ChannelSettings, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen,
     InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem,
-    MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting, Store, StoreError,
-    Take, Timer, User, UserAttrSet, Work, WorkSender,
+    MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents, Store,
+    StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -68,15 +68,18 @@ enum Oom {
 }
 
 /// A script with the helpers it needs prepended, flagged for `oom`.
+/// Every script starts with the clock and the event log (a step's events ride at the end of
+/// its keys and arguments, see [`Inner::step_events`]).
 fn script(oom: Oom, parts: &[&str]) -> Script {
     let flags = match oom {
         Oom::Refuse => "#!lua",
         Oom::Run => "#!lua flags=allow-oom",
     };
-    Script::new(&format!("{flags}\n{}", parts.join("\n")))
+    Script::new(&format!("{flags}\n{CLOCK}\n{EVENTS}\n{}", parts.join("\n")))
 }
 
 const CLOCK: &str = include_str!("lua/clock.lua");
+const EVENTS: &str = include_str!("lua/events.lua");
 const MAIL: &str = include_str!("lua/mail.lua");
 const CHANNEL: &str = include_str!("lua/channel.lua");
 
@@ -107,7 +110,7 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         use Oom::{Refuse, Run};
-        let channel = |oom, body| script(oom, &[CLOCK, CHANNEL, body]);
+        let channel = |oom, body| script(oom, &[CHANNEL, body]);
         let session = include_str!("lua/session.lua");
         let user_attr = include_str!("lua/user_attr.lua");
         let attr = include_str!("lua/attr.lua");
@@ -117,20 +120,20 @@ impl Scripts {
             session_grow: script(Refuse, &[session]),
             user_attr: script(Run, &[user_attr]),
             user_attr_grow: script(Refuse, &[user_attr]),
-            mail_append: script(Refuse, &[CLOCK, MAIL, include_str!("lua/mail_append.lua")]),
-            mail_poll: script(Run, &[CLOCK, MAIL, include_str!("lua/mail_poll.lua")]),
-            mail_poll_ids: script(Run, &[CLOCK, MAIL, include_str!("lua/mail_poll_ids.lua")]),
-            mail_withdraw: script(Run, &[CLOCK, MAIL, include_str!("lua/mail_withdraw.lua")]),
+            mail_append: script(Refuse, &[MAIL, include_str!("lua/mail_append.lua")]),
+            mail_poll: script(Run, &[MAIL, include_str!("lua/mail_poll.lua")]),
+            mail_poll_ids: script(Run, &[MAIL, include_str!("lua/mail_poll_ids.lua")]),
+            mail_withdraw: script(Run, &[MAIL, include_str!("lua/mail_withdraw.lua")]),
             join: channel(Refuse, include_str!("lua/join.lua")),
             leave: channel(Run, include_str!("lua/leave.lua")),
             publish: channel(Run, include_str!("lua/publish.lua")),
             attr: channel(Run, attr),
             attr_grow: channel(Refuse, attr),
             channel_state: channel(Run, include_str!("lua/channel_state.lua")),
-            invite: script(Run, &[CLOCK, MAIL, invite]),
-            invite_grow: script(Refuse, &[CLOCK, MAIL, invite]),
-            timers: script(Run, &[CLOCK, include_str!("lua/timers.lua")]),
-            event_append: script(Refuse, &[CLOCK, include_str!("lua/event_append.lua")]),
+            invite: script(Run, &[MAIL, invite]),
+            invite_grow: script(Refuse, &[MAIL, invite]),
+            timers: script(Run, &[include_str!("lua/timers.lua")]),
+            event_append: script(Refuse, &[include_str!("lua/event_append.lua")]),
             event_lease: script(Run, &[include_str!("lua/event_lease.lua")]),
         }
     }
@@ -171,6 +174,8 @@ impl NodeSession {
 
 struct Inner {
     defaults: ChannelSettings,
+    /// How long a mailbox's numbering is kept after its last message or poll (ms).
+    mailbox_keep_ms: u64,
     cfg: RedisConfig,
     keys: Keys,
     scripts: Scripts,
@@ -252,9 +257,12 @@ fn page(r: RValue) -> MailPage {
     MailPage { ver_clear, msgs }
 }
 
-fn appended(status: i64, version: i64) -> Appended {
+fn appended(status: i64, version: i64, offline: i64) -> Appended {
     match status {
-        0 => Appended::Stored(version.max(0) as u64),
+        0 => Appended::Stored {
+            version: version.max(0) as u64,
+            offline: offline == 1,
+        },
         1 => Appended::Duplicate,
         3 => Appended::AppFull,
         4 => Appended::SenderLimited,
@@ -332,6 +340,7 @@ impl Redis {
         let conn = client.get_connection_manager_with_config(mgr_cfg).await?;
         let inner = Arc::new(Inner {
             defaults: ChannelSettings::defaults(limits),
+            mailbox_keep_ms: limits.mailbox_state_keep_secs.saturating_mul(1000).max(1),
             keys: Keys::new(&cfg.prefix),
             scripts: Scripts::new(),
             conn,
@@ -355,7 +364,16 @@ impl Redis {
         })?;
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(subscriber(Arc::downgrade(&inner), subscribed_tx));
-        let _ = tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await;
+        // a node that cannot hear its topic would miss every push addressed to it
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await,
+            Ok(Ok(()))
+        ) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "cannot subscribe to this node's topic within 5 s",
+            )));
+        }
         tokio::spawn(heartbeat(Arc::downgrade(&inner)));
         tokio::spawn(timers(Arc::downgrade(&inner)));
         tokio::spawn(reaper(Arc::downgrade(&inner)));
@@ -466,6 +484,7 @@ impl Inner {
         for key in k.all() {
             inv.key(key);
         }
+        inv.key(self.keys.timers());
         let d = &self.defaults;
         inv.arg(self.keys.topic_prefix())
             .arg(&k.rate)
@@ -476,8 +495,27 @@ impl Inner {
             .arg(d.auto_update_secs)
             .arg(at.channel.as_str())
             .arg(d.history)
-            .arg(d.keep_empty_secs);
+            .arg(d.keep_empty_secs)
+            .arg(Timer::ChannelExpired(at.app.clone(), at.channel.clone()).encode());
         inv
+    }
+
+    /// A step's events at the end of its keys and arguments, as events.lua takes them off:
+    /// (stream, meta) keys and (when, event) arguments per event, then the cap and the
+    /// marker. Call it last.
+    fn step_events(&self, inv: &mut ScriptInvocation<'_>, out: &StepEvents) {
+        if out.is_empty() {
+            return;
+        }
+        for e in &out.events {
+            let [stream, meta] = self.keys.event_log(&out.app, e.partition);
+            inv.key(stream).key(meta);
+            inv.arg(e.when.name()).arg(&*e.text.get());
+        }
+        inv.arg(out.cap.max_events)
+            .arg(out.cap.max_bytes)
+            .arg(out.cap.max_age.as_millis() as u64);
+        inv.arg(format!("\u{1f}outbox:{}", out.events.len()));
     }
 
     /// Run a prepared script (within the operation timeout).
@@ -495,30 +533,36 @@ impl Inner {
     }
 
     /// Every key of a kind under this cluster's prefix.
-    async fn scan(&self, kind: &str) -> Vec<String> {
+    async fn scan(&self, kind: &str) -> SResult<Vec<String>> {
         let mut c = self.conn();
         let mut found = Vec::new();
-        if let Ok(mut it) = c.scan_match::<_, String>(self.keys.pattern(kind)).await {
-            while let Some(k) = it.next().await {
-                found.push(k);
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(self.keys.pattern(kind));
+            scan.arg("COUNT").arg(1000);
+            let (next, keys): (u64, Vec<String>) = timed(scan.query_async(&mut c)).await?;
+            found.extend(keys);
+            if next == 0 {
+                return Ok(found);
             }
+            cursor = next;
         }
-        found
     }
 
     /// The total size of sorted sets (`zsets`) or hashes.
-    async fn total(&self, keys: Vec<String>, zsets: bool) -> usize {
+    async fn total(&self, keys: Vec<String>, zsets: bool) -> SResult<usize> {
         let mut c = self.conn();
         let mut n = 0;
         for k in keys {
-            let len: redis::RedisResult<usize> = if zsets {
-                c.zcard(&k).await
+            let len: usize = if zsets {
+                timed(c.zcard(&k)).await?
             } else {
-                c.hlen(&k).await
+                timed(c.hlen(&k)).await?
             };
-            n += len.unwrap_or(0);
+            n += len;
         }
-        n
+        Ok(n)
     }
 
     /// A channel event as published to the nodes: `(before, after)` around the sequence.
@@ -537,15 +581,13 @@ impl Inner {
         }
     }
 
-    /// The keys and arguments of `append_mail` (mail.lua) on `inv`: keys 1–4, then its eight
-    /// arguments.
     /// A mailbox's keys and arguments, as mail.lua's `box_at` reads them.
     fn box_call(&self, inv: &mut ScriptInvocation<'_>, app: &str, account: &str) {
         let mb = self.keys.mailbox(app, account);
         for k in mb.all() {
             inv.key(k);
         }
-        inv.arg(account);
+        inv.arg(account).arg(self.mailbox_keep_ms);
     }
 
     /// A message's keys and arguments, as mail.lua's `mail_at` reads them.
@@ -703,6 +745,7 @@ impl Store for Redis {
         inv.key(k.session).key(k.node_index).arg("open");
         inv.arg(inner.me(id).location()).arg(SESSION_TTL_MS);
         inv.arg(node::session_entry(app, account, id));
+        inner.step_events(&mut inv, s.events);
         let old: SResult<Option<String>> = inner.run(&inv).await;
         let old = old.inspect_err(|_| {
             inner.conns.remove(&id);
@@ -718,7 +761,12 @@ impl Store for Redis {
         }))
     }
 
-    async fn session_close(&self, user: User<'_>, session: &NodeSession) -> SResult<bool> {
+    async fn session_close(
+        &self,
+        user: User<'_>,
+        session: &NodeSession,
+        events: &StepEvents,
+    ) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
         let (app, account) = (user.app, user.account);
@@ -732,6 +780,7 @@ impl Store for Redis {
         let mut inv = inner.scripts.session.prepare_invoke();
         inv.key(k.session).key(k.node_index).arg("close");
         inv.arg(session.location()).arg(0).arg(entry);
+        inner.step_events(&mut inv, events);
         let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
@@ -836,9 +885,10 @@ impl Store for Redis {
         inner.check()?;
         let mut inv = inner.scripts.mail_append.prepare_invoke();
         inner.mail_call(&mut inv, to.app, to.account, &item);
+        inner.step_events(&mut inv, item.events);
         let r: Vec<i64> = inner.run(&inv).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
-        Ok(appended(get(0), get(1)))
+        Ok(appended(get(0), get(1), get(2)))
     }
 
     async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
@@ -894,6 +944,7 @@ impl Store for Redis {
         inv.arg(joined.encode()).arg(left_msg(at, account));
         inv.arg(inner.keys.node_members_prefix());
         inv.arg(node::member_entry(app, channel, account));
+        inner.step_events(&mut inv, j.events);
         let r = list(inner.run::<RValue>(&inv).await?);
         let fresh = r.first().map(int).unwrap_or(0) == 1;
         let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
@@ -918,6 +969,7 @@ impl Store for Redis {
         inv.arg(before).arg(after).arg(left_msg(at, l.account));
         inv.arg(inner.keys.node_members_prefix());
         inv.arg(node::member_entry(at.app, at.channel, l.account));
+        inner.step_events(&mut inv, l.events);
         let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
@@ -943,6 +995,7 @@ impl Store for Redis {
                 .arg(m.max_bytes)
                 .arg(if m.keep { "1" } else { "0" }),
         };
+        inner.step_events(&mut inv, p.events);
         let r: String = inner.run(&inv).await?;
         match r.as_str() {
             "sent" => Ok(Published::Sent),
@@ -984,6 +1037,7 @@ impl Store for Redis {
             .arg(max.min(i64::MAX as usize));
         inv.arg(before).arg(after);
         inv.arg(quota.channels).arg(quota.bytes);
+        inner.step_events(&mut inv, ch.events);
         let r: String = inner.run(&inv).await?;
         match r.as_str() {
             "done" => Ok(AttrOutcome::Done),
@@ -1151,9 +1205,10 @@ impl Store for Redis {
         for (t, after) in open.timers {
             inv.arg(t.encode()).arg(after.as_millis() as u64);
         }
+        inner.step_events(&mut inv, open.mail.events);
         let r: Vec<i64> = inner.run(&inv).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
-        Ok(appended(get(0), get(1)))
+        Ok(appended(get(0), get(1), get(2)))
     }
 
     async fn invite_relay(&self, relay: InviteRelay<'_>) -> SResult<Relayed> {
@@ -1178,9 +1233,10 @@ impl Store for Redis {
             inv.key(ik.record).key(ik.by_caller);
             inv.arg(node::invite_entry(&k.channel, &k.callee));
         }
+        inner.step_events(&mut inv, relay.mail.events);
         let r: Vec<i64> = inner.run(&inv).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
-        let appended = appended(get(1), get(2));
+        let appended = appended(get(1), get(2), get(3));
         Ok(Relayed {
             live: get(0) == 1,
             appended,
@@ -1405,22 +1461,22 @@ impl Store for Redis {
     }
 
     /// The cluster's state (under this prefix) as Redis holds it, and this node's sessions.
-    async fn footprint(&self) -> Footprint {
+    async fn footprint(&self) -> SResult<Footprint> {
         let inner = &self.inner;
-        let member_keys = inner.scan("cm").await;
+        let member_keys = inner.scan("cm").await?;
         let mut channels: std::collections::BTreeSet<String> = BTreeSet::new();
-        for k in member_keys.iter().chain(inner.scan("ca").await.iter()) {
+        for k in member_keys.iter().chain(inner.scan("ca").await?.iter()) {
             // "<prefix>cm <app> <channel>" → "<app> <channel>"
             channels.insert(k.split_once(' ').map_or("", |(_, rest)| rest).to_string());
         }
-        Footprint {
+        Ok(Footprint {
             sessions: inner.sessions.len(),
             channels: channels.len(),
-            members: inner.total(member_keys, true).await,
-            invites: inner.scan("inv").await.len(),
-            stored_messages: inner.total(inner.scan("mb").await, true).await,
-            user_attrs: inner.total(inner.scan("ua").await, false).await,
-        }
+            members: inner.total(member_keys, true).await?,
+            invites: inner.scan("inv").await?.len(),
+            stored_messages: inner.total(inner.scan("mb").await?, true).await?,
+            user_attrs: inner.total(inner.scan("ua").await?, false).await?,
+        })
     }
 
     fn halt(&self) {

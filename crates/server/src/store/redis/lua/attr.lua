@@ -46,5 +46,6 @@ else
 end
 if resize then trim_history(tonumber(setting('history')) or 0, 0, NEVER) end
 publish(ARGV[FIRST + 7], ARGV[FIRST + 8])
+outbox('done')
 if_empty()
 return 'done'

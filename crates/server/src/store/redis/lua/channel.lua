@@ -2,25 +2,27 @@
 local MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local LEDGER, LEDGER_BYTES, LEDGER_TOTAL = KEYS[9], KEYS[10], KEYS[11]
-local HIST, HMETA = KEYS[12], KEYS[13]
+local HIST, HMETA, TIMERS = KEYS[12], KEYS[13], KEYS[14]
 -- MEMBERS: account -> join order; ORDER: join counter; LOCATION: account -> "node conn";
 -- NODES: node -> members there; ATTRS: attributes; SETTINGS: notify, ttl, msg_rate,
 -- attr_rate, auto, history; SEQ: event sequence; CHANGED: membership changed.
 -- HIST: kept messages (a stream, ids '<n>-0', fields t, s, f, m); HMETA: n = the latest
--- message number, b = bytes of kept text.
+-- message number, b = bytes of kept text. TIMERS: the cluster's timers (store::Timer).
 -- The app's ledger of channels with attributes: LEDGER: channel -> when its state expires
 -- (ms; NEVER while it has members); LEDGER_BYTES: channel -> bytes of its attributes' names
 -- and values; LEDGER_TOTAL: their sum. A channel leaves it when its attributes go, or once
 -- its state has expired (its keys go by themselves).
 -- ARGV 1..10 of every channel script: topic prefix, rate key prefix, the default settings
 -- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size,
--- seconds an empty channel with kept messages (and no attributes) is kept.
+-- seconds an empty channel with kept messages (and no attributes) is kept, the channel's
+-- expiry timer (encoded; due when an empty channel's attributes go by themselves).
 local TOPIC, RATE = ARGV[1], ARGV[2]
 local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6],
   auto = ARGV[7], history = ARGV[9]}
 local NAME = ARGV[8]
 local KEEP_EMPTY = tonumber(ARGV[10])
-local FIRST = 11
+local EXPIRED = ARGV[11]
+local FIRST = 12
 local NEVER = 9007199254740991
 
 local function setting(name)
@@ -128,16 +130,24 @@ local function if_empty()
   if attrs == 0 and redis.call('EXISTS', HIST) == 0 then
     redis.call('DEL', RATE .. ' m', unpack(CHANNEL_KEYS))
     ledger_expiry(0)
+    redis.call('ZREM', TIMERS, EXPIRED)
     return
   end
   local ttl = tonumber(setting('ttl')) or tonumber(DEFAULTS.ttl)
   if attrs == 0 then ttl = KEEP_EMPTY end
   if ttl < 1 then ttl = 1 end
   for _, k in ipairs(CHANNEL_KEYS) do redis.call('PEXPIRE', k, ttl * 1000) end
-  ledger_expiry(now_ms() + ttl * 1000)
+  local at = now_ms() + ttl * 1000
+  ledger_expiry(at)
+  if attrs > 0 then
+    redis.call('ZADD', TIMERS, at, EXPIRED)
+  else
+    redis.call('ZREM', TIMERS, EXPIRED)
+  end
 end
 
 local function keep()
   for _, k in ipairs(CHANNEL_KEYS) do redis.call('PERSIST', k) end
   if redis.call('HLEN', ATTRS) > 0 then redis.call('ZADD', LEDGER, NEVER, NAME) end
+  redis.call('ZREM', TIMERS, EXPIRED)
 end

@@ -5,10 +5,10 @@
 -- first, from KEYS[1] and ARGV[2]; "M+n" below is the n-th key or argument after it.
 --   open: KEYS M+1 record, M+2 caller index, M+3 timers. ARGV M+1 extra, M+2 gen, M+3 index
 --         entry, M+4 timer count, then per timer: member, delay ms.
---         Mail, record and timers in one step. Returns {status, version} as append_mail.
+--         Mail, record and timers in one step. Returns what append_mail does.
 --   relay: KEYS: then record and caller index per invitation. ARGV M+1 step (keep | ack |
 --         accept | end), M+2 require live (1/0), then an index entry per invitation.
---         Returns {live, status, version}.
+--         Returns {live, status, version, offline}.
 --   take:  KEYS 1 record, 2 caller index. ARGV 2 gen, 3 ringing only (1/0), 4 index entry.
 --         Removes and returns {extra, state, version, gen} when it matches, else false.
 --   get:   KEYS 1 record. Returns {extra, state, version, gen} or false.
@@ -49,7 +49,7 @@ elseif op == 'relay' then
   end
   if live == 0 and ARGV[A + 2] == '1' then return {0, 1, 0} end
   local r = append_mail(mail_at(1, 2))
-  return {live, r[1], r[2]}
+  return {live, r[1], r[2], r[3] or 0}
 elseif op == 'take' then
   local f = redis.call('HMGET', KEYS[1], 'extra', 'state', 'version', 'gen')
   if f[4] ~= ARGV[2] then return false end

@@ -35,6 +35,8 @@ if fresh == 1 then
   if ARGV[FIRST + 4] ~= '' and setting('notify') ~= '0' then
     publish(ARGV[FIRST + 4], ARGV[FIRST + 5])
   end
+  if redis.call('ZCARD', MEMBERS) == 1 then outbox('first') end
+  outbox('done')
 end
 local list = redis.call('ZREVRANGE', MEMBERS, 0, tonumber(ARGV[FIRST + 3]) - 1)
 local out = {fresh, #list, tonumber(redis.call('HGET', HMETA, 'n') or '0')}

@@ -17,5 +17,7 @@ redis.call('SET', CHANGED, '1')
 if ARGV[FIRST + 2] ~= '' and setting('notify') ~= '0' then
   publish(ARGV[FIRST + 2], ARGV[FIRST + 3])
 end
+outbox('done')
+if redis.call('ZCARD', MEMBERS) == 0 then outbox('last') end
 if_empty()
 return 1

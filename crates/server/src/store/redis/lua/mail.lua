@@ -5,11 +5,11 @@
 -- ledger when it leaves its mailbox, or once it has expired (its mailbox lets it go by itself).
 
 -- A mailbox as a script gets it: KEYS[k ..] mailbox, meta, ledger, ledger bytes;
--- ARGV[a] the account.
-local BOX_KEYS, BOX_ARGS = 4, 1
+-- ARGV[a] the account, ARGV[a + 1] ms its numbering (meta) is kept after a message or poll.
+local BOX_KEYS, BOX_ARGS = 4, 2
 local function box_at(k, a)
   return {mb = KEYS[k], meta = KEYS[k + 1], ledger = KEYS[k + 2], bytes = KEYS[k + 3],
-    account = ARGV[a]}
+    account = ARGV[a], keep_ms = ARGV[a + 1]}
 end
 
 -- A message to store, as a script gets it: the box, then KEYS recipient's session, dedup key
@@ -60,7 +60,7 @@ end
 -- full after dropping expired messages, the app's ledger is at its quota, or the recipient
 -- is offline and the server is busy or the sender's allowance for the window is used up.
 -- Push it to the recipient's node (session value "node conn") as before .. version .. after.
--- Returns {0, version} stored, {1, 0} duplicate, {2, 0} full, {3, 0} app's quota,
+-- Returns {0, version, 1 when the recipient has no session} stored, {1, 0} duplicate, {2, 0} full, {3, 0} app's quota,
 -- {4, 0} sender's allowance, {5, 0} busy.
 local function append_mail(t)
   local now = now_ms()
@@ -71,19 +71,23 @@ local function append_mail(t)
     if t.dedup ~= '' then redis.call('DEL', t.dedup) end
     return {status, 0}
   end
-  if redis.call('ZCARD', t.mb) >= t.max then
+  local held_here = redis.call('ZCARD', t.mb)
+  if held_here >= t.max then
     local items = redis.call('ZRANGE', t.mb, 0, -1, 'WITHSCORES')
     for i = 1, #items, 2 do
       local exp = tonumber(string.match(items[i], '^(%d+) '))
       if exp and exp <= now then drop_mail(t, items[i], items[i + 1]) end
     end
+    held_here = redis.call('ZCARD', t.mb)
   end
   local last = tonumber(redis.call('HGET', t.meta, 'last') or '0')
-  if redis.call('ZCARD', t.mb) >= t.max or last >= 9007199254740991 then return refuse(2) end
+  if held_here >= t.max or last >= 9007199254740991 then return refuse(2) end
   ledger_prune(t, now, 256)
   if t.app_msgs > 0 and redis.call('ZCARD', t.ledger) >= t.app_msgs then return refuse(3) end
-  local held = tonumber(redis.call('GET', t.bytes) or '0')
-  if t.app_bytes > 0 and held + #t.text > t.app_bytes then return refuse(3) end
+  if t.app_bytes > 0 then
+    local held = tonumber(redis.call('GET', t.bytes) or '0')
+    if held + #t.text > t.app_bytes then return refuse(3) end
+  end
   local s = redis.call('GET', t.session)
   if not s then
     if t.busy then return refuse(5) end
@@ -95,17 +99,22 @@ local function append_mail(t)
   last = last + 1
   local expiry = now + t.ttl_ms
   redis.call('HSET', t.meta, 'last', last)
-  redis.call('PEXPIRE', t.meta, 604800000)
+  redis.call('PEXPIRE', t.meta, t.keep_ms)
   redis.call('ZADD', t.mb, last, expiry .. ' ' .. t.id .. ' ' .. t.text)
-  if redis.call('PTTL', t.mb) < t.ttl_ms then redis.call('PEXPIRE', t.mb, t.ttl_ms) end
   redis.call('ZADD', t.ledger, expiry, int(last) .. ' ' .. #t.text .. ' ' .. t.account)
   redis.call('INCRBY', t.bytes, #t.text)
-  for _, key in ipairs({t.ledger, t.bytes}) do
-    if redis.call('PTTL', key) < t.ttl_ms then redis.call('PEXPIRE', key, t.ttl_ms) end
+  -- each key outlives its last message; extended by an eighth more at a time, so a stream of
+  -- messages extends it once per eighth of the ttl, not at every message
+  for _, key in ipairs({t.mb, t.ledger, t.bytes}) do
+    if redis.call('PTTL', key) < t.ttl_ms then
+      redis.call('PEXPIRE', key, t.ttl_ms + math.floor(t.ttl_ms / 8))
+    end
   end
   if s then
     local node = string.match(s, '^(%S+) ')
     if node then redis.call('PUBLISH', t.topic .. node, t.before .. last .. t.after) end
   end
-  return {0, last}
+  if not s then outbox('offline') end
+  outbox('done')
+  return {0, last, s and 0 or 1}
 end

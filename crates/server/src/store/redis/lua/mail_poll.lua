@@ -11,7 +11,7 @@ if want > 9007199254740991 then want = 9007199254740991 end
 if want > cleared then cleared = want end
 if cleared > last then last = cleared end
 redis.call('HSET', box.meta, 'cleared', cleared, 'last', last)
-redis.call('PEXPIRE', box.meta, 604800000)
+redis.call('PEXPIRE', box.meta, box.keep_ms)
 drop_mail_upto(box, cleared)
 local out = {cleared}
 local max = tonumber(ARGV[a + 1])

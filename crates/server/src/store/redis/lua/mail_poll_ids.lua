@@ -31,4 +31,5 @@ if lastv then
   end
 end
 out[1] = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
+redis.call('PEXPIRE', box.meta, box.keep_ms)
 return out

@@ -6,7 +6,7 @@
 -- 'not_member' or 'rate_limited'.
 local member = ARGV[FIRST]
 if member ~= '' and redis.call('HEXISTS', LOCATION, member) == 0 then return 'not_member' end
-if redis.call('ZCARD', MEMBERS) == 0 then return 'sent' end
+if redis.call('ZCARD', MEMBERS) == 0 then outbox('done') return 'sent' end
 local dedup = ARGV[FIRST + 1]
 if dedup ~= '' and not redis.call('SET', dedup, '1', 'NX', 'PX', ARGV[FIRST + 2]) then
   return 'duplicate'
@@ -20,6 +20,7 @@ if ARGV[FIRST + 3] == '1' then
 end
 if ARGV[FIRST + 6] ~= '1' then
   publish(ARGV[FIRST + 4], ARGV[FIRST + 5])
+  outbox('done')
   return 'sent'
 end
 local n = redis.call('HINCRBY', HMETA, 'n', 1)
@@ -35,4 +36,5 @@ if ARGV[FIRST + 11] == '1' and size > 0 then
     trim_history(size, now - tonumber(ARGV[FIRST + 9]), max_bytes)
   end
 end
+outbox('done')
 return 'sent'

@@ -9,12 +9,15 @@ if op == 'open' then
   local old = redis.call('GET', KEYS[1])
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   redis.call('SADD', KEYS[2], ARGV[4])
+  if not old then outbox('first') end
+  outbox('done')
   return old or false
 elseif op == 'close' then
   redis.call('SREM', KEYS[2], ARGV[4])
   local cur = redis.call('GET', KEYS[1])
   if cur and (cur == ARGV[2] or string.sub(cur, 1, #ARGV[2]) == ARGV[2] and string.sub(ARGV[2], -1) == ' ') then
     redis.call('DEL', KEYS[1])
+    outbox('done')
     return 1
   end
   return 0
