@@ -166,6 +166,15 @@ pub struct Limits {
     pub webhook_retention_secs: u64,
     /// Longest wait between two tries of a delivery (the wait starts at 1 s and doubles).
     pub webhook_retry_max_secs: u64,
+    /// Seconds an operator's console sign-in lasts (then the cookie is refused).
+    pub console_session_secs: u64,
+    /// Console sign-ins kept on one node at once (the oldest is signed out past it).
+    pub console_sessions_max: usize,
+    /// Failed console sign-ins of one name within `console_lockout_secs` that lock the name
+    /// for `console_lockout_secs`.
+    pub console_signin_failures: u32,
+    /// Seconds of the failure window and of the lockout after it.
+    pub console_lockout_secs: u64,
 }
 
 impl Default for Limits {
@@ -237,6 +246,10 @@ impl Default for Limits {
             webhook_timeout_secs: 5,
             webhook_retention_secs: 3600,
             webhook_retry_max_secs: 60,
+            console_session_secs: 8 * 3600,
+            console_sessions_max: 64,
+            console_signin_failures: 5,
+            console_lockout_secs: 900,
         }
     }
 }

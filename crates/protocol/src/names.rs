@@ -207,6 +207,27 @@ pub mod api {
     pub const NOT_FOUND: &str = "not_found";
 }
 
+/// The operator console (opensig: README "Operator console"): where it is served, its
+/// cookie and header, and the errors its own endpoints answer with.
+pub mod console {
+    /// Where it is served (the page; its JSON under `/console/api`, the backend API's
+    /// routes under `/console/api/v1`).
+    pub const PREFIX: &str = "/console";
+    /// The sign-in cookie (`HttpOnly`, `SameSite=Strict`, `Path=/console`).
+    pub const COOKIE: &str = "opensig_console";
+    /// The header every state-changing request carries with the sign-in's CSRF token.
+    pub const CSRF_HEADER: &str = "x-csrf-token";
+    /// Wrong name or password, or no valid sign-in: HTTP 401.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// Too many failed sign-ins of this name: HTTP 429 until the lockout ends.
+    pub const LOCKED: &str = "locked";
+    /// A state-changing request without the sign-in's CSRF token, or from another origin:
+    /// HTTP 403.
+    pub const CSRF: &str = "csrf";
+    /// A read-only operator asked to act: HTTP 403.
+    pub const READ_ONLY: &str = "read_only";
+}
+
 /// The events an app's backend hears (opensig: webhooks, README "Webhooks"): each event's
 /// `type`, and the reasons it carries.
 pub mod domain {

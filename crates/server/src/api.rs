@@ -95,6 +95,7 @@ pub fn router<S: Store>() -> Router<Arc<Shared<S>>> {
             &format!("{app}/users/{{account}}/attrs/{{name}}"),
             put(set_user_attr::<S>).delete(del_user_attr::<S>),
         )
+        .route(&format!("{app}/users/{{account}}"), get(user::<S>))
         .route(&format!("{app}/users/{{account}}/kick"), post(kick::<S>))
         .route(&format!("{app}/channels"), get(channels::<S>))
         .route(&format!("{app}/channels/{{channel}}"), get(channel::<S>))
@@ -152,32 +153,43 @@ fn from_this_machine(info: &ConnInfo, headers: &HeaderMap) -> bool {
 }
 
 /// Let the caller in to `app`'s API and spend one request of the app's budget. Everything
-/// that is not let in gets the same 401, whether the app exists or not.
+/// that is not let in gets the same 401, whether the app exists or not. An operator signed
+/// in to the console (its guard checked the sign-in, the CSRF token and the role) is let in
+/// to every configured app.
 fn authorize<S: Store>(
     shared: &Shared<S>,
     app: &str,
-    info: &ConnInfo,
+    info: Option<&ConnInfo>,
     parts: &Parts,
 ) -> Result<AppId, ApiError> {
     let (headers, method, path) = (&parts.headers, &parts.method, parts.uri.path());
     let sig = &shared.signaling;
-    let credential = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
     let app_id = sig.api_app(app).map_err(|_| ApiError::unauthorized())?;
-    let who = match sig.api_access(&app_id, credential) {
-        ApiAccess::Granted { key, read_only } => {
-            if read_only && !matches!(*method, Method::GET | Method::HEAD) {
-                return Err(ApiError::unauthorized());
+    let who = if let Some(op) = parts.extensions.get::<crate::console::Operator>() {
+        let config = shared.config();
+        if !config.app_allowed(&app_id) {
+            return Err(ApiError::unauthorized());
+        }
+        format!("console operator {}", op.name)
+    } else {
+        let info = info.ok_or_else(ApiError::unauthorized)?;
+        let credential = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match sig.api_access(&app_id, credential) {
+            ApiAccess::Granted { key, read_only } => {
+                if read_only && !matches!(*method, Method::GET | Method::HEAD) {
+                    return Err(ApiError::unauthorized());
+                }
+                key.unwrap_or_else(|| "certificate".into())
             }
-            key.unwrap_or_else(|| "certificate".into())
+            ApiAccess::WithoutCredential { open } if open || from_this_machine(info, headers) => {
+                "no credential".into()
+            }
+            _ => return Err(ApiError::unauthorized()),
         }
-        ApiAccess::WithoutCredential { open } if open || from_this_machine(info, headers) => {
-            "no credential".into()
-        }
-        _ => return Err(ApiError::unauthorized()),
     };
     // the credential's name, never its secret
     tracing::info!(target: "opensig::api", app = %app_id, key = %who, %method, path, "api request");
@@ -209,10 +221,7 @@ impl<S: Store> FromRequestParts<Arc<Shared<S>>> for Caller<S> {
         let params = Path::<HashMap<String, String>>::from_request_parts(parts, sh)
             .await
             .map_err(|_| ApiError::unauthorized())?;
-        let info = parts
-            .extensions
-            .get::<ConnInfo>()
-            .ok_or_else(ApiError::unauthorized)?;
+        let info = parts.extensions.get::<ConnInfo>();
         let app = params.get("app").map_or("", String::as_str);
         let app = authorize(sh, app, info, parts)?;
         Ok(Caller {
@@ -270,6 +279,18 @@ async fn status<S: Store>(c: Caller<S>, body: Result<Json<Status>, JsonRejection
         .map(|(a, on)| (a, Value::from(u8::from(on))))
         .collect();
     ok(json!({ "status": status }))
+}
+
+async fn user<S: Store>(c: Caller<S>, Path((_, account)): Path<(String, String)>) -> Reply_ {
+    let u = c.sh.signaling.api_user(&c.app, &account).await?;
+    ok(json!({
+        "account": account,
+        "online": u.online,
+        "node": u.node,
+        "attrs": object(u.attrs),
+        "channels": u.channels,
+        "complete": u.complete,
+    }))
 }
 
 async fn user_attrs<S: Store>(c: Caller<S>, Path((_, account)): Path<(String, String)>) -> Reply_ {
@@ -336,6 +357,7 @@ async fn kick<S: Store>(c: Caller<S>, Path((_, account)): Path<(String, String)>
 #[derive(Deserialize)]
 struct Page {
     cursor: Option<String>,
+    prefix: Option<String>,
     offset: Option<usize>,
     limit: Option<usize>,
 }
@@ -344,7 +366,12 @@ async fn channels<S: Store>(c: Caller<S>, Query(p): Query<Page>) -> Reply_ {
     let cursor = p.cursor.unwrap_or_default();
     let page =
         c.sh.signaling
-            .api_channels(&c.app, &cursor, p.limit.unwrap_or(100))
+            .api_channels(
+                &c.app,
+                &cursor,
+                p.limit.unwrap_or(100),
+                p.prefix.as_deref().unwrap_or(""),
+            )
             .await?;
     let list: Vec<Value> = page
         .channels

@@ -44,8 +44,13 @@ pub fn name_of(key: &str) -> Option<&str> {
 
 /// Whether `key` is the one `hash` was made of (constant-time in the hash).
 pub fn matches(key: &str, hash: &str) -> bool {
-    let (a, b) = (self::hash(key), hash.to_ascii_lowercase());
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    same_secret(&self::hash(key), &hash.to_ascii_lowercase())
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 #[cfg(test)]

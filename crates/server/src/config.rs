@@ -52,6 +52,25 @@ pub struct ServerConfig {
     /// Apps whose backend API refuses the certificate-signed credential (keys only); `*` =
     /// every app.
     pub api_no_certificate: BTreeSet<String>,
+    /// Who may sign in to the operator console (`[[operators]]`; none: no console).
+    pub operators: Vec<Operator>,
+    /// Where the console is served: `None` on the metrics listener (when there is one),
+    /// else its own listener.
+    pub console_listen: Option<String>,
+}
+
+/// An operator of the console (`[[operators]]` in the configuration file): a name and the
+/// Argon2id hash of a password (`opensig-server operator` makes it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// The name signed in with (logs show it beside every action).
+    pub name: String,
+    /// The PHC string of an Argon2id hash (`$argon2id$v=19$…`).
+    pub password_hash: String,
+    /// Looks, never acts (every write refused by the server).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// A backend API key of an app (`[[api_keys]]` in the configuration file): its name and the
@@ -207,6 +226,11 @@ impl std::fmt::Debug for ServerConfig {
             .field("webhooks", &self.webhooks)
             .field("api_keys", &self.api_keys)
             .field("api_no_certificate", &self.api_no_certificate)
+            .field(
+                "operators",
+                &self.operators.iter().map(|o| &o.name).collect::<Vec<_>>(),
+            )
+            .field("console_listen", &self.console_listen)
             .finish()
     }
 }
@@ -246,6 +270,8 @@ impl Default for ServerConfig {
             webhooks: Vec::new(),
             api_keys: Vec::new(),
             api_no_certificate: BTreeSet::new(),
+            operators: Vec::new(),
+            console_listen: None,
         }
     }
 }
@@ -271,6 +297,9 @@ pub enum ConfigError {
     /// A `[[api_keys]]` entry that cannot work.
     #[error("api key {0:?}: {1}")]
     BadApiKey(String, String),
+    /// An `[[operators]]` entry that cannot work.
+    #[error("operator {0:?}: {1}")]
+    BadOperator(String, String),
     /// A `[[webhooks]]` entry that cannot work.
     #[error("webhook {0:?}: {1}")]
     BadWebhook(String, String),
@@ -359,9 +388,10 @@ impl ServerConfig {
         self.webhooks.iter().filter(move |w| w.app == app)
     }
 
-    /// Whether anything listens to the events of `app`.
+    /// Whether anything listens to the events of `app`: a webhook endpoint, or the console
+    /// (its live tail).
     pub fn events_wanted(&self, app: &str) -> bool {
-        self.webhooks_of(app).next().is_some()
+        self.webhooks_of(app).next().is_some() || crate::console::wanted(self)
     }
 
     /// Whether any app is configured (otherwise every app id is accepted without tokens).
@@ -413,6 +443,11 @@ pub struct FileConfig {
     /// `[[api_keys]]`: an app's backend API keys.
     #[serde(default)]
     pub api_keys: Vec<ApiKey>,
+    /// `[[operators]]`: who may sign in to the operator console.
+    #[serde(default)]
+    pub operators: Vec<Operator>,
+    /// `console_listen` (default: on the metrics listener; `"off"`: no console).
+    pub console_listen: Option<String>,
 }
 
 /// `[tls]` of the configuration file.
@@ -532,6 +567,26 @@ impl FileConfig {
             keys.push(k.clone());
         }
         c.api_keys = keys;
+        let mut operators: Vec<Operator> = Vec::new();
+        for o in &self.operators {
+            let bad = |why: &str| ConfigError::BadOperator(o.name.clone(), why.to_string());
+            if o.name.is_empty() || o.name.len() > 64 || o.name.chars().any(char::is_control) {
+                return Err(bad("a name is 1–64 printable characters"));
+            }
+            if !crate::console::auth::valid_hash(&o.password_hash) {
+                return Err(bad(
+                    "password_hash must be an Argon2id PHC string (opensig-server operator prints it)",
+                ));
+            }
+            if operators.iter().any(|p| p.name == o.name) {
+                return Err(bad("two operators have this name"));
+            }
+            operators.push(o.clone());
+        }
+        c.operators = operators;
+        if let Some(at) = &self.console_listen {
+            c.console_listen = Some(at.clone()).filter(|a| !a.is_empty());
+        }
         for (name, value) in &self.limits {
             let v = serde_json::to_value(value)
                 .map_err(|e| ConfigError::BadLimit(format!("[limits] {name}"), e.to_string()))?;

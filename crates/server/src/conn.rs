@@ -452,7 +452,7 @@ impl<S: Store> Reader<S> {
         let frame = match result {
             Ok(reply) => out::call2_reply(&id, &reply),
             Err(e) => {
-                Stats::inc(&self.shared.stats.errors);
+                self.shared.stats.refusal(e);
                 debug!(conn = self.handle.id, "call2 error {}", e.as_str());
                 out::call2_err(&id, e)
             }

@@ -28,6 +28,7 @@ pub mod api;
 pub mod apikeys;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod delivery;
 pub mod events;
 pub mod listen;
@@ -60,6 +61,8 @@ pub struct Shared<S: Store> {
     api_rates: DashMap<String, ratelimit::Bucket>,
     /// This node's webhook deliveries.
     pub webhooks: Arc<webhooks::Dispatcher>,
+    /// The operator console's state on this node.
+    pub console: console::Console,
 }
 
 impl<S: Store> Shared<S> {
@@ -137,6 +140,8 @@ pub struct Running<E: Store> {
     pub tls: bool,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the operator console is served (`/console/`), when it is.
+    pub console_addr: Option<SocketAddr>,
     /// Its shared state (rules over the store, stats).
     pub shared: Arc<Shared<E>>,
     accept: Arc<listen::Accept>,
@@ -236,9 +241,10 @@ impl<E: Store> Running<E> {
         let lim = |c: &ServerConfig| serde_json::to_value(&c.limits).unwrap_or_default();
         let (old_limits, new_limits) = (lim(&old), lim(&new));
         let at_start = |name: &str| old_limits.get(name) != new_limits.get(name);
-        let fixed: [(&'static str, bool); 8] = [
+        let fixed: [(&'static str, bool); 9] = [
             ("listen", new.listen != old.listen),
             ("metrics_listen", new.metrics_listen != old.metrics_listen),
+            ("console_listen", new.console_listen != old.console_listen),
             ("redis", new.redis_url != old.redis_url),
             ("redis_prefix", new.redis_prefix != old.redis_prefix),
             (
@@ -255,6 +261,7 @@ impl<E: Store> Running<E> {
         // the running values of what only a start sets up
         new.listen = old.listen.clone();
         new.metrics_listen = old.metrics_listen.clone();
+        new.console_listen = old.console_listen.clone();
         new.redis_url = old.redis_url.clone();
         new.redis_prefix = old.redis_prefix.clone();
         new.node_id = old.node_id.clone();
@@ -398,7 +405,7 @@ async fn serve<S: Store>(
     let accept = Arc::new(listen::Accept::new(&config.limits, tls));
     let config = Arc::new(config);
     let dispatcher = Arc::new(webhooks::Dispatcher::new(ids.clone()));
-    let signaling = Arc::new(Signaling::new(store, config.clone(), ids));
+    let signaling = Arc::new(Signaling::new(store, config.clone(), ids.clone()));
     signaling.start();
     dispatcher.run(&signaling);
     let shared = Arc::new(Shared {
@@ -410,6 +417,7 @@ async fn serve<S: Store>(
         login_rates: DashMap::new(),
         api_rates: DashMap::new(),
         webhooks: dispatcher,
+        console: console::Console::new(&ids),
     });
     let tls = accept.tls.is_some();
     let app = router(shared.clone());
@@ -432,15 +440,50 @@ async fn serve<S: Store>(
             shared.api_rates.retain(|_, b| !b.is_full(rate));
         }
     });
-    let metrics_addr = match &shared.config().metrics_listen.clone() {
-        Some(at) => serve_metrics(at, shared.clone(), stopped.clone()).await,
+    let config = shared.config();
+    // the console: on the metrics listener unless it has one of its own
+    let with_console = console::served(&config);
+    let console_own = config.console_listen.clone().filter(|_| with_console);
+    let console_on_metrics = with_console && console_own.is_none();
+    let metrics_addr = match &config.metrics_listen {
+        Some(at) => {
+            let mut router = metrics_router(shared.clone());
+            if console_on_metrics {
+                router = router.merge(console::router(shared.clone()));
+            }
+            serve_other(at, "metrics", router, stopped.clone()).await
+        }
         None => None,
     };
+    let console_addr = match &console_own {
+        Some(at) => {
+            serve_other(
+                at,
+                "console",
+                console::router(shared.clone()),
+                stopped.clone(),
+            )
+            .await
+        }
+        None if console_on_metrics => metrics_addr,
+        None => None,
+    };
+    if with_console {
+        let public = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("ws://{addr}/"));
+        console::run_sampler(&shared, public, stopped.clone());
+        if console_addr.is_none() && console::wanted(&config) {
+            tracing::warn!("console: operators are configured but there is nowhere to serve it (set metrics_listen or console_listen)");
+        }
+    }
     let task = tokio::spawn(listen::run(listener, app, accept.clone(), stopped));
     Ok(Running {
         addr,
         tls,
         metrics_addr,
+        console_addr,
         shared,
         accept,
         stop,
@@ -524,30 +567,36 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// `/metrics` (and `/healthz`) on a listener of their own, so the public port does not show
-/// them. A busy address is logged and skipped: the server runs without it.
-async fn serve_metrics<S: Store>(
+/// `/metrics` and `/healthz` (served on a listener of their own, so the public port does not
+/// show them).
+fn metrics_router<S: Store>(shared: Arc<Shared<S>>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::<S>))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(shared)
+}
+
+/// Serve `router` on a listener of its own at `at` (`what` names it in the log). A busy
+/// address is logged and skipped: the server runs without it.
+async fn serve_other(
     at: &str,
-    shared: Arc<Shared<S>>,
+    what: &str,
+    router: Router,
     mut stop: watch::Receiver<bool>,
 ) -> Option<SocketAddr> {
     let listener = match TcpListener::bind(at).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!("metrics: cannot listen on {at}: {e}; /metrics is not served");
+            tracing::warn!("{what}: cannot listen on {at}: {e}; it is not served");
             return None;
         }
     };
     let addr = listener.local_addr().ok()?;
-    let app = Router::new()
-        .route("/metrics", get(metrics::<S>))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(shared);
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(listener, router)
             .with_graceful_shutdown(stopped)
             .await;
     });

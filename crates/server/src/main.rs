@@ -33,6 +33,19 @@ enum Command {
     /// Make a backend API key: prints the key (once: only its hash is kept) and the
     /// `[[api_keys]]` entry for the configuration file.
     ApiKey(ApiKeyArgs),
+    /// Make an operator of the console: reads the password from standard input (one line)
+    /// and prints the `[[operators]]` entry with its Argon2id hash.
+    Operator(OperatorArgs),
+}
+
+#[derive(Args)]
+struct OperatorArgs {
+    /// The name the operator signs in with.
+    #[arg(long)]
+    name: String,
+    /// Looks, never acts.
+    #[arg(long)]
+    read_only: bool,
 }
 
 #[derive(Args)]
@@ -172,6 +185,33 @@ async fn main() {
         );
         return;
     }
+    if let Some(Command::Operator(o)) = &cli.command {
+        if o.name.is_empty() || o.name.len() > 64 || o.name.chars().any(char::is_control) {
+            eprintln!("--name must be 1-64 printable characters");
+            std::process::exit(2);
+        }
+        let mut password = String::new();
+        if std::io::stdin().read_line(&mut password).is_err() {
+            eprintln!("cannot read the password from standard input");
+            std::process::exit(2);
+        }
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.chars().count() < 12 {
+            eprintln!("the password must be at least 12 characters");
+            std::process::exit(2);
+        }
+        let hash = opensig_server::console::auth::hash_password(password);
+        println!(
+            "[[operators]]\nname = {:?}\npassword_hash = {hash:?}{}",
+            o.name,
+            if o.read_only {
+                "\nread_only = true"
+            } else {
+                ""
+            }
+        );
+        return;
+    }
     if let Some(Command::Token(t)) = cli.command {
         let expiry = if t.ttl == 0 {
             0
@@ -250,6 +290,10 @@ async fn main() {
     );
     if let Some(m) = running.metrics_addr {
         tracing::info!("metrics on http://{m}/metrics");
+    }
+    if let Some(c) = running.console_addr {
+        tracing::info!("operator console on http://{c}/console/");
+        println!("opensig-server: operator console http://{c}/console/");
     }
     serve_signals(&running, &s).await;
     tracing::info!("shutting down: closing every session");

@@ -26,6 +26,8 @@ pub struct Stats {
     pub logins: AtomicU64,
     /// Failed logins.
     pub login_failures: AtomicU64,
+    /// Error replies by kind (their wire string): rate limits, quotas, bad input.
+    pub refused: dashmap::DashMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -37,6 +39,20 @@ impl Stats {
     /// Subtract one.
     pub fn dec(c: &AtomicU64) {
         c.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Count an error reply of `kind` (and in `errors`).
+    pub fn refusal(&self, kind: opensig_protocol::ErrorKind) {
+        Stats::inc(&self.errors);
+        *self.refused.entry(kind.as_str()).or_insert(0) += 1;
+    }
+
+    /// Error replies so far, by kind.
+    pub fn refusals(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.refused
+            .iter()
+            .map(|e| (*e.key(), *e.value()))
+            .collect()
     }
 
     /// Prometheus text.
@@ -71,6 +87,13 @@ impl Stats {
                 s,
                 "# TYPE {name} {kind}\n{name} {}",
                 v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(s, "# TYPE opensig_error_replies_by_kind_total counter");
+        for (kind, n) in self.refusals() {
+            let _ = writeln!(
+                s,
+                "opensig_error_replies_by_kind_total{{kind=\"{kind}\"}} {n}"
             );
         }
         s

@@ -1617,6 +1617,39 @@ async fn event_logs_number_bound_cursor_and_lease<S: Harness>() {
     assert!(!s.event_lease(&a, "hook", 0, "n1", ttl).await.unwrap());
 }
 
+/// A node's console report is read by every node while it lasts; the next one replaces it;
+/// it is gone once its time is up (a node that stops reporting leaves the console).
+async fn node_reports_are_shared_replaced_and_expire<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (first, second) = (r#"{"id":"me","n":1}"#, r#"{"id":"me","n":2}"#);
+    s.node_report_put(first, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(other
+        .node_reports()
+        .await
+        .unwrap()
+        .contains(&first.to_string()));
+    s.node_report_put(second, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let seen = other.node_reports().await.unwrap();
+    assert!(seen.contains(&second.to_string()) && !seen.contains(&first.to_string()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while other
+        .node_reports()
+        .await
+        .unwrap()
+        .contains(&second.to_string())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the report outlived its time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Expired mail stops holding the app's quota at once, on both stores (not at a sweep).
 async fn expired_mail_leaves_the_app_s_quota<S: Harness>() {
     let (s, other) = S::make().await;
@@ -1931,6 +1964,7 @@ macro_rules! suite {
             mailbox_numbering_is_kept_for_its_time_then_starts_again,
             every_id_of_the_dedup_window_is_remembered,
             expired_mail_leaves_the_app_s_quota,
+            node_reports_are_shared_replaced_and_expire,
         );)*
     };
 }

@@ -19,6 +19,23 @@ use opensig_protocol::names::domain;
 pub const STATUS_MAX_ACCOUNTS: usize = 256;
 /// Largest page of members or channels.
 pub const PAGE_MAX: usize = 1000;
+/// Pages of the store's channel list one prefix search or account lookup reads at most.
+pub const SCAN_PAGES: usize = 4;
+
+/// An account as [`Signaling::api_user`] finds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserLookup {
+    /// It has a live session.
+    pub online: bool,
+    /// The node its session is on (`None`: a single process, or offline).
+    pub node: Option<String>,
+    /// Its attributes, in name order.
+    pub attrs: Vec<(String, String)>,
+    /// The channels it is a member of (of those looked at).
+    pub channels: Vec<String>,
+    /// Every channel of the app was looked at.
+    pub complete: bool,
+}
 
 /// Who may call an app's API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,20 +192,79 @@ impl<S: Store> Signaling<S> {
         Ok(true)
     }
 
-    /// A page of the app's channels with members.
+    /// A page of the app's channels with members whose names start with `prefix` (`""`:
+    /// all). A prefix reads at most [`SCAN_PAGES`] of the store's pages per call; a page may
+    /// then be short (or empty) with a `next` to go on from.
     pub async fn api_channels(
         &self,
         app: &AppId,
         cursor: &str,
         limit: usize,
+        prefix: &str,
     ) -> RResult<ChannelPage> {
-        if cursor.len() > 256 {
+        if cursor.len() > 256 || prefix.len() > self.limits().channel_name_max_bytes {
             return Err(ErrorKind::InvalidArgs);
         }
-        Ok(self
-            .store
-            .channels(app, cursor, limit.clamp(1, PAGE_MAX))
-            .await?)
+        let limit = limit.clamp(1, PAGE_MAX);
+        if prefix.is_empty() {
+            return Ok(self.store.channels(app, cursor, limit).await?);
+        }
+        let mut out = ChannelPage {
+            channels: Vec::new(),
+            next: Some(cursor.to_string()),
+        };
+        for _ in 0..SCAN_PAGES {
+            let Some(at) = out.next.take() else { break };
+            let page = self.store.channels(app, &at, PAGE_MAX).await?;
+            out.channels.extend(
+                page.channels
+                    .into_iter()
+                    .filter(|(n, _)| n.starts_with(prefix)),
+            );
+            out.next = page.next;
+            if out.channels.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// An account as an operator looks it up: online, on which node (`None` with a single
+    /// process), its attributes, and the channels it is a member of among the first
+    /// [`SCAN_PAGES`] pages of the app's channels (`complete`: all of them were looked at).
+    pub async fn api_user(&self, app: &AppId, account: &str) -> RResult<UserLookup> {
+        let account = Account::parse(account, &self.limits())?;
+        let session = self.store.session_get(user(app, &account)).await?;
+        let node = session.as_ref().and_then(|s| self.store.session_node(s));
+        let attrs = self.store.user_attrs(user(app, &account)).await?;
+        let mut channels = Vec::new();
+        let mut next = Some(String::new());
+        if session.is_some() {
+            for _ in 0..SCAN_PAGES {
+                let Some(at) = next.take() else { break };
+                let page = self.store.channels(app, &at, PAGE_MAX).await?;
+                for (name, _) in page.channels {
+                    let Ok(ch) = ChannelName::parse(&name, &self.limits()) else {
+                        continue;
+                    };
+                    if self.store.is_member(chan(app, &ch), &account).await? {
+                        channels.push(name);
+                    }
+                }
+                next = page.next;
+            }
+        } else {
+            next = None;
+        }
+        channels.sort();
+        channels.dedup();
+        Ok(UserLookup {
+            online: session.is_some(),
+            node,
+            attrs,
+            channels,
+            complete: next.is_none(),
+        })
     }
 
     /// The member count and a page of members, oldest first: `limit` of them after skipping

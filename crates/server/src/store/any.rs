@@ -351,6 +351,22 @@ impl Store for AnyStore {
         each!(self, s => s.local_sessions())
     }
 
+    fn session_node(&self, session: &AnySession) -> Option<String> {
+        match (self, session) {
+            (AnyStore::Memory(s), AnySession::Memory(x)) => s.session_node(x),
+            (AnyStore::Redis(s), AnySession::Redis(x)) => s.session_node(x),
+            _ => None,
+        }
+    }
+
+    async fn node_report_put(&self, report: &str, ttl: Duration) -> SResult<()> {
+        each!(self, s => s.node_report_put(report, ttl).await)
+    }
+
+    async fn node_reports(&self) -> SResult<Vec<String>> {
+        each!(self, s => s.node_reports().await)
+    }
+
     async fn footprint(&self) -> SResult<Footprint> {
         each!(self, s => s.footprint().await)
     }

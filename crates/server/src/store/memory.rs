@@ -432,6 +432,8 @@ struct Inner {
     event_cursors: DashMap<(String, String, u32), u64>,
     /// Per app, consumer and partition: who consumes it, until when.
     event_leases: DashMap<(String, String, u32), (String, Instant)>,
+    /// This node's console report, until when it is current.
+    report: Mutex<Option<(String, Instant)>>,
 }
 
 /// One partition of an app's event log.
@@ -486,6 +488,7 @@ impl Memory {
             events: DashMap::new(),
             event_cursors: DashMap::new(),
             event_leases: DashMap::new(),
+            report: Mutex::new(None),
         });
         tokio::spawn(sweeper(Arc::downgrade(&inner), limits.dedup_window_secs));
         Memory { inner }
@@ -1286,6 +1289,28 @@ impl Store for Memory {
 
     fn local_sessions(&self) -> usize {
         self.inner.sessions.len()
+    }
+
+    fn session_node(&self, _: &ConnHandle) -> Option<String> {
+        None
+    }
+
+    async fn node_report_put(&self, report: &str, ttl: Duration) -> SResult<()> {
+        let until = Instant::now() + ttl;
+        *self.inner.report.lock() = Some((report.to_string(), until));
+        Ok(())
+    }
+
+    async fn node_reports(&self) -> SResult<Vec<String>> {
+        let now = Instant::now();
+        Ok(self
+            .inner
+            .report
+            .lock()
+            .iter()
+            .filter(|r| r.1 > now)
+            .map(|r| r.0.clone())
+            .collect())
     }
 
     async fn footprint(&self) -> SResult<Footprint> {

@@ -1114,6 +1114,17 @@ pub trait Store: Send + Sync + 'static {
     fn live_nodes(&self) -> impl Future<Output = Vec<String>> + Send;
     /// Sessions on this node.
     fn local_sessions(&self) -> usize;
+    /// The id of the node `session` is on (`None`: this process, the only one).
+    fn session_node(&self, session: &Self::Session) -> Option<String>;
+    /// Keep this node's `report` (the console's figures, JSON) where every node reads it,
+    /// for `ttl`, replacing the one before.
+    fn node_report_put(
+        &self,
+        report: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = SResult<()>> + Send;
+    /// The reports of the live nodes (this one's included) that have not expired.
+    fn node_reports(&self) -> impl Future<Output = SResult<Vec<String>>> + Send;
     /// What the store holds on behalf of clients.
     fn footprint(&self) -> impl Future<Output = SResult<Footprint>> + Send;
     /// Stop touching shared state at once, as a crashed node would (tests of failover).

@@ -146,6 +146,11 @@ impl Keys {
         self.k("node", &[""])
     }
 
+    /// A node's console report (JSON, expiring).
+    pub fn node_report(&self, node: &str) -> String {
+        self.k("report", &[node])
+    }
+
     /// Every node ever registered (the reaper's list).
     pub fn nodes(&self) -> String {
         self.k("nodes", &[])

@@ -1460,6 +1460,29 @@ impl Store for Redis {
         self.inner.sessions.len()
     }
 
+    fn session_node(&self, session: &NodeSession) -> Option<String> {
+        Some(session.node.clone())
+    }
+
+    async fn node_report_put(&self, report: &str, ttl: Duration) -> SResult<()> {
+        let inner = &self.inner;
+        let key = inner.keys.node_report(&inner.cfg.node_id);
+        let ms = ttl.as_millis().max(1) as u64;
+        let _: () = timed(inner.conn().pset_ex(key, report, ms)).await?;
+        Ok(())
+    }
+
+    async fn node_reports(&self) -> SResult<Vec<String>> {
+        let inner = &self.inner;
+        let nodes = inner.live_nodes().await;
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = nodes.iter().map(|n| inner.keys.node_report(n)).collect();
+        let reports: Vec<Option<String>> = timed(inner.conn().mget(&keys)).await?;
+        Ok(reports.into_iter().flatten().collect())
+    }
+
     /// The cluster's state (under this prefix) as Redis holds it, and this node's sessions.
     async fn footprint(&self) -> SResult<Footprint> {
         let inner = &self.inner;
