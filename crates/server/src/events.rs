@@ -335,6 +335,31 @@ pub fn cap(l: &LimitsNow) -> EventCap {
     }
 }
 
+/// Events kept per partition of an app that only the console's live tail reads (no webhook
+/// endpoint): a short window, not the retention a delivery needs.
+pub const TAIL_ONLY_EVENTS: usize = 256;
+/// Seconds those are kept.
+pub const TAIL_ONLY_SECS: u64 = 60;
+
+/// The bounds of one partition of `app`'s log: [`cap`], or a short window when nothing but
+/// the console reads it.
+pub fn cap_of(l: &LimitsNow, app: &str) -> EventCap {
+    let mut c = cap(l);
+    if l.0.webhooks_of(app).next().is_none() {
+        // (0 is "no cap": the window is tighter than any)
+        let tighter = |n: usize, m: usize| if n == 0 { m } else { n.min(m) };
+        c.max_events = tighter(c.max_events, TAIL_ONLY_EVENTS);
+        c.max_bytes = tighter(c.max_bytes, TAIL_ONLY_EVENTS * 1024);
+        let window = Duration::from_secs(TAIL_ONLY_SECS);
+        c.max_age = if c.max_age.is_zero() {
+            window
+        } else {
+            c.max_age.min(window)
+        };
+    }
+    c
+}
+
 /// Where the rules send what happened.
 pub struct Events {
     /// This process's id prefix (unique per boot): event ids are `<prefix>.<n>`.
@@ -395,7 +420,7 @@ impl Events {
         StepEvents {
             app: app.to_string(),
             events,
-            cap: cap(limits),
+            cap: cap_of(limits, app),
         }
     }
 
@@ -422,7 +447,7 @@ impl Events {
         let key = happened.key();
         let text = render(&id, app, now_ms(), &happened);
         match store
-            .event_append(app, partition(&key), &text, cap(limits))
+            .event_append(app, partition(&key), &text, cap_of(limits, app))
             .await
         {
             Ok(_) => {
