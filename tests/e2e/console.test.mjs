@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { openBrowser } from '../support/webdriver.mjs';
+import { openBrowser, fillIn, seenIn } from '../support/webdriver.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(here, '../..');
@@ -126,17 +126,11 @@ async function browserFor(engine) {
 
 /** DOM steps every engine runs the same way. */
 function steps(b) {
-  const fill = (sel, value) => b.evaluate(([sel, value]) => {
-    const el = document.querySelector(sel);
-    el.value = value;
-    el.dispatchEvent(new Event('input', { bubbles: true }));
-    el.dispatchEvent(new Event('change', { bubbles: true }));
-    return true;
-  }, [sel, value]);
+  const fill = (sel, value) => fillIn(b, sel, value);
   const click = (sel) => b.evaluate((sel) => { document.querySelector(sel).click(); return true; }, sel);
-  const seen = (sel, text, timeout = 15000) => b.waitForFunction(
-    ([sel, text]) => [...document.querySelectorAll(sel)].some((e) => !e.closest('[hidden]') && e.textContent.includes(text)),
-    [sel, text], { timeout });
+  const seen = (sel, text, timeout = 30000) => seenIn(b, sel, text, timeout).catch((e) => {
+    throw new Error(`${b.engine}: no ${sel} with ${JSON.stringify(text)}: ${e.message}`);
+  });
   const shown = (sel) => b.waitForFunction((sel) => { const e = document.querySelector(sel); return e && !e.closest('[hidden]'); }, sel);
   const shot = async (name) => {
     fs.mkdirSync(ART, { recursive: true });

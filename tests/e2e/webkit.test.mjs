@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { openBrowser } from '../support/webdriver.mjs';
+import { openBrowser, fillIn, seenIn } from '../support/webdriver.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ART = path.join(here, 'artifacts');
@@ -22,14 +22,7 @@ let browser, alice, wk;
 const errors = [];
 
 /** In the WebKit page: set an input's value as typing would. */
-const fill = (sel, value) =>
-  wk.evaluate(([sel, value]) => {
-    const el = document.querySelector(sel);
-    el.value = value;
-    el.dispatchEvent(new Event('input', { bubbles: true }));
-    el.dispatchEvent(new Event('change', { bubbles: true }));
-    return true;
-  }, [sel, value]);
+const fill = (sel, value) => fillIn(wk, sel, value);
 /** In the WebKit page: click the button named `name` inside `scope`. */
 const click = (scope, name) =>
   wk.evaluate(([scope, name]) => {
@@ -42,12 +35,7 @@ const click = (scope, name) =>
     return true;
   }, [scope, name]);
 /** In the WebKit page: wait until an element matching `sel` contains `text`. */
-const seen = (sel, text, timeout = 15000) =>
-  wk.waitForFunction(
-    ([sel, text]) => [...document.querySelectorAll(sel)].some((e) => e.textContent.includes(text)),
-    [sel, text],
-    { timeout },
-  );
+const seen = (sel, text, timeout = 15000) => seenIn(wk, sel, text, timeout);
 
 before(async () => {
   assert.ok(BASE, 'OPENSIG_TEST_HTTP must point at opensig-server serving www/');

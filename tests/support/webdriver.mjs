@@ -133,3 +133,21 @@ export async function openBrowser(engine, { timeoutMs = 30_000 } = {}) {
   };
   return b;
 }
+
+/** In page `b` (any engine): set an input's value as typing would. */
+export const fillIn = (b, sel, value) =>
+  b.evaluate(([sel, value]) => {
+    const el = document.querySelector(sel);
+    el.value = value;
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+    el.dispatchEvent(new Event('change', { bubbles: true }));
+    return true;
+  }, [sel, value]);
+
+/** In page `b`: wait until an element matching `sel` contains `text`. */
+export const seenIn = (b, sel, text, timeout = 15000) =>
+  b.waitForFunction(
+    ([sel, text]) => [...document.querySelectorAll(sel)].some((e) => e.textContent.includes(text)),
+    [sel, text],
+    { timeout },
+  );

@@ -3,7 +3,7 @@
 //! cross-app attempts, bad input, the app's rate, and the calls across two nodes.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use opensig_protocol::client::Event;
@@ -22,33 +22,13 @@ async fn http(
     body: Option<Value>,
     headers: &[(&'static str, &'static str)],
 ) -> (u16, Value) {
-    let headers = headers.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let mut req = ureq::request(method, &url).timeout(Duration::from_secs(10));
-        if let Some(c) = credential {
-            req = req.set("Authorization", &format!("Bearer {c}"));
-        }
-        for (k, v) in headers {
-            req = req.set(k, v);
-        }
-        let r = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match r {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {url}: {e}"),
-        };
-        let status = resp.status();
-        let text = resp.into_string().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    })
-    .await
-    .unwrap()
+    let mut h: Vec<(&'static str, String)> =
+        headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    if let Some(c) = credential {
+        h.push(("Authorization", format!("Bearer {c}")));
+    }
+    let r = http_request(method, url, h, body, &[]).await;
+    (r.status, r.body)
 }
 
 /// The API credential of an app: the SignalingToken of the account "opensig api".

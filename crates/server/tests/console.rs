@@ -36,47 +36,21 @@ fn with_console(c: &mut ServerConfig) {
     ];
 }
 
-struct Reply {
-    status: u16,
-    cookie: Option<String>,
-    csp: Option<String>,
-    body: Value,
-}
-
-/// An HTTP request to the console at `base`.
+/// A request to a console.
 async fn http(
     method: &'static str,
     url: String,
     headers: Vec<(&'static str, String)>,
     body: Option<Value>,
-) -> Reply {
-    tokio::task::spawn_blocking(move || {
-        let mut req = ureq::request(method, &url).timeout(Duration::from_secs(10));
-        for (k, v) in headers {
-            req = req.set(k, &v);
-        }
-        let r = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match r {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {url}: {e}"),
-        };
-        let status = resp.status();
-        let cookie = resp.header("set-cookie").map(str::to_string);
-        let csp = resp.header("content-security-policy").map(str::to_string);
-        let text = resp.into_string().unwrap_or_default();
-        Reply {
-            status,
-            cookie,
-            csp,
-            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        }
-    })
+) -> HttpReply {
+    http_request(
+        method,
+        url,
+        headers,
+        body,
+        &["set-cookie", "content-security-policy"],
+    )
     .await
-    .unwrap()
 }
 
 /// A signed-in operator (or not) at one console.
@@ -88,7 +62,7 @@ struct Op {
 }
 
 impl Op {
-    async fn sign_in(base: &str, name: &str, pw: &str) -> (Reply, Option<Op>) {
+    async fn sign_in(base: &str, name: &str, pw: &str) -> (HttpReply, Option<Op>) {
         let r = http(
             "POST",
             format!("{base}/console/api/signin"),
@@ -99,8 +73,7 @@ impl Op {
         let op = (r.status == 200).then(|| Op {
             base: base.to_string(),
             cookie: r
-                .cookie
-                .as_deref()
+                .header("set-cookie")
                 .and_then(|c| c.split(';').next())
                 .unwrap()
                 .to_string(),
@@ -109,18 +82,34 @@ impl Op {
         (r, op)
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    async fn get(&self, path: &str) -> HttpReply {
         let h = vec![("cookie", self.cookie.clone())];
         http("GET", format!("{}{path}", self.base), h, None).await
     }
 
     /// A state-changing request with the sign-in's CSRF token.
-    async fn act(&self, method: &'static str, path: &str, body: Option<Value>) -> Reply {
+    async fn act(&self, method: &'static str, path: &str, body: Option<Value>) -> HttpReply {
         let h = vec![
             ("cookie", self.cookie.clone()),
             ("x-csrf-token", self.csrf.clone()),
         ];
         http(method, format!("{}{path}", self.base), h, body).await
+    }
+
+    /// Kick `user` through the console: its session hears `onLogout(103)`.
+    async fn kick(&self, user: &mut User) {
+        let path = format!("/console/api/v1/apps/{APP}/users/{}/kick", user.name);
+        let r = self.act("POST", &path, None).await;
+        assert_eq!(r.body["kicked"], true, "{}", r.body);
+        user.expect(|e| {
+            matches!(
+                e,
+                Event::Logout {
+                    code: Code::LogoutKicked
+                }
+            )
+        })
+        .await;
     }
 
     async fn lookup(&self, account: &str) -> Value {
@@ -143,7 +132,10 @@ async fn sign_in_is_hashed_locked_out_and_every_act_needs_the_token_and_the_role
     // the page and its assets, with a strict policy; never on the public port
     let page = http("GET", format!("{base}/console/"), vec![], None).await;
     assert_eq!(page.status, 200);
-    assert!(page.csp.unwrap().contains("script-src 'self'"));
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains("script-src 'self'"));
     let public = http(
         "GET",
         format!("{}/console/api/overview", srv.http_url()),
@@ -177,7 +169,7 @@ async fn sign_in_is_hashed_locked_out_and_every_act_needs_the_token_and_the_role
 
     let (r, admin) = Op::sign_in(&base, "admin", ADMIN_PW).await;
     let admin = admin.expect("admin signs in");
-    let set = r.cookie.unwrap();
+    let set = r.header("set-cookie").unwrap().to_string();
     for flag in [
         "HttpOnly",
         "SameSite=Strict",
@@ -257,17 +249,7 @@ async fn sign_in_is_hashed_locked_out_and_every_act_needs_the_token_and_the_role
     );
     bob.expect(|e| matches!(e, Event::ChannelAttr { kind, .. } if kind == "clear"))
         .await;
-    let r = admin.act("POST", &kick, None).await;
-    assert_eq!(r.body["kicked"], true);
-    bob.expect(|e| {
-        matches!(
-            e,
-            Event::Logout {
-                code: Code::LogoutKicked
-            }
-        )
-    })
-    .await;
+    admin.kick(&mut bob).await;
     // the kicked session ends as its connection closes
     let deadline = tokio::time::Instant::now() + WAIT;
     while admin.lookup("bob").await["online"] == true {
@@ -395,23 +377,7 @@ async fn the_console_of_one_node_sees_and_kicks_a_user_on_another() {
     }
     let u = admin.lookup("bob").await;
     assert_eq!((&u["online"], &u["node"]), (&json!(true), &json!("node1")));
-    let r = admin
-        .act(
-            "POST",
-            &format!("/console/api/v1/apps/{APP}/users/bob/kick"),
-            None,
-        )
-        .await;
-    assert_eq!(r.body["kicked"], true);
-    bob.expect(|e| {
-        matches!(
-            e,
-            Event::Logout {
-                code: Code::LogoutKicked
-            }
-        )
-    })
-    .await;
+    admin.kick(&mut bob).await;
     for n in nodes {
         n.shutdown().await;
     }

@@ -738,3 +738,59 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// An HTTP answer: status, the headers asked for (by name), and the body (JSON, or a string).
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl HttpReply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP request with a real client (ureq, on a blocking thread): any status is an
+/// answer; `keep` names the response headers to return.
+pub async fn http_request(
+    method: &'static str,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Value>,
+    keep: &'static [&'static str],
+) -> HttpReply {
+    tokio::task::spawn_blocking(move || {
+        let mut req = ureq::request(method, &url).timeout(Duration::from_secs(10));
+        for (k, v) in headers {
+            req = req.set(k, &v);
+        }
+        let r = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {url}: {e}"),
+        };
+        let status = resp.status();
+        let headers = keep
+            .iter()
+            .filter_map(|k| resp.header(k).map(|v| (k.to_string(), v.to_string())))
+            .collect();
+        let text = resp.into_string().unwrap_or_default();
+        HttpReply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    })
+    .await
+    .unwrap()
+}
