@@ -235,6 +235,9 @@ pub enum ErrorKind {
     /// The server is short of memory: it takes no new sessions or new stored state until
     /// some is released; existing sessions keep working.
     ServerBusy,
+    /// opensig: a session would watch more accounts than `watch_peers_per_session` (RTM's
+    /// `OVERFLOW`), or the app more than `app_watches_max`.
+    TooManyPeers,
 }
 
 impl ErrorKind {
@@ -264,6 +267,7 @@ impl ErrorKind {
             NoInvitation => "no_invitation",
             AppQuota => "app_quota_exceeded",
             ServerBusy => "server_busy",
+            TooManyPeers => "too_many_peers",
         }
     }
 
@@ -278,7 +282,7 @@ impl ErrorKind {
             Unavailable | ServerBusy | Timeout => 503,
             NotLoggedIn | InvalidLine | SessionEnded | TokenInvalid | TokenExpired => 401,
             InvalidArgs | TooLarge | UnknownFunction | ReservedChannel | ReadOnlyAttr
-            | TooManyChannels | InvalidPeer | InvalidFunction => 400,
+            | TooManyChannels | InvalidPeer | InvalidFunction | TooManyPeers => 400,
         }
     }
 
@@ -292,7 +296,7 @@ impl ErrorKind {
             Timeout => Code::GeneralFailed,
             TooLarge => Code::GeneralLargeParam,
             UnknownFunction => Code::GeneralUnknown,
-            RateLimited | MailboxFull | TooManyChannels | AppQuota | ServerBusy => {
+            RateLimited | MailboxFull | TooManyChannels | AppQuota | ServerBusy | TooManyPeers => {
                 Code::GeneralFailed
             }
             NotInChannel => Code::SendMessageOther,
@@ -330,6 +334,7 @@ impl ErrorKind {
             NoInvitation,
             AppQuota,
             ServerBusy,
+            TooManyPeers,
         ]
     };
 

@@ -354,6 +354,15 @@ pub enum Request {
     UserRenewToken {
         token: String,
     },
+    /// opensig: watch (`on`) or stop watching accounts' presence.
+    UserWatchStatus {
+        accounts: Vec<String>,
+        on: bool,
+    },
+    /// opensig: the presence states of accounts.
+    UserQueryStatus {
+        accounts: Vec<String>,
+    },
     ChannelJoin {
         name: String,
     },
@@ -443,6 +452,18 @@ fn uint(v: &Value) -> Option<u64> {
 struct Args<'a>(&'a Map<String, Value>);
 
 impl Args<'_> {
+    /// A list of names (each a string, or a number read as its text).
+    fn texts(&self, key: &str) -> Result<Vec<String>, ErrorKind> {
+        match self.0.get(key) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(scalar_text)
+                .collect::<Option<Vec<_>>>()
+                .ok_or(ErrorKind::InvalidArgs),
+            _ => Err(ErrorKind::InvalidArgs),
+        }
+    }
+
     fn text(&self, key: &str) -> Result<String, ErrorKind> {
         self.0
             .get(key)
@@ -529,6 +550,15 @@ impl Request {
             },
             call::USER_RENEW_TOKEN => Request::UserRenewToken {
                 token: a.text_or("token", "")?,
+            },
+            call::USER_SUBSCRIBE_STATUS | call::USER_UNSUBSCRIBE_STATUS => {
+                Request::UserWatchStatus {
+                    accounts: a.texts("accounts")?,
+                    on: name == call::USER_SUBSCRIBE_STATUS,
+                }
+            }
+            call::USER_QUERY_STATUS => Request::UserQueryStatus {
+                accounts: a.texts("accounts")?,
             },
             call::CHANNEL_JOIN => Request::ChannelJoin {
                 name: a.text("name")?,
@@ -694,6 +724,12 @@ pub enum Reply {
         /// Kept messages, oldest first.
         msgs: Vec<Kept>,
     },
+    /// `user_subscribe_status` / `user_query_status` (opensig): each account's state
+    /// (`names::peer_state`), as `status: {account: state}`.
+    PeerStatus {
+        /// Account and state, in the order asked.
+        status: Vec<(String, &'static str)>,
+    },
     /// `channel_query_num`.
     ChannelNum {
         /// Channel.
@@ -787,6 +823,13 @@ impl Reply {
                 put("last", (*last).into());
                 let list = msgs.iter().map(Kept::to_json).collect();
                 put("msgs", Value::Array(list));
+            }
+            Reply::PeerStatus { status } => {
+                let states = status
+                    .iter()
+                    .map(|(a, st)| (a.clone(), Value::from(*st)))
+                    .collect();
+                put("status", Value::Object(states));
             }
             Reply::ChannelNum { name, num } => {
                 put("name", name.as_str().into());
@@ -934,6 +977,17 @@ pub mod out {
     /// `["notify",["msg",version]]`.
     pub fn msg_notice(version: u64) -> String {
         json_text(&(event::NOTIFY, (notify::MSG, version)))
+    }
+
+    /// `["notify",["peer_status","{\"<account>\":\"<state>\"}"]]` (opensig): watched
+    /// accounts' new states.
+    pub fn peer_status(states: &[(&str, &str)]) -> String {
+        let map: serde_json::Map<String, Value> = states
+            .iter()
+            .map(|(a, st)| (a.to_string(), Value::from(*st)))
+            .collect();
+        let inner = json_text(&Value::Object(map));
+        json_text(&(event::NOTIFY, (notify::PEER_STATUS, inner)))
     }
 
     /// `["pong",n]`.

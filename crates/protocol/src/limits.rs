@@ -166,6 +166,12 @@ pub struct Limits {
     pub webhook_retention_secs: u64,
     /// Longest wait between two tries of a delivery (the wait starts at 1 s and doubles).
     pub webhook_retry_max_secs: u64,
+    /// opensig presence subscriptions: accounts one session may watch at once (RTM: 512).
+    pub watch_peers_per_session: usize,
+    /// Subscribe, unsubscribe and query calls one session may make per 5 seconds (RTM: 10).
+    pub watch_calls_per_5s: u32,
+    /// Watches (a session watching an account) one app may hold at once, on all nodes.
+    pub app_watches_max: usize,
     /// Seconds an operator's console sign-in lasts (then the cookie is refused).
     pub console_session_secs: u64,
     /// Console sign-ins kept on one node at once (the oldest is signed out past it).
@@ -246,6 +252,9 @@ impl Default for Limits {
             webhook_timeout_secs: 5,
             webhook_retention_secs: 3600,
             webhook_retry_max_secs: 60,
+            watch_peers_per_session: 512,
+            watch_calls_per_5s: 10,
+            app_watches_max: 1_000_000,
             console_session_secs: 8 * 3600,
             console_sessions_max: 64,
             console_signin_failures: 5,

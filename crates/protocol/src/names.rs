@@ -88,6 +88,13 @@ pub mod call {
     /// opensig: a channel's kept messages — those after a message number (`after`, what a
     /// client recovering after a reconnect asks), or the latest `max`.
     pub const CHANNEL_HISTORY: &str = "channel_history";
+    /// opensig: watch accounts' presence (`subscribePeersOnlineStatus`): `accounts`; the
+    /// reply carries their states now, `peer_status` notifies every change after.
+    pub const USER_SUBSCRIBE_STATUS: &str = "user_subscribe_status";
+    /// opensig: stop watching `accounts` (`unsubscribePeersOnlineStatus`).
+    pub const USER_UNSUBSCRIBE_STATUS: &str = "user_unsubscribe_status";
+    /// opensig: the states of `accounts` now, without watching (`queryPeersOnlineStatus`).
+    pub const USER_QUERY_STATUS: &str = "user_query_status";
 
     /// Prefix that `invoke` requires on function names.
     pub const INVOKE_PREFIX: &str = "io.agora.signal.";
@@ -119,6 +126,10 @@ pub mod call {
         VOIP_INVITE_MSG,
         VOIP_INVITE_BYE,
         USER_RENEW_TOKEN,
+        CHANNEL_HISTORY,
+        USER_SUBSCRIBE_STATUS,
+        USER_UNSUBSCRIBE_STATUS,
+        USER_QUERY_STATUS,
     ];
 }
 
@@ -132,6 +143,19 @@ pub mod notify {
     pub const RECVMSG: &str = "recvmsg";
     /// Inline delivery acknowledged by id `["recvmsg_by_msgid", "<msg-v3 string>"]`.
     pub const RECVMSG_BY_MSGID: &str = "recvmsg_by_msgid";
+    /// opensig: watched accounts' new states `["peer_status", "<JSON text of {account: state}>"]`
+    /// (states: [`super::peer_state`]), only to sessions that subscribed.
+    pub const PEER_STATUS: &str = "peer_status";
+}
+
+/// opensig: the states of a watched account (RTM's `PeerOnlineState`).
+pub mod peer_state {
+    /// It has a session.
+    pub const ONLINE: &str = "ONLINE";
+    /// Its connection dropped less than `presence_grace_secs` ago: it may be back.
+    pub const UNREACHABLE: &str = "UNREACHABLE";
+    /// No session (logged out, kicked, or away past the grace period).
+    pub const OFFLINE: &str = "OFFLINE";
 }
 
 /// Message types (field F4 of msg-v2, F5 of msg-v3).

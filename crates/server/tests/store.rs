@@ -1617,6 +1617,66 @@ async fn event_logs_number_bound_cursor_and_lease<S: Harness>() {
     assert!(!s.event_lease(&a, "hook", 0, "n1", ttl).await.unwrap());
 }
 
+/// Watches: bounded per app (refused together), pushed to the watching sessions only, ended
+/// by unwatching (and the count with them); the unreachable mark lasts its time.
+async fn watches_are_bounded_pushed_and_ended<S: Harness>() {
+    let (s, other) = S::make().await;
+    let a = app("watching");
+    let (ann, bob, cat) = (acct("ann"), acct("bob"), acct("cat"));
+    let (mut w1, mut w2) = (Conn::new(), Conn::new());
+    s.session_open(opening(&a, &acct("w1"), &w1)).await.unwrap();
+    s.session_open(opening(&a, &acct("w2"), &w2)).await.unwrap();
+    let (s1, s2) = (s.session_of(&w1.h), s.session_of(&w2.h));
+    assert!(s
+        .watch(&a, &s1, &[ann.clone(), bob.clone()], true, 3)
+        .await
+        .unwrap());
+    // 2 + 2 new would pass 3: nothing of it is kept
+    assert!(!s
+        .watch(&a, &s2, &[ann.clone(), cat.clone()], true, 3)
+        .await
+        .unwrap());
+    assert!(s.watch(&a, &s2, &[ann.clone()], true, 3).await.unwrap());
+    // watching again what is watched costs nothing
+    assert!(s.watch(&a, &s1, &[ann.clone()], true, 3).await.unwrap());
+    let to = |account| User { app: &a, account };
+    other.watchers_push(to(&ann), "to both").await.unwrap();
+    other.watchers_push(to(&cat), "to nobody").await.unwrap();
+    other.watchers_push(to(&bob), "to w1").await.unwrap();
+    assert_eq!(w1.frames(3).await[1..], ["to both", "to w1"]);
+    assert_eq!(w2.frames(2).await[1..], ["to both"]);
+    // unwatching frees the app's count
+    assert!(s
+        .watch(&a, &s1, &[ann.clone(), bob.clone()], false, 0)
+        .await
+        .unwrap());
+    assert!(s
+        .watch(&a, &s2, &[bob.clone(), cat.clone()], true, 3)
+        .await
+        .unwrap());
+    other.watchers_push(to(&ann), "to w2").await.unwrap();
+    assert_eq!(w2.frames(3).await[2..], ["to w2"]);
+    // unreachable for its time only
+    assert!(!other.unreachable(to(&ann)).await.unwrap());
+    s.unreachable_set(to(&ann), Some(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert!(other.unreachable(to(&ann)).await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while other.unreachable(to(&ann)).await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unreachable outlived its time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.unreachable_set(to(&bob), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    s.unreachable_set(to(&bob), None).await.unwrap();
+    assert!(!other.unreachable(to(&bob)).await.unwrap());
+}
+
 /// A node's console report is read by every node while it lasts; the next one replaces it;
 /// it is gone once its time is up (a node that stops reporting leaves the console).
 async fn node_reports_are_shared_replaced_and_expire<S: Harness>() {
@@ -1965,6 +2025,7 @@ macro_rules! suite {
             every_id_of_the_dedup_window_is_remembered,
             expired_mail_leaves_the_app_s_quota,
             node_reports_are_shared_replaced_and_expire,
+            watches_are_bounded_pushed_and_ended,
         );)*
     };
 }

@@ -288,6 +288,7 @@ impl<S: Store> Signaling<S> {
             Timer::MemberNum(app, ch) => self.report_members(app, ch).await,
             Timer::UserAttrs(app, account) => self.reclaim_user_attrs(app, account).await,
             Timer::ChannelExpired(app, ch) => self.channel_expired(app, ch).await,
+            Timer::PresenceGrace(app, account) => self.presence_grace_over(app, account).await,
         }
     }
 

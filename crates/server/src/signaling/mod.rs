@@ -12,6 +12,7 @@ mod channels;
 mod invites;
 mod mailbox;
 mod session;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +58,10 @@ pub struct Session<S: Store> {
     pub joins: Bucket,
     /// Seconds of silence before the connection is dropped (`_conn_timeout`).
     pub idle: Duration,
+    /// Accounts whose presence this session watches.
+    pub watching: BTreeSet<Account>,
+    /// The session's subscribe / unsubscribe / query budget (`watch_calls_per_5s`).
+    pub watch_calls: Bucket,
 }
 
 /// Pieces of background work (due timers, sessions of dead nodes) in progress at once.
@@ -279,6 +284,8 @@ impl<S: Store> Signaling<S> {
             Request::UserGetAttr { account, name } => self.user_attr(s, &account, &name).await,
             Request::UserGetAttrAll { account } => self.user_attrs(s, &account).await,
             Request::UserRenewToken { token } => self.renew_token(s, &token),
+            Request::UserWatchStatus { accounts, on } => self.watch(s, &accounts, on).await,
+            Request::UserQueryStatus { accounts } => self.query_status(s, &accounts).await,
             Request::ChannelJoin { name } => self.join(s, &name).await,
             Request::ChannelLeave { name } => self.leave(s, &name).await,
             Request::ChannelSendmsg {

@@ -132,6 +132,7 @@ impl<S: Store> Signaling<S> {
         if !replaced {
             self.presence(&app, &account, msgtype::CHANNEL_USER_JOIN)
                 .await;
+            self.watched_online(&app, &account).await;
         }
         if replaced {
             let kicked = Happened::UserKicked {
@@ -150,6 +151,8 @@ impl<S: Store> Signaling<S> {
             rate: Bucket::new(l.user_messages_per_second),
             joins: Bucket::with_burst(join_burst(l)),
             idle: Duration::from_secs(idle),
+            watching: BTreeSet::new(),
+            watch_calls: Bucket::with_burst(l.watch_calls_per_5s),
         })
     }
 
@@ -157,6 +160,7 @@ impl<S: Store> Signaling<S> {
     /// [`domain::offline`]): it leaves its channels and goes offline.
     pub async fn end(&self, s: &Session<S>, reason: &'static str) {
         let channels: Vec<ChannelName> = s.channels.iter().cloned().collect();
+        self.unwatch_all(s).await;
         if let Err(e) = self
             .end_session(&s.app, &s.account, &s.store_ref, &channels, reason)
             .await
@@ -194,6 +198,7 @@ impl<S: Store> Signaling<S> {
             self.recorded(&out, |_| true);
             self.presence(app, account, msgtype::CHANNEL_USER_LEAVE)
                 .await;
+            self.watched_gone(app, account, reason).await;
             let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
             for (key, generation) in self.store.invites_by(user(app, account)).await? {
                 self.store

@@ -351,6 +351,37 @@ impl Store for AnyStore {
         each!(self, s => s.local_sessions())
     }
 
+    async fn watch(
+        &self,
+        app: &AppId,
+        watcher: &AnySession,
+        accounts: &[Account],
+        on: bool,
+        app_max: usize,
+    ) -> SResult<bool> {
+        match (self, watcher) {
+            (AnyStore::Memory(s), AnySession::Memory(w)) => {
+                s.watch(app, w, accounts, on, app_max).await
+            }
+            (AnyStore::Redis(s), AnySession::Redis(w)) => {
+                s.watch(app, w, accounts, on, app_max).await
+            }
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn watchers_push(&self, user: User<'_>, frame: &str) -> SResult<()> {
+        each!(self, s => s.watchers_push(user, frame).await)
+    }
+
+    async fn unreachable_set(&self, user: User<'_>, grace: Option<Duration>) -> SResult<()> {
+        each!(self, s => s.unreachable_set(user, grace).await)
+    }
+
+    async fn unreachable(&self, user: User<'_>) -> SResult<bool> {
+        each!(self, s => s.unreachable(user).await)
+    }
+
     fn session_node(&self, session: &AnySession) -> Option<String> {
         match (self, session) {
             (AnyStore::Memory(s), AnySession::Memory(x)) => s.session_node(x),

@@ -434,6 +434,12 @@ struct Inner {
     event_leases: DashMap<(String, String, u32), (String, Instant)>,
     /// This node's console report, until when it is current.
     report: Mutex<Option<(String, Instant)>>,
+    /// Per watched account (`app account`): the sessions watching it.
+    watchers: DashMap<String, HashMap<u64, ConnHandle>>,
+    /// Per app: its watches.
+    app_watches: DashMap<String, usize>,
+    /// Accounts whose connection dropped, until when they count as unreachable.
+    unreachable: DashMap<String, Instant>,
 }
 
 /// One partition of an app's event log.
@@ -489,6 +495,9 @@ impl Memory {
             event_cursors: DashMap::new(),
             event_leases: DashMap::new(),
             report: Mutex::new(None),
+            watchers: DashMap::new(),
+            app_watches: DashMap::new(),
+            unreachable: DashMap::new(),
         });
         tokio::spawn(sweeper(Arc::downgrade(&inner), limits.dedup_window_secs));
         Memory { inner }
@@ -1289,6 +1298,109 @@ impl Store for Memory {
 
     fn local_sessions(&self) -> usize {
         self.inner.sessions.len()
+    }
+
+    async fn watch(
+        &self,
+        app: &AppId,
+        watcher: &ConnHandle,
+        accounts: &[Account],
+        on: bool,
+        app_max: usize,
+    ) -> SResult<bool> {
+        let i = &self.inner;
+        // the app's count is held while the watches change: the bound is exact
+        let mut count = i.app_watches.entry(app.to_string()).or_insert(0);
+        if on {
+            let fresh: Vec<String> = accounts
+                .iter()
+                .map(|a| key(app, a))
+                .filter(|k| {
+                    !i.watchers
+                        .get(k)
+                        .is_some_and(|w| w.contains_key(&watcher.id))
+                })
+                .collect();
+            if *count + fresh.len() > app_max {
+                return Ok(false);
+            }
+            for k in fresh {
+                i.watchers
+                    .entry(k)
+                    .or_default()
+                    .insert(watcher.id, watcher.clone());
+                *count += 1;
+            }
+        } else {
+            for a in accounts {
+                let k = key(app, a);
+                let removed = i
+                    .watchers
+                    .get_mut(&k)
+                    .and_then(|mut w| w.remove(&watcher.id));
+                i.watchers.remove_if(&k, |_, w| w.is_empty());
+                if removed.is_some() {
+                    *count = count.saturating_sub(1);
+                }
+            }
+        }
+        let empty = *count == 0;
+        drop(count);
+        if empty {
+            i.app_watches.remove_if(app.as_str(), |_, n| *n == 0);
+        }
+        Ok(true)
+    }
+
+    async fn watchers_push(&self, user: User<'_>, frame: &str) -> SResult<()> {
+        let i = &self.inner;
+        let k = key(user.app, user.account);
+        let frame = Frame::from(frame.to_string());
+        let mut gone = Vec::new();
+        if let Some(w) = i.watchers.get(&k) {
+            for (id, h) in w.iter() {
+                if !h.is_open() {
+                    gone.push(*id);
+                } else {
+                    h.push(frame.clone());
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let mut count = i.app_watches.entry(user.app.to_string()).or_insert(0);
+            if let Some(mut w) = i.watchers.get_mut(&k) {
+                for id in gone {
+                    if w.remove(&id).is_some() {
+                        *count = count.saturating_sub(1);
+                    }
+                }
+            }
+            i.watchers.remove_if(&k, |_, w| w.is_empty());
+        }
+        Ok(())
+    }
+
+    async fn unreachable_set(&self, user: User<'_>, grace: Option<Duration>) -> SResult<()> {
+        let k = key(user.app, user.account);
+        match grace {
+            Some(g) => {
+                self.inner.unreachable.insert(k, Instant::now() + g);
+            }
+            None => {
+                self.inner.unreachable.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
+    async fn unreachable(&self, user: User<'_>) -> SResult<bool> {
+        let k = key(user.app, user.account);
+        let now = Instant::now();
+        let until = self.inner.unreachable.get(&k).map(|u| *u);
+        if until.is_some_and(|u| u <= now) {
+            self.inner.unreachable.remove_if(&k, |_, u| *u <= now);
+        }
+        Ok(until.is_some_and(|u| u > now))
     }
 
     fn session_node(&self, _: &ConnHandle) -> Option<String> {

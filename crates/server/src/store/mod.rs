@@ -440,6 +440,9 @@ pub enum Timer {
     /// the channel is left empty with attributes, cancelled when it is joined again or they
     /// go otherwise).
     ChannelExpired(AppId, ChannelName),
+    /// An account's connection dropped `presence_grace_secs` ago: unless it is back, its
+    /// watchers see it offline now.
+    PresenceGrace(AppId, Account),
 }
 
 impl Timer {
@@ -461,6 +464,7 @@ impl Timer {
             Timer::MemberNum(app, ch) => Writer::new('n').text(app).text(ch).finish(),
             Timer::UserAttrs(app, account) => Writer::new('u').text(app).text(account).finish(),
             Timer::ChannelExpired(app, ch) => Writer::new('x').text(app).text(ch).finish(),
+            Timer::PresenceGrace(app, a) => Writer::new('p').text(app).text(a).finish(),
         }
     }
 
@@ -493,6 +497,10 @@ impl Timer {
             'x' => Timer::ChannelExpired(
                 AppId::from_stored(r.text()?)?,
                 ChannelName::from_stored(r.text()?)?,
+            ),
+            'p' => Timer::PresenceGrace(
+                AppId::from_stored(r.text()?)?,
+                Account::from_stored(r.text()?)?,
             ),
             _ => return None,
         };
@@ -1103,6 +1111,35 @@ pub trait Store: Send + Sync + 'static {
         holder: &str,
         ttl: Duration,
     ) -> impl Future<Output = SResult<bool>> + Send;
+
+    // ---------------------------------------------------------------- presence watches
+
+    /// Make `watcher` (a session of `app`) watch `accounts` (`on`), or stop watching them.
+    /// New watches are refused together (false, nothing changed) when the app's watches
+    /// would pass `app_max`; stopping is never refused.
+    fn watch(
+        &self,
+        app: &AppId,
+        watcher: &Self::Session,
+        accounts: &[Account],
+        on: bool,
+        app_max: usize,
+    ) -> impl Future<Output = SResult<bool>> + Send;
+    /// Queue `frame` on every session watching `user` (watches of sessions that are gone
+    /// are dropped on the way).
+    fn watchers_push(
+        &self,
+        user: User<'_>,
+        frame: &str,
+    ) -> impl Future<Output = SResult<()>> + Send;
+    /// Keep `user` unreachable for `grace` (its connection dropped; `None`: not any more).
+    fn unreachable_set(
+        &self,
+        user: User<'_>,
+        grace: Option<Duration>,
+    ) -> impl Future<Output = SResult<()>> + Send;
+    /// Whether `user` is unreachable now.
+    fn unreachable(&self, user: User<'_>) -> impl Future<Output = SResult<bool>> + Send;
 
     // ---------------------------------------------------------------- timers and the node
 

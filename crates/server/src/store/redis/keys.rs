@@ -146,6 +146,21 @@ impl Keys {
         self.k("node", &[""])
     }
 
+    /// The sessions watching an account's presence (`"node conn"` each).
+    pub fn watchers(&self, app: &str, account: &str) -> String {
+        self.k("wt", &[app, account])
+    }
+
+    /// How many watches an app holds.
+    pub fn app_watches(&self, app: &str) -> String {
+        self.k("wc", &[app])
+    }
+
+    /// Set (expiring) while an account's dropped connection is within its grace period.
+    pub fn unreachable(&self, account_app: &str, account: &str) -> String {
+        self.k("ur", &[account_app, account])
+    }
+
     /// A node's console report (JSON, expiring).
     pub fn node_report(&self, node: &str) -> String {
         self.k("report", &[node])

@@ -105,6 +105,7 @@ struct Scripts {
     timers: Script,
     event_append: Script,
     event_lease: Script,
+    watch: Script,
 }
 
 impl Scripts {
@@ -135,6 +136,7 @@ impl Scripts {
             timers: script(Run, &[include_str!("lua/timers.lua")]),
             event_append: script(Refuse, &[include_str!("lua/event_append.lua")]),
             event_lease: script(Run, &[include_str!("lua/event_lease.lua")]),
+            watch: script(Refuse, &[include_str!("lua/watch.lua")]),
         }
     }
 }
@@ -703,6 +705,11 @@ impl Inner {
             NodeMsg::Kick { conn } => {
                 if let Some(h) = self.conns.get(&conn) {
                     h.kick();
+                }
+            }
+            NodeMsg::Frame { conn, frame } => {
+                if let Some(h) = self.conns.get(&conn) {
+                    h.push(Frame::from(frame));
                 }
             }
         }
@@ -1458,6 +1465,103 @@ impl Store for Redis {
 
     fn local_sessions(&self) -> usize {
         self.inner.sessions.len()
+    }
+
+    async fn watch(
+        &self,
+        app: &AppId,
+        watcher: &NodeSession,
+        accounts: &[Account],
+        on: bool,
+        app_max: usize,
+    ) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        if accounts.is_empty() {
+            return Ok(true);
+        }
+        let mut inv = inner.scripts.watch.prepare_invoke();
+        inv.key(inner.keys.app_watches(app));
+        for a in accounts {
+            inv.key(inner.keys.watchers(app, a));
+        }
+        inv.arg(watcher.location())
+            .arg(if on { "1" } else { "0" })
+            .arg(app_max);
+        let ok: i64 = inner.run(&inv).await?;
+        Ok(ok == 1)
+    }
+
+    async fn watchers_push(&self, user: User<'_>, frame: &str) -> SResult<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let key = inner.keys.watchers(user.app, user.account);
+        let mut c = inner.conn();
+        let watchers: Vec<String> = timed(c.smembers(&key)).await?;
+        if watchers.is_empty() {
+            return Ok(());
+        }
+        let live = inner.live_nodes().await;
+        let mut gone = Vec::new();
+        for w in &watchers {
+            let Some((node, conn)) = w
+                .split_once(' ')
+                .and_then(|(n, c)| Some((n, c.parse::<u64>().ok()?)))
+            else {
+                gone.push(w.clone());
+                continue;
+            };
+            if node == inner.cfg.node_id {
+                match inner.conns.get(&conn) {
+                    Some(h) if h.is_open() => {
+                        h.push(Frame::from(frame.to_string()));
+                    }
+                    _ => gone.push(w.clone()),
+                }
+            } else if live.iter().any(|n| n == node) {
+                let msg = NodeMsg::Frame {
+                    conn,
+                    frame: frame.to_string(),
+                }
+                .encode();
+                let _: () = timed(c.publish(inner.keys.topic(node), msg)).await?;
+            } else {
+                // its node is gone: the watch with it
+                gone.push(w.clone());
+            }
+        }
+        if !gone.is_empty() {
+            let removed: i64 = timed(c.srem(&key, &gone)).await?;
+            if removed > 0 {
+                let _: i64 = timed(c.decr(inner.keys.app_watches(user.app), removed)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unreachable_set(&self, user: User<'_>, grace: Option<Duration>) -> SResult<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let key = inner.keys.unreachable(user.app, user.account);
+        let mut c = inner.conn();
+        match grace {
+            Some(g) => {
+                let ms = g.as_millis().max(1) as u64;
+                let _: () = timed(c.pset_ex(key, "1", ms)).await?;
+            }
+            None => {
+                let _: () = timed(c.del(key)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unreachable(&self, user: User<'_>) -> SResult<bool> {
+        let inner = &self.inner;
+        inner.check()?;
+        let key = inner.keys.unreachable(user.app, user.account);
+        let mut c = inner.conn();
+        timed(c.exists(key)).await
     }
 
     fn session_node(&self, session: &NodeSession) -> Option<String> {

@@ -60,6 +60,13 @@ pub enum NodeMsg {
         /// Connection on this node.
         conn: u64,
     },
+    /// A frame for connection `conn` on this node (a watched account's new state).
+    Frame {
+        /// Connection on this node.
+        conn: u64,
+        /// The frame.
+        frame: String,
+    },
 }
 
 impl NodeMsg {
@@ -103,6 +110,7 @@ impl NodeMsg {
                 account,
             } => Writer::new('l').text(app).text(channel).text(account),
             NodeMsg::Kick { conn } => Writer::new('k').num(*conn),
+            NodeMsg::Frame { conn, frame } => Writer::new('f').num(*conn).text(frame),
         }
     }
 
@@ -181,6 +189,10 @@ impl NodeMsg {
                 account: r.text()?.into(),
             },
             'k' => NodeMsg::Kick { conn: r.num()? },
+            'f' => NodeMsg::Frame {
+                conn: r.num()?,
+                frame: r.text()?.into(),
+            },
             _ => return None,
         };
         r.end()?;
