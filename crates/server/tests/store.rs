@@ -1636,9 +1636,15 @@ async fn watches_are_bounded_pushed_and_ended<S: Harness>() {
         .watch(&a, &s2, &[ann.clone(), cat.clone()], true, 3)
         .await
         .unwrap());
-    assert!(s.watch(&a, &s2, &[ann.clone()], true, 3).await.unwrap());
+    assert!(s
+        .watch(&a, &s2, std::slice::from_ref(&ann), true, 3)
+        .await
+        .unwrap());
     // watching again what is watched costs nothing
-    assert!(s.watch(&a, &s1, &[ann.clone()], true, 3).await.unwrap());
+    assert!(s
+        .watch(&a, &s1, std::slice::from_ref(&ann), true, 3)
+        .await
+        .unwrap());
     let to = |account| User { app: &a, account };
     other.watchers_push(to(&ann), "to both").await.unwrap();
     other.watchers_push(to(&cat), "to nobody").await.unwrap();
