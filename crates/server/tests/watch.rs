@@ -154,3 +154,29 @@ async fn a_watcher_on_one_node_hears_an_account_on_another() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_whose_node_dies_goes_offline_for_watchers_on_another() {
+    let mut nodes = cluster(2, |_| {}).await;
+    let mut w = raw(&nodes[1].ws_url(), "watcher").await;
+    let _alice = raw(&nodes[0].ws_url(), "alice").await;
+    let (_, body) = subscribe(&mut w, 1, &["alice"]).await;
+    assert_eq!(body["status"], json!({"alice": "ONLINE"}));
+    // the node is killed (no farewell, nothing cleaned up); the survivor reaps it
+    nodes.remove(0).kill().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let state = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let f = w
+            .recv_within(left)
+            .await
+            .expect("a peer_status after the node died");
+        if f[0] == "notify" && f[1][0] == "peer_status" {
+            break serde_json::from_str::<Value>(f[1][1].as_str().unwrap()).unwrap();
+        }
+    };
+    assert_eq!(state, json!({"alice": "OFFLINE"}));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
