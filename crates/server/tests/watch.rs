@@ -171,7 +171,14 @@ async fn an_account_whose_node_dies_goes_offline_for_watchers_on_another() {
             .recv_within(left)
             .await
             .expect("a peer_status after the node died");
-        if f[0] == "notify" && f[1][0] == "peer_status" {
+        let frames = match f[0].as_str() {
+            Some("multi") => f[1].as_array().cloned().unwrap_or_default(),
+            _ => vec![f],
+        };
+        if let Some(f) = frames
+            .iter()
+            .find(|f| f[0] == "notify" && f[1][0] == "peer_status")
+        {
             break serde_json::from_str::<Value>(f[1][1].as_str().unwrap()).unwrap();
         }
     };
