@@ -72,7 +72,7 @@ for (const [k, v] of Object.entries(report)) console.log(`[build-sdk] ${k}: ${v}
 // a decision: change it here, with the reason in the commit.
 // 2026-11-30: +1,465 / +1,870 B for channel-history recovery, `channel.history()` and
 // `onMessageChannelLost` (from 57,159 / 61,255).
-const BUDGET = { npm: 58900, classic: 63440 }; // BENCHMARKS.md says what each raise bought
+const BUDGET = { npm: 60950, classic: 65570 }; // BENCHMARKS.md says what each raise bought
 const GOAL = { npm: ORIGINAL_GZIP, classic: Math.round(ORIGINAL_GZIP * 1.15) };
 const sizes = {
   npm: gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),

@@ -1,6 +1,13 @@
 // Types of the opensig SDK: the Agora Signaling Web SDK 1.4 API (Signal, Session, Channel,
 // Call), plus opensig's additions (promises, onReconnecting/onReconnected/onError, `ready`).
 
+/**
+ * opensig: a watched account's presence. `UNREACHABLE`: its connection dropped less than the
+ * server's grace period (5 s) ago and it may be back; `OFFLINE`: logged out, kicked, or away
+ * past the grace period.
+ */
+export type PeerOnlineState = 'ONLINE' | 'UNREACHABLE' | 'OFFLINE';
+
 /** A rejection of an opensig promise: `code` is a documented error code, `reason` the error string. */
 export interface SignalError extends Error {
   /** e.g. 1004 GENERAL_E_WRONG_PARAM, 1005 GENERAL_E_LARGE_PARAM, 703 INVITE_E_PEEROFFLINE. */
@@ -117,6 +124,11 @@ export declare class Session {
   onChannelQueryUserNumResult?: ((channelID: string, ecode: number, num: number) => void) | null;
   /** Result of `channelQueryUserIsIn`: `isIn` 1 or 0. */
   onChannelQueryUserIsIn?: ((channelID: string, account: string, isIn: number) => void) | null;
+  /**
+   * opensig: watched accounts' states — all of them after `subscribePeersOnlineStatus`, then
+   * each change (those missed while reconnecting, once it is back).
+   */
+  onPeersOnlineStatusChanged?: ((status: Record<string, PeerOnlineState>) => void) | null;
 
   getStatus(): Status;
   /** Ends in `onLogout(101)`. */
@@ -152,6 +164,18 @@ export declare class Session {
    * token, when it is not this app's and account's or has expired.
    */
   renewToken(token: string): Promise<void>;
+  /**
+   * opensig (RTM's `subscribePeersOnlineStatus`): watch these accounts' presence (at most 512
+   * per session; at most 10 of the three presence calls per 5 s). `onPeersOnlineStatusChanged`
+   * fires with their states now, then with every change; resolves with the states now.
+   * Rejects with `too_many_peers` (1001) past the limit, `rate_limited` (1001) too often.
+   * Kept across reconnects, forgotten at logout.
+   */
+  subscribePeersOnlineStatus(accounts: string[]): Promise<Record<string, PeerOnlineState>>;
+  /** opensig: stop watching these accounts. */
+  unsubscribePeersOnlineStatus(accounts: string[]): Promise<void>;
+  /** opensig: these accounts' states now, without watching them. */
+  queryPeersOnlineStatus(accounts: string[]): Promise<Record<string, PeerOnlineState>>;
   /**
    * The Channel of `name`: a channel this session has joined or is joining is returned as the
    * same object (no second membership), so joining in every `onLoginSuccess` is safe.

@@ -32,6 +32,7 @@ pub(crate) mod scb {
     pub const USER_ATTR_ALL_RESULT: &str = "onUserAttrAllResult";
     pub const CHANNEL_QUERY_USER_NUM_RESULT: &str = "onChannelQueryUserNumResult";
     pub const CHANNEL_QUERY_USER_IS_IN: &str = "onChannelQueryUserIsIn";
+    pub const PEERS_ONLINE_STATUS_CHANGED: &str = "onPeersOnlineStatusChanged";
 }
 
 /// Channel callback properties.
@@ -89,6 +90,9 @@ pub(crate) fn event(hub: &Hub, e: Event<Js>) {
             hub.slots.fire(scb::RECONNECTING, &[attempt.into()]);
         }
         Event::Reconnected => hub.slots.fire(scb::RECONNECTED, &[]),
+        Event::PeersStatus { status } => hub
+            .slots
+            .fire(scb::PEERS_ONLINE_STATUS_CHANGED, &[status.0]),
         Event::TokenWillExpire => {
             hub.log.print(Level::Info, "the token expires soon", "");
             hub.slots.fire(scb::TOKEN_WILL_EXPIRE, &[]);
@@ -296,6 +300,7 @@ fn done(hub: &Hub, req: u32, result: Result<Js, Failure<Js>>) {
             value = Some(num);
         }
         (ReqKind::History, Ok(body)) => value = Some(field(body, "msgs")),
+        (ReqKind::PeerStatus, Ok(body)) => value = Some(field(body, "status")),
         (ReqKind::ChannelIsIn, Ok(body)) => {
             let isin = field(body, "isin");
             let args = [field(body, "name"), field(body, "account"), isin.clone()];

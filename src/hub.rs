@@ -44,6 +44,9 @@ pub(crate) enum ReqKind {
     /// `channel.history(limit)`: resolves with the kept messages
     /// (`[{n, seq, ts, account, msg}, …]`, oldest first).
     History,
+    /// `subscribePeersOnlineStatus` / `queryPeersOnlineStatus` (opensig): resolves with the
+    /// states (`{account: state}`).
+    PeerStatus,
     /// Promise only (`logout`, `setAttr`, `renewToken`, call replies, `call.ready`).
     Plain,
 }

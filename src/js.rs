@@ -108,6 +108,15 @@ pub(crate) fn to_json_text(v: &JsValue, default: &str) -> String {
         .unwrap_or_else(|| default.into())
 }
 
+/// A list of names: each element of an array as [`to_text`] reads it (one name alone: a list
+/// of one).
+pub(crate) fn to_texts(v: &JsValue) -> Vec<String> {
+    match v.dyn_ref::<Array>() {
+        Some(a) => a.iter().map(|e| to_text(&e)).collect(),
+        None => vec![to_text(v)],
+    }
+}
+
 /// A string argument: strings as they are, anything else as JSON text (the original's rule).
 pub(crate) fn to_text(v: &JsValue) -> String {
     match v.as_string() {

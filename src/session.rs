@@ -3,13 +3,13 @@
 use std::rc::Rc;
 
 use js_sys::Promise;
-use opensig_protocol::client::ChannelId;
+use opensig_protocol::client::{ChannelId, PeersOp};
 use wasm_bindgen::prelude::*;
 
 use crate::callbacks::Slots;
 use crate::channel::Channel;
 use crate::hub::{CallShared, ChannelShared, Hub, ReqKind};
-use crate::js::{to_json_text, to_text};
+use crate::js::{to_json_text, to_text, to_texts};
 use crate::promise::Deferred;
 
 /// A login session.
@@ -211,6 +211,28 @@ impl Session {
         self.d.track(req.0, kind, &cb)
     }
 
+    /// opensig (RTM's `subscribePeersOnlineStatus`): watch these accounts' presence.
+    /// `onPeersOnlineStatusChanged({account: state})` fires with their states now, then with
+    /// every change (`ONLINE`, `UNREACHABLE`, `OFFLINE`); the promise resolves with the
+    /// states now. Kept across reconnects (changes missed meanwhile come once it is back),
+    /// forgotten at logout.
+    #[wasm_bindgen(js_name = subscribePeersOnlineStatus)]
+    pub fn subscribe_peers_online_status(&self, accounts: JsValue) -> Promise {
+        self.peers(PeersOp::Subscribe, &accounts)
+    }
+
+    /// opensig: stop watching these accounts.
+    #[wasm_bindgen(js_name = unsubscribePeersOnlineStatus)]
+    pub fn unsubscribe_peers_online_status(&self, accounts: JsValue) -> Promise {
+        self.peers(PeersOp::Unsubscribe, &accounts)
+    }
+
+    /// opensig: these accounts' states now (`{account: state}`), without watching them.
+    #[wasm_bindgen(js_name = queryPeersOnlineStatus)]
+    pub fn query_peers_online_status(&self, accounts: JsValue) -> Promise {
+        self.peers(PeersOp::Query, &accounts)
+    }
+
     /// Use `token` for every later (re)login; `onTokenWillExpire()` fires 30 s before the
     /// expiry of the token in use. The promise rejects (and the previous token stays) when
     /// the token is not this app's and account's, or has expired.
@@ -276,5 +298,19 @@ impl Session {
             shared.ready.clone(),
         );
         crate::call::Call::wrap(shared)
+    }
+}
+
+impl Session {
+    /// The three presence calls, one path (the SDK's size: one copy of it).
+    #[inline(never)]
+    fn peers(&self, op: PeersOp, accounts: &JsValue) -> Promise {
+        let accounts = to_texts(accounts);
+        let req = self.d.command(|c, now| c.peers(op, &accounts, now));
+        let kind = match op {
+            PeersOp::Unsubscribe => ReqKind::Plain,
+            _ => ReqKind::PeerStatus,
+        };
+        self.d.track(req.0, kind, &JsValue::UNDEFINED)
     }
 }

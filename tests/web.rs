@@ -1764,3 +1764,144 @@ async fn a_member_cut_off_recovers_missed_channel_messages_across_two_redis_node
     a_member_away_recovers_what_was_said("webcluster", a_url, a_ctl, b_url).await;
     errors.none();
 }
+
+/// opensig presence subscriptions: the states at once, then each change; the watcher's own
+/// reconnect delivers what it missed, once; unsubscribed accounts are not heard.
+#[wasm_bindgen_test]
+async fn presence_subscriptions_report_changes_and_survive_the_watcher_s_reconnect() {
+    let errors = page_errors();
+    const CB: &str = "onPeersOnlineStatusChanged";
+    let (w, _) = user(PROXY_WS, "w").await;
+    record(&w, &names(&[CB, "onReconnecting", "onReconnected"]));
+    let (a, an) = user(WS, "a").await;
+    let bn = uniq("b");
+    let list = names(&[an.as_str(), bn.as_str()]);
+    let (ok, now) = settled(call(&w, "subscribePeersOnlineStatus", &[list.into()])).await;
+    assert!(ok, "{now:?}");
+    assert_eq!(
+        (get(&now, &an), get(&now, &bn)),
+        ("ONLINE".into(), "OFFLINE".into())
+    );
+    let first = seen(&w, CB, 1).await.get(0);
+    assert_eq!(
+        (get(&first, &an), get(&first, &bn)),
+        ("ONLINE".into(), "OFFLINE".into())
+    );
+    // b logs in, a logs out
+    let b = signal(WS).login(
+        bn.clone().into(),
+        "_no_need_token".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&b, &names(SESSION_CBS));
+    assert_eq!(get(&seen(&w, CB, 2).await.get(0), &bn), "ONLINE");
+    settled(call(&a, "logout", &[])).await;
+    assert_eq!(get(&seen(&w, CB, 3).await.get(0), &an), "OFFLINE");
+    // the watcher's connection is cut; b logs out meanwhile; back, the watcher hears it once
+    JsFuture::from(cut(PROXY_CTL)).await.unwrap();
+    seen(&w, "onReconnecting", 1).await;
+    settled(call(&b, "logout", &[])).await;
+    seen(&w, "onReconnected", 1).await;
+    let missed = seen(&w, CB, 4).await.get(0);
+    assert_eq!(get(&missed, &bn), "OFFLINE");
+    assert!(get(&missed, &an).is_undefined(), "a did not change");
+    // unsubscribed: a's next login is not heard (a query's reply ends the check)
+    settled(call(
+        &w,
+        "unsubscribePeersOnlineStatus",
+        &[an.as_str().into()],
+    ))
+    .await;
+    let a2 = signal(WS).login(
+        an.clone().into(),
+        "_no_need_token".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&a2, &names(SESSION_CBS));
+    seen(&a2, "onLoginSuccess", 1).await;
+    let (ok, q) = settled(call(
+        &w,
+        "queryPeersOnlineStatus",
+        &[names(&[an.as_str()]).into()],
+    ))
+    .await;
+    assert!(ok);
+    assert_eq!(get(&q, &an), "ONLINE");
+    assert_eq!(
+        entries(&w, CB).length(),
+        4,
+        "nothing about unwatched accounts"
+    );
+    errors.none();
+}
+
+/// Presence across two Redis nodes: a watcher on node B sees an account on node A go
+/// UNREACHABLE when node A's connections drop, and ONLINE when it is back within the grace
+/// period — never OFFLINE in between; then OFFLINE at its logout.
+#[wasm_bindgen_test]
+async fn a_watched_account_that_drops_and_returns_is_unreachable_then_online() {
+    let errors = page_errors();
+    const CB: &str = "onPeersOnlineStatusChanged";
+    let (Some(a_url), Some(a_ctl), Some(b_url)) = (CLUSTER_A, CLUSTER_A_CTL, CLUSTER_B) else {
+        panic!("OPENSIG_TEST_CLUSTER_A / _A_CTL / _B are not set (scripts/test sets them)");
+    };
+    let a_ctl = a_ctl.to_string();
+    JsFuture::from(control(&format!("{a_ctl}/up")))
+        .await
+        .unwrap();
+    let on = |url: &str| {
+        let s = Signal::new("webcluster".into(), JsValue::UNDEFINED);
+        s.setup_debugging("ap_url", url.into());
+        s
+    };
+    let cn = uniq("c");
+    let c = on(a_url).login(
+        cn.clone().into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&c, &names(SESSION_CBS));
+    seen(&c, "onLoginSuccess", 1).await;
+    let w = on(b_url).login(
+        uniq("w").into(),
+        "".into(),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    );
+    record(&w, &names(&[CB, "onLoginSuccess"]));
+    seen(&w, "onLoginSuccess", 1).await;
+    settled(call(
+        &w,
+        "subscribePeersOnlineStatus",
+        &[names(&[cn.as_str()]).into()],
+    ))
+    .await;
+    assert_eq!(get(&seen(&w, CB, 1).await.get(0), &cn), "ONLINE");
+    // node A's connections drop and it refuses new ones for a moment
+    JsFuture::from(control(&format!("{a_ctl}/down")))
+        .await
+        .unwrap();
+    assert_eq!(get(&seen(&w, CB, 2).await.get(0), &cn), "UNREACHABLE");
+    JsFuture::from(control(&format!("{a_ctl}/up")))
+        .await
+        .unwrap();
+    seen(&c, "onReconnected", 1).await;
+    assert_eq!(get(&seen(&w, CB, 3).await.get(0), &cn), "ONLINE");
+    settled(call(&c, "logout", &[])).await;
+    assert_eq!(get(&seen(&w, CB, 4).await.get(0), &cn), "OFFLINE");
+    let states: Vec<JsValue> = entries(&w, CB)
+        .iter()
+        .map(|e| get(&Array::from(&e).get(1), &cn))
+        .collect();
+    assert_eq!(
+        states,
+        ["ONLINE", "UNREACHABLE", "ONLINE", "OFFLINE"]
+            .map(JsValue::from)
+            .to_vec()
+    );
+    settled(call(&w, "logout", &[])).await;
+    errors.none();
+}

@@ -16,8 +16,6 @@
     channels: new Map(), // name → { ch, panel, tab, members: Set, attrs: Map }
     currentChannel: null,
     calls: [], // { call, dir, state, tones, li }
-    presence: null,
-    refreshTimer: 0,
   };
 
   // ------------------------------------------------------------------ helpers
@@ -114,9 +112,7 @@
       $('whoami').hidden = false;
       $('me').textContent = account;
       $('app').hidden = false;
-      watchPresence();
-      refreshPeople();
-      app.refreshTimer = setInterval(refreshPeople, 10000);
+      watchPeople();
       loadAttrs();
     });
     on(s, 'session', 'onLoginFailed', (code) => {
@@ -137,12 +133,19 @@
       addDm(from, { mine: false, text: msg, time: time() });
     });
     on(s, 'session', 'onInviteReceived', incomingCall);
+    // presence of the people listed: their states now, then each change (kept across
+    // reconnects by the SDK)
+    on(s, 'session', 'onPeersOnlineStatusChanged', (status) => {
+      for (const [name, state] of Object.entries(status)) {
+        const p = app.people.get(name);
+        if (p) setPresence(p, state);
+      }
+    });
   });
 
   $('logout-btn').addEventListener('click', () => app.session && app.session.logout());
 
   function resetSession() {
-    clearInterval(app.refreshTimer);
     app.session = null;
     $('app').hidden = true;
     $('whoami').hidden = true;
@@ -157,7 +160,7 @@
     renderDm();
     app.calls = [];
     $('calls').replaceChildren();
-    for (const p of app.people.values()) setOnline(p, null);
+    for (const p of app.people.values()) setPresence(p, null);
   }
 
   // ------------------------------------------------------------------ people & presence
@@ -183,43 +186,31 @@
       el('button', { type: 'button', class: 'secondary', onclick: () => openDm(name) }, 'Message'),
       el('button', { type: 'button', class: 'secondary', onclick: () => { $('call-peer').value = name; $('call-peer').focus(); } }, 'Call'),
     );
-    const p = { online: null, li, dot, presence };
+    const p = { state: null, li, dot, presence };
     app.people.set(name, p);
     $('people').append(li);
     localStorage.setItem('opensig-demo-people', JSON.stringify([...app.people.keys()]));
-    queryStatus(name);
+    if (app.session) watch([name]);
   }
 
-  function setOnline(p, online) {
-    p.online = online;
-    p.dot.classList.toggle('on', !!online);
-    p.presence.textContent = online === null ? '…' : online ? 'online' : 'offline';
-    p.li.dataset.online = online === null ? '' : String(online);
+  // states: ONLINE, UNREACHABLE (connection dropped, may be back in a few seconds), OFFLINE
+  function setPresence(p, state) {
+    p.state = state;
+    p.dot.classList.toggle('on', state === 'ONLINE');
+    p.dot.classList.toggle('away', state === 'UNREACHABLE');
+    p.presence.textContent = state === null ? '…' : state.toLowerCase();
+    p.li.dataset.online = state === null ? '' : String(state === 'ONLINE');
+    p.li.dataset.state = state || '';
   }
 
-  function queryStatus(name) {
-    if (!app.session) return;
-    app.session.invoke('io.agora.signal.user_query_user_status', { account: name }, (err, resp) => {
-      const p = app.people.get(name);
-      if (p && !err) setOnline(p, resp.status === 1);
-    });
+  function watch(names) {
+    app.session
+      .subscribePeersOnlineStatus(names)
+      .catch((e) => notice(`Watching ${names.join(', ')} failed — ${errText(e.code)}`));
   }
 
-  function refreshPeople() {
-    for (const name of app.people.keys()) queryStatus(name);
-  }
-
-  function watchPresence() {
-    const ch = app.session.channelJoin('__agora_user_online');
-    app.presence = ch;
-    on(ch, '__agora_user_online', 'onChannelUserJoined', (account) => {
-      const p = app.people.get(account);
-      if (p) setOnline(p, true);
-    });
-    on(ch, '__agora_user_online', 'onChannelUserLeaved', (account) => {
-      const p = app.people.get(account);
-      if (p) setOnline(p, false);
-    });
+  function watchPeople() {
+    if (app.people.size) watch([...app.people.keys()]);
   }
 
   $('add-person').addEventListener('submit', (ev) => {

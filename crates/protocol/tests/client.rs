@@ -3,7 +3,7 @@
 
 use opensig_protocol::client::{
     reconnect_delay_range, reconnect_time_ms, Action, CallEvent, Client, Config, ConnId, Event,
-    Millis, State,
+    Millis, PeersOp, State,
 };
 use opensig_protocol::json::JsonValue;
 use opensig_protocol::Code;
@@ -1497,4 +1497,83 @@ fn a_failed_recovery_counts_everything_missed_as_lost() {
         json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 50}),
     );
     assert!(h.calls("channel_history").is_empty());
+}
+
+#[test]
+fn watched_accounts_report_states_survive_a_reconnect_and_end_with_logout() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let watch = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let req =
+        h.c.peers(PeersOp::Subscribe, &watch(&["ann", "bob"]), h.now);
+    h.pump();
+    let sent = h.calls("user_subscribe_status");
+    assert_eq!(sent[0]["accounts"], json!(["ann", "bob"]));
+    let id = h.call_id("user_subscribe_status");
+    h.reply(
+        id,
+        json!({"result": "ok", "status": {"ann": "ONLINE", "bob": "OFFLINE"}}),
+    );
+    let ev = h.take_events();
+    assert_eq!(
+        ev[0],
+        Event::PeersStatus {
+            status: json!({"ann": "ONLINE", "bob": "OFFLINE"})
+        }
+    );
+    assert!(matches!(&ev[1], Event::Done { req: r, result: Ok(_) } if *r == req));
+    // a change, and a state of an account not watched (ignored)
+    h.frame(json!(["notify", ["peer_status", "{\"bob\":\"ONLINE\"}"]]));
+    h.frame(json!(["notify", ["peer_status", "{\"cat\":\"ONLINE\"}"]]));
+    assert_eq!(
+        h.take_events(),
+        vec![Event::PeersStatus {
+            status: json!({"bob": "ONLINE"})
+        }]
+    );
+    // the connection drops; back, it subscribes again and reports what changed, once
+    h.take_sent();
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.login_ok("L2");
+    h.take_events();
+    let again = h
+        .take_sent()
+        .into_iter()
+        .find(|f| f[0] == "call2" && f[1][0] == "user_subscribe_status")
+        .expect("the watches are subscribed again");
+    assert_eq!(again[1][2]["accounts"], json!(["ann", "bob"]));
+    let id = again[1][1].as_u64().unwrap();
+    h.reply(
+        id,
+        json!({"result": "ok", "status": {"ann": "OFFLINE", "bob": "ONLINE"}}),
+    );
+    assert_eq!(
+        h.take_events(),
+        vec![Event::PeersStatus {
+            status: json!({"ann": "OFFLINE"})
+        }]
+    );
+    // unwatched accounts are not reported; a logout forgets every watch
+    h.c.peers(PeersOp::Unsubscribe, &watch(&["ann"]), h.now);
+    h.frame(json!(["notify", ["peer_status", "{\"ann\":\"ONLINE\"}"]]));
+    assert!(!h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::PeersStatus { .. })));
+    h.c.logout(h.now);
+    h.pump();
+    h.frame(json!(["notify", ["peer_status", "{\"bob\":\"OFFLINE\"}"]]));
+    assert!(!h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::PeersStatus { .. })));
+    // a bad account is refused before anything is sent
+    let bad =
+        h.c.peers(PeersOp::Subscribe, &watch(&["with space"]), h.now);
+    h.pump();
+    assert!(h.take_events().iter().any(|e| matches!(
+        e,
+        Event::Done { req, result: Err(_) } if *req == bad
+    )));
 }

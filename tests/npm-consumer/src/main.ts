@@ -1,5 +1,5 @@
 // A typical app: ESM import, the 1.4 API with callback properties, plus the promise API.
-import Signal, { type Session, type Channel, type SignalError, type KeptMessage } from 'opensig';
+import Signal, { type Session, type Channel, type SignalError, type KeptMessage, type PeerOnlineState } from 'opensig';
 
 const out = document.getElementById('result')!;
 const ws = new URLSearchParams(location.search).get('ws')!;
@@ -39,6 +39,11 @@ async function main(): Promise<string> {
   // the Android/iOS extras, typed
   const online: number = await alice.queryUserStatus('bob' + tag);
   const inRoom: boolean = await alice.channelQueryUserIsIn('npm' + tag, 'bob' + tag);
+  // opensig's presence subscriptions, typed
+  let changed: Record<string, PeerOnlineState> = {};
+  alice.onPeersOnlineStatusChanged = (s) => (changed = { ...changed, ...s });
+  const watched = await alice.subscribePeersOnlineStatus(['bob' + tag]);
+  if (watched['bob' + tag] !== 'ONLINE' || changed['bob' + tag] !== 'ONLINE') return 'presence: ' + JSON.stringify(watched);
   // opensig's channel history, typed
   room.onMessageChannelLost = (count: number) => console.warn(`${count} lost`);
   await room.messageChannelSend('kept');

@@ -308,6 +308,7 @@ impl<V: JsonValue> Client<V> {
         self.drop_conn();
         self.state = State::LoggedOut;
         self.events.push_back(Event::Logout { code });
+        self.forget_watches();
         self.shut_down(now);
     }
 
@@ -551,6 +552,7 @@ impl<V: JsonValue> Client<V> {
         self.poll_mailbox(now);
         if reconnected {
             self.rejoin_channels(now);
+            self.resubscribe(now);
         }
         self.flush();
     }
@@ -558,6 +560,7 @@ impl<V: JsonValue> Client<V> {
     /// `logout()`: always ends in `Logout { code: 101 }`.
     pub fn logout(&mut self, now: Millis) -> super::ReqId {
         let id = self.new_id();
+        self.forget_watches();
         match self.state {
             State::LoggedIn => {
                 self.link.logout_waiters.push(id);

@@ -142,6 +142,12 @@ impl<V: JsonValue> Client<V> {
                     self.process_user_message(&m, now);
                 }
             }
+            notify::PEER_STATUS => {
+                let text = arg1.and_then(|a| a.as_string()).unwrap_or_default();
+                if let Some(status) = V::parse(&text) {
+                    self.peer_states(&status, false);
+                }
+            }
             _ => {}
         }
     }

@@ -27,6 +27,7 @@ mod connection;
 pub mod frames;
 mod mailbox;
 mod requests;
+mod watch;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -37,6 +38,7 @@ use crate::limits::Limits;
 use crate::small::{Queue, VecMap};
 
 pub use connection::{reconnect_delay_range, reconnect_time_ms};
+pub use watch::PeersOp;
 
 /// Milliseconds on the driver's clock (any epoch, monotonic).
 pub type Millis = u64;
@@ -318,6 +320,13 @@ pub enum Event<V> {
         /// Text.
         msg: V,
     },
+    /// opensig `onPeersOnlineStatusChanged(status)`: watched accounts' states,
+    /// `{account: "ONLINE" | "UNREACHABLE" | "OFFLINE"}` — all of a subscribe's, then each
+    /// change (those missed while reconnecting once it is back).
+    PeersStatus {
+        /// The object of states.
+        status: V,
+    },
     /// A request finished: `Ok(reply body)` or the failure.
     Done {
         /// Which request.
@@ -350,6 +359,8 @@ pub struct Client<V: JsonValue> {
     calls: VecMap<(String, String), u32>,
     /// When to warn about the token's expiry (`commands`).
     token: commands::TokenClock,
+    /// Watched accounts' presence (`watch`).
+    watch: watch::Watch,
     /// Ids of requests, channels and calls (one counter, as they never meet).
     next_id: u32,
     /// This session's part of message ids (from the driver's random seed): the server drops
@@ -373,6 +384,7 @@ impl<V: JsonValue> Client<V> {
         let mut c = Client {
             link: connection::Link::new(now, seed),
             token: commands::TokenClock::default(),
+            watch: watch::Watch::default(),
             cfg,
             state: State::LoggingIn,
             reqs: requests::Requests::default(),

@@ -43,6 +43,10 @@ pub(super) enum Kind {
     /// A rejoined channel's missed messages: numbered above `after` up to `upto` (the
     /// channel's latest number when the rejoin was made).
     Recover { ch: u32, after: u64, upto: u64 },
+    /// An app's subscribe: its reply's states are all reported.
+    Watch,
+    /// The subscribe again after a reconnect: only what changed is reported.
+    Rewatch,
 }
 
 #[derive(Clone, Debug)]
@@ -356,6 +360,17 @@ impl<V: JsonValue> Client<V> {
             Kind::Recover { ch, after, upto } => {
                 self.recovered(ch, after, upto, result.ok());
                 return;
+            }
+            Kind::Rewatch => {
+                if let Some(status) = result.ok().and_then(|b| b.get("status")) {
+                    self.peer_states(&status, false);
+                }
+                return;
+            }
+            Kind::Watch => {
+                if let Some(status) = result.as_ref().ok().and_then(|b| b.get("status")) {
+                    self.peer_states(&status, true);
+                }
             }
             Kind::Leave { ch } => {
                 self.left(ch);
