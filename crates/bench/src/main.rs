@@ -19,6 +19,7 @@ mod browser;
 mod capacity;
 mod cluster;
 mod peers;
+mod presence;
 mod scenarios;
 mod sink;
 mod soak;
@@ -216,6 +217,10 @@ enum Cmd {
     /// (used by `capacity`: one load process holding sessions)
     #[command(hide = true)]
     Hold(capacity::HoldArgs),
+    /// Presence subscriptions against the firehose: watchers of K accounts each while the
+    /// accounts log in and out; server CPU per delivered change, memory per subscription,
+    /// login → ONLINE latency.
+    Presence(presence::PresenceArgs),
     /// Reconnect storm: N sessions on a node that is killed, all logging in again on the
     /// other node; time until the last is back, a bystander's latency meanwhile.
     Storm(storm::StormArgs),
@@ -1036,6 +1041,7 @@ async fn main() -> Result<()> {
         Cmd::Browser(a) => print_browser(&browser(a.messages, &c).await?),
         Cmd::Soak(a) => soak::run(a, &c.server_bin, &cores(&c)).await?,
         Cmd::Storm(a) => storm::run(a, &c.server_bin, &cores(&c)).await?,
+        Cmd::Presence(a) => presence::run(a, &c.server_bin, &cores(&c)).await?,
         Cmd::Capacity(a) => capacity::run(a, &c.server_bin, &cores(&c)).await?,
         Cmd::Hold(a) => capacity::hold(a).await?,
     }

@@ -114,7 +114,8 @@ impl Sink {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// A load-generator WebSocket.
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// One connection of the load generator.
 pub struct Client {
