@@ -129,6 +129,8 @@ fn hear(text: &str, heard: &Heard, sent: &Sent) {
 
 /// One run's figures.
 struct Run {
+    /// Server CPU µs per second.
+    cpu_per_sec: f64,
     /// Server CPU µs per delivered change (event).
     cpu_per_delivery: f64,
     /// Deliveries per second.
@@ -139,21 +141,30 @@ struct Run {
     p99: u64,
 }
 
+/// What the watchers do: watch accounts, join the firehose, or nothing (the churn alone).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Subscriptions,
+    Firehose,
+    ChurnOnly,
+}
+
 async fn run_once(
     a: &PresenceArgs,
     bin: &std::path::Path,
     cores: &Cores,
-    firehose: bool,
+    mode: Mode,
 ) -> Result<Run> {
+    let firehose = mode == Mode::Firehose;
     let server = systems::opensig(bin, cores, &["--limit", "watch_calls_per_5s=0"])?;
     let target = server.target.clone();
     let heard = Arc::new(Heard::default());
     let sent: Sent = Arc::default();
     let accounts: Vec<String> = (0..a.accounts).map(|i| format!("acct{i}")).collect();
-    let watchers = if firehose {
-        a.firehose_watchers
-    } else {
-        a.watchers
+    let watchers = match mode {
+        Mode::Subscriptions => a.watchers,
+        Mode::Firehose => a.firehose_watchers,
+        Mode::ChurnOnly => 0,
     };
     let rss0 = systems::rss_kib(server.pid());
     // watchers log in
@@ -248,6 +259,7 @@ async fn run_once(
     let watches = (watchers * if firehose { 1 } else { a.per_watcher }).max(1) as f64;
     let _ = rss0;
     Ok(Run {
+        cpu_per_sec: cpu_us / secs,
         cpu_per_delivery: cpu_us / delivered,
         deliveries: delivered / secs,
         bytes_per_watch: rss2.saturating_sub(rss1) as f64 * 1024.0 / watches,
@@ -257,13 +269,19 @@ async fn run_once(
 }
 
 pub async fn run(a: PresenceArgs, bin: &std::path::Path, cores: &Cores) -> Result<()> {
-    let mut subs = Vec::new();
-    let mut hose = Vec::new();
+    let (mut subs, mut hose, mut churn) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..a.runs {
         eprintln!("[presence] run {} of {}", i + 1, a.runs);
-        subs.push(run_once(&a, bin, cores, false).await?);
-        hose.push(run_once(&a, bin, cores, true).await?);
+        subs.push(run_once(&a, bin, cores, Mode::Subscriptions).await?);
+        hose.push(run_once(&a, bin, cores, Mode::Firehose).await?);
+        churn.push(run_once(&a, bin, cores, Mode::ChurnOnly).await?);
     }
+    // the logins and logouts themselves cost the same in every mode: what a delivery costs
+    // is what the server spends beyond them
+    let base = Spread::of(churn.iter().map(|r| r.cpu_per_sec).collect())
+        .unwrap_or_default()
+        .median;
+    let net = |r: &Run| (r.cpu_per_sec - base).max(0.0) / r.deliveries.max(1.0);
     let spread =
         |v: &[Run], f: fn(&Run) -> f64| Spread::of(v.iter().map(f).collect()).unwrap_or_default();
     let show = |s: Spread, unit: &str| format!("{:.2}{unit} ({:.2}–{:.2})", s.median, s.min, s.max);
@@ -273,24 +291,31 @@ pub async fn run(a: PresenceArgs, bin: &std::path::Path, cores: &Cores) -> Resul
         a.watchers, a.per_watcher, a.accounts, a.rate, a.runs
     );
     println!(
-        "  subscriptions: server CPU {} per delivered change, {} changes/s delivered, {} per subscription, login → ONLINE p50 {} p99 {}",
+        "  churn alone: server CPU {:.1} ms per second (the logins and logouts, no watcher)",
+        base / 1000.0
+    );
+    let subs_net = Spread::of(subs.iter().map(net).collect()).unwrap_or_default();
+    let hose_net = Spread::of(hose.iter().map(net).collect()).unwrap_or_default();
+    println!(
+        "  subscriptions: server CPU {} per delivered change beyond the churn ({} with it), {} changes/s delivered, {} per subscription, login → ONLINE p50 {} p99 {}",
+        show(subs_net, " µs"),
         show(spread(&subs, |r| r.cpu_per_delivery), " µs"),
         show(spread(&subs, |r| r.deliveries), ""),
         show(spread(&subs, |r| r.bytes_per_watch), " B"),
         fmt_us(median_u64(subs.iter().map(|r| r.p50).collect())),
         fmt_us(median_u64(subs.iter().map(|r| r.p99).collect())),
     );
-    let per_event = spread(&hose, |r| r.cpu_per_delivery);
     println!(
-        "  firehose ({} watchers): server CPU {} per delivered event, {} events/s delivered, {} per member; \
+        "  firehose ({} watchers): server CPU {} per delivered event beyond the churn ({} with it), {} events/s delivered, {} per member; \
          per event about one of a watcher's {} accounts (1 in {:.0}): {:.1} µs",
         a.firehose_watchers,
-        show(per_event, " µs"),
+        show(hose_net, " µs"),
+        show(spread(&hose, |r| r.cpu_per_delivery), " µs"),
         show(spread(&hose, |r| r.deliveries), ""),
         show(spread(&hose, |r| r.bytes_per_watch), " B"),
         a.per_watcher,
         1.0 / useful,
-        per_event.median / useful,
+        hose_net.median / useful,
     );
     Ok(())
 }
