@@ -293,7 +293,13 @@ async fn main() {
     }
     if let Some(c) = running.console_addr {
         tracing::info!("operator console on http://{c}/console/");
-        println!("opensig-server: operator console http://{c}/console/");
+        let nobody = running.shared.config().operators.is_empty();
+        let hint = if nobody {
+            "  (no [[operators]] yet: `opensig-server operator --name NAME` makes one)"
+        } else {
+            ""
+        };
+        println!("opensig-server: operator console http://{c}/console/{hint}");
     }
     serve_signals(&running, &s).await;
     tracing::info!("shutting down: closing every session");
