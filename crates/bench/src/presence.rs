@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use futures_util::{SinkExt, StreamExt};
 use opensig_protocol::client::frames::{self, Body};
-use opensig_protocol::names::call;
+use opensig_protocol::names::{call, event, notify, peer_state, special};
 use rand::seq::IndexedRandom;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
@@ -88,8 +88,8 @@ async fn watcher(
 
 /// Count a frame (or a `multi` batch) the watcher got, and time the `ONLINE`s.
 fn hear(text: &str, heard: &Heard, sent: &Sent) {
-    let is_status = text.contains("peer_status");
-    let is_firehose = text.contains("__agora_user_online");
+    let is_status = text.contains(notify::PEER_STATUS);
+    let is_firehose = text.contains(special::USER_ONLINE);
     if !is_status && !is_firehose {
         return;
     }
@@ -97,15 +97,15 @@ fn hear(text: &str, heard: &Heard, sent: &Sent) {
         return;
     };
     let frames = match v[0].as_str() {
-        Some("multi") => v[1].as_array().cloned().unwrap_or_default(),
+        Some(event::MULTI) => v[1].as_array().cloned().unwrap_or_default(),
         _ => vec![v],
     };
     let now = Instant::now();
     for f in frames {
-        if f[0] != "notify" {
+        if f[0] != event::NOTIFY {
             continue;
         }
-        if f[1][0] == "peer_status" {
+        if f[1][0] == notify::PEER_STATUS {
             let states: serde_json::Value =
                 serde_json::from_str(f[1][1].as_str().unwrap_or("{}")).unwrap_or_default();
             let Some(states) = states.as_object() else {
@@ -113,7 +113,7 @@ fn hear(text: &str, heard: &Heard, sent: &Sent) {
             };
             for (account, state) in states {
                 heard.delivered.fetch_add(1, Ordering::Relaxed);
-                if state == "ONLINE" {
+                if state == peer_state::ONLINE {
                     if let Some(t) = sent.lock().unwrap().get(account) {
                         heard
                             .latency
@@ -121,7 +121,7 @@ fn hear(text: &str, heard: &Heard, sent: &Sent) {
                     }
                 }
             }
-        } else if f[1][0] == "channel2" && f[1][1] == "__agora_user_online" {
+        } else if f[1][0] == notify::CHANNEL2 && f[1][1] == special::USER_ONLINE {
             heard.delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -187,7 +187,7 @@ async fn run_once(
     // each watches its accounts (or joins the firehose)
     for (id, (tx, line)) in (1u64..).zip(sinks.iter_mut()) {
         let frame = if firehose {
-            let args = Body::new().s("name", "__agora_user_online").0;
+            let args = Body::new().s("name", special::USER_ONLINE).0;
             frames::call2(call::CHANNEL_JOIN, id, &args, line)
         } else {
             let picks: Vec<&String> = accounts

@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use opensig_protocol::ident::AppId;
 use opensig_protocol::names::console;
+use opensig_protocol::ErrorKind;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -250,11 +251,14 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// The sign-out route (the guard lets a read-only operator use it).
+const SIGNOUT: &str = "/console/api/signout";
+
 /// The console's routes (the page, its JSON, the API's routes under `/console/api/v1`).
 pub fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
     let guarded = Router::new()
         .route("/console/api/session", get(session::<S>))
-        .route("/console/api/signout", post(signout::<S>))
+        .route(SIGNOUT, post(signout::<S>))
         .route("/console/api/overview", get(overview::<S>))
         .route("/console/api/apps/{app}/events", get(tail::<S>))
         .nest("/console", crate::api::router::<S>())
@@ -375,7 +379,7 @@ async fn guard<S: Store>(
                 method = %req.method(), path = req.uri().path(), "refused: no CSRF token");
             return refuse(StatusCode::FORBIDDEN, console::CSRF);
         }
-        let signout = req.uri().path() == "/console/api/signout";
+        let signout = req.uri().path() == SIGNOUT;
         if op.read_only && !signout {
             tracing::warn!(target: "opensig::console", operator = %op.name,
                 method = %req.method(), path = req.uri().path(), "refused: read-only");
@@ -412,7 +416,7 @@ async fn signin<S: Store>(
         return refuse(StatusCode::FORBIDDEN, console::CSRF);
     }
     let Ok(Json(si)) = body else {
-        return refuse(StatusCode::BAD_REQUEST, "invalid_args");
+        return refuse(StatusCode::BAD_REQUEST, ErrorKind::InvalidArgs.as_str());
     };
     if si.name.len() > 64 || si.password.len() > 1024 {
         return refuse(StatusCode::UNAUTHORIZED, console::UNAUTHORIZED);
@@ -426,7 +430,10 @@ async fn signin<S: Store>(
     }
     let op = config.operators.iter().find(|o| o.name == si.name).cloned();
     let Ok(_permit) = c.signins.verifying.acquire().await else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable.as_str(),
+        );
     };
     let hash = op.as_ref().map(|o| o.password_hash.clone());
     let password = si.password;
@@ -485,7 +492,7 @@ async fn overview<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
         Err(e) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "unavailable", "detail": e.to_string()})),
+                Json(json!({"error": ErrorKind::Unavailable.as_str(), "detail": e.to_string()})),
             )
                 .into_response()
         }
@@ -567,13 +574,22 @@ async fn tail<S: Store>(
 ) -> Response {
     let config = shared.config();
     let Ok(app) = AppId::parse(&app, &config.limits) else {
-        return refuse(StatusCode::NOT_FOUND, "not_found");
+        return refuse(
+            StatusCode::NOT_FOUND,
+            opensig_protocol::names::api::NOT_FOUND,
+        );
     };
     if !config.app_allowed(&app) {
-        return refuse(StatusCode::NOT_FOUND, "not_found");
+        return refuse(
+            StatusCode::NOT_FOUND,
+            opensig_protocol::names::api::NOT_FOUND,
+        );
     }
     let Ok(permit) = shared.console.tails.clone().try_acquire_owned() else {
-        return refuse(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited.as_str(),
+        );
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let sh = shared.clone();
