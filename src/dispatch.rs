@@ -102,10 +102,9 @@ pub(crate) fn event(hub: &Hub, e: Event<Js>) {
             hub.slots
                 .fire(scb::ERROR, &[name.into(), code.value().into(), desc.into()]);
         }
-        Event::MessageInstant { account, msg } => hub.slots.fire(
-            scb::MESSAGE_INSTANT,
-            &[account.into(), 0.into(), msg.into()],
-        ),
+        Event::MessageInstant { account, msg } => hub
+            .slots
+            .fire(scb::MESSAGE_INSTANT, &[account.0, 0.into(), msg.0]),
         Event::InviteReceived {
             call,
             channel,

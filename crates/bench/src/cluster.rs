@@ -240,7 +240,7 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
                 {
                     if let Event::MessageInstant { msg, .. } = e {
                         let now = start.elapsed();
-                        if let Ok(sent) = msg.parse::<u64>() {
+                        if let Some(Ok(sent)) = msg.as_str().map(str::parse::<u64>) {
                             let sent = Duration::from_nanos(sent);
                             if sent > warmup {
                                 samples.lock().await.add(now.saturating_sub(sent));

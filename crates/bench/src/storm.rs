@@ -96,7 +96,7 @@ async fn bystander_pair(
             }
             e = receiver.next_event() => {
                 if let Some(Event::MessageInstant { msg, .. }) = e {
-                    if let Ok(ns) = msg.parse::<u64>() {
+                    if let Some(Ok(ns)) = msg.as_str().map(str::parse::<u64>) {
                         let sent = Duration::from_nanos(ns);
                         samples.push((sent, start.elapsed().saturating_sub(sent)));
                     }

@@ -174,6 +174,15 @@ pub mod msgtype {
     pub const VOIP_PREFIX: &str = "voip_";
     /// The invite failed (server → caller).
     pub const VOIP_INVITE_FAILED: &str = "voip_invite_failed";
+    /// The channel event types a client delivers, each with the members of its content that
+    /// its callback gets, in argument order (`""`: none). A driver that reads frames itself
+    /// (the SDK's JS reader) is handed this table instead of spelling it again.
+    pub const CHANNEL_EVENTS: [(&str, [&str; 3]); 4] = [
+        (CHANNEL_MSG, ["account", "uid", "msg"]),
+        (CHANNEL_USER_JOIN, ["account", "uid", ""]),
+        (CHANNEL_USER_LEAVE, ["account", "uid", ""]),
+        (CHANNEL_ATTR_UPDATE, ["name", "value", "type"]),
+    ];
 }
 
 /// `type` values of `channel_attr_update`.

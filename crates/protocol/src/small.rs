@@ -18,7 +18,7 @@ impl<K, V> Default for VecMap<K, V> {
 
 impl<K: PartialEq, V> VecMap<K, V> {
     /// An empty map.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         VecMap(Vec::new())
     }
 

@@ -699,7 +699,7 @@ fn inline_recvmsg_contiguous_gap_and_duplicates() {
         .take_events()
         .into_iter()
         .filter_map(|e| match e {
-            Event::MessageInstant { msg, .. } => Some(msg),
+            Event::MessageInstant { msg, .. } => msg.as_str().map(String::from),
             _ => None,
         })
         .collect();
@@ -1576,4 +1576,160 @@ fn watched_accounts_report_states_survive_a_reconnect_and_end_with_logout() {
         e,
         Event::Done { req, result: Err(_) } if *req == bad
     )));
+}
+
+/// A driver that reads the hot frames itself (the SDK's JS reader) hands the core what it
+/// read: the core must end where the same frames read by the core itself end.
+fn read_by_driver(h: &mut H, frame: &Value) -> bool {
+    use opensig_protocol::client::ChannelEvent;
+    use opensig_protocol::msg;
+    use opensig_protocol::names::msgtype;
+    let c = h.conn();
+    let p = &frame[1];
+    if frame[0] != "notify" || !p.is_array() {
+        return false;
+    }
+    if p[0] == "channel2" {
+        let (Some(name), Some(seq), Some(text)) = (p[1].as_str(), p[2].as_u64(), p[3].as_str())
+        else {
+            return false;
+        };
+        let Some(m) = msg::parse(text) else {
+            return false;
+        };
+        let Some(kind) = msgtype::CHANNEL_EVENTS
+            .iter()
+            .position(|(k, _)| *k == m.kind)
+        else {
+            return false;
+        };
+        let Ok(content) = serde_json::from_str::<Value>(m.content) else {
+            return false;
+        };
+        let fields = msgtype::CHANNEL_EVENTS[kind].1.map(|k| {
+            content
+                .get(k)
+                .filter(|_| !k.is_empty())
+                .cloned()
+                .unwrap_or(json!(""))
+        });
+        let e = ChannelEvent {
+            channel: name,
+            seq,
+            number: p[4].as_u64(),
+            kind,
+            fields,
+        };
+        h.c.handle_channel_event(c, e, h.now);
+    } else if p[0] == "recvmsg" {
+        let Some(pair) = p[1]
+            .as_str()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        else {
+            return false;
+        };
+        let (Some(v), Some(text)) = (pair[0].as_u64(), pair[1].as_str()) else {
+            return false;
+        };
+        let Some(m) = msg::parse(text).filter(|m| m.kind == msgtype::INSTANT) else {
+            return false;
+        };
+        h.c.handle_instant(c, v, m.id, json!(m.source), json!(m.content), h.now);
+    } else {
+        return false;
+    }
+    h.pump();
+    true
+}
+
+#[test]
+fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
+    let joined = |h: &mut H| {
+        let a = h.c.channel_join("a", h.now);
+        h.pump();
+        let cid = h.call_id("channel_join");
+        h.reply(cid, json!({"result": "ok", "list": [], "attrs": {}}));
+        h.take_events();
+        a
+    };
+    let mut core = H::logged_in(cfg(&["ws://a/"]));
+    let mut driver = H::logged_in(cfg(&["ws://a/"]));
+    let a = joined(&mut core);
+    assert_eq!(joined(&mut driver), a);
+    let chan = |seq: u64, kind: &str, content: Value, number: Option<u64>| {
+        let text = format!("msg-v2 bob 0 a {kind} - {content}");
+        match number {
+            Some(n) => json!(["notify", ["channel2", "a", seq, text, n]]),
+            None => json!(["notify", ["channel2", "a", seq, text]]),
+        }
+    };
+    let inst = |v: u64, id: &str, text: &str| {
+        json!([
+            "notify",
+            [
+                "recvmsg",
+                json!([v, msg_v3(id, "bob", "instant", text)]).to_string()
+            ]
+        ])
+    };
+    let frames = vec![
+        chan(
+            1,
+            "channel_msg",
+            json!({"account": "bob", "uid": 0, "msg": "one"}),
+            Some(1),
+        ),
+        chan(
+            2,
+            "channel_user_join",
+            json!({"account": "carol", "uid": 7}),
+            None,
+        ),
+        chan(
+            2,
+            "channel_msg",
+            json!({"account": "bob", "msg": "same sequence"}),
+            Some(2),
+        ),
+        chan(
+            3,
+            "channel_msg",
+            json!({"account": "bob", "msg": "an old number"}),
+            Some(1),
+        ),
+        chan(
+            4,
+            "channel_attr_update",
+            json!({"name": "k", "value": "v", "type": "update"}),
+            None,
+        ),
+        chan(5, "channel_user_leave", json!({"account": "carol"}), None),
+        chan(6, "channel_msg", json!(["not", "an", "object"]), Some(3)),
+        inst(1, "x", "hello"),
+        inst(2, "x", "the same id again"),
+        inst(4, "z", "a gap"),
+        json!([
+            "notify",
+            [
+                "channel2",
+                "nowhere",
+                9,
+                "msg-v2 bob 0 nowhere channel_msg - {}"
+            ]
+        ]),
+    ];
+    for f in &frames {
+        core.frame(f.clone());
+        assert!(read_by_driver(&mut driver, f), "{f}");
+    }
+    let events = core.take_events();
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(events, driver.take_events());
+    assert_eq!(core.take_sent(), driver.take_sent());
+    assert!(events.contains(&Event::ChannelMessage {
+        ch: a,
+        account: json!(""),
+        uid: json!(""),
+        msg: json!("")
+    }));
 }

@@ -242,7 +242,9 @@ async fn user(
                 }
             }
             Event::MessageInstant { msg, .. } => {
-                *l.received.entry((me.clone(), msg)).or_default() += 1;
+                *l.received
+                    .entry((me.clone(), msg.as_str().unwrap_or_default().to_string()))
+                    .or_default() += 1;
             }
             Event::InviteReceived {
                 call,
@@ -300,7 +302,7 @@ async fn user(
                 .lock()
                 .unwrap()
                 .received
-                .entry((me.clone(), msg))
+                .entry((me.clone(), msg.as_str().unwrap_or_default().to_string()))
                 .or_default() += 1;
         }
     }
@@ -312,7 +314,7 @@ async fn user(
                 .lock()
                 .unwrap()
                 .received
-                .entry((me.clone(), msg))
+                .entry((me.clone(), msg.as_str().unwrap_or_default().to_string()))
                 .or_default() += 1;
         }
     }

@@ -85,7 +85,9 @@ async fn member(
     }
     let record = |l: &mut Ledger, e: &Event<serde_json::Value>| {
         if let Event::MessageInstant { msg, .. } = e {
-            *l.received.entry((me.clone(), msg.clone())).or_default() += 1;
+            *l.received
+                .entry((me.clone(), msg.as_str().unwrap_or_default().to_string()))
+                .or_default() += 1;
         }
     };
     let mut pending: HashMap<u32, String> = HashMap::new();

@@ -51,7 +51,7 @@ async fn offline_messages_arrive_at_next_login_and_are_not_repeated_once_acknowl
             e,
             Event::MessageInstant {
                 account: "alice".into(),
-                msg: format!("m{i}")
+                msg: format!("m{i}").into()
             }
         );
     }

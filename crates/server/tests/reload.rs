@@ -232,7 +232,8 @@ async fn sighup_reloads_apps_certificates_and_limits_under_load() {
                 })
                 .await
             {
-                *got.entry(msg).or_default() += 1;
+                *got.entry(msg.as_str().unwrap_or_default().to_string())
+                    .or_default() += 1;
             }
         }
         (bob, got)

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use super::{
     frames::Body,
     requests::{JoinMode, Kind},
-    ChannelId, Client, Event, Failure, Millis, ReqId, State,
+    ChannelId, Client, ConnId, Event, Failure, Millis, ReqId, State,
 };
 use crate::codes::{Code, ErrorKind};
 use crate::json::{as_u64, JsonValue};
@@ -59,6 +59,22 @@ impl<V> Default for Channels<V> {
             current: None,
         }
     }
+}
+
+/// A `channel2` notification as a driver that reads frames itself hands it over
+/// ([`Client::handle_channel_event`]).
+#[derive(Clone, Debug)]
+pub struct ChannelEvent<'a, V> {
+    /// The channel's name (empty: the newest channel).
+    pub channel: &'a str,
+    /// The event's sequence number in the channel.
+    pub seq: u64,
+    /// A channel message's number (history), if any.
+    pub number: Option<u64>,
+    /// Its type, as an index of [`msgtype::CHANNEL_EVENTS`].
+    pub kind: usize,
+    /// Its content's members in that table's order (an absent one as the empty string).
+    pub fields: [V; 3],
 }
 
 impl<V: JsonValue> Client<V> {
@@ -300,57 +316,87 @@ impl<V: JsonValue> Client<V> {
         value: &V,
         text: &str,
     ) {
-        let routed = if channel.is_empty() {
-            self.chans.current
-        } else {
-            self.chans.by_name.get(channel).copied()
-        };
-        let Some(ch) = routed else {
+        let Some(ch) = self.channel_route(channel, seq) else {
             return;
         };
-        let Some(c) = self.chans.map.get_mut(&ch) else {
-            return;
-        };
-        if c.last_seq != 0 && seq <= c.last_seq {
-            return;
-        }
-        c.last_seq = seq;
         let Some(m) = msg::parse(text) else { return };
+        let Some(kind) = msgtype::CHANNEL_EVENTS
+            .iter()
+            .position(|(k, _)| *k == m.kind)
+        else {
+            return;
+        };
         // (the content is a tail of the text: parsed where the text lives)
         let at = m.content.as_ptr() as usize - text.as_ptr() as usize;
         let Some(content) = value.parse_within(text, at) else {
             self.log("ignored a channel event whose content is not JSON");
             return;
         };
-        let get = |k: &str| content.get(k).unwrap_or_else(|| V::from_string(""));
+        let fields = msgtype::CHANNEL_EVENTS[kind].1.map(|k| {
+            content
+                .get(k)
+                .filter(|_| !k.is_empty())
+                .unwrap_or_else(|| V::from_string(""))
+        });
+        self.channel_event(ch, number, kind, fields);
+    }
+
+    /// A channel event that the driver read itself; the same rules as a frame read here.
+    pub fn handle_channel_event(&mut self, conn: ConnId, e: ChannelEvent<'_, V>, now: Millis) {
+        if e.kind >= msgtype::CHANNEL_EVENTS.len() || !self.received(conn, now) {
+            return;
+        }
+        if let Some(ch) = self.channel_route(e.channel, e.seq) {
+            self.channel_event(ch, e.number, e.kind, e.fields);
+        }
+    }
+
+    /// The channel an event is for, unless its sequence was seen.
+    fn channel_route(&mut self, channel: &str, seq: u64) -> Option<u32> {
+        let routed = if channel.is_empty() {
+            self.chans.current
+        } else {
+            self.chans.by_name.get(channel).copied()
+        };
+        let ch = routed?;
+        let c = self.chans.map.get_mut(&ch)?;
+        if c.last_seq != 0 && seq <= c.last_seq {
+            return None;
+        }
+        c.last_seq = seq;
+        Some(ch)
+    }
+
+    fn channel_event(&mut self, ch: u32, number: Option<u64>, kind: usize, fields: [V; 3]) {
         let id = ch;
         let ch = ChannelId(ch);
-        let ev = match m.kind {
+        let name = msgtype::CHANNEL_EVENTS[kind].0;
+        let [a, b, c] = fields;
+        let ev = match name {
             msgtype::CHANNEL_MSG => Event::ChannelMessage {
                 ch,
-                account: get("account"),
-                uid: get("uid"),
-                msg: get("msg"),
+                account: a,
+                uid: b,
+                msg: c,
             },
             msgtype::CHANNEL_USER_JOIN => Event::ChannelUserJoined {
                 ch,
-                account: get("account"),
-                uid: get("uid"),
+                account: a,
+                uid: b,
             },
             msgtype::CHANNEL_USER_LEAVE => Event::ChannelUserLeft {
                 ch,
-                account: get("account"),
-                uid: get("uid"),
+                account: a,
+                uid: b,
             },
-            msgtype::CHANNEL_ATTR_UPDATE => Event::ChannelAttr {
+            _ => Event::ChannelAttr {
                 ch,
-                name: get("name"),
-                value: get("value"),
-                kind: get("type"),
+                name: a,
+                value: b,
+                kind: c,
             },
-            _ => return,
         };
-        let number = number.filter(|_| m.kind == msgtype::CHANNEL_MSG);
+        let number = number.filter(|_| name == msgtype::CHANNEL_MSG);
         let Some(c) = self.chans.map.get_mut(&id) else {
             return;
         };

@@ -406,11 +406,19 @@ impl<V: JsonValue> Client<V> {
 
     /// A frame arrived on `conn`, already parsed.
     pub fn handle_frame(&mut self, conn: ConnId, frame: V, now: Millis) {
-        if !self.is_current(conn) {
-            return;
+        if self.received(conn, now) {
+            self.dispatch(frame, now);
         }
-        self.link.last_rx = now;
-        self.dispatch(frame, now);
+    }
+
+    /// Something arrived on `conn`: whether it is the current connection (what arrives
+    /// feeds its watchdog).
+    pub(super) fn received(&mut self, conn: ConnId, now: Millis) -> bool {
+        let current = self.is_current(conn);
+        if current {
+            self.link.last_rx = now;
+        }
+        current
     }
 
     fn dispatch(&mut self, frame: V, now: Millis) {

@@ -4,7 +4,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use super::{frames::Body, requests::Kind, Client, Event, Millis, State};
+use super::{frames::Body, requests::Kind, Client, ConnId, Event, Millis, State};
 use crate::json::{as_u64, JsonValue};
 use crate::msg;
 use crate::names::{call, msgtype, notify};
@@ -128,13 +128,8 @@ impl<V: JsonValue> Client<V> {
                 ) else {
                     return;
                 };
-                if v == self.mailbox.acked + 1 {
+                if self.inline_in_order(v, now) {
                     self.process_user_message(&m, now);
-                    self.mailbox.acked = v;
-                    self.mailbox.ack_due.get_or_insert(now + ACK_DELAY_MS);
-                } else if v > self.mailbox.acked {
-                    self.mailbox.notified = self.mailbox.notified.max(v);
-                    self.poll_mailbox(now);
                 }
             }
             notify::RECVMSG_BY_MSGID => {
@@ -200,18 +195,53 @@ impl<V: JsonValue> Client<V> {
         }
     }
 
+    /// An inline delivery of mailbox version `v`: whether it is the next one (then it counts
+    /// as processed); a later one makes the mailbox be polled for what is missing.
+    fn inline_in_order(&mut self, v: u64, now: Millis) -> bool {
+        if v == self.mailbox.acked + 1 {
+            self.mailbox.acked = v;
+            self.mailbox.ack_due.get_or_insert(now + ACK_DELAY_MS);
+            return true;
+        }
+        if v > self.mailbox.acked {
+            self.mailbox.notified = self.mailbox.notified.max(v);
+            self.poll_mailbox(now);
+        }
+        false
+    }
+
+    /// An instant message delivered inline (`recvmsg`) that the driver read itself: mailbox
+    /// version `v`, the msg-v3 id if any, sender and text. The same rules as a frame read here.
+    pub fn handle_instant(
+        &mut self,
+        conn: ConnId,
+        v: u64,
+        id: Option<&str>,
+        account: V,
+        msg: V,
+        now: Millis,
+    ) {
+        if self.received(conn, now) && self.inline_in_order(v, now) && self.first_time(id, now) {
+            self.events
+                .push_back(Event::MessageInstant { account, msg });
+        }
+    }
+
+    /// Whether a message with msg-v3 id `id` (none: msg-v2) is new.
+    fn first_time(&mut self, id: Option<&str>, now: Millis) -> bool {
+        let window = self.cfg.limits.dedup_window_secs * 1000;
+        id.is_none_or(|id| self.dedup.first_time(id, now, window))
+    }
+
     fn process_user_message(&mut self, text: &str, now: Millis) {
         let Some(m) = msg::parse(text) else { return };
-        if let Some(id) = m.id {
-            let window = self.cfg.limits.dedup_window_secs * 1000;
-            if !self.dedup.first_time(id, now, window) {
-                return;
-            }
+        if !self.first_time(m.id, now) {
+            return;
         }
         if m.kind == msgtype::INSTANT {
             self.events.push_back(Event::MessageInstant {
-                account: m.source.to_string(),
-                msg: m.content.to_string(),
+                account: V::from_string(m.source),
+                msg: V::from_string(m.content),
             });
         } else if m.kind.starts_with(msgtype::VOIP_PREFIX) {
             let Some(content) = V::parse(m.content) else {

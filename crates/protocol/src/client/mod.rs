@@ -37,6 +37,7 @@ use crate::json::JsonValue;
 use crate::limits::Limits;
 use crate::small::{Queue, VecMap};
 
+pub use channels::ChannelEvent;
 pub use connection::{reconnect_delay_range, reconnect_time_ms};
 pub use watch::PeersOp;
 
@@ -218,9 +219,9 @@ pub enum Event<V> {
     /// `onMessageInstantReceive(account, 0, msg)`.
     MessageInstant {
         /// Sender.
-        account: String,
+        account: V,
         /// Text.
-        msg: String,
+        msg: V,
     },
     /// `onInviteReceived(call)`.
     InviteReceived {
