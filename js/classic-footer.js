@@ -14,16 +14,18 @@
       'load it with <script charset="utf-8">');
   }
   WASM_BYTES = null;
-  wasm_bindgen.initSync({ module: bytes });
-  var Impl = wasm_bindgen.Signal;
+  var instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), importObject());
+  __glue.__wbg_set_wasm(instance.exports);
+  instance.exports.__wbindgen_start();
+  var Impl = __glue.Signal;
   function Signal(appid, options) {
     return new Impl(appid, options);
   }
   Signal.prototype = Impl.prototype;
   Signal.Signal = Signal;
-  Signal.Session = wasm_bindgen.Session;
-  Signal.Channel = wasm_bindgen.Channel;
-  Signal.Call = wasm_bindgen.Call;
+  Signal.Session = __glue.Session;
+  Signal.Channel = __glue.Channel;
+  Signal.Call = __glue.Call;
   if (typeof module === 'object' && module && module.exports) module.exports = Signal;
   else if (typeof define === 'function' && define.amd) define(function () { return Signal; });
   else root.Signal = Signal;

@@ -5,11 +5,18 @@
 
 use std::cell::RefCell;
 
-use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
-/// The JS object whose callback properties are called.
+use crate::js::name;
+
+#[wasm_bindgen(module = "/js/reader.js")]
+extern "C" {
+    /// `obj[name](…the first n of a, b, c)` if it is a function, its exception logged.
+    #[wasm_bindgen(js_name = fire)]
+    fn fire_js(obj: &JsValue, name: &JsValue, n: u32, a: &JsValue, b: &JsValue, c: &JsValue);
+}
+
+/// The JS object whose callbacks are called.
 pub(crate) struct Slots {
     /// The JS object the callbacks belong to (`this`); cleared when the object is finished
     /// so the cycle JS object ↔ Rust state can be collected (no callback fires after that).
@@ -23,27 +30,15 @@ impl Slots {
         }
     }
 
-    /// Call the callback property `name` with `args` if it holds a function.
-    pub(crate) fn fire(&self, name: &str, args: &[JsValue]) {
-        let this = self.this.borrow().clone();
-        if !this.is_object() {
-            return;
-        }
-        let Ok(f) = Reflect::get(&this, &JsValue::from_str(name)) else {
+    /// Call the callback property `key` with `args` (at most 3) if it holds a function.
+    pub(crate) fn fire(&self, key: &str, args: &[JsValue]) {
+        // `this` only changes when the object is made or finished, both outside its callbacks
+        // (the pump does not run again inside one), so it is borrowed, not copied, meanwhile
+        let Ok(this) = self.this.try_borrow() else {
             return;
         };
-        let Some(f) = f.dyn_ref::<Function>() else {
-            return;
-        };
-        let r = match args {
-            [] => f.call0(&this),
-            [a] => f.call1(&this, a),
-            [a, b] => f.call2(&this, a, b),
-            [a, b, c] => f.call3(&this, a, b, c),
-            _ => f.apply(&this, &args.iter().collect()),
-        };
-        if let Err(e) = r {
-            web_sys::console::error_2(&JsValue::from_str("opensig: an app callback threw:"), &e);
-        }
+        let u = JsValue::UNDEFINED;
+        let arg = |i: usize| args.get(i).unwrap_or(&u);
+        fire_js(&this, &name(key), args.len() as u32, arg(0), arg(1), arg(2));
     }
 }

@@ -152,7 +152,12 @@ impl Hub {
 
     /// Milliseconds on the core's clock.
     pub(crate) fn now(&self) -> Millis {
-        (js_sys::Date::now() - self.start).max(0.0) as Millis
+        self.at(js_sys::Date::now())
+    }
+
+    /// The core's clock at `Date.now()` = `unix_ms`.
+    pub(crate) fn at(&self, unix_ms: f64) -> Millis {
+        (unix_ms - self.start).max(0.0) as Millis
     }
 
     /// Run `f` on the core (a command), then make sure its effects are performed.

@@ -19,26 +19,30 @@ extern "C" {
 pub struct Js(pub JsValue);
 
 thread_local! {
-    /// Member names the core asks for, as JS strings made once: a name crosses from wasm
-    /// memory to JS (a `TextDecoder` call) the first time only.
-    static KEYS: std::cell::RefCell<Vec<(String, JsValue)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Member and callback names, as JS strings made once: a name crosses from wasm memory
+    /// to JS (a `TextDecoder` call) the first time only.
+    static NAMES: std::cell::RefCell<Vec<(String, JsValue)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `Reflect.get(target, key)` with `key` made into a JS string at most once.
-fn get_member(target: &JsValue, key: &str) -> Option<JsValue> {
-    KEYS.with(|keys| {
-        let mut keys = keys.borrow_mut();
-        let i = match keys.iter().position(|(k, _)| k == key) {
-            Some(i) => i,
-            // the core's names are few and fixed; a bound all the same
-            None if keys.len() < 64 => {
-                keys.push((key.to_owned(), JsValue::from_str(key)));
-                keys.len() - 1
-            }
-            None => return Reflect::get(target, &JsValue::from_str(key)).ok(),
-        };
-        Reflect::get(target, &keys[i].1).ok()
+/// `key` as a JS string, made at most once (the SDK's names are few and fixed; a bound all
+/// the same).
+pub(crate) fn name(key: &str) -> JsValue {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some((_, v)) = names.iter().find(|(k, _)| k == key) {
+            return v.clone();
+        }
+        let v = JsValue::from_str(key);
+        if names.len() < 128 {
+            names.push((key.to_owned(), v.clone()));
+        }
+        v
     })
+}
+
+/// `Reflect.get(target, key)`.
+fn get_member(target: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(target, &name(key)).ok()
 }
 
 impl JsonValue for Js {

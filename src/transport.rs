@@ -17,11 +17,11 @@ use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
-use opensig_protocol::client::{Action, Client, Config, ConnId, Millis};
+use opensig_protocol::client::{Action, ChannelEvent, Client, Config, ConnId, Millis};
 use opensig_protocol::small::{Queue, VecMap};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{BinaryType, MessageEvent, WebSocket};
+use web_sys::{BinaryType, WebSocket};
 
 use crate::hub::{Hub, Wake};
 use crate::js::{json_parse, Js};
@@ -43,10 +43,78 @@ extern "C" {
     fn new(format: &str) -> Result<DecompressionStream, JsValue>;
 }
 
+#[wasm_bindgen(module = "/js/reader.js")]
+extern "C" {
+    /// The JS reader of a socket's frames (js/reader.js): it hands the core each frame, or
+    /// each hot event read in JS, through the three entries.
+    fn listen(ws: &WebSocket, t: &Array, enter: &JsValue, io: u32, conn: u32);
+}
+
+/// What the JS reader compares with, from crates/protocol (js/reader.js `listen`'s `t`).
+fn reader_names() -> Array {
+    use opensig_protocol::msg;
+    use opensig_protocol::names::{event, msgtype, notify};
+    let t: Array = [
+        event::NOTIFY,
+        event::MULTI,
+        notify::CHANNEL2,
+        notify::RECVMSG,
+        msg::V2,
+        msg::V3,
+        msgtype::INSTANT,
+    ]
+    .iter()
+    .map(|s| JsValue::from_str(s))
+    .collect();
+    let kinds: Array = msgtype::CHANNEL_EVENTS
+        .iter()
+        .map(|(kind, fields)| {
+            let fields: Array = fields.iter().map(|s| JsValue::from_str(s)).collect();
+            Array::of2(&JsValue::from_str(kind), &fields)
+        })
+        .collect();
+    t.push(&kinds);
+    t
+}
+
+thread_local! {
+    /// Every session's IO by its number, for the reader's entry.
+    static IOS: RefCell<VecMap<u32, Weak<Io>>> = const { RefCell::new(VecMap::new()) };
+    static NEXT_IO: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
+}
+
+/// The reader's entry into the core (js/reader.js `listen`'s `enter`), called by the reader as
+/// the wasm export itself: no closure glue between a frame and the core.
+const READER_ENTRY: &str = "__opensig_read";
+
+/// What the reader of session IO `io`'s socket `conn` hands over at `Date.now()` = `t`
+/// (js/reader.js `listen`).
+#[wasm_bindgen(js_name = "__opensig_read", skip_typescript)]
+#[allow(clippy::too_many_arguments)]
+pub fn reader_entry(
+    io: u32,
+    conn: u32,
+    t: f64,
+    op: u32,
+    kind: u32,
+    x: f64,
+    y: f64,
+    a: JsValue,
+    b: JsValue,
+    c: JsValue,
+    d: JsValue,
+) -> u32 {
+    let io = IOS.with(|m| m.borrow().get(&io).and_then(Weak::upgrade));
+    io.map_or(0, |io| {
+        io.enter(ConnId(conn), t, [op, kind], x, y, [a, b, c, d])
+    })
+}
+
 /// One WebSocket and the closures the browser calls for it.
 struct Socket {
     ws: WebSocket,
-    _handlers: [Closure<dyn FnMut(JsValue)>; 4],
+    /// open, close, error
+    _handlers: [Closure<dyn FnMut(JsValue)>; 3],
     /// Frames waiting behind a binary frame that is still being inflated.
     queue: Queue<Option<JsValue>>,
 }
@@ -74,6 +142,8 @@ struct IoState {
 
 /// The IO of one session.
 struct Io {
+    /// Its number in `IOS`.
+    id: u32,
     hub: Weak<Hub>,
     me: Weak<Io>,
     /// The WebSocket class the app gave (undefined: the global `WebSocket`).
@@ -81,6 +151,15 @@ struct Io {
     st: RefCell<IoState>,
     /// Runs a scheduled pump (a microtask); lives as long as the session.
     pump_closure: Closure<dyn FnMut()>,
+    /// The socket and channel name of the last channel event the reader gave: a stream of
+    /// events for one channel crosses into wasm memory once.
+    last_channel: RefCell<(ConnId, String)>,
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        IOS.with(|m| m.borrow_mut().remove(&self.id));
+    }
 }
 
 /// The Hub's handle on its IO.
@@ -113,7 +192,10 @@ pub(crate) fn start(mut config: Config, log: Rc<LogSettings>, web_socket: JsValu
     let weak = Rc::downgrade(&hub);
     let io = Rc::new_cyclic(|me: &Weak<Io>| {
         let m = me.clone();
+        let id = NEXT_IO.with(|n| n.replace(n.get().wrapping_add(1)));
+        IOS.with(|m| m.borrow_mut().insert(id, me.clone()));
         Io {
+            id,
             hub: weak,
             me: me.clone(),
             web_socket,
@@ -124,6 +206,7 @@ pub(crate) fn start(mut config: Config, log: Rc<LogSettings>, web_socket: JsValu
                 pump_scheduled: false,
                 pumping: false,
             }),
+            last_channel: RefCell::new((ConnId(0), String::new())),
             pump_closure: Closure::new(move || {
                 if let Some(io) = m.upgrade() {
                     io.st.borrow_mut().pump_scheduled = false;
@@ -161,27 +244,18 @@ impl Io {
             st.pumping = true;
             st.graveyard.clear();
         }
+        // the core's actions first, then its next event, until it has neither (what an app
+        // callback commands lands behind what is already queued)
         loop {
-            let (actions, events) = {
-                let mut hs = hub.st.borrow_mut();
-                let mut a = Vec::new();
-                while let Some(x) = hs.core.poll_action() {
-                    a.push(x);
-                }
-                let mut e = Vec::new();
-                while let Some(x) = hs.core.poll_event() {
-                    e.push(x);
-                }
-                (a, e)
-            };
-            if actions.is_empty() && events.is_empty() {
-                break;
-            }
-            for a in actions {
+            let action = hub.st.borrow_mut().core.poll_action();
+            if let Some(a) = action {
                 self.perform(&hub, a);
+                continue;
             }
-            for e in events {
-                crate::dispatch::event(&hub, e);
+            let event = hub.st.borrow_mut().core.poll_event();
+            match event {
+                Some(e) => crate::dispatch::event(&hub, e),
+                None => break,
             }
         }
         self.st.borrow_mut().pumping = false;
@@ -268,11 +342,13 @@ impl Io {
                 }
             })
         };
-        let handlers = [handler(0), handler(1), handler(2), handler(3)];
+        let handlers = [handler(0), handler(2), handler(3)];
         ws.set_onopen(Some(handlers[0].as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(handlers[1].as_ref().unchecked_ref()));
-        ws.set_onclose(Some(handlers[2].as_ref().unchecked_ref()));
-        ws.set_onerror(Some(handlers[3].as_ref().unchecked_ref()));
+        ws.set_onclose(Some(handlers[1].as_ref().unchecked_ref()));
+        ws.set_onerror(Some(handlers[2].as_ref().unchecked_ref()));
+        let enter =
+            Reflect::get(&wasm_bindgen::exports(), &READER_ENTRY.into()).unwrap_or_default();
+        listen(&ws, &reader_names(), &enter, self.id, conn.0);
         self.st.borrow_mut().sockets.insert(
             conn.0,
             Socket {
@@ -283,33 +359,88 @@ impl Io {
         );
     }
 
-    fn on_socket(&self, conn: ConnId, kind: u8, ev: JsValue) {
+    /// What the reader hands over (js/reader.js `listen`), then the pump; answers whether
+    /// the reader must hand frames over as they are for now: frames wait behind a binary
+    /// one, or the core's received frames are logged.
+    fn enter(&self, conn: ConnId, t: f64, op: [u32; 2], x: f64, y: f64, v: [JsValue; 4]) -> u32 {
+        let Some(hub) = self.hub.upgrade() else {
+            return 0;
+        };
+        let now = hub.at(t);
+        let [op, kind] = op;
+        let [a, b, c, d] = v;
+        match op {
+            // a channel event: channel name, sequence, number (or -1), type, its three fields;
+            // 3: of the same channel as the reader's last one
+            1 | 3 => {
+                let mut last = self.last_channel.borrow_mut();
+                if op == 1 || last.0 != conn {
+                    *last = (conn, a.as_string().unwrap_or_default());
+                }
+                let e = ChannelEvent {
+                    channel: &last.1,
+                    seq: x as u64,
+                    number: (y >= 0.0).then_some(y as u64),
+                    kind: kind as usize,
+                    fields: [Js(b), Js(c), Js(d)],
+                };
+                hub.st.borrow_mut().core.handle_channel_event(conn, e, now);
+            }
+            // an instant message: mailbox version, msg-v3 id (or undefined), sender, text
+            2 => {
+                let id = a.as_string();
+                let mut hs = hub.st.borrow_mut();
+                hs.core
+                    .handle_instant(conn, x as u64, id.as_deref(), Js(b), Js(c), now);
+            }
+            // a frame as it arrived, or parsed
+            _ => self.cold(&hub, conn, a, b, now),
+        }
+        self.pump();
+        let waiting = self
+            .st
+            .borrow()
+            .sockets
+            .values()
+            .map(|s| s.queue.len())
+            .sum::<usize>();
+        (waiting > 0 || hub.log.enabled(Level::Debug)) as u32
+    }
+
+    /// A frame as it arrived (`frame` undefined) or as the reader parsed it.
+    fn cold(&self, hub: &Hub, conn: ConnId, data: JsValue, frame: JsValue, now: Millis) {
+        if !frame.is_undefined() {
+            if hub.log.enabled(Level::Debug) {
+                hub.log
+                    .print(Level::Debug, "recv", &crate::js::to_json_text(&frame, ""));
+            }
+            hub.st.borrow_mut().core.handle_frame(conn, Js(frame), now);
+        } else if data.is_string() {
+            let queued = {
+                let mut st = self.st.borrow_mut();
+                match st.sockets.get_mut(&conn.0) {
+                    Some(s) if !s.queue.is_empty() => {
+                        s.queue.push_back(Some(data.clone()));
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if !queued {
+                text_frame(hub, conn, &data, now);
+            }
+        } else {
+            self.binary_frame(conn, data);
+        }
+    }
+
+    fn on_socket(&self, conn: ConnId, kind: u8, _ev: JsValue) {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
         let now = hub.now();
         match kind {
             0 => hub.st.borrow_mut().core.handle_open(conn, now),
-            1 => {
-                let data = ev.unchecked_into::<MessageEvent>().data();
-                if data.is_string() {
-                    let queued = {
-                        let mut st = self.st.borrow_mut();
-                        match st.sockets.get_mut(&conn.0) {
-                            Some(s) if !s.queue.is_empty() => {
-                                s.queue.push_back(Some(data.clone()));
-                                true
-                            }
-                            _ => false,
-                        }
-                    };
-                    if !queued {
-                        text_frame(&hub, conn, &data, now);
-                    }
-                } else {
-                    self.binary_frame(conn, data);
-                }
-            }
             // error and close are treated alike: the core reconnects
             _ => {
                 {

@@ -311,6 +311,45 @@ fn the_tests_run_in_the_engine_they_are_meant_for() {
     }
 }
 
+#[wasm_bindgen(module = "/js/reader.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = parse)]
+    fn reader_parse(s: &str, v2: &str, v3: &str) -> JsValue;
+}
+
+/// The SDK's JS reader splits message strings as crates/protocol's `msg::parse` does (the
+/// rule's home); this keeps the JS copy of it honest.
+#[wasm_bindgen_test]
+fn the_js_reader_reads_messages_as_the_core_does() {
+    use opensig_protocol::msg;
+    let cases = [
+        "msg-v2 bob 0 room channel_msg - {\"a\": 1}",
+        "msg-v2 bob 0 room instant -",
+        "msg-v2 bob 0 room instant - hello  world ",
+        "msg-v2  0 room instant - ",
+        "msg-v2 a b c",
+        "msg-v2 a 0 b c d e f g",
+        "msg-v3 id bob 0 alice instant - x y",
+        "msg-v3 id bob 0 alice instant",
+        "msg-v3 é ü 0 ö instant - ☃ x",
+        "msg-v4 a 0 b instant - x",
+        "msg-v2",
+        "",
+    ];
+    for s in cases {
+        let js = reader_parse(s, msg::V2, msg::V3);
+        let Some(m) = msg::parse(s) else {
+            assert!(js.is_null(), "{s}");
+            continue;
+        };
+        let field = |k: &str| get(&js, k).as_string();
+        assert_eq!(field("id").as_deref(), m.id, "{s}");
+        assert_eq!(field("source").as_deref(), Some(m.source), "{s}");
+        assert_eq!(field("kind").as_deref(), Some(m.kind), "{s}");
+        assert_eq!(field("content").as_deref(), Some(m.content), "{s}");
+    }
+}
+
 #[wasm_bindgen_test]
 fn signal_basics() {
     let errors = page_errors();
