@@ -9,7 +9,7 @@
 //
 //   node engines.mjs <ws-url> <app> <messages> <rounds> <engine,engine…>
 //   → ENGINE <engine> <user agent>
-//   → ROUND <engine> <sdk> <round> <µs per message> <received>
+//   → ROUND <engine> <sdk> <round> <µs per message> <received> <kind>
 //   → BLOCKED <engine> <non-loopback requests refused>
 import { launch, context, startPages } from '../../../tests/compat/lib.mjs';
 import { openBrowser } from '../../../tests/support/webdriver.mjs';
@@ -19,6 +19,8 @@ const [url, app, countArg, roundsArg, engineList] = process.argv.slice(2);
 const count = Number(countArg);
 const rounds = Number(roundsArg);
 const sdks = ['original', 'opensig', 'raw'];
+// channel messages, members joining and leaving, instant messages (page-fns.mjs `inject`)
+const kinds = ['channel', 'members', 'peer'];
 
 /** One engine as a page: goto, evaluate, blocked requests, close. */
 async function engine(name) {
@@ -58,16 +60,19 @@ try {
     try {
       console.log(`ENGINE ${name} ${await e.userAgent()}`);
       for (let round = 0; round <= rounds; round++) {
-        for (const sdk of sdks) {
-          const channel = `engines-${name}-${sdk}`;
-          const q = new URLSearchParams({ sdk, app, ap: url });
-          await e.goto(`${pages.base}/page.html?${q}`);
-          await e.evaluate(join, [app, url, channel, sdk]);
-          // round 0 warms the engine up (its JIT), and is not reported
-          const n = round === 0 ? Math.max(1, Math.floor(count / 10)) : count;
-          const r = await e.evaluate(inject, [channel, n, base]);
-          base += n + 1;
-          if (round > 0) console.log(`ROUND ${name} ${sdk} ${round} ${r.us.toFixed(3)} ${r.received}`);
+        for (const kind of kinds) {
+          for (const sdk of sdks) {
+            const channel = `engines-${name}-${sdk}`;
+            const q = new URLSearchParams({ sdk, app, ap: url });
+            await e.goto(`${pages.base}/page.html?${q}`);
+            // a fresh account each time: its mailbox versions start at 1
+            await e.evaluate(join, [app, url, channel, sdk, `r-${sdk}-${kind}-${base}`]);
+            // round 0 warms the engine up (its JIT), and is not reported
+            const n = round === 0 ? Math.max(1, Math.floor(count / 10)) : count;
+            const r = await e.evaluate(inject, [channel, n, base, kind]);
+            base += n + 1;
+            if (round > 0) console.log(`ROUND ${name} ${sdk} ${round} ${r.us.toFixed(3)} ${r.received} ${kind}`);
+          }
         }
       }
       console.log(`BLOCKED ${name} ${await e.blocked()}`);

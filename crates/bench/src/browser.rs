@@ -176,34 +176,48 @@ async fn flood(c: &Client, channel: &str, sink: &Sink, n: u64, size: usize) -> R
     Ok(())
 }
 
-/// The in-page benchmark in each engine (`engines.mjs`): per engine and SDK, the medians of
-/// the measured rounds' main-thread µs per channel message, with their range.
+/// One figure of the in-page benchmark: engine, event kind, SDK, the measured rounds' µs.
+pub type EngineRounds = Vec<(String, String, String, Vec<f64>)>;
+
+/// The in-page benchmark in each engine (`engines.mjs`): per engine, event kind (`channel`,
+/// `members`, `peer`) and SDK, the measured rounds' main-thread µs per event.
 pub async fn engines(
     server: &Server,
     root: &Path,
     count: usize,
     rounds: usize,
     engines: &str,
-) -> Result<Vec<(String, String, Vec<f64>)>> {
+) -> Result<EngineRounds> {
     let script = root.join("crates/bench/browser/engines.mjs");
     // WebKit's MiniBrowser needs a display: a virtual one
     let args = [&count.to_string(), &rounds.to_string(), engines];
     let mut child = page_driver(server, root, &["xvfb-run", "-a"], &script, &args)
         .context("starting xvfb-run node (scripts/setup installs xvfb)")?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut out: Vec<(String, String, Vec<f64>)> = Vec::new();
+    let mut out: EngineRounds = Vec::new();
     while let Some(line) = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
         .await
         .context("the engines benchmark stopped answering")??
     {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
-            ["ROUND", engine, sdk, round, us, received] => {
-                eprintln!("[engines] {engine} {sdk} round {round}: {us} µs per message ({received} received)");
+            ["ROUND", engine, sdk, round, us, received, kind] => {
+                eprintln!("[engines] {engine} {kind} {sdk} round {round}: {us} µs per event ({received} received)");
+                if received.parse::<usize>()? < count {
+                    bail!("{engine} {kind} {sdk}: {received} of {count} events reached the app");
+                }
                 let us: f64 = us.parse()?;
-                match out.iter_mut().find(|(e, s, _)| e == engine && s == sdk) {
-                    Some((_, _, v)) => v.push(us),
-                    None => out.push((engine.to_string(), sdk.to_string(), vec![us])),
+                match out
+                    .iter_mut()
+                    .find(|(e, k, s, _)| e == engine && k == kind && s == sdk)
+                {
+                    Some((_, _, _, v)) => v.push(us),
+                    None => out.push((
+                        engine.to_string(),
+                        kind.to_string(),
+                        sdk.to_string(),
+                        vec![us],
+                    )),
                 }
             }
             ["ENGINE", engine, ua @ ..] => eprintln!("[engines] {engine}: {}", ua.join(" ")),

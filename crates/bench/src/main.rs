@@ -209,7 +209,8 @@ enum Cmd {
     /// through the opensig SDK: callbacks per second; and both SDKs' gzip size.
     Browser(BrowserArgs),
     /// The in-page browser benchmark in Chromium, Firefox and WebKit: main-thread µs per
-    /// channel message for the original SDK, the opensig SDK and a bare WebSocket.
+    /// channel message, member join/leave and instant message for the original SDK, the
+    /// opensig SDK and a bare WebSocket.
     Engines(EnginesArgs),
     /// Past one process: nodes + Redis + load processes on this machine holding sessions;
     /// sessions held, Redis and node memory per session.
@@ -544,30 +545,36 @@ async fn engines(a: EnginesArgs, c: &Common) -> Result<()> {
     let root = std::env::current_dir()?;
     let out = browser::engines(&server, &root, a.messages, a.rounds, &a.engines).await?;
     println!(
-        "\nmain-thread µs per channel message, identical frames handed to the page's socket \
-         ({} per round), medians of {} rounds (range)\n",
+        "\nmain-thread µs per event, identical frames handed to the page's socket ({} per \
+         round), medians of {} rounds (range)\n",
         a.messages, a.rounds
     );
-    println!("| engine | original SDK | opensig SDK | opensig ÷ original | bare WebSocket + JSON.parse |");
-    println!("|---|---|---|---|---|");
+    println!("| engine | events | original SDK | opensig SDK | opensig ÷ original | bare WebSocket + JSON.parse |");
+    println!("|---|---|---|---|---|---|");
     for engine in a.engines.split(',') {
-        let get = |sdk: &str| {
-            out.iter()
-                .find(|(e, s, _)| e == engine && s == sdk)
-                .and_then(|(_, _, v)| Spread::of(v.clone()))
-        };
-        let (o, s, r) = (get("original"), get("opensig"), get("raw"));
-        let f = |v: f64| format!("{v:.2}");
-        let ratio_ = match (o, s) {
-            (Some(o), Some(s)) => ratio(s.median, o.median),
-            _ => "–".into(),
-        };
-        println!(
-            "| {engine} | {} | {} | {ratio_} | {} |",
-            Spread::show(o, f),
-            Spread::show(s, f),
-            Spread::show(r, f)
-        );
+        for (kind, what) in [
+            ("channel", "channel messages"),
+            ("members", "members joining and leaving"),
+            ("peer", "instant messages"),
+        ] {
+            let get = |sdk: &str| {
+                out.iter()
+                    .find(|(e, k, s, _)| e == engine && k == kind && s == sdk)
+                    .and_then(|(_, _, _, v)| Spread::of(v.clone()))
+            };
+            let (o, s, r) = (get("original"), get("opensig"), get("raw"));
+            let f = |v: f64| format!("{v:.2}");
+            let ratio_ = match (o, s) {
+                (Some(o), Some(s)) => ratio(s.median, o.median),
+                _ => "–".into(),
+            };
+            println!(
+                "| {engine} | {what} | {} | {} | {ratio_} | {} |",
+                Spread::show(o, f),
+                Spread::show(s, f),
+                Spread::show(r, f)
+            );
+        }
     }
     Ok(())
 }
