@@ -219,8 +219,8 @@ for (const [k, v] of Object.entries(report)) console.log(`[build-sdk] ${k}: ${v}
 // 2026-11-30: +1,465 / +1,870 B for channel-history recovery, `channel.history()` and
 // `onMessageChannelLost` (from 57,159 / 61,255).
 // 2026-12-03: down to 56,300 / 61,050 (the frame reader in JS, the JS minified, short import
-// and export names).
-const BUDGET = { npm: 56300, classic: 61050 }; // BENCHMARKS.md says what each raise bought
+// and export names); then up to 56,750 / 61,500 for the reader delivering events itself.
+const BUDGET = { npm: 56750, classic: 61500 }; // BENCHMARKS.md says what each raise bought
 const GOAL = { npm: ORIGINAL_GZIP, classic: Math.round(ORIGINAL_GZIP * 1.15) };
 const sizes = {
   npm: gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),

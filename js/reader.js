@@ -39,16 +39,20 @@ const count = (x) => Number.isSafeInteger(x) && x >= 0;
 
 /**
  * Read `ws`'s frames. `t`: [notify, multi, channel2, recvmsg, msg-v2, msg-v3, instant,
- * [[channel event type, [member, member, member]], …]]. `enter(io, conn, Date.now(), op, kind,
- * x, y, a, b, c, d)` is the core's entry (io, conn: whose socket this is); it answers whether frames must go to it as they are for now (a binary
- * frame is being inflated and later ones wait behind it, or the core logs what it receives):
+ * [[channel event type, [member, member, member], callback, members it gets], …], the instant
+ * message's callback]. `enter(io, conn, Date.now(), op, kind, x, y, a, b, c, d)` is the core's
+ * entry (io, conn: whose socket this is):
  *   op 0: a frame as it is (a: as received, or b: parsed)
- *   op 1: a channel event (x: seq, y: number or -1, kind: type index, a: channel, b c d: fields)
- *   op 3: the same, of the same channel as this socket's last op 1 or 3
- *   op 2: an instant message (x: mailbox version, a: msg-v3 id or undefined, b: sender, c: text)
+ *   op 1: may the reader deliver this channel event? (x: seq, y: number or -1, kind: type
+ *         index, a: channel); op 3: the same, of the same channel as this socket's last one
+ *   op 2: may the reader deliver this instant message? (x: mailbox version, a: msg-v3 id)
+ * It answers the object whose callback the reader calls (op 1-3, granted: the core counts the
+ * event as delivered), or a number: bit 1, hand the frame over as it is instead (nothing was
+ * changed); bit 0, hand frames over as they are for now (a binary frame is being inflated and
+ * later ones wait behind it, or the core logs what it receives).
  */
 export function listen(ws, t, enter, io, conn) {
-  const [NOTIFY, MULTI, CHANNEL2, RECVMSG, V2, V3, INSTANT, EVENTS] = t;
+  const [NOTIFY, MULTI, CHANNEL2, RECVMSG, V2, V3, INSTANT, EVENTS, INSTANT_CB] = t;
   const kinds = new Map(EVENTS.map((e, i) => [e[0], i]));
   let asIs = 0;
   let last; // the channel of the last channel event handed over
@@ -56,7 +60,7 @@ export function listen(ws, t, enter, io, conn) {
     const v = k && c !== null && typeof c === 'object' ? c[k] : undefined;
     return v === undefined ? '' : v;
   };
-  const channel = (p) => {
+  const channel = (f, p) => {
     const name = p[1], seq = p[2], text = p[3], num = p[4];
     if (typeof name !== 'string' || !count(seq) || typeof text !== 'string') return false;
     if (num !== undefined && !count(num)) return false;
@@ -69,13 +73,20 @@ export function listen(ws, t, enter, io, conn) {
     } catch (_) {
       return false;
     }
-    const f = EVENTS[k][1];
+    const e = EVENTS[k], names = e[1];
     const op = name === last ? 3 : 1;
     last = name;
-    asIs = enter(io, conn, Date.now(), op, k, seq, num === undefined ? -1 : num, name, member(c, f[0]), member(c, f[1]), member(c, f[2]));
+    const n = num === undefined ? -1 : num;
+    const r = enter(io, conn, Date.now(), op, k, seq, n, name);
+    if (r !== null && typeof r === 'object') {
+      asIs = 0;
+      fire(r, e[2], e[3], member(c, names[0]), member(c, names[1]), member(c, names[2]));
+    } else {
+      asIs = r & 2 ? enter(io, conn, Date.now(), 0, 0, 0, 0, undefined, f) : r;
+    }
     return true;
   };
-  const instant = (p) => {
+  const instant = (f, p) => {
     if (typeof p[1] !== 'string') return false;
     let pair;
     try {
@@ -86,7 +97,13 @@ export function listen(ws, t, enter, io, conn) {
     if (!Array.isArray(pair) || !count(pair[0]) || typeof pair[1] !== 'string') return false;
     const m = parse(pair[1], V2, V3);
     if (!m || m.kind !== INSTANT) return false;
-    asIs = enter(io, conn, Date.now(), 2, 0, pair[0], 0, m.id, m.source, m.content);
+    const r = enter(io, conn, Date.now(), 2, 0, pair[0], 0, m.id);
+    if (r !== null && typeof r === 'object') {
+      asIs = 0;
+      fire(r, INSTANT_CB, 3, m.source, 0, m.content);
+    } else {
+      asIs = r & 2 ? enter(io, conn, Date.now(), 0, 0, 0, 0, undefined, f) : r;
+    }
     return true;
   };
   const one = (f, nested) => {
@@ -101,7 +118,7 @@ export function listen(ws, t, enter, io, conn) {
         for (let i = 0; i < p.length; i++) one(p[i], true);
         return;
       }
-      if (f[0] === NOTIFY && ((p[0] === CHANNEL2 && channel(p)) || (p[0] === RECVMSG && instant(p)))) return;
+      if (f[0] === NOTIFY && ((p[0] === CHANNEL2 && channel(f, p)) || (p[0] === RECVMSG && instant(f, p)))) return;
     }
     asIs = enter(io, conn, Date.now(), 0, 0, 0, 0, undefined, f);
   };

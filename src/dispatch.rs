@@ -6,6 +6,7 @@ use std::rc::Rc;
 use js_sys::Function;
 use opensig_protocol::client::{CallEvent, Event, Failure};
 use opensig_protocol::json::JsonValue;
+use opensig_protocol::names::msgtype;
 use wasm_bindgen::prelude::*;
 
 use crate::callbacks::Slots;
@@ -47,6 +48,36 @@ mod ccb {
     pub const MESSAGE: &str = "onMessageChannelReceive";
     pub const MESSAGES_LOST: &str = "onMessageChannelLost";
 }
+
+/// The callback of each channel event type, in `msgtype::CHANNEL_EVENTS` order, and how
+/// many of the event's members it gets (the JS reader calls them too).
+pub(crate) const CHANNEL_CALLBACKS: [(&str, u32); 4] = [
+    (ccb::MESSAGE, 3),
+    (ccb::USER_JOINED, 2),
+    (ccb::USER_LEAVED, 2),
+    (ccb::ATTR_UPDATED, 3),
+];
+
+/// The callback of channel event type `kind` (found when compiling).
+const fn channel_cb(kind: &str) -> &'static str {
+    let mut i = 0;
+    while i < msgtype::CHANNEL_EVENTS.len() {
+        let k = msgtype::CHANNEL_EVENTS[i].0.as_bytes();
+        let (a, mut j) = (kind.as_bytes(), 0);
+        while j < a.len() && j < k.len() && a[j] == k[j] {
+            j += 1;
+        }
+        if j == a.len() && j == k.len() {
+            return CHANNEL_CALLBACKS[i].0;
+        }
+        i += 1;
+    }
+    panic!("not a channel event type")
+}
+const CB_MESSAGE: &str = channel_cb(msgtype::CHANNEL_MSG);
+const CB_USER_JOINED: &str = channel_cb(msgtype::CHANNEL_USER_JOIN);
+const CB_USER_LEFT: &str = channel_cb(msgtype::CHANNEL_USER_LEAVE);
+const CB_ATTR: &str = channel_cb(msgtype::CHANNEL_ATTR_UPDATE);
 
 /// Call callback properties.
 mod kcb {
@@ -177,10 +208,10 @@ pub(crate) fn event(hub: &Hub, e: Event<Js>) {
             on_channel(hub, ch.0, |c| c.slots.fire(ccb::USER_LIST, &[list.0]))
         }
         Event::ChannelUserJoined { ch, account, uid } => on_channel(hub, ch.0, |c| {
-            c.slots.fire(ccb::USER_JOINED, &[account.0, uid.0])
+            c.slots.fire(CB_USER_JOINED, &[account.0, uid.0])
         }),
         Event::ChannelUserLeft { ch, account, uid } => on_channel(hub, ch.0, |c| {
-            c.slots.fire(ccb::USER_LEAVED, &[account.0, uid.0])
+            c.slots.fire(CB_USER_LEFT, &[account.0, uid.0])
         }),
         Event::ChannelAttr {
             ch,
@@ -188,7 +219,7 @@ pub(crate) fn event(hub: &Hub, e: Event<Js>) {
             value,
             kind,
         } => on_channel(hub, ch.0, |c| {
-            c.slots.fire(ccb::ATTR_UPDATED, &[name.0, value.0, kind.0])
+            c.slots.fire(CB_ATTR, &[name.0, value.0, kind.0])
         }),
         Event::ChannelMessage {
             ch,
@@ -196,7 +227,7 @@ pub(crate) fn event(hub: &Hub, e: Event<Js>) {
             uid,
             msg,
         } => on_channel(hub, ch.0, |c| {
-            c.slots.fire(ccb::MESSAGE, &[account.0, uid.0, msg.0])
+            c.slots.fire(CB_MESSAGE, &[account.0, uid.0, msg.0])
         }),
         Event::ChannelMessagesLost { ch, count } => on_channel(hub, ch.0, |c| {
             c.slots.fire(ccb::MESSAGES_LOST, &[(count as f64).into()])

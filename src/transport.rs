@@ -17,12 +17,13 @@ use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
-use opensig_protocol::client::{Action, ChannelEvent, Client, Config, ConnId, Millis};
+use opensig_protocol::client::{Action, ChannelEvent, Client, Config, ConnId, Direct, Millis};
 use opensig_protocol::small::{Queue, VecMap};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, WebSocket};
 
+use crate::dispatch::{scb, CHANNEL_CALLBACKS};
 use crate::hub::{Hub, Wake};
 use crate::js::{json_parse, Js};
 use crate::log::{Level, LogSettings};
@@ -68,12 +69,14 @@ fn reader_names() -> Array {
     .collect();
     let kinds: Array = msgtype::CHANNEL_EVENTS
         .iter()
-        .map(|(kind, fields)| {
+        .zip(CHANNEL_CALLBACKS)
+        .map(|((kind, fields), (callback, n))| {
             let fields: Array = fields.iter().map(|s| JsValue::from_str(s)).collect();
-            Array::of2(&JsValue::from_str(kind), &fields)
+            Array::of4(&(*kind).into(), &fields, &callback.into(), &n.into())
         })
         .collect();
     t.push(&kinds);
+    t.push(&scb::MESSAGE_INSTANT.into());
     t
 }
 
@@ -87,8 +90,8 @@ thread_local! {
 /// the wasm export itself: no closure glue between a frame and the core.
 const READER_ENTRY: &str = "__opensig_read";
 
-/// What the reader of session IO `io`'s socket `conn` hands over at `Date.now()` = `t`
-/// (js/reader.js `listen`).
+/// What the reader of session IO `io`'s socket `conn` hands over or asks at `Date.now()` =
+/// `t` (js/reader.js `listen`).
 #[wasm_bindgen(js_name = "__opensig_read", skip_typescript)]
 #[allow(clippy::too_many_arguments)]
 pub fn reader_entry(
@@ -101,12 +104,10 @@ pub fn reader_entry(
     y: f64,
     a: JsValue,
     b: JsValue,
-    c: JsValue,
-    d: JsValue,
-) -> u32 {
+) -> JsValue {
     let io = IOS.with(|m| m.borrow().get(&io).and_then(Weak::upgrade));
-    io.map_or(0, |io| {
-        io.enter(ConnId(conn), t, [op, kind], x, y, [a, b, c, d])
+    io.map_or(0.into(), |io| {
+        io.enter(ConnId(conn), t, [op, kind], [x, y], [a, b])
     })
 }
 
@@ -359,19 +360,25 @@ impl Io {
         );
     }
 
-    /// What the reader hands over (js/reader.js `listen`), then the pump; answers whether
-    /// the reader must hand frames over as they are for now: frames wait behind a binary
-    /// one, or the core's received frames are logged.
-    fn enter(&self, conn: ConnId, t: f64, op: [u32; 2], x: f64, y: f64, v: [JsValue; 4]) -> u32 {
+    /// What the reader hands over or asks (js/reader.js `listen`), then the pump. Answers
+    /// the object whose callback the reader calls itself (a channel event or instant message
+    /// it may deliver: nothing of the core's is queued ahead of it), or a number: bit 1, hand
+    /// the frame over as it is instead; bit 0, hand frames over as they are for now (frames
+    /// wait behind a binary one, or the core's received frames are logged).
+    fn enter(&self, conn: ConnId, t: f64, op: [u32; 2], x: [f64; 2], v: [JsValue; 2]) -> JsValue {
+        let [x, y] = x;
+        let [a, b] = v;
         let Some(hub) = self.hub.upgrade() else {
-            return 0;
+            return 0.into();
         };
         let now = hub.at(t);
         let [op, kind] = op;
-        let [a, b, c, d] = v;
-        match op {
-            // a channel event: channel name, sequence, number (or -1), type, its three fields;
-            // 3: of the same channel as the reader's last one
+        let logged = hub.log.enabled(Level::Debug);
+        let decided = match op {
+            // not while received frames are logged: they are, as frames
+            1..=3 if logged => Direct::Full,
+            // a channel event: channel name (3: the same as the reader's last), sequence,
+            // number (or -1), type
             1 | 3 => {
                 let mut last = self.last_channel.borrow_mut();
                 if op == 1 || last.0 != conn {
@@ -382,21 +389,35 @@ impl Io {
                     seq: x as u64,
                     number: (y >= 0.0).then_some(y as u64),
                     kind: kind as usize,
-                    fields: [Js(b), Js(c), Js(d)],
+                    fields: [(), (), ()],
                 };
-                hub.st.borrow_mut().core.handle_channel_event(conn, e, now);
+                hub.st.borrow_mut().core.channel_event_direct(conn, &e, now)
             }
-            // an instant message: mailbox version, msg-v3 id (or undefined), sender, text
+            // an instant message: mailbox version, msg-v3 id (or undefined)
             2 => {
                 let id = a.as_string();
                 let mut hs = hub.st.borrow_mut();
-                hs.core
-                    .handle_instant(conn, x as u64, id.as_deref(), Js(b), Js(c), now);
+                hs.core.instant_direct(conn, x as u64, id.as_deref(), now)
             }
             // a frame as it arrived, or parsed
-            _ => self.cold(&hub, conn, a, b, now),
+            _ => {
+                self.cold(&hub, conn, a, b, now);
+                Direct::Dropped
+            }
+        };
+        // a channel event decided here leaves the core nothing to do (its watchdog's later
+        // deadline is seen when the armed timer fires)
+        if !matches!(op, 1 | 3) {
+            self.pump();
         }
-        self.pump();
+        let this = match decided {
+            Direct::Deliver(_) if op == 2 => Some(hub.slots.this.borrow().clone()),
+            Direct::Deliver(ch) => hub.channel(ch.0).map(|c| c.slots.this.borrow().clone()),
+            _ => None,
+        };
+        if let Some(this) = this {
+            return this;
+        }
         let waiting = self
             .st
             .borrow()
@@ -404,7 +425,8 @@ impl Io {
             .values()
             .map(|s| s.queue.len())
             .sum::<usize>();
-        (waiting > 0 || hub.log.enabled(Level::Debug)) as u32
+        let full = decided == Direct::Full;
+        ((waiting > 0 || logged) as u32 | (full as u32) << 1).into()
     }
 
     /// A frame as it arrived (`frame` undefined) or as the reader parsed it.

@@ -1579,9 +1579,11 @@ fn watched_accounts_report_states_survive_a_reconnect_and_end_with_logout() {
 }
 
 /// A driver that reads the hot frames itself (the SDK's JS reader) hands the core what it
-/// read: the core must end where the same frames read by the core itself end.
-fn read_by_driver(h: &mut H, frame: &Value) -> bool {
-    use opensig_protocol::client::ChannelEvent;
+/// read — or, with `direct`, first asks whether it may deliver the event itself and does so
+/// (the event it would raise is recorded as the core's would be): the core must end where the
+/// same frames read by the core itself end.
+fn read_by_driver(h: &mut H, frame: &Value, direct: bool) -> bool {
+    use opensig_protocol::client::{ChannelEvent, Direct};
     use opensig_protocol::msg;
     use opensig_protocol::names::msgtype;
     let c = h.conn();
@@ -1606,7 +1608,7 @@ fn read_by_driver(h: &mut H, frame: &Value) -> bool {
         let Ok(content) = serde_json::from_str::<Value>(m.content) else {
             return false;
         };
-        let fields = msgtype::CHANNEL_EVENTS[kind].1.map(|k| {
+        let [a, b, f] = msgtype::CHANNEL_EVENTS[kind].1.map(|k| {
             content
                 .get(k)
                 .filter(|_| !k.is_empty())
@@ -1618,9 +1620,50 @@ fn read_by_driver(h: &mut H, frame: &Value) -> bool {
             seq,
             number: p[4].as_u64(),
             kind,
-            fields,
+            fields: [(), (), ()],
         };
-        h.c.handle_channel_event(c, e, h.now);
+        let decided = if direct {
+            h.c.channel_event_direct(c, &e, h.now)
+        } else {
+            Direct::Full
+        };
+        match decided {
+            Direct::Deliver(ch) => h.events.push(match msgtype::CHANNEL_EVENTS[kind].0 {
+                msgtype::CHANNEL_MSG => Event::ChannelMessage {
+                    ch,
+                    account: a,
+                    uid: b,
+                    msg: f,
+                },
+                msgtype::CHANNEL_USER_JOIN => Event::ChannelUserJoined {
+                    ch,
+                    account: a,
+                    uid: b,
+                },
+                msgtype::CHANNEL_USER_LEAVE => Event::ChannelUserLeft {
+                    ch,
+                    account: a,
+                    uid: b,
+                },
+                _ => Event::ChannelAttr {
+                    ch,
+                    name: a,
+                    value: b,
+                    kind: f,
+                },
+            }),
+            Direct::Dropped => {}
+            Direct::Full => {
+                let e = ChannelEvent {
+                    channel: name,
+                    seq: e.seq,
+                    number: e.number,
+                    kind,
+                    fields: [a, b, f],
+                };
+                h.c.handle_channel_event(c, e, h.now);
+            }
+        }
     } else if p[0] == "recvmsg" {
         let Some(pair) = p[1]
             .as_str()
@@ -1634,7 +1677,21 @@ fn read_by_driver(h: &mut H, frame: &Value) -> bool {
         let Some(m) = msg::parse(text).filter(|m| m.kind == msgtype::INSTANT) else {
             return false;
         };
-        h.c.handle_instant(c, v, m.id, json!(m.source), json!(m.content), h.now);
+        let decided = if direct {
+            h.c.instant_direct(c, v, m.id, h.now)
+        } else {
+            Direct::Full
+        };
+        match decided {
+            Direct::Deliver(_) => h.events.push(Event::MessageInstant {
+                account: json!(m.source),
+                msg: json!(m.content),
+            }),
+            Direct::Dropped => {}
+            Direct::Full => {
+                h.c.handle_instant(c, v, m.id, json!(m.source), json!(m.content), h.now)
+            }
+        }
     } else {
         return false;
     }
@@ -1654,8 +1711,10 @@ fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
     };
     let mut core = H::logged_in(cfg(&["ws://a/"]));
     let mut driver = H::logged_in(cfg(&["ws://a/"]));
+    let mut direct = H::logged_in(cfg(&["ws://a/"]));
     let a = joined(&mut core);
     assert_eq!(joined(&mut driver), a);
+    assert_eq!(joined(&mut direct), a);
     let chan = |seq: u64, kind: &str, content: Value, number: Option<u64>| {
         let text = format!("msg-v2 bob 0 a {kind} - {content}");
         match number {
@@ -1708,6 +1767,7 @@ fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
         inst(1, "x", "hello"),
         inst(2, "x", "the same id again"),
         inst(4, "z", "a gap"),
+        inst(3, "y", "behind the gap"),
         json!([
             "notify",
             [
@@ -1720,12 +1780,16 @@ fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
     ];
     for f in &frames {
         core.frame(f.clone());
-        assert!(read_by_driver(&mut driver, f), "{f}");
+        assert!(read_by_driver(&mut driver, f, false), "{f}");
+        assert!(read_by_driver(&mut direct, f, true), "{f}");
     }
     let events = core.take_events();
-    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(events.len(), 7, "{events:?}");
     assert_eq!(events, driver.take_events());
-    assert_eq!(core.take_sent(), driver.take_sent());
+    assert_eq!(events, direct.take_events());
+    let sent = core.take_sent();
+    assert_eq!(sent, driver.take_sent());
+    assert_eq!(sent, direct.take_sent());
     assert!(events.contains(&Event::ChannelMessage {
         ch: a,
         account: json!(""),

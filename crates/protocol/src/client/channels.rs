@@ -61,8 +61,19 @@ impl<V> Default for Channels<V> {
     }
 }
 
+/// What [`Client::channel_event_direct`] and [`Client::instant_direct`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// The driver delivers it now (to this channel's callbacks, or the session's).
+    Deliver(ChannelId),
+    /// It is not delivered (as the rules would drop it).
+    Dropped,
+    /// The driver hands it over whole (nothing was changed).
+    Full,
+}
+
 /// A `channel2` notification as a driver that reads frames itself hands it over
-/// ([`Client::handle_channel_event`]).
+/// ([`Client::handle_channel_event`]; `fields` `()` for [`Client::channel_event_direct`]).
 #[derive(Clone, Debug)]
 pub struct ChannelEvent<'a, V> {
     /// The channel's name (empty: the newest channel).
@@ -349,6 +360,51 @@ impl<V: JsonValue> Client<V> {
         if let Some(ch) = self.channel_route(e.channel, e.seq) {
             self.channel_event(ch, e.number, e.kind, e.fields);
         }
+    }
+
+    /// A channel event the driver read and would deliver itself, decided without its
+    /// content: [`Direct::Deliver`] when nothing of the core's is queued ahead of it and the
+    /// rules of [`Client::handle_channel_event`] would deliver it now (then the core's state
+    /// is as if it had, and the driver calls the callback); [`Direct::Dropped`] when they
+    /// would drop it; [`Direct::Full`], with nothing changed, when the driver must hand it
+    /// over whole (the channel holds messages back while it recovers, or events are queued).
+    pub fn channel_event_direct(
+        &mut self,
+        conn: ConnId,
+        e: &ChannelEvent<'_, ()>,
+        now: Millis,
+    ) -> Direct {
+        if e.kind >= msgtype::CHANNEL_EVENTS.len() || !self.events.is_empty() {
+            return Direct::Full;
+        }
+        if !self.received(conn, now) {
+            return Direct::Dropped;
+        }
+        let routed = if e.channel.is_empty() {
+            self.chans.current
+        } else {
+            self.chans.by_name.get(e.channel).copied()
+        };
+        let Some((id, c)) = routed.and_then(|id| Some((id, self.chans.map.get_mut(&id)?))) else {
+            return Direct::Dropped;
+        };
+        if c.last_seq != 0 && e.seq <= c.last_seq {
+            return Direct::Dropped;
+        }
+        if c.held.is_some() {
+            return Direct::Full;
+        }
+        c.last_seq = e.seq;
+        if let Some(n) = e
+            .number
+            .filter(|_| msgtype::CHANNEL_EVENTS[e.kind].0 == msgtype::CHANNEL_MSG)
+        {
+            if c.last_msg.is_some_and(|last| n <= last) {
+                return Direct::Dropped;
+            }
+            c.last_msg = Some(n);
+        }
+        Direct::Deliver(ChannelId(id))
     }
 
     /// The channel an event is for, unless its sequence was seen.

@@ -220,7 +220,7 @@ impl<V: JsonValue> Client<V> {
         }
     }
 
-    fn is_current(&self, conn: ConnId) -> bool {
+    pub(super) fn is_current(&self, conn: ConnId) -> bool {
         self.link.conn.as_ref().is_some_and(|c| c.id == conn)
     }
 

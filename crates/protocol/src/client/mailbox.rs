@@ -4,7 +4,9 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use super::{frames::Body, requests::Kind, Client, ConnId, Event, Millis, State};
+use super::{
+    frames::Body, requests::Kind, ChannelId, Client, ConnId, Direct, Event, Millis, State,
+};
 use crate::json::{as_u64, JsonValue};
 use crate::msg;
 use crate::names::{call, msgtype, notify};
@@ -224,6 +226,29 @@ impl<V: JsonValue> Client<V> {
         if self.received(conn, now) && self.inline_in_order(v, now) && self.first_time(id, now) {
             self.events
                 .push_back(Event::MessageInstant { account, msg });
+        }
+    }
+
+    /// An instant message delivered inline that the driver read and would deliver itself
+    /// (as [`Client::channel_event_direct`] for channel events): `Deliver` when nothing of
+    /// the core's is queued and it is the next version (the session's callback; the channel
+    /// id is unused), `Dropped` for an id seen before, `Full` otherwise (nothing changed).
+    pub fn instant_direct(
+        &mut self,
+        conn: ConnId,
+        v: u64,
+        id: Option<&str>,
+        now: Millis,
+    ) -> Direct {
+        if !self.events.is_empty() || !self.is_current(conn) || v != self.mailbox.acked + 1 {
+            return Direct::Full;
+        }
+        self.received(conn, now);
+        self.inline_in_order(v, now);
+        if self.first_time(id, now) {
+            Direct::Deliver(ChannelId(0))
+        } else {
+            Direct::Dropped
         }
     }
 
