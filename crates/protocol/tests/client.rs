@@ -1583,7 +1583,7 @@ fn watched_accounts_report_states_survive_a_reconnect_and_end_with_logout() {
 /// (the event it would raise is recorded as the core's would be): the core must end where the
 /// same frames read by the core itself end.
 fn read_by_driver(h: &mut H, frame: &Value, direct: bool) -> bool {
-    use opensig_protocol::client::{ChannelEvent, Direct};
+    use opensig_protocol::client::{channel_event_of, ChannelEvent, Direct};
     use opensig_protocol::msg;
     use opensig_protocol::names::msgtype;
     let c = h.conn();
@@ -1628,30 +1628,7 @@ fn read_by_driver(h: &mut H, frame: &Value, direct: bool) -> bool {
             Direct::Full
         };
         match decided {
-            Direct::Deliver(ch) => h.events.push(match msgtype::CHANNEL_EVENTS[kind].0 {
-                msgtype::CHANNEL_MSG => Event::ChannelMessage {
-                    ch,
-                    account: a,
-                    uid: b,
-                    msg: f,
-                },
-                msgtype::CHANNEL_USER_JOIN => Event::ChannelUserJoined {
-                    ch,
-                    account: a,
-                    uid: b,
-                },
-                msgtype::CHANNEL_USER_LEAVE => Event::ChannelUserLeft {
-                    ch,
-                    account: a,
-                    uid: b,
-                },
-                _ => Event::ChannelAttr {
-                    ch,
-                    name: a,
-                    value: b,
-                    kind: f,
-                },
-            }),
+            Direct::Deliver(ch) => h.events.push(channel_event_of(ch, kind, [a, b, f])),
             Direct::Dropped => {}
             Direct::Full => {
                 let e = ChannelEvent {

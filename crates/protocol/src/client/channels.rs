@@ -88,6 +88,37 @@ pub struct ChannelEvent<'a, V> {
     pub fields: [V; 3],
 }
 
+/// The event a channel event of type `kind` (an index of [`msgtype::CHANNEL_EVENTS`]) raises
+/// for channel `ch`, its content's members in that table's order.
+#[inline]
+pub fn channel_event_of<V>(ch: ChannelId, kind: usize, fields: [V; 3]) -> Event<V> {
+    let [a, b, c] = fields;
+    match msgtype::CHANNEL_EVENTS[kind].0 {
+        msgtype::CHANNEL_MSG => Event::ChannelMessage {
+            ch,
+            account: a,
+            uid: b,
+            msg: c,
+        },
+        msgtype::CHANNEL_USER_JOIN => Event::ChannelUserJoined {
+            ch,
+            account: a,
+            uid: b,
+        },
+        msgtype::CHANNEL_USER_LEAVE => Event::ChannelUserLeft {
+            ch,
+            account: a,
+            uid: b,
+        },
+        _ => Event::ChannelAttr {
+            ch,
+            name: a,
+            value: b,
+            kind: c,
+        },
+    }
+}
+
 impl<V: JsonValue> Client<V> {
     /// `channelJoin(name)`: the Channel of that name. A channel this session has joined or is
     /// joining keeps its one Channel (no second membership): a join in progress announces it
@@ -427,31 +458,7 @@ impl<V: JsonValue> Client<V> {
         let id = ch;
         let ch = ChannelId(ch);
         let name = msgtype::CHANNEL_EVENTS[kind].0;
-        let [a, b, c] = fields;
-        let ev = match name {
-            msgtype::CHANNEL_MSG => Event::ChannelMessage {
-                ch,
-                account: a,
-                uid: b,
-                msg: c,
-            },
-            msgtype::CHANNEL_USER_JOIN => Event::ChannelUserJoined {
-                ch,
-                account: a,
-                uid: b,
-            },
-            msgtype::CHANNEL_USER_LEAVE => Event::ChannelUserLeft {
-                ch,
-                account: a,
-                uid: b,
-            },
-            _ => Event::ChannelAttr {
-                ch,
-                name: a,
-                value: b,
-                kind: c,
-            },
-        };
+        let ev = channel_event_of(ch, kind, fields);
         let number = number.filter(|_| name == msgtype::CHANNEL_MSG);
         let Some(c) = self.chans.map.get_mut(&id) else {
             return;

@@ -37,7 +37,7 @@ use crate::json::JsonValue;
 use crate::limits::Limits;
 use crate::small::{Queue, VecMap};
 
-pub use channels::{ChannelEvent, Direct};
+pub use channels::{channel_event_of, ChannelEvent, Direct};
 pub use connection::{reconnect_delay_range, reconnect_time_ms};
 pub use watch::PeersOp;
 
