@@ -19,7 +19,7 @@ extern "C" {
 pub struct Js(pub JsValue);
 
 thread_local! {
-    /// Member and callback names, as JS strings made once: a name crosses from wasm memory
+    /// Member names the core reads, as JS strings made once: a name crosses from wasm memory
     /// to JS (a `TextDecoder` call) the first time only.
     static NAMES: std::cell::RefCell<Vec<(String, JsValue)>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -389,7 +389,6 @@ impl Io {
                     seq: x as u64,
                     number: (y >= 0.0).then_some(y as u64),
                     kind: kind as usize,
-                    fields: [(), (), ()],
                 };
                 hub.st.borrow_mut().core.channel_event_direct(conn, &e, now)
             }

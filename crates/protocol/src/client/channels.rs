@@ -72,10 +72,10 @@ pub enum Direct {
     Full,
 }
 
-/// A `channel2` notification as a driver that reads frames itself hands it over
-/// ([`Client::handle_channel_event`]; `fields` `()` for [`Client::channel_event_direct`]).
+/// What [`Client::channel_event_direct`] decides on: a `channel2` notification as a driver
+/// that reads frames itself read it.
 #[derive(Clone, Debug)]
-pub struct ChannelEvent<'a, V> {
+pub struct ChannelEvent<'a> {
     /// The channel's name (empty: the newest channel).
     pub channel: &'a str,
     /// The event's sequence number in the channel.
@@ -84,8 +84,6 @@ pub struct ChannelEvent<'a, V> {
     pub number: Option<u64>,
     /// Its type, as an index of [`msgtype::CHANNEL_EVENTS`].
     pub kind: usize,
-    /// Its content's members in that table's order (an absent one as the empty string).
-    pub fields: [V; 3],
 }
 
 /// The event a channel event of type `kind` (an index of [`msgtype::CHANNEL_EVENTS`]) raises
@@ -383,26 +381,16 @@ impl<V: JsonValue> Client<V> {
         self.channel_event(ch, number, kind, fields);
     }
 
-    /// A channel event that the driver read itself; the same rules as a frame read here.
-    pub fn handle_channel_event(&mut self, conn: ConnId, e: ChannelEvent<'_, V>, now: Millis) {
-        if e.kind >= msgtype::CHANNEL_EVENTS.len() || !self.received(conn, now) {
-            return;
-        }
-        if let Some(ch) = self.channel_route(e.channel, e.seq) {
-            self.channel_event(ch, e.number, e.kind, e.fields);
-        }
-    }
-
     /// A channel event the driver read and would deliver itself, decided without its
     /// content: [`Direct::Deliver`] when nothing of the core's is queued ahead of it and the
-    /// rules of [`Client::handle_channel_event`] would deliver it now (then the core's state
+    /// rules for the frame would deliver it now (then the core's state
     /// is as if it had, and the driver calls the callback); [`Direct::Dropped`] when they
     /// would drop it; [`Direct::Full`], with nothing changed, when the driver must hand it
     /// over whole (the channel holds messages back while it recovers, or events are queued).
     pub fn channel_event_direct(
         &mut self,
         conn: ConnId,
-        e: &ChannelEvent<'_, ()>,
+        e: &ChannelEvent<'_>,
         now: Millis,
     ) -> Direct {
         if e.kind >= msgtype::CHANNEL_EVENTS.len() || !self.events.is_empty() {

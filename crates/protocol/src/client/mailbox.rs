@@ -212,23 +212,6 @@ impl<V: JsonValue> Client<V> {
         false
     }
 
-    /// An instant message delivered inline (`recvmsg`) that the driver read itself: mailbox
-    /// version `v`, the msg-v3 id if any, sender and text. The same rules as a frame read here.
-    pub fn handle_instant(
-        &mut self,
-        conn: ConnId,
-        v: u64,
-        id: Option<&str>,
-        account: V,
-        msg: V,
-        now: Millis,
-    ) {
-        if self.received(conn, now) && self.inline_in_order(v, now) && self.first_time(id, now) {
-            self.events
-                .push_back(Event::MessageInstant { account, msg });
-        }
-    }
-
     /// An instant message delivered inline that the driver read and would deliver itself
     /// (as [`Client::channel_event_direct`] for channel events): `Deliver` when nothing of
     /// the core's is queued and it is the next version (the session's callback; the channel
