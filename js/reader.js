@@ -9,30 +9,43 @@
 // rules. The names it compares with (event names, message types, the members of each channel
 // event) come from the core in `t`, so they live in one place (crates/protocol).
 
-/** `str.split(' ', n)` as Python does it (the msg-v2/msg-v3 rule, crates/protocol msg.rs). */
-function split(s, n) {
-  const f = [];
-  let at = 0;
-  while (f.length < n) {
-    const i = s.indexOf(' ', at);
+// Where the fields of the msg-v2/v3 string being read are: `at[i]` is the position of its i-th
+// space; `spaces` how many of them there are (up to the fields the rule splits off, `split`).
+// Kept here, not made per message: a reader reads one string at a time and never keeps them.
+const at = [0, 0, 0, 0, 0, 0, 0];
+let spaces = 0;
+
+/** Find the fields of `s`, a msg-v2 (prefix `p2`, the name and a space) or msg-v3 string as
+ *  crates/protocol msg.rs `parse` splits it (`str.split(' ', n)` as Python does it: n = 6, or 7
+ *  for v3). Answers n, or 0 when `s` is neither. */
+function split(s, p2, p3) {
+  const n = s.startsWith(p3) ? 7 : s.startsWith(p2) ? 6 : 0;
+  let from = 0;
+  spaces = 0;
+  while (spaces < n) {
+    const i = s.indexOf(' ', from);
     if (i < 0) break;
-    f.push(s.slice(at, i));
-    at = i + 1;
+    at[spaces++] = i;
+    from = i + 1;
   }
-  f.push(s.slice(at));
-  return f;
+  // n + 1 fields at most; the content (the last) may be missing
+  return spaces + 1 < n ? 0 : n;
+}
+
+/** Field `i` of the string `split` read last ('' when it has fewer). */
+function field(s, i) {
+  if (i > spaces) return '';
+  const from = i === 0 ? 0 : at[i - 1] + 1;
+  return i < spaces ? s.slice(from, at[i]) : s.slice(from);
 }
 
 /** A msg-v2 / msg-v3 string's fields, as crates/protocol msg.rs `parse` reads them (the SDK's
  *  tests compare the two), or null. */
 export function parse(s, v2, v3) {
-  const three = s.startsWith(v3 + ' ');
-  if (!three && !s.startsWith(v2 + ' ')) return null;
-  const n = three ? 7 : 6;
-  const f = split(s, n);
-  if (f.length < n) return null;
-  const o = three ? 1 : 0;
-  return { id: three ? f[1] : undefined, source: f[1 + o], kind: f[4 + o], content: f[6 + o] ?? '' };
+  const n = split(s, v2 + ' ', v3 + ' ');
+  if (!n) return null;
+  const o = n - 6;
+  return { id: o ? field(s, 1) : undefined, source: field(s, 1 + o), kind: field(s, 4 + o), content: field(s, 6 + o) };
 }
 
 const count = (x) => Number.isSafeInteger(x) && x >= 0;
@@ -40,22 +53,38 @@ const count = (x) => Number.isSafeInteger(x) && x >= 0;
 /**
  * Read `ws`'s frames. `t`: [notify, multi, channel2, recvmsg, msg-v2, msg-v3, instant,
  * [[channel event type, [member, member, member], callback, members it gets], …], the instant
- * message's callback]. `enter(io, conn, Date.now(), op, kind, x, y, a, b, c, d)` is the core's
- * entry (io, conn: whose socket this is):
+ * message's callback]. `enter(io, conn, Date.now(), op, kind, x, y, a, b)` is the core's entry
+ * (io, conn: whose socket this is):
  *   op 0: a frame as it is (a: as received, or b: parsed)
  *   op 1: may the reader deliver this channel event? (x: seq, y: number or -1, kind: type
- *         index, a: channel); op 3: the same, of the same channel as this socket's last one
+ *         index, a: channel)
  *   op 2: may the reader deliver this instant message? (x: mailbox version, a: msg-v3 id)
- * It answers the object whose callback the reader calls (op 1-3, granted: the core counts the
- * event as delivered), or a number: bit 1, hand the frame over as it is instead (nothing was
- * changed); bit 0, hand frames over as they are for now (a binary frame is being inflated and
- * later ones wait behind it, or the core logs what it receives).
+ *   op 4: the object numbered x (what answers to op 1 and 2 name)
+ * `next(io, conn, Date.now(), op, kind, x, y)` asks with numbers only: op 1 as `enter` op 1 for
+ * the channel op 1 named last (-1: the core was told another channel since; ask with the
+ * name), op 2 as `enter` op 2 for a msg-v2 instant message (no id).
+ * The answers are numbers: bit 2, deliver it yourself (the core counts it as delivered) to the
+ * object numbered by the bits above; else bit 1, hand the frame over as it is instead (nothing
+ * was changed); bit 0, hand frames over as they are for now (a binary frame is being inflated
+ * and later ones wait behind it, or the core logs what it receives).
  */
-export function listen(ws, t, enter, io, conn) {
+export function listen(ws, t, enter, next, io, conn) {
   const [NOTIFY, MULTI, CHANNEL2, RECVMSG, V2, V3, INSTANT, EVENTS, INSTANT_CB] = t;
   const kinds = new Map(EVENTS.map((e, i) => [e[0], i]));
+  const P2 = V2 + ' ', P3 = V3 + ' ';
   let asIs = 0;
-  let last; // the channel of the last channel event handed over
+  let last; // the channel op 1 named last
+  let id = -1, obj; // the object the reader called back last, and its number
+  const target = (r) => {
+    const n = (r - 4) / 8;
+    if (n !== id) {
+      obj = enter(io, conn, 0, 4, 0, n, 0);
+      id = n;
+    }
+    return obj;
+  };
+  /** Hand frame `f` over as it is (the answer `r` says so). */
+  const handOver = (f, r) => (r & 2 ? enter(io, conn, Date.now(), 0, 0, 0, 0, undefined, f) : r);
   const member = (c, k) => {
     const v = k && c !== null && typeof c === 'object' ? c[k] : undefined;
     return v === undefined ? '' : v;
@@ -64,25 +93,27 @@ export function listen(ws, t, enter, io, conn) {
     const name = p[1], seq = p[2], text = p[3], num = p[4];
     if (typeof name !== 'string' || !count(seq) || typeof text !== 'string') return false;
     if (num !== undefined && !count(num)) return false;
-    const m = parse(text, V2, V3);
-    const k = m === null ? undefined : kinds.get(m.kind);
+    const v = split(text, P2, P3);
+    const k = v ? kinds.get(field(text, v - 2)) : undefined;
     if (k === undefined) return false;
     let c;
     try {
-      c = JSON.parse(m.content);
+      c = JSON.parse(field(text, v));
     } catch (_) {
       return false;
     }
-    const e = EVENTS[k], names = e[1];
-    const op = name === last ? 3 : 1;
-    last = name;
     const n = num === undefined ? -1 : num;
-    const r = enter(io, conn, Date.now(), op, k, seq, n, name);
-    if (r !== null && typeof r === 'object') {
+    let r = name === last ? next(io, conn, Date.now(), 1, k, seq, n) : -1;
+    if (r < 0) {
+      last = name;
+      r = enter(io, conn, Date.now(), 1, k, seq, n, name);
+    }
+    if (r & 4) {
       asIs = 0;
-      fire(r, e[2], e[3], member(c, names[0]), member(c, names[1]), member(c, names[2]));
+      const e = EVENTS[k], names = e[1];
+      fire(target(r), e[2], e[3], member(c, names[0]), member(c, names[1]), member(c, names[2]));
     } else {
-      asIs = r & 2 ? enter(io, conn, Date.now(), 0, 0, 0, 0, undefined, f) : r;
+      asIs = handOver(f, r);
     }
     return true;
   };
@@ -95,14 +126,14 @@ export function listen(ws, t, enter, io, conn) {
       return false;
     }
     if (!Array.isArray(pair) || !count(pair[0]) || typeof pair[1] !== 'string') return false;
-    const m = parse(pair[1], V2, V3);
-    if (!m || m.kind !== INSTANT) return false;
-    const r = enter(io, conn, Date.now(), 2, 0, pair[0], 0, m.id);
-    if (r !== null && typeof r === 'object') {
+    const s = pair[1], v = split(s, P2, P3);
+    if (!v || field(s, v - 2) !== INSTANT) return false;
+    const r = v === 7 ? enter(io, conn, Date.now(), 2, 0, pair[0], 0, field(s, 1)) : next(io, conn, Date.now(), 2, 0, pair[0], 0);
+    if (r & 4) {
       asIs = 0;
-      fire(r, INSTANT_CB, 3, m.source, 0, m.content);
+      fire(target(r), INSTANT_CB, 3, field(s, v - 5), 0, field(s, v));
     } else {
-      asIs = r & 2 ? enter(io, conn, Date.now(), 0, 0, 0, 0, undefined, f) : r;
+      asIs = handOver(f, r);
     }
     return true;
   };

@@ -48,7 +48,7 @@ extern "C" {
 extern "C" {
     /// The JS reader of a socket's frames (js/reader.js): it hands the core each frame, or
     /// each hot event read in JS, through the three entries.
-    fn listen(ws: &WebSocket, t: &Array, enter: &JsValue, io: u32, conn: u32);
+    fn listen(ws: &WebSocket, t: &Array, enter: &JsValue, next: &JsValue, io: u32, conn: u32);
 }
 
 /// What the JS reader compares with, from crates/protocol (js/reader.js `listen`'s `t`).
@@ -86,9 +86,10 @@ thread_local! {
     static NEXT_IO: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
 }
 
-/// The reader's entry into the core (js/reader.js `listen`'s `enter`), called by the reader as
-/// the wasm export itself: no closure glue between a frame and the core.
+/// The reader's entries into the core (js/reader.js `listen`'s `enter` and `next`), called by
+/// the reader as the wasm exports themselves: no closure glue between a frame and the core.
 const READER_ENTRY: &str = "__opensig_read";
+const READER_NEXT: &str = "__opensig_next";
 
 /// What the reader of session IO `io`'s socket `conn` hands over or asks at `Date.now()` =
 /// `t` (js/reader.js `listen`).
@@ -105,10 +106,38 @@ pub fn reader_entry(
     a: JsValue,
     b: JsValue,
 ) -> JsValue {
-    let io = IOS.with(|m| m.borrow().get(&io).and_then(Weak::upgrade));
-    io.map_or(0.into(), |io| {
+    io_of(io).map_or(0.into(), |io| {
         io.enter(ConnId(conn), t, [op, kind], [x, y], [a, b])
     })
+}
+
+/// What the reader of session IO `io`'s socket `conn` asks with numbers only, both ways (no JS
+/// value crosses) at `Date.now()` = `t`: op 1, may it deliver this channel event (`kind`, seq
+/// `x`, number `y` or -1) of the channel it named last (`enter` op 1)? op 2, this msg-v2
+/// instant message (mailbox version `x`)? Answers as `enter` does, or -1 when the core was
+/// last told another channel (nothing changed: ask with the name).
+///
+/// A plain wasm export: numbers need no wasm-bindgen shim (its argument conversions were
+/// ~350 bytes). `no_mangle` counts as unsafe code only for a name that could clash with
+/// another symbol; this one is the SDK's own.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn __opensig_next(
+    io: u32,
+    conn: u32,
+    t: f64,
+    op: u32,
+    kind: u32,
+    x: f64,
+    y: f64,
+) -> f64 {
+    io_of(io).map_or(0.0, |io| io.next(ConnId(conn), t, op, kind, x, y))
+}
+
+/// Session IO number `io`, if it is still there (one copy for both entries: size).
+#[inline(never)]
+fn io_of(io: u32) -> Option<Rc<Io>> {
+    IOS.with(|m| m.borrow().get(&io).and_then(Weak::upgrade))
 }
 
 /// One WebSocket and the closures the browser calls for it.
@@ -152,8 +181,8 @@ struct Io {
     st: RefCell<IoState>,
     /// Runs a scheduled pump (a microtask); lives as long as the session.
     pump_closure: Closure<dyn FnMut()>,
-    /// The socket and channel name of the last channel event the reader gave: a stream of
-    /// events for one channel crosses into wasm memory once.
+    /// The socket and channel name of the last channel event the reader named (`enter` op 1):
+    /// a stream of events for one channel crosses into wasm memory once (`__opensig_next`).
     last_channel: RefCell<(ConnId, String)>,
 }
 
@@ -347,9 +376,16 @@ impl Io {
         ws.set_onopen(Some(handlers[0].as_ref().unchecked_ref()));
         ws.set_onclose(Some(handlers[1].as_ref().unchecked_ref()));
         ws.set_onerror(Some(handlers[2].as_ref().unchecked_ref()));
-        let enter =
-            Reflect::get(&wasm_bindgen::exports(), &READER_ENTRY.into()).unwrap_or_default();
-        listen(&ws, &reader_names(), &enter, self.id, conn.0);
+        let entry = |name: &str| Reflect::get(&wasm_bindgen::exports(), &name.into());
+        let (enter, next) = (entry(READER_ENTRY), entry(READER_NEXT));
+        listen(
+            &ws,
+            &reader_names(),
+            &enter.unwrap_or_default(),
+            &next.unwrap_or_default(),
+            self.id,
+            conn.0,
+        );
         self.st.borrow_mut().sockets.insert(
             conn.0,
             Socket {
@@ -360,62 +396,107 @@ impl Io {
         );
     }
 
-    /// What the reader hands over or asks (js/reader.js `listen`), then the pump. Answers
-    /// the object whose callback the reader calls itself (a channel event or instant message
-    /// it may deliver: nothing of the core's is queued ahead of it), or a number: bit 1, hand
-    /// the frame over as it is instead; bit 0, hand frames over as they are for now (frames
-    /// wait behind a binary one, or the core's received frames are logged).
+    /// What the reader hands over or asks (js/reader.js `listen`), then the pump. Answers a
+    /// number: bit 2, the reader may deliver the channel event or instant message it asked
+    /// about itself (nothing of the core's is queued ahead of it; the core counted it as
+    /// delivered), to the object numbered by the bits above (0: the session, else a channel),
+    /// which op 4 answers; otherwise bit 1, hand the frame over as it is instead; bit 0, hand
+    /// frames over as they are for now (frames wait behind a binary one, or the core's
+    /// received frames are logged).
     fn enter(&self, conn: ConnId, t: f64, op: [u32; 2], x: [f64; 2], v: [JsValue; 2]) -> JsValue {
         let [x, y] = x;
         let [a, b] = v;
         let Some(hub) = self.hub.upgrade() else {
             return 0.into();
         };
-        let now = hub.at(t);
         let [op, kind] = op;
-        let logged = hub.log.enabled(Level::Debug);
-        let decided = match op {
-            // not while received frames are logged: they are, as frames
-            1..=3 if logged => Direct::Full,
-            // a channel event: channel name (3: the same as the reader's last), sequence,
-            // number (or -1), type
-            1 | 3 => {
-                let mut last = self.last_channel.borrow_mut();
-                if op == 1 || last.0 != conn {
-                    *last = (conn, a.as_string().unwrap_or_default());
-                }
-                let e = ChannelEvent {
-                    channel: &last.1,
-                    seq: x as u64,
-                    number: (y >= 0.0).then_some(y as u64),
-                    kind: kind as usize,
-                };
-                hub.st.borrow_mut().core.channel_event_direct(conn, &e, now)
+        match op {
+            // a channel event: channel name, sequence, number (or -1), type
+            1 => {
+                *self.last_channel.borrow_mut() = (conn, a.as_string().unwrap_or_default());
+                self.channel_event(&hub, conn, t, kind, x, y).into()
             }
             // an instant message: mailbox version, msg-v3 id (or undefined)
-            2 => {
-                let id = a.as_string();
-                let mut hs = hub.st.borrow_mut();
-                hs.core.instant_direct(conn, x as u64, id.as_deref(), now)
-            }
+            2 => self.instant(&hub, conn, t, x, a.as_string()).into(),
+            // the object numbered x (0: the session, else a channel)
+            4 => match x as u32 {
+                0 => hub.slots.this.borrow().clone(),
+                ch => hub
+                    .channel(ch)
+                    .map_or(JsValue::UNDEFINED, |c| c.slots.this.borrow().clone()),
+            },
             // a frame as it arrived, or parsed
             _ => {
-                self.cold(&hub, conn, a, b, now);
-                Direct::Dropped
+                self.cold(&hub, conn, a, b, hub.at(t));
+                self.pump();
+                self.answer(&hub, Direct::Dropped, 0).into()
             }
-        };
-        // a channel event decided here leaves the core nothing to do (its watchdog's later
-        // deadline is seen when the armed timer fires)
-        if !matches!(op, 1 | 3) {
-            self.pump();
         }
-        let this = match decided {
-            Direct::Deliver(_) if op == 2 => Some(hub.slots.this.borrow().clone()),
-            Direct::Deliver(ch) => hub.channel(ch.0).map(|c| c.slots.this.borrow().clone()),
-            _ => None,
+    }
+
+    /// `__opensig_next`: a channel event of the channel the reader named last, or a msg-v2
+    /// instant message.
+    fn next(&self, conn: ConnId, t: f64, op: u32, kind: u32, x: f64, y: f64) -> f64 {
+        let Some(hub) = self.hub.upgrade() else {
+            return 0.0;
         };
-        if let Some(this) = this {
-            return this;
+        if op == 2 {
+            return self.instant(&hub, conn, t, x, None);
+        }
+        if self.last_channel.borrow().0 != conn {
+            return -1.0;
+        }
+        self.channel_event(&hub, conn, t, kind, x, y)
+    }
+
+    /// Decide on an instant message (mailbox version `v`, msg-v3 id) (js/reader.js `listen`).
+    #[inline(never)]
+    fn instant(&self, hub: &Hub, conn: ConnId, t: f64, v: f64, id: Option<String>) -> f64 {
+        let decided = if hub.log.enabled(Level::Debug) {
+            Direct::Full
+        } else {
+            let now = hub.at(t);
+            let mut hs = hub.st.borrow_mut();
+            hs.core.instant_direct(conn, v as u64, id.as_deref(), now)
+        };
+        // what the core did for it (an ack due) is a deadline at most: no pump, the timer
+        if decided != Direct::Full {
+            self.rearm(hub);
+        }
+        self.answer(hub, decided, 0)
+    }
+
+    /// Decide on a channel event of the channel in `last_channel` (js/reader.js `listen`).
+    /// One copy for both entries (size).
+    #[inline(never)]
+    fn channel_event(&self, hub: &Hub, conn: ConnId, t: f64, kind: u32, seq: f64, n: f64) -> f64 {
+        // not while received frames are logged: they are, as frames
+        let decided = if hub.log.enabled(Level::Debug) {
+            Direct::Full
+        } else {
+            let last = self.last_channel.borrow();
+            let e = ChannelEvent {
+                channel: &last.1,
+                seq: seq as u64,
+                number: (n >= 0.0).then_some(n as u64),
+                kind: kind as usize,
+            };
+            let now = hub.at(t);
+            hub.st.borrow_mut().core.channel_event_direct(conn, &e, now)
+        };
+        // decided here, the event leaves the core nothing to do (its watchdog's later deadline
+        // is seen when the armed timer fires): no pump
+        let ch = match decided {
+            Direct::Deliver(ch) => ch.0,
+            _ => 0,
+        };
+        self.answer(hub, decided, ch)
+    }
+
+    /// The reader's answer (`enter`) to what the core decided; `to`: the object it delivers to.
+    fn answer(&self, hub: &Hub, decided: Direct, to: u32) -> f64 {
+        if let Direct::Deliver(_) = decided {
+            return 4.0 + 8.0 * to as f64;
         }
         let waiting = self
             .st
@@ -425,7 +506,7 @@ impl Io {
             .map(|s| s.queue.len())
             .sum::<usize>();
         let full = decided == Direct::Full;
-        ((waiting > 0 || logged) as u32 | (full as u32) << 1).into()
+        ((waiting > 0 || hub.log.enabled(Level::Debug)) as u32 | (full as u32) << 1).into()
     }
 
     /// A frame as it arrived (`frame` undefined) or as the reader parsed it.

@@ -651,6 +651,37 @@ async fn several_channels_at_once_route_by_name() {
     );
     assert_eq!(entries(&a1, "onMessageChannelReceive").length(), 1);
     assert_eq!(entries(&a2, "onMessageChannelReceive").length(), 1);
+    // the reader names the channel again whenever the stream switches between channels
+    for round in 0..3 {
+        settled(call(
+            &b1,
+            "messageChannelSend",
+            &[format!("one {round}").into()],
+        ))
+        .await;
+        settled(call(
+            &b2,
+            "messageChannelSend",
+            &[format!("two {round}").into()],
+        ))
+        .await;
+    }
+    seen(&a1, "onMessageChannelReceive", 4).await;
+    seen(&a2, "onMessageChannelReceive", 4).await;
+    let texts = |ch: &JsValue| -> Vec<JsValue> {
+        let all = entries(ch, "onMessageChannelReceive");
+        (1..4).map(|i| Array::from(&all.get(i)).get(3)).collect()
+    };
+    let want = |p: &str| -> Vec<JsValue> { (0..3).map(|i| format!("{p} {i}").into()).collect() };
+    assert_eq!((texts(&a1), texts(&a2)), (want("one"), want("two")));
+    // left and joined again: the new Channel object gets the channel's events, the old one not
+    settled(call(&a1, "channelLeave", &[])).await;
+    seen(&a1, "onChannelLeaved", 1).await;
+    let a1_again = join(&a, &r1).await;
+    settled(call(&b1, "messageChannelSend", &["after rejoin".into()])).await;
+    let m = seen(&a1_again, "onMessageChannelReceive", 1).await;
+    assert_eq!(m.get(2), "after rejoin");
+    assert_eq!(entries(&a1, "onMessageChannelReceive").length(), 4);
     errors.none();
 }
 

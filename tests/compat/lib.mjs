@@ -97,6 +97,8 @@ export function startPages() {
     '/harness.js': () => fs.readFileSync(path.join(HERE, 'harness.js')),
     '/sdk/original.js': () => fs.readFileSync(originalSdk()),
     '/sdk/opensig.js': () => fs.readFileSync(opensigSdk()),
+    // a second build beside it (OPENSIG_CLASSIC_2: a benchmark comparing two builds, page.html?sdk=opensig2)
+    '/sdk/opensig2.js': () => fs.readFileSync(process.env.OPENSIG_CLASSIC_2 || opensigSdk()),
     // the same bytes without their byte order mark (what a careless copy might serve)
     '/sdk/opensig-nobom.js': () => {
       const b = fs.readFileSync(opensigSdk());
@@ -117,7 +119,7 @@ export function startPages() {
       return;
     }
     if (url.pathname === '/page.html') {
-      const sdk = url.searchParams.get('sdk') === 'opensig' ? 'opensig' : 'original';
+      const sdk = ['opensig', 'opensig2'].includes(url.searchParams.get('sdk')) ? url.searchParams.get('sdk') : 'original';
       // guard=1: for engines driven without Playwright's request routing, the page itself
       // refuses every request to a host other than loopback (the original SDK's telemetry)
       const guard = url.searchParams.get('guard') === '1' ? `<script>${GUARD}</script>` : '';

@@ -18,9 +18,11 @@ import { join, inject } from './page-fns.mjs';
 const [url, app, countArg, roundsArg, engineList] = process.argv.slice(2);
 const count = Number(countArg);
 const rounds = Number(roundsArg);
-const sdks = ['original', 'opensig', 'raw'];
+// OPENSIG_BENCH_SDKS / OPENSIG_BENCH_KINDS narrow a run (e.g. one SDK under a profiler)
+const pick = (env, all) => (process.env[env] ? process.env[env].split(',') : all);
+const sdks = pick('OPENSIG_BENCH_SDKS', ['original', 'opensig', 'raw']);
 // channel messages, members joining and leaving, instant messages (page-fns.mjs `inject`)
-const kinds = ['channel', 'members', 'peer'];
+const kinds = pick('OPENSIG_BENCH_KINDS', ['channel', 'members', 'peer']);
 
 /** One engine as a page: goto, evaluate, blocked requests, close. */
 async function engine(name) {
