@@ -56,7 +56,7 @@ try {
   for (const [round, n] of rounds) {
     for (const sdk of sdks) {
       const page = pagesBySdk[sdk];
-      await page.evaluate(() => Object.assign(window.B, { n: 0, first: 0, last: 0 }));
+      await page.evaluate(() => Object.assign(window.B, { n: 0, first: 0, last: 0, live: true }));
       console.log(`READY ${sdk} ${channel}-${sdk} ${round} ${n}`);
       // the page's main thread is kept busy while the flood is sent, so that it then
       // dispatches from a full backlog: the SDK's capacity, not the flood's pace
