@@ -15,7 +15,8 @@ use libfuzzer_sys::fuzz_target;
 use opensig_fuzz::Args;
 use opensig_protocol::names::call;
 use opensig_protocol::zlib;
-use opensig_server::store::{AnyStore, Store};
+use opensig_server::store::memory::Memory;
+use opensig_server::store::Store;
 use opensig_server::{ServerConfig, Shared};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -66,7 +67,7 @@ const APPS: &[&str] = &["app1", "app2", ""];
 
 struct Harness {
     rt: Runtime,
-    shared: Arc<Shared<AnyStore>>,
+    shared: Arc<Shared<Memory>>,
     url: String,
 }
 
@@ -91,7 +92,10 @@ fn harness() -> &'static Harness {
             c.limits.login_timeout_secs = 2;
             c.limits.connections_per_ip = 0;
             c.limits.logins_per_ip_per_second = 0;
-            opensig_server::start(c).await.expect("server starts")
+            let store = Memory::new(&c.limits);
+            opensig_server::start_with(c, store, "fuzz".into())
+                .await
+                .expect("server starts")
         });
         let (shared, url) = (srv.shared.clone(), srv.ws_url());
         // the server lives as long as the fuzzing process
@@ -172,7 +176,7 @@ async fn run(ops: Vec<Op>, url: &str) {
 }
 
 /// Every session and membership of the input is gone, and a newcomer is served.
-async fn check(shared: &Shared<AnyStore>, url: &str) {
+async fn check(shared: &Shared<Memory>, url: &str) {
     let store = shared.store();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {

@@ -43,7 +43,9 @@ use delivery::ConnHandle;
 use opensig_protocol::ident::AppId;
 use signaling::Signaling;
 use stats::Stats;
-use store::{AnyStore, Store};
+use store::memory::Memory;
+use store::redis::Redis;
+use store::{Footprint, SResult, Store};
 
 /// State shared by every request and connection.
 pub struct Shared<S: Store> {
@@ -343,14 +345,110 @@ impl<E: Store> Running<E> {
     }
 }
 
+/// The server [`start`] runs, on the store its configuration chose: one store per process,
+/// and the type says which (everything under it is generic over the store; nothing can hand
+/// one store's session to the other).
+pub enum Server {
+    /// In memory (the default).
+    Memory(Running<Memory>),
+    /// A node sharing a Redis with others (`redis_url`).
+    Redis(Running<Redis>),
+}
+
+/// `$body` with `$r` bound to the [`Running`] server inside a [`Server`], whichever store it
+/// runs on: the body is compiled once for each store, with its type (tests reach the rules and
+/// the store this way).
+#[macro_export]
+macro_rules! on_running {
+    ($server:expr, $r:ident => $body:expr) => {
+        match $server {
+            $crate::Server::Memory($r) => $body,
+            $crate::Server::Redis($r) => $body,
+        }
+    };
+}
+use on_running as each;
+
+impl Server {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        each!(self, r => r.addr)
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        each!(self, r => r.metrics_addr)
+    }
+
+    /// Where the operator console is served (`/console/`), when it is.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        each!(self, r => r.console_addr)
+    }
+
+    /// `ws://addr/` (`wss://` with TLS).
+    pub fn ws_url(&self) -> String {
+        each!(self, r => r.ws_url())
+    }
+
+    /// `http://addr` (`https://` with TLS).
+    pub fn http_url(&self) -> String {
+        each!(self, r => r.http_url())
+    }
+
+    /// See [`Running::kill`].
+    pub async fn kill(self) {
+        each!(self, r => r.kill().await)
+    }
+
+    /// See [`Running::shutdown`].
+    pub async fn shutdown(self) {
+        each!(self, r => r.shutdown().await)
+    }
+
+    /// See [`Running::reload`].
+    pub fn reload(&self, new: ServerConfig) -> std::io::Result<Reloaded> {
+        each!(self, r => r.reload(new))
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        each!(self, r => r.shared.config())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        each!(self, r => &r.shared.stats)
+    }
+
+    /// Open connections on this node.
+    pub fn connection_count(&self) -> usize {
+        each!(self, r => r.shared.connection_count())
+    }
+
+    /// The webhook and event-stream lines of `/metrics`.
+    pub fn webhooks_metrics(&self) -> String {
+        each!(self, r => r.shared.webhooks_metrics())
+    }
+
+    /// What the store holds (for leak checks).
+    pub async fn footprint(&self) -> SResult<Footprint> {
+        each!(self, r => r.shared.store().footprint().await)
+    }
+
+    /// Sessions on this node.
+    pub fn local_sessions(&self) -> usize {
+        each!(self, r => r.shared.store().local_sessions())
+    }
+}
+
 /// Start the server: in memory, or as a cluster node when `config.redis_url` is set.
-pub async fn start(config: ServerConfig) -> std::io::Result<Running<AnyStore>> {
+pub async fn start(config: ServerConfig) -> std::io::Result<Server> {
     let listener = listen::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let Some(url) = config.redis_url.clone() else {
-        let store = AnyStore::Memory(store::memory::Memory::new(&config.limits));
+        let store = Memory::new(&config.limits);
         let ids = format!("{:x}", rand::random::<u32>());
-        return serve(listener, config, store, ids).await;
+        return Ok(Server::Memory(serve(listener, config, store, ids).await?));
     };
     let public_url = config
         .public_url
@@ -366,14 +464,14 @@ pub async fn start(config: ServerConfig) -> std::io::Result<Running<AnyStore>> {
         node_id: node_id.clone(),
         public_url,
     };
-    let redis = store::redis::Redis::connect(redis_cfg, &config.limits)
+    let redis = Redis::connect(redis_cfg, &config.limits)
         .await
         .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
-    let mut running = serve(listener, config, AnyStore::Redis(redis.clone()), node_id).await?;
+    let mut running = serve(listener, config, redis.clone(), node_id).await?;
     running.on_stop = Some(Box::new(move || {
         Box::pin(async move { redis.deregister().await })
     }));
-    Ok(running)
+    Ok(Server::Redis(running))
 }
 
 /// Start with a given store; `ids` makes this process's message ids unique.

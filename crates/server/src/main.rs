@@ -6,8 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use opensig_server::config::{ConfigError, FileConfig};
-use opensig_server::store::AnyStore;
-use opensig_server::{Running, ServerConfig};
+use opensig_server::{Server, ServerConfig};
 
 /// Every allocation of the process, counted: `memory_max_bytes` compares against it.
 #[global_allocator]
@@ -288,12 +287,12 @@ async fn main() {
         running.ws_url(),
         running.http_url()
     );
-    if let Some(m) = running.metrics_addr {
+    if let Some(m) = running.metrics_addr() {
         tracing::info!("metrics on http://{m}/metrics");
     }
-    if let Some(c) = running.console_addr {
+    if let Some(c) = running.console_addr() {
         tracing::info!("operator console on http://{c}/console/");
-        let nobody = running.shared.config().operators.is_empty();
+        let nobody = running.config().operators.is_empty();
         let hint = if nobody {
             "  (no [[operators]] yet: `opensig-server operator --name NAME` makes one)"
         } else {
@@ -377,8 +376,8 @@ fn build_config(s: &Serve) -> Result<ServerConfig, ConfigError> {
     Ok(config)
 }
 
-/// Until SIGINT or SIGTERM: SIGHUP reloads the configuration (see [`Running::reload`]).
-async fn serve_signals(running: &Running<AnyStore>, s: &Serve) {
+/// Until SIGINT or SIGTERM: SIGHUP reloads the configuration (see [`Server::reload`]).
+async fn serve_signals(running: &Server, s: &Serve) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -400,7 +399,7 @@ async fn serve_signals(running: &Running<AnyStore>, s: &Serve) {
 }
 
 /// Read the configuration again and put it in force; a bad file changes nothing.
-fn reload(running: &Running<AnyStore>, s: &Serve) {
+fn reload(running: &Server, s: &Serve) {
     let config = match build_config(s) {
         Ok(c) => c,
         Err(e) => {

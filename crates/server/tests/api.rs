@@ -44,11 +44,7 @@ struct Backend {
 }
 
 impl Backend {
-    fn new(
-        srv: &opensig_server::Running<opensig_server::store::AnyStore>,
-        app: &str,
-        cert: Option<&str>,
-    ) -> Backend {
+    fn new(srv: &opensig_server::Server, app: &str, cert: Option<&str>) -> Backend {
         Backend {
             base: format!("{}/api/v1/apps/{app}", srv.http_url()),
             app: app.into(),
@@ -742,7 +738,7 @@ async fn api_keys_open_revoke_and_read_only_with_one_answer_for_every_refusal() 
     let cert = credential(SECURE, CERT, now_secs() + 600);
     assert_eq!(get(SECURE, Some(cert.clone())).await.0, 200);
     // revoked by a reload, without a restart; the certificate turned off for the app
-    let mut c = (*srv.shared.config()).clone();
+    let mut c = (*srv.config()).clone();
     c.api_keys
         .retain(|k| k.name != "backend" || k.app != SECURE);
     c.api_no_certificate.insert(SECURE.into());

@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use futures_util::SinkExt;
 use opensig_protocol::client::Event;
-use opensig_server::store::Store;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -263,7 +262,7 @@ async fn relogin_storm_leaves_one_session_and_no_leaks() {
         .await;
     drop(raws);
     // by_a, by_b and the last stormy
-    let store = srv.shared.store();
+    let store = &srv;
     wait_for("the replaced sessions gone", || async {
         store.local_sessions() == 3
     })

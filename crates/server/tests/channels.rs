@@ -215,7 +215,7 @@ async fn channel_ttl_keeps_attrs_after_the_last_member_then_destroys() {
         .await;
     bob.done(req).await.unwrap();
     // then destroyed: of the two empty channels only "stay" is left
-    let store = srv.shared.store();
+    let store = &srv;
     wait_for("the empty channel with a 1 s TTL destroyed", || async {
         store.footprint().await.unwrap().channels == 1
     })

@@ -287,7 +287,7 @@ async fn kick_across_nodes_and_special_channels() {
     second
         .expect(|e| matches!(e, Event::MessageInstant { .. }))
         .await;
-    let first = nodes[0].shared.store();
+    let first = &nodes[0];
     wait_for("the replaced session ended", || async {
         first.local_sessions() == 0
     })
@@ -311,7 +311,7 @@ async fn getaddr_lists_the_live_nodes() {
     let mut nodes = cluster(3, |_| {}).await;
     let mut urls: Vec<String> = nodes.iter().map(|n| n.ws_url()).collect();
     urls.sort();
-    let (_, _, body) = http_get(nodes[1].addr, "/getaddr?vid=x").await;
+    let (_, _, body) = http_get(nodes[1].addr(), "/getaddr?vid=x").await;
     let v: Value = serde_json::from_str(&body).unwrap();
     let mut got: Vec<String> = v["web"]
         .as_array()
@@ -325,7 +325,7 @@ async fn getaddr_lists_the_live_nodes() {
     let last = nodes.pop().unwrap();
     let gone = last.ws_url();
     last.shutdown().await;
-    let first = nodes[0].addr;
+    let first = nodes[0].addr();
     wait_for("the stopped node delisted", || async {
         let (_, _, body) = http_get(first, "/getaddr?vid=x").await;
         let v: Value = serde_json::from_str(&body).unwrap();

@@ -128,7 +128,7 @@ async fn sign_in_is_hashed_locked_out_and_every_act_needs_the_token_and_the_role
         c.apps.insert(APP.into(), None);
     })
     .await;
-    let base = format!("http://{}", srv.console_addr.expect("console served"));
+    let base = format!("http://{}", srv.console_addr().expect("console served"));
     // the page and its assets, with a strict policy; never on the public port
     let page = http("GET", format!("{base}/console/"), vec![], None).await;
     assert_eq!(page.status, 200);
@@ -271,8 +271,8 @@ async fn sign_in_is_hashed_locked_out_and_every_act_needs_the_token_and_the_role
     with_console(&mut c);
     c.apps.insert(APP.into(), None);
     c.operators.retain(|o| o.name != "viewer");
-    c.redis_url = srv.shared.config().redis_url.clone();
-    c.redis_prefix = srv.shared.config().redis_prefix.clone();
+    c.redis_url = srv.config().redis_url.clone();
+    c.redis_prefix = srv.config().redis_prefix.clone();
     srv.reload(c).unwrap();
     assert_eq!(viewer.get("/console/api/session").await.status, 401);
     assert_eq!(admin.get("/console/api/session").await.status, 200);
@@ -318,7 +318,7 @@ async fn the_event_tail_streams_the_app_s_events_as_they_happen_filtered() {
         c.apps.insert(APP.into(), None);
     })
     .await;
-    let base = format!("http://{}", srv.console_addr.unwrap());
+    let base = format!("http://{}", srv.console_addr().unwrap());
     let (_, admin) = Op::sign_in(&base, "admin", ADMIN_PW).await;
     let admin = admin.unwrap();
     let tail = sse(
@@ -350,7 +350,7 @@ async fn the_console_of_one_node_sees_and_kicks_a_user_on_another() {
         c.apps.insert(APP.into(), None);
     })
     .await;
-    let base = format!("http://{}", nodes[0].console_addr.unwrap());
+    let base = format!("http://{}", nodes[0].console_addr().unwrap());
     let (_, admin) = Op::sign_in(&base, "admin", ADMIN_PW).await;
     let admin = admin.unwrap();
     let mut bob = User::login(&nodes[1].ws_url(), "bob").await;

@@ -233,7 +233,7 @@ async fn until_sent(sent: &AtomicUsize, n: usize) {
 async fn ten_thousand_messages_survive_connections_cut_every_two_seconds() {
     const TOTAL: usize = 10_000;
     let srv = server_with(|c| c.set_limit("user_messages_per_second=100000").unwrap()).await;
-    let proxy = CutProxy::start(srv.addr).await;
+    let proxy = CutProxy::start(srv.addr()).await;
     let cutter = Arc::new(AtomicUsize::new(0));
     let done = cutter.clone();
     let ledger = traffic(vec![proxy.ws_url()], 10, TOTAL, 1_000, |sent| async move {
@@ -529,7 +529,7 @@ async fn ten_thousand_channel_messages_through_cuts_arrive_in_order_and_never_tw
         c.set_limit("channel_history_messages=1000").unwrap();
     })
     .await;
-    let proxy = CutProxy::start(srv.addr).await;
+    let proxy = CutProxy::start(srv.addr()).await;
     let ledger = Arc::new(Mutex::new(ChannelLedger::default()));
     let sent = Arc::new(AtomicUsize::new(0));
     let mut tasks = vec![];

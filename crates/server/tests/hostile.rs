@@ -17,8 +17,7 @@ use common::*;
 use futures_util::SinkExt;
 use opensig_protocol::names::{close, login_error};
 use opensig_protocol::{token, ErrorKind, Limits};
-use opensig_server::store::{AnyStore, Store};
-use opensig_server::Running;
+use opensig_server::Server;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -73,7 +72,7 @@ const ATTR_BYTES_MAX: usize = 512 * 1024;
 struct Env {
     url: String,
     addr: SocketAddr,
-    srv: Running<AnyStore>,
+    srv: Server,
     /// Messages the running case leaves stored by the rules (for accounts that are offline
     /// now and will read them at their next login); everything else must be gone.
     stored: AtomicUsize,
@@ -504,7 +503,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                 }
             }
             assert!(accepted <= APP_MAIL_MAX, "{accepted} stored beyond the quota");
-            assert!(env.srv.shared.store().footprint().await.unwrap().stored_messages <= APP_MAIL_MAX + 64);
+            assert!(env.srv.footprint().await.unwrap().stored_messages <= APP_MAIL_MAX + 64);
             // the recipients read their mail: the quota is free again
             for to in &recipients {
                 let mut r = env.raw(to).await;
@@ -700,7 +699,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             }
             // exactly one of them is still logged in (once the replaced ones are gone: the
             // bystanders and the last stormy)
-            let store = env.srv.shared.store();
+            let store = &env.srv;
             wait_for("the replaced sessions gone", || async { eprintln!("local {}", store.local_sessions()); store.local_sessions() == 3 }).await;
             let mut alive = 0;
             for r in &mut raws {
@@ -835,7 +834,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
         }
         "a client that closes mid-request" => |env| {
             let mut peer = env.raw("m45-peer").await;
-            let conns = env.srv.shared.connection_count();
+            let conns = env.srv.connection_count();
             for i in 0..20 {
                 let mut r = env.raw(&format!("m45-{i}")).await;
                 let line = r.line.clone();
@@ -843,9 +842,9 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
                 r.send_value(json!(["call2", ["voip_invite", 2, {"line": line, "channelName": "abrupt", "peer": "m45-peer", "extra": ""}]])).await;
                 drop(r); // no close handshake (the server may or may not read what was sent)
             }
-            let store = env.srv.shared.store();
+            let store = &env.srv;
             wait_for("the callers' connections gone", || async {
-                env.srv.shared.connection_count() == conns
+                env.srv.connection_count() == conns
             })
             .await;
             // each invitation that was opened ends once its caller is gone past the grace
@@ -891,14 +890,14 @@ async fn bystander_round_trip(a: &mut User, b: &mut User, n: &mut u32) {
 
 /// Wait until the server holds exactly what it held before (the bystanders' state).
 async fn settle(
-    srv: &Running<AnyStore>,
+    srv: &Server,
     want: &opensig_server::store::Footprint,
     conns: usize,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
-        let fp = srv.shared.store().footprint().await.unwrap();
-        let c = srv.shared.connection_count();
+        let fp = srv.footprint().await.unwrap();
+        let c = srv.connection_count();
         if fp == *want && c == conns {
             return Ok(());
         }
@@ -946,7 +945,7 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
     .await;
     let env = Env {
         url: srv.ws_url(),
-        addr: srv.addr,
+        addr: srv.addr(),
         srv,
         stored: AtomicUsize::new(0),
     };
@@ -963,9 +962,9 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
     // HOSTILE_CASE=<part of a name> runs only the matching cases (when debugging one)
     let only = std::env::var("HOSTILE_CASE").unwrap_or_default();
     for (name, run) in cases.into_iter().filter(|(name, _)| name.contains(&*only)) {
-        let base = env.srv.shared.store().footprint().await.unwrap();
+        let base = env.srv.footprint().await.unwrap();
         env.stored.store(0, Ordering::SeqCst);
-        let conns = env.srv.shared.connection_count();
+        let conns = env.srv.connection_count();
         let panics = PANICS.load(Ordering::SeqCst);
         let mut mem = [0isize; 2];
         for (round, m) in mem.iter_mut().enumerate() {

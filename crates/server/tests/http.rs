@@ -6,26 +6,26 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn getaddr_healthz_metrics() {
     let srv = server_with(|c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
-    let (status, head, body) = http_get(srv.addr, "/getaddr?vid=someapp").await;
+    let (status, head, body) = http_get(srv.addr(), "/getaddr?vid=someapp").await;
     assert_eq!(status, 200);
     assert!(head.contains("access-control-allow-origin: *"), "{head}");
     assert!(head.contains("cache-control: no-store"), "{head}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v, json!({"web": [srv.ws_url()]}));
-    let (status, _, body) = http_get(srv.addr, "/healthz").await;
+    let (status, _, body) = http_get(srv.addr(), "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     // metrics: on their own listener, not on the public port
     let _u = User::login(&srv.ws_url(), "alice").await;
-    let metrics = srv.metrics_addr.expect("a metrics listener");
+    let metrics = srv.metrics_addr().expect("a metrics listener");
     let (status, _, body) = http_get(metrics, "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("opensig_sessions 1"), "{body}");
     assert!(body.contains("opensig_logins_total 1"), "{body}");
-    let (status, _, _) = http_get(srv.addr, "/metrics").await;
+    let (status, _, _) = http_get(srv.addr(), "/metrics").await;
     assert_eq!(status, 404, "the public port does not serve /metrics");
 
     let srv = server_with(|c| c.public_url = Some("wss://sig.example.com/".into())).await;
-    let (_, _, body) = http_get(srv.addr, "/getaddr?vid=x").await;
+    let (_, _, body) = http_get(srv.addr(), "/getaddr?vid=x").await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"web": ["wss://sig.example.com/"]})
@@ -47,7 +47,7 @@ async fn getaddr_answers_only_with_addresses_of_this_server() {
     })
     .await;
     let web = |body: String| serde_json::from_str::<Value>(&body).unwrap()["web"].clone();
-    let port = srv.addr.port();
+    let port = srv.addr().port();
     let cases = [
         ("evil.example", json!([srv.ws_url()])),
         ("evil.example:80", json!([srv.ws_url()])),
@@ -69,7 +69,7 @@ async fn getaddr_answers_only_with_addresses_of_this_server() {
         if redis_store() {
             want = json!([srv.ws_url()]);
         }
-        let (status, head, body) = http_get_host(srv.addr, "/getaddr?vid=x", host).await;
+        let (status, head, body) = http_get_host(srv.addr(), "/getaddr?vid=x", host).await;
         assert_eq!(status, 200, "{host}");
         assert!(head.contains("cache-control: no-store"), "{head}");
         assert_eq!(web(body), want, "Host: {host} (port {port})");
@@ -90,13 +90,13 @@ async fn serves_www_at_root_and_pkg_under_pkg() {
         c.pkg_dir = Some(pkg.clone());
     })
     .await;
-    let (status, _, body) = http_get(srv.addr, "/").await;
+    let (status, _, body) = http_get(srv.addr(), "/").await;
     assert_eq!((status, body.as_str()), (200, "<h1>demo</h1>"));
-    let (status, _, body) = http_get(srv.addr, "/app.js").await;
+    let (status, _, body) = http_get(srv.addr(), "/app.js").await;
     assert_eq!((status, body.as_str()), (200, "console.log(1)"));
-    let (status, _, body) = http_get(srv.addr, "/pkg/opensig.js").await;
+    let (status, _, body) = http_get(srv.addr(), "/pkg/opensig.js").await;
     assert_eq!((status, body.as_str()), (200, "export {}"));
-    let (status, _, _) = http_get(srv.addr, "/missing.js").await;
+    let (status, _, _) = http_get(srv.addr(), "/missing.js").await;
     assert_eq!(status, 404);
     // the WebSocket still lives at "/"
     User::login(&srv.ws_url(), "alice").await;

@@ -203,20 +203,19 @@ async fn apps_are_isolated() {
 #[tokio::test]
 async fn user_attributes_are_reclaimed_after_the_keep_time_offline() {
     let srv = server_with(|c| c.limits.user_attrs_keep_secs = 2).await;
-    let store = srv.shared.store();
     let app = opensig_protocol::ident::AppId::from_stored(APP).unwrap();
     let count = |name: &str| {
         let (app, account) = (
             app.clone(),
             opensig_protocol::ident::Account::from_stored(name).unwrap(),
         );
-        let store = store.clone();
+        let srv = &srv;
         async move {
             let who = opensig_server::store::User {
                 app: &app,
                 account: &account,
             };
-            store.user_attr_count(who).await.unwrap()
+            opensig_server::on_running!(srv, r => r.shared.store().user_attr_count(who).await.unwrap())
         }
     };
     let set = json!({"name": "color", "value": "red"});

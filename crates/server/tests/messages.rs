@@ -56,7 +56,7 @@ async fn offline_messages_arrive_at_next_login_and_are_not_repeated_once_acknowl
         );
     }
     // acknowledged (within about a second): a new session gets nothing
-    let store = srv.shared.store();
+    let store = &srv;
     wait_for("carol's messages acknowledged", || async {
         store.footprint().await.unwrap().stored_messages == 0
     })

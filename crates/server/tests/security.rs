@@ -154,7 +154,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_nobody_else_notices() {
     PEAK.store(base, Ordering::Relaxed);
     let mut sent = 0usize;
     let t0 = Instant::now();
-    while srv.shared.stats.slow_consumers.load(Ordering::Relaxed) == 0 {
+    while srv.stats().slow_consumers.load(Ordering::Relaxed) == 0 {
         if sent == 20_000 {
             drop(tx);
             panic!(
@@ -497,14 +497,14 @@ async fn certificates_and_tokens_never_reach_the_logs() {
     assert_eq!(err, "");
     drop(r);
     // every session's end processed (and logged)
-    let store = srv.shared.store();
+    let store = &srv;
     wait_for("all sessions ended", || async {
         store.local_sessions() == 0
     })
     .await;
 
     // the configuration prints without its secrets
-    let mut config = (*srv.shared.config()).clone();
+    let mut config = (*srv.config()).clone();
     config.redis_url = Some("redis://:hunter2-password@127.0.0.1:6379/".into());
     let shown = format!("{config:?}");
     assert!(shown.contains(APP_S), "{shown}");
@@ -559,7 +559,7 @@ async fn tls_serves_wss_and_https() {
     .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let connect = || async {
-        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
         connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
@@ -577,7 +577,7 @@ async fn tls_serves_wss_and_https() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 
     // wss: a whole login and a message round trip
-    let port = srv.addr.port();
+    let port = srv.addr().port();
     let (mut ws, _) =
         tokio_tungstenite::client_async(format!("wss://localhost:{port}/"), connect().await)
             .await
@@ -595,7 +595,7 @@ async fn tls_serves_wss_and_https() {
     assert_eq!(ret[1][0], "", "{ret}");
 
     // a plain-text client gets nothing but a closed connection
-    let mut plain = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut plain = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
     plain
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -643,7 +643,7 @@ async fn a_reload_reads_the_tls_certificate_again() {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-        let addr = srv.addr;
+        let addr = srv.addr();
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             connector
@@ -651,7 +651,7 @@ async fn a_reload_reads_the_tls_certificate_again() {
                 .await
         }
     };
-    let port = srv.addr.port();
+    let port = srv.addr().port();
     let (mut ws, _) = tokio_tungstenite::client_async(
         format!("wss://localhost:{port}/"),
         handshake(&first).await.unwrap(),
@@ -664,7 +664,7 @@ async fn a_reload_reads_the_tls_certificate_again() {
     assert!(ws.next().await.unwrap().is_ok());
 
     install(&second);
-    let r = srv.reload((*srv.shared.config()).clone()).unwrap();
+    let r = srv.reload((*srv.config()).clone()).unwrap();
     assert!(r.tls_reloaded && r.need_restart.is_empty(), "{r:?}");
     assert!(
         handshake(&second).await.is_ok(),
@@ -676,7 +676,7 @@ async fn a_reload_reads_the_tls_certificate_again() {
     );
     // a missing key: the reload is refused and the certificate in force stays
     std::fs::remove_file(&key_path).unwrap();
-    assert!(srv.reload((*srv.shared.config()).clone()).is_err());
+    assert!(srv.reload((*srv.config()).clone()).is_err());
     assert!(handshake(&second).await.is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
     // the session that started before the reload goes on

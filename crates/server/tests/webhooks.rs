@@ -414,12 +414,12 @@ async fn every_event_type_reaches_the_endpoint_signed_and_in_order() {
     alice.done(req).await.unwrap();
     let req = bob.s.with(|c, now| c.logout(now)).await;
     let _ = bob.done(req).await;
-    let kicked = srv
+    let kicked = opensig_server::on_running!(&srv, r => r
         .shared
         .signaling
         .api_kick(&app(), "alice")
         .await
-        .unwrap();
+        .unwrap());
     assert!(kicked);
 
     let events = rx
@@ -537,7 +537,7 @@ async fn every_event_type_reaches_the_endpoint_signed_and_in_order() {
         assert!(e["time"].as_u64().unwrap() > 1_700_000_000_000);
     }
     // the metrics count them
-    let text = srv.shared.webhooks_metrics();
+    let text = srv.webhooks_metrics();
     assert!(
         text.contains(
             "opensig_webhook_events_delivered_total{app=\"testapp\",endpoint=\"backend\"}"
@@ -578,12 +578,7 @@ async fn a_failing_endpoint_gets_everything_afterwards_in_order() {
     let t = rx.tries();
     wait_for("a try that times out", || async { rx.tries() > t + 1 }).await;
     // refused connections, for 30 s and at least three tries
-    let retries = || {
-        metric(
-            &srv.shared.webhooks_metrics(),
-            "opensig_webhook_retries_total",
-        )
-    };
+    let retries = || metric(&srv.webhooks_metrics(), "opensig_webhook_retries_total");
     let before = retries();
     let down = tokio::time::Instant::now();
     rx.stop();
@@ -608,7 +603,7 @@ async fn a_failing_endpoint_gets_everything_afterwards_in_order() {
         .collect();
     let expected: Vec<String> = (0..41).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, expected, "every message once, in order");
-    let text = srv.shared.webhooks_metrics();
+    let text = srv.webhooks_metrics();
     let retried = metric(&text, "opensig_webhook_retries_total");
     assert!(retried >= 3.0, "{text}");
     assert_eq!(metric(&text, "opensig_webhook_events_dropped_total"), 0.0);
@@ -644,7 +639,7 @@ async fn a_connection_back_within_the_grace_period_shows_no_offline() {
         c.webhooks = vec![hook(&url, "backend")];
     })
     .await;
-    let proxy = CutProxy::start(srv.addr).await;
+    let proxy = CutProxy::start(srv.addr()).await;
     let mut c = config(&proxy.ws_url(), "dora", "_no_need_token");
     c.reconnect_count = 100;
     let mut dora = User::login_with(c).await;
@@ -729,16 +724,17 @@ async fn an_endpoint_that_is_down_cannot_make_the_log_grow_past_its_cap() {
         alice.channel_send("flood", &format!("f{i}")).await.unwrap();
     }
     // what the store keeps of the app's events stays within the cap
-    let store = srv.shared.store();
     let app = app();
     let mut kept = 0;
     for p in 0..opensig_server::events::PARTITIONS {
-        kept += store
+        kept += opensig_server::on_running!(&srv, r => r
+            .shared
+            .store()
             .event_read(&app, p, 0, 10_000)
             .await
             .unwrap()
             .events
-            .len();
+            .len());
     }
     assert!(kept <= 32, "kept {kept}");
     rx.restart().await;
@@ -751,7 +747,7 @@ async fn an_endpoint_that_is_down_cannot_make_the_log_grow_past_its_cap() {
     let delivered = of_type(&events, "channel.message").len();
     assert!((1..=32).contains(&delivered), "{delivered}");
     wait_for("the drop counter", || {
-        let m = srv.shared.webhooks_metrics();
+        let m = srv.webhooks_metrics();
         async move { metric(&m, "opensig_webhook_events_dropped_total") >= 160.0 }
     })
     .await;
@@ -775,7 +771,7 @@ async fn a_reload_adds_and_removes_endpoints() {
         })
         .await;
     // add the second endpoint
-    let mut c = (*srv.shared.config()).clone();
+    let mut c = (*srv.config()).clone();
     c.webhooks.push(hook(&u2, "second"));
     srv.reload(c).unwrap();
     // events after the reload reach it (the endpoint starts within a second)
@@ -783,18 +779,19 @@ async fn a_reload_adds_and_removes_endpoints() {
         let srv = &srv;
         let second = &second;
         async move {
-            srv.shared
+            opensig_server::on_running!(srv, r => r
+                .shared
                 .signaling
                 .api_channel_message(&app(), "a", "system", "ping")
                 .await
-                .ok();
+                .ok());
             tokio::time::sleep(Duration::from_millis(200)).await;
             has(&second.events(), "channel.message", json!({"text": "ping"}))
         }
     })
     .await;
     // remove the first: the second gets what follows, the first no more
-    let mut c = (*srv.shared.config()).clone();
+    let mut c = (*srv.config()).clone();
     c.webhooks.retain(|w| w.name == "second");
     srv.reload(c).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await; // the workers of "first" stop at the next sweep
@@ -837,7 +834,7 @@ async fn the_test_call_sends_a_signed_event_and_says_what_the_endpoint_answered(
         c.webhooks = vec![hook(&url, "backend")];
     })
     .await;
-    let addr = srv.addr;
+    let addr = srv.addr();
     let (status, body) = test_call(addr, APP).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["endpoint"], "backend");

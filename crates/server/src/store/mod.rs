@@ -18,12 +18,9 @@ use tokio::sync::mpsc;
 
 use crate::delivery::{ConnHandle, Frame};
 
-mod any;
 pub mod codec;
 pub mod memory;
 pub mod redis;
-
-pub use any::{AnyClaim, AnySession, AnyStore};
 
 use codec::{Reader, Writer};
 

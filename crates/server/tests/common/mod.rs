@@ -8,10 +8,9 @@ use futures_util::{SinkExt, StreamExt};
 use opensig_protocol::client::{Config, Event};
 use opensig_protocol::driver::Session;
 use opensig_protocol::json::JsonValue;
-use opensig_server::store::AnyStore;
 #[allow(unused_imports)]
 pub use opensig_server::store::Store;
-use opensig_server::{Running, ServerConfig};
+use opensig_server::{Server, ServerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,7 +28,7 @@ pub fn redis_store() -> bool {
     std::env::var("OPENSIG_TEST_STORE").is_ok_and(|e| e == "redis")
 }
 
-pub async fn server() -> Running<AnyStore> {
+pub async fn server() -> Server {
     server_with(|_| {}).await
 }
 
@@ -43,7 +42,7 @@ pub fn init_log() {
     }
 }
 
-pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<AnyStore> {
+pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Server {
     init_log();
     let mut c = ServerConfig {
         listen: "127.0.0.1:0".into(),
@@ -58,7 +57,7 @@ pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Running<AnyStore>
 }
 
 /// `n` nodes sharing one Redis (a fresh key prefix: a cluster of their own).
-pub async fn cluster(n: usize, f: impl Fn(&mut ServerConfig)) -> Vec<Running<AnyStore>> {
+pub async fn cluster(n: usize, f: impl Fn(&mut ServerConfig)) -> Vec<Server> {
     let prefix = unique_prefix();
     let mut nodes = vec![];
     for i in 0..n {
