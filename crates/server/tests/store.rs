@@ -1747,6 +1747,69 @@ async fn expired_mail_leaves_the_app_s_quota<S: Harness>() {
     assert!(r.version().is_some(), "expired mail still counted: {r:?}");
 }
 
+/// One acknowledgement covering several messages frees exactly what they held in the app's
+/// quota, messages and bytes, once — also when one of them had expired and left the quota
+/// before (it is not counted out twice).
+async fn one_acknowledgement_frees_exactly_what_its_messages_held<S: Harness>() {
+    let (s, other) = S::make().await;
+    let a = app("acked");
+    let names = ["k0", "k1", "k2"].map(acct);
+    let to = |i: usize| User {
+        app: &a,
+        account: &names[i],
+    };
+    let p = tpl("m");
+    let quota = MailQuota {
+        app_messages: 4,
+        app_bytes: 10,
+        ..MailQuota::default()
+    };
+    let mail = |text, ttl_ms| MailItem {
+        quota,
+        ttl: Duration::from_millis(ttl_ms),
+        ..item("i", text, &p)
+    };
+    for (text, ttl) in [("aa", 3_600_000), ("bbb", 3_600_000), ("c", 300)] {
+        let r = s.mail_append(to(0), mail(text, ttl)).await.unwrap();
+        assert!(r.version().is_some(), "{text}: {r:?}");
+    }
+    // 6 bytes held; once "c" expired, 5 more fit (10), and only because it no longer counts
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = other
+        .mail_append(to(1), mail("eeeee", 3_600_000))
+        .await
+        .unwrap();
+    assert!(
+        r.version().is_some(),
+        "the expired message still held its byte: {r:?}"
+    );
+    // versions 1-3 acknowledged at once: "aa" and "bbb" leave, 5 bytes are held
+    let page = other
+        .mail_poll(
+            to(0),
+            Poll::Versions {
+                ver_clear: 3,
+                max: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.msgs.is_empty(), "{:?}", page.msgs);
+    let r = s
+        .mail_append(to(2), mail("fffff", 3_600_000))
+        .await
+        .unwrap();
+    assert!(r.version().is_some(), "{r:?}");
+    // exactly 10 bytes held now: one more is over (with "c" counted out twice it would fit)
+    assert_eq!(
+        other
+            .mail_append(to(2), mail("g", 3_600_000))
+            .await
+            .unwrap(),
+        Appended::AppFull
+    );
+}
+
 /// A mailbox's numbering outlives its messages for `mailbox_state_keep_secs` after its last
 /// message or poll, on both nodes; an empty mailbox left longer starts again at 1.
 async fn mailbox_numbering_is_kept_for_its_time_then_starts_again<S: Harness>() {
@@ -2030,6 +2093,7 @@ macro_rules! suite {
             mailbox_numbering_is_kept_for_its_time_then_starts_again,
             every_id_of_the_dedup_window_is_remembered,
             expired_mail_leaves_the_app_s_quota,
+            one_acknowledgement_frees_exactly_what_its_messages_held,
             node_reports_are_shared_replaced_and_expire,
             watches_are_bounded_pushed_and_ended,
         );)*

@@ -1,5 +1,6 @@
 -- Prepended to the scripts that store or drop mail. A mailbox is a sorted set (score =
--- version, member = "<expiry ms> <id> <text>") and a meta hash (last, cleared). An app's
+-- version, member = "<expiry ms> <id> <text>") and a meta hash (last, cleared; kept and boxed:
+-- until when the hash and the mailbox are kept, as set by the scripts). An app's
 -- ledger counts what all its mailboxes hold: a sorted set (score = expiry ms, member =
 -- "<version> <text bytes> <account>") and the total of its text bytes. A message leaves the
 -- ledger when it leaves its mailbox, or once it has expired (its mailbox lets it go by itself).
@@ -42,10 +43,34 @@ local function drop_mail(box, m, v)
   end
 end
 
--- Drop every message of versions up to v.
+-- Drop every message of versions up to v: a fixed number of commands however many there are
+-- (an acknowledgement covers every message since the last one), in slices of 1,000 (Lua's
+-- limit on a call's arguments).
 local function drop_mail_upto(box, v)
   local items = redis.call('ZRANGEBYSCORE', box.mb, '-inf', v, 'WITHSCORES')
-  for i = 1, #items, 2 do drop_mail(box, items[i], items[i + 1]) end
+  if #items == 0 then return end
+  redis.call('ZREMRANGEBYSCORE', box.mb, '-inf', v)
+  for from = 1, #items, 2000 do
+    local entries, sizes = {}, {}
+    for i = from, math.min(from + 1998, #items - 1), 2 do
+      local size = #text_of(items[i])
+      entries[#entries + 1] = int(items[i + 1]) .. ' ' .. size .. ' ' .. box.account
+      sizes[#sizes + 1] = size
+    end
+    -- the ledger entries still there (one that expired may have been pruned, its bytes with it)
+    local held, gone = redis.call('ZMSCORE', box.ledger, unpack(entries)), 0
+    local drop = {}
+    for i, score in ipairs(held) do
+      if score then
+        drop[#drop + 1] = entries[i]
+        gone = gone + sizes[i]
+      end
+    end
+    if #drop > 0 then
+      redis.call('ZREM', box.ledger, unpack(drop))
+      redis.call('DECRBY', box.bytes, gone)
+    end
+  end
 end
 
 -- Forget up to n ledger entries that have expired.
@@ -80,13 +105,26 @@ local function append_mail(t)
     end
     held_here = redis.call('ZCARD', t.mb)
   end
-  local last = tonumber(redis.call('HGET', t.meta, 'last') or '0')
+  -- the numbering, and until when the meta hash itself and the mailbox are known to be kept
+  local meta = redis.call('HMGET', t.meta, 'last', 'kept', 'boxed')
+  local last = tonumber(meta[1] or '0')
   if held_here >= t.max or last >= 9007199254740991 then return refuse(2) end
-  ledger_prune(t, now, 256)
-  if t.app_msgs > 0 and redis.call('ZCARD', t.ledger) >= t.app_msgs then return refuse(3) end
-  if t.app_bytes > 0 then
-    local held = tonumber(redis.call('GET', t.bytes) or '0')
-    if held + #t.text > t.app_bytes then return refuse(3) end
+  -- expired ledger entries are forgotten (up to 256 at a time) at about one message in 16 —
+  -- those stored in a millisecond divisible by 16, so they cannot pile up — and whenever they
+  -- stand between a message and the app's quota
+  local function over_quota()
+    if t.app_msgs > 0 and redis.call('ZCARD', t.ledger) >= t.app_msgs then return true end
+    if t.app_bytes > 0 then
+      return tonumber(redis.call('GET', t.bytes) or '0') + #t.text > t.app_bytes
+    end
+    return false
+  end
+  local pruned = now % 16 == 0
+  if pruned then ledger_prune(t, now, 256) end
+  if over_quota() then
+    if pruned then return refuse(3) end
+    ledger_prune(t, now, 256)
+    if over_quota() then return refuse(3) end
   end
   local s = redis.call('GET', t.session)
   if not s then
@@ -98,17 +136,26 @@ local function append_mail(t)
   end
   last = last + 1
   local expiry = now + t.ttl_ms
-  redis.call('HSET', t.meta, 'last', last)
-  redis.call('PEXPIRE', t.meta, t.keep_ms)
+  -- each key outlives its last message (the meta hash: by the keep time); extended by an eighth
+  -- more at a time, so a stream of messages extends it once per eighth, not at every message.
+  -- The meta hash notes until when it and the mailbox are kept ('kept', 'boxed': a hash made
+  -- anew has neither, and an empty mailbox is a new key), so that knowing costs nothing.
+  local keep = tonumber(t.keep_ms)
+  local set = {'last', last}
+  local kept = now + keep > tonumber(meta[2] or '0')
+  if kept then set[#set + 1], set[#set + 2] = 'kept', now + keep + math.floor(keep / 8) end
+  local boxed = held_here == 0 or expiry > tonumber(meta[3] or '0')
+  local box_ms = t.ttl_ms + math.floor(t.ttl_ms / 8)
+  if boxed then set[#set + 1], set[#set + 2] = 'boxed', now + box_ms end
+  redis.call('HSET', t.meta, unpack(set))
+  if kept then redis.call('PEXPIRE', t.meta, keep + math.floor(keep / 8)) end
   redis.call('ZADD', t.mb, last, expiry .. ' ' .. t.id .. ' ' .. t.text)
+  if boxed then redis.call('PEXPIRE', t.mb, box_ms) end
   redis.call('ZADD', t.ledger, expiry, int(last) .. ' ' .. #t.text .. ' ' .. t.account)
   redis.call('INCRBY', t.bytes, #t.text)
-  -- each key outlives its last message; extended by an eighth more at a time, so a stream of
-  -- messages extends it once per eighth of the ttl, not at every message
-  for _, key in ipairs({t.mb, t.ledger, t.bytes}) do
-    if redis.call('PTTL', key) < t.ttl_ms then
-      redis.call('PEXPIRE', key, t.ttl_ms + math.floor(t.ttl_ms / 8))
-    end
+  -- the app's ledger and byte total are every mailbox's: asked
+  for _, key in ipairs({t.ledger, t.bytes}) do
+    if redis.call('PTTL', key) < t.ttl_ms then redis.call('PEXPIRE', key, box_ms) end
   end
   if s then
     local node = string.match(s, '^(%S+) ')

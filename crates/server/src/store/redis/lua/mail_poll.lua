@@ -4,13 +4,13 @@
 local box = box_at(1, 1)
 local a = BOX_ARGS + 1
 local now = now_ms()
-local cleared = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
-local last = tonumber(redis.call('HGET', box.meta, 'last') or '0')
+local meta = redis.call('HMGET', box.meta, 'cleared', 'last')
+local cleared, last = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
 local want = tonumber(ARGV[a])
 if want > 9007199254740991 then want = 9007199254740991 end
 if want > cleared then cleared = want end
 if cleared > last then last = cleared end
-redis.call('HSET', box.meta, 'cleared', cleared, 'last', last)
+redis.call('HSET', box.meta, 'cleared', cleared, 'last', last, 'kept', now + box.keep_ms)
 redis.call('PEXPIRE', box.meta, box.keep_ms)
 drop_mail_upto(box, cleared)
 local out = {cleared}

@@ -31,5 +31,7 @@ if lastv then
   end
 end
 out[1] = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
-redis.call('PEXPIRE', box.meta, box.keep_ms)
+if redis.call('PEXPIRE', box.meta, box.keep_ms) == 1 then
+  redis.call('HSET', box.meta, 'kept', now + box.keep_ms)
+end
 return out
