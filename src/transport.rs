@@ -47,7 +47,7 @@ extern "C" {
 #[wasm_bindgen(module = "/js/reader.js")]
 extern "C" {
     /// The JS reader of a socket's frames (js/reader.js): it hands the core each frame, or
-    /// each hot event read in JS, through the three entries.
+    /// each hot event read in JS, through its two entries (`enter`, `next`).
     fn listen(ws: &WebSocket, t: &Array, enter: &JsValue, next: &JsValue, io: u32, conn: u32);
 }
 
@@ -429,7 +429,7 @@ impl Io {
             _ => {
                 self.cold(&hub, conn, a, b, hub.at(t));
                 self.pump();
-                self.answer(&hub, Direct::Dropped, 0).into()
+                self.answer(&hub, Direct::Dropped).into()
             }
         }
     }
@@ -463,7 +463,7 @@ impl Io {
         if decided != Direct::Full {
             self.rearm(hub);
         }
-        self.answer(hub, decided, 0)
+        self.answer(hub, decided)
     }
 
     /// Decide on a channel event of the channel in `last_channel` (js/reader.js `listen`).
@@ -486,17 +486,14 @@ impl Io {
         };
         // decided here, the event leaves the core nothing to do (its watchdog's later deadline
         // is seen when the armed timer fires): no pump
-        let ch = match decided {
-            Direct::Deliver(ch) => ch.0,
-            _ => 0,
-        };
-        self.answer(hub, decided, ch)
+        self.answer(hub, decided)
     }
 
-    /// The reader's answer (`enter`) to what the core decided; `to`: the object it delivers to.
-    fn answer(&self, hub: &Hub, decided: Direct, to: u32) -> f64 {
-        if let Direct::Deliver(_) = decided {
-            return 4.0 + 8.0 * to as f64;
+    /// The reader's answer (`enter`) to what the core decided: delivered to the object
+    /// numbered as the core says (an instant message's is 0, the session), or bits.
+    fn answer(&self, hub: &Hub, decided: Direct) -> f64 {
+        if let Direct::Deliver(to) = decided {
+            return 4.0 + 8.0 * to.0 as f64;
         }
         let waiting = self
             .st

@@ -214,8 +214,9 @@ impl<V: JsonValue> Client<V> {
 
     /// An instant message delivered inline that the driver read and would deliver itself
     /// (as [`Client::channel_event_direct`] for channel events): `Deliver` when nothing of
-    /// the core's is queued and it is the next version (the session's callback; the channel
-    /// id is unused), `Dropped` for an id seen before, `Full` otherwise (nothing changed).
+    /// the core's is queued and it is the next version (the session's callback: channel id
+    /// 0, which no channel has), `Dropped` for an id seen before, `Full` otherwise (nothing
+    /// changed).
     pub fn instant_direct(
         &mut self,
         conn: ConnId,
