@@ -305,5 +305,85 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         .map(|(n, d)| format!("{n} {:.2}", *d as f64 / msgs))
         .collect();
     println!("per message, by command: {}", top.join(", "));
+    other_work(&redis_url, &url_a, &url_b).await
+}
+
+/// Wait for the first event `want` matches (10 s at most).
+async fn expect(
+    s: &mut Session,
+    what: &str,
+    want: impl Fn(&Event<serde_json::Value>) -> bool,
+) -> Result<()> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.next_event()).await {
+            Ok(Some(e)) if want(&e) => return Ok(()),
+            Ok(Some(_)) => {}
+            _ => bail!("{what}: not seen"),
+        }
+    }
+}
+
+/// The Redis work of a login, a join and a channel message (per delivery), on the same two
+/// nodes after the p2p run: each step alone between two readings of the Redis's counters (the
+/// nodes' heartbeats and timer polls fall in the windows too and are counted).
+async fn other_work(redis_url: &str, url_a: &str, url_b: &str) -> Result<()> {
+    const LOGINS: usize = 200;
+    const MEMBERS: usize = 20;
+    const MESSAGES: usize = 200;
+    let per = |before: &RedisWork, after: &RedisWork, n: usize, what: &str| {
+        let (scripts, commands, cpu, each) = after.since(before);
+        let n = n.max(1) as f64;
+        let top: Vec<String> = each
+            .iter()
+            .take(8)
+            .map(|(c, d)| format!("{c} {:.2}", *d as f64 / n))
+            .collect();
+        println!(
+            "Redis work per {what}: {:.2} scripts, {:.1} commands, {:.1} µs of Redis CPU ({})",
+            scripts as f64 / n,
+            commands as f64 / n,
+            cpu * 1e6 / n,
+            top.join(", ")
+        );
+    };
+    // logins, alternately on each node
+    let before = RedisWork::read(redis_url)?;
+    let mut sessions = vec![];
+    for i in 0..LOGINS {
+        let url = if i % 2 == 0 { url_a } else { url_b };
+        sessions.push(login(url, &format!("login{i}")).await?);
+    }
+    let after = RedisWork::read(redis_url)?;
+    per(&before, &after, LOGINS, "login");
+    // the first MEMBERS of them join one channel
+    let before = RedisWork::read(redis_url)?;
+    for s in sessions.iter_mut().take(MEMBERS) {
+        s.with(|c, now| c.channel_join("work", now)).await;
+        expect(s, "joined", |e| matches!(e, Event::ChannelJoined { .. })).await?;
+    }
+    let after = RedisWork::read(redis_url)?;
+    per(&before, &after, MEMBERS, "join");
+    // channel messages from one member, each delivered to every member (on both nodes)
+    let before = RedisWork::read(redis_url)?;
+    for i in 0..MESSAGES {
+        let text = format!("m{i}");
+        sessions[0]
+            .with(move |c, now| c.channel_send("work", &text, false, now))
+            .await;
+    }
+    let last = format!("m{}", MESSAGES - 1);
+    for s in sessions.iter_mut().take(MEMBERS) {
+        expect(s, "the last channel message", |e| {
+            matches!(e, Event::ChannelMessage { msg, .. } if msg.as_str() == Some(last.as_str()))
+        })
+        .await?;
+    }
+    let after = RedisWork::read(redis_url)?;
+    per(
+        &before,
+        &after,
+        MESSAGES * MEMBERS,
+        &format!("channel message delivery ({MEMBERS} members on two nodes)"),
+    );
     Ok(())
 }
