@@ -27,7 +27,10 @@ else
   redis.call('HINCRBY', NODES, node, 1)
   redis.call('SADD', index .. node, entry)
 end
-keep()
+-- the first member of an empty channel keeps its state from expiring (a channel with members
+-- has no expiry: only an empty one is given one, if_empty)
+local first = fresh == 1 and redis.call('ZCARD', MEMBERS) == 1
+if first then keep() end
 -- from here on the joiner's node fans this channel out to it (in order with every event)
 redis.call('PUBLISH', TOPIC .. node, ARGV[FIRST + 6])
 if fresh == 1 then
@@ -35,7 +38,7 @@ if fresh == 1 then
   if ARGV[FIRST + 4] ~= '' and setting('notify') ~= '0' then
     publish(ARGV[FIRST + 4], ARGV[FIRST + 5])
   end
-  if redis.call('ZCARD', MEMBERS) == 1 then outbox('first') end
+  if first then outbox('first') end
   outbox('done')
 end
 local list = redis.call('ZREVRANGE', MEMBERS, 0, tonumber(ARGV[FIRST + 3]) - 1)
