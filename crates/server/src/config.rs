@@ -26,10 +26,14 @@ pub struct ServerConfig {
     pub www_dir: Option<PathBuf>,
     /// Folder served at `/pkg/` (the built SDK), when it exists.
     pub pkg_dir: Option<PathBuf>,
-    /// `redis://…`: run as a node of a Redis-backed cluster instead of in memory.
+    /// `redis://…` (one Redis) or `redis+cluster://host:port,…/` (a Redis Cluster): run as a
+    /// node of a Redis-backed cluster instead of in memory.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and topic of this cluster.
     pub redis_prefix: String,
+    /// Replicas that must hold a step's writes before it is acknowledged (Redis `WAIT`;
+    /// 0: Redis's asynchronous replication as it is).
+    pub redis_wait_replicas: u32,
     /// This node's id in the cluster (default: random).
     pub node_id: Option<String>,
     /// PEM certificate chain: serve `wss://` and `https://` (with `tls_key`).
@@ -217,6 +221,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("pkg_dir", &self.pkg_dir)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
+            .field("redis_wait_replicas", &self.redis_wait_replicas)
             .field("node_id", &self.node_id)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -261,6 +266,7 @@ impl Default for ServerConfig {
             pkg_dir: None,
             redis_url: None,
             redis_prefix: "opensig:".into(),
+            redis_wait_replicas: 0,
             node_id: None,
             tls_cert: None,
             tls_key: None,
@@ -421,6 +427,8 @@ pub struct FileConfig {
     pub redis: Option<String>,
     /// `redis_prefix`.
     pub redis_prefix: Option<String>,
+    /// `redis_wait_replicas`.
+    pub redis_wait_replicas: Option<u32>,
     /// `node_id`.
     pub node_id: Option<String>,
     /// `no_firehose`.
@@ -487,6 +495,9 @@ impl FileConfig {
         };
         set(&mut c.listen, &self.listen);
         set(&mut c.redis_prefix, &self.redis_prefix);
+        if let Some(n) = self.redis_wait_replicas {
+            c.redis_wait_replicas = n;
+        }
         if self.public_url.is_some() {
             c.public_url.clone_from(&self.public_url);
         }

@@ -243,12 +243,16 @@ impl<E: Store> Running<E> {
         let lim = |c: &ServerConfig| serde_json::to_value(&c.limits).unwrap_or_default();
         let (old_limits, new_limits) = (lim(&old), lim(&new));
         let at_start = |name: &str| old_limits.get(name) != new_limits.get(name);
-        let fixed: [(&'static str, bool); 9] = [
+        let fixed: [(&'static str, bool); 10] = [
             ("listen", new.listen != old.listen),
             ("metrics_listen", new.metrics_listen != old.metrics_listen),
             ("console_listen", new.console_listen != old.console_listen),
             ("redis", new.redis_url != old.redis_url),
             ("redis_prefix", new.redis_prefix != old.redis_prefix),
+            (
+                "redis_wait_replicas",
+                new.redis_wait_replicas != old.redis_wait_replicas,
+            ),
             (
                 "node_id",
                 new.node_id.is_some() && new.node_id != old.node_id,
@@ -266,6 +270,7 @@ impl<E: Store> Running<E> {
         new.console_listen = old.console_listen.clone();
         new.redis_url = old.redis_url.clone();
         new.redis_prefix = old.redis_prefix.clone();
+        new.redis_wait_replicas = old.redis_wait_replicas;
         new.node_id = old.node_id.clone();
         new.www_dir = old.www_dir.clone();
         new.pkg_dir = old.pkg_dir.clone();
@@ -461,6 +466,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<Server> {
     let redis_cfg = store::redis::RedisConfig {
         url,
         prefix: config.redis_prefix.clone(),
+        wait_replicas: config.redis_wait_replicas,
         node_id: node_id.clone(),
         public_url,
     };

@@ -99,13 +99,19 @@ struct Serve {
     /// Folder served at `/pkg/` (the built SDK) [default: pkg].
     #[arg(long, env = "OPENSIG_PKG")]
     pkg: Option<PathBuf>,
-    /// Run as a node of a cluster sharing this Redis (`redis://host:port/db`).
+    /// Run as a node of a cluster sharing this Redis (`redis://host:port/db`), or this Redis
+    /// Cluster (`redis+cluster://host:port,host:port/`: any of its nodes).
     #[arg(long, env = "OPENSIG_REDIS")]
     redis: Option<String>,
     /// Prefix of the cluster's Redis keys (clusters sharing one Redis use different ones)
     /// [default: opensig:].
     #[arg(long, env = "OPENSIG_REDIS_PREFIX")]
     redis_prefix: Option<String>,
+    /// Acknowledge a step only once this many Redis replicas hold it (Redis `WAIT`): an
+    /// acknowledged message then survives the loss of a primary [default: 0, asynchronous
+    /// replication].
+    #[arg(long, env = "OPENSIG_REDIS_WAIT_REPLICAS")]
+    redis_wait_replicas: Option<u32>,
     /// This node's id in the cluster (default: random).
     #[arg(long, env = "OPENSIG_NODE_ID")]
     node_id: Option<String>,
@@ -341,6 +347,9 @@ fn build_config(s: &Serve) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(p) = &s.redis_prefix {
         config.redis_prefix.clone_from(p);
+    }
+    if let Some(n) = s.redis_wait_replicas {
+        config.redis_wait_replicas = n;
     }
     if s.node_id.is_some() {
         config.node_id.clone_from(&s.node_id);

@@ -159,6 +159,7 @@ impl Harness for Redis {
         let prefix = common::unique_prefix();
         let node = |n: &str| RedisConfig {
             url: common::redis_url(),
+            wait_replicas: 0,
             prefix: prefix.clone(),
             node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
             public_url: format!("ws://{n}/"),
@@ -2109,6 +2110,7 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     let prefix = common::unique_prefix();
     let cfg = RedisConfig {
         url: common::redis_url(),
+        wait_replicas: 0,
         prefix: prefix.clone(),
         node_id: format!("k{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
         public_url: "ws://k/".into(),
@@ -2142,16 +2144,7 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
         event: Some(ev(&frame)),
     };
     assert!(s.leave(at, l).await.unwrap());
-    let mut r = ::redis::Client::open(common::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    let keys = common::redis_keys(&format!("{prefix}*")).await;
     let about: Vec<&String> = keys.iter().filter(|k| k.contains("passing")).collect();
     assert!(about.is_empty(), "left behind: {about:?}");
 }
@@ -2204,6 +2197,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
     let small = SmallRedis::start("3mb");
     let cfg = RedisConfig {
         url: small.url.clone(),
+        wait_replicas: 0,
         prefix: "full:".into(),
         node_id: "n1".into(),
         public_url: "ws://n1/".into(),
@@ -2354,6 +2348,7 @@ async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
     let mut r = SmallRedis::start("64mb");
     let cfg = RedisConfig {
         url: r.url.clone(),
+        wait_replicas: 0,
         prefix: "fp:".into(),
         node_id: "n1".into(),
         public_url: "ws://n1/".into(),

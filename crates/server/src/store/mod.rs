@@ -37,6 +37,15 @@ pub enum StoreError {
     /// Redis did not answer in time.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// Fewer replicas than asked for held a step's writes in time (`--redis-wait-replicas`):
+    /// the step may be lost with its primary, so it is not acknowledged.
+    #[error("{got} of {wanted} redis replicas confirmed the write in time")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that confirmed.
+        got: i64,
+    },
     /// This node was stopped as a crash would stop it (tests of failover).
     #[error("the node is halted")]
     Halted,
@@ -443,6 +452,19 @@ pub enum Timer {
 }
 
 impl Timer {
+    /// The app it is about (a store may keep an app's timers with the app's state).
+    pub fn app(&self) -> &AppId {
+        match self {
+            Timer::InviteOffline(k, _) | Timer::InviteTimeout(k, _) | Timer::CallerGone(k, _) => {
+                &k.app
+            }
+            Timer::MemberNum(app, _)
+            | Timer::UserAttrs(app, _)
+            | Timer::ChannelExpired(app, _)
+            | Timer::PresenceGrace(app, _) => app,
+        }
+    }
+
     /// The one encoding (for stores that keep timers outside the process).
     pub fn encode(&self) -> String {
         let invite = |tag, k: &InviteKey, generation| {

@@ -23,9 +23,15 @@ pub const CERT: &str = "5cfd2fd1755d40ecb72977518be15d3b";
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// The store the suite runs on: `OPENSIG_TEST_STORE=redis` runs every test against a
-/// Redis-backed node (the same suite, both stores).
+/// Redis-backed node (the same suite, both stores), `OPENSIG_TEST_STORE=redis-cluster`
+/// against nodes on a Redis Cluster of three primaries and three replicas.
 pub fn redis_store() -> bool {
-    std::env::var("OPENSIG_TEST_STORE").is_ok_and(|e| e == "redis")
+    std::env::var("OPENSIG_TEST_STORE").is_ok_and(|e| e == "redis" || e == "redis-cluster")
+}
+
+/// The suite runs on a Redis Cluster (`OPENSIG_TEST_STORE=redis-cluster`).
+pub fn redis_cluster() -> bool {
+    std::env::var("OPENSIG_TEST_STORE").is_ok_and(|e| e == "redis-cluster")
 }
 
 pub async fn server() -> Server {
@@ -99,12 +105,18 @@ fn rand_u64() -> u64 {
 }
 
 /// A Redis for the tests: `OPENSIG_TEST_REDIS`, or a private `redis-server` on a free
-/// loopback port that stops by itself when this test process ends.
+/// loopback port that stops by itself when this test process ends (with
+/// `OPENSIG_TEST_STORE=redis-cluster`: a private Redis Cluster, see [`redis_cluster_ports`]).
 pub fn redis_url() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     URL.get_or_init(|| {
         if let Ok(u) = std::env::var("OPENSIG_TEST_REDIS") {
             return u;
+        }
+        if redis_cluster() {
+            let ports = redis_cluster_ports();
+            let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            return format!("redis+cluster://{}/", hosts.join(","));
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let script = format!(
@@ -127,6 +139,267 @@ pub fn redis_url() -> String {
         panic!("redis-server did not start on port {port} (is it installed? scripts/setup)");
     })
     .clone()
+}
+
+/// A free loopback port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The ports of the private Redis Cluster (three primaries, each with a replica) this test
+/// process shares (`OPENSIG_TEST_STORE=redis-cluster`).
+pub fn redis_cluster_ports() -> Vec<u16> {
+    static PORTS: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    PORTS.get_or_init(|| RedisCluster::start().ports).clone()
+}
+
+/// A private Redis Cluster of three primaries, each with a replica, in a folder of its own;
+/// it stops, and the folder goes, when the test process ends.
+pub struct RedisCluster {
+    /// Every node's port.
+    pub ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 6 {
+            let p = cluster_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("opensig-cluster-{:x}", rand_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = RedisCluster { ports, dir };
+        for p in &c.ports {
+            c.node(*p);
+        }
+        let hosts: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&hosts)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (scripts/setup installs it with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // every node agrees the cluster is up, with three primaries and a replica each
+        c.until("the Redis Cluster did not come up", |c| {
+            c.ports.iter().all(|p| c.whole_from(*p))
+        });
+        c
+    }
+
+    /// Start (or start again) the node on `port`, stopped when this process ends.
+    pub fn node(&self, port: u16) {
+        let script = format!(
+            "cd '{dir}' || exit 1; redis-server --port {port} --bind 127.0.0.1 --save '' \
+               --appendonly no --cluster-enabled yes --cluster-config-file nodes-{port}.conf \
+               --cluster-node-timeout 2000 --enable-debug-command local >/dev/null & r=$!; \
+             while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $r; sleep 0.5; \
+             cd /; rm -rf '{dir}'",
+            dir = self.dir.display(),
+            parent = std::process::id()
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("sh to start redis-server (install it: scripts/setup)");
+        std::thread::spawn(move || child.wait());
+        let up = (0..200).any(|_| {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                || (std::thread::sleep(Duration::from_millis(25)), false).1
+        });
+        assert!(up, "redis-server did not start on port {port}");
+    }
+
+    /// `redis+cluster://` with every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}/", hosts.join(","))
+    }
+
+    /// The node on `port` says the cluster is up, with three live primaries and three live
+    /// replicas.
+    fn whole_from(&self, port: u16) -> bool {
+        let nodes = redis_cli(port, &["CLUSTER", "NODES"]);
+        let live = |role: &str| {
+            nodes
+                .lines()
+                .filter(|l| {
+                    let flags = l.split_whitespace().nth(2).unwrap_or("");
+                    flags.split(',').any(|f| f == role) && !flags.contains("fail")
+                })
+                .count()
+        };
+        redis_cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            && live("master") == 3
+            && live("slave") == 3
+    }
+
+    fn until(&self, what: &str, cond: impl Fn(&RedisCluster) -> bool) {
+        let ok = (0..600)
+            .any(|_| cond(self) || (std::thread::sleep(Duration::from_millis(50)), false).1);
+        assert!(ok, "{what}");
+    }
+
+    /// The port of the live primary that serves `key`'s hash slot (asked of `via`).
+    pub fn primary_of(&self, via: u16, key: &str) -> Option<u16> {
+        let slot: u16 = redis_cli(via, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .ok()?;
+        let nodes = redis_cli(via, &["CLUSTER", "NODES"]);
+        nodes.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let flags = f.get(2)?;
+            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+                return None;
+            }
+            let serves = f.iter().skip(8).any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            });
+            let port = f.get(1)?.split(['@', ',']).next()?.rsplit_once(':')?.1.parse().ok()?;
+            serves.then_some(port)
+        })
+    }
+
+    /// SIGKILL the node on `port`.
+    pub fn kill(&self, port: u16) {
+        let info = redis_cli(port, &["INFO", "server"]);
+        let pid = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("process_id:"))
+            .expect("the node's process id")
+            .to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -9 {pid}");
+        let gone = (0..200).any(|_| {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+                || (std::thread::sleep(Duration::from_millis(25)), false).1
+        });
+        assert!(gone, "the node on {port} is still up");
+    }
+
+    /// The port of the replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> Option<u16> {
+        let nodes = redis_cli(primary, &["CLUSTER", "NODES"]);
+        let id = nodes
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|f| f.contains("myself"))
+            })?
+            .split_whitespace()
+            .next()?
+            .to_string();
+        nodes.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(3) != Some(&id.as_str()) || !f.get(2)?.contains("slave") {
+                return None;
+            }
+            f.get(1)?
+                .split(['@', ','])
+                .next()?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Kill the primary of `key`'s slot while its replica lags behind by `lag` (the replica
+    /// is frozen with `DEBUG SLEEP` for twice that, its link cut, and the primary killed after
+    /// `lag`: what the primary acknowledged meanwhile never reaches it), wait until the replica took over,
+    /// start the killed node again and wait until it is back (a replica of the new primary).
+    /// Returns (the killed port, the new primary's port).
+    pub fn fail_over(&self, key: &str, lag: Duration) -> (u16, u16) {
+        let via = self.ports[0];
+        let old = self.primary_of(via, key).expect("a primary for the key");
+        let asker = *self.ports.iter().find(|p| **p != old).unwrap();
+        if !lag.is_zero() {
+            // the replica frozen, its link cut from the primary's side: what the primary
+            // acknowledges from now on is on the primary alone (a frozen replica would still
+            // find in its socket what was sent before it froze)
+            let replica = self.replica_of(old).expect("the primary's replica");
+            let secs = format!("{:.3}", (lag * 2).as_secs_f64());
+            std::thread::spawn(move || redis_cli(replica, &["DEBUG", "SLEEP", &secs]));
+            std::thread::sleep(Duration::from_millis(50));
+            redis_cli(old, &["CLIENT", "KILL", "TYPE", "replica"]);
+            std::thread::sleep(lag);
+        }
+        self.kill(old);
+        self.until("no replica took over", |c| {
+            c.primary_of(asker, key).is_some_and(|p| p != old)
+                && redis_cli(asker, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        });
+        let new = self.primary_of(asker, key).unwrap();
+        self.node(old);
+        self.until("the killed node did not come back", |c| {
+            c.whole_from(old) && c.whole_from(asker)
+        });
+        (old, new)
+    }
+}
+
+/// Every key matching `pattern` in the test Redis (on a cluster: on every primary).
+pub async fn redis_keys(pattern: &str) -> Vec<String> {
+    let urls: Vec<String> = if redis_cluster() && std::env::var("OPENSIG_TEST_REDIS").is_err() {
+        redis_cluster_ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    } else {
+        vec![redis_url()]
+    };
+    let mut keys = Vec::new();
+    for u in urls {
+        let mut r = ::redis::Client::open(u)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let found: Vec<String> = ::redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        keys.extend(found);
+    }
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// A logged-in native client that records what it saw.

@@ -1,6 +1,12 @@
-//! Every Redis key and topic of a cluster, by name. Keys are `<prefix><kind> <app> <name…>`
-//! (names never contain spaces); the Lua scripts get them as `KEYS` in the order each
-//! struct's `all()` gives, which the script's header names.
+//! Every Redis key and topic of a cluster, by name. Keys are `<prefix><kind> {<prefix><app>}
+//! <name…>` (names never contain spaces): the part in braces is the key's Redis Cluster hash
+//! tag, so every key of an app is in one hash slot and a script about an app (a message, a
+//! join, a login) touches one slot however the keys are named; different apps spread over the
+//! primaries. What is about the nodes rather than an app (the registry, reports, reaping
+//! locks) is `<prefix><kind> {<prefix>~} <name…>`: one slot of its own. The Lua scripts get
+//! every key they touch as `KEYS`, in the order each struct's `all()` gives, which the
+//! script's header names (a few are built in the script from a prefix given here, and stay in
+//! the prefix's slot).
 
 /// Key names of one cluster (one prefix).
 #[derive(Clone, Debug)]
@@ -104,10 +110,26 @@ impl Keys {
         Keys { p: prefix.into() }
     }
 
+    /// A key of an app: `<prefix><kind> {<prefix><app>} <parts…>`.
     fn k(&self, kind: &str, parts: &[&str]) -> String {
-        let mut s = String::with_capacity(self.p.len() + kind.len() + 48);
+        let (app, rest) = parts.split_first().map_or(("", &[][..]), |(a, r)| (*a, r));
+        let mut s = String::with_capacity(2 * self.p.len() + kind.len() + 48);
         s.push_str(&self.p);
         s.push_str(kind);
+        s.push_str(" {");
+        s.push_str(&self.p);
+        s.push_str(app);
+        s.push('}');
+        for part in rest {
+            s.push(' ');
+            s.push_str(part);
+        }
+        s
+    }
+
+    /// A key about the nodes: `<prefix><kind> {<prefix>~} <parts…>`.
+    fn g(&self, kind: &str, parts: &[&str]) -> String {
+        let mut s = self.k(kind, &["~"]);
         for part in parts {
             s.push(' ');
             s.push_str(part);
@@ -115,35 +137,47 @@ impl Keys {
         s
     }
 
+    /// `true` when every key's hash tag is the one `k` and `g` mean (a prefix with a brace
+    /// would move it).
+    pub fn prefix_ok(prefix: &str) -> bool {
+        !prefix.contains(['{', '}'])
+    }
+
     pub fn session(&self, app: &str, account: &str, node: &str) -> SessionKeys {
         SessionKeys {
             session: self.k("s", &[app, account]),
-            node_index: self.node_sessions(node),
+            node_index: self.node_sessions(app, node),
         }
     }
 
-    pub fn node_sessions(&self, node: &str) -> String {
-        self.k("ns", &[node])
+    /// The node's index of its sessions of an app.
+    pub fn node_sessions(&self, app: &str, node: &str) -> String {
+        self.k("ns", &[app, node])
     }
 
-    /// The node's index of its channel memberships.
-    pub fn node_members(&self, node: &str) -> String {
-        self.k("nc", &[node])
+    /// The node's index of its channel memberships in an app.
+    pub fn node_members(&self, app: &str, node: &str) -> String {
+        self.k("nc", &[app, node])
     }
 
-    /// Prefix of `node_members` (the scripts add the node).
-    pub fn node_members_prefix(&self) -> String {
-        self.k("nc", &[""])
+    /// Prefix of `node_members` (the scripts add the node; the app's slot).
+    pub fn node_members_prefix(&self, app: &str) -> String {
+        self.k("nc", &[app, ""])
     }
 
     /// The node's registration (its public URL, with expiry).
     pub fn node(&self, node: &str) -> String {
-        self.k("node", &[node])
+        self.g("node", &[node])
     }
 
-    /// Prefix of `node` (the scripts add the node).
-    pub fn node_prefix(&self) -> String {
-        self.k("node", &[""])
+    /// Every app with state in the cluster (the timer poller's and reaper's list).
+    pub fn apps(&self) -> String {
+        self.g("apps", &[])
+    }
+
+    /// The apps a node has indexed sessions or memberships of (what reaping it reads).
+    pub fn node_apps(&self, node: &str) -> String {
+        self.g("napps", &[node])
     }
 
     /// The sessions watching an account's presence (`"node conn"` each).
@@ -163,17 +197,17 @@ impl Keys {
 
     /// A node's console report (JSON, expiring).
     pub fn node_report(&self, node: &str) -> String {
-        self.k("report", &[node])
+        self.g("report", &[node])
     }
 
     /// Every node ever registered (the reaper's list).
     pub fn nodes(&self) -> String {
-        self.k("nodes", &[])
+        self.g("nodes", &[])
     }
 
     /// The lock of reaping a dead node.
     pub fn reap(&self, node: &str) -> String {
-        self.k("reap", &[node])
+        self.g("reap", &[node])
     }
 
     /// The pub/sub topic of a node.
@@ -204,6 +238,12 @@ impl Keys {
     /// How many messages a sender left for offline recipients in the current window.
     pub fn offline_sent(&self, app: &str, sender: &str) -> String {
         self.k("mo", &[app, sender])
+    }
+
+    /// A key of the app's slot that is never written: what a script gets in place of a key
+    /// it does not need this time (keys must be in the slot even then).
+    pub fn unused(&self, app: &str) -> String {
+        self.k("-", &[app])
     }
 
     /// "Seen" marker of a client message id.
@@ -256,8 +296,9 @@ impl Keys {
         self.k("evl", &[app, &partition.to_string(), consumer])
     }
 
-    pub fn timers(&self) -> String {
-        self.k("timers", &[])
+    /// An app's timers.
+    pub fn timers(&self, app: &str) -> String {
+        self.k("timers", &[app])
     }
 
     /// Key patterns for counting what the cluster holds (`footprint`).

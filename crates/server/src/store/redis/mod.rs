@@ -13,10 +13,16 @@
 //! Nodes register with a heartbeat; the sessions of a node whose heartbeat lapsed are handed
 //! to the rules as orphans by one of the others.
 //!
-//! Meant for one Redis (or a primary with replicas), not Redis Cluster.
+//! The same code runs on one Redis (or a primary with replicas) and on a Redis Cluster
+//! (`redis+cluster://`): every key of an app shares a hash slot (`keys.rs`), so each script
+//! runs on the one primary that holds its app; node topics are plain pub/sub, which a cluster
+//! carries to every node.
 
+mod conn;
 mod keys;
 pub mod node;
+
+pub use self::conn::Target;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +32,6 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, ScriptInvocation, Value as RValue};
 use tracing::{info, warn};
 
@@ -34,6 +39,7 @@ use opensig_protocol::frame::{out, Kept};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::Limits;
 
+use self::conn::Conn;
 use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
@@ -144,10 +150,13 @@ impl Scripts {
 /// How to reach Redis and who this node is.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `redis+cluster://host:port,host:port/` (a Redis Cluster).
     pub url: String,
     /// Prefix of every key and topic (several clusters can share one Redis).
     pub prefix: String,
+    /// Replicas that must hold a step's writes before its caller hears it happened (`WAIT`
+    /// after every script, on every primary this node wrote to; 0: none).
+    pub wait_replicas: u32,
     /// This node's id (unique in the cluster; no spaces).
     pub node_id: String,
     /// The WebSocket URL clients use for this node (listed by `/getaddr`).
@@ -181,8 +190,13 @@ struct Inner {
     cfg: RedisConfig,
     keys: Keys,
     scripts: Scripts,
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    /// Where Redis is (the pub/sub connection tries its seeds in turn).
+    target: Target,
+    /// Apps this node has registered in the cluster's list of apps (`Keys::apps`, and this
+    /// node's `Keys::node_apps`) — before its first write of their sessions, memberships or
+    /// timers, so the poller and a reaper find them.
+    known_apps: DashMap<String, ()>,
     /// Connections of this node that logged in, by id.
     conns: DashMap<u64, ConnHandle>,
     /// Sessions of this node: "app account" → conn id.
@@ -333,20 +347,24 @@ impl Redis {
                 "the node id must be a word without spaces",
             )));
         }
-        let client = redis::Client::open(cfg.url.as_str())?;
-        let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(OP_TIMEOUT)
-            .set_number_of_retries(2)
-            .set_max_delay(1000);
-        let conn = client.get_connection_manager_with_config(mgr_cfg).await?;
+        if !Keys::prefix_ok(&cfg.prefix) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the key prefix must not contain { or } (they name Redis Cluster hash slots)",
+            )));
+        }
+        let target = Target::parse(&cfg.url).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis URL", e))
+        })?;
+        let conn = Conn::open(&target, OP_TIMEOUT).await?;
         let inner = Arc::new(Inner {
             defaults: ChannelSettings::defaults(limits),
             mailbox_keep_ms: limits.mailbox_state_keep_secs.saturating_mul(1000).max(1),
             keys: Keys::new(&cfg.prefix),
             scripts: Scripts::new(),
             conn,
-            client,
+            target,
+            known_apps: DashMap::new(),
             conns: DashMap::new(),
             sessions: DashMap::new(),
             login_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
@@ -408,8 +426,29 @@ impl Redis {
 }
 
 impl Inner {
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// Register `app` in the cluster's list of apps and this node's, once per process (and
+    /// again with every session refresh, see `heartbeat`): the timer poller reads the one,
+    /// a node's reaper the other.
+    async fn app(&self, app: &str) -> SResult<()> {
+        if self.known_apps.contains_key(app) {
+            return Ok(());
+        }
+        let mut c = self.conn();
+        let _: () = timed(
+            redis::pipe()
+                .sadd(self.keys.apps(), app)
+                .ignore()
+                .sadd(self.keys.node_apps(&self.cfg.node_id), app)
+                .ignore()
+                .query_async(&mut c),
+        )
+        .await?;
+        self.known_apps.insert(app.to_string(), ());
+        Ok(())
     }
 
     /// A halted (crashed on purpose) node refuses every operation.
@@ -486,7 +525,7 @@ impl Inner {
         for key in k.all() {
             inv.key(key);
         }
-        inv.key(self.keys.timers());
+        inv.key(self.keys.timers(at.app));
         let d = &self.defaults;
         inv.arg(self.keys.topic_prefix())
             .arg(&k.rate)
@@ -523,33 +562,63 @@ impl Inner {
     /// Run a prepared script (within the operation timeout).
     async fn run<T: redis::FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> SResult<T> {
         let mut c = self.conn();
-        timed(inv.invoke_async(&mut c)).await
+        let r = timed(inv.invoke_async(&mut c)).await?;
+        self.replicated(&mut c).await?;
+        Ok(r)
+    }
+
+    /// With `wait_replicas`, wait until that many replicas hold every write this node sent so
+    /// far (on a cluster: of every primary; the client sends `WAIT` to each and takes the
+    /// least). Fewer within the time: the step fails (`unavailable`), its sender resends, and
+    /// the resend is stored again or found a duplicate — never acknowledged unreplicated.
+    async fn replicated(&self, c: &mut Conn) -> SResult<()> {
+        let n = self.cfg.wait_replicas;
+        if n == 0 {
+            return Ok(());
+        }
+        let ms = OP_TIMEOUT.as_millis() as u64 / 2;
+        let got: i64 = timed(redis::cmd("WAIT").arg(n).arg(ms).query_async(c)).await?;
+        if got < i64::from(n) {
+            return Err(StoreError::NotReplicated { wanted: n, got });
+        }
+        Ok(())
     }
 
     /// `channel_state.lua`'s `op` on a channel.
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
+        self.app(at.app).await?;
         let mut inv = self.channel_call(&self.scripts.channel_state, at);
         inv.arg(op);
         self.run(&inv).await
     }
 
-    /// Every key of a kind under this cluster's prefix.
+    /// Every key of a kind under this cluster's prefix (on a Redis Cluster: from each
+    /// primary).
     async fn scan(&self, kind: &str) -> SResult<Vec<String>> {
         let mut c = self.conn();
+        let primaries = timed(c.primaries()).await?;
+        let nodes: Vec<Option<&(String, u16)>> = match &primaries {
+            None => vec![None],
+            Some(p) => p.iter().map(Some).collect(),
+        };
         let mut found = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(self.keys.pattern(kind));
-            scan.arg("COUNT").arg(1000);
-            let (next, keys): (u64, Vec<String>) = timed(scan.query_async(&mut c)).await?;
-            found.extend(keys);
-            if next == 0 {
-                return Ok(found);
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(self.keys.pattern(kind));
+                scan.arg("COUNT").arg(1000);
+                let r = timed(c.on_node(node, &scan)).await?;
+                let (next, keys): (u64, Vec<String>) = redis::from_redis_value(&r)?;
+                found.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(found)
     }
 
     /// The total size of sorted sets (`zsets`) or hashes.
@@ -595,17 +664,21 @@ impl Inner {
     /// A message's keys and arguments, as mail.lua's `mail_at` reads them.
     fn mail_call(&self, inv: &mut ScriptInvocation<'_>, app: &str, to: &str, m: &MailItem<'_>) {
         self.box_call(inv, app, to);
+        // a key not used stands in the app's slot (window 0, allowance 0) for one not needed
         let dedup = m
             .dedup
             .map(|d| self.keys.dedup(app, d.from, d.id))
-            .unwrap_or_default();
-        let window = m.dedup.map_or(0, |d| d.window.as_millis() as u64);
+            .unwrap_or_else(|| self.keys.unused(app));
+        let window = m.dedup.map_or(0, |d| d.window.as_millis().max(1) as u64);
         let q = &m.quota;
-        let sender = q
-            .sender
-            .filter(|_| q.offline_per_sender > 0)
-            .map(|s| self.keys.offline_sent(app, s))
-            .unwrap_or_default();
+        let sender = q.sender.filter(|_| q.offline_per_sender > 0);
+        let allowance = if sender.is_some() {
+            q.offline_per_sender
+        } else {
+            0
+        };
+        let sender =
+            sender.map_or_else(|| self.keys.unused(app), |s| self.keys.offline_sent(app, s));
         let (before, after) = NodeMsg::Push {
             app: app.into(),
             account: to.into(),
@@ -616,7 +689,7 @@ impl Inner {
         inv.key(self.keys.session(app, to, &self.cfg.node_id).session)
             .key(dedup)
             .key(sender)
-            .arg(window.max(1))
+            .arg(window)
             .arg(m.ttl.as_millis() as u64)
             .arg(m.max)
             .arg(m.id)
@@ -626,7 +699,7 @@ impl Inner {
             .arg(after)
             .arg(q.app_messages)
             .arg(q.app_bytes)
-            .arg(q.offline_per_sender)
+            .arg(allowance)
             .arg(q.window.as_millis().max(1) as u64)
             .arg(if q.busy { "1" } else { "0" });
     }
@@ -725,8 +798,8 @@ impl Inner {
 
 impl Store for Redis {
     type Session = NodeSession;
-    /// The timer's entry and the end of the lease it was claimed with.
-    type Claim = (String, String);
+    /// The timer's app, its entry and the end of the lease it was claimed with.
+    type Claim = (String, String, String);
 
     fn run_work(&self, work: WorkSender<Self>) {
         *self.inner.work.lock() = Some(work);
@@ -740,6 +813,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
+        inner.app(app).await?;
         s.conn.push(s.welcome);
         let local = format!("{app} {account}");
         // held across the script: two logins of one account on this node must update
@@ -819,15 +893,12 @@ impl Store for Redis {
 
     async fn online(&self, user: User<'_>) -> SResult<bool> {
         let inner = &self.inner;
-        inner.check()?;
-        let k = inner
-            .keys
-            .session(user.app, user.account, &inner.cfg.node_id);
-        let mut inv = inner.scripts.session.prepare_invoke();
-        inv.key(k.session).key(k.node_index);
-        inv.arg("alive").arg(inner.keys.node_prefix());
-        let r: i64 = inner.run(&inv).await?;
-        Ok(r == 1)
+        // a session, and its node alive (two keys in two slots: read one after the other)
+        let Some(s) = self.session_get(user).await? else {
+            return Ok(false);
+        };
+        let mut c = inner.conn();
+        timed(c.exists(inner.keys.node(&s.node))).await
     }
 
     async fn session_get(&self, user: User<'_>) -> SResult<Option<NodeSession>> {
@@ -936,6 +1007,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let (app, channel, account) = (at.app, at.channel, j.account);
+        inner.app(app).await?;
         let (before, after) = inner.channel_msg(at, j.event);
         let joined = NodeMsg::Joined {
             app: app.to_string(),
@@ -949,7 +1021,7 @@ impl Store for Redis {
             .arg(j.conn.id);
         inv.arg(j.list_max).arg(before).arg(after);
         inv.arg(joined.encode()).arg(left_msg(at, account));
-        inv.arg(inner.keys.node_members_prefix());
+        inv.arg(inner.keys.node_members_prefix(app));
         inv.arg(node::member_entry(app, channel, account));
         inner.step_events(&mut inv, j.events);
         let r = list(inner.run::<RValue>(&inv).await?);
@@ -970,11 +1042,12 @@ impl Store for Redis {
     async fn leave(&self, at: Chan<'_>, l: Leaving<'_, NodeSession>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
+        inner.app(at.app).await?;
         let (before, after) = inner.channel_msg(at, l.event);
         let mut inv = inner.channel_call(&inner.scripts.leave, at);
         inv.arg(l.account.as_str()).arg(l.session.location());
         inv.arg(before).arg(after).arg(left_msg(at, l.account));
-        inv.arg(inner.keys.node_members_prefix());
+        inv.arg(inner.keys.node_members_prefix(at.app));
         inv.arg(node::member_entry(at.app, at.channel, l.account));
         inner.step_events(&mut inv, l.events);
         let r: i64 = inner.run(&inv).await?;
@@ -1038,6 +1111,7 @@ impl Store for Redis {
             "set" => &inner.scripts.attr_grow,
             _ => &inner.scripts.attr,
         };
+        inner.app(at.app).await?;
         let mut inv = inner.channel_call(script, at);
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
         inv.arg(if rate { "1" } else { "0" })
@@ -1088,16 +1162,12 @@ impl Store for Redis {
         };
         let mut keys: Vec<String> = Vec::new();
         loop {
-            let (next, batch): (String, Vec<String>) = timed(
-                redis::cmd("SCAN")
-                    .arg(&cur)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(limit.max(10))
-                    .query_async(&mut c),
-            )
-            .await?;
+            // the app's keys are all on the primary of its slot
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(&cur).arg("MATCH").arg(&pattern);
+            scan.arg("COUNT").arg(limit.max(10));
+            let r = timed(c.on_slot_of(&head, &scan)).await?;
+            let (next, batch): (String, Vec<String>) = redis::from_redis_value(&r)?;
             keys.extend(batch);
             cur = next;
             if cur == "0" || keys.len() >= limit {
@@ -1197,6 +1267,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let key = open.key;
+        inner.app(&key.app).await?;
         let ik = inner
             .keys
             .invite(&key.app, &key.caller, &key.channel, &key.callee);
@@ -1205,7 +1276,7 @@ impl Store for Redis {
         inner.mail_call(&mut inv, &key.app, &key.callee, &open.mail);
         inv.key(ik.record)
             .key(ik.by_caller)
-            .key(inner.keys.timers());
+            .key(inner.keys.timers(&key.app));
         inv.arg(open.extra).arg(open.generation);
         inv.arg(node::invite_entry(&key.channel, &key.callee));
         inv.arg(open.timers.len());
@@ -1314,16 +1385,17 @@ impl Store for Redis {
     async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {
         let inner = &self.inner;
         inner.check()?;
+        inner.app(timer.app()).await?;
         let mut inv = inner.scripts.timers.prepare_invoke();
-        inv.key(inner.keys.timers()).arg("schedule");
+        inv.key(inner.keys.timers(timer.app())).arg("schedule");
         inv.arg(timer.encode()).arg(after.as_millis() as u64);
         inner.run::<i64>(&inv).await.map(|_| ())
     }
 
-    async fn timer_done(&self, (member, lease): (String, String)) {
+    async fn timer_done(&self, (app, member, lease): (String, String, String)) {
         let inner = &self.inner;
         let mut inv = inner.scripts.timers.prepare_invoke();
-        inv.key(inner.keys.timers())
+        inv.key(inner.keys.timers(&app))
             .arg("done")
             .arg(member)
             .arg(lease);
@@ -1622,16 +1694,28 @@ fn left_msg(at: Chan<'_>, account: &Account) -> String {
     .encode()
 }
 
-/// Receives this node's topic in order; reconnects by itself.
+/// Receives this node's topic in order; reconnects by itself (on a Redis Cluster to any of
+/// its seed nodes in turn: a cluster delivers what is published on one node to every node).
 async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     let mut reconnected = false;
+    let mut attempt = 0usize;
     loop {
         let Some(i) = inner.upgrade() else { return };
         let topic = i.keys.topic(&i.cfg.node_id);
-        let client = i.client.clone();
+        let seeds = i.target.seeds();
         drop(i);
+        let seed = &seeds[attempt % seeds.len()];
+        attempt += 1;
+        let client = match redis::Client::open(seed.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("redis pub/sub: {e}");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
         let pubsub =
             match tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await {
                 Ok(Ok(mut p)) => match p.subscribe(&topic).await {
@@ -1648,6 +1732,9 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
                 Err(_) => None,
             };
         let Some(mut pubsub) = pubsub else {
+            if attempt % seeds.len() != 0 {
+                continue; // the next seed at once
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
@@ -1691,22 +1778,40 @@ async fn heartbeat(inner: Weak<Inner>) {
         }
         if last_refresh.elapsed() >= SESSION_REFRESH {
             last_refresh = tokio::time::Instant::now();
-            let keys: Vec<String> = i
-                .sessions
-                .iter()
-                .filter_map(|e| {
-                    let (app, account) = e.key().split_once(' ')?;
-                    Some(i.keys.session(app, account, &i.cfg.node_id).session)
-                })
-                .collect();
-            let mut c = i.conn();
-            for chunk in keys.chunks(500) {
-                let mut pipe = redis::pipe();
-                for k in chunk {
-                    pipe.pexpire(k, SESSION_TTL_MS as i64).ignore();
+            // by app: one pipeline per hash slot
+            let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for e in i.sessions.iter() {
+                if let Some((app, account)) = e.key().split_once(' ') {
+                    let key = i.keys.session(app, account, &i.cfg.node_id).session;
+                    by_app.entry(app.to_string()).or_default().push(key);
                 }
-                if let Err(e) = timed(pipe.query_async::<()>(&mut c)).await {
-                    warn!("refreshing this node's sessions: {e}");
+            }
+            let mut c = i.conn();
+            for keys in by_app.values() {
+                for chunk in keys.chunks(500) {
+                    let mut pipe = redis::pipe();
+                    for k in chunk {
+                        pipe.pexpire(k, SESSION_TTL_MS as i64).ignore();
+                    }
+                    if let Err(e) = timed(pipe.query_async::<()>(&mut c)).await {
+                        warn!("refreshing this node's sessions: {e}");
+                    }
+                }
+            }
+            // the lists of apps again (a failover may have lost a write)
+            let apps: Vec<String> = i.known_apps.iter().map(|e| e.key().clone()).collect();
+            if !apps.is_empty() {
+                let r: SResult<()> = timed(
+                    redis::pipe()
+                        .sadd(i.keys.apps(), &apps)
+                        .ignore()
+                        .sadd(i.keys.node_apps(&i.cfg.node_id), &apps)
+                        .ignore()
+                        .query_async(&mut c),
+                )
+                .await;
+                if let Err(e) = r {
+                    warn!("registering this node's apps: {e}");
                 }
             }
         }
@@ -1727,28 +1832,38 @@ async fn timers(inner: Weak<Inner>) {
             continue;
         }
         let mut c = i.conn();
-        let due: SResult<Vec<String>> = timed(
-            i.scripts
-                .timers
-                .key(i.keys.timers())
-                .arg("claim")
-                .arg(TIMER_LEASE_MS)
-                .arg(100)
-                .invoke_async(&mut c),
-        )
-        .await;
-        for pair in due.unwrap_or_default().chunks(2) {
-            let [member, lease] = pair else { continue };
-            match Timer::decode(member) {
-                Some(timer) => {
-                    i.send_work(Work::Timer {
-                        timer,
-                        claim: (member.clone(), lease.clone()),
-                    });
-                }
-                None => {
-                    warn!("dropped a timer entry this version does not know");
-                    let _ = timed(c.zrem::<_, _, i64>(i.keys.timers(), member)).await;
+        // each app's timers are in its slot
+        let apps: Vec<String> = match timed(c.smembers(i.keys.apps())).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("reading the cluster's apps: {e}");
+                continue;
+            }
+        };
+        for app in apps {
+            let due: SResult<Vec<String>> = timed(
+                i.scripts
+                    .timers
+                    .key(i.keys.timers(&app))
+                    .arg("claim")
+                    .arg(TIMER_LEASE_MS)
+                    .arg(100)
+                    .invoke_async(&mut c),
+            )
+            .await;
+            for pair in due.unwrap_or_default().chunks(2) {
+                let [member, lease] = pair else { continue };
+                match Timer::decode(member) {
+                    Some(timer) => {
+                        i.send_work(Work::Timer {
+                            timer,
+                            claim: (app.clone(), member.clone(), lease.clone()),
+                        });
+                    }
+                    None => {
+                        warn!("dropped a timer entry this version does not know");
+                        let _ = timed(c.zrem::<_, _, i64>(i.keys.timers(&app), member)).await;
+                    }
                 }
             }
         }
@@ -1795,8 +1910,15 @@ async fn reap_once(i: &Inner) -> SResult<()> {
             continue;
         }
         info!(node = %node, "reaping a node that stopped");
-        let sessions: Vec<String> = timed(c.smembers(i.keys.node_sessions(&node))).await?;
-        let memberships: Vec<String> = timed(c.smembers(i.keys.node_members(&node))).await?;
+        let apps: Vec<String> = timed(c.smembers(i.keys.node_apps(&node))).await?;
+        let mut sessions: Vec<String> = Vec::new();
+        let mut memberships: Vec<String> = Vec::new();
+        for app in &apps {
+            let s: Vec<String> = timed(c.smembers(i.keys.node_sessions(app, &node))).await?;
+            let m: Vec<String> = timed(c.smembers(i.keys.node_members(app, &node))).await?;
+            sessions.extend(s);
+            memberships.extend(m);
+        }
         // (app, account) → (conn, channels)
         let mut orphans: BTreeMap<(String, String), (Option<u64>, Vec<String>)> = BTreeMap::new();
         for s in &sessions {
@@ -1839,9 +1961,16 @@ async fn reap_once(i: &Inner) -> SResult<()> {
             all_done &= w.await.unwrap_or(false);
         }
         if all_done {
+            for app in &apps {
+                let index = [
+                    i.keys.node_sessions(app, &node),
+                    i.keys.node_members(app, &node),
+                ];
+                let _: () = timed(c.del(&index)).await?;
+            }
             let _: () = timed(
                 redis::pipe()
-                    .del(&[i.keys.node_sessions(&node), i.keys.node_members(&node)])
+                    .del(i.keys.node_apps(&node))
                     .srem(i.keys.nodes(), &node)
                     .query_async(&mut c),
             )

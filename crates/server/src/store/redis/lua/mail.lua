@@ -13,8 +13,9 @@ local function box_at(k, a)
     account = ARGV[a], keep_ms = ARGV[a + 1]}
 end
 
--- A message to store, as a script gets it: the box, then KEYS recipient's session, dedup key
--- ('' = none), sender's offline window ('' = not counted); ARGV dedup window ms, ttl ms, max
+-- A message to store, as a script gets it: the box, then KEYS recipient's session, dedup key,
+-- sender's offline window (both unused when their ARGV is 0); ARGV dedup window ms (0: no
+-- dedup), ttl ms, max
 -- messages, id, text, topic prefix, push before, push after, app's max messages, app's max
 -- bytes, sender's allowance per window, window ms, busy (1/0). 0 means no cap.
 local MAIL_KEYS, MAIL_ARGS = BOX_KEYS + 3, BOX_ARGS + 13
@@ -27,6 +28,7 @@ local function mail_at(k, a)
   t.before, t.after = ARGV[a + 6], ARGV[a + 7]
   t.app_msgs, t.app_bytes = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
   t.allowance, t.window_ms, t.busy = tonumber(ARGV[a + 10]), ARGV[a + 11], ARGV[a + 12] == '1'
+  t.deduped = t.dedup_ms ~= '0'
   return t
 end
 
@@ -89,11 +91,11 @@ end
 -- {4, 0} sender's allowance, {5, 0} busy.
 local function append_mail(t)
   local now = now_ms()
-  if t.dedup ~= '' then
+  if t.deduped then
     if not redis.call('SET', t.dedup, '1', 'NX', 'PX', t.dedup_ms) then return {1, 0} end
   end
   local function refuse(status)
-    if t.dedup ~= '' then redis.call('DEL', t.dedup) end
+    if t.deduped then redis.call('DEL', t.dedup) end
     return {status, 0}
   end
   local held_here = redis.call('ZCARD', t.mb)
@@ -129,7 +131,7 @@ local function append_mail(t)
   local s = redis.call('GET', t.session)
   if not s then
     if t.busy then return refuse(5) end
-    if t.window ~= '' and t.allowance > 0 then
+    if t.allowance > 0 then
       if tonumber(redis.call('GET', t.window) or '0') >= t.allowance then return refuse(4) end
       if redis.call('INCR', t.window) == 1 then redis.call('PEXPIRE', t.window, t.window_ms) end
     end

@@ -3,7 +3,6 @@
 --   open:  2 "node conn", 3 ttl ms, 4 index entry. Returns the previous value (or false).
 --   close: 2 "node conn" ('node ' alone matches any connection of that node), 4 index entry.
 --          Compare-and-delete; returns 1 when this was the session.
---   alive: 2 node key prefix. Returns 1 when there is a session and its node is alive.
 local op = ARGV[1]
 if op == 'open' then
   local old = redis.call('GET', KEYS[1])
@@ -21,9 +20,4 @@ elseif op == 'close' then
     return 1
   end
   return 0
-else
-  local s = redis.call('GET', KEYS[1])
-  if not s then return 0 end
-  local node = string.match(s, '^(%S+) ')
-  return redis.call('EXISTS', ARGV[2] .. node)
 end
