@@ -29,6 +29,161 @@ pub struct ClusterArgs {
     /// Use this Redis instead of starting a private redis-server.
     #[arg(long)]
     redis: Option<String>,
+    /// Run the nodes on a private Redis Cluster of three primaries (each with a replica)
+    /// instead of one redis-server.
+    #[arg(long)]
+    redis_cluster: bool,
+    /// Apps the pairs are spread over (an app's keys live on one primary of a cluster).
+    #[arg(long, default_value_t = 1)]
+    apps: usize,
+}
+
+/// The Redis servers whose work is read: one, or a cluster's primaries.
+pub(crate) struct Redises {
+    /// `redis://` of each primary.
+    pub primaries: Vec<String>,
+    /// What the nodes are given (`redis://…` or `redis+cluster://…`).
+    pub url: String,
+}
+
+impl Redises {
+    /// The work of every primary, summed, and each primary's command count (scripts and the
+    /// commands they ran).
+    pub(crate) fn read(&self) -> Result<(RedisWork, Vec<u64>)> {
+        let mut sum = RedisWork::default();
+        let mut each = Vec::new();
+        for u in &self.primaries {
+            let w = RedisWork::read(u)?;
+            each.push(
+                w.calls
+                    .iter()
+                    .filter(|(n, _)| *n != "info")
+                    .map(|(_, c)| c)
+                    .sum(),
+            );
+            for (name, n) in w.calls {
+                *sum.calls.entry(name).or_default() += n;
+            }
+            sum.cpu_secs += w.cpu_secs;
+        }
+        Ok((sum, each))
+    }
+
+    /// Keys held by each primary.
+    fn keys(&self) -> Vec<u64> {
+        self.primaries
+            .iter()
+            .map(|u| {
+                Command::new("redis-cli")
+                    .args(["-u", u, "DBSIZE"])
+                    .output()
+                    .ok()
+                    .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+/// Each primary's share of `counts`, as "a% / b% / c%".
+fn shares(counts: &[u64]) -> String {
+    let total: u64 = counts.iter().sum::<u64>().max(1);
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|c| format!("{:.0} %", *c as f64 * 100.0 / total as f64))
+        .collect();
+    parts.join(" / ")
+}
+
+/// A private Redis Cluster: three primaries with a replica each, in a folder of its own
+/// (removed, and the servers stopped, when dropped).
+pub(crate) struct RedisCluster {
+    procs: Vec<Proc>,
+    dir: PathBuf,
+    pub redises: Redises,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.procs.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn start_redis_cluster() -> Result<RedisCluster> {
+    let dir = std::env::temp_dir().join(format!("opensig-bench-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut ports = Vec::new();
+    let mut procs = Vec::new();
+    while ports.len() < 6 {
+        let port = free_port()?;
+        // the cluster bus listens on port + 10000
+        if port >= 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+            continue;
+        }
+        let child = Command::new("redis-server")
+            .current_dir(&dir)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting redis-server (install it with scripts/setup)")?;
+        procs.push(Proc(child));
+        wait_port(port)?;
+        ports.push(port);
+    }
+    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&hosts)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .context("redis-cli --cluster create")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let cli = |port: u16, args: &[&str]| -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let t0 = Instant::now();
+    while !ports
+        .iter()
+        .all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("the Redis Cluster did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let primaries = ports
+        .iter()
+        .filter(|p| cli(**p, &["ROLE"]).starts_with("master"))
+        .map(|p| format!("redis://127.0.0.1:{p}/"))
+        .collect();
+    Ok(RedisCluster {
+        procs,
+        dir,
+        redises: Redises {
+            primaries,
+            url: format!("redis+cluster://{}/", hosts.join(",")),
+        },
+    })
 }
 
 /// What a Redis server has done so far: calls per command (commands scripts run included,
@@ -167,7 +322,11 @@ fn start_node(bin: &PathBuf, extra: &[String]) -> Result<(Proc, String)> {
 }
 
 async fn login(url: &str, account: &str) -> Result<Session> {
-    let mut cfg = Config::new("bench", account, "");
+    login_to("bench", url, account).await
+}
+
+async fn login_to(app: &str, url: &str, account: &str) -> Result<Session> {
+    let mut cfg = Config::new(app, account, "");
     cfg.servers = vec![url.to_string()];
     let mut s = Session::login(cfg);
     loop {
@@ -181,13 +340,33 @@ async fn login(url: &str, account: &str) -> Result<Session> {
 }
 
 pub async fn run(args: ClusterArgs) -> Result<()> {
-    let (_redis, redis_url) = match &args.redis {
-        Some(u) => (None, u.clone()),
-        None => {
+    let mut _redis = None;
+    let mut _cluster = None;
+    let redises = match (&args.redis, args.redis_cluster) {
+        (Some(u), _) => Redises {
+            primaries: vec![u.clone()],
+            url: u.clone(),
+        },
+        (None, false) => {
             let (p, u) = start_redis()?;
-            (Some(p), u)
+            _redis = Some(p);
+            Redises {
+                primaries: vec![u.clone()],
+                url: u,
+            }
+        }
+        (None, true) => {
+            let c = start_redis_cluster()?;
+            let r = Redises {
+                primaries: c.redises.primaries.clone(),
+                url: c.redises.url.clone(),
+            };
+            _cluster = Some(c);
+            r
         }
     };
+    let redis_url = redises.url.clone();
+    let apps = args.apps.max(1);
     let prefix = format!("bench{}:", std::process::id());
     let node_args = |id: &str| {
         vec![
@@ -214,21 +393,25 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     let end = start + warmup + Duration::from_secs(args.seconds) + Duration::from_secs(1);
     let mut tasks = vec![];
     // the Redis work of the measured window (after the warm-up, until the senders stop)
-    let work_url = redis_url.clone();
+    let work_on = Redises {
+        primaries: redises.primaries.clone(),
+        url: redises.url.clone(),
+    };
     let window_end = end - Duration::from_secs(1);
     let work = tokio::spawn(async move {
         tokio::time::sleep_until((start + warmup).into()).await;
-        let before = RedisWork::read(&work_url)?;
+        let before = work_on.read()?;
         tokio::time::sleep_until(window_end.into()).await;
-        Ok::<_, anyhow::Error>((before, RedisWork::read(&work_url)?))
+        Ok::<_, anyhow::Error>((before, work_on.read()?))
     });
     for kind in ["same", "cross"] {
         for i in 0..args.pairs {
             let sender_name = format!("{kind}s{i}");
             let receiver_name = format!("{kind}r{i}");
-            let sender = login(&url_a, &sender_name).await?;
+            let app = format!("bench{}", i % apps);
+            let sender = login_to(&app, &url_a, &sender_name).await?;
             let receiver_url = if kind == "same" { &url_a } else { &url_b };
-            let mut receiver = login(receiver_url, &receiver_name).await?;
+            let mut receiver = login_to(&app, receiver_url, &receiver_name).await?;
             let samples = if kind == "same" {
                 same.clone()
             } else {
@@ -288,7 +471,7 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     }
     let ratio = cross.percentile(99.0) as f64 / same.percentile(99.0).max(1) as f64;
     println!("\ncross-node p99 / same-node p99 = {ratio:.2} (target ≤ 2.00)");
-    let (before, after) = work.await??;
+    let ((before, before_each), (after, after_each)) = work.await??;
     let (scripts, commands, cpu, each) = after.since(&before);
     let msgs = (same.len() + cross.len()).max(1) as f64;
     println!(
@@ -305,7 +488,27 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         .map(|(n, d)| format!("{n} {:.2}", *d as f64 / msgs))
         .collect();
     println!("per message, by command: {}", top.join(", "));
-    other_work(&redis_url, &url_a, &url_b).await
+    let cpu_us = cpu * 1e6 / msgs;
+    if redises.primaries.len() > 1 {
+        let done: Vec<u64> = after_each
+            .iter()
+            .zip(&before_each)
+            .map(|(a, b)| a - b)
+            .collect();
+        println!(
+            "each primary's share ({} apps): commands {}, keys {}",
+            apps,
+            shares(&done),
+            shares(&redises.keys())
+        );
+    }
+    // one Redis core runs every script of the apps it holds
+    println!(
+        "one primary's core at this cost: {:.0} p2p messages/s; N primaries with the apps spread \
+         evenly: N × that (a single app stays on one primary)",
+        1e6 / cpu_us.max(0.001)
+    );
+    other_work(&redises, &url_a, &url_b).await
 }
 
 /// Wait for the first event `want` matches (10 s at most).
@@ -326,7 +529,8 @@ async fn expect(
 /// The Redis work of a login, a join and a channel message (per delivery), on the same two
 /// nodes after the p2p run: each step alone between two readings of the Redis's counters (the
 /// nodes' heartbeats and timer polls fall in the windows too and are counted).
-async fn other_work(redis_url: &str, url_a: &str, url_b: &str) -> Result<()> {
+async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
+    let read = || redises.read().map(|r| r.0);
     const LOGINS: usize = 200;
     const MEMBERS: usize = 20;
     const MESSAGES: usize = 200;
@@ -347,24 +551,24 @@ async fn other_work(redis_url: &str, url_a: &str, url_b: &str) -> Result<()> {
         );
     };
     // logins, alternately on each node
-    let before = RedisWork::read(redis_url)?;
+    let before = read()?;
     let mut sessions = vec![];
     for i in 0..LOGINS {
         let url = if i % 2 == 0 { url_a } else { url_b };
         sessions.push(login(url, &format!("login{i}")).await?);
     }
-    let after = RedisWork::read(redis_url)?;
+    let after = read()?;
     per(&before, &after, LOGINS, "login");
     // the first MEMBERS of them join one channel
-    let before = RedisWork::read(redis_url)?;
+    let before = read()?;
     for s in sessions.iter_mut().take(MEMBERS) {
         s.with(|c, now| c.channel_join("work", now)).await;
         expect(s, "joined", |e| matches!(e, Event::ChannelJoined { .. })).await?;
     }
-    let after = RedisWork::read(redis_url)?;
+    let after = read()?;
     per(&before, &after, MEMBERS, "join");
     // channel messages from one member, each delivered to every member (on both nodes)
-    let before = RedisWork::read(redis_url)?;
+    let before = read()?;
     for i in 0..MESSAGES {
         let text = format!("m{i}");
         sessions[0]
@@ -378,7 +582,7 @@ async fn other_work(redis_url: &str, url_a: &str, url_b: &str) -> Result<()> {
         })
         .await?;
     }
-    let after = RedisWork::read(redis_url)?;
+    let after = read()?;
     per(
         &before,
         &after,

@@ -728,6 +728,9 @@ async fn collect_stored(url: &str, account: &str) -> HashSet<String> {
 /// the killed node comes back as a replica. With `wait_replicas`, the nodes acknowledge a step
 /// only once a replica holds it.
 async fn primary_killed_under_load(wait_replicas: u32) -> FailoverReport {
+    // one at a time (each runs six redis-servers and two nodes under load)
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE.lock().await;
     const TOTAL: usize = 3_000;
     const MEMBERS: usize = 6;
     const CHANNEL_TOTAL: usize = 1_200;

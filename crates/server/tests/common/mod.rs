@@ -263,9 +263,14 @@ impl RedisCluster {
     }
 
     fn until(&self, what: &str, cond: impl Fn(&RedisCluster) -> bool) {
-        let ok = (0..600)
+        let ok = (0..1200)
             .any(|_| cond(self) || (std::thread::sleep(Duration::from_millis(50)), false).1);
-        assert!(ok, "{what}");
+        let now: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("{p}: {}", redis_cli(*p, &["CLUSTER", "NODES"])))
+            .collect();
+        assert!(ok, "{what}; now: {now:?}");
     }
 
     /// The port of the live primary that serves `key`'s hash slot (asked of `via`).
@@ -347,12 +352,17 @@ impl RedisCluster {
     pub fn fail_over(&self, key: &str, lag: Duration) -> (u16, u16) {
         let via = self.ports[0];
         let old = self.primary_of(via, key).expect("a primary for the key");
-        let asker = *self.ports.iter().find(|p| **p != old).unwrap();
+        let replica = self.replica_of(old).expect("the primary's replica");
+        // asked about the cluster: neither the killed node nor the frozen one
+        let asker = *self
+            .ports
+            .iter()
+            .find(|p| **p != old && **p != replica)
+            .unwrap();
         if !lag.is_zero() {
             // the replica frozen, its link cut from the primary's side: what the primary
             // acknowledges from now on is on the primary alone (a frozen replica would still
             // find in its socket what was sent before it froze)
-            let replica = self.replica_of(old).expect("the primary's replica");
             let secs = format!("{:.3}", (lag * 2).as_secs_f64());
             std::thread::spawn(move || redis_cli(replica, &["DEBUG", "SLEEP", &secs]));
             std::thread::sleep(Duration::from_millis(50));
@@ -360,11 +370,22 @@ impl RedisCluster {
             std::thread::sleep(lag);
         }
         self.kill(old);
-        self.until("no replica took over", |c| {
+        let t0 = std::time::Instant::now();
+        let took_over = |c: &RedisCluster| {
             c.primary_of(asker, key).is_some_and(|p| p != old)
                 && redis_cli(asker, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
-        });
+        };
+        // the replica takes over by itself; on a machine this busy, the election sometimes
+        // stalls — then the operator's move: the replica takes over by force
+        let by_itself = (0..300)
+            .any(|_| took_over(self) || (std::thread::sleep(Duration::from_millis(50)), false).1);
+        if !by_itself {
+            println!("the replica did not take over within 15 s: CLUSTER FAILOVER TAKEOVER");
+            redis_cli(replica, &["CLUSTER", "FAILOVER", "TAKEOVER"]);
+        }
+        self.until("no replica took over", took_over);
         let new = self.primary_of(asker, key).unwrap();
+        println!("replica {new} took over {:?} after the kill", t0.elapsed());
         self.node(old);
         self.until("the killed node did not come back", |c| {
             c.whole_from(old) && c.whole_from(asker)

@@ -100,6 +100,24 @@ impl Conn {
         }
     }
 
+    /// A cluster connection for sharded subscriptions (RESP3): what its `SSUBSCRIBE`d topics
+    /// carry comes out of `pushes`, and the client subscribes again by itself after a
+    /// failover or a slot move.
+    pub async fn subscriber(
+        seeds: &[String],
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> RedisResult<ClusterConnection> {
+        let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .retries(3)
+            .max_retry_wait(1000)
+            .build()?;
+        client.get_async_connection().await
+    }
+
     /// `cmd` on the primary that holds `key`'s slot (one Redis: on it).
     pub async fn on_slot_of(&mut self, key: &str, cmd: &Cmd) -> RedisResult<Value> {
         match self {

@@ -12,6 +12,9 @@
 #[derive(Clone, Debug)]
 pub(super) struct Keys {
     p: String,
+    /// Topics are sharded pub/sub channels (a Redis Cluster): one per app and node, in the
+    /// app's slot, so a script of the app can `SPUBLISH` to it.
+    sharded: bool,
 }
 
 /// A session's keys.
@@ -106,8 +109,11 @@ pub(super) struct InviteKeys {
 }
 
 impl Keys {
-    pub fn new(prefix: &str) -> Keys {
-        Keys { p: prefix.into() }
+    pub fn new(prefix: &str, sharded: bool) -> Keys {
+        Keys {
+            p: prefix.into(),
+            sharded,
+        }
     }
 
     /// A key of an app: `<prefix><kind> {<prefix><app>} <parts…>`.
@@ -210,16 +216,28 @@ impl Keys {
         self.g("reap", &[node])
     }
 
-    /// The pub/sub topic of a node.
+    /// The pub/sub topic of a node: on one Redis all it hears, on a cluster what is not
+    /// about an app (kicks).
     pub fn topic(&self, node: &str) -> String {
-        let mut s = self.topic_prefix();
+        match self.sharded {
+            false => format!("{}n:{node}", self.p),
+            true => self.g("n", &[node]),
+        }
+    }
+
+    /// The pub/sub topic of a node for an app's deliveries (one Redis: the node's topic).
+    pub fn app_topic(&self, app: &str, node: &str) -> String {
+        let mut s = self.topic_prefix(app);
         s.push_str(node);
         s
     }
 
-    /// Prefix of `topic` (the scripts add the node).
-    pub fn topic_prefix(&self) -> String {
-        format!("{}n:", self.p)
+    /// Prefix of `app_topic` (the scripts add the node).
+    pub fn topic_prefix(&self, app: &str) -> String {
+        match self.sharded {
+            false => format!("{}n:", self.p),
+            true => self.k("n", &[app, ""]),
+        }
     }
 
     pub fn user_attrs(&self, app: &str, account: &str) -> String {

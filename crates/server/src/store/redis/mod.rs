@@ -73,15 +73,21 @@ enum Oom {
     Run,
 }
 
-/// A script with the helpers it needs prepended, flagged for `oom`.
+/// A script with the helpers it needs prepended, flagged for `oom`, publishing with `PUBLISH`
+/// (one Redis) or `SPUBLISH` (`sharded`: a Redis Cluster's sharded pub/sub, which goes to the
+/// primary of the topic's slot and its replicas only, where `PUBLISH` goes to every node).
 /// Every script starts with the clock and the event log (a step's events ride at the end of
 /// its keys and arguments, see [`Inner::step_events`]).
-fn script(oom: Oom, parts: &[&str]) -> Script {
+fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
     let flags = match oom {
         Oom::Refuse => "#!lua",
         Oom::Run => "#!lua flags=allow-oom",
     };
-    Script::new(&format!("{flags}\n{CLOCK}\n{EVENTS}\n{}", parts.join("\n")))
+    let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
+    Script::new(&format!(
+        "{flags}\nlocal PUBLISH = '{publish}'\n{CLOCK}\n{EVENTS}\n{}",
+        parts.join("\n")
+    ))
 }
 
 const CLOCK: &str = include_str!("lua/clock.lua");
@@ -115,8 +121,9 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn new() -> Scripts {
+    fn new(sharded: bool) -> Scripts {
         use Oom::{Refuse, Run};
+        let script = |oom, parts: &[&str]| script(oom, sharded, parts);
         let channel = |oom, body| script(oom, &[CHANNEL, body]);
         let session = include_str!("lua/session.lua");
         let user_attr = include_str!("lua/user_attr.lua");
@@ -196,7 +203,12 @@ struct Inner {
     /// Apps this node has registered in the cluster's list of apps (`Keys::apps`, and this
     /// node's `Keys::node_apps`) — before its first write of their sessions, memberships or
     /// timers, so the poller and a reaper find them.
-    known_apps: DashMap<String, ()>,
+    known_apps: DashMap<String, Arc<tokio::sync::OnceCell<()>>>,
+    /// A task is subscribing this node's sharded topics again (after a disconnection).
+    resubscribing: AtomicBool,
+    /// On a Redis Cluster: the connection this node's sharded topics are subscribed on (one
+    /// for the node, one per app it registered).
+    subs: Option<redis::cluster_async::ClusterConnection>,
     /// Connections of this node that logged in, by id.
     conns: DashMap<u64, ConnHandle>,
     /// Sessions of this node: "app account" → conn id.
@@ -357,14 +369,21 @@ impl Redis {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis URL", e))
         })?;
         let conn = Conn::open(&target, OP_TIMEOUT).await?;
+        let (pushes_tx, pushes) = tokio::sync::mpsc::unbounded_channel();
+        let subs = match &target {
+            Target::One(_) => None,
+            Target::Cluster(seeds) => Some(Conn::subscriber(seeds, pushes_tx).await?),
+        };
         let inner = Arc::new(Inner {
             defaults: ChannelSettings::defaults(limits),
             mailbox_keep_ms: limits.mailbox_state_keep_secs.saturating_mul(1000).max(1),
-            keys: Keys::new(&cfg.prefix),
-            scripts: Scripts::new(),
+            keys: Keys::new(&cfg.prefix, matches!(target, Target::Cluster(_))),
+            scripts: Scripts::new(matches!(target, Target::Cluster(_))),
             conn,
             target,
             known_apps: DashMap::new(),
+            resubscribing: AtomicBool::new(false),
+            subs,
             conns: DashMap::new(),
             sessions: DashMap::new(),
             login_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
@@ -383,7 +402,18 @@ impl Redis {
             redis::RedisError::from((redis::ErrorKind::IoError, "cannot register the node"))
         })?;
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(subscriber(Arc::downgrade(&inner), subscribed_tx));
+        match inner.subs.clone() {
+            None => {
+                tokio::spawn(subscriber(Arc::downgrade(&inner), subscribed_tx));
+            }
+            Some(mut subs) => {
+                tokio::spawn(sharded_subscriber(Arc::downgrade(&inner), pushes));
+                let topic = inner.keys.topic(&inner.cfg.node_id);
+                if timed(subs.ssubscribe(&topic)).await.is_ok() {
+                    let _ = subscribed_tx.send(());
+                }
+            }
+        }
         // a node that cannot hear its topic would miss every push addressed to it
         if !matches!(
             tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await,
@@ -434,21 +464,51 @@ impl Inner {
     /// again with every session refresh, see `heartbeat`): the timer poller reads the one,
     /// a node's reaper the other.
     async fn app(&self, app: &str) -> SResult<()> {
-        if self.known_apps.contains_key(app) {
-            return Ok(());
+        if let Some(done) = self.known_apps.get(app) {
+            if done.initialized() {
+                return Ok(());
+            }
         }
-        let mut c = self.conn();
-        let _: () = timed(
-            redis::pipe()
-                .sadd(self.keys.apps(), app)
-                .ignore()
-                .sadd(self.keys.node_apps(&self.cfg.node_id), app)
-                .ignore()
-                .query_async(&mut c),
-        )
+        let once = self.known_apps.entry(app.to_string()).or_default().clone();
+        once.get_or_try_init(|| async {
+            if let Some(mut subs) = self.subs.clone() {
+                // before anything of the app can be addressed to this node
+                let topic = self.keys.app_topic(app, &self.cfg.node_id);
+                timed(subs.ssubscribe(&topic)).await?;
+            }
+            let mut c = self.conn();
+            timed(
+                redis::pipe()
+                    .sadd(self.keys.apps(), app)
+                    .ignore()
+                    .sadd(self.keys.node_apps(&self.cfg.node_id), app)
+                    .ignore()
+                    .query_async::<()>(&mut c),
+            )
+            .await
+        })
         .await?;
-        self.known_apps.insert(app.to_string(), ());
         Ok(())
+    }
+
+    /// The apps registered by this node.
+    fn apps_known(&self) -> Vec<String> {
+        self.known_apps
+            .iter()
+            .filter(|e| e.value().initialized())
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
+    /// Publish `msg` on `topic` (`SPUBLISH` on a cluster: topics are sharded there).
+    async fn publish(&self, topic: &str, msg: String) -> SResult<()> {
+        let cmd = if self.subs.is_some() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let mut c = self.conn();
+        timed(redis::cmd(cmd).arg(topic).arg(msg).query_async(&mut c)).await
     }
 
     /// A halted (crashed on purpose) node refuses every operation.
@@ -527,7 +587,7 @@ impl Inner {
         }
         inv.key(self.keys.timers(at.app));
         let d = &self.defaults;
-        inv.arg(self.keys.topic_prefix())
+        inv.arg(self.keys.topic_prefix(at.app))
             .arg(&k.rate)
             .arg(if d.notify { "1" } else { "0" })
             .arg(d.ttl_secs)
@@ -694,7 +754,7 @@ impl Inner {
             .arg(m.max)
             .arg(m.id)
             .arg(m.text)
-            .arg(self.keys.topic_prefix())
+            .arg(self.keys.topic_prefix(app))
             .arg(before)
             .arg(after)
             .arg(q.app_messages)
@@ -886,9 +946,8 @@ impl Store for Redis {
             }
             return Ok(());
         }
-        let mut c = inner.conn();
         let msg = NodeMsg::Kick { conn }.encode();
-        timed(c.publish::<_, _, ()>(inner.keys.topic(&session.node), msg)).await
+        inner.publish(&inner.keys.topic(&session.node), msg).await
     }
 
     async fn online(&self, user: User<'_>) -> SResult<bool> {
@@ -1596,7 +1655,9 @@ impl Store for Redis {
                     frame: frame.to_string(),
                 }
                 .encode();
-                let _: () = timed(c.publish(inner.keys.topic(node), msg)).await?;
+                inner
+                    .publish(&inner.keys.app_topic(user.app, node), msg)
+                    .await?;
             } else {
                 // its node is gone: the watch with it
                 gone.push(w.clone());
@@ -1764,6 +1825,68 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
     }
 }
 
+/// Receives this node's sharded topics (a Redis Cluster): each topic in order. When a
+/// connection to a Redis node drops (its primary died, or it moved), the subscriptions on it
+/// went with it: [`resubscribe`] takes over.
+async fn sharded_subscriber(
+    inner: Weak<Inner>,
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+) {
+    while let Some(p) = pushes.recv().await {
+        let Some(i) = inner.upgrade() else { return };
+        match p.kind {
+            redis::PushKind::SMessage | redis::PushKind::Message => {
+                if let Some(RValue::BulkString(payload)) = p.data.get(1) {
+                    if let Ok(payload) = std::str::from_utf8(payload) {
+                        i.deliver(payload);
+                    }
+                }
+            }
+            redis::PushKind::Disconnection if !i.resubscribing.swap(true, Ordering::SeqCst) => {
+                tokio::spawn(resubscribe(Arc::downgrade(&i)));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Subscribe every sharded topic of this node again, every half second until all are (the
+/// cluster may still be electing the dead primary's replica; `SSUBSCRIBE` of a topic already
+/// subscribed changes nothing); then every client is asked to poll its mailbox, for the pushes
+/// missed meanwhile.
+async fn resubscribe(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(i) = inner.upgrade() else { return };
+        if i.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(mut subs) = i.subs.clone() else {
+            return;
+        };
+        let node = &i.cfg.node_id;
+        let mut topics = vec![i.keys.topic(node)];
+        topics.extend(i.apps_known().iter().map(|a| i.keys.app_topic(a, node)));
+        let mut all = true;
+        for t in &topics {
+            if let Err(e) = timed(subs.ssubscribe(t)).await {
+                warn!("subscribing this node's topics again: {e}");
+                all = false;
+                break;
+            }
+        }
+        if all {
+            i.resubscribing.store(false, Ordering::SeqCst);
+            info!("this node's topics are subscribed again; clients poll their mailboxes");
+            let nudge: Frame = out::msg_notice(1).into();
+            for c in i.conns.iter() {
+                c.push(nudge.clone());
+            }
+            return;
+        }
+    }
+}
+
 async fn heartbeat(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     let mut last_refresh = tokio::time::Instant::now();
@@ -1799,7 +1922,7 @@ async fn heartbeat(inner: Weak<Inner>) {
                 }
             }
             // the lists of apps again (a failover may have lost a write)
-            let apps: Vec<String> = i.known_apps.iter().map(|e| e.key().clone()).collect();
+            let apps = i.apps_known();
             if !apps.is_empty() {
                 let r: SResult<()> = timed(
                     redis::pipe()

@@ -49,7 +49,7 @@ local function publish(before, after, extra)
   local seq = redis.call('INCR', SEQ)
   local msg = before .. seq .. after .. (extra or '')
   for _, n in ipairs(redis.call('HKEYS', NODES)) do
-    redis.call('PUBLISH', TOPIC .. n, msg)
+    redis.call(PUBLISH, TOPIC .. n, msg)
   end
   return seq
 end

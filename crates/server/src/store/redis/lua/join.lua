@@ -13,7 +13,7 @@ if cur then
     if onode then
       if redis.call('HINCRBY', NODES, onode, -1) <= 0 then redis.call('HDEL', NODES, onode) end
       redis.call('SREM', index .. onode, entry)
-      redis.call('PUBLISH', TOPIC .. onode, ARGV[FIRST + 7])
+      redis.call(PUBLISH, TOPIC .. onode, ARGV[FIRST + 7])
     end
     redis.call('HINCRBY', NODES, node, 1)
     redis.call('HSET', LOCATION, account, me)
@@ -32,7 +32,7 @@ end
 local first = fresh == 1 and redis.call('ZCARD', MEMBERS) == 1
 if first then keep() end
 -- from here on the joiner's node fans this channel out to it (in order with every event)
-redis.call('PUBLISH', TOPIC .. node, ARGV[FIRST + 6])
+redis.call(PUBLISH, TOPIC .. node, ARGV[FIRST + 6])
 if fresh == 1 then
   redis.call('SET', CHANGED, '1')
   if ARGV[FIRST + 4] ~= '' and setting('notify') ~= '0' then

@@ -12,7 +12,7 @@ redis.call('ZREM', MEMBERS, account)
 redis.call('HDEL', LOCATION, account)
 if redis.call('HINCRBY', NODES, node, -1) <= 0 then redis.call('HDEL', NODES, node) end
 redis.call('SREM', ARGV[FIRST + 5] .. node, ARGV[FIRST + 6])
-redis.call('PUBLISH', TOPIC .. node, ARGV[FIRST + 4])
+redis.call(PUBLISH, TOPIC .. node, ARGV[FIRST + 4])
 redis.call('SET', CHANGED, '1')
 if ARGV[FIRST + 2] ~= '' and setting('notify') ~= '0' then
   publish(ARGV[FIRST + 2], ARGV[FIRST + 3])

@@ -161,7 +161,7 @@ local function append_mail(t)
   end
   if s then
     local node = string.match(s, '^(%S+) ')
-    if node then redis.call('PUBLISH', t.topic .. node, t.before .. last .. t.after) end
+    if node then redis.call(PUBLISH, t.topic .. node, t.before .. last .. t.after) end
   end
   if not s then outbox('offline') end
   outbox('done')
