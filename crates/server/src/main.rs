@@ -273,7 +273,8 @@ async fn main() {
     } else {
         format!("{} app(s) configured", config.apps.len())
     };
-    mode.push_str(match config.redis_url {
+    mode.push_str(match config.redis_url.as_deref() {
+        Some(u) if u.starts_with("redis+cluster://") => ", cluster node (redis cluster)",
         Some(_) => ", cluster node (redis)",
         None => ", in memory",
     });
