@@ -56,6 +56,10 @@ const NODE_TTL_MS: u64 = 5000;
 const SESSION_TTL_MS: u64 = 30_000;
 const SESSION_REFRESH: Duration = Duration::from_secs(10);
 const TIMER_POLL: Duration = Duration::from_millis(100);
+/// Longest an app's timers go unasked by a node that has not heard of a change to them (a
+/// node asks again when its own steps may have scheduled one, and when the next known one is
+/// due; this catches the timers of a node that died).
+const TIMER_RECHECK: Duration = Duration::from_secs(2);
 const TIMER_LEASE_MS: u64 = 10_000;
 const REAP_EVERY: Duration = Duration::from_millis(2000);
 /// Longest a Redis operation may take before the request gets `unavailable`.
@@ -206,6 +210,8 @@ struct Inner {
     known_apps: DashMap<String, Arc<tokio::sync::OnceCell<()>>>,
     /// A task is subscribing this node's sharded topics again (after a disconnection).
     resubscribing: AtomicBool,
+    /// When the timer poller asks each app's timers next (absent: at the next tick).
+    timers_next: Mutex<BTreeMap<String, tokio::time::Instant>>,
     /// On a Redis Cluster: the connection this node's sharded topics are subscribed on (one
     /// for the node, one per app it registered).
     subs: Option<redis::cluster_async::ClusterConnection>,
@@ -383,6 +389,7 @@ impl Redis {
             target,
             known_apps: DashMap::new(),
             resubscribing: AtomicBool::new(false),
+            timers_next: Mutex::new(BTreeMap::new()),
             subs,
             conns: DashMap::new(),
             sessions: DashMap::new(),
@@ -489,6 +496,12 @@ impl Inner {
         })
         .await?;
         Ok(())
+    }
+
+    /// A step of this node may have scheduled or moved a timer of `app`: the poller asks at
+    /// its next tick.
+    fn timers_touched(&self, app: &str) {
+        self.timers_next.lock().remove(app);
     }
 
     /// The apps registered by this node.
@@ -650,7 +663,9 @@ impl Inner {
         self.app(at.app).await?;
         let mut inv = self.channel_call(&self.scripts.channel_state, at);
         inv.arg(op);
-        self.run(&inv).await
+        let r = self.run(&inv).await;
+        self.timers_touched(at.app);
+        r
     }
 
     /// Every key of a kind under this cluster's prefix (on a Redis Cluster: from each
@@ -1084,6 +1099,7 @@ impl Store for Redis {
         inv.arg(node::member_entry(app, channel, account));
         inner.step_events(&mut inv, j.events);
         let r = list(inner.run::<RValue>(&inv).await?);
+        inner.timers_touched(app);
         let fresh = r.first().map(int).unwrap_or(0) == 1;
         let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
         let last_msg = r.get(2).map(int).unwrap_or(0).max(0) as u64;
@@ -1110,6 +1126,7 @@ impl Store for Redis {
         inv.arg(node::member_entry(at.app, at.channel, l.account));
         inner.step_events(&mut inv, l.events);
         let r: i64 = inner.run(&inv).await?;
+        inner.timers_touched(at.app);
         Ok(r == 1)
     }
 
@@ -1179,6 +1196,7 @@ impl Store for Redis {
         inv.arg(quota.channels).arg(quota.bytes);
         inner.step_events(&mut inv, ch.events);
         let r: String = inner.run(&inv).await?;
+        inner.timers_touched(at.app);
         match r.as_str() {
             "done" => Ok(AttrOutcome::Done),
             "rate_limited" => Ok(AttrOutcome::RateLimited),
@@ -1344,6 +1362,7 @@ impl Store for Redis {
         }
         inner.step_events(&mut inv, open.mail.events);
         let r: Vec<i64> = inner.run(&inv).await?;
+        inner.timers_touched(&key.app);
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         Ok(appended(get(0), get(1), get(2)))
     }
@@ -1372,6 +1391,7 @@ impl Store for Redis {
         }
         inner.step_events(&mut inv, relay.mail.events);
         let r: Vec<i64> = inner.run(&inv).await?;
+        inner.timers_touched(app);
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         let appended = appended(get(1), get(2), get(3));
         Ok(Relayed {
@@ -1448,7 +1468,9 @@ impl Store for Redis {
         let mut inv = inner.scripts.timers.prepare_invoke();
         inv.key(inner.keys.timers(timer.app())).arg("schedule");
         inv.arg(timer.encode()).arg(after.as_millis() as u64);
-        inner.run::<i64>(&inv).await.map(|_| ())
+        inner.run::<i64>(&inv).await?;
+        inner.timers_touched(timer.app());
+        Ok(())
     }
 
     async fn timer_done(&self, (app, member, lease): (String, String, String)) {
@@ -1955,7 +1977,8 @@ async fn timers(inner: Weak<Inner>) {
             continue;
         }
         let mut c = i.conn();
-        // each app's timers are in its slot
+        // each app's timers are in its slot; an app is asked when its next timer is due, when
+        // a step of this node may have changed them, and every TIMER_RECHECK
         let apps: Vec<String> = match timed(c.smembers(i.keys.apps())).await {
             Ok(a) => a,
             Err(e) => {
@@ -1963,7 +1986,15 @@ async fn timers(inner: Weak<Inner>) {
                 continue;
             }
         };
+        let now = tokio::time::Instant::now();
         for app in apps {
+            if i.timers_next.lock().get(&app).is_some_and(|t| *t > now) {
+                continue;
+            }
+            // (set before asking: a step that schedules meanwhile clears it again)
+            i.timers_next
+                .lock()
+                .insert(app.clone(), now + TIMER_RECHECK);
             let due: SResult<Vec<String>> = timed(
                 i.scripts
                     .timers
@@ -1974,7 +2005,21 @@ async fn timers(inner: Weak<Inner>) {
                     .invoke_async(&mut c),
             )
             .await;
-            for pair in due.unwrap_or_default().chunks(2) {
+            let mut due = due.unwrap_or_default();
+            if due.len() % 2 == 1 {
+                let next_ms: i64 = due.pop().and_then(|n| n.parse().ok()).unwrap_or(-1);
+                if next_ms >= 0 {
+                    let at = now + Duration::from_millis(next_ms as u64);
+                    let mut next = i.timers_next.lock();
+                    if let Some(t) = next.get_mut(&app) {
+                        *t = (*t).min(at);
+                    }
+                }
+            } else {
+                // not answered: ask again at the next tick
+                i.timers_touched(&app);
+            }
+            for pair in due.chunks(2) {
                 let [member, lease] = pair else { continue };
                 match Timer::decode(member) {
                     Some(timer) => {

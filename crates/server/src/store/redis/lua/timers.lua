@@ -3,7 +3,7 @@
 --   schedule: 2 member, 3 delay ms (replaces the same timer's due time).
 --   claim:    2 lease ms, 3 max. A claimed timer moves lease ms into the future, so if the
 --             node that claimed it dies before finishing, another node fires it. Returns
---             {member, lease end, ...}.
+--             {member, lease end, ..., ms until the next timer is due (-1: none)}.
 --   done:     2 member, 3 lease end. Removes the timer unless it was scheduled again since.
 local now = now_ms()
 if ARGV[1] == 'schedule' then
@@ -21,4 +21,6 @@ for _, m in ipairs(due) do
   out[#out + 1] = m
   out[#out + 1] = tostring(lease)
 end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+out[#out + 1] = nxt[2] and tostring(math.max(0, tonumber(nxt[2]) - now)) or '-1'
 return out
