@@ -121,23 +121,9 @@ pub(crate) fn start_redis_cluster() -> Result<RedisCluster> {
         if port >= 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
             continue;
         }
-        let child = Command::new("redis-server")
-            .current_dir(&dir)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting redis-server (install it with scripts/setup)")?;
-        procs.push(Proc(child));
-        wait_port(port)?;
+        let conf = format!("nodes-{port}.conf");
+        let cluster = ["--cluster-enabled", "yes", "--cluster-config-file", &conf];
+        procs.push(redis_server(port, &dir, &cluster)?);
         ports.push(port);
     }
     let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -278,24 +264,26 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on port {port}")
 }
 
-pub(crate) fn start_redis() -> Result<(Proc, String)> {
-    let port = free_port()?;
+/// A redis-server on loopback `port`, in `dir`, keeping nothing on disk, with `extra`
+/// arguments; up when this returns.
+fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Result<Proc> {
     let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .current_dir(dir)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .context("starting redis-server (install it with scripts/setup)")?;
+    let p = Proc(child);
     wait_port(port)?;
-    Ok((Proc(child), format!("redis://127.0.0.1:{port}/")))
+    Ok(p)
+}
+
+pub(crate) fn start_redis() -> Result<(Proc, String)> {
+    let port = free_port()?;
+    let p = redis_server(port, &std::env::temp_dir(), &[])?;
+    Ok((p, format!("redis://127.0.0.1:{port}/")))
 }
 
 fn start_node(bin: &PathBuf, extra: &[String]) -> Result<(Proc, String)> {

@@ -197,24 +197,10 @@ async fn member(
     }
 }
 
-/// `pairs` pairs of members on `urls` sending `total` messages at `rate` per second overall;
-/// `during` runs meanwhile (the fault) and gets the count of messages sent so far.
+/// `pairs` pairs of members on `urls` sending `total` messages at `rate` per second overall,
+/// into `ledger`; `during` runs meanwhile (the fault) and gets the count of messages sent so
+/// far.
 async fn traffic<F, Fut>(
-    urls: Vec<String>,
-    pairs: usize,
-    total: usize,
-    rate: u32,
-    during: F,
-) -> Arc<Mutex<Ledger>>
-where
-    F: FnOnce(Arc<AtomicUsize>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    traffic_into(Ledger::default(), urls, pairs, total, rate, during).await
-}
-
-/// [`traffic`] into a ledger set up by the caller.
-async fn traffic_into<F, Fut>(
     ledger: Ledger,
     urls: Vec<String>,
     pairs: usize,
@@ -272,14 +258,21 @@ async fn ten_thousand_messages_survive_connections_cut_every_two_seconds() {
     let proxy = CutProxy::start(srv.addr()).await;
     let cutter = Arc::new(AtomicUsize::new(0));
     let done = cutter.clone();
-    let ledger = traffic(vec![proxy.ws_url()], 10, TOTAL, 1_000, |sent| async move {
-        // cut every 2 s until the last message went out
-        while sent.load(Ordering::Relaxed) < TOTAL {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            proxy.cut();
-            done.fetch_add(1, Ordering::Relaxed);
-        }
-    })
+    let ledger = traffic(
+        Ledger::default(),
+        vec![proxy.ws_url()],
+        10,
+        TOTAL,
+        1_000,
+        |sent| async move {
+            // cut every 2 s until the last message went out
+            while sent.load(Ordering::Relaxed) < TOTAL {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                proxy.cut();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    )
     .await;
     let (acked, failed) = ledger.lock().unwrap().check(TOTAL);
     let cuts = cutter.load(Ordering::Relaxed);
@@ -338,27 +331,11 @@ async fn a_redis_restart_in_the_middle_of_a_stream_loses_no_acknowledged_message
     std::fs::create_dir_all(&dir).unwrap();
     let redis = Arc::new(Mutex::new(durable_redis(port, &dir)));
     let url = format!("redis://127.0.0.1:{port}/");
-    let nodes = {
-        let prefix = unique_prefix();
-        let mut nodes = vec![];
-        for i in 0..2 {
-            let (url, prefix) = (url.clone(), prefix.clone());
-            nodes.push(
-                server_with(move |c| {
-                    c.redis_url = Some(url);
-                    c.redis_prefix = prefix;
-                    c.node_id = Some(format!("aof{i}"));
-                    c.set_limit("user_messages_per_second=100000").unwrap();
-                })
-                .await,
-            );
-        }
-        nodes
-    };
+    let nodes = nodes_on(&url, &unique_prefix(), "aof", 2, |_| {}).await;
     // pairs span the two nodes
     let urls = vec![nodes[0].ws_url(), nodes[1].ws_url()];
     let (r, aof) = (redis.clone(), dir.clone());
-    let ledger = traffic(urls, 5, TOTAL, 400, |sent| async move {
+    let ledger = traffic(Ledger::default(), urls, 5, TOTAL, 400, |sent| async move {
         until_sent(&sent, TOTAL * 4 / 10).await;
         {
             let mut r = r.lock().unwrap();
@@ -414,7 +391,7 @@ async fn a_node_cut_off_from_redis_loses_no_acknowledged_message_and_serves_agai
     let b = node(1, url.clone()).await;
     let urls = vec![a.ws_url(), b.ws_url()];
     let link_ = &link;
-    let ledger = traffic(urls, 5, TOTAL, 400, |sent| async move {
+    let ledger = traffic(Ledger::default(), urls, 5, TOTAL, 400, |sent| async move {
         let link = link_;
         until_sent(&sent, TOTAL * 4 / 10).await;
         link.set_down(true);
@@ -458,6 +435,59 @@ struct ChannelLedger {
     joined: usize,
     /// Messages the SDK said were lost (`ChannelMessagesLost`)
     lost: u64,
+}
+
+impl ChannelLedger {
+    /// Deliveries of acknowledged messages to other members; asserts that each member got
+    /// each sender's messages in order, never twice, and only what was sent (a send that
+    /// failed may have arrived too: at most once, not counted).
+    fn deliveries(&self) -> usize {
+        let mut delivered = 0;
+        for (receiver, by_sender) in &self.arrivals {
+            for (sender, seqs) in by_sender {
+                assert!(
+                    seqs.windows(2).all(|w| w[0] < w[1]),
+                    "{receiver} got {sender}'s messages out of order or twice"
+                );
+                for q in seqs {
+                    let text = format!("{sender}:{q}");
+                    if self.acked.contains(&text) {
+                        delivered += 1;
+                    } else {
+                        assert!(self.failed.contains(&text), "{text} never sent");
+                    }
+                }
+            }
+        }
+        delivered
+    }
+}
+
+/// `n` nodes (`<name>0`, …) on the Redis at `url` under `prefix`, each also set up by `f`,
+/// with the per-user message rate out of the way of the load.
+async fn nodes_on(
+    url: &str,
+    prefix: &str,
+    name: &str,
+    n: usize,
+    f: impl Fn(&mut opensig_server::ServerConfig) + Clone + Send + 'static,
+) -> Vec<opensig_server::Server> {
+    let mut nodes = vec![];
+    for i in 0..n {
+        let (url, prefix, f) = (url.to_string(), prefix.to_string(), f.clone());
+        let id = format!("{name}{i}");
+        nodes.push(
+            server_with(move |c| {
+                c.redis_url = Some(url);
+                c.redis_prefix = prefix;
+                c.node_id = Some(id);
+                c.set_limit("user_messages_per_second=100000").unwrap();
+                f(c);
+            })
+            .await,
+        );
+    }
+    nodes
 }
 
 /// One channel member: joins, sends `share` paced messages "me:seq", records arrivals, then
@@ -607,23 +637,7 @@ async fn ten_thousand_channel_messages_through_cuts_arrive_in_order_and_never_tw
     }
     let l = ledger.lock().unwrap();
     assert_eq!(l.acked.len() + l.failed.len(), TOTAL);
-    let mut delivered = 0;
-    for (receiver, by_sender) in &l.arrivals {
-        for (sender, seqs) in by_sender {
-            assert!(
-                seqs.windows(2).all(|w| w[0] < w[1]),
-                "{receiver} got {sender}'s messages out of order or twice"
-            );
-            for q in seqs {
-                let text = format!("{sender}:{q}");
-                assert!(
-                    l.acked.contains(&text) || l.failed.contains(&text),
-                    "{text} never sent"
-                );
-            }
-            delivered += seqs.len();
-        }
-    }
+    let delivered = l.deliveries();
     let expected = l.acked.len() * (MEMBERS - 1);
     assert!(cuts >= 4, "only {cuts} cuts");
     // what a member missed while reconnecting comes from the channel's history
@@ -727,7 +741,11 @@ async fn collect_stored(url: &str, account: &str) -> HashSet<String> {
 /// is SIGKILLed 0.7 s into its replica falling behind (frozen); the replica takes over, and
 /// the killed node comes back as a replica. With `wait_replicas`, the nodes acknowledge a step
 /// only once a replica holds it.
-async fn primary_killed_under_load(wait_replicas: u32) -> FailoverReport {
+async fn primary_killed_under_load(wait_replicas: u32, mode: &str) -> Option<FailoverReport> {
+    if !redis_cluster() {
+        println!("runs with OPENSIG_TEST_STORE=redis-cluster");
+        return None;
+    }
     // one at a time (each runs six redis-servers and two nodes under load)
     static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = ONE.lock().await;
@@ -737,23 +755,13 @@ async fn primary_killed_under_load(wait_replicas: u32) -> FailoverReport {
     const STORED: usize = 1_000;
     let cluster = Arc::new(RedisCluster::start());
     let prefix = unique_prefix();
-    let mut nodes = vec![];
-    for i in 0..2 {
-        let (prefix, url) = (prefix.clone(), cluster.url());
-        nodes.push(
-            server_with(move |c| {
-                c.redis_url = Some(url);
-                c.redis_prefix = prefix;
-                c.redis_wait_replicas = wait_replicas;
-                c.node_id = Some(format!("fo{i}"));
-                c.set_limit("user_messages_per_second=100000").unwrap();
-                c.set_limit("channel_messages_per_second=0").unwrap();
-                c.set_limit("channel_history_messages=1000").unwrap();
-                c.set_limit("mailbox_max_messages=1000").unwrap();
-            })
-            .await,
-        );
-    }
+    let nodes = nodes_on(&cluster.url(), &prefix, "fo", 2, move |c| {
+        c.redis_wait_replicas = wait_replicas;
+        c.set_limit("channel_messages_per_second=0").unwrap();
+        c.set_limit("channel_history_messages=1000").unwrap();
+        c.set_limit("mailbox_max_messages=1000").unwrap();
+    })
+    .await;
     let urls: Vec<String> = nodes.iter().map(|n| n.ws_url()).collect();
     let mailer = tokio::spawn(mail_offline(urls[0].clone(), STORED, 100));
     // the channel's members, half on each node
@@ -778,7 +786,7 @@ async fn primary_killed_under_load(wait_replicas: u32) -> FailoverReport {
     // every key of the app hashes to the slot of its tag (see the store's keys.rs)
     let tag = format!("{{{prefix}{APP}}}");
     let c2 = cluster.clone();
-    let ledger = traffic_into(ledger, urls, 5, TOTAL, 300, |sent| async move {
+    let ledger = traffic(ledger, urls, 5, TOTAL, 300, |sent| async move {
         until_sent(&sent, TOTAL * 3 / 10).await;
         let lag = Duration::from_millis(700);
         let (old, new) = tokio::task::spawn_blocking(move || c2.fail_over(&tag, lag))
@@ -804,21 +812,8 @@ async fn primary_killed_under_load(wait_replicas: u32) -> FailoverReport {
     assert_eq!(p2p.3, 0, "no message arrived twice");
     let l = cledger.lock().unwrap();
     assert_eq!(l.acked.len() + l.failed.len(), CHANNEL_TOTAL);
-    let mut delivered = 0;
-    for (receiver, by_sender) in &l.arrivals {
-        for (sender, seqs) in by_sender {
-            assert!(
-                seqs.windows(2).all(|w| w[0] < w[1]),
-                "{receiver} got {sender}'s messages out of order or twice"
-            );
-            // (a send that failed may have arrived: at most once, counted apart)
-            delivered += seqs
-                .iter()
-                .filter(|q| l.acked.contains(&format!("{sender}:{q}")))
-                .count();
-        }
-    }
-    FailoverReport {
+    let delivered = l.deliveries();
+    let r = FailoverReport {
         stored,
         p2p,
         channel: (
@@ -827,7 +822,9 @@ async fn primary_killed_under_load(wait_replicas: u32) -> FailoverReport {
             l.acked.len() * (MEMBERS - 1),
             l.lost,
         ),
-    }
+    };
+    print_failover(mode, &r);
+    Some(r)
 }
 
 fn print_failover(mode: &str, r: &FailoverReport) {
@@ -850,12 +847,9 @@ fn print_failover(mode: &str, r: &FailoverReport) {
 /// and both streams run to their end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_primary_killed_under_load_asynchronous_replication() {
-    if !redis_cluster() {
-        println!("runs with OPENSIG_TEST_STORE=redis-cluster");
+    let Some(r) = primary_killed_under_load(0, "asynchronous replication").await else {
         return;
-    }
-    let r = primary_killed_under_load(0).await;
-    print_failover("asynchronous replication", &r);
+    };
     // what makes the other test's zeros mean something: here the lag loses stored mail
     assert!(
         r.stored.2 > 0,
@@ -867,12 +861,9 @@ async fn a_redis_cluster_primary_killed_under_load_asynchronous_replication() {
 /// acknowledged message survives the loss of its primary — none lost, on either stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_primary_killed_under_load_loses_nothing_acknowledged_with_wait() {
-    if !redis_cluster() {
-        println!("runs with OPENSIG_TEST_STORE=redis-cluster");
+    let Some(r) = primary_killed_under_load(1, "WAIT for 1 replica").await else {
         return;
-    }
-    let r = primary_killed_under_load(1).await;
-    print_failover("WAIT for 1 replica", &r);
+    };
     assert_eq!(r.p2p.2, 0, "acknowledged p2p messages lost");
     assert_eq!(r.stored.2, 0, "acknowledged offline mail lost");
     assert_eq!(r.channel.3, 0, "the history holds what was missed");

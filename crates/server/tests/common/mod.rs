@@ -118,18 +118,12 @@ pub fn redis_url() -> String {
             let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
             return format!("redis+cluster://{}/", hosts.join(","));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let script = format!(
-            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null & r=$!; \
-             while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $r",
-            parent = std::process::id()
-        );
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("sh to start redis-server (install it: scripts/setup)");
-        std::thread::spawn(move || child.wait());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        redis_server_while_we_run(&format!("redis-server --port {port} --appendonly no"), "");
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return format!("redis://127.0.0.1:{port}/");
@@ -139,6 +133,23 @@ pub fn redis_url() -> String {
         panic!("redis-server did not start on port {port} (is it installed? scripts/setup)");
     })
     .clone()
+}
+
+/// Run `start` (a shell line ending in a `redis-server` command, given loopback and no
+/// snapshots here) in the background until this test process ends; then stop it and run
+/// `after`.
+fn redis_server_while_we_run(start: &str, after: &str) {
+    let script = format!(
+        "{start} --bind 127.0.0.1 --save '' >/dev/null & r=$!; \
+         while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $r; {after}",
+        parent = std::process::id()
+    );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("sh to start redis-server (install it: scripts/setup)");
+    std::thread::spawn(move || child.wait());
 }
 
 /// A free loopback port whose cluster bus port (+10000) is free too.
@@ -212,21 +223,15 @@ impl RedisCluster {
 
     /// Start (or start again) the node on `port`, stopped when this process ends.
     pub fn node(&self, port: u16) {
-        let script = format!(
-            "cd '{dir}' || exit 1; redis-server --port {port} --bind 127.0.0.1 --save '' \
-               --appendonly no --cluster-enabled yes --cluster-config-file nodes-{port}.conf \
-               --cluster-node-timeout 2000 --enable-debug-command local >/dev/null & r=$!; \
-             while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $r; sleep 0.5; \
-             cd /; rm -rf '{dir}'",
-            dir = self.dir.display(),
-            parent = std::process::id()
+        let dir = self.dir.display();
+        redis_server_while_we_run(
+            &format!(
+                "cd '{dir}' || exit 1; redis-server --port {port} --appendonly no \
+                 --cluster-enabled yes --cluster-config-file nodes-{port}.conf \
+                 --cluster-node-timeout 2000 --enable-debug-command local"
+            ),
+            &format!("sleep 0.5; cd /; rm -rf '{dir}'"),
         );
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("sh to start redis-server (install it: scripts/setup)");
-        std::thread::spawn(move || child.wait());
         let up = (0..200).any(|_| {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
                 || (std::thread::sleep(Duration::from_millis(25)), false).1
@@ -345,7 +350,7 @@ impl RedisCluster {
     }
 
     /// Kill the primary of `key`'s slot while its replica lags behind by `lag` (the replica
-    /// is frozen with `DEBUG SLEEP` for twice that, its link cut, and the primary killed after
+    /// is frozen with `DEBUG SLEEP` a little longer, its link cut, and the primary killed after
     /// `lag`: what the primary acknowledged meanwhile never reaches it), wait until the replica took over,
     /// start the killed node again and wait until it is back (a replica of the new primary).
     /// Returns (the killed port, the new primary's port).
@@ -363,7 +368,7 @@ impl RedisCluster {
             // the replica frozen, its link cut from the primary's side: what the primary
             // acknowledges from now on is on the primary alone (a frozen replica would still
             // find in its socket what was sent before it froze)
-            let secs = format!("{:.3}", (lag * 2).as_secs_f64());
+            let secs = format!("{:.3}", (lag + Duration::from_millis(200)).as_secs_f64());
             std::thread::spawn(move || redis_cli(replica, &["DEBUG", "SLEEP", &secs]));
             std::thread::sleep(Duration::from_millis(50));
             redis_cli(old, &["CLIENT", "KILL", "TYPE", "replica"]);
