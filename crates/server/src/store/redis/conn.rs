@@ -53,14 +53,6 @@ impl Target {
         }
         Ok(Target::Cluster(seeds))
     }
-
-    /// The URLs a pub/sub connection may use, in the order to try them.
-    pub fn seeds(&self) -> Vec<String> {
-        match self {
-            Target::One(u) => vec![u.clone()],
-            Target::Cluster(s) => s.clone(),
-        }
-    }
 }
 
 /// The store's shared connection (cheap to clone; requests from many tasks are pipelined on

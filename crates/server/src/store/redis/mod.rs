@@ -7,7 +7,7 @@
 //! atomic, and a script that changes what others see also publishes it, so deliveries leave
 //! Redis in the order of the changes.
 //!
-//! Delivery: each node subscribes to one topic and reads it in order; it carries typed
+//! Delivery: each node subscribes to its topic and reads it in order; it carries typed
 //! [`NodeMsg`]s — pushes for its sessions, channel events for its members (once per node, never
 //! per recipient), membership changes of its connections (ordered with the events), kicks.
 //! Nodes register with a heartbeat; the sessions of a node whose heartbeat lapsed are handed
@@ -15,8 +15,8 @@
 //!
 //! The same code runs on one Redis (or a primary with replicas) and on a Redis Cluster
 //! (`redis+cluster://`): every key of an app shares a hash slot (`keys.rs`), so each script
-//! runs on the one primary that holds its app; node topics are plain pub/sub, which a cluster
-//! carries to every node.
+//! runs on the one primary that holds its app; there a node has a sharded topic per app in the
+//! app's slot (the app's scripts `SPUBLISH` to it) and one of its own for kicks.
 
 mod conn;
 mod keys;
@@ -202,8 +202,6 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     conn: Conn,
-    /// Where Redis is (the pub/sub connection tries its seeds in turn).
-    target: Target,
     /// Apps this node has registered in the cluster's list of apps (`Keys::apps`, and this
     /// node's `Keys::node_apps`) — before its first write of their sessions, memberships or
     /// timers, so the poller and a reaper find them.
@@ -386,7 +384,6 @@ impl Redis {
             keys: Keys::new(&cfg.prefix, matches!(target, Target::Cluster(_))),
             scripts: Scripts::new(matches!(target, Target::Cluster(_))),
             conn,
-            target,
             known_apps: DashMap::new(),
             resubscribing: AtomicBool::new(false),
             timers_next: Mutex::new(BTreeMap::new()),
@@ -1777,21 +1774,18 @@ fn left_msg(at: Chan<'_>, account: &Account) -> String {
     .encode()
 }
 
-/// Receives this node's topic in order; reconnects by itself (on a Redis Cluster to any of
-/// its seed nodes in turn: a cluster delivers what is published on one node to every node).
+/// Receives this node's topic in order (one Redis; a cluster's sharded topics are
+/// [`sharded_subscriber`]'s); reconnects by itself.
 async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     let mut reconnected = false;
-    let mut attempt = 0usize;
     loop {
         let Some(i) = inner.upgrade() else { return };
         let topic = i.keys.topic(&i.cfg.node_id);
-        let seeds = i.target.seeds();
+        let url = i.cfg.url.clone();
         drop(i);
-        let seed = &seeds[attempt % seeds.len()];
-        attempt += 1;
-        let client = match redis::Client::open(seed.as_str()) {
+        let client = match redis::Client::open(url.as_str()) {
             Ok(c) => c,
             Err(e) => {
                 warn!("redis pub/sub: {e}");
@@ -1815,9 +1809,6 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
                 Err(_) => None,
             };
         let Some(mut pubsub) = pubsub else {
-            if attempt % seeds.len() != 0 {
-                continue; // the next seed at once
-            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
@@ -1967,6 +1958,8 @@ async fn heartbeat(inner: Weak<Inner>) {
 /// its lease runs out).
 async fn timers(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(TIMER_POLL);
+    // the cluster's list of apps, read again every second (this node's own are added to it)
+    let mut listed: (Option<tokio::time::Instant>, Vec<String>) = (None, Vec::new());
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
@@ -1979,14 +1972,17 @@ async fn timers(inner: Weak<Inner>) {
         let mut c = i.conn();
         // each app's timers are in its slot; an app is asked when its next timer is due, when
         // a step of this node may have changed them, and every TIMER_RECHECK
-        let apps: Vec<String> = match timed(c.smembers(i.keys.apps())).await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("reading the cluster's apps: {e}");
-                continue;
-            }
-        };
         let now = tokio::time::Instant::now();
+        if listed
+            .0
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            match timed(c.smembers(i.keys.apps())).await {
+                Ok(a) => listed = (Some(now), a),
+                Err(e) => warn!("reading the cluster's apps: {e}"),
+            }
+        }
+        let apps: BTreeSet<String> = listed.1.iter().cloned().chain(i.apps_known()).collect();
         for app in apps {
             if i.timers_next.lock().get(&app).is_some_and(|t| *t > now) {
                 continue;
