@@ -1717,7 +1717,8 @@ async fn node_reports_are_shared_replaced_and_expire<S: Harness>() {
     }
 }
 
-/// Expired mail stops holding the app's quota at once, on both stores (not at a sweep).
+/// Expired mail stops holding the app's quota within `QUOTA_EXPIRY_STEP` (100 ms) of its
+/// expiry, on both stores (not at a minute's sweep).
 async fn expired_mail_leaves_the_app_s_quota<S: Harness>() {
     let (s, other) = S::make().await;
     let a = app("expiring");
@@ -2147,6 +2148,87 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     let keys = common::redis_keys(&format!("{prefix}*")).await;
     let about: Vec<&String> = keys.iter().filter(|k| k.contains("passing")).collect();
     assert!(about.is_empty(), "left behind: {about:?}");
+}
+
+/// Redis only: every key of stored mail and of the app's mail quota expires by itself, through
+/// messages that expire, are acknowledged one by one and together, and fill the quota — a key
+/// without one would outlive everything it counts.
+#[tokio::test]
+async fn redis_mail_and_quota_keys_always_expire() {
+    let prefix = common::unique_prefix();
+    let cfg = RedisConfig {
+        url: common::redis_url(),
+        wait_replicas: 0,
+        prefix: prefix.clone(),
+        node_id: format!("q{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
+        public_url: "ws://q/".into(),
+    };
+    let s = Redis::connect(cfg, &limits()).await.unwrap();
+    let a = app("quota");
+    let names = ["q0", "q1", "q2"].map(acct);
+    let to = |i: usize| User {
+        app: &a,
+        account: &names[i],
+    };
+    let p = tpl("m");
+    let quota = MailQuota {
+        app_messages: 6,
+        ..MailQuota::default()
+    };
+    let mail = |ttl_ms| MailItem {
+        quota,
+        ttl: Duration::from_millis(ttl_ms),
+        ..item("i", "text", &p)
+    };
+    for (i, ttl) in [
+        (0, 200),
+        (1, 200),
+        (0, 3_600_000),
+        (1, 3_600_000),
+        (2, 3_600_000),
+    ] {
+        let r = s.mail_append(to(i), mail(ttl)).await.unwrap();
+        assert!(r.version().is_some(), "{r:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // the two short ones have expired and left the quota: 3 held, 3 more fit, then none
+    for i in 0..3 {
+        let r = s.mail_append(to(2), mail(3_600_000)).await.unwrap();
+        assert!(r.version().is_some(), "message {i}: {r:?}");
+    }
+    assert_eq!(
+        s.mail_append(to(2), mail(3_600_000)).await.unwrap(),
+        Appended::AppFull
+    );
+    // q0 acknowledges everything, q1 withdraws its long one: 4 held, 2 fit
+    s.mail_poll(
+        to(0),
+        Poll::Versions {
+            ver_clear: 2,
+            max: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(s.mail_withdraw(to(1), 2).await.unwrap());
+    for i in 0..2 {
+        let r = s.mail_append(to(0), mail(3_600_000)).await.unwrap();
+        assert!(r.version().is_some(), "after acknowledging, {i}: {r:?}");
+    }
+    assert_eq!(
+        s.mail_append(to(0), mail(3_600_000)).await.unwrap(),
+        Appended::AppFull
+    );
+    let keys = common::redis_keys_with_ttl(&format!("{prefix}*")).await;
+    let mail_keys: Vec<&(String, i64)> = keys.iter().filter(|(k, _)| k.contains("quota")).collect();
+    assert!(
+        mail_keys
+            .iter()
+            .any(|(k, _)| k.starts_with(&format!("{prefix}mq "))),
+        "no quota key: {keys:?}"
+    );
+    let forever: Vec<&&(String, i64)> = mail_keys.iter().filter(|(_, ttl)| *ttl < 0).collect();
+    assert!(forever.is_empty(), "without expiry: {forever:?}");
 }
 
 /// A redis-server of its own with a small `maxmemory` (stopped when dropped).

@@ -614,7 +614,7 @@ impl Inner {
         let k = key(app, to);
         let now = Instant::now();
         let mut mb = self.mailbox(app, to, now);
-        // expired mail does not hold the app's quota (as with Redis, which drops it first)
+        // expired mail does not hold the app's quota (within QUOTA_EXPIRY_STEP, as with Redis)
         if !mb.app.has_room(item.text.len(), &item.quota) {
             let app_mail = mb.app.clone();
             drop(mb); // the walk takes every mailbox's lock
@@ -687,11 +687,11 @@ impl Inner {
         }
     }
 
-    /// Drop the app's expired mail; at most every 100 ms (it walks every mailbox).
+    /// Drop the app's expired mail; at most every `QUOTA_EXPIRY_STEP` (it walks every mailbox).
     fn purge_app(&self, app: &str, mail: &AppMail, now: Instant) {
         {
             let mut last = mail.purged.lock();
-            if last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100)) {
+            if last.is_some_and(|t| now.duration_since(t) < super::QUOTA_EXPIRY_STEP) {
                 return;
             }
             *last = Some(now);

@@ -126,6 +126,13 @@ pub struct MailItem<'a> {
     pub events: &'a StepEvents,
 }
 
+/// How late an expired message may still count against its app's mail quota, on every store:
+/// the memory store walks an app's mailboxes for expired mail at most this often (when the
+/// quota would refuse a message), Redis counts messages in groups that expire within this
+/// step and counts a group out once it has ended (two commands per message instead of an
+/// entry per message).
+pub const QUOTA_EXPIRY_STEP: Duration = Duration::from_millis(100);
+
 /// Bounds on mail beyond one mailbox's: what one app's mailboxes hold together, what one
 /// sender leaves for offline recipients per window, and whether the server has memory for
 /// more. A store keeps the app's totals (unacknowledged, unexpired messages and their text

@@ -401,7 +401,18 @@ impl RedisCluster {
 
 /// Every key matching `pattern` in the test Redis (on a cluster: on every primary).
 pub async fn redis_keys(pattern: &str) -> Vec<String> {
-    let urls: Vec<String> = if redis_cluster() && std::env::var("OPENSIG_TEST_REDIS").is_err() {
+    redis_keys_with_ttl(pattern)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The test Redis's keys matching `pattern` (on every node of the test cluster), sorted, each
+/// with its `PTTL` (-1: no expiry).
+pub async fn redis_keys_with_ttl(pattern: &str) -> Vec<(String, i64)> {
+    let cluster = redis_cluster() && std::env::var("OPENSIG_TEST_REDIS").is_err();
+    let urls: Vec<String> = if cluster {
         redis_cluster_ports()
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}/"))
@@ -416,15 +427,29 @@ pub async fn redis_keys(pattern: &str) -> Vec<String> {
             .get_multiplexed_async_connection()
             .await
             .unwrap();
+        if cluster {
+            // a replica answers reads of its primary's slots (not MOVED)
+            let () = ::redis::cmd("READONLY").query_async(&mut r).await.unwrap();
+        }
         let found: Vec<String> = ::redis::cmd("KEYS")
             .arg(pattern)
             .query_async(&mut r)
             .await
             .unwrap();
-        keys.extend(found);
+        for k in found {
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(&k)
+                .query_async(&mut r)
+                .await
+                .unwrap();
+            // gone since it was listed
+            if ttl != -2 {
+                keys.push((k, ttl));
+            }
+        }
     }
     keys.sort();
-    keys.dedup();
+    keys.dedup_by(|a, b| a.0 == b.0);
     keys
 }
 

@@ -31,17 +31,17 @@ pub(super) struct MailboxKeys {
     pub messages: String,
     /// `last` and `cleared` versions.
     pub meta: String,
-    /// The app's ledger of stored mail: a sorted set, score = expiry ms, member =
-    /// `"<version> <text bytes> <account>"`.
+    /// The app's ledger of stored mail (mail.lua): a hash of its totals and of its messages
+    /// counted in groups by when they expire.
     pub ledger: String,
-    /// The total text bytes of the app's ledger.
-    pub ledger_bytes: String,
+    /// The ledger's groups: a sorted set, score = member = the group's end (ms).
+    pub ledger_index: String,
 }
 
 impl MailboxKeys {
     /// The keys a mail script takes first, in its order (mail.lua's `box_at`).
     pub fn all(&self) -> [&str; 4] {
-        [&self.messages, &self.meta, &self.ledger, &self.ledger_bytes]
+        [&self.messages, &self.meta, &self.ledger, &self.ledger_index]
     }
 }
 
@@ -248,8 +248,8 @@ impl Keys {
         MailboxKeys {
             messages: self.k("mb", &[app, account]),
             meta: self.k("mbm", &[app, account]),
-            ledger: self.k("ml", &[app]),
-            ledger_bytes: self.k("mlb", &[app]),
+            ledger: self.k("mq", &[app]),
+            ledger_index: self.k("mqi", &[app]),
         }
     }
 

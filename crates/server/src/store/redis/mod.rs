@@ -80,7 +80,7 @@ enum Oom {
 /// A script with the helpers it needs prepended, flagged for `oom`, publishing with `PUBLISH`
 /// (one Redis) or `SPUBLISH` (`sharded`: a Redis Cluster's sharded pub/sub, which goes to the
 /// primary of the topic's slot and its replicas only, where `PUBLISH` goes to every node).
-/// Every script starts with the clock and the event log (a step's events ride at the end of
+/// Every script starts with `QUOTA_STEP_MS` (mail.lua's ledger groups), the clock and the event log (a step's events ride at the end of
 /// its keys and arguments, see [`Inner::step_events`]).
 fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
     let flags = match oom {
@@ -89,8 +89,9 @@ fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
     };
     let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
     Script::new(&format!(
-        "{flags}\nlocal PUBLISH = '{publish}'\n{CLOCK}\n{EVENTS}\n{}",
-        parts.join("\n")
+        "{flags}\nlocal PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n{CLOCK}\n{EVENTS}\n{}",
+        parts.join("\n"),
+        step = super::QUOTA_EXPIRY_STEP.as_millis()
     ))
 }
 
@@ -730,7 +731,7 @@ impl Inner {
         for k in mb.all() {
             inv.key(k);
         }
-        inv.arg(account).arg(self.mailbox_keep_ms);
+        inv.arg(self.mailbox_keep_ms);
     }
 
     /// A message's keys and arguments, as mail.lua's `mail_at` reads them.

@@ -1,16 +1,21 @@
 -- Prepended to the scripts that store or drop mail. A mailbox is a sorted set (score =
 -- version, member = "<expiry ms> <id> <text>") and a meta hash (last, cleared; kept and boxed:
--- until when the hash and the mailbox are kept, as set by the scripts). An app's
--- ledger counts what all its mailboxes hold: a sorted set (score = expiry ms, member =
--- "<version> <text bytes> <account>") and the total of its text bytes. A message leaves the
--- ledger when it leaves its mailbox, or once it has expired (its mailbox lets it go by itself).
+-- until when the hash and the mailbox are kept, as set by the scripts).
+--
+-- An app's ledger counts what all its mailboxes hold, for its quota, in two keys touched with
+-- two commands per message. A hash: n (messages), b (text bytes), due (the end of its earliest
+-- group), kept (until when it and its index are kept), and one field per group of messages
+-- that expire within the same QUOTA_STEP_MS, 'e<end ms>' = "<messages> <bytes>"; and the
+-- index of its groups (a sorted set, score = member = the group's end). A message leaves the
+-- ledger when it leaves its mailbox, or with its group at the app's next message once the
+-- group has ended (at most QUOTA_STEP_MS after it expired; its mailbox lets it go by itself).
 
--- A mailbox as a script gets it: KEYS[k ..] mailbox, meta, ledger, ledger bytes;
--- ARGV[a] the account, ARGV[a + 1] ms its numbering (meta) is kept after a message or poll.
-local BOX_KEYS, BOX_ARGS = 4, 2
+-- A mailbox as a script gets it: KEYS[k ..] mailbox, meta, ledger, ledger's index;
+-- ARGV[a] ms its numbering (meta) is kept after a message or poll.
+local BOX_KEYS, BOX_ARGS = 4, 1
 local function box_at(k, a)
-  return {mb = KEYS[k], meta = KEYS[k + 1], ledger = KEYS[k + 2], bytes = KEYS[k + 3],
-    account = ARGV[a], keep_ms = ARGV[a + 1]}
+  return {mb = KEYS[k], meta = KEYS[k + 1], ledger = KEYS[k + 2], index = KEYS[k + 3],
+    keep_ms = ARGV[a]}
 end
 
 -- A message to store, as a script gets it: the box, then KEYS recipient's session, dedup key,
@@ -34,14 +39,69 @@ end
 
 local function int(v) return string.format('%d', tonumber(v)) end
 local function text_of(m) return string.match(m, '^%d+ %S+ (.*)$') or '' end
+-- The end of the ledger group of a message expiring at ms `expiry` (always after it).
+local function group_of(expiry)
+  return int((math.floor(tonumber(expiry) / QUOTA_STEP_MS) + 1) * QUOTA_STEP_MS)
+end
+local function group_parse(held)
+  local n, b = string.match(held, '^(%d+) (%d+)$')
+  return tonumber(n), tonumber(b)
+end
 
--- Drop mailbox member m of version v, and its ledger entry.
-local function drop_mail(box, m, v)
-  if redis.call('ZREM', box.mb, m) == 1 then
-    local size = #text_of(m)
-    if redis.call('ZREM', box.ledger, int(v) .. ' ' .. size .. ' ' .. box.account) == 1 then
-      redis.call('DECRBY', box.bytes, size)
+-- Count out of the ledger messages that left their mailbox: `gone` maps a group's end to
+-- {messages, bytes}. A group the ledger no longer has was counted out when it ended.
+local function ledger_release(box, gone)
+  local fields, ends = {'n', 'b'}, {}
+  for e in pairs(gone) do
+    ends[#ends + 1] = e
+    fields[#fields + 1] = 'e' .. e
+  end
+  if #ends == 0 then return end
+  local got = redis.call('HMGET', box.ledger, unpack(fields))
+  local n, b = tonumber(got[1] or '0'), tonumber(got[2] or '0')
+  local set, del, ended, found = {}, {}, {}, false
+  for i, e in ipairs(ends) do
+    if got[i + 2] then
+      found = true
+      local gn, gb = group_parse(got[i + 2])
+      gn, gb = gn - gone[e][1], gb - gone[e][2]
+      n, b = n - gone[e][1], b - gone[e][2]
+      if gn <= 0 then
+        del[#del + 1], ended[#ended + 1] = 'e' .. e, e
+      else
+        set[#set + 1], set[#set + 2] = 'e' .. e, gn .. ' ' .. math.max(gb, 0)
+      end
     end
+  end
+  if not found then return end
+  set[#set + 1], set[#set + 2] = 'n', math.max(n, 0)
+  set[#set + 1], set[#set + 2] = 'b', math.max(b, 0)
+  redis.call('HSET', box.ledger, unpack(set))
+  if #del > 0 then
+    redis.call('HDEL', box.ledger, unpack(del))
+    redis.call('ZREM', box.index, unpack(ended))
+  end
+end
+
+-- Add mailbox member m to the groups to count out.
+local function gone_add(gone, m)
+  local e = group_of(string.match(m, '^(%d+) '))
+  local g = gone[e] or {0, 0}
+  g[1], g[2] = g[1] + 1, g[2] + #text_of(m)
+  gone[e] = g
+end
+
+-- Drop mailbox members (read by this script, so there) and count them out of the ledger, in
+-- slices of 1,000 (Lua's limit on a call's arguments).
+local function drop_members(box, members)
+  for from = 1, #members, 1000 do
+    local slice, gone = {}, {}
+    for i = from, math.min(from + 999, #members) do
+      slice[#slice + 1] = members[i]
+      gone_add(gone, members[i])
+    end
+    redis.call('ZREM', box.mb, unpack(slice))
+    ledger_release(box, gone)
   end
 end
 
@@ -49,38 +109,43 @@ end
 -- (an acknowledgement covers every message since the last one), in slices of 1,000 (Lua's
 -- limit on a call's arguments).
 local function drop_mail_upto(box, v)
-  local items = redis.call('ZRANGEBYSCORE', box.mb, '-inf', v, 'WITHSCORES')
+  local items = redis.call('ZRANGEBYSCORE', box.mb, '-inf', v)
   if #items == 0 then return end
   redis.call('ZREMRANGEBYSCORE', box.mb, '-inf', v)
-  for from = 1, #items, 2000 do
-    local entries, sizes = {}, {}
-    for i = from, math.min(from + 1998, #items - 1), 2 do
-      local size = #text_of(items[i])
-      entries[#entries + 1] = int(items[i + 1]) .. ' ' .. size .. ' ' .. box.account
-      sizes[#sizes + 1] = size
-    end
-    -- the ledger entries still there (one that expired may have been pruned, its bytes with it)
-    local held, gone = redis.call('ZMSCORE', box.ledger, unpack(entries)), 0
-    local drop = {}
-    for i, score in ipairs(held) do
-      if score then
-        drop[#drop + 1] = entries[i]
-        gone = gone + sizes[i]
-      end
-    end
-    if #drop > 0 then
-      redis.call('ZREM', box.ledger, unpack(drop))
-      redis.call('DECRBY', box.bytes, gone)
-    end
+  for from = 1, #items, 1000 do
+    local gone = {}
+    for i = from, math.min(from + 999, #items) do gone_add(gone, items[i]) end
+    ledger_release(box, gone)
   end
 end
 
--- Forget up to n ledger entries that have expired.
-local function ledger_prune(box, now, n)
-  for _, e in ipairs(redis.call('ZRANGEBYSCORE', box.ledger, '-inf', now, 'LIMIT', 0, n)) do
-    redis.call('ZREM', box.ledger, e)
-    redis.call('DECRBY', box.bytes, tonumber(string.match(e, '^%S+ (%d+) ')))
+-- Count out the groups that have ended by `now` (up to 256 at a time) from the ledger's
+-- n and b; returns n, b and due after.
+local function ledger_prune(box, now, n, b)
+  local ends = redis.call('ZRANGEBYSCORE', box.index, '-inf', now, 'LIMIT', 0, 256)
+  local set = {}
+  if #ends > 0 then
+    local fields = {}
+    for i, e in ipairs(ends) do fields[i] = 'e' .. e end
+    for _, held in ipairs(redis.call('HMGET', box.ledger, unpack(fields))) do
+      if held then
+        local gn, gb = group_parse(held)
+        n, b = n - gn, b - gb
+      end
+    end
+    redis.call('HDEL', box.ledger, unpack(fields))
+    redis.call('ZREM', box.index, unpack(ends))
   end
+  n, b = math.max(n, 0), math.max(b, 0)
+  local first = redis.call('ZRANGE', box.index, 0, 0, 'WITHSCORES')
+  local due = tonumber(first[2])
+  if due then
+    redis.call('HSET', box.ledger, 'n', n, 'b', b, 'due', int(due))
+  else
+    redis.call('HSET', box.ledger, 'n', n, 'b', b)
+    redis.call('HDEL', box.ledger, 'due')
+  end
+  return n, b, due
 end
 
 -- Store a message unless it is a resend (dedup key set within its window), the mailbox is
@@ -100,34 +165,33 @@ local function append_mail(t)
   end
   local held_here = redis.call('ZCARD', t.mb)
   if held_here >= t.max then
-    local items = redis.call('ZRANGE', t.mb, 0, -1, 'WITHSCORES')
-    for i = 1, #items, 2 do
-      local exp = tonumber(string.match(items[i], '^(%d+) '))
-      if exp and exp <= now then drop_mail(t, items[i], items[i + 1]) end
+    local expired = {}
+    for _, m in ipairs(redis.call('ZRANGE', t.mb, 0, -1)) do
+      local exp = tonumber(string.match(m, '^(%d+) '))
+      if exp and exp <= now then expired[#expired + 1] = m end
     end
+    drop_members(t, expired)
     held_here = redis.call('ZCARD', t.mb)
   end
   -- the numbering, and until when the meta hash itself and the mailbox are known to be kept
   local meta = redis.call('HMGET', t.meta, 'last', 'kept', 'boxed')
   local last = tonumber(meta[1] or '0')
   if held_here >= t.max or last >= 9007199254740991 then return refuse(2) end
-  -- expired ledger entries are forgotten (up to 256 at a time) at about one message in 16 —
-  -- those stored in a millisecond divisible by 16, so they cannot pile up — and whenever they
-  -- stand between a message and the app's quota
+  -- the app's ledger, its groups that have ended counted out first (again, while they stand
+  -- between this message and the quota)
+  local group = group_of(now + t.ttl_ms)
+  local ledger = redis.call('HMGET', t.ledger, 'n', 'b', 'due', 'kept', 'e' .. group)
+  local n, b, due = tonumber(ledger[1] or '0'), tonumber(ledger[2] or '0'), tonumber(ledger[3])
   local function over_quota()
-    if t.app_msgs > 0 and redis.call('ZCARD', t.ledger) >= t.app_msgs then return true end
-    if t.app_bytes > 0 then
-      return tonumber(redis.call('GET', t.bytes) or '0') + #t.text > t.app_bytes
-    end
-    return false
+    return (t.app_msgs > 0 and n >= t.app_msgs)
+      or (t.app_bytes > 0 and b + #t.text > t.app_bytes)
   end
-  local pruned = now % 16 == 0
-  if pruned then ledger_prune(t, now, 256) end
-  if over_quota() then
-    if pruned then return refuse(3) end
-    ledger_prune(t, now, 256)
-    if over_quota() then return refuse(3) end
+  for _ = 1, 8 do
+    if not (due and due <= now) then break end
+    n, b, due = ledger_prune(t, now, n, b)
+    if not over_quota() then break end
   end
+  if over_quota() then return refuse(3) end
   local s = redis.call('GET', t.session)
   if not s then
     if t.busy then return refuse(5) end
@@ -153,11 +217,24 @@ local function append_mail(t)
   if kept then redis.call('PEXPIRE', t.meta, keep + math.floor(keep / 8)) end
   redis.call('ZADD', t.mb, last, expiry .. ' ' .. t.id .. ' ' .. t.text)
   if boxed then redis.call('PEXPIRE', t.mb, box_ms) end
-  redis.call('ZADD', t.ledger, expiry, int(last) .. ' ' .. #t.text .. ' ' .. t.account)
-  redis.call('INCRBY', t.bytes, #t.text)
-  -- the app's ledger and byte total are every mailbox's: asked
-  for _, key in ipairs({t.ledger, t.bytes}) do
-    if redis.call('PTTL', key) < t.ttl_ms then redis.call('PEXPIRE', key, box_ms) end
+  -- counted in its group; the ledger and its index outlive their last message like the
+  -- mailbox, extended by an eighth more at a time
+  local gn, gb = 0, 0
+  if ledger[5] then gn, gb = group_parse(ledger[5]) end
+  local lset = {'n', n + 1, 'b', b + #t.text, 'e' .. group, (gn + 1) .. ' ' .. (gb + #t.text)}
+  local ledger_kept = tonumber(ledger[4] or '0')
+  if not ledger[5] then
+    redis.call('ZADD', t.index, group, group)
+    if not due or tonumber(group) < due then lset[#lset + 1], lset[#lset + 2] = 'due', group end
+  end
+  if expiry > ledger_kept then
+    ledger_kept = now + box_ms
+    lset[#lset + 1], lset[#lset + 2] = 'kept', ledger_kept
+  end
+  redis.call('HSET', t.ledger, unpack(lset))
+  if ledger_kept ~= tonumber(ledger[4] or '0') or not ledger[5] then
+    redis.call('PEXPIREAT', t.ledger, ledger_kept)
+    redis.call('PEXPIREAT', t.index, ledger_kept)
   end
   if s then
     local node = string.match(s, '^(%S+) ')

@@ -16,16 +16,17 @@ drop_mail_upto(box, cleared)
 local out = {cleared}
 local max = tonumber(ARGV[a + 1])
 local items = redis.call('ZRANGEBYSCORE', box.mb, '(' .. cleared, '+inf', 'WITHSCORES', 'LIMIT', 0, max + 64)
-local n = 0
+local n, expired = 0, {}
 for i = 1, #items, 2 do
   local m = items[i]
   local exp, text = string.match(m, '^(%d+) %S+ (.*)$')
   if tonumber(exp) <= now then
-    drop_mail(box, m, items[i + 1])
+    expired[#expired + 1] = m
   elseif n < max then
     n = n + 1
     out[#out + 1] = items[i + 1]
     out[#out + 1] = text
   end
 end
+drop_members(box, expired)
 return out

@@ -10,12 +10,13 @@ local out = {0}
 local max = tonumber(ARGV[a])
 local n = 0
 local lastv = nil
+local dropped = {}
 local items = redis.call('ZRANGE', box.mb, 0, -1, 'WITHSCORES')
 for i = 1, #items, 2 do
   local m = items[i]
   local exp, id, text = string.match(m, '^(%d+) (%S+) (.*)$')
   if tonumber(exp) <= now or ids[id] then
-    drop_mail(box, m, items[i + 1])
+    dropped[#dropped + 1] = m
   elseif n < max then
     n = n + 1
     out[#out + 1] = items[i + 1]
@@ -23,6 +24,7 @@ for i = 1, #items, 2 do
     lastv = tonumber(items[i + 1])
   end
 end
+drop_members(box, dropped)
 if lastv then
   local cleared = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
   if lastv > cleared then
