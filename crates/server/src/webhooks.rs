@@ -600,9 +600,14 @@ impl<S: Store> Worker<S> {
                 false => Step::Lost,
             };
         }
-        // what the log no longer has was pushed out by its caps
-        if first > cursor + 1 {
-            let lost = first - cursor - 1;
+        // what the log no longer has after what was read was pushed out by its caps (also
+        // while the buffer waits for the endpoint: the gap is between the buffer and the page)
+        let read_first = page
+            .events
+            .first()
+            .map_or(page.last.max(after) + 1, |(s, _)| *s);
+        if read_first > after + 1 {
+            let lost = read_first - after - 1;
             self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
             tracing::warn!(app = %self.app, endpoint = %self.endpoint.name,
                 "{lost} events dropped before delivery (app_events_max, app_events_max_bytes)");
