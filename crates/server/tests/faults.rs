@@ -34,17 +34,21 @@ struct Ledger {
 }
 
 impl Ledger {
-    /// (acknowledged, failed, acknowledged but never arrived, arrived more than once).
-    fn tally(&self) -> (usize, usize, usize, usize) {
-        let lost = self
-            .acked
+    /// The texts of acknowledged messages that never arrived.
+    fn never_arrived(&self) -> impl Iterator<Item = &String> {
+        self.acked
             .iter()
             .filter(|(text, to)| {
                 !self
                     .received
                     .contains_key(&((*to).clone(), (*text).clone()))
             })
-            .count();
+            .map(|(t, _)| t)
+    }
+
+    /// (acknowledged, failed, acknowledged but never arrived, arrived more than once).
+    fn tally(&self) -> (usize, usize, usize, usize) {
+        let lost = self.never_arrived().count();
         let twice = self.received.values().filter(|n| **n > 1).count();
         (self.acked.len(), self.failed.len(), lost, twice)
     }
@@ -54,16 +58,7 @@ impl Ledger {
     fn check(&self, total: usize) -> (usize, usize) {
         let (acked, failed) = (self.acked.len(), self.failed.len());
         assert_eq!(acked + failed, total, "{acked} acked + {failed} failed");
-        let missing: Vec<&String> = self
-            .acked
-            .iter()
-            .filter(|(text, to)| {
-                !self
-                    .received
-                    .contains_key(&((*to).clone(), (*text).clone()))
-            })
-            .map(|(t, _)| t)
-            .collect();
+        let missing: Vec<&String> = self.never_arrived().collect();
         assert!(
             missing.is_empty(),
             "{} acknowledged messages never arrived, e.g. {:?}",
