@@ -118,11 +118,7 @@ pub fn redis_url() -> String {
             let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
             return format!("redis+cluster://{}/", hosts.join(","));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = redis_port(0);
         redis_server_while_we_run(&format!("redis-server --port {port} --appendonly no"), "");
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -152,12 +148,29 @@ fn redis_server_while_we_run(start: &str, after: &str) {
     std::thread::spawn(move || child.wait());
 }
 
-/// A free loopback port whose cluster bus port (+10000) is free too.
-fn cluster_port() -> u16 {
+/// A free loopback port for a redis-server, below the kernel's ephemeral range (so that no
+/// connection made meanwhile can take it as its local port before the server binds it), with
+/// `port + bus` free too (a cluster node's bus port: `bus` 10000; 0 for a plain server).
+fn redis_port(bus: u16) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let top = ephemeral_low.saturating_sub(bus).max(2_048);
+    let base = top.saturating_sub(4_000).max(1_024);
+    // handed out in this process already (its server may not listen yet)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
     loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        let port = base + (rand_u64() % u64::from(top - base)) as u16;
+        let mut given = GIVEN.lock().unwrap();
+        let taken = |p: u16| {
+            given
+                .iter()
+                .any(|g| *g == p || *g + bus == p || p + bus == *g)
+        };
+        if !taken(port) && free(port) && (bus == 0 || free(port + bus)) {
+            given.push(port);
             return port;
         }
     }
@@ -191,7 +204,7 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 6 {
-            let p = cluster_port();
+            let p = redis_port(10_000);
             if !ports.contains(&p) {
                 ports.push(p);
             }
