@@ -123,7 +123,6 @@ end
 -- n and b; returns n, b and due after.
 local function ledger_prune(box, now, n, b)
   local ends = redis.call('ZRANGEBYSCORE', box.index, '-inf', now, 'LIMIT', 0, 256)
-  local set = {}
   if #ends > 0 then
     local fields = {}
     for i, e in ipairs(ends) do fields[i] = 'e' .. e end
