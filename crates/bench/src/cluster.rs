@@ -65,6 +65,10 @@ impl Redises {
                 *sum.calls.entry(name).or_default() += n;
             }
             sum.cpu_secs += w.cpu_secs;
+            sum.script_usec += w.script_usec;
+            for (name, u) in w.usec {
+                *sum.usec.entry(name).or_default() += u;
+            }
         }
         Ok((sum, each))
     }
@@ -178,6 +182,11 @@ pub(crate) fn start_redis_cluster() -> Result<RedisCluster> {
 pub(crate) struct RedisWork {
     pub calls: std::collections::BTreeMap<String, u64>,
     pub cpu_secs: f64,
+    /// Microseconds Redis spent running scripts (their commands included): the rest of its
+    /// CPU time is other commands, reading requests, writing replies and pushes, its event loop.
+    pub script_usec: u64,
+    /// Microseconds spent in each command (a script's commands in their own and in its call).
+    pub usec: std::collections::BTreeMap<String, u64>,
 }
 
 impl RedisWork {
@@ -198,6 +207,15 @@ impl RedisWork {
                     .find_map(|kv| kv.strip_prefix("calls="))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
+                let usec: u64 = stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("usec="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if is_script(name) {
+                    w.script_usec += usec;
+                }
+                w.usec.insert(name.to_string(), usec);
                 w.calls.insert(name.to_string(), calls);
             } else if let Some(v) = line
                 .strip_prefix("used_cpu_sys:")
@@ -219,7 +237,7 @@ impl RedisWork {
             if d == 0 || name == "info" {
                 continue;
             }
-            if matches!(name.as_str(), "evalsha" | "eval" | "evalsha_ro" | "eval_ro") {
+            if is_script(name) {
                 scripts += d;
             } else {
                 commands += d;
@@ -229,6 +247,11 @@ impl RedisWork {
         each.sort_by_key(|e| std::cmp::Reverse(e.1));
         (scripts, commands, self.cpu_secs - before.cpu_secs, each)
     }
+}
+
+/// Whether `INFO commandstats`'s command `name` runs a script.
+fn is_script(name: &str) -> bool {
+    matches!(name, "evalsha" | "eval" | "evalsha_ro" | "eval_ro")
 }
 
 /// A child process killed when dropped.
@@ -464,11 +487,12 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     let msgs = (same.len() + cross.len()).max(1) as f64;
     println!(
         "\nRedis work per p2p message (sent, pushed and acknowledged; {} messages): {:.2} scripts, \
-         {:.1} commands, {:.1} µs of Redis CPU",
+         {:.1} commands, {:.1} µs of Redis CPU ({:.1} µs of it running scripts)",
         msgs,
         scripts as f64 / msgs,
         commands as f64 / msgs,
-        cpu * 1e6 / msgs
+        cpu * 1e6 / msgs,
+        after.script_usec.saturating_sub(before.script_usec) as f64 / msgs
     );
     let top: Vec<String> = each
         .iter()
@@ -476,6 +500,19 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         .map(|(n, d)| format!("{n} {:.2}", *d as f64 / msgs))
         .collect();
     println!("per message, by command: {}", top.join(", "));
+    let mut took: Vec<(String, u64)> = after
+        .usec
+        .iter()
+        .map(|(n, u)| (n.clone(), u - before.usec.get(n).copied().unwrap_or(0)))
+        .filter(|(n, u)| *u > 0 && n != "info")
+        .collect();
+    took.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let took: Vec<String> = took
+        .iter()
+        .take(12)
+        .map(|(n, u)| format!("{n} {:.1}", *u as f64 / msgs))
+        .collect();
+    println!("µs per message, by command: {}", took.join(", "));
     let cpu_us = cpu * 1e6 / msgs;
     if redises.primaries.len() > 1 {
         let done: Vec<u64> = after_each
@@ -531,10 +568,12 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
             .map(|(c, d)| format!("{c} {:.2}", *d as f64 / n))
             .collect();
         println!(
-            "Redis work per {what}: {:.2} scripts, {:.1} commands, {:.1} µs of Redis CPU ({})",
+            "Redis work per {what}: {:.2} scripts, {:.1} commands, {:.1} µs of Redis CPU \
+             ({:.1} µs running scripts; {})",
             scripts as f64 / n,
             commands as f64 / n,
             cpu * 1e6 / n,
+            after.script_usec.saturating_sub(before.script_usec) as f64 / n,
             top.join(", ")
         );
     };

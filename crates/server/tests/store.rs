@@ -1888,6 +1888,140 @@ async fn every_id_of_the_dedup_window_is_remembered<S: Harness>() {
     assert_eq!(again, Appended::Duplicate);
 }
 
+/// Messages sent at once to one app (Redis stores those that wait for the app's previous call
+/// in one call): each gets its own outcome — stored with its own version and text, a resend
+/// found a duplicate, the app's quota refusing exactly those past it — and its own events.
+async fn messages_sent_at_once_each_get_their_own_outcome<S: Harness>() {
+    let (s, other) = S::make().await;
+    let a = app("burst");
+    let (from, to) = (acct("ann"), acct("bob"));
+    let user = User {
+        app: &a,
+        account: &to,
+    };
+    let p = tpl("push");
+    let plan = |id: &str| StepEvents {
+        app: a.to_string(),
+        events: [When::Offline, When::Done]
+            .into_iter()
+            .map(|when| Planned {
+                when,
+                partition: 0,
+                text: format!("{id}:{}", when.name()).into(),
+            })
+            .collect(),
+        cap: EventCap {
+            max_events: 0,
+            max_bytes: 0,
+            max_age: Duration::from_secs(3600),
+        },
+    };
+    // 60 distinct messages (ids m0..m59, each sent twice), the app's quota 40 messages
+    let ids: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+    let texts: Vec<String> = ids.iter().map(|id| format!("text of {id}")).collect();
+    let plans: Vec<StepEvents> = ids.iter().map(|id| plan(id)).collect();
+    let send = |i: usize| MailItem {
+        dedup: Some(Dedup {
+            from: &from,
+            id: &ids[i],
+            window: Duration::from_secs(300),
+        }),
+        quota: MailQuota {
+            app_messages: 40,
+            ..MailQuota::default()
+        },
+        events: &plans[i],
+        ..item(&ids[i], &texts[i], &p)
+    };
+    let sends = (0..120).map(|n| {
+        let i = n % 60;
+        let store = if n % 3 == 0 { &other } else { &s };
+        async move { (i, store.mail_append(user, send(i)).await.unwrap()) }
+    });
+    let outcomes = futures_util::future::join_all(sends).await;
+    let mut stored = std::collections::BTreeMap::new();
+    let (mut dup, mut full) = (0, 0);
+    for (i, r) in outcomes {
+        match r {
+            Appended::Stored { version, offline } => {
+                assert!(offline, "{i}: bob has no session");
+                assert!(
+                    stored.insert(version, i).is_none(),
+                    "version {version} twice"
+                );
+            }
+            Appended::Duplicate => dup += 1,
+            Appended::AppFull => full += 1,
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    assert_eq!(stored.len(), 40, "the quota");
+    assert_eq!(
+        stored.keys().copied().collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    // a refused message is not remembered as sent: its resend was refused again or stored
+    assert_eq!(dup + full, 80);
+    let stored_ids: std::collections::BTreeSet<usize> = stored.values().copied().collect();
+    assert_eq!(stored_ids.len(), 40, "each message stored once");
+    // what a poll returns is each version's own text
+    let page = other
+        .mail_poll(
+            user,
+            Poll::Versions {
+                ver_clear: 0,
+                max: 100,
+            },
+        )
+        .await
+        .unwrap();
+    let got: Vec<(u64, String)> = page.msgs.iter().map(|(v, t)| (*v, t.to_string())).collect();
+    let want: Vec<(u64, String)> = stored
+        .iter()
+        .map(|(v, i)| (*v, texts[*i].clone()))
+        .collect();
+    assert_eq!(got, want);
+    // each stored message appended its own two events, in the order they were stored
+    let log = s.event_read(&a, 0, 0, 1000).await.unwrap();
+    let events: Vec<String> = log.events.iter().map(|(_, t)| t.to_string()).collect();
+    let want: Vec<String> = stored
+        .values()
+        .flat_map(|i| [format!("m{i}:offline"), format!("m{i}:done")])
+        .collect();
+    assert_eq!(events, want);
+    // messages sent at once from both nodes to an account with a session on one of them
+    // (Redis pushes those of one call in one bundle): every push arrives, in version order
+    let carl = acct("carl");
+    let mut c = Conn::new();
+    assert!(other
+        .session_open(opening(&a, &carl, &c))
+        .await
+        .unwrap()
+        .is_none());
+    let to_carl = User {
+        app: &a,
+        account: &carl,
+    };
+    let sends = (0..60).map(|i| {
+        let store = if i % 2 == 0 { &other } else { &s };
+        let m = MailItem {
+            max: 1000,
+            ..item(&ids[i], &texts[i], &p)
+        };
+        async move { store.mail_append(to_carl, m).await.unwrap() }
+    });
+    for r in futures_util::future::join_all(sends).await {
+        assert!(
+            matches!(r, Appended::Stored { offline: false, .. }),
+            "{r:?}"
+        );
+    }
+    let got = c.frames(61).await;
+    let pushes: Vec<&str> = got.iter().skip(1).map(String::as_str).collect();
+    let want: Vec<String> = (1..=60).map(|v| format!("push#{v}")).collect();
+    assert_eq!(pushes, want);
+}
+
 /// A step's events are appended with it, each on its outcome (the store says which happened,
 /// the rules said what to append): joins, leaves, messages, attribute changes, letters,
 /// sessions. An empty channel whose attributes expire hands the rules a timer.
@@ -2094,6 +2228,7 @@ macro_rules! suite {
             steps_append_their_events_on_their_outcomes,
             mailbox_numbering_is_kept_for_its_time_then_starts_again,
             every_id_of_the_dedup_window_is_remembered,
+            messages_sent_at_once_each_get_their_own_outcome,
             expired_mail_leaves_the_app_s_quota,
             one_acknowledgement_frees_exactly_what_its_messages_held,
             node_reports_are_shared_replaced_and_expire,

@@ -54,6 +54,27 @@ pub enum StoreError {
     BadReply(String),
 }
 
+impl StoreError {
+    /// The same error for each of several operations that failed together (one Redis call
+    /// made for all of them): the same variant, a Redis error's kind and text.
+    pub fn for_each_of_many(&self) -> StoreError {
+        let redis = |e: &::redis::RedisError| {
+            ::redis::RedisError::from((e.kind(), "in a call for several steps", e.to_string()))
+        };
+        match self {
+            StoreError::Redis(e) => StoreError::Redis(redis(e)),
+            StoreError::Full(e) => StoreError::Full(redis(e)),
+            StoreError::Timeout(d) => StoreError::Timeout(*d),
+            StoreError::NotReplicated { wanted, got } => StoreError::NotReplicated {
+                wanted: *wanted,
+                got: *got,
+            },
+            StoreError::Halted => StoreError::Halted,
+            StoreError::BadReply(r) => StoreError::BadReply(r.clone()),
+        }
+    }
+}
+
 impl From<::redis::RedisError> for StoreError {
     fn from(e: ::redis::RedisError) -> StoreError {
         if e.code() == Some("OOM") {

@@ -230,6 +230,60 @@ struct Inner {
     /// Short-lived cache of live node ids.
     live: Mutex<(std::time::Instant, Vec<String>)>,
     work: Mutex<Option<WorkSender<Redis>>>,
+    /// Messages waiting to be stored, by app: while an app's call of `mail_append.lua` runs,
+    /// the app's next messages wait here and go in its next call together.
+    mail_queues: Mutex<std::collections::HashMap<String, MailQueue>>,
+}
+
+/// Most messages one call of `mail_append.lua` stores (a bound on the call's size, so its
+/// time in Redis, whatever waits behind it).
+const MAIL_BATCH_MAX: usize = 64;
+
+/// An app's messages waiting to be stored; `running` while a task sends them.
+#[derive(Default)]
+struct MailQueue {
+    waiting: std::collections::VecDeque<MailWaiting>,
+    running: bool,
+}
+
+/// A message waiting to be stored: its part of the call, and who waits for its outcome.
+struct MailWaiting {
+    call: Call,
+    done: tokio::sync::oneshot::Sender<SResult<Appended>>,
+}
+
+/// Keys and arguments of one part of a script call, gathered before the call is made.
+#[derive(Default)]
+struct Call {
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+/// Where a script call's keys and arguments go: a call being prepared, or a part kept for
+/// a call made later ([`Call`]).
+trait Invoke {
+    fn key<T: redis::ToRedisArgs>(&mut self, key: T) -> &mut Self;
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self;
+}
+
+impl Invoke for ScriptInvocation<'_> {
+    fn key<T: redis::ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        ScriptInvocation::key(self, key)
+    }
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        ScriptInvocation::arg(self, arg)
+    }
+}
+
+impl Invoke for Call {
+    fn key<T: redis::ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
 }
 
 /// How many login turns a node has (logins of accounts with the same turn wait for each other
@@ -401,6 +455,7 @@ impl Redis {
                 Vec::new(),
             )),
             work: Mutex::new(None),
+            mail_queues: Mutex::new(Default::default()),
             cfg,
         });
         inner.heartbeat_once().await.map_err(|_| {
@@ -615,7 +670,17 @@ impl Inner {
     /// A step's events at the end of its keys and arguments, as events.lua takes them off:
     /// (stream, meta) keys and (when, event) arguments per event, then the cap and the
     /// marker. Call it last.
-    fn step_events(&self, inv: &mut ScriptInvocation<'_>, out: &StepEvents) {
+    fn step_events(&self, inv: &mut impl Invoke, out: &StepEvents) {
+        if out.is_empty() {
+            return;
+        }
+        self.event_parts(inv, out);
+        inv.arg(format!("\u{1f}outbox:{}", out.events.len()));
+    }
+
+    /// A step's events, (stream, meta) keys and (when, event) arguments per event, then the
+    /// log's caps (none when there are no events).
+    fn event_parts(&self, inv: &mut impl Invoke, out: &StepEvents) {
         if out.is_empty() {
             return;
         }
@@ -627,7 +692,57 @@ impl Inner {
         inv.arg(out.cap.max_events)
             .arg(out.cap.max_bytes)
             .arg(out.cap.max_age.as_millis() as u64);
-        inv.arg(format!("\u{1f}outbox:{}", out.events.len()));
+    }
+
+    /// Store an app's waiting messages, up to [`MAIL_BATCH_MAX`] per call of
+    /// `mail_append.lua`, until none waits (messages whose sender stopped waiting are left
+    /// out: it was told the store did not answer).
+    async fn store_mail(self: Arc<Inner>, app: String) {
+        loop {
+            let batch: Vec<MailWaiting> = {
+                let mut queues = self.mail_queues.lock();
+                let Some(q) = queues.get_mut(&app) else {
+                    return;
+                };
+                let mut batch = Vec::new();
+                while batch.len() < MAIL_BATCH_MAX {
+                    match q.waiting.pop_front() {
+                        Some(w) if w.done.is_closed() => {}
+                        Some(w) => batch.push(w),
+                        None => break,
+                    }
+                }
+                if batch.is_empty() {
+                    queues.remove(&app);
+                    return;
+                }
+                batch
+            };
+            let mut inv = self.scripts.mail_append.prepare_invoke();
+            inv.arg(batch.len());
+            for w in &batch {
+                for k in &w.call.keys {
+                    inv.key(k.as_slice());
+                }
+                for a in &w.call.args {
+                    inv.arg(a.as_slice());
+                }
+            }
+            let r: SResult<Vec<i64>> = match self.check() {
+                Ok(()) => self.run(&inv).await,
+                Err(e) => Err(e),
+            };
+            for (i, w) in batch.into_iter().enumerate() {
+                let outcome = match &r {
+                    Ok(r) => {
+                        let get = |j: usize| r.get(i * 3 + j).copied().unwrap_or(0);
+                        Ok(appended(get(0), get(1), get(2)))
+                    }
+                    Err(e) => Err(e.for_each_of_many()),
+                };
+                let _ = w.done.send(outcome);
+            }
+        }
     }
 
     /// Run a prepared script (within the operation timeout).
@@ -726,7 +841,7 @@ impl Inner {
     }
 
     /// A mailbox's keys and arguments, as mail.lua's `box_at` reads them.
-    fn box_call(&self, inv: &mut ScriptInvocation<'_>, app: &str, account: &str) {
+    fn box_call(&self, inv: &mut impl Invoke, app: &str, account: &str) {
         let mb = self.keys.mailbox(app, account);
         for k in mb.all() {
             inv.key(k);
@@ -735,7 +850,7 @@ impl Inner {
     }
 
     /// A message's keys and arguments, as mail.lua's `mail_at` reads them.
-    fn mail_call(&self, inv: &mut ScriptInvocation<'_>, app: &str, to: &str, m: &MailItem<'_>) {
+    fn mail_call(&self, inv: &mut impl Invoke, app: &str, to: &str, m: &MailItem<'_>) {
         self.box_call(inv, app, to);
         // a key not used stands in the app's slot (window 0, allowance 0) for one not needed
         let dedup = m
@@ -777,8 +892,16 @@ impl Inner {
             .arg(if q.busy { "1" } else { "0" });
     }
 
-    /// Apply a message of this node's topic.
+    /// Apply the messages of a payload on this node's topic, in order.
     fn deliver(&self, payload: &str) {
+        match node::unbundle(payload) {
+            Some(msgs) => msgs.into_iter().for_each(|m| self.deliver_one(m)),
+            None => warn!("ignored a malformed bundle of node messages"),
+        }
+    }
+
+    /// Apply a message of this node's topic.
+    fn deliver_one(&self, payload: &str) {
         if self.halted.load(Ordering::Relaxed) {
             return;
         }
@@ -1033,12 +1156,29 @@ impl Store for Redis {
     async fn mail_append(&self, to: User<'_>, item: MailItem<'_>) -> SResult<Appended> {
         let inner = &self.inner;
         inner.check()?;
-        let mut inv = inner.scripts.mail_append.prepare_invoke();
-        inner.mail_call(&mut inv, to.app, to.account, &item);
-        inner.step_events(&mut inv, item.events);
-        let r: Vec<i64> = inner.run(&inv).await?;
-        let get = |i: usize| r.get(i).copied().unwrap_or(0);
-        Ok(appended(get(0), get(1), get(2)))
+        let mut call = Call::default();
+        inner.mail_call(&mut call, to.app, to.account, &item);
+        // its events, as mail_append.lua reads them: their count first
+        call.arg(item.events.events.len());
+        inner.event_parts(&mut call, item.events);
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queues = inner.mail_queues.lock();
+            let q = queues.entry(to.app.to_string()).or_default();
+            q.waiting.push_back(MailWaiting { call, done });
+            !std::mem::replace(&mut q.running, true)
+        };
+        if lead {
+            tokio::spawn(Inner::store_mail(self.inner.clone(), to.app.to_string()));
+        }
+        // the call before its own and its own, each a script and a WAIT within the operation's
+        // time (a message not sent yet when its sender stops waiting is left out)
+        let wait = OP_TIMEOUT * 3;
+        match tokio::time::timeout(wait, outcome).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Halted),
+            Err(_) => Err(StoreError::Timeout(wait)),
+        }
     }
 
     async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {

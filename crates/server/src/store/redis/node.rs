@@ -200,6 +200,21 @@ impl NodeMsg {
     }
 }
 
+/// The messages of a payload on a node's topic: one message, or a bundle of several that
+/// one script published together (`b`, then each message as a text field, in order).
+/// `None` when a bundle is malformed.
+pub fn unbundle(s: &str) -> Option<Vec<&str>> {
+    let Some(("b", _)) = s.split_at_checked(1) else {
+        return Some(vec![s]);
+    };
+    let (_, mut r) = Reader::new(s)?;
+    let mut msgs = Vec::new();
+    while !r.rest_is_empty() {
+        msgs.push(r.text()?);
+    }
+    Some(msgs)
+}
+
 /// An index entry of a node's sessions: `(app, account, conn)`.
 pub fn session_entry(app: &str, account: &str, conn: u64) -> String {
     Writer::new('s').text(app).text(account).num(conn).finish()
@@ -265,6 +280,22 @@ mod tests {
             head: "[\"notify\",[\"channel2\",\"r 1\",".into(),
             tail: ",\"msg-v2 a 0 r channel_msg - {}\"]]".into(),
         }
+    }
+
+    #[test]
+    fn a_bundle_is_its_messages_in_order() {
+        let one = NodeMsg::Kick { conn: 7 }.encode();
+        let two = NodeMsg::Frame {
+            conn: 8,
+            frame: "b:1;x".into(),
+        }
+        .encode();
+        // as mail.lua's push_flush writes it
+        let bundle = format!("b{}:{one}{}:{two}", one.len(), two.len());
+        assert_eq!(unbundle(&bundle), Some(vec![one.as_str(), two.as_str()]));
+        assert_eq!(unbundle(&one), Some(vec![one.as_str()]));
+        assert_eq!(unbundle("b3:k1;9:cut"), None);
+        assert_eq!(unbundle("b"), Some(vec![]));
     }
 
     #[test]

@@ -37,6 +37,37 @@ local function mail_at(k, a)
   return t
 end
 
+-- Pushes to nodes: published at once, or, while PUSHES is a table (mail_append.lua's calls),
+-- kept in order and published by push_flush when the call ends: one PUBLISH per topic, the
+-- pushes of a topic bundled ('b', then each as a text field, node.rs's unbundle).
+local PUSHES
+local function push(topic, msg)
+  if not PUSHES then
+    redis.call(PUBLISH, topic, msg)
+    return
+  end
+  local l = PUSHES[topic]
+  if not l then
+    l = {}
+    PUSHES[topic] = l
+    PUSHES[#PUSHES + 1] = topic
+  end
+  l[#l + 1] = msg
+end
+local function push_flush()
+  for _, topic in ipairs(PUSHES) do
+    local l = PUSHES[topic]
+    if #l == 1 then
+      redis.call(PUBLISH, topic, l[1])
+    else
+      local parts = {'b'}
+      for _, m in ipairs(l) do parts[#parts + 1] = #m .. ':' .. m end
+      redis.call(PUBLISH, topic, table.concat(parts))
+    end
+  end
+  PUSHES = {}
+end
+
 local function int(v) return string.format('%d', tonumber(v)) end
 local function text_of(m) return string.match(m, '^%d+ %S+ (.*)$') or '' end
 -- The end of the ledger group of a message expiring at ms `expiry` (always after it).
@@ -237,7 +268,7 @@ local function append_mail(t)
   end
   if s then
     local node = string.match(s, '^(%S+) ')
-    if node then redis.call(PUBLISH, t.topic .. node, t.before .. last .. t.after) end
+    if node then push(t.topic .. node, t.before .. last .. t.after) end
   end
   if not s then outbox('offline') end
   outbox('done')
