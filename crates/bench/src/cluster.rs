@@ -494,12 +494,7 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         cpu * 1e6 / msgs,
         after.script_usec.saturating_sub(before.script_usec) as f64 / msgs
     );
-    let top: Vec<String> = each
-        .iter()
-        .take(12)
-        .map(|(n, d)| format!("{n} {:.2}", *d as f64 / msgs))
-        .collect();
-    println!("per message, by command: {}", top.join(", "));
+    println!("per message, by command: {}", per_each(&each, 12, msgs, 2));
     let mut took: Vec<(String, u64)> = after
         .usec
         .iter()
@@ -507,12 +502,10 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         .filter(|(n, u)| *u > 0 && n != "info")
         .collect();
     took.sort_by_key(|e| std::cmp::Reverse(e.1));
-    let took: Vec<String> = took
-        .iter()
-        .take(12)
-        .map(|(n, u)| format!("{n} {:.1}", *u as f64 / msgs))
-        .collect();
-    println!("µs per message, by command: {}", took.join(", "));
+    println!(
+        "µs per message, by command: {}",
+        per_each(&took, 12, msgs, 1)
+    );
     let cpu_us = cpu * 1e6 / msgs;
     if redises.primaries.len() > 1 {
         let done: Vec<u64> = after_each
@@ -534,6 +527,16 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         1e6 / cpu_us.max(0.001)
     );
     other_work(&redises, &url_a, &url_b).await
+}
+
+/// The first `n` of `(name, count)`, each divided by `per`, with `digits` decimals.
+fn per_each(items: &[(String, u64)], n: usize, per: f64, digits: usize) -> String {
+    let shown: Vec<String> = items
+        .iter()
+        .take(n)
+        .map(|(name, c)| format!("{name} {:.digits$}", *c as f64 / per))
+        .collect();
+    shown.join(", ")
 }
 
 /// Wait for the first event `want` matches (10 s at most).
@@ -562,11 +565,6 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
     let per = |before: &RedisWork, after: &RedisWork, n: usize, what: &str| {
         let (scripts, commands, cpu, each) = after.since(before);
         let n = n.max(1) as f64;
-        let top: Vec<String> = each
-            .iter()
-            .take(8)
-            .map(|(c, d)| format!("{c} {:.2}", *d as f64 / n))
-            .collect();
         println!(
             "Redis work per {what}: {:.2} scripts, {:.1} commands, {:.1} µs of Redis CPU \
              ({:.1} µs running scripts; {})",
@@ -574,7 +572,7 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
             commands as f64 / n,
             cpu * 1e6 / n,
             after.script_usec.saturating_sub(before.script_usec) as f64 / n,
-            top.join(", ")
+            per_each(&each, 8, n, 2)
         );
     };
     // logins, alternately on each node

@@ -1888,6 +1888,22 @@ async fn every_id_of_the_dedup_window_is_remembered<S: Harness>() {
     assert_eq!(again, Appended::Duplicate);
 }
 
+/// A step's events in partition 0, one on each of `whens`, named "<step>:<when>".
+fn planned(app: &AppId, step: &str, whens: &[When], cap: EventCap) -> StepEvents {
+    StepEvents {
+        app: app.to_string(),
+        events: whens
+            .iter()
+            .map(|&when| Planned {
+                when,
+                partition: 0,
+                text: format!("{step}:{}", when.name()).into(),
+            })
+            .collect(),
+        cap,
+    }
+}
+
 /// Messages sent at once to one app (Redis stores those that wait for the app's previous call
 /// in one call): each gets its own outcome — stored with its own version and text, a resend
 /// found a duplicate, the app's quota refusing exactly those past it — and its own events.
@@ -1900,22 +1916,12 @@ async fn messages_sent_at_once_each_get_their_own_outcome<S: Harness>() {
         account: &to,
     };
     let p = tpl("push");
-    let plan = |id: &str| StepEvents {
-        app: a.to_string(),
-        events: [When::Offline, When::Done]
-            .into_iter()
-            .map(|when| Planned {
-                when,
-                partition: 0,
-                text: format!("{id}:{}", when.name()).into(),
-            })
-            .collect(),
-        cap: EventCap {
-            max_events: 0,
-            max_bytes: 0,
-            max_age: Duration::from_secs(3600),
-        },
+    let cap = EventCap {
+        max_events: 0,
+        max_bytes: 0,
+        max_age: Duration::from_secs(3600),
     };
+    let plan = |id: &str| planned(&a, id, &[When::Offline, When::Done], cap);
     // 60 distinct messages (ids m0..m59, each sent twice), the app's quota 40 messages
     let ids: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
     let texts: Vec<String> = ids.iter().map(|id| format!("text of {id}")).collect();
@@ -2036,18 +2042,8 @@ async fn steps_append_their_events_on_their_outcomes<S: Harness>() {
         max_age: Duration::from_secs(3600),
     };
     // every event of a step in partition 0, named after its outcome and the step
-    let plan = |step: &str| StepEvents {
-        app: a.to_string(),
-        events: [When::First, When::Done, When::Last, When::Offline]
-            .into_iter()
-            .map(|when| Planned {
-                when,
-                partition: 0,
-                text: format!("{step}:{}", when.name()).into(),
-            })
-            .collect(),
-        cap,
-    };
+    let all = [When::First, When::Done, When::Last, When::Offline];
+    let plan = |step: &str| planned(&a, step, &all, cap);
     let mut seen = 0u64;
     let mut appended = async || {
         let page = other.event_read(&a, 0, seen, 100).await.unwrap();
