@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use opensig_protocol::client::{Config, Event};
+use opensig_protocol::codes::ErrorKind;
 use opensig_protocol::driver::Session;
 
 /// Requests a sender keeps in flight.
@@ -430,6 +431,15 @@ struct ChannelLedger {
     joined: usize,
     /// Messages the SDK said were lost (`ChannelMessagesLost`)
     lost: u64,
+    /// Why sends failed: error → count
+    why: HashMap<String, usize>,
+    /// Acknowledged steps may be lost (asynchronous replication): a member whose send is
+    /// refused `not_in_channel` (its join was lost with a Redis primary) joins again, as an
+    /// app would. (Otherwise the server ends such a membership only by reaping a node taken
+    /// for dead, which drops its clients: their SDKs rejoin and recover what they missed.)
+    lossy: bool,
+    /// Members that found their membership gone and joined again
+    rejoined: usize,
 }
 
 impl ChannelLedger {
@@ -487,6 +497,7 @@ async fn nodes_on(
 
 /// One channel member: joins, sends `share` paced messages "me:seq", records arrivals, then
 /// sends end markers until every member has heard every other's (all are members again).
+/// With a lossy ledger, a send refused `not_in_channel` makes it join again.
 async fn channel_member(
     me: String,
     url: String,
@@ -501,6 +512,8 @@ async fn channel_member(
     cfg.reconnect_count = 1000;
     let mut s = Session::login(cfg);
     let mut joined = false;
+    // a join is in flight after the first; the membership had been lost (counted when back)
+    let (mut member, mut rejoining, mut lost_join) = (false, false, false);
     let mut pending: HashMap<u32, String> = HashMap::new();
     let mut next = 0;
     let pace = Duration::from_secs_f64(1.0 / per_second.max(1) as f64);
@@ -509,7 +522,21 @@ async fn channel_member(
     let mut last_end = Instant::now() - Duration::from_secs(1);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        assert!(Instant::now() < deadline, "{me}: stuck");
+        if Instant::now() >= deadline {
+            let l = ledger.lock().unwrap();
+            let heard: Vec<_> = l.ends.iter().filter(|(r, _)| *r == me).collect();
+            panic!(
+                "{me}: stuck: joined {joined} ({} of {members} members joined), sent {next} of \
+                 {share}, {} pending {:?}, finished {finished} ({} of {members}), ends heard \
+                 {heard:?} ({} pairs of {})",
+                l.joined,
+                pending.len(),
+                pending.values().take(5).collect::<Vec<_>>(),
+                l.finished,
+                l.ends.len(),
+                members * (members - 1)
+            );
+        }
         if let Some(t0) = started {
             let due = t0 + pace * next as u32;
             while next < share && pending.len() < IN_FLIGHT && Instant::now() >= due {
@@ -556,36 +583,72 @@ async fn channel_member(
             s.with(|c, now| c.channel_join("churn", now)).await;
             continue;
         }
-        let mut l = ledger.lock().unwrap();
-        match e {
-            Event::ChannelJoined { .. } => l.joined += 1,
-            Event::ChannelMessagesLost { count, .. } => l.lost += count,
-            Event::Done { req, result } => {
-                if let Some(text) = pending.remove(&req.0) {
-                    if result.is_ok() {
-                        l.acked.insert(text);
-                    } else {
-                        l.failed.insert(text);
+        let mut rejoin = false;
+        {
+            let mut l = ledger.lock().unwrap();
+            match e {
+                Event::ChannelJoined { .. } if !member => {
+                    (member, rejoining) = (true, false);
+                    l.joined += 1;
+                }
+                Event::ChannelJoined { .. } if rejoining => {
+                    rejoining = false;
+                    if std::mem::take(&mut lost_join) {
+                        l.rejoined += 1;
                     }
                 }
-            }
-            Event::ChannelMessage { account, msg, .. } => {
-                let (from, text) = (s_(&account), s_(&msg));
-                if from == me {
-                    // (own messages come back too; only the others' count)
-                } else if text == "end" {
-                    l.ends.insert((me.clone(), from));
-                } else if let Some((sender, seq)) = text.split_once(':') {
-                    l.arrivals
-                        .entry(me.clone())
-                        .or_default()
-                        .entry(sender.to_string())
-                        .or_default()
-                        .push(seq.parse().unwrap());
+                Event::ChannelMessagesLost { count, .. } => l.lost += count,
+                // a Redis primary went while the join (or the SDK's rejoin after a reconnect:
+                // 604) was being made: again
+                Event::ChannelJoinFailed { .. } => {
+                    rejoining = false;
+                    rejoin = true;
                 }
+                Event::ChannelLeft { code, .. } if code != 0 => {
+                    rejoining = false;
+                    rejoin = true;
+                }
+                Event::Done { req, result } => {
+                    // (an end marker's refusal too)
+                    let gone =
+                        matches!(&result, Err(f) if f.err == ErrorKind::NotInChannel.as_str());
+                    if gone && !rejoining && l.lossy {
+                        (rejoin, lost_join) = (true, true);
+                    }
+                    if let Some(text) = pending.remove(&req.0) {
+                        match result {
+                            Ok(_) => {
+                                l.acked.insert(text);
+                            }
+                            Err(f) => {
+                                l.failed.insert(text);
+                                *l.why.entry(f.err.clone()).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+                Event::ChannelMessage { account, msg, .. } => {
+                    let (from, text) = (s_(&account), s_(&msg));
+                    if from == me {
+                        // (own messages come back too; only the others' count)
+                    } else if text == "end" {
+                        l.ends.insert((me.clone(), from));
+                    } else if let Some((sender, seq)) = text.split_once(':') {
+                        l.arrivals
+                            .entry(me.clone())
+                            .or_default()
+                            .entry(sender.to_string())
+                            .or_default()
+                            .push(seq.parse().unwrap());
+                    }
+                }
+                Event::Logout { code } => panic!("{me}: logged out {code:?}"),
+                _ => {}
             }
-            Event::Logout { code } => panic!("{me}: logged out {code:?}"),
-            _ => {}
+        }
+        if rejoin {
+            rejoining = true;
+            s.with(|c, now| c.channel_join("churn", now)).await;
         }
     }
 }
@@ -658,6 +721,9 @@ struct FailoverReport {
     /// channel: (acknowledged, deliveries of acknowledged messages to other members, those
     /// expected, reported lost by the SDK).
     channel: (usize, usize, usize, u64),
+    /// Members whose acknowledged join was lost (sends refused `not_in_channel`), who joined
+    /// again.
+    rejoined: usize,
     /// mail to offline users (it waits in Redis, the only copy): (acknowledged, failed,
     /// acknowledged but not there when they came online).
     stored: (usize, usize, usize),
@@ -760,7 +826,10 @@ async fn primary_killed_under_load(wait_replicas: u32, mode: &str) -> Option<Fai
     let urls: Vec<String> = nodes.iter().map(|n| n.ws_url()).collect();
     let mailer = tokio::spawn(mail_offline(urls[0].clone(), STORED, 100));
     // the channel's members, half on each node
-    let cledger = Arc::new(Mutex::new(ChannelLedger::default()));
+    let cledger = Arc::new(Mutex::new(ChannelLedger {
+        lossy: wait_replicas == 0,
+        ..ChannelLedger::default()
+    }));
     let csent = Arc::new(AtomicUsize::new(0));
     let mut members = vec![];
     for i in 0..MEMBERS {
@@ -817,8 +886,10 @@ async fn primary_killed_under_load(wait_replicas: u32, mode: &str) -> Option<Fai
             l.acked.len() * (MEMBERS - 1),
             l.lost,
         ),
+        rejoined: l.rejoined,
     };
     print_failover(mode, &r);
+    println!("channel sends failed with: {:?}", l.why);
     Some(r)
 }
 
@@ -831,9 +902,10 @@ fn print_failover(mode: &str, r: &FailoverReport) {
          lost, {twice} duplicated; channel {cacked} acknowledged, {delivered} of {expected} \
          deliveries, {reported} reported lost by the SDK, 0 duplicated, 0 out of order; \
          offline mail {} sent, {sacked} acknowledged, {sfailed} failed, {slost} lost, \
-         0 duplicated",
+         0 duplicated; {} channel members found their join lost and joined again",
         acked + failed,
-        sacked + sfailed
+        sacked + sfailed,
+        r.rejoined
     );
 }
 
