@@ -514,6 +514,8 @@ async fn channel_member(
     let mut joined = false;
     // a join is in flight after the first; the membership had been lost (counted when back)
     let (mut member, mut rejoining, mut lost_join) = (false, false, false);
+    // the latest events other than messages (for a member that gets stuck)
+    let mut lately = std::collections::VecDeque::new();
     let mut pending: HashMap<u32, String> = HashMap::new();
     let mut next = 0;
     let pace = Duration::from_secs_f64(1.0 / per_second.max(1) as f64);
@@ -528,7 +530,8 @@ async fn channel_member(
             panic!(
                 "{me}: stuck: joined {joined} ({} of {members} members joined), sent {next} of \
                  {share}, {} pending {:?}, finished {finished} ({} of {members}), ends heard \
-                 {heard:?} ({} pairs of {})",
+                 {heard:?} ({} pairs of {}); member {member}, rejoining {rejoining}; lately \
+                 {lately:#?}",
                 l.joined,
                 pending.len(),
                 pending.values().take(5).collect::<Vec<_>>(),
@@ -582,6 +585,12 @@ async fn channel_member(
             joined = true;
             s.with(|c, now| c.channel_join("churn", now)).await;
             continue;
+        }
+        if !matches!(e, Event::ChannelMessage { .. }) {
+            if lately.len() == 20 {
+                lately.pop_front();
+            }
+            lately.push_back(format!("{:?} {e:?}", Instant::now()));
         }
         let mut rejoin = false;
         {

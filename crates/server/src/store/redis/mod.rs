@@ -2216,22 +2216,31 @@ async fn reap_once(i: &Inner) -> SResult<()> {
         }
         info!(node = %node, "reaping a node that stopped");
         let apps: Vec<String> = timed(c.smembers(i.keys.node_apps(&node))).await?;
-        let mut sessions: Vec<String> = Vec::new();
-        let mut memberships: Vec<String> = Vec::new();
+        // per app: its sessions' and memberships' index entries
+        let mut read: Vec<(Vec<String>, Vec<String>)> = Vec::new();
         for app in &apps {
             let s: Vec<String> = timed(c.smembers(i.keys.node_sessions(app, &node))).await?;
             let m: Vec<String> = timed(c.smembers(i.keys.node_members(app, &node))).await?;
-            sessions.extend(s);
-            memberships.extend(m);
+            read.push((s, m));
+        }
+        let sessions = read.iter().flat_map(|r| &r.0);
+        let memberships = read.iter().flat_map(|r| &r.1);
+        // A node that only seemed dead (Redis out of its reach longer than its expiry, as
+        // while a primary fails over) registers again, drops its clients and takes their new
+        // sessions: what was read after it came back may be those. Leave it be.
+        if timed(c.exists::<_, bool>(i.keys.node(&node))).await? {
+            info!(node = %node, "a node taken for dead is back: not reaped");
+            let _: () = timed(c.del(i.keys.reap(&node))).await?;
+            continue;
         }
         // (app, account) → (conn, channels)
         let mut orphans: BTreeMap<(String, String), (Option<u64>, Vec<String>)> = BTreeMap::new();
-        for s in &sessions {
+        for s in sessions {
             if let Some((app, account, conn)) = node::read_session_entry(s) {
                 orphans.entry((app, account)).or_default().0 = Some(conn);
             }
         }
-        for m in &memberships {
+        for m in memberships {
             if let Some((app, ch, account)) = node::read_member_entry(m) {
                 orphans.entry((app, account)).or_default().1.push(ch);
             }
@@ -2266,20 +2275,25 @@ async fn reap_once(i: &Inner) -> SResult<()> {
             all_done &= w.await.unwrap_or(false);
         }
         if all_done {
-            for app in &apps {
-                let index = [
-                    i.keys.node_sessions(app, &node),
-                    i.keys.node_members(app, &node),
-                ];
-                let _: () = timed(c.del(&index)).await?;
+            // what was ended leaves the indexes (not what a node that came back meanwhile
+            // put there)
+            for (app, (s, m)) in apps.iter().zip(&read) {
+                for chunk in s.chunks(1000) {
+                    let _: () = timed(c.srem(i.keys.node_sessions(app, &node), chunk)).await?;
+                }
+                for chunk in m.chunks(1000) {
+                    let _: () = timed(c.srem(i.keys.node_members(app, &node), chunk)).await?;
+                }
             }
-            let _: () = timed(
-                redis::pipe()
-                    .del(i.keys.node_apps(&node))
-                    .srem(i.keys.nodes(), &node)
-                    .query_async(&mut c),
-            )
-            .await?;
+            if !timed(c.exists::<_, bool>(i.keys.node(&node))).await? {
+                let _: () = timed(
+                    redis::pipe()
+                        .del(i.keys.node_apps(&node))
+                        .srem(i.keys.nodes(), &node)
+                        .query_async(&mut c),
+                )
+                .await?;
+            }
         } else {
             // the lock expires and the next round tries again
             warn!(node = %node, "some sessions of a dead node could not be ended yet");
