@@ -648,8 +648,8 @@ impl Inner {
     /// A channel script with its keys and the common arguments.
     fn channel_call<'s>(&self, s: &'s Script, at: Chan<'_>) -> ScriptInvocation<'s> {
         let k = self.keys.channel(at.app, at.channel);
-        let key = format!("{} {}", at.app, at.channel);
-        let (seq, msg) = self.members.get(&key).map_or((0, 0), |h| (h.seq, h.msg));
+        let here = self.members.get(&local(at.app, at.channel));
+        let (seq, msg) = here.map_or((0, 0), |h| (h.seq, h.msg));
         let mut inv = s.prepare_invoke();
         for key in k.all() {
             inv.key(key);
@@ -914,7 +914,6 @@ impl Inner {
             warn!("ignored a malformed node message");
             return;
         };
-        let local = |app: &str, name: &str| format!("{app} {name}");
         match msg {
             NodeMsg::Push {
                 app,
@@ -1019,7 +1018,7 @@ impl Store for Redis {
         let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
         inner.app(app).await?;
         s.conn.push(s.welcome);
-        let local = format!("{app} {account}");
+        let local = local(app, account);
         // held across the script: two logins of one account on this node must update
         // `sessions` in the order Redis applies them (the later one replaced the earlier)
         let _turn = inner.login_turns[turn_of(&local)].lock().await;
@@ -1057,7 +1056,7 @@ impl Store for Redis {
         let (app, account) = (user.app, user.account);
         if let (true, Some(conn)) = (session.node == inner.cfg.node_id, session.conn) {
             inner.conns.remove(&conn);
-            let local = format!("{app} {account}");
+            let local = local(app, account);
             inner.sessions.remove_if(&local, |_, v| *v == conn);
         }
         let k = inner.keys.session(app, account, &session.node);
@@ -1911,6 +1910,11 @@ impl Store for Redis {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.halted.store(true, Ordering::SeqCst);
     }
+}
+
+/// The key of this node's maps (`sessions`, `members`): "app account" or "app channel".
+fn local(app: impl std::fmt::Display, name: impl std::fmt::Display) -> String {
+    format!("{app} {name}")
 }
 
 /// A channel with members on this node.
