@@ -278,6 +278,7 @@ async fn main() {
         Some(_) => ", cluster node (redis)",
         None => ", in memory",
     });
+    let signals = Signals::install();
     let running = match opensig_server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -307,7 +308,7 @@ async fn main() {
         };
         println!("opensig-server: operator console http://{c}/console/{hint}");
     }
-    serve_signals(&running, &s).await;
+    serve_signals(signals, &running, &s).await;
     tracing::info!("shutting down: closing every session");
     running.shutdown().await;
 }
@@ -386,24 +387,49 @@ fn build_config(s: &Serve) -> Result<ServerConfig, ConfigError> {
     Ok(config)
 }
 
-/// Until SIGINT or SIGTERM: SIGHUP reloads the configuration (see [`Server::reload`]).
-async fn serve_signals(running: &Server, s: &Serve) {
+/// The signals the server answers, taken over before it starts listening: a SIGHUP sent as
+/// soon as it answers must reload it, not end it (the default action of an unhandled one).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hup.recv() => reload(running, s),
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let on = |kind, name| {
+                signal(kind).unwrap_or_else(|e| panic!("install the {name} handler: {e}"))
+            };
+            Signals {
+                int: on(SignalKind::interrupt(), "SIGINT"),
+                term: on(SignalKind::terminate(), "SIGTERM"),
+                hup: on(SignalKind::hangup(), "SIGHUP"),
             }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+}
+
+/// Until SIGINT or SIGTERM: SIGHUP reloads the configuration (see [`Server::reload`]).
+async fn serve_signals(mut signals: Signals, running: &Server, s: &Serve) {
+    #[cfg(unix)]
+    loop {
+        tokio::select! {
+            _ = signals.int.recv() => return,
+            _ = signals.term.recv() => return,
+            _ = signals.hup.recv() => reload(running, s),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (running, s);
+        let _ = (&mut signals, running, s);
         let _ = tokio::signal::ctrl_c().await;
     }
 }
