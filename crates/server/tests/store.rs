@@ -157,20 +157,16 @@ impl Harness for Memory {
 impl Harness for Redis {
     async fn make_with(l: Limits) -> (Redis, Redis) {
         let prefix = common::unique_prefix();
-        let a = Redis::connect(redis_node(&prefix, "a"), &l).await.unwrap();
-        let b = Redis::connect(redis_node(&prefix, "b"), &l).await.unwrap();
+        let node = |n: &str| RedisConfig {
+            url: common::redis_url(),
+            wait_replicas: 0,
+            prefix: prefix.clone(),
+            node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
+            public_url: format!("ws://{n}/"),
+        };
+        let a = Redis::connect(node("a"), &l).await.unwrap();
+        let b = Redis::connect(node("b"), &l).await.unwrap();
         (a, b)
-    }
-}
-
-/// A node `n…` on the test Redis under `prefix`.
-fn redis_node(prefix: &str, n: &str) -> RedisConfig {
-    RedisConfig {
-        url: common::redis_url(),
-        wait_replicas: 0,
-        prefix: prefix.into(),
-        node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
-        public_url: format!("ws://{n}/"),
     }
 }
 
@@ -2283,108 +2279,6 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     let keys = common::redis_keys(&format!("{prefix}*")).await;
     let about: Vec<&String> = keys.iter().filter(|k| k.contains("passing")).collect();
     assert!(about.is_empty(), "left behind: {about:?}");
-}
-
-/// The (sequence, message number) of the first `n` numbered channel messages `c` got.
-async fn numbered(c: &mut Conn, n: usize) -> Vec<(u64, u64)> {
-    loop {
-        let got: Vec<(u64, u64)> = c
-            .seen
-            .iter()
-            .filter_map(|f| serde_json::from_str::<serde_json::Value>(f).ok())
-            .filter_map(|f| Some((f[1][2].as_u64()?, f[1][4].as_u64()?)))
-            .collect();
-        if got.len() >= n {
-            return got[..n].to_vec();
-        }
-        let more = c.seen.len() + 1;
-        c.frames(more).await;
-    }
-}
-
-/// A command on the test Redis (on a cluster, on the primary of its first key).
-async fn redis_command(cmd: &::redis::Cmd) {
-    if common::redis_cluster() {
-        let nodes: Vec<String> = common::redis_cluster_ports()
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}/"))
-            .collect();
-        let client = ::redis::cluster::ClusterClient::new(nodes).unwrap();
-        let mut c = client.get_async_connection().await.unwrap();
-        let _: ::redis::Value = cmd.query_async(&mut c).await.unwrap();
-    } else {
-        let client = ::redis::Client::open(common::redis_url()).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let _: ::redis::Value = cmd.query_async(&mut c).await.unwrap();
-    }
-}
-
-/// Redis only: a primary that dies before its replica has its latest writes takes the numbers
-/// they used with it. A channel's next event and message must still pass what a node already
-/// delivered (its clients skip a sequence or number they have seen): here the channel's
-/// counters are set back as such a failover would leave them.
-#[tokio::test]
-async fn redis_channel_numbers_never_go_back_below_what_a_node_delivered() {
-    let prefix = common::unique_prefix();
-    let s = Redis::connect(redis_node(&prefix, "a"), &limits())
-        .await
-        .unwrap();
-    let other = Redis::connect(redis_node(&prefix, "b"), &limits())
-        .await
-        .unwrap();
-    let (a, ch) = (app("app"), chan_name("lapse"));
-    let at = Chan {
-        app: &a,
-        channel: &ch,
-    };
-    let (ann, bob) = (acct("ann"), acct("bob"));
-    let (ca, mut cb) = (Conn::new(), Conn::new());
-    s.session_open(opening(&a, &ann, &ca)).await.unwrap();
-    other.session_open(opening(&a, &bob, &cb)).await.unwrap();
-    s.join(at, joining(&ann, &ca.h, None)).await.unwrap();
-    other.join(at, joining(&bob, &cb.h, None)).await.unwrap();
-    let frame = &opensig_protocol::frame::out::channel2_template("lapse", "x");
-    let send = |store: &Redis, text: &'static str| {
-        let (store, at) = (store.clone(), at);
-        async move {
-            let p = Publish {
-                events: &NO_EVENTS,
-                message: Some(message("ann", text, false)),
-                ..Publish::event(ev(frame))
-            };
-            assert_eq!(store.publish(at, p).await.unwrap(), Published::Sent);
-        }
-    };
-    for t in ["one", "two", "three"] {
-        send(&s, t).await;
-    }
-    assert_eq!(numbered(&mut cb, 3).await, [(1, 1), (2, 2), (3, 3)]);
-    // the writes of "two" and "three" lost with their primary
-    let tag = format!("{{{prefix}app}} lapse");
-    redis_command(
-        ::redis::cmd("SET")
-            .arg(format!("{prefix}cs {tag}"))
-            .arg(1)
-            .arg("KEEPTTL"),
-    )
-    .await;
-    redis_command(
-        ::redis::cmd("HSET")
-            .arg(format!("{prefix}cx {tag}"))
-            .arg("n")
-            .arg(1),
-    )
-    .await;
-    // sent from either node (both delivered up to 3): numbered past it
-    send(&other, "four").await;
-    send(&s, "five").await;
-    assert_eq!(numbered(&mut cb, 5).await[3..], [(4, 4), (5, 5)]);
-    // and a join on a node that delivered them says so
-    let cid = acct("cid");
-    let cc = Conn::new();
-    other.session_open(opening(&a, &cid, &cc)).await.unwrap();
-    let r = other.join(at, joining(&cid, &cc.h, None)).await.unwrap();
-    assert_eq!(r.last_msg, 5);
 }
 
 /// Redis only: every key of stored mail and of the app's mail quota expires by itself, through

@@ -221,9 +221,8 @@ struct Inner {
     /// Logins of one account on this node take turns (one of these, by the account's hash),
     /// so `sessions` ends up naming the login Redis applied last.
     login_turns: Box<[tokio::sync::Mutex<()>]>,
-    /// The channels with members on this node: "app channel" → its members here and the
-    /// numbers delivered here.
-    members: DashMap<String, LocalChannel>,
+    /// Channel members on this node: "app channel" → (account, handle).
+    members: DashMap<String, Vec<(String, ConnHandle)>>,
     registered: AtomicBool,
     stopping: AtomicBool,
     /// Crashed on purpose (tests): every operation fails, background tasks stop.
@@ -648,8 +647,6 @@ impl Inner {
     /// A channel script with its keys and the common arguments.
     fn channel_call<'s>(&self, s: &'s Script, at: Chan<'_>) -> ScriptInvocation<'s> {
         let k = self.keys.channel(at.app, at.channel);
-        let here = self.members.get(&local(at.app, at.channel));
-        let (seq, msg) = here.map_or((0, 0), |h| (h.seq, h.msg));
         let mut inv = s.prepare_invoke();
         for key in k.all() {
             inv.key(key);
@@ -666,9 +663,7 @@ impl Inner {
             .arg(at.channel.as_str())
             .arg(d.history)
             .arg(d.keep_empty_secs)
-            .arg(Timer::ChannelExpired(at.app.clone(), at.channel.clone()).encode())
-            .arg(seq)
-            .arg(msg);
+            .arg(Timer::ChannelExpired(at.app.clone(), at.channel.clone()).encode());
         inv
     }
 
@@ -934,16 +929,14 @@ impl Inner {
                 msg_number,
                 frame,
             } => {
-                let Some(mut here) = self.members.get_mut(&local(&app, &channel)) else {
+                let Some(members) = self.members.get(&local(&app, &channel)) else {
                     return;
                 };
-                here.seq = here.seq.max(number);
-                here.msg = here.msg.max(msg_number.unwrap_or(0));
                 let frame: Frame = match msg_number {
                     None => frame.fill(number).into(),
                     Some(n) => out::channel2_numbered(&frame, number, n).into(),
                 };
-                for (account, h) in here.members.iter() {
+                for (account, h) in members.iter() {
                     if Some(account) != exclude.as_ref() {
                         h.push(frame.clone());
                     }
@@ -958,9 +951,9 @@ impl Inner {
                 let Some(h) = self.conns.get(&conn).map(|h| h.clone()) else {
                     return;
                 };
-                let mut here = self.members.entry(local(&app, &channel)).or_default();
-                here.members.retain(|(a, _)| *a != account);
-                here.members.push((account, h));
+                let mut m = self.members.entry(local(&app, &channel)).or_default();
+                m.retain(|(a, _)| *a != account);
+                m.push((account, h));
             }
             NodeMsg::Left {
                 app,
@@ -969,13 +962,12 @@ impl Inner {
             } => {
                 let key = local(&app, &channel);
                 let mut empty = false;
-                if let Some(mut here) = self.members.get_mut(&key) {
-                    here.members.retain(|(a, _)| *a != account);
-                    empty = here.members.is_empty();
+                if let Some(mut m) = self.members.get_mut(&key) {
+                    m.retain(|(a, _)| *a != account);
+                    empty = m.is_empty();
                 }
                 if empty {
-                    self.members
-                        .remove_if(&key, |_, here| here.members.is_empty());
+                    self.members.remove_if(&key, |_, m| m.is_empty());
                 }
             }
             NodeMsg::Kick { conn } => {
@@ -1915,19 +1907,6 @@ impl Store for Redis {
 /// The key of this node's maps (`sessions`, `members`): "app account" or "app channel".
 fn local(app: impl std::fmt::Display, name: impl std::fmt::Display) -> String {
     format!("{app} {name}")
-}
-
-/// A channel with members on this node.
-#[derive(Default)]
-struct LocalChannel {
-    /// Each member here: (account, its connection).
-    members: Vec<(String, ConnHandle)>,
-    /// The highest event sequence and message number delivered here. A Redis primary that
-    /// dies before its replica has its latest writes takes the numbers they used with it;
-    /// handed out again, they would be skipped by every client that saw them. So this node
-    /// asks that the channel's next numbers pass these (`channel_call`).
-    seq: u64,
-    msg: u64,
 }
 
 /// "The account's membership on its old node ended" (published by join and leave).

@@ -15,18 +15,14 @@ local HIST, HMETA, TIMERS = KEYS[12], KEYS[13], KEYS[14]
 -- ARGV 1..10 of every channel script: topic prefix, rate key prefix, the default settings
 -- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size,
 -- seconds an empty channel with kept messages (and no attributes) is kept, the channel's
--- expiry timer (encoded; due when an empty channel's attributes go by themselves), the
--- highest event sequence and message number the calling node delivered for the channel (0:
--- none; its next numbers pass them even if Redis lost the writes that used them, as when a
--- primary dies before its replica has its latest writes).
+-- expiry timer (encoded; due when an empty channel's attributes go by themselves).
 local TOPIC, RATE = ARGV[1], ARGV[2]
 local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6],
   auto = ARGV[7], history = ARGV[9]}
 local NAME = ARGV[8]
 local KEEP_EMPTY = tonumber(ARGV[10])
 local EXPIRED = ARGV[11]
-local SEQ_FLOOR, MSG_FLOOR = tonumber(ARGV[12]), tonumber(ARGV[13])
-local FIRST = 14
+local FIRST = 12
 local NEVER = 9007199254740991
 
 local function setting(name)
@@ -51,19 +47,11 @@ end
 -- (.. extra: a message's number field).
 local function publish(before, after, extra)
   local seq = redis.call('INCR', SEQ)
-  if seq <= SEQ_FLOOR then seq = redis.call('INCRBY', SEQ, SEQ_FLOOR + 1 - seq) end
   local msg = before .. seq .. after .. (extra or '')
   for _, n in ipairs(redis.call('HKEYS', NODES)) do
     redis.call(PUBLISH, TOPIC .. n, msg)
   end
   return seq
-end
-
--- The channel's next message number.
-local function next_msg_number()
-  local n = redis.call('HINCRBY', HMETA, 'n', 1)
-  if n <= MSG_FLOOR then n = redis.call('HINCRBY', HMETA, 'n', MSG_FLOOR + 1 - n) end
-  return n
 end
 
 -- Drop kept messages beyond `size`, older than `oldest` (ms) or past `max_bytes` of text,

@@ -42,9 +42,7 @@ if fresh == 1 then
   outbox('done')
 end
 local list = redis.call('ZREVRANGE', MEMBERS, 0, tonumber(ARGV[FIRST + 3]) - 1)
--- (not below what this node delivered: a failover may have taken the latest with it)
-local last = math.max(tonumber(redis.call('HGET', HMETA, 'n') or '0'), MSG_FLOOR)
-local out = {fresh, #list, last}
+local out = {fresh, #list, tonumber(redis.call('HGET', HMETA, 'n') or '0')}
 for _, a in ipairs(list) do out[#out + 1] = a end
 for _, v in ipairs(redis.call('HGETALL', ATTRS)) do out[#out + 1] = v end
 return out
