@@ -222,7 +222,9 @@ for (const [k, v] of Object.entries(report)) console.log(`[build-sdk] ${k}: ${v}
 // and export names); then up to 56,750 / 61,500 for the reader delivering events itself.
 // 2026-12-03: up to 57,100 / 61,950 for numbers-only questions (a second, plain wasm export:
 // no JS value crosses per channel event or msg-v2 instant message).
-const BUDGET = { npm: 57100, classic: 61950 }; // BENCHMARKS.md says what each raise bought
+// 2026-12-03: up to 57,250 / 62,100 for the channel's numbers a member saw sent with its
+// messages and rejoins (`seen_seq`, `seen_msg`), and the recovery on a join of a joined channel.
+const BUDGET = { npm: 57250, classic: 62100 }; // BENCHMARKS.md says what each raise bought
 const GOAL = { npm: ORIGINAL_GZIP, classic: Math.round(ORIGINAL_GZIP * 1.15) };
 const sizes = {
   npm: gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),

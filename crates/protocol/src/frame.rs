@@ -68,6 +68,19 @@ pub struct Decoded {
     pub request: Result<Request, ErrorKind>,
 }
 
+/// opensig: the numbers of a channel a member has seen — its latest event's sequence
+/// (`channel2`'s third element) and its latest message's number — sent with a channel message
+/// ([`crate::names::field`]) and with a rejoin, so that the channel's next numbers pass them
+/// even when the server lost the writes that used them (a Redis primary that died before its
+/// replica had them). 0: none seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The latest event's sequence.
+    pub seq: u64,
+    /// The latest message's number.
+    pub msg: u64,
+}
+
 impl Call2 {
     /// Decode the args: a typed, borrowing decode for well-formed input (what clients send),
     /// falling back to the lenient one (numbers for names, duplicate keys, …).
@@ -128,6 +141,9 @@ struct FastArgs<'a> {
     max: Option<u64>,
     num: Option<u64>,
     force: Option<bool>,
+    /// (`names::field::SEEN_SEQ`, `SEEN_MSG`)
+    seen_seq: Option<u64>,
+    seen_msg: Option<u64>,
     #[serde(borrow)]
     extra: Option<&'a RawValue>,
 }
@@ -137,6 +153,13 @@ fn owned(v: &Option<Cow<'_, str>>) -> Option<String> {
 }
 
 impl FastArgs<'_> {
+    fn seen(&self) -> Seen {
+        Seen {
+            seq: self.seen_seq.unwrap_or(0),
+            msg: self.seen_msg.unwrap_or(0),
+        }
+    }
+
     /// The typed request; `None` when something needs the lenient path (a required field
     /// absent or of another type), so that path gives the exact error.
     fn request(&self, name: &str) -> Option<Result<Request, ErrorKind>> {
@@ -159,6 +182,7 @@ impl FastArgs<'_> {
             },
             call::CHANNEL_JOIN => Request::ChannelJoin {
                 name: req(&self.name)?,
+                seen: self.seen(),
             },
             call::CHANNEL_LEAVE => Request::ChannelLeave {
                 name: req(&self.name)?,
@@ -168,6 +192,7 @@ impl FastArgs<'_> {
                 msg: owned(&self.msg).unwrap_or_default(),
                 msg_id: owned(&self.msg_id),
                 force: self.force.unwrap_or(false),
+                seen: self.seen(),
             },
             call::CHANNEL_SET_ATTR => Request::ChannelSetAttr {
                 channel: req(&self.channel)?,
@@ -365,6 +390,8 @@ pub enum Request {
     },
     ChannelJoin {
         name: String,
+        /// opensig: the channel's numbers the member saw (a rejoin after a reconnect).
+        seen: Seen,
     },
     ChannelLeave {
         name: String,
@@ -374,6 +401,8 @@ pub enum Request {
         msg: String,
         msg_id: Option<String>,
         force: bool,
+        /// opensig: the channel's numbers the sender saw.
+        seen: Seen,
     },
     ChannelSetAttr {
         channel: String,
@@ -494,6 +523,12 @@ impl Args<'_> {
             Some(v) => uint(v).map(Some).ok_or(ErrorKind::InvalidArgs),
         }
     }
+    fn seen(&self) -> Result<Seen, ErrorKind> {
+        Ok(Seen {
+            seq: self.uint_or(crate::names::field::SEEN_SEQ, 0)?,
+            msg: self.uint_or(crate::names::field::SEEN_MSG, 0)?,
+        })
+    }
     fn flag(&self, key: &str) -> Result<bool, ErrorKind> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(false),
@@ -562,6 +597,7 @@ impl Request {
             },
             call::CHANNEL_JOIN => Request::ChannelJoin {
                 name: a.text("name")?,
+                seen: a.seen()?,
             },
             call::CHANNEL_LEAVE => Request::ChannelLeave {
                 name: a.text("name")?,
@@ -571,6 +607,7 @@ impl Request {
                 msg: a.text_or("msg", "")?,
                 msg_id: a.opt_text("msgID")?,
                 force: a.flag("force")?,
+                seen: a.seen()?,
             },
             call::CHANNEL_SET_ATTR => Request::ChannelSetAttr {
                 channel: a.text("channel")?,
@@ -1104,9 +1141,53 @@ mod tests {
         assert_eq!(
             r,
             Request::ChannelJoin {
-                name: "room1".into()
+                name: "room1".into(),
+                seen: Seen::default(),
             }
         );
+    }
+
+    #[test]
+    fn the_numbers_a_member_saw_ride_with_its_channel_message_and_rejoin() {
+        let decode = |text: &str| {
+            let ClientFrame::Call2(c) = ClientFrame::decode(text).unwrap() else {
+                panic!()
+            };
+            c.decode().unwrap().request
+        };
+        let seen = Seen { seq: 9, msg: 4 };
+        assert_eq!(
+            decode(
+                r#"["call2",["channel_sendmsg",3,{"name":"r","msg":"m","seen_seq":9,"seen_msg":4,"line":"L"}]]"#
+            ),
+            Ok(Request::ChannelSendmsg {
+                name: "r".into(),
+                msg: "m".into(),
+                msg_id: None,
+                force: false,
+                seen,
+            })
+        );
+        // as text too (the lenient path), and absent: none seen
+        assert_eq!(
+            decode(r#"["call2",["channel_join",1,{"name":"r","seen_seq":"9","seen_msg":4}]]"#),
+            Ok(Request::ChannelJoin {
+                name: "r".into(),
+                seen
+            })
+        );
+        assert_eq!(
+            decode(r#"["call2",["channel_join",1,{"name":"r"}]]"#),
+            Ok(Request::ChannelJoin {
+                name: "r".into(),
+                seen: Seen::default()
+            })
+        );
+        // not a count: refused, not taken for none
+        for bad in [r#"-1"#, r#"1.5"#, r#"[1]"#, r#""x""#] {
+            let text = format!(r#"["call2",["channel_join",1,{{"name":"r","seen_seq":{bad}}}]]"#);
+            assert_eq!(decode(&text), Err(ErrorKind::InvalidArgs), "{bad}");
+        }
     }
 
     #[test]
@@ -1214,7 +1295,10 @@ mod tests {
         };
         assert_eq!(
             c.decode().unwrap().request,
-            Ok(Request::ChannelJoin { name: "17".into() })
+            Ok(Request::ChannelJoin {
+                name: "17".into(),
+                seen: Seen::default()
+            })
         );
         let ClientFrame::Call2(c) = ClientFrame::decode(
             r#"["call2",["channel_join",1,{"line":"A","line":"B","name":"r"}]]"#,

@@ -31,6 +31,15 @@ pub mod event {
     pub const MULTI: &str = "multi";
 }
 
+/// opensig's own `call2` args fields.
+pub mod field {
+    /// With `channel_sendmsg` and a rejoin's `channel_join`: the latest `channel2` sequence
+    /// the member saw of the channel (`frame::Seen`).
+    pub const SEEN_SEQ: &str = "seen_seq";
+    /// With them: the number of the latest channel message the member saw.
+    pub const SEEN_MSG: &str = "seen_msg";
+}
+
 /// `call2` function names (PROTOCOL.md §9.3 and the `invoke` table of §14).
 pub mod call {
     /// End the session.

@@ -1418,6 +1418,81 @@ fn in_room(last_msg: u64) -> H {
 }
 
 #[test]
+fn the_numbers_a_member_saw_ride_with_its_channel_messages_and_its_rejoin() {
+    let seen = |args: &Value| (args["seen_seq"].as_u64(), args["seen_msg"].as_u64());
+    // joined, nothing heard yet: the latest message number of the join only
+    let mut h = in_room(3);
+    h.c.channel_send("room", "a", false, h.now);
+    h.pump();
+    assert_eq!(seen(&h.calls("channel_sendmsg")[0]), (None, Some(3)));
+    // what arrived since
+    h.frame(numbered("room", 10, 4, "m4"));
+    h.c.channel_send("room", "b", false, h.now);
+    h.pump();
+    assert_eq!(seen(&h.calls("channel_sendmsg")[1]), (Some(10), Some(4)));
+    // a channel it is not in: nothing (the server refuses the send anyway)
+    h.c.channel_send("other", "c", false, h.now);
+    h.pump();
+    assert_eq!(seen(&h.calls("channel_sendmsg")[2]), (None, None));
+    // the rejoin after a reconnect carries them
+    h.close();
+    h.until_reconnect();
+    h.open();
+    h.login_ok("L2");
+    h.call_id_after_rejoin();
+    let joins = h.calls("channel_join");
+    assert_eq!(seen(joins.last().unwrap()), (Some(10), Some(4)));
+}
+
+/// A member whose membership was lost (a failover can lose a join) hears nothing until it
+/// joins again; the join again fetches what it missed, before the live events that came
+/// meanwhile.
+#[test]
+fn joining_a_joined_channel_again_recovers_what_was_missed() {
+    let mut h = in_room(3);
+    h.frame(numbered("room", 10, 4, "m4"));
+    assert_eq!(channel_texts(h.take_events()), vec!["m4"]);
+    // 5 and 6 never came; joined again, 7 arrives before the reply
+    h.c.channel_join("room", h.now);
+    h.pump();
+    let id = h.call_id("channel_join");
+    h.frame(numbered("room", 13, 7, "m7"));
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 6}),
+    );
+    let asked = h.calls("channel_history");
+    assert_eq!(
+        (asked[0]["after"].as_u64(), asked[0]["max"].as_u64()),
+        (Some(4), Some(2))
+    );
+    let hid = h.call_id("channel_history");
+    let kept =
+        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
+    h.reply(
+        hid,
+        json!({"result": "ok", "name": "room", "last": 7, "msgs": [kept(5), kept(6), kept(7)]}),
+    );
+    let texts: Vec<String> = channel_texts(h.take_events())
+        .into_iter()
+        .filter(|t| t.starts_with('m'))
+        .collect();
+    assert_eq!(texts, vec!["m5", "m6", "m7"]);
+    // nothing missed: no history asked, what waited is delivered at the reply
+    h.c.channel_join("room", h.now);
+    h.pump();
+    let id = h.call_id("channel_join");
+    h.frame(numbered("room", 14, 8, "m8"));
+    assert_eq!(channel_texts(h.take_events()), Vec::<String>::new());
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 7}),
+    );
+    assert_eq!(h.calls("channel_history").len(), 1);
+    assert_eq!(channel_texts(h.take_events()), vec!["m8"]);
+}
+
+#[test]
 fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     let mut h = in_room(3);
     h.frame(numbered("room", 10, 4, "m4"));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use common::*;
 use opensig_protocol::client::Event;
+use opensig_protocol::ErrorKind;
 use serde_json::{json, Value};
 
 fn is_attr(name: &str, value: &str, kind: &str) -> impl Fn(&Event<Value>) -> bool {
@@ -99,6 +100,50 @@ async fn channel2_frames_have_increasing_sequences_and_reach_the_sender() {
         seqs.windows(2).all(|w| w[0] < w[1]) && seqs[0] >= 1,
         "{seqs:?}"
     );
+}
+
+/// opensig: a channel message and a rejoin carry the numbers the member saw (`seen_seq`,
+/// `seen_msg`); a channel behind them (a Redis failover lost the writes that used them) goes
+/// on from them, so members that saw them do not drop what comes next. Not a count: refused.
+#[tokio::test]
+async fn a_channel_goes_on_from_the_numbers_a_member_saw() {
+    let srv = server().await;
+    let mut a = Raw::connect(&srv.ws_url()).await;
+    a.login(APP, "alice", "").await;
+    let (err, _) = a.call("channel_join", 1, json!({"name": "on"})).await;
+    assert_eq!(err, "");
+    let (err, _) = a
+        .call(
+            "channel_sendmsg",
+            2,
+            json!({"name": "on", "msg": "m", "seen_seq": 70, "seen_msg": 30}),
+        )
+        .await;
+    assert_eq!(err, "");
+    let f = loop {
+        let f = a.recv_flat().await.unwrap();
+        if f[0] == "notify" && f[1][0] == "channel2" {
+            break f;
+        }
+    };
+    // the sequence after 70; the message's number after 30 (the frame's last element)
+    assert_eq!((f[1][2].as_u64(), f[1][4].as_u64()), (Some(71), Some(31)));
+    // a rejoin's reply: the latest message number is not below what it saw
+    let (err, joined) = a
+        .call("channel_join", 3, json!({"name": "on", "seen_msg": 45}))
+        .await;
+    assert_eq!(err, "");
+    assert_eq!(joined["last_msg"], 45);
+    for (id, bad) in [(4, json!(-1)), (5, json!("x")), (6, json!(2.5))] {
+        let (err, _) = a
+            .call(
+                "channel_sendmsg",
+                id,
+                json!({"name": "on", "msg": "m", "seen_seq": bad}),
+            )
+            .await;
+        assert_eq!(err, ErrorKind::InvalidArgs.as_str(), "{bad}");
+    }
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opensig_protocol::frame::Template;
+use opensig_protocol::frame::{Seen, Template};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::Limits;
 use opensig_server::delivery::{ConnHandle, Outbox};
@@ -121,6 +121,7 @@ fn joining<'a>(
         conn,
         event,
         list_max: 10,
+        seen: Seen::default(),
     }
 }
 
@@ -886,6 +887,7 @@ async fn empty_channels_keep_state_only_for_attributes<S: Harness>() {
         conn: &c.h,
         event: None,
         list_max: 10,
+        seen: Seen::default(),
     };
     s.join(at, j).await.unwrap();
     let leave = || Leaving {
@@ -1103,6 +1105,7 @@ async fn racing_joins_leaves_and_attributes<S: Harness>() {
                 conn: &h,
                 event: None,
                 list_max: 5,
+                seen: Seen::default(),
             };
             store.join(at, j).await.unwrap().fresh
         }));
@@ -1137,6 +1140,7 @@ async fn racing_joins_leaves_and_attributes<S: Harness>() {
                     conn: &h,
                     event: None,
                     list_max: 5,
+                    seen: Seen::default(),
                 };
                 assert!(!store.join(at, j).await.unwrap().fresh);
             }
@@ -1372,6 +1376,81 @@ fn message<'a>(from: &'a str, text: &'a str, keep: bool) -> Message<'a> {
         max_bytes: 1 << 20,
         keep,
     }
+}
+
+/// The (sequence, message number) of the first `n` numbered channel messages `c` got.
+async fn numbered(c: &mut Conn, n: usize) -> Vec<(u64, u64)> {
+    loop {
+        let got: Vec<(u64, u64)> = c
+            .seen
+            .iter()
+            .filter_map(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+            .filter_map(|f| Some((f[1][2].as_u64()?, f[1][4].as_u64()?)))
+            .collect();
+        if got.len() >= n {
+            return got[..n].to_vec();
+        }
+        let more = c.seen.len() + 1;
+        c.frames(more).await;
+    }
+}
+
+/// A member's message or rejoin carries the channel's numbers it saw (`Seen`): a channel
+/// behind them (on Redis: a failover lost the writes that used them) goes on from them, by at
+/// most `CATCH_UP_MAX` — every store alike.
+async fn channel_numbers_catch_up_to_what_a_member_saw<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, ch) = (app("app"), chan_name("lapse"));
+    let at = Chan {
+        app: &a,
+        channel: &ch,
+    };
+    let (ann, bob, cid) = (acct("ann"), acct("bob"), acct("cid"));
+    let (ca, mut cb, cc) = (Conn::new(), Conn::new(), Conn::new());
+    s.session_open(opening(&a, &ann, &ca)).await.unwrap();
+    other.session_open(opening(&a, &bob, &cb)).await.unwrap();
+    other.session_open(opening(&a, &cid, &cc)).await.unwrap();
+    s.join(at, joining(&ann, &ca.h, None)).await.unwrap();
+    other.join(at, joining(&bob, &cb.h, None)).await.unwrap();
+    let frame = &opensig_protocol::frame::out::channel2_template("lapse", "x");
+    let send = |text: &'static str, seen: Seen| {
+        let (s, at) = (s.clone(), at);
+        async move {
+            let p = Publish {
+                events: &NO_EVENTS,
+                message: Some(message("ann", text, true)),
+                seen,
+                ..Publish::event(ev(frame))
+            };
+            assert_eq!(s.publish(at, p).await.unwrap(), Published::Sent);
+        }
+    };
+    send("one", Seen::default()).await;
+    // ann saw up to sequence 50 and message 20: the channel goes on from there
+    send("two", Seen { seq: 50, msg: 20 }).await;
+    // numbers behind the channel's change nothing, nor do numbers too far ahead
+    send("three", Seen { seq: 3, msg: 1 }).await;
+    let far = 52 + opensig_server::store::CATCH_UP_MAX + 1;
+    send("four", Seen { seq: far, msg: far }).await;
+    assert_eq!(
+        numbered(&mut cb, 4).await,
+        [(1, 1), (51, 21), (52, 22), (53, 23)]
+    );
+    // a rejoin that saw more: its reply's latest message and the next numbers pass it
+    let j = Joining {
+        seen: Seen { seq: 100, msg: 40 },
+        ..joining(&cid, &cc.h, None)
+    };
+    assert_eq!(other.join(at, j).await.unwrap().last_msg, 40);
+    send("five", Seen::default()).await;
+    assert_eq!(numbered(&mut cb, 5).await[4], (101, 41));
+    let h = other
+        .history(at, 0, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(h.last, 41);
+    let kept: Vec<u64> = h.msgs.iter().map(|m| m.n).collect();
+    assert_eq!(kept, [1, 21, 22, 23, 41]);
 }
 
 async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
@@ -2213,6 +2292,7 @@ macro_rules! suite {
             mail_quotas_per_app_and_per_sender,
             channels_sequence_events_for_members,
             channel_history_numbers_keeps_and_trims,
+            channel_numbers_catch_up_to_what_a_member_saw,
             settings_gate_events_and_rates,
             empty_channels_keep_state_only_for_attributes,
             channel_attributes_share_the_app_s_quota,
@@ -2261,6 +2341,7 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     let msg = tpl("msg");
     let publish = Publish {
         events: &NO_EVENTS,
+        seen: Seen::default(),
         event: ev(&msg),
         member: Some(&ann),
         dedup: None,

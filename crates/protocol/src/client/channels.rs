@@ -13,6 +13,7 @@ use crate::codes::{Code, ErrorKind};
 use crate::json::{as_u64, JsonValue};
 use crate::limits::Limits;
 use crate::msg;
+use crate::names::field::{SEEN_MSG, SEEN_SEQ};
 use crate::names::{attr_change, call, msgtype};
 use crate::small::VecMap;
 
@@ -131,6 +132,11 @@ impl<V: JsonValue> Client<V> {
                 let c = self.chans.map.get_mut(&ch).expect("live channel");
                 if c.state == ChanState::Joined {
                     if logged_in && !c.rejoining {
+                        // live events wait for the reply: what the member missed (its
+                        // membership lost, as a failover can) comes first from the history
+                        if c.held.is_none() {
+                            c.held = Some(Vec::new());
+                        }
                         let body = Body::new().s("name", name).0;
                         let mode = JoinMode::Again;
                         self.request(
@@ -213,12 +219,12 @@ impl<V: JsonValue> Client<V> {
                 // live events wait for the rejoin (and a recovery); what waited for an
                 // earlier one comes again with this one
                 c.held = Some(Vec::new());
+                let body = seen(Body::new().s("name", &c.name), c).0;
                 c.last_seq = 0;
-                (*id, c.name.clone())
+                (*id, body)
             })
             .collect();
-        for (ch, name) in rejoin {
-            let body = Body::new().s("name", &name).0;
+        for (ch, body) in rejoin {
             let kind = Kind::Join {
                 ch,
                 mode: JoinMode::Rejoin,
@@ -244,25 +250,29 @@ impl<V: JsonValue> Client<V> {
             Ok(body) => {
                 c.state = ChanState::Joined;
                 let rejoin = mode == JoinMode::Rejoin;
+                // a join of a joined channel: the membership may have been lost meanwhile
+                let again = mode == JoinMode::Again && !c.rejoining;
                 if !rejoin {
                     c.last_seq = 0;
                 }
-                // the channel's latest message number (opensig): after a rejoin, what was
-                // sent since the last one delivered is fetched from the channel's history
-                // while the live events that came meanwhile wait
+                // the channel's latest message number (opensig): after a rejoin, or a join
+                // again, what was sent since the last one delivered is fetched from the
+                // channel's history while the live events that came meanwhile wait
                 let latest = body.get("last_msg").as_ref().and_then(as_u64);
                 let mut recover = None;
                 match (latest, c.last_msg) {
-                    (Some(upto), Some(last)) if rejoin && upto != last => {
+                    (Some(upto), Some(last))
+                        if (rejoin && upto != last) || (again && upto > last) =>
+                    {
                         // a smaller number: the channel began anew while this session was away
                         let after = if upto < last { 0 } else { last };
                         c.last_msg = Some(after);
                         recover = Some((after, upto, c.name.clone()));
                     }
-                    (_, Some(_)) if rejoin => {}
+                    (_, Some(_)) if rejoin || again => {}
                     _ => c.last_msg = latest,
                 }
-                let release = rejoin && recover.is_none();
+                let release = (rejoin || again) && recover.is_none();
                 let announce = mode != JoinMode::Rejoin || c.announce;
                 if mode == JoinMode::Rejoin {
                     c.rejoining = false;
@@ -306,7 +316,11 @@ impl<V: JsonValue> Client<V> {
                 }
             }
             // asked again while joined: still joined (the error is reported as such)
-            Err(_) if mode == JoinMode::Again => {}
+            Err(_) if mode == JoinMode::Again => {
+                if !c.rejoining {
+                    self.release_held(ch, 0);
+                }
+            }
             Err(f) => {
                 c.state = ChanState::Left;
                 c.held = None;
@@ -575,6 +589,12 @@ impl<V: JsonValue> Client<V> {
             .and_then(|_| Limits::check_len(text.len(), l.channel_message_max_bytes));
         let mut body = Body::new().s("name", name).s("msg", text);
         body = body.s("msgID", &self.unique_id());
+        if let Some(c) = self
+            .live_channel(name)
+            .and_then(|ch| self.chans.map.get(&ch))
+        {
+            body = seen(body, c);
+        }
         if force {
             body = body.raw("force", "true");
         }
@@ -615,4 +635,16 @@ impl<V: JsonValue> Client<V> {
         };
         self.checked(check, fname, body.0, Kind::User, op, now)
     }
+}
+
+/// The channel's numbers `c` saw ([`crate::frame::Seen`]), when it saw any: the server has
+/// the channel's next ones pass them, should it have lost the writes that used them.
+fn seen<V>(mut body: Body, c: &Chan<V>) -> Body {
+    if c.last_seq > 0 {
+        body = body.n(SEEN_SEQ, c.last_seq);
+    }
+    if let Some(n) = c.last_msg.filter(|n| *n > 0) {
+        body = body.n(SEEN_MSG, n);
+    }
+    body
 }

@@ -2,7 +2,7 @@
 //! a user's request, with the backend choosing who a message is from, and no membership
 //! needed. The HTTP layer authenticates the app and spends its API budget first.
 
-use opensig_protocol::frame::Reply;
+use opensig_protocol::frame::{Reply, Seen};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::names::{attr, attr_change, msgtype};
 use opensig_protocol::ErrorKind;
@@ -131,9 +131,16 @@ impl<S: Store> Signaling<S> {
     ) -> RResult<()> {
         let ch = self.check_channel_message(channel, msg)?;
         let from = Account::parse(from, &self.limits())?;
-        self.publish_message(app, &ch, &from, msg, None, None)
-            .await
-            .map(|_| ())
+        self.publish_message(
+            super::chan(app, &ch),
+            &from,
+            msg,
+            None,
+            None,
+            Seen::default(),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Online (true) or not, for each account.

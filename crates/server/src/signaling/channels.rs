@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use opensig_protocol::frame::{content, Reply};
+use opensig_protocol::frame::{content, Reply, Seen};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::names::{attr, attr_change, msgtype, special};
 use opensig_protocol::{ErrorKind, Limits};
@@ -11,7 +11,7 @@ use opensig_protocol::{ErrorKind, Limits};
 use super::{chan, channel_event, event, RResult, Session, Signaling};
 use crate::events::Happened;
 use crate::store::{
-    AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, ChannelSettings, Joining, Leaving,
+    AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelSettings, Joining, Leaving,
     Message, Publish, Published, Setting, Store, Timer, When, NO_EVENTS,
 };
 
@@ -103,7 +103,7 @@ impl<S: Store> Signaling<S> {
         Ok(ch)
     }
 
-    pub(super) async fn join(&self, s: &mut Session<S>, name: &str) -> RResult<Reply> {
+    pub(super) async fn join(&self, s: &mut Session<S>, name: &str, seen: Seen) -> RResult<Reply> {
         let l = &self.limits();
         let ch = ChannelName::parse(name, l)?;
         // the firehose channels see every login and join of the app
@@ -144,6 +144,7 @@ impl<S: Store> Signaling<S> {
             event: ev,
             list_max: l.channel_list_max,
             events: &out,
+            seen,
         };
         let joined = self.store.join(chan(&s.app, &ch), joining).await?;
         if joined.fresh {
@@ -312,11 +313,12 @@ impl<S: Store> Signaling<S> {
         msg: &str,
         msg_id: Option<&str>,
         force: bool,
+        seen: Seen,
     ) -> RResult<Reply> {
         let ch = self.check_channel_message(name, msg)?;
         self.spend(s)?;
         let member = (!force).then_some(&s.account);
-        self.publish_message(&s.app, &ch, &s.account, msg, msg_id, member)
+        self.publish_message(chan(&s.app, &ch), &s.account, msg, msg_id, member, seen)
             .await
     }
 
@@ -335,13 +337,14 @@ impl<S: Store> Signaling<S> {
     /// given), numbered and kept, within the channel's rate.
     pub(super) async fn publish_message(
         &self,
-        app: &AppId,
-        ch: &ChannelName,
+        at: Chan<'_>,
         from: &Account,
         msg: &str,
         msg_id: Option<&str>,
         member: Option<&Account>,
+        seen: Seen,
     ) -> RResult<Reply> {
+        let (app, ch) = (at.app, at.channel);
         let l = &self.limits();
         let body = content::channel_msg(ch, from, msg);
         let frame = channel_event(ch, from, msgtype::CHANNEL_MSG, &body);
@@ -360,8 +363,9 @@ impl<S: Store> Signaling<S> {
             rate_limited: true,
             message: Some(self.history_entry(l, from, msg)),
             events: &out,
+            seen,
         };
-        match self.store.publish(chan(app, ch), publish).await? {
+        match self.store.publish(at, publish).await? {
             Published::Sent => {
                 self.recorded(&out, |_| true);
                 Ok(Reply::Done)

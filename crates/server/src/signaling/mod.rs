@@ -286,15 +286,16 @@ impl<S: Store> Signaling<S> {
             Request::UserRenewToken { token } => self.renew_token(s, &token),
             Request::UserWatchStatus { accounts, on } => self.watch(s, &accounts, on).await,
             Request::UserQueryStatus { accounts } => self.query_status(s, &accounts).await,
-            Request::ChannelJoin { name } => self.join(s, &name).await,
+            Request::ChannelJoin { name, seen } => self.join(s, &name, seen).await,
             Request::ChannelLeave { name } => self.leave(s, &name).await,
             Request::ChannelSendmsg {
                 name,
                 msg,
                 msg_id,
                 force,
+                seen,
             } => {
-                self.channel_send(s, &name, &msg, msg_id.as_deref(), force)
+                self.channel_send(s, &name, &msg, msg_id.as_deref(), force, seen)
                     .await
             }
             Request::ChannelSetAttr {

@@ -241,6 +241,12 @@ impl Channel {
         }
     }
 
+    /// The channel's numbers caught up to what a member saw ([`super::catch_up`]).
+    fn catch_up(&mut self, seen: opensig_protocol::frame::Seen) {
+        self.seq = super::catch_up(self.seq, seen.seq);
+        self.msgs = super::catch_up(self.msgs, seen.msg);
+    }
+
     /// Sequence `event` and queue it for every member but its `exclude`.
     fn publish(&mut self, event: Event<'_>) {
         self.publish_message(event, None);
@@ -921,6 +927,7 @@ impl Store for Memory {
                 continue;
             }
             ch.ttl_gen += 1; // cancels a pending destruction
+            ch.catch_up(j.seen);
             let fresh = match ch.members.get_mut(j.account.as_str()) {
                 Some(m) => {
                     m.conn = j.conn.clone();
@@ -1020,6 +1027,7 @@ impl Store for Memory {
                 return Ok(Published::RateLimited);
             }
         }
+        ch.catch_up(p.seen);
         ch.publish_message(p.event, p.message);
         inner.fire(p.events, When::Done);
         Ok(Published::Sent)

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opensig_protocol::frame::{Kept, Template};
+use opensig_protocol::frame::{Kept, Seen, Template};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::Limits;
 use tokio::sync::mpsc;
@@ -145,6 +145,26 @@ pub struct MailItem<'a> {
     /// Appended with it: [`When::Offline`] when it is stored for an account without a
     /// session, then [`When::Done`] when it is stored.
     pub events: &'a StepEvents,
+}
+
+/// How far a member's [`Seen`] numbers may move a channel's numbers on ([`catch_up`]).
+pub const CATCH_UP_MAX: u64 = 100_000;
+
+/// A channel's sequence or message number `current`, caught up to `seen`, what a member
+/// says it saw of the channel: when `seen` is ahead, the channel's numbers went back — a Redis
+/// primary died before its replica had the writes that used them, and handed out again they
+/// would be skipped by every member that saw them (clients drop a sequence or message number
+/// they have seen) — so the channel goes on from `seen`. By at most [`CATCH_UP_MAX`]: more
+/// than any lost writes, and a member cannot move a channel's numbers out of what clients
+/// count exactly (2^53). The memory store loses no writes: only a member's own claim moves
+/// it there, the same way. (The Redis scripts keep the same rule: channel.lua's
+/// `catch_up`.)
+pub fn catch_up(current: u64, seen: u64) -> u64 {
+    if seen > current && seen - current <= CATCH_UP_MAX {
+        seen
+    } else {
+        current
+    }
 }
 
 /// How late an expired message may still count against its app's mail quota, on every store:
@@ -633,6 +653,9 @@ pub struct Joining<'a> {
     /// Appended with it: [`When::Done`] on a fresh membership, [`When::First`] when it is the
     /// channel's only member (before the `Done` ones).
     pub events: &'a StepEvents,
+    /// The channel's numbers the member saw (a rejoin): the channel catches up to them
+    /// ([`catch_up`]) before the join's own event and reply.
+    pub seen: Seen,
 }
 
 /// A membership to end.
@@ -666,6 +689,9 @@ pub struct Publish<'a> {
     pub message: Option<Message<'a>>,
     /// Appended with it: [`When::Done`] when it was sent.
     pub events: &'a StepEvents,
+    /// The channel's numbers the sender saw: the channel catches up to them ([`catch_up`])
+    /// before numbering this one.
+    pub seen: Seen,
 }
 
 /// A channel message as the history keeps it, and the history's bounds. The channel keeps
@@ -713,6 +739,7 @@ impl<'a> Publish<'a> {
             rate_limited: false,
             message: None,
             events: &NO_EVENTS,
+            seen: Seen::default(),
         }
     }
 }

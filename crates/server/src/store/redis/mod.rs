@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use redis::{AsyncCommands, Script, ScriptInvocation, Value as RValue};
 use tracing::{info, warn};
 
-use opensig_protocol::frame::{out, Kept};
+use opensig_protocol::frame::{out, Kept, Seen};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::Limits;
 
@@ -80,7 +80,8 @@ enum Oom {
 /// A script with the helpers it needs prepended, flagged for `oom`, publishing with `PUBLISH`
 /// (one Redis) or `SPUBLISH` (`sharded`: a Redis Cluster's sharded pub/sub, which goes to the
 /// primary of the topic's slot and its replicas only, where `PUBLISH` goes to every node).
-/// Every script starts with `QUOTA_STEP_MS` (mail.lua's ledger groups), the clock and the event log (a step's events ride at the end of
+/// Every script starts with `QUOTA_STEP_MS` (mail.lua's ledger groups), `CATCH_UP_MAX`
+/// (channel.lua's `catch_up`), the clock and the event log (a step's events ride at the end of
 /// its keys and arguments, see [`Inner::step_events`]).
 fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
     let flags = match oom {
@@ -89,9 +90,11 @@ fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
     };
     let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
     Script::new(&format!(
-        "{flags}\nlocal PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n{CLOCK}\n{EVENTS}\n{}",
+        "{flags}\nlocal PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n\
+         local CATCH_UP_MAX = {catch_up}\n{CLOCK}\n{EVENTS}\n{}",
         parts.join("\n"),
-        step = super::QUOTA_EXPIRY_STEP.as_millis()
+        step = super::QUOTA_EXPIRY_STEP.as_millis(),
+        catch_up = super::CATCH_UP_MAX,
     ))
 }
 
@@ -645,7 +648,7 @@ impl Inner {
     }
 
     /// A channel script with its keys and the common arguments.
-    fn channel_call<'s>(&self, s: &'s Script, at: Chan<'_>) -> ScriptInvocation<'s> {
+    fn channel_call<'s>(&self, s: &'s Script, at: Chan<'_>, seen: Seen) -> ScriptInvocation<'s> {
         let k = self.keys.channel(at.app, at.channel);
         let mut inv = s.prepare_invoke();
         for key in k.all() {
@@ -663,7 +666,9 @@ impl Inner {
             .arg(at.channel.as_str())
             .arg(d.history)
             .arg(d.keep_empty_secs)
-            .arg(Timer::ChannelExpired(at.app.clone(), at.channel.clone()).encode());
+            .arg(Timer::ChannelExpired(at.app.clone(), at.channel.clone()).encode())
+            .arg(seen.seq)
+            .arg(seen.msg);
         inv
     }
 
@@ -774,7 +779,7 @@ impl Inner {
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
         self.app(at.app).await?;
-        let mut inv = self.channel_call(&self.scripts.channel_state, at);
+        let mut inv = self.channel_call(&self.scripts.channel_state, at, Seen::default());
         inv.arg(op);
         let r = self.run(&inv).await;
         self.timers_touched(at.app);
@@ -1226,7 +1231,7 @@ impl Store for Redis {
             account: account.to_string(),
             conn: j.conn.id,
         };
-        let mut inv = inner.channel_call(&inner.scripts.join, at);
+        let mut inv = inner.channel_call(&inner.scripts.join, at, j.seen);
         inv.arg(account.as_str())
             .arg(&inner.cfg.node_id)
             .arg(j.conn.id);
@@ -1256,7 +1261,7 @@ impl Store for Redis {
         inner.check()?;
         inner.app(at.app).await?;
         let (before, after) = inner.channel_msg(at, l.event);
-        let mut inv = inner.channel_call(&inner.scripts.leave, at);
+        let mut inv = inner.channel_call(&inner.scripts.leave, at, Seen::default());
         inv.arg(l.account.as_str()).arg(l.session.location());
         inv.arg(before).arg(after).arg(left_msg(at, l.account));
         inv.arg(inner.keys.node_members_prefix(at.app));
@@ -1273,7 +1278,7 @@ impl Store for Redis {
         let (before, after) = inner.channel_msg(at, Some(p.event));
         let dedup = p.dedup.map(|d| inner.keys.dedup(at.app, d.from, d.id));
         let window = p.dedup.map_or(1, |d| d.window.as_millis().max(1) as u64);
-        let mut inv = inner.channel_call(&inner.scripts.publish, at);
+        let mut inv = inner.channel_call(&inner.scripts.publish, at, p.seen);
         inv.arg(p.member.map_or("", |m| m.as_str()));
         inv.arg(dedup.unwrap_or_default()).arg(window);
         inv.arg(if p.rate_limited { "1" } else { "0" });
@@ -1325,7 +1330,7 @@ impl Store for Redis {
             _ => &inner.scripts.attr,
         };
         inner.app(at.app).await?;
-        let mut inv = inner.channel_call(script, at);
+        let mut inv = inner.channel_call(script, at, Seen::default());
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
         inv.arg(if rate { "1" } else { "0" })
             .arg(max.min(i64::MAX as usize));
@@ -1421,7 +1426,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let oldest = now_ms().saturating_sub(max_age.as_millis() as u64);
-        let mut inv = inner.channel_call(&inner.scripts.channel_state, at);
+        let mut inv = inner.channel_call(&inner.scripts.channel_state, at, Seen::default());
         inv.arg("history").arg(after).arg(oldest);
         let r = list(inner.run::<RValue>(&inv).await?);
         let last = r.first().map(int).unwrap_or(0).max(0) as u64;

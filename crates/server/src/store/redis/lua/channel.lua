@@ -15,14 +15,16 @@ local HIST, HMETA, TIMERS = KEYS[12], KEYS[13], KEYS[14]
 -- ARGV 1..10 of every channel script: topic prefix, rate key prefix, the default settings
 -- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size,
 -- seconds an empty channel with kept messages (and no attributes) is kept, the channel's
--- expiry timer (encoded; due when an empty channel's attributes go by themselves).
+-- expiry timer (encoded; due when an empty channel's attributes go by themselves), the
+-- sequence and message number the calling member saw of the channel (0: none; store::Seen).
 local TOPIC, RATE = ARGV[1], ARGV[2]
 local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6],
   auto = ARGV[7], history = ARGV[9]}
 local NAME = ARGV[8]
 local KEEP_EMPTY = tonumber(ARGV[10])
 local EXPIRED = ARGV[11]
-local FIRST = 12
+local SEEN_SEQ, SEEN_MSG = tonumber(ARGV[12]), tonumber(ARGV[13])
+local FIRST = 14
 local NEVER = 9007199254740991
 
 local function setting(name)
@@ -43,10 +45,50 @@ local function take_token(key, rate)
   return ok
 end
 
+-- A channel number `current` caught up to `seen`, what the calling member saw: the channel
+-- goes on from `seen` when that is ahead by at most CATCH_UP_MAX (store::catch_up's rule: a
+-- failover lost the writes that used the numbers, which members would skip if handed out
+-- again).
+local function catch_up(current, seen)
+  if seen > current and seen - current <= CATCH_UP_MAX then return seen end
+  return current
+end
+
+-- The next value of counter `key` (field `field` of a hash when given), caught up to `seen`.
+local function next_number(key, field, seen)
+  local n
+  if field then n = redis.call('HINCRBY', key, field, 1) else n = redis.call('INCR', key) end
+  local caught = catch_up(n - 1, seen)
+  if caught >= n then
+    if field then
+      n = redis.call('HINCRBY', key, field, caught + 1 - n)
+    else
+      n = redis.call('INCRBY', key, caught + 1 - n)
+    end
+  end
+  return n
+end
+
+-- Both counters caught up to what the member saw (a rejoin: before its own event, and so
+-- that its reply's latest message number is not below what it saw). Two reads when it saw
+-- anything.
+local function catch_up_all()
+  if SEEN_SEQ > 0 then
+    local cur = tonumber(redis.call('GET', SEQ) or '0')
+    local caught = catch_up(cur, SEEN_SEQ)
+    if caught > cur then redis.call('INCRBY', SEQ, caught - cur) end
+  end
+  if SEEN_MSG > 0 then
+    local cur = tonumber(redis.call('HGET', HMETA, 'n') or '0')
+    local caught = catch_up(cur, SEEN_MSG)
+    if caught > cur then redis.call('HINCRBY', HMETA, 'n', caught - cur) end
+  end
+end
+
 -- Sequence an event and publish it once to every node with members: before .. seq .. after
 -- (.. extra: a message's number field).
 local function publish(before, after, extra)
-  local seq = redis.call('INCR', SEQ)
+  local seq = next_number(SEQ, nil, SEEN_SEQ)
   local msg = before .. seq .. after .. (extra or '')
   for _, n in ipairs(redis.call('HKEYS', NODES)) do
     redis.call(PUBLISH, TOPIC .. n, msg)

@@ -2,6 +2,7 @@
 -- ('' = no event), +5 event after, +6 joined message (to this node), +7 left message (to a
 -- node the membership moves from), +8 node index prefix, +9 index entry.
 -- Returns {fresh, n, last message number, member1..memberN, attr name, value, ...}.
+catch_up_all()
 local account, node, conn = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
 local me = node .. ' ' .. conn
 local index, entry = ARGV[FIRST + 8], ARGV[FIRST + 9]

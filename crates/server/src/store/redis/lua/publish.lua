@@ -23,7 +23,7 @@ if ARGV[FIRST + 6] ~= '1' then
   outbox('done')
   return 'sent'
 end
-local n = redis.call('HINCRBY', HMETA, 'n', 1)
+local n = next_number(HMETA, 'n', SEEN_MSG)
 local seq = publish(ARGV[FIRST + 4], ARGV[FIRST + 5], n .. ';')
 local size = tonumber(setting('history')) or 0
 if ARGV[FIRST + 11] == '1' and size > 0 then
