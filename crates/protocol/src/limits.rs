@@ -267,6 +267,12 @@ impl Default for Limits {
 /// sequence numbers stay at or below it.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+/// How far the numbers a member says it saw of a channel (`seen_seq`, `seen_msg`:
+/// [`crate::frame::Seen`]) may move the channel's numbers on: more than any writes a failover
+/// loses, and a member cannot move a channel's numbers out of what clients count exactly
+/// ([`MAX_SAFE_INTEGER`]). The server's rule is `store::catch_up`.
+pub const CATCH_UP_MAX: u64 = 100_000;
+
 /// Characters allowed in accounts and channel names: visible, no whitespace, no controls.
 fn is_visible(c: char) -> bool {
     !c.is_whitespace() && !c.is_control()

@@ -147,8 +147,7 @@ pub struct MailItem<'a> {
     pub events: &'a StepEvents,
 }
 
-/// How far a member's [`Seen`] numbers may move a channel's numbers on ([`catch_up`]).
-pub const CATCH_UP_MAX: u64 = 100_000;
+pub use opensig_protocol::limits::CATCH_UP_MAX;
 
 /// A channel's sequence or message number `current`, caught up to `seen`, what a member
 /// says it saw of the channel: when `seen` is ahead, the channel's numbers went back — a Redis

@@ -16,7 +16,8 @@ local HIST, HMETA, TIMERS = KEYS[12], KEYS[13], KEYS[14]
 -- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size,
 -- seconds an empty channel with kept messages (and no attributes) is kept, the channel's
 -- expiry timer (encoded; due when an empty channel's attributes go by themselves), the
--- sequence and message number the calling member saw of the channel (0: none; store::Seen).
+-- sequence and message number the calling member saw of the channel (0: none;
+-- opensig_protocol::frame::Seen).
 local TOPIC, RATE = ARGV[1], ARGV[2]
 local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6],
   auto = ARGV[7], history = ARGV[9]}
