@@ -141,9 +141,11 @@ struct FastArgs<'a> {
     max: Option<u64>,
     num: Option<u64>,
     force: Option<bool>,
-    /// (`names::field::SEEN_SEQ`, `SEEN_MSG`)
+    /// (`names::field::SEEN_SEQ`, `SEEN_MSG`, `SEEN_ID`)
     seen_seq: Option<u64>,
     seen_msg: Option<u64>,
+    #[serde(borrow)]
+    seen_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     extra: Option<&'a RawValue>,
 }
@@ -169,6 +171,7 @@ impl FastArgs<'_> {
             call::USER_GETMSG => Request::UserGetmsg {
                 ver_clear: self.ver_clear.unwrap_or(0),
                 max: self.max.unwrap_or(30),
+                seen_id: owned(&self.seen_id),
             },
             call::USER_SENDMSG => Request::UserSendmsg {
                 peer: req(&self.peer)?,
@@ -350,6 +353,8 @@ pub enum Request {
     UserGetmsg {
         ver_clear: u64,
         max: u64,
+        /// opensig: the id of the message processed at `ver_clear` (`names::field::SEEN_ID`).
+        seen_id: Option<String>,
     },
     UserGetmsg2 {
         clear_msgs: Vec<String>,
@@ -549,6 +554,7 @@ impl Request {
             call::USER_GETMSG => Request::UserGetmsg {
                 ver_clear: a.uint_or("ver_clear", 0)?,
                 max: a.uint_or("max", 30)?,
+                seen_id: a.opt_text(crate::names::field::SEEN_ID)?,
             },
             call::USER_GETMSG2 => Request::UserGetmsg2 {
                 clear_msgs: match args.get("clear_msgs") {
@@ -1191,6 +1197,38 @@ mod tests {
     }
 
     #[test]
+    fn the_id_a_client_processed_at_its_version_rides_with_its_poll() {
+        let decode = |text: &str| {
+            let ClientFrame::Call2(c) = ClientFrame::decode(text).unwrap() else {
+                panic!()
+            };
+            c.decode().unwrap().request
+        };
+        let poll = |seen_id: Option<&str>| Request::UserGetmsg {
+            ver_clear: 5,
+            max: 30,
+            seen_id: seen_id.map(str::to_owned),
+        };
+        // the typed path and the lenient one (a version as text)
+        assert_eq!(
+            decode(r#"["call2",["user_getmsg",2,{"ver_clear":5,"max":30,"seen_id":"7a.1"}]]"#),
+            Ok(poll(Some("7a.1")))
+        );
+        assert_eq!(
+            decode(r#"["call2",["user_getmsg",2,{"ver_clear":"5","seen_id":"7a.1"}]]"#),
+            Ok(poll(Some("7a.1")))
+        );
+        assert_eq!(
+            decode(r#"["call2",["user_getmsg",2,{"ver_clear":5,"seen_id":null}]]"#),
+            Ok(poll(None))
+        );
+        assert_eq!(
+            decode(r#"["call2",["user_getmsg",2,{"ver_clear":5,"seen_id":["x"]}]]"#),
+            Err(ErrorKind::InvalidArgs)
+        );
+    }
+
+    #[test]
     fn rejects_bad_frames() {
         assert_eq!(ClientFrame::decode("{"), Err(DecodeError::NotJson));
         assert_eq!(ClientFrame::decode("{}"), Err(DecodeError::NotAFrame));
@@ -1220,7 +1258,8 @@ mod tests {
             Request::parse("user_getmsg", &m(json!({"ver_clear": "12", "max": 30}))),
             Ok(Request::UserGetmsg {
                 ver_clear: 12,
-                max: 30
+                max: 30,
+                seen_id: None,
             })
         );
         assert_eq!(

@@ -38,6 +38,10 @@ pub mod field {
     pub const SEEN_SEQ: &str = "seen_seq";
     /// With them: the number of the latest channel message the member saw.
     pub const SEEN_MSG: &str = "seen_msg";
+    /// With `user_getmsg`: the msg-v3 id of the message the client processed at version
+    /// `ver_clear`, so that the server can tell that version was handed out again (a Redis
+    /// primary died before its replica had the message that used it).
+    pub const SEEN_ID: &str = "seen_id";
 }
 
 /// `call2` function names (PROTOCOL.md §9.3 and the `invoke` table of §14).

@@ -411,6 +411,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     let acked = Poll::Versions {
         ver_clear: 1,
         max: 10,
+        seen_id: None,
     };
     other.mail_poll(to(&a, 0), acked).await.unwrap();
     assert!(matches!(
@@ -543,7 +544,11 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
         (1..=5).map(|i| format!("push{i}#{i}")).collect::<Vec<_>>(),
         "pushed in version order, version filled in"
     );
-    let poll = |ver_clear, max| Poll::Versions { ver_clear, max };
+    let poll = |ver_clear, max| Poll::Versions {
+        ver_clear,
+        max,
+        seen_id: None,
+    };
     let page = s.mail_poll(user, poll(2, 2)).await.unwrap();
     assert_eq!(page.ver_clear, 2);
     assert_eq!(
@@ -1871,6 +1876,7 @@ async fn one_acknowledgement_frees_exactly_what_its_messages_held<S: Harness>() 
             Poll::Versions {
                 ver_clear: 3,
                 max: 10,
+                seen_id: None,
             },
         )
         .await
@@ -1908,6 +1914,7 @@ async fn mailbox_numbering_is_kept_for_its_time_then_starts_again<S: Harness>() 
     let ack = |v| Poll::Versions {
         ver_clear: v,
         max: 10,
+        seen_id: None,
     };
     let stored = |r: Appended| r.version().expect("stored");
     assert_eq!(
@@ -2056,6 +2063,7 @@ async fn messages_sent_at_once_each_get_their_own_outcome<S: Harness>() {
             Poll::Versions {
                 ver_clear: 0,
                 max: 100,
+                seen_id: None,
             },
         )
         .await
@@ -2265,6 +2273,80 @@ async fn steps_append_their_events_on_their_outcomes<S: Harness>() {
     assert_eq!(s.channel_attrs(at).await.unwrap(), vec![]);
 }
 
+/// A poll that finds a mailbox's numbering went back under its client (`store::renumbered`)
+/// — the message held at the version it acknowledges is not the one it processed there, or it
+/// acknowledges a version above the last one handed out (a Redis primary died before its
+/// replica had the messages that used them; a server without Redis restarted) — numbers the
+/// messages above the acknowledged version again after it, in their order, and drops none of
+/// them; the numbering goes on from there. Every store alike.
+async fn a_poll_that_finds_the_numbering_went_back_numbers_again<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, u) = (app("app"), acct("eve"));
+    let user = User {
+        app: &a,
+        account: &u,
+    };
+    let p = tpl("p");
+    let poll = |ver_clear, seen_id| Poll::Versions {
+        ver_clear,
+        max: 10,
+        seen_id,
+    };
+    let append = |i: u32| {
+        let (id, text) = (format!("id{i}"), format!("t{i}"));
+        let s = &s;
+        let p = &p;
+        async move {
+            let r = s.mail_append(user, item(&id, &text, p)).await.unwrap();
+            r.version().expect("stored")
+        }
+    };
+    let page = |m: MailPage| {
+        let msgs: Vec<(u64, String)> = m.msgs.iter().map(|(v, t)| (*v, t.to_string())).collect();
+        (m.ver_clear, msgs)
+    };
+    let t = |v: u64, i: u32| (v, format!("t{i}"));
+    for i in 1..=3 {
+        assert_eq!(append(i).await, u64::from(i));
+    }
+    // the message at the version acknowledged is the one processed there: as ever
+    let got = other.mail_poll(user, poll(2, Some("id2"))).await.unwrap();
+    assert_eq!(page(got), (2, vec![t(3, 3)]));
+    // the client processed another message at version 3 than the mailbox holds there
+    let got = s.mail_poll(user, poll(3, Some("lost"))).await.unwrap();
+    assert_eq!(page(got), (3, vec![t(4, 3)]), "numbered again, not dropped");
+    assert_eq!(append(4).await, 5, "the numbering goes on from there");
+    // a client that acknowledges a version above the last one handed out
+    let got = other.mail_poll(user, poll(9, None)).await.unwrap();
+    assert_eq!(page(got), (9, vec![t(10, 3), t(11, 4)]));
+    assert_eq!(append(5).await, 12);
+    // matching, or no id said: acknowledged as ever
+    let got = s.mail_poll(user, poll(10, Some("id3"))).await.unwrap();
+    assert_eq!(page(got), (10, vec![t(11, 4), t(12, 5)]));
+    assert_eq!(s.footprint().await.unwrap().stored_messages, 2);
+    let got = other.mail_poll(user, poll(12, None)).await.unwrap();
+    assert_eq!(page(got), (12, vec![]));
+    assert_eq!(s.footprint().await.unwrap().stored_messages, 0);
+    // what it renumbered still counts against the app's quota exactly: a quota of one
+    // message takes one more, and then no more
+    let quota = MailQuota {
+        app_messages: 1,
+        ..MailQuota::default()
+    };
+    let one = |id| MailItem {
+        quota,
+        ..item(id, "x", &p)
+    };
+    assert!(matches!(
+        s.mail_append(user, one("q1")).await.unwrap(),
+        Appended::Stored { .. }
+    ));
+    assert_eq!(
+        s.mail_append(user, one("q2")).await.unwrap(),
+        Appended::AppFull
+    );
+}
+
 macro_rules! conformance {
     ($module:ident, $store:ty, $($test:ident),* $(,)?) => {
         mod $module {
@@ -2293,6 +2375,7 @@ macro_rules! suite {
             channels_sequence_events_for_members,
             channel_history_numbers_keeps_and_trims,
             channel_numbers_catch_up_to_what_a_member_saw,
+            a_poll_that_finds_the_numbering_went_back_numbers_again,
             settings_gate_events_and_rates,
             empty_channels_keep_state_only_for_attributes,
             channel_attributes_share_the_app_s_quota,
@@ -2418,6 +2501,7 @@ async fn redis_mail_and_quota_keys_always_expire() {
         Poll::Versions {
             ver_clear: 2,
             max: 10,
+            seen_id: None,
         },
     )
     .await
@@ -2594,6 +2678,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
             Poll::Versions {
                 ver_clear: 0,
                 max: 10,
+                seen_id: None,
             },
         )
         .await
@@ -2605,6 +2690,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
             Poll::Versions {
                 ver_clear: 3,
                 max: 10,
+                seen_id: None,
             },
         )
         .await

@@ -173,9 +173,14 @@ impl<S: Store> Signaling<S> {
         s: &mut Session<S>,
         ver_clear: u64,
         max: u64,
+        seen_id: Option<&str>,
     ) -> RResult<Reply> {
         let max = (max as usize).clamp(1, self.limits().mailbox_page_max);
-        let poll = Poll::Versions { ver_clear, max };
+        let poll = Poll::Versions {
+            ver_clear,
+            max,
+            seen_id,
+        };
         let page = self.store.mail_poll(user(&s.app, &s.account), poll).await?;
         Ok(Reply::Mail {
             ver_clear: Some(page.ver_clear),

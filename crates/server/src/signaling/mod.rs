@@ -265,7 +265,14 @@ impl<S: Store> Signaling<S> {
         match request {
             // the connection ends the session (it knows how to close)
             Request::UserLogout => Ok(Reply::Done),
-            Request::UserGetmsg { ver_clear, max } => self.get_messages(s, ver_clear, max).await,
+            Request::UserGetmsg {
+                ver_clear,
+                max,
+                seen_id,
+            } => {
+                self.get_messages(s, ver_clear, max, seen_id.as_deref())
+                    .await
+            }
             Request::UserGetmsg2 { clear_msgs, max } => {
                 self.get_messages_by_id(s, &clear_msgs, max).await
             }

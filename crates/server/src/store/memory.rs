@@ -113,6 +113,22 @@ impl Mailbox {
         self.app.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Number the messages above the acknowledged version again from `from + 1` on, in
+    /// their order ([`super::renumbered`]); not when that would pass `MAX_SAFE_INTEGER`.
+    fn renumber(&mut self, from: u64) {
+        let cleared = self.cleared;
+        let n = self.msgs.iter().filter(|m| m.version > cleared).count() as u64;
+        if n == 0 || from.saturating_add(n) > MAX_SAFE_INTEGER {
+            return;
+        }
+        let mut v = from;
+        for m in self.msgs.iter_mut().filter(|m| m.version > cleared) {
+            v += 1;
+            m.version = v;
+        }
+        self.last = self.last.max(v);
+    }
+
     /// Empty and untouched for `keep`: its numbering is gone.
     fn forgotten(&self, now: Instant, keep: Duration) -> bool {
         self.msgs.is_empty() && self.touched.is_none_or(|t| now.duration_since(t) > keep)
@@ -885,8 +901,21 @@ impl Store for Memory {
         let mut mb = self.inner.mailbox(user.app, user.account, now);
         mb.touched = Some(now);
         match poll {
-            Poll::Versions { ver_clear, max } => {
-                mb.cleared = mb.cleared.max(ver_clear.min(MAX_SAFE_INTEGER));
+            Poll::Versions {
+                ver_clear,
+                max,
+                seen_id,
+            } => {
+                let want = ver_clear.min(MAX_SAFE_INTEGER);
+                let at_want = mb
+                    .msgs
+                    .iter()
+                    .find(|m| m.version == want && want > mb.cleared);
+                if super::renumbered(want, mb.last, at_want.map(|m| m.id.as_str()), seen_id) {
+                    let from = want.max(mb.last);
+                    mb.renumber(from);
+                }
+                mb.cleared = mb.cleared.max(want);
                 mb.last = mb.last.max(mb.cleared);
                 mb.purge(now);
                 Ok(mb.page(max))

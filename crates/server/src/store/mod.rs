@@ -166,6 +166,22 @@ pub fn catch_up(current: u64, seen: u64) -> u64 {
     }
 }
 
+/// Whether a mode-0 poll finds that a mailbox's numbering went back under the client: it
+/// acknowledges version `want` above the `last` version the mailbox handed out, or the
+/// message the mailbox holds at `want` (`at_want`, its id, when it holds one not yet
+/// acknowledged) is not the one the client processed there (`seen`, its id, when the client
+/// says). A Redis primary died before its replica had the messages that used those versions
+/// (or a server without Redis restarted, or a mailbox's numbering was forgotten after
+/// `mailbox_state_keep_secs`): new messages got them again, and acknowledging `want` would
+/// drop ones the client never had. Then the messages above the mailbox's acknowledged version
+/// are numbered again after `max(want, last)`, in their order (unless that passes
+/// `MAX_SAFE_INTEGER`), so the client gets them; those it had already processed come again
+/// with their ids, which clients drop as seen. (The Redis scripts keep the same rule:
+/// mail_poll.lua.)
+pub fn renumbered(want: u64, last: u64, at_want: Option<&str>, seen: Option<&str>) -> bool {
+    want > last || matches!((at_want, seen), (Some(a), Some(s)) if a != s)
+}
+
 /// How late an expired message may still count against its app's mail quota, on every store:
 /// the memory store walks an app's mailboxes for expired mail at most this often (when the
 /// quota would refuse a message), Redis counts messages in groups that expire within this
@@ -627,6 +643,9 @@ pub enum Poll<'a> {
         ver_clear: u64,
         /// Page size.
         max: usize,
+        /// The msg-v3 id of the message the client processed at `ver_clear`, when it says
+        /// ([`renumbered`]).
+        seen_id: Option<&'a str>,
     },
     /// Mode 1: the messages with these ids are dropped; up to `max` of the rest, which count
     /// as acknowledged.

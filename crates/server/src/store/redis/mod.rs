@@ -1195,8 +1195,12 @@ impl Store for Redis {
         let mut inv = script.prepare_invoke();
         inner.box_call(&mut inv, user.app, user.account);
         match poll {
-            Poll::Versions { ver_clear, max } => {
-                inv.arg(ver_clear).arg(max);
+            Poll::Versions {
+                ver_clear,
+                max,
+                seen_id,
+            } => {
+                inv.arg(ver_clear).arg(max).arg(seen_id.unwrap_or(""));
             }
             Poll::Ids { clear, max } => {
                 inv.arg(max);

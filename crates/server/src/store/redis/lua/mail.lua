@@ -138,9 +138,9 @@ end
 
 -- Drop every message of versions up to v: a fixed number of commands however many there are
 -- (an acknowledgement covers every message since the last one), in slices of 1,000 (Lua's
--- limit on a call's arguments).
-local function drop_mail_upto(box, v)
-  local items = redis.call('ZRANGEBYSCORE', box.mb, '-inf', v)
+-- limit on a call's arguments). `items`: those messages when the caller has read them.
+local function drop_mail_upto(box, v, items)
+  items = items or redis.call('ZRANGEBYSCORE', box.mb, '-inf', v)
   if #items == 0 then return end
   redis.call('ZREMRANGEBYSCORE', box.mb, '-inf', v)
   for from = 1, #items, 1000 do

@@ -1,5 +1,9 @@
 -- Acknowledge up to ver_clear (never backwards), drop what is acknowledged or expired, return
--- up to max messages after it. KEYS: the box (mail.lua). ARGV: the box, ver_clear, max.
+-- up to max messages after it. When the numbering went back under the client (the rule of
+-- store::renumbered: ver_clear is above the last version handed out, or the message held at
+-- ver_clear is not the one the client processed there, seen id), the messages above the
+-- acknowledged version are first numbered again after max(ver_clear, last), in their order.
+-- KEYS: the box (mail.lua). ARGV: the box, ver_clear, max, seen id ('': none).
 -- Returns {cleared, v1, text1, v2, text2, ...}.
 local box = box_at(1, 1)
 local a = BOX_ARGS + 1
@@ -8,11 +12,41 @@ local meta = redis.call('HMGET', box.meta, 'cleared', 'last')
 local cleared, last = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
 local want = tonumber(ARGV[a])
 if want > 9007199254740991 then want = 9007199254740991 end
+local seen = ARGV[a + 2]
+-- what the poll acknowledges, read once: the last of them may be the message at ver_clear
+local acked, back = {}, want > last
+if want > cleared then
+  local scored = redis.call('ZRANGEBYSCORE', box.mb, '-inf', want, 'WITHSCORES')
+  for i = 1, #scored, 2 do acked[#acked + 1] = scored[i] end
+  local n = #scored
+  if seen ~= '' and n > 0 and tonumber(scored[n]) == want then
+    back = back or string.match(scored[n - 1], '^%d+ (%S+) ') ~= seen
+  end
+end
+if back then
+  local from = math.max(want, last)
+  local rest = redis.call('ZRANGEBYSCORE', box.mb, '(' .. cleared, '+inf')
+  if #rest > 0 and from + #rest <= 9007199254740991 then
+    redis.call('ZREMRANGEBYSCORE', box.mb, '(' .. cleared, '+inf')
+    for s = 1, #rest, 500 do
+      local args = {}
+      for i = s, math.min(s + 499, #rest) do
+        args[#args + 1] = from + i
+        args[#args + 1] = rest[i]
+      end
+      redis.call('ZADD', box.mb, unpack(args))
+    end
+    last = from + #rest
+    -- what it acknowledges now: none of them (all above ver_clear), and what the mailbox
+    -- may still hold up to its own acknowledged version
+    acked = nil
+  end
+end
 if want > cleared then cleared = want end
 if cleared > last then last = cleared end
 redis.call('HSET', box.meta, 'cleared', cleared, 'last', last, 'kept', now + box.keep_ms)
 redis.call('PEXPIRE', box.meta, box.keep_ms)
-drop_mail_upto(box, cleared)
+drop_mail_upto(box, cleared, acked)
 local out = {cleared}
 local max = tonumber(ARGV[a + 1])
 local items = redis.call('ZRANGEBYSCORE', box.mb, '(' .. cleared, '+inf', 'WITHSCORES', 'LIMIT', 0, max + 64)
