@@ -632,10 +632,11 @@ fn mailbox_pages_are_drained_at_once_and_acknowledged() {
     h.take_sent();
     h.reply(id, json!({"result": "ok", "ver_clear": 0, "msgs": page}));
     assert_eq!(h.take_events().len(), 30);
-    // the next page is asked for at once (Q5), carrying the acknowledgement
+    // the next page is asked for at once (Q5), carrying the acknowledgement, and the id of
+    // the message processed at the version acknowledged (opensig)
     assert_eq!(
         h.calls("user_getmsg"),
-        vec![json!({"ver_clear": 30, "max": 30, "line": "L1"})]
+        vec![json!({"ver_clear": 30, "max": 30, "seen_id": "m30", "line": "L1"})]
     );
     let id = h.call_id("user_getmsg");
     h.take_sent();
@@ -651,7 +652,7 @@ fn mailbox_pages_are_drained_at_once_and_acknowledged() {
     h.advance(1);
     assert_eq!(
         h.calls("user_getmsg"),
-        vec![json!({"ver_clear": 45, "max": 30, "line": "L1"})]
+        vec![json!({"ver_clear": 45, "max": 30, "seen_id": "m45", "line": "L1"})]
     );
     let id = h.call_id("user_getmsg");
     h.take_sent();
@@ -689,7 +690,7 @@ fn inline_recvmsg_contiguous_gap_and_duplicates() {
     assert!(h.take_events().is_empty());
     assert_eq!(
         h.calls("user_getmsg"),
-        vec![json!({"ver_clear": 1, "max": 30, "line": "L1"})]
+        vec![json!({"ver_clear": 1, "max": 30, "seen_id": "a", "line": "L1"})]
     );
     let id = h.call_id("user_getmsg");
     h.take_sent();
@@ -717,6 +718,72 @@ fn inline_recvmsg_contiguous_gap_and_duplicates() {
             account: "bob".into(),
             msg: "one, much later".into()
         }]
+    );
+}
+
+/// After a failover that lost the messages which used some versions, the server hands those
+/// versions out again: a pushed message at a version processed already, with an id never
+/// seen, is delivered (not taken for an old one) and makes the client poll, with the id it
+/// processed at its version, so the server numbers its mailbox again; one seen is dropped.
+#[test]
+fn a_new_message_at_a_version_processed_already_is_delivered() {
+    let mut h = H::logged_in(cfg(&["ws://a/"]));
+    let push = |v: u64, id: &str, text: &str| {
+        json!([
+            "notify",
+            [
+                "recvmsg",
+                json!([v, msg_v3(id, "bob", "instant", text)]).to_string()
+            ]
+        ])
+    };
+    let texts = |h: &mut H| -> Vec<String> {
+        h.take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::MessageInstant { msg, .. } => msg.as_str().map(String::from),
+                _ => None,
+            })
+            .collect()
+    };
+    for (v, id) in [(1, "a"), (2, "b"), (3, "c")] {
+        h.frame(push(v, id, id));
+    }
+    assert_eq!(texts(&mut h), vec!["a", "b", "c"]);
+    // version 2 again, its message seen: dropped, no poll
+    h.frame(push(2, "b", "b"));
+    assert!(texts(&mut h).is_empty());
+    assert!(h.calls("user_getmsg").is_empty());
+    // version 2 again, a message never seen: delivered, and the mailbox polled at once
+    h.frame(push(2, "x", "new at 2"));
+    assert_eq!(texts(&mut h), vec!["new at 2"]);
+    assert_eq!(
+        h.calls("user_getmsg"),
+        vec![json!({"ver_clear": 3, "max": 30, "seen_id": "c", "line": "L1"})]
+    );
+    // the server numbered its mailbox again after 3: what came is dropped by its id, the
+    // rest delivered in order, and the next acknowledgement says the id at the new version
+    let id = h.call_id("user_getmsg");
+    h.take_sent();
+    let page = json!([
+        [4, msg_v3("x", "bob", "instant", "new at 2")],
+        [5, msg_v3("y", "bob", "instant", "new at 3")]
+    ]);
+    h.reply(id, json!({"result": "ok", "ver_clear": 3, "msgs": page}));
+    assert_eq!(texts(&mut h), vec!["new at 3"]);
+    h.advance(1_000);
+    assert_eq!(
+        h.calls("user_getmsg"),
+        vec![json!({"ver_clear": 5, "max": 30, "seen_id": "y", "line": "L1"})]
+    );
+    // a reply that acknowledges more than the client processed: no id to say
+    let id = h.call_id("user_getmsg");
+    h.take_sent();
+    h.reply(id, json!({"result": "ok", "ver_clear": 9, "msgs": []}));
+    h.frame(json!(["notify", ["msg", 10]]));
+    assert_eq!(
+        h.calls("user_getmsg"),
+        vec![json!({"ver_clear": 9, "max": 30, "line": "L1"})]
     );
 }
 

@@ -99,6 +99,73 @@ async fn ver_clear_never_goes_backwards() {
     assert_eq!(page["msgs"].as_array().unwrap().len(), 1);
 }
 
+/// A client whose mailbox versions were handed out again — it processed versions the server
+/// no longer knows (a server without Redis restarted; a Redis primary died before its replica
+/// had them) — gets the new messages numbered anew after what it processed, not dropped as
+/// acknowledged: when it acknowledges a version above the last one, or says (`seen_id`) it
+/// processed another message at that version than the mailbox holds.
+#[tokio::test]
+async fn a_poll_that_finds_its_versions_handed_out_again_gets_them_anew() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    for t in ["a", "b"] {
+        alice.send("erin", t).await.unwrap();
+    }
+    let mut erin = Raw::connect(&srv.ws_url()).await;
+    erin.login(APP, "erin", "").await;
+    let texts = |page: &serde_json::Value| -> Vec<(u64, String)> {
+        page["msgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let parsed = opensig_protocol::msg::parse(m[1].as_str().unwrap()).unwrap();
+                (m[0].as_u64().unwrap(), parsed.content.to_string())
+            })
+            .collect()
+    };
+    // it had processed up to version 5 before the server lost them: 1 and 2 come as 6 and 7
+    let (_, page) = erin
+        .call("user_getmsg", 1, json!({"ver_clear": 5, "max": 30}))
+        .await;
+    assert_eq!(page["ver_clear"], 5);
+    assert_eq!(texts(&page), vec![(6, "a".into()), (7, "b".into())]);
+    // it says it processed another message at 6 than "a": 6 and 7 come again as 8 and 9
+    let (_, page) = erin
+        .call(
+            "user_getmsg",
+            2,
+            json!({"ver_clear": 6, "max": 30, "seen_id": "not-a"}),
+        )
+        .await;
+    assert_eq!(page["ver_clear"], 6);
+    assert_eq!(texts(&page), vec![(8, "a".into()), (9, "b".into())]);
+    // the id of "a", at 8: acknowledged as ever
+    let id_a = opensig_protocol::msg::parse(page["msgs"][0][1].as_str().unwrap())
+        .unwrap()
+        .id
+        .unwrap()
+        .to_string();
+    let (_, page) = erin
+        .call(
+            "user_getmsg",
+            3,
+            json!({"ver_clear": 8, "max": 30, "seen_id": id_a}),
+        )
+        .await;
+    assert_eq!(page["ver_clear"], 8);
+    assert_eq!(texts(&page), vec![(9, "b".into())]);
+    // not a string: the documented error
+    let (head, _) = erin
+        .call(
+            "user_getmsg",
+            4,
+            json!({"ver_clear": 8, "max": 30, "seen_id": [1]}),
+        )
+        .await;
+    assert_eq!(head, "invalid_args");
+}
+
 #[tokio::test]
 async fn messages_expire_after_their_flag_ttl() {
     let srv = server().await;

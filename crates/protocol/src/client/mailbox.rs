@@ -9,7 +9,7 @@ use super::{
 };
 use crate::json::{as_u64, JsonValue};
 use crate::msg;
-use crate::names::{call, msgtype, notify};
+use crate::names::{call, field::SEEN_ID, msgtype, notify};
 
 const MAILBOX_PAGE: u64 = 30;
 const ACK_DELAY_MS: Millis = 1_000;
@@ -20,6 +20,9 @@ const DEDUP_MAX: usize = 2048;
 pub(super) struct Mailbox {
     /// Highest version processed locally (sent as `ver_clear`); survives reconnects.
     acked: u64,
+    /// The msg-v3 id of the message processed at `acked`, when known (sent as `seen_id`: the
+    /// server numbers its mailbox again when it holds another message there).
+    acked_id: Option<String>,
     /// Highest version announced by the server.
     notified: u64,
     /// `ver_clear` of the last reply.
@@ -131,12 +134,17 @@ impl<V: JsonValue> Client<V> {
                     return;
                 };
                 if self.inline_in_order(v, now) {
-                    self.process_user_message(&m, now);
+                    self.process_user_message(&m, now, true);
+                } else if v <= self.mailbox.acked && self.process_user_message(&m, now, false) {
+                    // a version processed already, with a message never seen: the mailbox's
+                    // numbering went back (the server lost the messages that used it); the
+                    // poll makes it number what it holds again after what was processed
+                    self.poll_mailbox(now);
                 }
             }
             notify::RECVMSG_BY_MSGID => {
                 if let Some(m) = arg1.and_then(|a| a.as_string()) {
-                    self.process_user_message(&m, now);
+                    self.process_user_message(&m, now, false);
                 }
             }
             notify::PEER_STATUS => {
@@ -156,10 +164,13 @@ impl<V: JsonValue> Client<V> {
         self.mailbox.in_flight = true;
         self.mailbox.last_poll = now;
         self.mailbox.ack_due = None;
-        let body = Body::new()
+        let mut body = Body::new()
             .n("ver_clear", self.mailbox.acked)
-            .n("max", MAILBOX_PAGE)
-            .0;
+            .n("max", MAILBOX_PAGE);
+        if let Some(id) = &self.mailbox.acked_id {
+            body = body.s(SEEN_ID, id);
+        }
+        let body = body.0;
         self.request_front(call::USER_GETMSG, body, Kind::GetMsg, "getmsg", now);
     }
 
@@ -171,7 +182,10 @@ impl<V: JsonValue> Client<V> {
             return;
         };
         self.mailbox.server_clear = clear;
-        self.mailbox.acked = self.mailbox.acked.max(clear);
+        if clear > self.mailbox.acked {
+            self.mailbox.acked = clear;
+            self.mailbox.acked_id = None;
+        }
         let msgs = body.get("msgs");
         let count = msgs.as_ref().and_then(|m| m.array_len()).unwrap_or(0);
         for i in 0..count {
@@ -185,8 +199,8 @@ impl<V: JsonValue> Client<V> {
                 continue;
             };
             if v > self.mailbox.acked {
-                self.process_user_message(&text, now);
                 self.mailbox.acked = v;
+                self.process_user_message(&text, now, true);
             }
         }
         if count as u64 >= MAILBOX_PAGE || self.mailbox.acked < self.mailbox.notified {
@@ -229,6 +243,7 @@ impl<V: JsonValue> Client<V> {
         }
         self.received(conn, now);
         self.inline_in_order(v, now);
+        self.mailbox.acked_id = id.map(String::from);
         if self.first_time(id, now) {
             Direct::Deliver(ChannelId(0))
         } else {
@@ -242,10 +257,17 @@ impl<V: JsonValue> Client<V> {
         id.is_none_or(|id| self.dedup.first_time(id, now, window))
     }
 
-    fn process_user_message(&mut self, text: &str, now: Millis) {
-        let Some(m) = msg::parse(text) else { return };
+    /// A user message: delivered unless its msg-v3 id was seen before (returns whether it
+    /// was new). `at_acked`: it is the message processed at the acknowledged version.
+    fn process_user_message(&mut self, text: &str, now: Millis, at_acked: bool) -> bool {
+        let Some(m) = msg::parse(text) else {
+            return false;
+        };
+        if at_acked {
+            self.mailbox.acked_id = m.id.map(String::from);
+        }
         if !self.first_time(m.id, now) {
-            return;
+            return false;
         }
         if m.kind == msgtype::INSTANT {
             self.events.push_back(Event::MessageInstant {
@@ -255,7 +277,7 @@ impl<V: JsonValue> Client<V> {
         } else if m.kind.starts_with(msgtype::VOIP_PREFIX) {
             let Some(content) = V::parse(m.content) else {
                 self.log("ignored a call message whose content is not JSON");
-                return;
+                return true;
             };
             let channel = content
                 .get("channel")
@@ -273,5 +295,6 @@ impl<V: JsonValue> Client<V> {
                 .map(|c| c as u32);
             self.on_voip(m.kind, channel, peer, extra, code, now);
         }
+        true
     }
 }
