@@ -225,8 +225,10 @@ for (const [k, v] of Object.entries(report)) console.log(`[build-sdk] ${k}: ${v}
 // 2026-12-03: up to 57,250 / 62,100 for the channel's numbers a member saw sent with its
 // messages and rejoins (`seen_seq`, `seen_msg`), and the recovery on a join of a joined channel.
 // 2026-12-03: up to 57,300 / 62,150 for the mailbox's versions handed out again: the id at the
-// acknowledged version sent with each poll (`seen_id`), a new message at an old version delivered.
-const BUDGET = { npm: 57300, classic: 62150 }; // BENCHMARKS.md says what each raise bought
+// acknowledged version sent with each poll (`seen_id`), a new message at an old version delivered;
+// then to 57,500 / 62,350 for the server's `rejoin` notice (channels joined again and what the
+// node missed fetched from the history, after its subscriptions were gone with a Redis primary).
+const BUDGET = { npm: 57500, classic: 62350 }; // BENCHMARKS.md says what each raise bought
 const GOAL = { npm: ORIGINAL_GZIP, classic: Math.round(ORIGINAL_GZIP * 1.15) };
 const sizes = {
   npm: gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),

@@ -1022,6 +1022,11 @@ pub mod out {
         json_text(&(event::NOTIFY, (notify::MSG, version)))
     }
 
+    /// `["notify",["rejoin"]]` (opensig, [`notify::REJOIN`]).
+    pub fn rejoin_notice() -> String {
+        json_text(&(event::NOTIFY, [notify::REJOIN]))
+    }
+
     /// `["notify",["peer_status","{\"<account>\":\"<state>\"}"]]` (opensig): watched
     /// accounts' new states.
     pub fn peer_status(states: &[(&str, &str)]) -> String {

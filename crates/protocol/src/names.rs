@@ -159,6 +159,11 @@ pub mod notify {
     /// opensig: watched accounts' new states `["peer_status", "<JSON text of {account: state}>"]`
     /// (states: [`super::peer_state`]), only to sessions that subscribed.
     pub const PEER_STATUS: &str = "peer_status";
+    /// opensig: `["rejoin"]`, "this session's node may have missed channel events" (its
+    /// subscriptions went with a Redis primary that died, or with its pub/sub connection):
+    /// the client joins its channels again, with the numbers it saw, and fetches what it
+    /// missed from their history.
+    pub const REJOIN: &str = "rejoin";
 }
 
 /// opensig: the states of a watched account (RTM's `PeerOnlineState`).

@@ -1559,6 +1559,64 @@ fn joining_a_joined_channel_again_recovers_what_was_missed() {
     assert_eq!(channel_texts(h.take_events()), vec!["m8"]);
 }
 
+/// The server's `rejoin` notice (its node lost its subscriptions for a while: a Redis primary
+/// died): each joined channel is joined again with the numbers seen, not announced to the
+/// app, its live events held while what was missed comes from the history; a failure leaves
+/// the channel joined.
+#[test]
+fn the_server_s_rejoin_notice_recovers_what_its_node_missed() {
+    let mut h = in_room(3);
+    h.frame(numbered("room", 10, 4, "m4"));
+    assert_eq!(channel_texts(h.take_events()), vec!["m4"]);
+    h.take_sent();
+    // 5 and 6 were published while the node was not subscribed
+    h.frame(json!(["notify", ["rejoin"]]));
+    let asked = h.calls("channel_join");
+    assert_eq!(
+        asked,
+        vec![json!({"name": "room", "seen_seq": 10, "seen_msg": 4, "line": "L1"})]
+    );
+    let id = h.call_id("channel_join");
+    h.take_sent();
+    h.frame(numbered("room", 13, 7, "m7"));
+    assert_eq!(channel_texts(h.take_events()), Vec::<String>::new());
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [["bob", 0]], "attrs": {}, "last_msg": 7}),
+    );
+    let events = h.take_events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelJoined { .. })),
+        "not announced: {events:?}"
+    );
+    let asked = h.calls("channel_history");
+    assert_eq!(
+        (asked[0]["after"].as_u64(), asked[0]["max"].as_u64()),
+        (Some(4), Some(3))
+    );
+    let hid = h.call_id("channel_history");
+    h.take_sent();
+    let kept =
+        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
+    h.reply(
+        hid,
+        json!({"result": "ok", "name": "room", "last": 7, "msgs": [kept(5), kept(6), kept(7)]}),
+    );
+    assert_eq!(channel_texts(h.take_events()), vec!["m5", "m6", "m7"]);
+    // refused (its join budget spent): still joined, what waited is delivered
+    h.frame(json!(["notify", ["rejoin"]]));
+    let id = h.call_id("channel_join");
+    h.take_sent();
+    h.frame(numbered("room", 14, 8, "m8"));
+    h.reply(id, json!({"result": "failed", "reason": "rate_limited"}));
+    let texts = channel_texts(h.take_events());
+    assert_eq!(texts.last().map(String::as_str), Some("m8"));
+    h.frame(numbered("room", 15, 9, "m9"));
+    assert_eq!(channel_texts(h.take_events()), vec!["m9"]);
+}
+
 #[test]
 fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     let mut h = in_room(3);

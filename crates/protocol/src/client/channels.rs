@@ -137,7 +137,7 @@ impl<V: JsonValue> Client<V> {
                         if c.held.is_none() {
                             c.held = Some(Vec::new());
                         }
-                        let body = Body::new().s("name", name).0;
+                        let body = seen(Body::new().s("name", name), c).0;
                         let mode = JoinMode::Again;
                         self.request(
                             call::CHANNEL_JOIN,
@@ -207,28 +207,35 @@ impl<V: JsonValue> Client<V> {
         (c.state != ChanState::Left).then_some(ch)
     }
 
-    /// After a reconnect: join every joined channel again, ahead of anything queued.
-    pub(super) fn rejoin_channels(&mut self, now: Millis) {
+    /// Join every joined channel again, ahead of anything queued, with the numbers seen, its
+    /// live events waiting for the reply (and a recovery): after a reconnect (`Rejoin`), or on
+    /// the server's `rejoin` notice (`Check`: not while a join of it is on its way).
+    pub(super) fn rejoin_channels(&mut self, mode: JoinMode, now: Millis) {
+        let after_reconnect = mode == JoinMode::Rejoin;
+        if !after_reconnect && self.state != State::LoggedIn {
+            return;
+        }
         let rejoin: Vec<(u32, String)> = self
             .chans
             .map
             .iter_mut()
-            .filter(|(_, c)| c.state == ChanState::Joined)
+            .filter(|(_, c)| {
+                c.state == ChanState::Joined
+                    && (after_reconnect || (!c.rejoining && c.held.is_none()))
+            })
             .map(|(id, c)| {
-                c.rejoining = true;
-                // live events wait for the rejoin (and a recovery); what waited for an
-                // earlier one comes again with this one
+                // what waited for an earlier join comes again with this one
                 c.held = Some(Vec::new());
                 let body = seen(Body::new().s("name", &c.name), c).0;
-                c.last_seq = 0;
+                if after_reconnect {
+                    c.rejoining = true;
+                    c.last_seq = 0;
+                }
                 (*id, body)
             })
             .collect();
         for (ch, body) in rejoin {
-            let kind = Kind::Join {
-                ch,
-                mode: JoinMode::Rejoin,
-            };
+            let kind = Kind::Join { ch, mode };
             self.request_front(call::CHANNEL_JOIN, body, kind, "channelJoin", now);
         }
     }
@@ -251,7 +258,7 @@ impl<V: JsonValue> Client<V> {
                 c.state = ChanState::Joined;
                 let rejoin = mode == JoinMode::Rejoin;
                 // a join of a joined channel: the membership may have been lost meanwhile
-                let again = mode == JoinMode::Again && !c.rejoining;
+                let again = matches!(mode, JoinMode::Again | JoinMode::Check) && !c.rejoining;
                 if !rejoin {
                     c.last_seq = 0;
                 }
@@ -273,7 +280,10 @@ impl<V: JsonValue> Client<V> {
                     _ => c.last_msg = latest,
                 }
                 let release = (rejoin || again) && recover.is_none();
-                let announce = mode != JoinMode::Rejoin || c.announce;
+                let announce = match mode {
+                    JoinMode::Rejoin | JoinMode::Check => c.announce,
+                    _ => true,
+                };
                 if mode == JoinMode::Rejoin {
                     c.rejoining = false;
                     c.announce = false;
@@ -316,7 +326,7 @@ impl<V: JsonValue> Client<V> {
                 }
             }
             // asked again while joined: still joined (the error is reported as such)
-            Err(_) if mode == JoinMode::Again => {
+            Err(_) if matches!(mode, JoinMode::Again | JoinMode::Check) => {
                 if !c.rejoining {
                     self.release_held(ch, 0);
                 }

@@ -559,7 +559,7 @@ impl<V: JsonValue> Client<V> {
         self.mailbox.forget_poll();
         self.poll_mailbox(now);
         if reconnected {
-            self.rejoin_channels(now);
+            self.rejoin_channels(super::requests::JoinMode::Rejoin, now);
             self.resubscribe(now);
         }
         self.flush();

@@ -147,6 +147,7 @@ impl<V: JsonValue> Client<V> {
                     self.process_user_message(&m, now, false);
                 }
             }
+            notify::REJOIN => self.rejoin_channels(super::requests::JoinMode::Check, now),
             notify::PEER_STATUS => {
                 let text = arg1.and_then(|a| a.as_string()).unwrap_or_default();
                 if let Some(status) = V::parse(&text) {

@@ -19,6 +19,9 @@ pub(super) enum JoinMode {
     Rejoin,
     /// `channelJoin` again for a Channel that is joined: `ChannelJoined` and a fresh list.
     Again,
+    /// Joined again on the server's `rejoin` notice: a fresh list, what was missed fetched;
+    /// a failure changes nothing.
+    Check,
 }
 
 /// Who waits for a reply.

@@ -523,6 +523,19 @@ impl Inner {
         self.conn.clone()
     }
 
+    /// This node's subscriptions were gone for a while (its pub/sub connection, or a Redis
+    /// primary that died before the node subscribed on its replica): what was published
+    /// meanwhile never came. Every client polls its mailbox and joins its channels again
+    /// (the opensig SDK fetches the messages it missed from their history).
+    fn missed_pushes(&self) {
+        let poll: Frame = out::msg_notice(1).into();
+        let rejoin: Frame = out::rejoin_notice().into();
+        for c in self.conns.iter() {
+            c.push(poll.clone());
+            c.push(rejoin.clone());
+        }
+    }
+
     /// Register `app` in the cluster's list of apps and this node's, once per process (and
     /// again with every session refresh, see `heartbeat`): the timer poller reads the one,
     /// a node's reaper the other.
@@ -1972,12 +1985,9 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
             let _ = tx.send(());
         }
         if reconnected {
-            // pushes may have been lost while disconnected: have every client poll its mailbox
+            // pushes may have been lost while disconnected
             if let Some(i) = inner.upgrade() {
-                let nudge: Frame = out::msg_notice(1).into();
-                for c in i.conns.iter() {
-                    c.push(nudge.clone());
-                }
+                i.missed_pushes();
             }
         }
         reconnected = true;
@@ -2044,11 +2054,8 @@ async fn resubscribe(inner: Weak<Inner>) {
         }
         if all {
             i.resubscribing.store(false, Ordering::SeqCst);
-            info!("this node's topics are subscribed again; clients poll their mailboxes");
-            let nudge: Frame = out::msg_notice(1).into();
-            for c in i.conns.iter() {
-                c.push(nudge.clone());
-            }
+            info!("this node's topics are subscribed again; clients poll their mailboxes and rejoin their channels");
+            i.missed_pushes();
             return;
         }
     }
