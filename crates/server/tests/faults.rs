@@ -352,6 +352,87 @@ async fn a_redis_restart_in_the_middle_of_a_stream_loses_no_acknowledged_message
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A node cut off from Redis misses what is published meanwhile. Back, it tells its clients
+/// (`["notify",["msg",1]]` and `["notify",["rejoin"]]`), and a channel member on the opensig
+/// SDK joins again with the numbers it saw and gets the messages it missed from the history,
+/// in order and once, before what comes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_cut_has_its_members_fetch_the_channel_messages_they_missed() {
+    // a link to one Redis, as in the test below
+    let (own, url) = if redis_cluster() {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("opensig-rejoin-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = durable_redis(port, &dir);
+        (Some((child, dir)), format!("redis://127.0.0.1:{port}/"))
+    } else {
+        (None, redis_url())
+    };
+    let redis: std::net::SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let link = CutProxy::start(redis).await;
+    let prefix = unique_prefix();
+    let node = |i: usize, via: String| {
+        let prefix = prefix.clone();
+        server_with(move |c| {
+            c.redis_url = Some(via);
+            c.redis_prefix = prefix;
+            c.node_id = Some(format!("rejoin{i}"));
+        })
+    };
+    let a = node(0, format!("redis://{}/", link.addr)).await;
+    let b = node(1, url.clone()).await;
+    let mut amy = User::login(&a.ws_url(), "amy").await;
+    amy.join("room").await;
+    let mut rob = Raw::connect(&a.ws_url()).await;
+    rob.login(APP, "rob", "").await;
+    let mut bea = User::login(&b.ws_url(), "bea").await;
+    bea.join("room").await;
+    let said = |text: &'static str| move |e: &Event<serde_json::Value>| matches!(e, Event::ChannelMessage { msg, .. } if msg == text);
+    bea.channel_send("room", "before").await.unwrap();
+    amy.expect(said("before")).await;
+    link.set_down(true);
+    link.cut();
+    for t in ["while 1", "while 2"] {
+        bea.channel_send("room", t).await.unwrap();
+    }
+    link.set_down(false);
+    // the node tells its clients, once subscribed again
+    let mut told = vec![];
+    while told.len() < 2 {
+        let f = rob.recv_flat().await.expect("frames");
+        if f[0] == "notify" {
+            told.push(f[1].clone());
+        }
+    }
+    assert_eq!(
+        told,
+        vec![serde_json::json!(["msg", 1]), serde_json::json!(["rejoin"])]
+    );
+    let mut got = vec![];
+    while got.len() < 2 {
+        match amy.next().await {
+            Event::ChannelMessage { msg, .. } => got.push(msg.as_str().unwrap().to_string()),
+            Event::ChannelJoined { .. } => panic!("a rejoin the node asked for is not announced"),
+            _ => {}
+        }
+    }
+    assert_eq!(got, vec!["while 1", "while 2"]);
+    bea.channel_send("room", "after").await.unwrap();
+    let e = amy
+        .expect(|e| matches!(e, Event::ChannelMessage { .. }))
+        .await;
+    assert!(said("after")(&e), "nothing twice: {e:?}");
+    if let Some((mut child, dir)) = own {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_loses_no_acknowledged_message_and_serves_again() {
     const TOTAL: usize = 4_000;
