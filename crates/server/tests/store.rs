@@ -419,7 +419,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
         Appended::Stored { .. }
     ));
     // 3 + 3 + 6 bytes held: one more byte is over
-    assert!(s.mail_withdraw(to(&a, 1), 1).await.unwrap());
+    assert!(s.mail_withdraw(to(&a, 1), 1, "i").await.unwrap());
     assert_eq!(
         s.mail_append(to(&a, 1), capped("abcd")).await.unwrap(),
         Appended::AppFull,
@@ -560,10 +560,14 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
     );
     // never backwards
     assert_eq!(s.mail_poll(user, poll(0, 10)).await.unwrap().ver_clear, 2);
-    assert!(s.mail_withdraw(user, 5).await.unwrap());
-    assert!(!s.mail_withdraw(user, 5).await.unwrap());
     assert!(
-        !s.mail_withdraw(user, 1).await.unwrap(),
+        !s.mail_withdraw(user, 5, "id3").await.unwrap(),
+        "not its id"
+    );
+    assert!(s.mail_withdraw(user, 5, "id4").await.unwrap());
+    assert!(!s.mail_withdraw(user, 5, "id4").await.unwrap());
+    assert!(
+        !s.mail_withdraw(user, 1, "id0").await.unwrap(),
         "acknowledged already"
     );
     assert_eq!(s.footprint().await.unwrap().stored_messages, 2);
@@ -1214,8 +1218,20 @@ async fn invitations_live_step_and_end_once<S: Harness>() {
     assert_eq!(s.invite_open(open).await.unwrap(), stored);
     let r = other.invite_get(&key).await.unwrap().unwrap();
     assert_eq!(
-        (r.extra.as_str(), r.state, r.version, r.generation),
-        ("{\"x\":1}", InviteState::Ringing { acked: false }, 1, 7)
+        (
+            r.extra.as_str(),
+            r.state,
+            r.version,
+            r.generation,
+            r.msg_id.as_str()
+        ),
+        (
+            "{\"x\":1}",
+            InviteState::Ringing { acked: false },
+            1,
+            7,
+            "inv"
+        )
     );
     let caller = User {
         app: &a,
@@ -2315,6 +2331,8 @@ async fn a_poll_that_finds_the_numbering_went_back_numbers_again<S: Harness>() {
     // the client processed another message at version 3 than the mailbox holds there
     let got = s.mail_poll(user, poll(3, Some("lost"))).await.unwrap();
     assert_eq!(page(got), (3, vec![t(4, 3)]), "numbered again, not dropped");
+    // withdrawing what was at 4 before (an invitation, by its id) leaves what is there now
+    assert!(!other.mail_withdraw(user, 4, "id4").await.unwrap());
     assert_eq!(append(4).await, 5, "the numbering goes on from there");
     // a client that acknowledges a version above the last one handed out
     let got = other.mail_poll(user, poll(9, None)).await.unwrap();
@@ -2506,7 +2524,7 @@ async fn redis_mail_and_quota_keys_always_expire() {
     )
     .await
     .unwrap();
-    assert!(s.mail_withdraw(to(1), 2).await.unwrap());
+    assert!(s.mail_withdraw(to(1), 2, "i").await.unwrap());
     for i in 0..2 {
         let r = s.mail_append(to(0), mail(3_600_000)).await.unwrap();
         assert!(r.version().is_some(), "after acknowledging, {i}: {r:?}");

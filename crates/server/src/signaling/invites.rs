@@ -311,7 +311,9 @@ impl<S: Store> Signaling<S> {
             return Ok(());
         };
         let callee = user(&key.app, &key.callee);
-        let withdrawn = store.mail_withdraw(callee, invite.version).await?;
+        let withdrawn = store
+            .mail_withdraw(callee, invite.version, &invite.msg_id)
+            .await?;
         if !withdrawn || store.online(callee).await? {
             let body = content::voip(
                 &key.channel,

@@ -938,12 +938,12 @@ impl Store for Memory {
         }
     }
 
-    async fn mail_withdraw(&self, user: User<'_>, version: u64) -> SResult<bool> {
+    async fn mail_withdraw(&self, user: User<'_>, version: u64, id: &str) -> SResult<bool> {
         let Some(mut mb) = self.inner.mailboxes.get_mut(&key(user.app, user.account)) else {
             return Ok(false);
         };
         let before = mb.msgs.len();
-        mb.retain(|m| m.version != version);
+        mb.retain(|m| m.version != version || m.id != id);
         Ok(before != mb.msgs.len())
     }
 
@@ -1177,6 +1177,7 @@ impl Store for Memory {
                 extra: open.extra.into(),
                 state: InviteState::Ringing { acked: false },
                 version,
+                msg_id: open.mail.id.to_string(),
                 generation: open.generation,
             };
             self.inner.invites.insert(key.clone(), record);

@@ -444,6 +444,9 @@ pub struct InviteRecord {
     pub state: InviteState,
     /// The callee's mailbox version holding the invitation.
     pub version: u64,
+    /// The invitation message's msg-v3 id (withdrawn only while that version still holds
+    /// it: a mailbox numbered again may hold another message there).
+    pub msg_id: String,
     /// Tells this invitation from an earlier one with the same key.
     pub generation: u64,
 }
@@ -1046,11 +1049,14 @@ pub trait Store: Send + Sync + 'static {
         user: User<'_>,
         poll: Poll<'_>,
     ) -> impl Future<Output = SResult<MailPage>> + Send;
-    /// Remove the message `version` if it is not acknowledged yet; true when it was there.
+    /// Remove the message `version` with msg-v3 id `id` if it is not acknowledged yet; true
+    /// when it was there. Another message at that version stays (a poll numbered the mailbox
+    /// again, [`renumbered`]).
     fn mail_withdraw(
         &self,
         user: User<'_>,
         version: u64,
+        id: &str,
     ) -> impl Future<Output = SResult<bool>> + Send;
 
     // ---------------------------------------------------------------- channels

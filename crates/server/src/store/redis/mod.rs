@@ -383,6 +383,8 @@ fn invite_record(fields: Vec<Option<String>>) -> Option<InviteRecord> {
         state,
         version: get(2)?.parse().ok()?,
         generation: get(3)?.parse().ok()?,
+        // a record from before ids were kept: withdraws nothing (the callee gets a bye)
+        msg_id: get(4).unwrap_or_default(),
     })
 }
 
@@ -1226,12 +1228,12 @@ impl Store for Redis {
         Ok(page(r))
     }
 
-    async fn mail_withdraw(&self, user: User<'_>, version: u64) -> SResult<bool> {
+    async fn mail_withdraw(&self, user: User<'_>, version: u64, id: &str) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
         let mut inv = inner.scripts.mail_withdraw.prepare_invoke();
         inner.box_call(&mut inv, user.app, user.account);
-        inv.arg(version);
+        inv.arg(version).arg(id);
         let n: i64 = inner.run(&inv).await?;
         Ok(n > 0)
     }

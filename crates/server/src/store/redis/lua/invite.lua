@@ -1,5 +1,5 @@
 -- Invitations (with mail.lua). A record is a hash: extra, state (ringing | acked | accepted),
--- version (the callee's mailbox version of the invitation), gen. The caller's index lists its
+-- version (the callee's mailbox version of the invitation), gen, mid (its msg-v3 id). The caller's index lists its
 -- invitations (entries made by the caller of the script).
 -- ARGV 1 op. The mail part (mail.lua's mail_at: MAIL_KEYS keys, MAIL_ARGS arguments) comes
 -- first, from KEYS[1] and ARGV[2]; "M+n" below is the n-th key or argument after it.
@@ -10,8 +10,8 @@
 --         accept | end), M+2 require live (1/0), then an index entry per invitation.
 --         Returns {live, status, version, offline}.
 --   take:  KEYS 1 record, 2 caller index. ARGV 2 gen, 3 ringing only (1/0), 4 index entry.
---         Removes and returns {extra, state, version, gen} when it matches, else false.
---   get:   KEYS 1 record. Returns {extra, state, version, gen} or false.
+--         Removes and returns {extra, state, version, gen, mid} when it matches, else false.
+--   get:   KEYS 1 record. Returns {extra, state, version, gen, mid} or false.
 local op = ARGV[1]
 local K, A = MAIL_KEYS, 1 + MAIL_ARGS
 if op == 'open' then
@@ -19,7 +19,8 @@ if op == 'open' then
   local r = append_mail(mail)
   if r[1] ~= 0 then return r end
   local rec, idx, timers = KEYS[K + 1], KEYS[K + 2], KEYS[K + 3]
-  redis.call('HSET', rec, 'extra', ARGV[A + 1], 'state', 'ringing', 'version', r[2], 'gen', ARGV[A + 2])
+  redis.call('HSET', rec, 'extra', ARGV[A + 1], 'state', 'ringing', 'version', r[2], 'gen', ARGV[A + 2],
+    'mid', mail.id)
   redis.call('PEXPIRE', rec, mail.ttl_ms)
   redis.call('SADD', idx, ARGV[A + 3])
   redis.call('PEXPIRE', idx, mail.ttl_ms)
@@ -51,14 +52,14 @@ elseif op == 'relay' then
   local r = append_mail(mail_at(1, 2))
   return {live, r[1], r[2], r[3] or 0}
 elseif op == 'take' then
-  local f = redis.call('HMGET', KEYS[1], 'extra', 'state', 'version', 'gen')
+  local f = redis.call('HMGET', KEYS[1], 'extra', 'state', 'version', 'gen', 'mid')
   if f[4] ~= ARGV[2] then return false end
   if ARGV[3] == '1' and f[2] == 'accepted' then return false end
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[4])
   return f
 else
-  local f = redis.call('HMGET', KEYS[1], 'extra', 'state', 'version', 'gen')
+  local f = redis.call('HMGET', KEYS[1], 'extra', 'state', 'version', 'gen', 'mid')
   if not f[4] then return false end
   return f
 end
