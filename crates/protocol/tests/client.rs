@@ -182,6 +182,27 @@ fn msg_v3(id: &str, from: &str, kind: &str, content: &str) -> String {
     format!("msg-v3 {id} {from} 0 alice {kind} - {content}")
 }
 
+/// An instant message from bob pushed at mailbox version `v`.
+fn push(v: u64, id: &str, text: &str) -> Value {
+    json!([
+        "notify",
+        [
+            "recvmsg",
+            json!([v, msg_v3(id, "bob", "instant", text)]).to_string()
+        ]
+    ])
+}
+
+/// The texts of the instant messages among `ev`.
+fn instant_texts(ev: Vec<Event<Value>>) -> Vec<String> {
+    ev.into_iter()
+        .filter_map(|e| match e {
+            Event::MessageInstant { msg, .. } => msg.as_str().map(String::from),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn login_sends_the_original_frames_in_order() {
     let mut h = H::new(cfg(&["ws://a/"]));
@@ -667,15 +688,6 @@ fn mailbox_pages_are_drained_at_once_and_acknowledged() {
 #[test]
 fn inline_recvmsg_contiguous_gap_and_duplicates() {
     let mut h = H::logged_in(cfg(&["ws://a/"]));
-    let push = |v: u64, id: &str, text: &str| {
-        json!([
-            "notify",
-            [
-                "recvmsg",
-                json!([v, msg_v3(id, "bob", "instant", text)]).to_string()
-            ]
-        ])
-    };
     h.frame(push(1, "a", "one"));
     assert_eq!(
         h.take_events(),
@@ -696,15 +708,7 @@ fn inline_recvmsg_contiguous_gap_and_duplicates() {
     h.take_sent();
     // the poll returns 2 and 3; 3 again with another version is dropped by its id
     h.reply(id, json!({"result": "ok", "ver_clear": 1, "msgs": [[2, msg_v3("b", "bob", "instant", "two")], [3, msg_v3("c", "bob", "instant", "three")], [4, msg_v3("c", "bob", "instant", "three again")]]}));
-    let texts: Vec<String> = h
-        .take_events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::MessageInstant { msg, .. } => msg.as_str().map(String::from),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(texts, vec!["two", "three"]);
+    assert_eq!(instant_texts(h.take_events()), vec!["two", "three"]);
     // an old version pushed again is ignored
     h.frame(push(2, "b", "two"));
     assert!(h.take_events().is_empty());
@@ -728,24 +732,7 @@ fn inline_recvmsg_contiguous_gap_and_duplicates() {
 #[test]
 fn a_new_message_at_a_version_processed_already_is_delivered() {
     let mut h = H::logged_in(cfg(&["ws://a/"]));
-    let push = |v: u64, id: &str, text: &str| {
-        json!([
-            "notify",
-            [
-                "recvmsg",
-                json!([v, msg_v3(id, "bob", "instant", text)]).to_string()
-            ]
-        ])
-    };
-    let texts = |h: &mut H| -> Vec<String> {
-        h.take_events()
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::MessageInstant { msg, .. } => msg.as_str().map(String::from),
-                _ => None,
-            })
-            .collect()
-    };
+    let texts = |h: &mut H| instant_texts(h.take_events());
     for (v, id) in [(1, "a"), (2, "b"), (3, "c")] {
         h.frame(push(v, id, id));
     }

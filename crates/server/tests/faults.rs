@@ -352,39 +352,81 @@ async fn a_redis_restart_in_the_middle_of_a_stream_loses_no_acknowledged_message
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A Redis reached through a link that can be cut. On a Redis Cluster the client dials each
+/// primary by the address the cluster gives (no proxy can sit in between), so the test runs on
+/// a Redis of its own, killed when this is dropped; a primary dying is the cluster tests below.
+struct CutLink {
+    own: Option<(std::process::Child, std::path::PathBuf)>,
+    /// Redis, directly.
+    url: String,
+    link: CutProxy,
+}
+
+impl CutLink {
+    async fn start(tag: &str) -> CutLink {
+        let (own, url) = if redis_cluster() {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!("opensig-{tag}-{port}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = durable_redis(port, &dir);
+            (Some((child, dir)), format!("redis://127.0.0.1:{port}/"))
+        } else {
+            (None, redis_url())
+        };
+        let redis: std::net::SocketAddr = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let link = CutProxy::start(redis).await;
+        CutLink { own, url, link }
+    }
+
+    /// Two nodes sharing a fresh prefix, `<tag>0` through the link, `<tag>1` directly.
+    async fn nodes(
+        &self,
+        tag: &str,
+        f: impl Fn(&mut opensig_server::ServerConfig),
+    ) -> (opensig_server::Server, opensig_server::Server) {
+        let prefix = unique_prefix();
+        let mut nodes = vec![];
+        for (i, url) in [format!("redis://{}/", self.link.addr), self.url.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            let n = server_with(|c| {
+                c.redis_url = Some(url);
+                c.redis_prefix = prefix.clone();
+                c.node_id = Some(format!("{tag}{i}"));
+                f(c);
+            })
+            .await;
+            nodes.push(n);
+        }
+        let b = nodes.pop().unwrap();
+        (nodes.pop().unwrap(), b)
+    }
+}
+
+impl Drop for CutLink {
+    fn drop(&mut self) {
+        if let Some((child, dir)) = &mut self.own {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&*dir);
+        }
+    }
+}
+
 /// A node cut off from Redis misses what is published meanwhile. Back, it tells its clients
 /// (`["notify",["msg",1]]` and `["notify",["rejoin"]]`), and a channel member on the opensig
 /// SDK joins again with the numbers it saw and gets the messages it missed from the history,
 /// in order and once, before what comes next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_from_a_cut_has_its_members_fetch_the_channel_messages_they_missed() {
-    // a link to one Redis, as in the test below
-    let (own, url) = if redis_cluster() {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("opensig-rejoin-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = durable_redis(port, &dir);
-        (Some((child, dir)), format!("redis://127.0.0.1:{port}/"))
-    } else {
-        (None, redis_url())
-    };
-    let redis: std::net::SocketAddr = url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let link = CutProxy::start(redis).await;
-    let prefix = unique_prefix();
-    let node = |i: usize, via: String| {
-        let prefix = prefix.clone();
-        server_with(move |c| {
-            c.redis_url = Some(via);
-            c.redis_prefix = prefix;
-            c.node_id = Some(format!("rejoin{i}"));
-        })
-    };
-    let a = node(0, format!("redis://{}/", link.addr)).await;
-    let b = node(1, url.clone()).await;
+    let net = CutLink::start("rejoin").await;
+    let (a, b) = net.nodes("rejoin", |_| {}).await;
+    let link = &net.link;
     let mut amy = User::login(&a.ws_url(), "amy").await;
     amy.join("room").await;
     let mut rob = Raw::connect(&a.ws_url()).await;
@@ -426,50 +468,21 @@ async fn a_node_back_from_a_cut_has_its_members_fetch_the_channel_messages_they_
         .expect(|e| matches!(e, Event::ChannelMessage { .. }))
         .await;
     assert!(said("after")(&e), "nothing twice: {e:?}");
-    if let Some((mut child, dir)) = own {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_loses_no_acknowledged_message_and_serves_again() {
     const TOTAL: usize = 4_000;
-    // a link to one Redis (on a Redis Cluster the client dials each primary by the address
-    // the cluster gives: no proxy sits in between; a primary dying is `failover.rs`)
-    let (own, url) = if redis_cluster() {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("opensig-cut-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = durable_redis(port, &dir);
-        (Some((child, dir)), format!("redis://127.0.0.1:{port}/"))
-    } else {
-        (None, redis_url())
-    };
-    let redis: std::net::SocketAddr = url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let link = CutProxy::start(redis).await;
-    let prefix = unique_prefix();
-    let node = |i: usize, via: String| {
-        let prefix = prefix.clone();
-        server_with(move |c| {
-            c.redis_url = Some(via);
-            c.redis_prefix = prefix;
-            c.node_id = Some(format!("cut{i}"));
+    // node 0 reaches Redis through the link that will break
+    let net = CutLink::start("cut").await;
+    let (a, b) = net
+        .nodes("cut", |c| {
             c.set_limit("user_messages_per_second=100000").unwrap();
         })
-    };
-    // node 0 reaches Redis through the link that will break
-    let a = node(0, format!("redis://{}/", link.addr)).await;
-    let b = node(1, url.clone()).await;
+        .await;
+    let link = &net.link;
     let urls = vec![a.ws_url(), b.ws_url()];
-    let link_ = &link;
     let ledger = traffic(Ledger::default(), urls, 5, TOTAL, 400, |sent| async move {
-        let link = link_;
         until_sent(&sent, TOTAL * 4 / 10).await;
         link.set_down(true);
         link.cut();
@@ -489,11 +502,6 @@ async fn a_node_cut_off_from_redis_loses_no_acknowledged_message_and_serves_agai
     ben.send("ann", "welcome").await.unwrap();
     ann.expect(|e| matches!(e, Event::MessageInstant { msg, .. } if msg == "welcome"))
         .await;
-    if let Some((mut child, dir)) = own {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
 
 /// What the channel churn saw: per receiver, per sender, the sequence numbers in arrival order.
