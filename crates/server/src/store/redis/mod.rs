@@ -64,6 +64,11 @@ const TIMER_LEASE_MS: u64 = 10_000;
 const REAP_EVERY: Duration = Duration::from_millis(2000);
 /// Longest a Redis operation may take before the request gets `unavailable`.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Clients told at once that pushes may have been missed ([`Inner::missed_pushes`]): each then
+/// polls its mailbox and joins its channels again, one script each in Redis.
+const NUDGE_BATCH: usize = 1000;
+/// The pause between two such batches.
+const NUDGE_PAUSE: Duration = Duration::from_millis(50);
 
 /// Whether a script may run while Redis is past its `maxmemory`. Redis refuses a script that
 /// would store more whole, before its first write (Redis 7 script flags), so a full Redis
@@ -529,12 +534,21 @@ impl Inner {
     /// primary that died before the node subscribed on its replica): what was published
     /// meanwhile never came. Every client polls its mailbox and joins its channels again
     /// (the opensig SDK fetches the messages it missed from their history).
-    fn missed_pushes(&self) {
+    /// Told [`NUDGE_BATCH`] clients at a time, [`NUDGE_PAUSE`] apart, so that the polls and
+    /// joins they answer with reach Redis spread out (20,000 clients over about a second),
+    /// not all at once.
+    async fn missed_pushes(self: Arc<Self>) {
         let poll: Frame = out::msg_notice(1).into();
         let rejoin: Frame = out::rejoin_notice().into();
-        for c in self.conns.iter() {
-            c.push(poll.clone());
-            c.push(rejoin.clone());
+        let conns: Vec<ConnHandle> = self.conns.iter().map(|c| c.value().clone()).collect();
+        for (i, batch) in conns.chunks(NUDGE_BATCH).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(NUDGE_PAUSE).await;
+            }
+            for c in batch {
+                c.push(poll.clone());
+                c.push(rejoin.clone());
+            }
         }
     }
 
@@ -1989,7 +2003,7 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
         if reconnected {
             // pushes may have been lost while disconnected
             if let Some(i) = inner.upgrade() {
-                i.missed_pushes();
+                tokio::spawn(i.missed_pushes());
             }
         }
         reconnected = true;
@@ -2057,7 +2071,7 @@ async fn resubscribe(inner: Weak<Inner>) {
         if all {
             i.resubscribing.store(false, Ordering::SeqCst);
             info!("this node's topics are subscribed again; clients poll their mailboxes and rejoin their channels");
-            i.missed_pushes();
+            tokio::spawn(i.missed_pushes());
             return;
         }
     }
