@@ -534,6 +534,7 @@ impl Inner {
     /// primary that died before the node subscribed on its replica): what was published
     /// meanwhile never came. Every client polls its mailbox and joins its channels again
     /// (the opensig SDK fetches the messages it missed from their history).
+    ///
     /// Told [`NUDGE_BATCH`] clients at a time, [`NUDGE_PAUSE`] apart, so that the polls and
     /// joins they answer with reach Redis spread out (20,000 clients over about a second),
     /// not all at once.

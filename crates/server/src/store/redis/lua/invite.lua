@@ -1,6 +1,6 @@
 -- Invitations (with mail.lua). A record is a hash: extra, state (ringing | acked | accepted),
--- version (the callee's mailbox version of the invitation), gen, mid (its msg-v3 id). The caller's index lists its
--- invitations (entries made by the caller of the script).
+-- version (the callee's mailbox version of the invitation), gen, mid (its msg-v3 id). The
+-- caller's index lists its invitations (entries made by the caller of the script).
 -- ARGV 1 op. The mail part (mail.lua's mail_at: MAIL_KEYS keys, MAIL_ARGS arguments) comes
 -- first, from KEYS[1] and ARGV[2]; "M+n" below is the n-th key or argument after it.
 --   open: KEYS M+1 record, M+2 caller index, M+3 timers. ARGV M+1 extra, M+2 gen, M+3 index
