@@ -1957,6 +1957,82 @@ async fn mailbox_numbering_is_kept_for_its_time_then_starts_again<S: Harness>() 
     assert_eq!(page.msgs.iter().map(|m| m.0).collect::<Vec<_>>(), [1]);
 }
 
+/// A full mailbox takes messages again as soon as one leaves it, whichever way it left
+/// (withdrawn, acknowledged by version or by id, expired), and a mailbox numbered again holds
+/// as many as before.
+async fn a_full_mailbox_takes_messages_again_however_they_left<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (s, other) = (&s, &other);
+    let (a, bob) = (app("app"), acct("bob"));
+    let user = User {
+        app: &a,
+        account: &bob,
+    };
+    let p = tpl("push");
+    let three = |id, ttl_ms| MailItem {
+        max: 3,
+        ttl: Duration::from_millis(ttl_ms),
+        ..item(id, id, &p)
+    };
+    let hour = 3_600_000;
+    let fill = |id: &'static str| async move {
+        let r = s.mail_append(user, three(id, hour)).await.unwrap();
+        assert!(r.version().is_some(), "{id}: {r:?}");
+    };
+    let full = |id: &'static str| async move {
+        let r = other.mail_append(user, three(id, hour)).await.unwrap();
+        assert_eq!(r, Appended::Full, "{id}");
+    };
+    for id in ["a", "b", "c"] {
+        fill(id).await;
+    }
+    full("d").await;
+    // withdrawn
+    assert!(other.mail_withdraw(user, 3, "c").await.unwrap());
+    fill("d").await;
+    full("e").await;
+    // acknowledged by version
+    let versions = |ver_clear| Poll::Versions {
+        ver_clear,
+        max: 10,
+        seen_id: None,
+    };
+    let page = other.mail_poll(user, versions(1)).await.unwrap();
+    assert_eq!(page.msgs.len(), 2, "b and d are left");
+    fill("e").await;
+    full("f").await;
+    // dropped by id
+    let ids = ["b".to_string()];
+    other
+        .mail_poll(
+            user,
+            Poll::Ids {
+                clear: &ids,
+                max: 0,
+            },
+        )
+        .await
+        .unwrap();
+    fill("f").await;
+    full("g").await;
+    // numbered again (acknowledged above the last version): the same three, as full
+    let page = other.mail_poll(user, versions(100)).await.unwrap();
+    let numbers: Vec<u64> = page.msgs.iter().map(|m| m.0).collect();
+    assert_eq!(numbers, [101, 102, 103]);
+    full("g").await;
+    other.mail_poll(user, versions(103)).await.unwrap();
+    for id in ["g", "h"] {
+        fill(id).await;
+    }
+    let short = s.mail_append(user, three("i", 200)).await.unwrap();
+    assert!(short.version().is_some(), "{short:?}");
+    full("j").await;
+    // expired (and not polled since): it makes room by itself
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    fill("j").await;
+    full("k").await;
+}
+
 /// Resends are dropped for every id of the window, however many the sender sent.
 async fn every_id_of_the_dedup_window_is_remembered<S: Harness>() {
     let (s, other) = S::make().await;
@@ -2405,6 +2481,7 @@ macro_rules! suite {
             steps_append_their_events_on_their_outcomes,
             mailbox_numbering_is_kept_for_its_time_then_starts_again,
             every_id_of_the_dedup_window_is_remembered,
+            a_full_mailbox_takes_messages_again_however_they_left,
             messages_sent_at_once_each_get_their_own_outcome,
             expired_mail_leaves_the_app_s_quota,
             one_acknowledgement_frees_exactly_what_its_messages_held,

@@ -1,6 +1,8 @@
 -- Prepended to the scripts that store or drop mail. A mailbox is a sorted set (score =
 -- version, member = "<expiry ms> <id> <text>") and a meta hash (last, cleared; kept and boxed:
--- until when the hash and the mailbox are kept, as set by the scripts).
+-- until when the hash and the mailbox are kept, as set by the scripts; held: how many messages
+-- the mailbox holds until boxed, so that storing one needs no ZCARD — a script that drops
+-- messages writes it, or deletes it where it does not know it and the next message counts).
 --
 -- An app's ledger counts what all its mailboxes hold, for its quota, in two keys touched with
 -- two commands per message. A hash: n (messages), b (text bytes), due (the end of its earliest
@@ -123,7 +125,7 @@ local function gone_add(gone, m)
 end
 
 -- Drop mailbox members (read by this script, so there) and count them out of the ledger, in
--- slices of 1,000 (Lua's limit on a call's arguments).
+-- slices of 1,000 (Lua's limit on a call's arguments). Returns how many it dropped.
 local function drop_members(box, members)
   for from = 1, #members, 1000 do
     local slice, gone = {}, {}
@@ -134,20 +136,31 @@ local function drop_members(box, members)
     redis.call('ZREM', box.mb, unpack(slice))
     ledger_release(box, gone)
   end
+  return #members
 end
 
 -- Drop every message of versions up to v: a fixed number of commands however many there are
 -- (an acknowledgement covers every message since the last one), in slices of 1,000 (Lua's
 -- limit on a call's arguments). `items`: those messages when the caller has read them.
+-- Returns how many it dropped.
 local function drop_mail_upto(box, v, items)
   items = items or redis.call('ZRANGEBYSCORE', box.mb, '-inf', v)
-  if #items == 0 then return end
+  if #items == 0 then return 0 end
   redis.call('ZREMRANGEBYSCORE', box.mb, '-inf', v)
   for from = 1, #items, 1000 do
     local gone = {}
     for i = from, math.min(from + 999, #items) do gone_add(gone, items[i]) end
     ledger_release(box, gone)
   end
+  return #items
+end
+
+-- How many messages the mailbox holds: the meta hash's count while the mailbox is kept
+-- (`meta_held`, `meta_boxed`: its fields as read), else counted.
+local function held_in(box, now, meta_held, meta_boxed)
+  local held = tonumber(meta_held)
+  if held and now < tonumber(meta_boxed or '0') then return held end
+  return redis.call('ZCARD', box.mb)
 end
 
 -- Count out the groups that have ended by `now` (up to 256 at a time) from the ledger's
@@ -193,7 +206,11 @@ local function append_mail(t)
     if t.deduped then redis.call('DEL', t.dedup) end
     return {status, 0}
   end
-  local held_here = redis.call('ZCARD', t.mb)
+  -- the numbering, until when the meta hash itself and the mailbox are known to be kept, and
+  -- what the mailbox holds
+  local meta = redis.call('HMGET', t.meta, 'last', 'kept', 'boxed', 'held')
+  local last = tonumber(meta[1] or '0')
+  local held_here = held_in(t, now, meta[4], meta[3])
   if held_here >= t.max then
     local expired = {}
     for _, m in ipairs(redis.call('ZRANGE', t.mb, 0, -1)) do
@@ -202,10 +219,9 @@ local function append_mail(t)
     end
     drop_members(t, expired)
     held_here = redis.call('ZCARD', t.mb)
+    -- counted: a refusal below leaves it right
+    redis.call('HSET', t.meta, 'held', held_here)
   end
-  -- the numbering, and until when the meta hash itself and the mailbox are known to be kept
-  local meta = redis.call('HMGET', t.meta, 'last', 'kept', 'boxed')
-  local last = tonumber(meta[1] or '0')
   if held_here >= t.max or last >= 9007199254740991 then return refuse(2) end
   -- the app's ledger, its groups that have ended counted out first (again, while they stand
   -- between this message and the quota)
@@ -237,7 +253,7 @@ local function append_mail(t)
   -- The meta hash notes until when it and the mailbox are kept ('kept', 'boxed': a hash made
   -- anew has neither, and an empty mailbox is a new key), so that knowing costs nothing.
   local keep = tonumber(t.keep_ms)
-  local set = {'last', last}
+  local set = {'last', last, 'held', held_here + 1}
   local kept = now + keep > tonumber(meta[2] or '0')
   if kept then set[#set + 1], set[#set + 2] = 'kept', now + keep + math.floor(keep / 8) end
   local boxed = held_here == 0 or expiry > tonumber(meta[3] or '0')

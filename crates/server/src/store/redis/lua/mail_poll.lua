@@ -8,8 +8,11 @@
 local box = box_at(1, 1)
 local a = BOX_ARGS + 1
 local now = now_ms()
-local meta = redis.call('HMGET', box.meta, 'cleared', 'last')
+local meta = redis.call('HMGET', box.meta, 'cleared', 'last', 'held', 'boxed')
 local cleared, last = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
+-- what the mailbox holds, when the meta hash knows it (mail.lua)
+local held = tonumber(meta[3])
+if held and now >= tonumber(meta[4] or '0') then held = nil end
 local want = tonumber(ARGV[a])
 if want > 9007199254740991 then want = 9007199254740991 end
 local seen = ARGV[a + 2]
@@ -36,6 +39,8 @@ if back then
       end
       redis.call('ZADD', box.mb, unpack(args))
     end
+    -- a mailbox emptied and filled again has lost its expiry
+    if tonumber(meta[4] or '0') > now then redis.call('PEXPIREAT', box.mb, meta[4]) end
     last = from + #rest
     -- what it acknowledges now: none of them (all above ver_clear), and what the mailbox
     -- may still hold up to its own acknowledged version
@@ -44,9 +49,7 @@ if back then
 end
 if want > cleared then cleared = want end
 if cleared > last then last = cleared end
-redis.call('HSET', box.meta, 'cleared', cleared, 'last', last, 'kept', now + box.keep_ms)
-redis.call('PEXPIRE', box.meta, box.keep_ms)
-drop_mail_upto(box, cleared, acked)
+local dropped = drop_mail_upto(box, cleared, acked)
 local out = {cleared}
 local max = tonumber(ARGV[a + 1])
 local items = redis.call('ZRANGEBYSCORE', box.mb, '(' .. cleared, '+inf', 'WITHSCORES', 'LIMIT', 0, max + 64)
@@ -62,5 +65,9 @@ for i = 1, #items, 2 do
     out[#out + 1] = text
   end
 end
-drop_members(box, expired)
+dropped = dropped + drop_members(box, expired)
+local set = {'cleared', cleared, 'last', last, 'kept', now + box.keep_ms}
+if held then set[#set + 1], set[#set + 2] = 'held', math.max(held - dropped, 0) end
+redis.call('HSET', box.meta, unpack(set))
+redis.call('PEXPIRE', box.meta, box.keep_ms)
 return out

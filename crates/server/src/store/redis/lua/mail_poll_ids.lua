@@ -24,14 +24,16 @@ for i = 1, #items, 2 do
     lastv = tonumber(items[i + 1])
   end
 end
-drop_members(box, dropped)
+local gone = drop_members(box, dropped)
 if lastv then
   local cleared = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
   if lastv > cleared then
     redis.call('HSET', box.meta, 'cleared', lastv)
-    drop_mail_upto(box, lastv)
+    gone = gone + drop_mail_upto(box, lastv)
   end
 end
+-- the whole mailbox was read: what it holds now (mail.lua)
+redis.call('HSET', box.meta, 'held', #items / 2 - gone)
 out[1] = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
 if redis.call('PEXPIRE', box.meta, box.keep_ms) == 1 then
   redis.call('HSET', box.meta, 'kept', now + box.keep_ms)

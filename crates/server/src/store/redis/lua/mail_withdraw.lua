@@ -7,6 +7,9 @@ local items = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', box.mb, v, v)) do
   if string.match(m, '^%d+ (%S+) ') == id then items[#items + 1] = m end
 end
-drop_members(box, items)
-if #items > 0 then return 1 end
+if drop_members(box, items) > 0 then
+  -- the next message counts the mailbox (mail.lua)
+  redis.call('HDEL', box.meta, 'held')
+  return 1
+end
 return 0
