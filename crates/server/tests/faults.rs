@@ -900,14 +900,15 @@ async fn collect_stored(url: &str, account: &str) -> HashSet<String> {
 /// is SIGKILLed 0.7 s into its replica falling behind (frozen); the replica takes over, and
 /// the killed node comes back as a replica. With `wait_replicas`, the nodes acknowledge a step
 /// only once a replica holds it.
+/// The failover tests run one at a time (each runs six redis-servers, two under load).
+static FAILOVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn primary_killed_under_load(wait_replicas: u32, mode: &str) -> Option<FailoverReport> {
     if !redis_cluster() {
         println!("runs with OPENSIG_TEST_STORE=redis-cluster");
         return None;
     }
-    // one at a time (each runs six redis-servers and two nodes under load)
-    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one = ONE.lock().await;
+    let _one = FAILOVERS.lock().await;
     const TOTAL: usize = 3_000;
     const MEMBERS: usize = 6;
     const CHANNEL_TOTAL: usize = 1_200;
@@ -1036,4 +1037,72 @@ async fn a_redis_cluster_primary_killed_under_load_loses_nothing_acknowledged_wi
         r.channel.1, r.channel.2,
         "every acknowledged channel message reached every other member"
     );
+}
+
+/// An operator's failover (`CLUSTER FAILOVER`, as for maintenance) moves an app's slot to
+/// another primary, which unsubscribes the nodes from the app's topics there: they subscribe
+/// again, pushes between the nodes go on flowing, and the clients of that app — no one else —
+/// are asked to poll their mailboxes and rejoin their channels for what came meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_handed_over_keeps_the_pushes_flowing() {
+    if !redis_cluster() {
+        println!("runs with OPENSIG_TEST_STORE=redis-cluster");
+        return;
+    }
+    let _one = FAILOVERS.lock().await;
+    let cluster = Arc::new(RedisCluster::start());
+    let prefix = unique_prefix();
+    let nodes = nodes_on(&cluster.url(), &prefix, "ho", 2, |_| {}).await;
+    // an app on another primary (every key of an app carries its tag)
+    let tag = |app: &str| format!("{{{prefix}{app}}}");
+    let via = cluster.ports[0];
+    let moving = cluster.primary_of(via, &tag(APP)).expect("APP's primary");
+    let other = (0..)
+        .map(|i| format!("app{i}"))
+        .find(|a| {
+            cluster
+                .primary_of(via, &tag(a))
+                .is_some_and(|p| p != moving)
+        })
+        .unwrap();
+    let mut amy = User::login(&nodes[0].ws_url(), "amy").await;
+    let mut bob = User::login(&nodes[1].ws_url(), "bob").await;
+    let mut ann = Raw::connect(&nodes[0].ws_url()).await;
+    ann.login(APP, "ann", "").await;
+    let mut oli = Raw::connect(&nodes[0].ws_url()).await;
+    oli.login(&other, "oli", "").await;
+    let got = |text: &'static str| move |e: &Event<serde_json::Value>| matches!(e, Event::MessageInstant { msg, .. } if msg == text);
+    bob.send("amy", "before").await.unwrap();
+    amy.expect(got("before")).await;
+    let (c2, t) = (cluster.clone(), tag(APP));
+    let (old, new) = tokio::task::spawn_blocking(move || c2.hand_over(&t))
+        .await
+        .unwrap();
+    println!("{old} handed the app's slot over to {new}");
+    for text in ["after 1", "after 2"] {
+        bob.send("amy", text).await.unwrap();
+        amy.expect(got(text)).await;
+    }
+    let mut told = vec![];
+    while told.len() < 2 {
+        let f = ann.recv_flat().await.expect("frames");
+        if f[0] == "notify" {
+            told.push(f[1].clone());
+        }
+    }
+    assert_eq!(
+        told,
+        vec![serde_json::json!(["msg", 1]), serde_json::json!(["rejoin"])]
+    );
+    // told in one go with ann's, had it been: it would come before this answer
+    let (err, _) = oli
+        .call(
+            "user_getmsg",
+            1,
+            serde_json::json!({"ver_clear": 0, "max": 30}),
+        )
+        .await;
+    assert_eq!(err, "");
+    let notices: Vec<_> = oli.pending.iter().filter(|f| f[0] == "notify").collect();
+    assert!(notices.is_empty(), "{notices:?}");
 }

@@ -334,6 +334,22 @@ impl RedisCluster {
         assert!(gone, "the node on {port} is still up");
     }
 
+    /// An operator's failover (`CLUSTER FAILOVER` on the replica of `key`'s primary: no
+    /// write lost, the old primary serves on as its replica). Returns (old, new) ports.
+    pub fn hand_over(&self, key: &str) -> (u16, u16) {
+        let via = self.ports[0];
+        let old = self.primary_of(via, key).expect("a primary for the key");
+        let replica = self.replica_of(old).expect("the primary's replica");
+        let reply = redis_cli(replica, &["CLUSTER", "FAILOVER"]);
+        assert!(reply.starts_with("OK"), "CLUSTER FAILOVER: {reply}");
+        self.until("the replica did not take over", |c| {
+            c.primary_of(via, key) == Some(replica)
+                && c.primary_of(old, key) == Some(replica)
+                && redis_cli(via, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        });
+        (old, replica)
+    }
+
     /// The port of the replica of the primary on `primary`.
     pub fn replica_of(&self, primary: u16) -> Option<u16> {
         let nodes = redis_cli(primary, &["CLUSTER", "NODES"]);

@@ -162,6 +162,16 @@ impl Conn {
         Ok(Some(out))
     }
 
+    /// Which primary serves which slots: (first slot, last slot, the primary's node id) per
+    /// range (`None` on one Redis). A replica promoted in a failover has an id of its own.
+    pub async fn slot_owners(&mut self) -> RedisResult<Option<Vec<(u16, u16, String)>>> {
+        let Conn::Cluster(c) = self else {
+            return Ok(None);
+        };
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
+        Ok(Some(slot_owners(&nodes)))
+    }
+
     /// `cmd` on the node at `at` (`None`: the one Redis).
     pub async fn on_node(&mut self, at: Option<&(String, u16)>, cmd: &Cmd) -> RedisResult<Value> {
         match (self, at) {
@@ -209,9 +219,50 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// The slot ranges of the live primaries in a `CLUSTER NODES` reply, with each one's id.
+fn slot_owners(nodes: &str) -> Vec<(u16, u16, String)> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        // <id> <ip:port@cport[,hostname]> <flags> <primary> … <link-state> <slots…>
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let Some(flags) = f.get(2) else { continue };
+        if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+            continue;
+        }
+        // "a-b" or "a"; a slot being moved ("[a->-id]") is still its owner's
+        for r in f.iter().skip(8).filter(|r| !r.starts_with('[')) {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                out.push((a, b, f[0].to_string()));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Target;
+    use super::{slot_owners, Target};
+
+    #[test]
+    fn slot_owners_are_the_live_primaries_ranges() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460 [93->-b2]
+b2 127.0.0.1:7002@17002 master - 0 1700000000000 2 connected 5461-10922 12
+c3 127.0.0.1:7003@17003 master,fail - 1 1700000000000 3 disconnected 10923-16383
+d4 127.0.0.1:7004@17004 slave b2 0 1700000000000 2 connected
+e5 127.0.0.1:7005@17005 master,fail? - 1 1700000000000 5 connected 13
+";
+        let owners = slot_owners(nodes);
+        assert_eq!(
+            owners,
+            [
+                (0, 5460, "a1".to_string()),
+                (5461, 10922, "b2".to_string()),
+                (12, 12, "b2".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn cluster_urls_name_every_seed() {

@@ -319,8 +319,50 @@ impl Keys {
         self.k("timers", &[app])
     }
 
+    /// The Redis Cluster hash slot of a key or topic: CRC16 (XMODEM) of its hash tag (the
+    /// first `{…}` with something inside, else the whole name), mod 16384.
+    pub fn slot(key: &str) -> u16 {
+        let b = key.as_bytes();
+        let tag = b
+            .iter()
+            .position(|&c| c == b'{')
+            .and_then(|open| {
+                let len = b[open + 1..].iter().position(|&c| c == b'}')?;
+                (len > 0).then(|| &b[open + 1..open + 1 + len])
+            })
+            .unwrap_or(b);
+        crc16::State::<crc16::XMODEM>::calculate(tag) % 16384
+    }
+
     /// Key patterns for counting what the cluster holds (`footprint`).
     pub fn pattern(&self, kind: &str) -> String {
         format!("{}{kind} *", self.p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn slots_are_redis_s() {
+        // as `CLUSTER KEYSLOT` answers them (redis-server 7.0)
+        for (key, slot) in [
+            ("foo", 12182),
+            ("somekey", 11058),
+            ("hello", 866),
+            ("{opensig:app}x", 3483),
+            ("os:s {os:myapp} bob", 12838),
+            ("a{}b", 13694),
+            ("{}x{y}", 2166),
+        ] {
+            assert_eq!(Keys::slot(key), slot, "{key}");
+        }
+        let k = Keys::new("os:", true);
+        assert_eq!(
+            Keys::slot(&k.app_topic("myapp", "n1")),
+            Keys::slot(&k.mailbox("myapp", "bob").messages),
+            "an app's topic is in its slot"
+        );
     }
 }

@@ -215,13 +215,22 @@ struct Inner {
     /// node's `Keys::node_apps`) — before its first write of their sessions, memberships or
     /// timers, so the poller and a reaper find them.
     known_apps: DashMap<String, Arc<tokio::sync::OnceCell<()>>>,
-    /// A task is subscribing this node's sharded topics again (after a disconnection).
+    /// A task is subscribing this node's sharded topics again ([`resubscribe`]).
     resubscribing: AtomicBool,
+    /// A connection this node's sharded topics were subscribed on was lost (which topics it
+    /// carried is not known).
+    subs_lost: AtomicBool,
+    /// Apps whose sharded topic Redis unsubscribed this node from (their slot moved to
+    /// another primary: an operator's failover, a slot migration).
+    topics_lost: Mutex<BTreeSet<String>>,
     /// When the timer poller asks each app's timers next (absent: at the next tick).
     timers_next: Mutex<BTreeMap<String, tokio::time::Instant>>,
     /// On a Redis Cluster: the connection this node's sharded topics are subscribed on (one
     /// for the node, one per app it registered).
     subs: Option<redis::cluster_async::ClusterConnection>,
+    /// On a Redis Cluster: which primary served which slots when this node last subscribed
+    /// ([`Conn::slot_owners`]), to tell after a failover whose topics moved.
+    owners: Mutex<Vec<(u16, u16, String)>>,
     /// Connections of this node that logged in, by id.
     conns: DashMap<u64, ConnHandle>,
     /// Sessions of this node: "app account" → conn id.
@@ -451,8 +460,11 @@ impl Redis {
             conn,
             known_apps: DashMap::new(),
             resubscribing: AtomicBool::new(false),
+            subs_lost: AtomicBool::new(false),
+            topics_lost: Mutex::new(BTreeSet::new()),
             timers_next: Mutex::new(BTreeMap::new()),
             subs,
+            owners: Mutex::new(Vec::new()),
             conns: DashMap::new(),
             sessions: DashMap::new(),
             login_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
@@ -482,6 +494,8 @@ impl Redis {
                 if timed(subs.ssubscribe(&topic)).await.is_ok() {
                     let _ = subscribed_tx.send(());
                 }
+                // unknown (an error): a failover then asks every client
+                inner.moved_apps().await;
             }
         }
         // a node that cannot hear its topic would miss every push addressed to it
@@ -532,16 +546,29 @@ impl Inner {
 
     /// This node's subscriptions were gone for a while (its pub/sub connection, or a Redis
     /// primary that died before the node subscribed on its replica): what was published
-    /// meanwhile never came. Every client polls its mailbox and joins its channels again
-    /// (the opensig SDK fetches the messages it missed from their history).
+    /// meanwhile never came. Every client (of `only` these apps: those whose topics moved)
+    /// polls its mailbox and joins its channels again (the opensig SDK fetches the messages
+    /// it missed from their history).
     ///
     /// Told [`NUDGE_BATCH`] clients at a time, [`NUDGE_PAUSE`] apart, so that the polls and
     /// joins they answer with reach Redis spread out (20,000 clients over about a second),
     /// not all at once.
-    async fn missed_pushes(self: Arc<Self>) {
+    async fn missed_pushes(self: Arc<Self>, only: Option<BTreeSet<String>>) {
         let poll: Frame = out::msg_notice(1).into();
         let rejoin: Frame = out::rejoin_notice().into();
-        let conns: Vec<ConnHandle> = self.conns.iter().map(|c| c.value().clone()).collect();
+        let conns: Vec<ConnHandle> = match &only {
+            None => self.conns.iter().map(|c| c.value().clone()).collect(),
+            Some(apps) => self
+                .sessions
+                .iter()
+                .filter(|e| {
+                    e.key()
+                        .split_once(' ')
+                        .is_some_and(|(a, _)| apps.contains(a))
+                })
+                .filter_map(|e| self.conns.get(e.value()).map(|c| c.value().clone()))
+                .collect(),
+        };
         for (i, batch) in conns.chunks(NUDGE_BATCH).enumerate() {
             if i > 0 {
                 tokio::time::sleep(NUDGE_PAUSE).await;
@@ -551,6 +578,30 @@ impl Inner {
                 c.push(rejoin.clone());
             }
         }
+    }
+
+    /// On a Redis Cluster, the apps whose topics (their hash slot) another primary serves now
+    /// than when this node last looked; `None` when none did (a connection lost and back:
+    /// which topics it carried is not known, so every app's) or on one Redis.
+    async fn moved_apps(&self) -> Option<BTreeSet<String>> {
+        let mut c = self.conn();
+        let now = match timed(c.slot_owners()).await {
+            Ok(Some(now)) => now,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!("reading which primary serves which slots: {e}");
+                self.owners.lock().clear();
+                return None;
+            }
+        };
+        let before = std::mem::replace(&mut *self.owners.lock(), now.clone());
+        let node = &self.cfg.node_id;
+        let apps = self.apps_known().into_iter().map(|a| {
+            let slot = Keys::slot(&self.keys.app_topic(&a, node));
+            (a, slot)
+        });
+        let moved = moved_between(&before, &now, apps);
+        (!moved.is_empty()).then_some(moved)
     }
 
     /// Register `app` in the cluster's list of apps and this node's, once per process (and
@@ -1943,6 +1994,24 @@ impl Store for Redis {
     }
 }
 
+/// Of `apps` (each with its topic's slot), those whose slot another primary serves in `now`
+/// than in `before` (slot ranges with their primary's id, [`Conn::slot_owners`]).
+fn moved_between(
+    before: &[(u16, u16, String)],
+    now: &[(u16, u16, String)],
+    apps: impl IntoIterator<Item = (String, u16)>,
+) -> BTreeSet<String> {
+    let owner = |of: &[(u16, u16, String)], slot: u16| {
+        of.iter()
+            .find(|(a, b, _)| *a <= slot && slot <= *b)
+            .map(|o| o.2.clone())
+    };
+    apps.into_iter()
+        .filter(|(_, slot)| owner(before, *slot) != owner(now, *slot))
+        .map(|(app, _)| app)
+        .collect()
+}
+
 /// The key of this node's maps (`sessions`, `members`): "app account" or "app channel".
 fn local(app: impl std::fmt::Display, name: impl std::fmt::Display) -> String {
     format!("{app} {name}")
@@ -2004,7 +2073,7 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
         if reconnected {
             // pushes may have been lost while disconnected
             if let Some(i) = inner.upgrade() {
-                tokio::spawn(i.missed_pushes());
+                tokio::spawn(i.missed_pushes(None));
             }
         }
         reconnected = true;
@@ -2036,18 +2105,43 @@ async fn sharded_subscriber(
                     }
                 }
             }
-            redis::PushKind::Disconnection if !i.resubscribing.swap(true, Ordering::SeqCst) => {
-                tokio::spawn(resubscribe(Arc::downgrade(&i)));
+            redis::PushKind::Disconnection => {
+                i.subs_lost.store(true, Ordering::SeqCst);
+                i.resubscribe_soon();
+            }
+            // this node never unsubscribes: Redis did (the topic's slot moved)
+            redis::PushKind::SUnsubscribe => {
+                let topic = p.data.first().map(text).unwrap_or_default();
+                let node = &i.cfg.node_id;
+                if let Some(app) = i
+                    .apps_known()
+                    .into_iter()
+                    .find(|a| i.keys.app_topic(a, node) == topic)
+                {
+                    i.topics_lost.lock().insert(app);
+                }
+                i.resubscribe_soon();
             }
             _ => {}
         }
     }
 }
 
+impl Inner {
+    /// Start [`resubscribe`] unless it runs.
+    fn resubscribe_soon(self: &Arc<Self>) {
+        if !self.resubscribing.swap(true, Ordering::SeqCst) {
+            tokio::spawn(resubscribe(Arc::downgrade(self)));
+        }
+    }
+}
+
 /// Subscribe every sharded topic of this node again, every half second until all are (the
 /// cluster may still be electing the dead primary's replica; `SSUBSCRIBE` of a topic already
-/// subscribed changes nothing); then every client is asked to poll its mailbox, for the pushes
-/// missed meanwhile.
+/// subscribed changes nothing); then the clients of the apps whose topics were lost (those
+/// Redis unsubscribed, and those whose slot another primary serves now — every app's when a
+/// connection was lost and no slot moved) are asked to poll their mailboxes and rejoin their
+/// channels, for the pushes missed meanwhile. Again while more was lost during a round.
 async fn resubscribe(inner: Weak<Inner>) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -2058,6 +2152,9 @@ async fn resubscribe(inner: Weak<Inner>) {
         let Some(mut subs) = i.subs.clone() else {
             return;
         };
+        // what was lost before this round's subscriptions (what is lost after comes again)
+        let conn_lost = i.subs_lost.swap(false, Ordering::SeqCst);
+        let unsubscribed = std::mem::take(&mut *i.topics_lost.lock());
         let node = &i.cfg.node_id;
         let mut topics = vec![i.keys.topic(node)];
         topics.extend(i.apps_known().iter().map(|a| i.keys.app_topic(a, node)));
@@ -2069,10 +2166,33 @@ async fn resubscribe(inner: Weak<Inner>) {
                 break;
             }
         }
-        if all {
-            i.resubscribing.store(false, Ordering::SeqCst);
-            info!("this node's topics are subscribed again; clients poll their mailboxes and rejoin their channels");
-            tokio::spawn(i.missed_pushes());
+        if !all {
+            i.subs_lost.fetch_or(conn_lost, Ordering::SeqCst);
+            i.topics_lost.lock().extend(unsubscribed);
+            continue;
+        }
+        let told = match conn_lost {
+            false => Some(unsubscribed),
+            true => i.moved_apps().await.map(|mut m| {
+                m.extend(unsubscribed);
+                m
+            }),
+        };
+        match &told {
+            Some(apps) if apps.is_empty() => {}
+            Some(apps) => info!(
+                "this node's topics are subscribed again; the clients of the {} app(s) whose \
+                 topics moved poll their mailboxes and rejoin their channels",
+                apps.len()
+            ),
+            None => info!("this node's topics are subscribed again; clients poll their mailboxes and rejoin their channels"),
+        }
+        if told.as_ref().is_none_or(|apps| !apps.is_empty()) {
+            tokio::spawn(i.clone().missed_pushes(told));
+        }
+        i.resubscribing.store(false, Ordering::SeqCst);
+        let more = i.subs_lost.load(Ordering::SeqCst) || !i.topics_lost.lock().is_empty();
+        if !more || i.resubscribing.swap(true, Ordering::SeqCst) {
             return;
         }
     }
@@ -2337,4 +2457,39 @@ async fn reap_once(i: &Inner) -> SResult<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::moved_between;
+
+    #[test]
+    fn the_apps_a_failover_moved_are_those_of_the_slots_that_changed_hands() {
+        let range = |a, b, id: &str| (a, b, id.to_string());
+        let before = [
+            range(0, 5460, "p1"),
+            range(5461, 10922, "p2"),
+            range(10923, 16383, "p3"),
+        ];
+        // p2's replica r2 took over; p1 gave slot 100 to p3
+        let now = [
+            range(0, 99, "p1"),
+            range(100, 100, "p3"),
+            range(101, 5460, "p1"),
+            range(5461, 10922, "r2"),
+            range(10923, 16383, "p3"),
+        ];
+        let apps =
+            [("a", 50), ("b", 100), ("c", 6000), ("d", 16000)].map(|(a, s)| (a.to_string(), s));
+        let moved: Vec<String> = moved_between(&before, &now, apps.clone())
+            .into_iter()
+            .collect();
+        assert_eq!(moved, ["b", "c"]);
+        // nothing known before: every app
+        assert_eq!(moved_between(&[], &now, apps.clone()).len(), 4);
+        // a primary marked failed and not yet replaced serves nothing: its apps moved
+        let gone = [range(0, 5460, "p1"), range(10923, 16383, "p3")];
+        let moved: Vec<String> = moved_between(&before, &gone, apps).into_iter().collect();
+        assert_eq!(moved, ["c"]);
+    }
 }
