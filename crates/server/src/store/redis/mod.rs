@@ -580,6 +580,13 @@ impl Inner {
         }
     }
 
+    /// Start [`resubscribe`] unless it runs.
+    fn resubscribe_soon(self: &Arc<Self>) {
+        if !self.resubscribing.swap(true, Ordering::SeqCst) {
+            tokio::spawn(resubscribe(Arc::downgrade(self)));
+        }
+    }
+
     /// On a Redis Cluster, the apps whose topics (their hash slot) another primary serves now
     /// than when this node last looked; `None` when none did (a connection lost and back:
     /// which topics it carried is not known, so every app's) or on one Redis.
@@ -2123,15 +2130,6 @@ async fn sharded_subscriber(
                 i.resubscribe_soon();
             }
             _ => {}
-        }
-    }
-}
-
-impl Inner {
-    /// Start [`resubscribe`] unless it runs.
-    fn resubscribe_soon(self: &Arc<Self>) {
-        if !self.resubscribing.swap(true, Ordering::SeqCst) {
-            tokio::spawn(resubscribe(Arc::downgrade(self)));
         }
     }
 }
