@@ -140,19 +140,9 @@ impl Conn {
         };
         let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
         let mut out = Vec::new();
-        for line in nodes.lines() {
-            // <id> <ip:port@cport[,hostname]> <flags> <primary> … <link-state> <slots…>
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(addr), Some(flags)) = (f.get(1), f.get(2)) else {
-                continue;
-            };
-            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
-                continue;
-            }
-            if f.len() < 9 {
-                continue; // a primary without slots holds no keys
-            }
-            let hostport = addr.split(['@', ',']).next().unwrap_or("");
+        // a primary without slots holds no keys
+        for f in live_primaries(&nodes).filter(|f| f.len() > 8) {
+            let hostport = f[1].split(['@', ',']).next().unwrap_or("");
             if let Some((h, p)) = hostport.rsplit_once(':') {
                 if let Ok(p) = p.parse() {
                     out.push((h.to_string(), p));
@@ -219,16 +209,23 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// The fields of the lines of a `CLUSTER NODES` reply that name a primary not marked failed:
+/// `<id> <ip:port@cport[,hostname]> <flags> <primary> … <link-state> <slots…>`.
+fn live_primaries(nodes: &str) -> impl Iterator<Item = Vec<&str>> {
+    nodes
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<&str>>())
+        .filter(|f| {
+            f.get(2).is_some_and(|flags| {
+                flags.split(',').any(|x| x == "master") && !flags.contains("fail")
+            })
+        })
+}
+
 /// The slot ranges of the live primaries in a `CLUSTER NODES` reply, with each one's id.
 fn slot_owners(nodes: &str) -> Vec<(u16, u16, String)> {
     let mut out = Vec::new();
-    for line in nodes.lines() {
-        // <id> <ip:port@cport[,hostname]> <flags> <primary> … <link-state> <slots…>
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let Some(flags) = f.get(2) else { continue };
-        if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
-            continue;
-        }
+    for f in live_primaries(nodes) {
         // "a-b" or "a"; a slot being moved ("[a->-id]") is still its owner's
         for r in f.iter().skip(8).filter(|r| !r.starts_with('[')) {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
