@@ -1102,3 +1102,103 @@ async fn a_primary_handed_over_keeps_the_pushes_flowing() {
     let notices: Vec<_> = oli.pending.iter().filter(|f| f[0] == "notify").collect();
     assert!(notices.is_empty(), "{notices:?}");
 }
+
+/// A primary that died and that no replica replaces (its replica frozen: its sockets stay
+/// open and never answer) holds the steps of its own apps only: the clients of an app on
+/// another primary keep logging in and exchanging messages while the dead primary's app
+/// keeps asking for it — with `--redis-wait-replicas 1` too (each step waits for the replica
+/// of its own primary, not of every one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
+    if !redis_cluster() {
+        println!("runs with OPENSIG_TEST_STORE=redis-cluster");
+        return;
+    }
+    let _one = FAILOVERS.lock().await;
+    let cluster = Arc::new(RedisCluster::start());
+    let prefix = unique_prefix();
+    let nodes = nodes_on(&cluster.url(), &prefix, "dp", 1, |c| {
+        c.redis_wait_replicas = 1;
+    })
+    .await;
+    let url = nodes[0].ws_url();
+    // the dead app's primary holds neither the nodes' registry nor the live app
+    let tag = |app: &str| format!("{{{prefix}{app}}}");
+    let via = cluster.ports[0];
+    let registry = cluster.registry_primary(&prefix);
+    let primary = |app: &str| cluster.primary_of(via, &tag(app)).unwrap();
+    let apps = (0..).map(|i| format!("app{i}"));
+    let dead_app = apps.clone().find(|a| primary(a) != registry).unwrap();
+    let dead = primary(&dead_app);
+    let live_app = apps.clone().find(|a| primary(a) != dead).unwrap();
+    let dead_replica = cluster.replica_of(dead).expect("the primary's replica");
+
+    let mut xena = Raw::connect(&url).await;
+    xena.login(&dead_app, "xena", "").await;
+    let mut oli = Raw::connect(&url).await;
+    oli.login(&live_app, "oli", "").await;
+    let mut pia = Raw::connect(&url).await;
+    pia.login(&live_app, "pia", "").await;
+    let (err, _) = xena
+        .call(
+            "user_sendmsg",
+            1,
+            serde_json::json!({"peer": "yann", "content": "x0"}),
+        )
+        .await;
+    assert_eq!(err, "");
+
+    // the primary killed, its replica frozen: no failover, the slots stay dead
+    let frozen = cluster.freeze(&[dead_replica]);
+    cluster.kill(dead);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let asking = {
+        let (stop, refused) = (stop.clone(), refused.clone());
+        tokio::spawn(async move {
+            // the dead app's steps keep going to its primary
+            for id in 2.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let args = serde_json::json!({"peer": "yann", "content": format!("x{id}")});
+                let (err, _) = xena.call("user_sendmsg", id, args).await;
+                if !err.is_empty() {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    // once the client has found the primary dead (its steps time out, it looks for the
+    // slot's new owner)
+    wait_for("the dead app's step refused", || {
+        let refused = refused.clone();
+        async move { refused.load(Ordering::SeqCst) >= 2 }
+    })
+    .await;
+    for i in 1..=10u64 {
+        let text = format!("p{i}");
+        let (err, _) = oli
+            .call(
+                "user_sendmsg",
+                i,
+                serde_json::json!({"peer": "pia", "content": text}),
+            )
+            .await;
+        assert_eq!(err, "", "message {i} of the live app refused");
+        loop {
+            let f = pia.recv_flat().await.expect("pia's frames");
+            if f.to_string().contains(&text) {
+                break;
+            }
+        }
+    }
+    let mut quinn = Raw::connect(&url).await;
+    let r = quinn.login(&live_app, "quinn", "").await;
+    assert_eq!(r[1][0], "", "{r}");
+    stop.store(true, Ordering::SeqCst);
+    drop(frozen);
+    asking.await.unwrap();
+    let refused = refused.load(Ordering::SeqCst);
+    println!("the dead primary's app: {refused} step(s) refused while it was dead");
+}

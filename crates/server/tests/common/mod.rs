@@ -183,6 +183,17 @@ pub fn redis_cluster_ports() -> Vec<u16> {
     PORTS.get_or_init(|| RedisCluster::start().ports).clone()
 }
 
+/// Frozen Redis nodes (`RedisCluster::freeze`), thawed when this goes.
+pub struct Frozen(Vec<String>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            RedisCluster::signal(pid, "-CONT");
+        }
+    }
+}
+
 /// A private Redis Cluster of three primaries, each with a replica, in a folder of its own;
 /// it stops, and the folder goes, when the test process ends.
 pub struct RedisCluster {
@@ -241,7 +252,8 @@ impl RedisCluster {
             &format!(
                 "cd '{dir}' || exit 1; redis-server --port {port} --appendonly no \
                  --cluster-enabled yes --cluster-config-file nodes-{port}.conf \
-                 --cluster-node-timeout 2000 --enable-debug-command local"
+                 --cluster-node-timeout 2000 --cluster-require-full-coverage no \
+                 --enable-debug-command local"
             ),
             &format!("sleep 0.5; cd /; rm -rf '{dir}'"),
         );
@@ -275,9 +287,19 @@ impl RedisCluster {
                 })
                 .count()
         };
+        let me = nodes
+            .lines()
+            .find(|l| l.split_whitespace().nth(2).unwrap_or("").contains("myself"))
+            .unwrap_or("");
+        // a primary's replica has its copy (a step waiting for one, `WAIT`, gets it)
+        let synced = !me.contains("master")
+            || redis_cli(port, &["INFO", "replication"])
+                .lines()
+                .any(|l| l.starts_with("slave0:") && l.contains("state=online"));
         redis_cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             && live("master") == 3
             && live("slave") == 3
+            && synced
     }
 
     fn until(&self, what: &str, cond: impl Fn(&RedisCluster) -> bool) {
@@ -313,25 +335,50 @@ impl RedisCluster {
         })
     }
 
-    /// SIGKILL the node on `port`.
-    pub fn kill(&self, port: u16) {
+    /// The process id of the node on `port`.
+    fn pid(&self, port: u16) -> String {
         let info = redis_cli(port, &["INFO", "server"]);
-        let pid = info
-            .lines()
+        info.lines()
             .find_map(|l| l.trim().strip_prefix("process_id:"))
             .expect("the node's process id")
-            .to_string();
+            .to_string()
+    }
+
+    fn signal(pid: &str, signal: &str) {
         let ok = std::process::Command::new("kill")
-            .args(["-9", &pid])
+            .args([signal, pid])
             .status()
             .unwrap()
             .success();
-        assert!(ok, "kill -9 {pid}");
+        assert!(ok, "kill {signal} {pid}");
+    }
+
+    /// Freeze the nodes on `ports` (SIGSTOP: their sockets stay open and never answer, as a
+    /// machine that died without closing them) until the returned guard goes.
+    pub fn freeze(&self, ports: &[u16]) -> Frozen {
+        let pids: Vec<String> = ports.iter().map(|p| self.pid(*p)).collect();
+        for pid in &pids {
+            RedisCluster::signal(pid, "-STOP");
+        }
+        Frozen(pids)
+    }
+
+    /// SIGKILL the node on `port`.
+    pub fn kill(&self, port: u16) {
+        let pid = self.pid(port);
+        RedisCluster::signal(&pid, "-9");
         let gone = (0..200).any(|_| {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
                 || (std::thread::sleep(Duration::from_millis(25)), false).1
         });
         assert!(gone, "the node on {port} is still up");
+    }
+
+    /// The port of the live primary that serves the nodes' own keys (the registry) under
+    /// `prefix`.
+    pub fn registry_primary(&self, prefix: &str) -> u16 {
+        self.primary_of(self.ports[0], &format!("{{{prefix}~}}"))
+            .expect("a primary for the registry")
     }
 
     /// An operator's failover (`CLUSTER FAILOVER` on the replica of `key`'s primary: no

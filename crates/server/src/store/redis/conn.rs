@@ -6,6 +6,12 @@
 //! `keys.rs`) and follows the cluster through failovers and slot moves; the few commands that
 //! are about a node rather than a key (`SCAN`) are sent to each primary, or to the primary of
 //! one slot, by hand.
+//!
+//! A cluster is reached over several cluster connections ([`Shards`]): one for the slots of
+//! each primary (as the node found them when it started) and one for what names no key. The
+//! `redis` crate's cluster connection holds every request while it looks for a dead node's
+//! replacement; apart, a primary that dies holds the steps of its own slots only, and every
+//! other app's go on.
 
 use std::time::Duration;
 
@@ -13,6 +19,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+use super::keys::Keys;
 
 /// Where the store's Redis is: `redis://host:port/db` (one Redis, or a primary with
 /// replicas), or `redis+cluster://host:port,host:port/` (a Redis Cluster: any of its nodes,
@@ -56,13 +64,178 @@ impl Target {
 }
 
 /// The store's shared connection (cheap to clone; requests from many tasks are pipelined on
-/// it).
+/// it). A step takes a clone of its own: on a cluster its `WAIT` goes where its writes went.
 #[derive(Clone)]
 pub enum Conn {
     /// One Redis (reconnects by itself).
     One(ConnectionManager),
     /// A Redis Cluster (routes by slot, follows failovers).
-    Cluster(ClusterConnection),
+    Cluster(Shards),
+}
+
+/// At most this many cluster connections for the primaries' slots (primaries past it share
+/// them: primary k uses connection k mod this). Each connection keeps a TCP connection to
+/// every node of the cluster (primaries and replicas), and a node has two sets (requests and
+/// subscriptions): `2 × (1 + min(primaries, 8)) × nodes` in all, 48 for 3 primaries with a
+/// replica each.
+const SHARD_CONNS: usize = 8;
+
+/// A Redis Cluster's connections: `conns[0]` for what names no key (`CLUSTER NODES`, `SCRIPT
+/// LOAD`, a primary's `SCAN`), `conns[k]` for the slots that primary k - 1 served at start
+/// (`of_slot`). Each one follows failovers and slot moves by itself, so any choice is correct;
+/// apart, a primary's death holds only the connection that sends it requests.
+#[derive(Clone)]
+pub struct Shards {
+    conns: std::sync::Arc<Vec<ClusterConnection>>,
+    /// Slot → index in `conns` (0: no primary served it at start).
+    of_slot: std::sync::Arc<Vec<u8>>,
+    /// The slot of the last request that named a key through this handle: a `WAIT` goes to
+    /// its primary, on the connection the request went by.
+    last: Option<u16>,
+}
+
+impl Shards {
+    /// One cluster connection of `client` for what names no key and one for each primary's
+    /// slots (up to [`SHARD_CONNS`]).
+    async fn open(client: &redis::cluster::ClusterClient) -> RedisResult<Shards> {
+        let mut general = client.get_async_connection().await?;
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut general)
+            .await?;
+        let owners = slot_owners(&nodes);
+        let mut ids: Vec<&str> = Vec::new();
+        let mut of_slot = vec![0u8; 16384];
+        for (a, b, id) in &owners {
+            let k = match ids.iter().position(|i| i == id) {
+                Some(k) => k,
+                None => {
+                    ids.push(id);
+                    ids.len() - 1
+                }
+            };
+            for slot in *a..=(*b).min(16383) {
+                of_slot[usize::from(slot)] = (1 + k % SHARD_CONNS) as u8;
+            }
+        }
+        let mut conns = vec![general];
+        for _ in 0..ids.len().min(SHARD_CONNS) {
+            conns.push(client.get_async_connection().await?);
+        }
+        Ok(Shards {
+            conns: std::sync::Arc::new(conns),
+            of_slot: std::sync::Arc::new(of_slot),
+            last: None,
+        })
+    }
+
+    /// The connection for `slot` (`None`: what names no key).
+    fn of(&self, slot: Option<u16>) -> ClusterConnection {
+        let k = slot.map_or(0, |s| usize::from(self.of_slot[usize::from(s % 16384)]));
+        self.conns[k].clone()
+    }
+
+    /// The connection for what names no key.
+    fn general(&self) -> ClusterConnection {
+        self.of(None)
+    }
+
+    /// Subscribe `topic` (a sharded one) on the connection for its slot.
+    pub async fn ssubscribe(&self, topic: &str) -> RedisResult<()> {
+        self.of(Some(Keys::slot(topic))).ssubscribe(topic).await
+    }
+
+    /// The connection `cmd` goes by, and how: a `WAIT` or `SCRIPT LOAD` after a request that
+    /// named a key goes to that key's primary on that request's connection (its writes are on
+    /// that primary, sent by that connection; a script it did not know is loaded where it is
+    /// run, by a connection that knows where that is); anything else by the slot of the key
+    /// it names.
+    fn route(&mut self, cmd: &Cmd) -> (ClusterConnection, Option<RoutingInfo>) {
+        match command_slot(cmd) {
+            Keyed::Slot(slot) => {
+                self.last = Some(slot);
+                (self.of(Some(slot)), None)
+            }
+            Keyed::AfterKey => match self.last {
+                Some(slot) => {
+                    let route = redis::cluster_routing::Route::new(
+                        slot,
+                        redis::cluster_routing::SlotAddr::Master,
+                    );
+                    let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    (self.of(Some(slot)), Some(to))
+                }
+                None => (self.general(), None),
+            },
+            Keyed::None => (self.general(), None),
+        }
+    }
+}
+
+/// What a command names, for [`Shards::route`].
+#[derive(Debug, PartialEq)]
+enum Keyed {
+    /// A key in this slot.
+    Slot(u16),
+    /// `WAIT` or `SCRIPT LOAD`: about what the request before did.
+    AfterKey,
+    /// No key.
+    None,
+}
+
+/// The slot of the key `cmd` names: a script's first key, or the first argument of a command
+/// that names keys (commands about the server name none).
+fn command_slot(cmd: &Cmd) -> Keyed {
+    const KEYLESS: [&[u8]; 12] = [
+        b"CLUSTER",
+        b"SCRIPT",
+        b"FUNCTION",
+        b"PING",
+        b"INFO",
+        b"TIME",
+        b"SCAN",
+        b"CONFIG",
+        b"DBSIZE",
+        b"CLIENT",
+        b"DEBUG",
+        b"READONLY",
+    ];
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(b) => Some(b),
+        redis::Arg::Cursor => None,
+    });
+    let Some(name) = args.next() else {
+        return Keyed::None;
+    };
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let key = if is(b"EVALSHA") || is(b"EVAL") || is(b"EVALSHA_RO") || is(b"EVAL_RO") {
+        let _script = args.next();
+        let keys = args
+            .next()
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u32>().ok());
+        match keys {
+            Some(n) if n > 0 => args.next(),
+            _ => None,
+        }
+    } else if is(b"WAIT")
+        || (is(b"SCRIPT") && args.next().is_some_and(|a| a.eq_ignore_ascii_case(b"LOAD")))
+    {
+        return Keyed::AfterKey;
+    } else if KEYLESS.iter().any(|k| is(k)) {
+        None
+    } else {
+        args.next()
+    };
+    key.map_or(Keyed::None, |k| Keyed::Slot(Keys::slot(k)))
+}
+
+/// The slot of the first request of `pipe` that names a key (every key of a pipeline the store
+/// sends shares one).
+fn pipeline_slot(pipe: &Pipeline) -> Keyed {
+    pipe.cmd_iter()
+        .map(command_slot)
+        .find(|k| *k != Keyed::None)
+        .unwrap_or(Keyed::None)
 }
 
 impl Conn {
@@ -87,18 +260,18 @@ impl Conn {
                     .retries(3)
                     .max_retry_wait(1000)
                     .build()?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
+                Ok(Conn::Cluster(Shards::open(&client).await?))
             }
         }
     }
 
-    /// A cluster connection for sharded subscriptions (RESP3): what its `SSUBSCRIBE`d topics
-    /// carry comes out of `pushes`, and the client subscribes again by itself after a
-    /// failover or a slot move.
+    /// Cluster connections for sharded subscriptions (RESP3), one for each primary's slots as
+    /// for requests: what their `SSUBSCRIBE`d topics carry comes out of `pushes`, and the
+    /// client subscribes again by itself after a failover or a slot move.
     pub async fn subscriber(
         seeds: &[String],
         pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
-    ) -> RedisResult<ClusterConnection> {
+    ) -> RedisResult<Shards> {
         let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(pushes)
@@ -107,38 +280,38 @@ impl Conn {
             .retries(3)
             .max_retry_wait(1000)
             .build()?;
-        client.get_async_connection().await
+        Shards::open(&client).await
     }
 
     /// `cmd` on the primary that holds `key`'s slot (one Redis: on it).
     pub async fn on_slot_of(&mut self, key: &str, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Conn::One(c) => cmd.query_async(c).await,
-            Conn::Cluster(c) => {
-                let slot: u16 = redis::cmd("CLUSTER")
-                    .arg("KEYSLOT")
-                    .arg(key)
-                    .query_async(c)
-                    .await?;
+            Conn::Cluster(s) => {
+                let slot = Keys::slot(key);
                 let route = redis::cluster_routing::Route::new(
                     slot,
                     redis::cluster_routing::SlotAddr::Master,
                 );
-                c.route_command(
-                    cmd,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                )
-                .await
+                s.of(Some(slot))
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
             }
         }
     }
 
     /// The primaries as `(host, port)` (one Redis: `None`, meaning "the one").
     pub async fn primaries(&mut self) -> RedisResult<Option<Vec<(String, u16)>>> {
-        let Conn::Cluster(c) = self else {
+        let Conn::Cluster(s) = self else {
             return Ok(None);
         };
-        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut s.general())
+            .await?;
         let mut out = Vec::new();
         // a primary without slots holds no keys
         for f in live_primaries(&nodes).filter(|f| f.len() > 8) {
@@ -155,22 +328,27 @@ impl Conn {
     /// Which primary serves which slots: (first slot, last slot, the primary's node id) per
     /// range (`None` on one Redis). A replica promoted in a failover has an id of its own.
     pub async fn slot_owners(&mut self) -> RedisResult<Option<Vec<(u16, u16, String)>>> {
-        let Conn::Cluster(c) = self else {
+        let Conn::Cluster(s) = self else {
             return Ok(None);
         };
-        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut s.general())
+            .await?;
         Ok(Some(slot_owners(&nodes)))
     }
 
     /// `cmd` on the node at `at` (`None`: the one Redis).
     pub async fn on_node(&mut self, at: Option<&(String, u16)>, cmd: &Cmd) -> RedisResult<Value> {
         match (self, at) {
-            (Conn::Cluster(c), Some((host, port))) => {
+            (Conn::Cluster(s), Some((host, port))) => {
                 let to = SingleNodeRoutingInfo::ByAddress {
                     host: host.clone(),
                     port: *port,
                 };
-                c.route_command(cmd, RoutingInfo::SingleNode(to)).await
+                s.general()
+                    .route_command(cmd, RoutingInfo::SingleNode(to))
+                    .await
             }
             (Conn::One(c), _) => cmd.query_async(c).await,
             (Conn::Cluster(_), None) => Err(RedisError::from((
@@ -185,7 +363,15 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::One(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(s) => {
+                let (mut c, to) = s.route(cmd);
+                Box::pin(async move {
+                    match to {
+                        Some(to) => c.route_command(cmd, to).await,
+                        None => c.req_packed_command(cmd).await,
+                    }
+                })
+            }
         }
     }
 
@@ -197,14 +383,24 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::One(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(s) => {
+                let slot = match pipeline_slot(cmd) {
+                    Keyed::Slot(slot) => {
+                        s.last = Some(slot);
+                        Some(slot)
+                    }
+                    _ => None,
+                };
+                let mut c = s.of(slot);
+                Box::pin(async move { c.req_packed_commands(cmd, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::One(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(s) => s.general().get_db(),
         }
     }
 }
@@ -239,7 +435,48 @@ fn slot_owners(nodes: &str) -> Vec<(u16, u16, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{slot_owners, Target};
+    use super::{command_slot, pipeline_slot, slot_owners, Keyed, Target};
+    use crate::store::redis::keys::Keys;
+
+    #[test]
+    fn a_request_goes_by_the_slot_of_the_key_it_names() {
+        let key = "os:mail {os:app} amy";
+        let slot = Keyed::Slot(Keys::slot(key));
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg("0123abcd")
+            .arg(2)
+            .arg(key)
+            .arg("os:meta {os:app} amy")
+            .arg("x");
+        assert_eq!(command_slot(&eval), slot);
+        let mut none = redis::cmd("EVALSHA");
+        none.arg("0123abcd").arg(0).arg("x");
+        assert_eq!(command_slot(&none), Keyed::None);
+        assert_eq!(command_slot(redis::cmd("HGET").arg(key).arg("f")), slot);
+        assert_eq!(command_slot(redis::cmd("SPUBLISH").arg(key).arg("m")), slot);
+        assert_eq!(
+            command_slot(redis::cmd("WAIT").arg(1).arg(1000)),
+            Keyed::AfterKey
+        );
+        let load = redis::cmd("SCRIPT").arg("load").arg("return 1").clone();
+        assert_eq!(command_slot(&load), Keyed::AfterKey);
+        assert_eq!(command_slot(redis::cmd("SCRIPT").arg("FLUSH")), Keyed::None);
+        assert_eq!(
+            command_slot(redis::cmd("CLUSTER").arg("NODES")),
+            Keyed::None
+        );
+        assert_eq!(command_slot(redis::cmd("scan").arg(0)), Keyed::None);
+        assert_eq!(command_slot(&redis::cmd("TIME")), Keyed::None);
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME")
+            .cmd("SADD")
+            .arg(key)
+            .arg("m")
+            .cmd("WAIT")
+            .arg(1)
+            .arg(0);
+        assert_eq!(pipeline_slot(&pipe), slot);
+    }
 
     #[test]
     fn slot_owners_are_the_live_primaries_ranges() {

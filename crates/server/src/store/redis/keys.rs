@@ -321,8 +321,8 @@ impl Keys {
 
     /// The Redis Cluster hash slot of a key or topic: CRC16 (XMODEM) of its hash tag (the
     /// first `{…}` with something inside, else the whole name), mod 16384.
-    pub fn slot(key: &str) -> u16 {
-        let b = key.as_bytes();
+    pub fn slot(key: impl AsRef<[u8]>) -> u16 {
+        let b = key.as_ref();
         let tag = b
             .iter()
             .position(|&c| c == b'{')
@@ -360,7 +360,7 @@ mod tests {
         }
         let k = Keys::new("os:", true);
         assert_eq!(
-            Keys::slot(&k.app_topic("myapp", "n1")),
+            Keys::slot(k.app_topic("myapp", "n1")),
             Keys::slot(&k.mailbox("myapp", "bob").messages),
             "an app's topic is in its slot"
         );

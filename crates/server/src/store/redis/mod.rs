@@ -227,7 +227,7 @@ struct Inner {
     timers_next: Mutex<BTreeMap<String, tokio::time::Instant>>,
     /// On a Redis Cluster: the connection this node's sharded topics are subscribed on (one
     /// for the node, one per app it registered).
-    subs: Option<redis::cluster_async::ClusterConnection>,
+    subs: Option<conn::Shards>,
     /// On a Redis Cluster: which primary served which slots when this node last subscribed
     /// ([`Conn::slot_owners`]), to tell after a failover whose topics moved.
     owners: Mutex<Vec<(u16, u16, String)>>,
@@ -488,7 +488,7 @@ impl Redis {
             None => {
                 tokio::spawn(subscriber(Arc::downgrade(&inner), subscribed_tx));
             }
-            Some(mut subs) => {
+            Some(subs) => {
                 tokio::spawn(sharded_subscriber(Arc::downgrade(&inner), pushes));
                 let topic = inner.keys.topic(&inner.cfg.node_id);
                 if timed(subs.ssubscribe(&topic)).await.is_ok() {
@@ -604,7 +604,7 @@ impl Inner {
         let before = std::mem::replace(&mut *self.owners.lock(), now.clone());
         let node = &self.cfg.node_id;
         let apps = self.apps_known().into_iter().map(|a| {
-            let slot = Keys::slot(&self.keys.app_topic(&a, node));
+            let slot = Keys::slot(self.keys.app_topic(&a, node));
             (a, slot)
         });
         let moved = moved_between(&before, &now, apps);
@@ -622,7 +622,7 @@ impl Inner {
         }
         let once = self.known_apps.entry(app.to_string()).or_default().clone();
         once.get_or_try_init(|| async {
-            if let Some(mut subs) = self.subs.clone() {
+            if let Some(subs) = self.subs.clone() {
                 // before anything of the app can be addressed to this node
                 let topic = self.keys.app_topic(app, &self.cfg.node_id);
                 timed(subs.ssubscribe(&topic)).await?;
@@ -2139,7 +2139,10 @@ async fn sharded_subscriber(
 /// subscribed changes nothing); then the clients of the apps whose topics were lost (those
 /// Redis unsubscribed, and those whose slot another primary serves now — every app's when a
 /// connection was lost and no slot moved) are asked to poll their mailboxes and rejoin their
-/// channels, for the pushes missed meanwhile. Again while more was lost during a round.
+/// channels, for the pushes missed meanwhile. A round tries every topic: the apps whose
+/// topic could not be subscribed (their primary dead and not replaced yet) wait for the next
+/// round, and are told when it succeeds; the others hear their pushes again at once. Again
+/// while more was lost during a round.
 async fn resubscribe(inner: Weak<Inner>) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -2147,34 +2150,44 @@ async fn resubscribe(inner: Weak<Inner>) {
         if i.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Some(mut subs) = i.subs.clone() else {
+        let Some(subs) = i.subs.clone() else {
             return;
         };
         // what was lost before this round's subscriptions (what is lost after comes again)
         let conn_lost = i.subs_lost.swap(false, Ordering::SeqCst);
         let unsubscribed = std::mem::take(&mut *i.topics_lost.lock());
         let node = &i.cfg.node_id;
-        let mut topics = vec![i.keys.topic(node)];
-        topics.extend(i.apps_known().iter().map(|a| i.keys.app_topic(a, node)));
-        let mut all = true;
-        for t in &topics {
-            if let Err(e) = timed(subs.ssubscribe(t)).await {
-                warn!("subscribing this node's topics again: {e}");
-                all = false;
-                break;
+        let apps = i.apps_known();
+        let mut failed = BTreeSet::new();
+        let node_topic = timed(subs.ssubscribe(&i.keys.topic(node))).await;
+        for app in &apps {
+            if let Err(e) = timed(subs.ssubscribe(&i.keys.app_topic(app, node))).await {
+                warn!("subscribing this node's topic of app {app} again: {e}");
+                failed.insert(app.clone());
             }
         }
-        if !all {
+        if let Err(e) = &node_topic {
+            // the nodes' own topic: the next round tries everything again
+            warn!("subscribing this node's topic again: {e}");
             i.subs_lost.fetch_or(conn_lost, Ordering::SeqCst);
-            i.topics_lost.lock().extend(unsubscribed);
-            continue;
         }
-        let told = match conn_lost {
-            false => Some(unsubscribed),
-            true => i.moved_apps().await.map(|mut m| {
-                m.extend(unsubscribed);
-                m
-            }),
+        // tried again (and told when subscribed) next round
+        i.topics_lost.lock().extend(failed.iter().cloned());
+        let lost_now = |apps: BTreeSet<String>| -> BTreeSet<String> {
+            apps.into_iter().filter(|a| !failed.contains(a)).collect()
+        };
+        let told = match (conn_lost, node_topic.is_ok()) {
+            (false, _) => Some(lost_now(unsubscribed)),
+            (true, false) => Some(BTreeSet::new()),
+            (true, true) => match i.moved_apps().await {
+                Some(mut m) => {
+                    m.extend(unsubscribed);
+                    Some(lost_now(m))
+                }
+                // which apps lost pushes is not known: all those subscribed now
+                None if failed.is_empty() => None,
+                None => Some(lost_now(apps.iter().cloned().collect())),
+            },
         };
         match &told {
             Some(apps) if apps.is_empty() => {}
