@@ -120,6 +120,13 @@ impl ConnHandle {
         self.inner.notify.notify_one();
     }
 
+    /// A queue of the same id and capacity that stands in for this one until its
+    /// [`Outbox::hand_to`] this one: what is pushed meanwhile waits there (a login's reply
+    /// must come first, and only once the login is stored).
+    pub fn stand_in(&self) -> (ConnHandle, Outbox) {
+        ConnHandle::new(self.id, self.inner.capacity)
+    }
+
     /// Whether the connection's queue is still open.
     pub fn is_open(&self) -> bool {
         !self.inner.queue.lock().closed
@@ -169,6 +176,27 @@ impl Outbox {
         !self.inner.queue.lock().frames.is_empty()
     }
 
+    /// Pass what was queued and signalled here on to `to` (this queue stood in for it,
+    /// [`ConnHandle::stand_in`]): the frames in order, then the signals.
+    pub fn hand_to(&self, to: &ConnHandle) {
+        let frames = std::mem::take(&mut self.inner.queue.lock().frames);
+        for f in frames {
+            to.push(f);
+        }
+        let s = &self.inner.signals;
+        let flags: [fn(&Signals) -> &AtomicBool; 4] = [
+            |s| &s.kicked,
+            |s| &s.overflowed,
+            |s| &s.shutdown,
+            |s| &s.dropped,
+        ];
+        for flag in flags {
+            if flag(s).load(Ordering::SeqCst) {
+                to.signal(flag);
+            }
+        }
+    }
+
     /// Give back the queue's memory (an idle connection should hold none).
     pub fn shrink(&self) {
         self.inner.queue.lock().frames.shrink_to(4);
@@ -189,6 +217,24 @@ mod tests {
 
     fn f(s: &str) -> Frame {
         Frame::from(s.to_string())
+    }
+
+    #[test]
+    fn a_stand_in_hands_on_its_frames_and_signals_in_order() {
+        let (h, out) = ConnHandle::new(7, 8);
+        assert!(h.push(f("first")));
+        let (stand_in, held) = h.stand_in();
+        assert_eq!(stand_in.id, 7);
+        assert!(stand_in.push(f("a")));
+        assert!(stand_in.push(f("b")));
+        stand_in.kick();
+        assert!(h.push(f("welcome")));
+        held.hand_to(&h);
+        let mut got = VecDeque::new();
+        out.take(&mut got);
+        assert_eq!(got, [f("first"), f("welcome"), f("a"), f("b")]);
+        assert!(out.signals().kicked.load(Ordering::SeqCst));
+        assert!(!out.signals().dropped.load(Ordering::SeqCst));
     }
 
     #[tokio::test]

@@ -1148,8 +1148,18 @@ async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
         .await;
     assert_eq!(err, "");
 
-    // the primary killed, its replica frozen: no failover, the slots stay dead
+    // the replica frozen: a login is stored but no replica confirms it (`WAIT`), and is
+    // refused — with its refusal alone, no welcome before it
     let frozen = cluster.freeze(&[dead_replica]);
+    let mut yann = Raw::connect(&url).await;
+    let r = yann.login(&dead_app, "yann", "").await;
+    assert_eq!(r[1][0], "server_unavailable", "{r}");
+    assert_eq!(
+        yann.recv().await,
+        None,
+        "after the refusal, the connection closes"
+    );
+    // the primary killed: no failover, the slots stay dead
     cluster.kill(dead);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refused = Arc::new(AtomicUsize::new(0));

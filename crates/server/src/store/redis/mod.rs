@@ -1102,12 +1102,15 @@ impl Store for Redis {
         inner.check()?;
         let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
         inner.app(app).await?;
-        s.conn.push(s.welcome);
         let local = local(app, account);
         // held across the script: two logins of one account on this node must update
         // `sessions` in the order Redis applies them (the later one replaced the earlier)
         let _turn = inner.login_turns[turn_of(&local)].lock().await;
-        inner.conns.insert(id, s.conn.clone());
+        // what reaches the session before its login is stored waits in a queue of its own:
+        // the welcome goes first, and only when the login is stored (a refused login gets its
+        // refusal alone)
+        let (stand_in, held) = s.conn.stand_in();
+        inner.conns.insert(id, stand_in);
         inner.sessions.insert(local.clone(), id);
         let k = inner.keys.session(app, account, &inner.cfg.node_id);
         let mut inv = inner.scripts.session_grow.prepare_invoke();
@@ -1120,6 +1123,19 @@ impl Store for Redis {
             inner.conns.remove(&id);
             inner.sessions.remove_if(&local, |_, v| *v == id);
         })?;
+        // deliveries look the connection up in `conns`: none goes past the held ones
+        // while they are handed on
+        match inner.conns.get_mut(&id) {
+            Some(mut conn) => {
+                s.conn.push(s.welcome);
+                held.hand_to(&s.conn);
+                *conn = s.conn.clone();
+            }
+            None => {
+                s.conn.push(s.welcome);
+                held.hand_to(&s.conn);
+            }
+        }
         Ok(old.and_then(|o| {
             let (node, conn) = o.split_once(' ')?;
             let conn = conn.parse().ok();
