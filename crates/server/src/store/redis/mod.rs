@@ -1125,16 +1125,11 @@ impl Store for Redis {
         })?;
         // deliveries look the connection up in `conns`: none goes past the held ones
         // while they are handed on
-        match inner.conns.get_mut(&id) {
-            Some(mut conn) => {
-                s.conn.push(s.welcome);
-                held.hand_to(&s.conn);
-                *conn = s.conn.clone();
-            }
-            None => {
-                s.conn.push(s.welcome);
-                held.hand_to(&s.conn);
-            }
+        let entry = inner.conns.get_mut(&id);
+        s.conn.push(s.welcome);
+        held.hand_to(s.conn);
+        if let Some(mut conn) = entry {
+            *conn = s.conn.clone();
         }
         Ok(old.and_then(|o| {
             let (node, conn) = o.split_once(' ')?;
