@@ -909,18 +909,27 @@ async fn collect_stored(url: &str, account: &str) -> HashSet<String> {
 /// The failover tests run one at a time (each runs six redis-servers, two under load).
 static FAILOVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn primary_killed_under_load(wait_replicas: u32, mode: &str) -> Option<FailoverReport> {
+/// For a test that breaks a Redis Cluster: a private one (such tests run one at a time: the
+/// guard), and a key prefix of its own. `None` unless the tests run on a cluster.
+async fn cluster_to_break() -> Option<(
+    tokio::sync::MutexGuard<'static, ()>,
+    Arc<RedisCluster>,
+    String,
+)> {
     if !redis_cluster() {
         println!("runs with OPENSIG_TEST_STORE=redis-cluster");
         return None;
     }
-    let _one = FAILOVERS.lock().await;
+    let one = FAILOVERS.lock().await;
+    Some((one, Arc::new(RedisCluster::start()), unique_prefix()))
+}
+
+async fn primary_killed_under_load(wait_replicas: u32, mode: &str) -> Option<FailoverReport> {
+    let (_one, cluster, prefix) = cluster_to_break().await?;
     const TOTAL: usize = 3_000;
     const MEMBERS: usize = 6;
     const CHANNEL_TOTAL: usize = 1_200;
     const STORED: usize = 1_000;
-    let cluster = Arc::new(RedisCluster::start());
-    let prefix = unique_prefix();
     let nodes = nodes_on(&cluster.url(), &prefix, "fo", 2, move |c| {
         c.redis_wait_replicas = wait_replicas;
         c.set_limit("channel_messages_per_second=0").unwrap();
@@ -1051,13 +1060,9 @@ async fn a_redis_cluster_primary_killed_under_load_loses_nothing_acknowledged_wi
 /// are asked to poll their mailboxes and rejoin their channels for what came meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_handed_over_keeps_the_pushes_flowing() {
-    if !redis_cluster() {
-        println!("runs with OPENSIG_TEST_STORE=redis-cluster");
+    let Some((_one, cluster, prefix)) = cluster_to_break().await else {
         return;
-    }
-    let _one = FAILOVERS.lock().await;
-    let cluster = Arc::new(RedisCluster::start());
-    let prefix = unique_prefix();
+    };
     let nodes = nodes_on(&cluster.url(), &prefix, "ho", 2, |_| {}).await;
     // an app on another primary (every key of an app carries its tag)
     let tag = |app: &str| format!("{{{prefix}{app}}}");
@@ -1110,13 +1115,9 @@ async fn a_primary_handed_over_keeps_the_pushes_flowing() {
 /// of its own primary, not of every one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
-    if !redis_cluster() {
-        println!("runs with OPENSIG_TEST_STORE=redis-cluster");
+    let Some((_one, cluster, prefix)) = cluster_to_break().await else {
         return;
-    }
-    let _one = FAILOVERS.lock().await;
-    let cluster = Arc::new(RedisCluster::start());
-    let prefix = unique_prefix();
+    };
     let nodes = nodes_on(&cluster.url(), &prefix, "dp", 1, |c| {
         c.redis_wait_replicas = 1;
     })

@@ -98,11 +98,8 @@ impl Shards {
     /// One cluster connection of `client` for what names no key and one for each primary's
     /// slots (up to [`SHARD_CONNS`]).
     async fn open(client: &redis::cluster::ClusterClient) -> RedisResult<Shards> {
-        let mut general = client.get_async_connection().await?;
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut general)
-            .await?;
+        let general = client.get_async_connection().await?;
+        let nodes = cluster_nodes(general.clone()).await?;
         let owners = slot_owners(&nodes);
         let mut ids: Vec<&str> = Vec::new();
         let mut of_slot = vec![0u8; 16384];
@@ -157,19 +154,23 @@ impl Shards {
                 (self.of(Some(slot)), None)
             }
             Keyed::AfterKey => match self.last {
-                Some(slot) => {
-                    let route = redis::cluster_routing::Route::new(
-                        slot,
-                        redis::cluster_routing::SlotAddr::Master,
-                    );
-                    let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    (self.of(Some(slot)), Some(to))
-                }
+                Some(slot) => (self.of(Some(slot)), Some(to_primary_of(slot))),
                 None => (self.general(), None),
             },
             Keyed::None => (self.general(), None),
         }
     }
+}
+
+/// The cluster's `CLUSTER NODES` (asked of any node).
+async fn cluster_nodes(mut c: ClusterConnection) -> RedisResult<String> {
+    redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await
+}
+
+/// To the primary of `slot`.
+fn to_primary_of(slot: u16) -> RoutingInfo {
+    let route = redis::cluster_routing::Route::new(slot, redis::cluster_routing::SlotAddr::Master);
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))
 }
 
 /// What a command names, for [`Shards::route`].
@@ -289,15 +290,8 @@ impl Conn {
             Conn::One(c) => cmd.query_async(c).await,
             Conn::Cluster(s) => {
                 let slot = Keys::slot(key);
-                let route = redis::cluster_routing::Route::new(
-                    slot,
-                    redis::cluster_routing::SlotAddr::Master,
-                );
                 s.of(Some(slot))
-                    .route_command(
-                        cmd,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
+                    .route_command(cmd, to_primary_of(slot))
                     .await
             }
         }
@@ -308,10 +302,7 @@ impl Conn {
         let Conn::Cluster(s) = self else {
             return Ok(None);
         };
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut s.general())
-            .await?;
+        let nodes = cluster_nodes(s.general()).await?;
         let mut out = Vec::new();
         // a primary without slots holds no keys
         for f in live_primaries(&nodes).filter(|f| f.len() > 8) {
@@ -331,10 +322,7 @@ impl Conn {
         let Conn::Cluster(s) = self else {
             return Ok(None);
         };
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut s.general())
-            .await?;
+        let nodes = cluster_nodes(s.general()).await?;
         Ok(Some(slot_owners(&nodes)))
     }
 
