@@ -2189,7 +2189,11 @@ async fn resubscribe(inner: Weak<Inner>) {
         };
         let told = match (conn_lost, node_topic.is_ok()) {
             (false, _) => Some(lost_now(unsubscribed)),
-            (true, false) => Some(BTreeSet::new()),
+            // everything again next round: the apps Redis unsubscribed are told then
+            (true, false) => {
+                i.topics_lost.lock().extend(unsubscribed);
+                Some(BTreeSet::new())
+            }
             (true, true) => match i.moved_apps().await {
                 Some(mut m) => {
                     m.extend(unsubscribed);
