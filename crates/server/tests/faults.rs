@@ -1213,3 +1213,226 @@ async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
     let refused = refused.load(Ordering::SeqCst);
     println!("the dead primary's app: {refused} step(s) refused while it was dead");
 }
+
+/// Where the nodes' registry is, for a test that puts it out of reach: a private Redis
+/// Cluster (the registry's primary dies and its replica takes over late) or a private
+/// redis-server (restarted late; its append-only file keeps what it held).
+enum Registry {
+    Cluster {
+        _one: tokio::sync::MutexGuard<'static, ()>,
+        cluster: Arc<RedisCluster>,
+    },
+    One {
+        redis: Option<std::process::Child>,
+        port: u16,
+        dir: std::path::PathBuf,
+    },
+}
+
+/// The registry out of reach, until `Registry::back`.
+enum Outage {
+    Cluster {
+        old: u16,
+        replica: u16,
+        frozen: Frozen,
+    },
+    One,
+}
+
+impl Registry {
+    /// `(redis URL, key prefix)` for the nodes.
+    async fn start() -> Option<(Registry, String, String)> {
+        if let Some((one, cluster, prefix)) = cluster_to_break().await {
+            let url = cluster.url();
+            return Some((Registry::Cluster { _one: one, cluster }, url, prefix));
+        }
+        if !redis_store() {
+            println!("runs with OPENSIG_TEST_STORE=redis or redis-cluster");
+            return None;
+        }
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "opensig-registry-{}",
+            unique_prefix().trim_end_matches(':')
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let redis = Some(durable_redis(port, &dir));
+        let url = format!("redis://127.0.0.1:{port}/");
+        Some((Registry::One { redis, port, dir }, url, unique_prefix()))
+    }
+
+    /// An app whose keys are not on the registry's primary (on one Redis, any).
+    fn app_apart(&self, prefix: &str) -> String {
+        let Registry::Cluster { cluster, .. } = self else {
+            return "app0".into();
+        };
+        let registry = cluster.registry_primary(prefix);
+        let primary =
+            |app: &str| cluster.primary_of(cluster.ports[0], &format!("{{{prefix}{app}}}"));
+        (0..)
+            .map(|i| format!("app{i}"))
+            .find(|a| primary(a) != Some(registry))
+            .unwrap()
+    }
+
+    /// The registry's Redis dies (on a cluster: its primary, and its replica is kept from
+    /// taking over).
+    fn down(&mut self, prefix: &str) -> Outage {
+        match self {
+            Registry::Cluster { cluster, .. } => {
+                let key = format!("{{{prefix}~}}");
+                let (old, replica, frozen) = cluster.kill_primary_of(&key);
+                Outage::Cluster {
+                    old,
+                    replica,
+                    frozen,
+                }
+            }
+            Registry::One { redis, .. } => {
+                let mut r = redis.take().unwrap();
+                let _ = r.kill();
+                let _ = r.wait();
+                Outage::One
+            }
+        }
+    }
+
+    /// The registry serves again (on a cluster: the replica takes over, and the dead node
+    /// comes back as its replica; one Redis restarts).
+    fn back(&mut self, prefix: &str, outage: Outage) {
+        match (self, outage) {
+            (
+                Registry::Cluster { cluster, .. },
+                Outage::Cluster {
+                    old,
+                    replica,
+                    frozen,
+                },
+            ) => {
+                drop(frozen);
+                cluster.replaced(&format!("{{{prefix}~}}"), old, replica);
+            }
+            (Registry::One { redis, port, dir }, Outage::One) => {
+                *redis = Some(durable_redis(*port, dir));
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Whether `node` is registered (as live) under `prefix`.
+    fn registered(&self, prefix: &str, node: &str) -> bool {
+        let key = format!("{prefix}node {{{prefix}~}} {node}");
+        let port = match self {
+            Registry::Cluster { cluster, .. } => cluster.registry_primary(prefix),
+            Registry::One { port, .. } => *port,
+        };
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "EXISTS", &key])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Registry::One { redis: Some(r), .. } = self {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
+    }
+}
+
+/// The nodes' registry out of every node's reach for longer than a node's registration lasts
+/// (on a cluster: its primary dead, and its replica kept from taking over for 7 s; on one
+/// Redis: Redis restarted after 7 s) is no node's death: afterwards no node reaps another
+/// and none drops its clients, while a node that did die meanwhile is reaped. On a cluster
+/// the other primaries serve on meanwhile: a login that replaces a session on another node
+/// kicks it there (a node that cannot be checked is taken for alive; the kick goes over the
+/// app's topic, not the registry's slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_out_of_reach_past_a_registration_drops_no_client() {
+    let Some((mut registry, url, prefix)) = Registry::start().await else {
+        return;
+    };
+    let cluster = matches!(registry, Registry::Cluster { .. });
+    let mut nodes = nodes_on(&url, &prefix, "ro", 3, |_| {}).await;
+    let app = registry.app_apart(&prefix);
+    let raw = |node: &opensig_server::Server, account: &'static str| {
+        let (url, app) = (node.ws_url(), app.clone());
+        async move {
+            let mut r = Raw::connect(&url).await;
+            let reply = r.login(&app, account, "").await;
+            assert_eq!(reply[1][0], "", "{account}: {reply}");
+            r
+        }
+    };
+    let user = |node: &opensig_server::Server, account: &str| {
+        let mut c = config(&node.ws_url(), account, "_no_need_token");
+        c.app_id = app.clone();
+        User::login_with(c)
+    };
+    let mut ann = raw(&nodes[0], "ann").await;
+    let mut ben = raw(&nodes[1], "ben").await;
+    let mut cat = raw(&nodes[0], "cat").await;
+    let mut olga = user(&nodes[1], "olga").await;
+    olga.join("room").await;
+    let mut dan = user(&nodes[2], "dan").await;
+    dan.join("room").await;
+    olga.expect(|e| matches!(e, Event::ChannelUserJoined { account, .. } if account == "dan"))
+        .await;
+    // a node dies as the registry goes out of reach: it is reaped afterwards
+    nodes.remove(2).kill().await;
+    let outage = registry.down(&prefix);
+    let since = tokio::time::Instant::now();
+    if cluster {
+        // the app's primary serves on: cat logs in on node 1, and is kicked on node 0
+        let mut cat2 = Raw::connect(&nodes[1].ws_url()).await;
+        let r = cat2.login(&app, "cat", "").await;
+        assert_eq!(r[1][0], "", "{r}");
+        // (after the nudges a lost subscription connection sends: poll, rejoin)
+        loop {
+            let f = cat.recv_flat().await.expect("cat on node 0 kicked");
+            if f == serde_json::json!(["kick", ""]) {
+                break;
+            }
+            assert_eq!(f[0], "notify", "{f}");
+        }
+    }
+    // out of reach past a registration's lifetime (5 s): every node's lapses
+    tokio::time::sleep_until(since + Duration::from_secs(7)).await;
+    tokio::task::block_in_place(|| registry.back(&prefix, outage));
+    println!("the registry out of reach for {:?}", since.elapsed());
+    // a node back decides right after it registers again whether to drop its clients
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(registry.registered(&prefix, "ro0") && registry.registered(&prefix, "ro1")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes did not register again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the dead node is reaped (its member leaves), after the others had their time
+    olga.expect_within(
+        Duration::from_secs(30),
+        |e| matches!(e, Event::ChannelUserLeft { account, .. } if account == "dan"),
+    )
+    .await;
+    assert!(ann.alive().await, "ann's connection was dropped");
+    assert!(ben.alive().await, "ben's connection was dropped");
+    let (err, _) = ann
+        .call(
+            "user_sendmsg",
+            1,
+            serde_json::json!({"peer": "ben", "content": "still here"}),
+        )
+        .await;
+    assert_eq!(err, "");
+    loop {
+        let f = ben.recv_flat().await.expect("ben's frames");
+        if f.to_string().contains("still here") {
+            break;
+        }
+    }
+    drop(dan);
+}

@@ -190,7 +190,7 @@ impl<S: Store> Signaling<S> {
         let Some(session) = self.store.session_get(user(app, &account)).await? else {
             return Ok(false);
         };
-        self.store.kick(&session).await?;
+        self.store.kick(user(app, &account), &session).await?;
         let kicked = Happened::UserKicked {
             account: account.to_string(),
             by: domain::kicked_by::API,

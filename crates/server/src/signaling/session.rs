@@ -125,7 +125,7 @@ impl<S: Store> Signaling<S> {
         let mut replaced = false;
         if let Some(old) = previous {
             if store.session_alive(&old).await {
-                store.kick(&old).await?;
+                store.kick(user(&app, &account), &old).await?;
                 replaced = true;
             }
         }

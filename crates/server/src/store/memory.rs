@@ -837,7 +837,7 @@ impl Store for Memory {
         session.is_open()
     }
 
-    async fn kick(&self, session: &ConnHandle) -> SResult<()> {
+    async fn kick(&self, _user: User<'_>, session: &ConnHandle) -> SResult<()> {
         session.kick();
         Ok(())
     }

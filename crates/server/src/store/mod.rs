@@ -1003,10 +1003,15 @@ pub trait Store: Send + Sync + 'static {
         session: &Self::Session,
         events: &StepEvents,
     ) -> impl Future<Output = SResult<bool>> + Send;
-    /// Whether `session` is still connected (its node alive).
+    /// Whether `session` is still connected (its node alive, or not known to be dead: the
+    /// registry of nodes out of reach).
     fn session_alive(&self, session: &Self::Session) -> impl Future<Output = bool> + Send;
     /// Tell `session` it was replaced (its connection sends `kick` and closes).
-    fn kick(&self, session: &Self::Session) -> impl Future<Output = SResult<()>> + Send;
+    fn kick(
+        &self,
+        user: User<'_>,
+        session: &Self::Session,
+    ) -> impl Future<Output = SResult<()>> + Send;
     /// Whether the account has a live session.
     fn online(&self, user: User<'_>) -> impl Future<Output = SResult<bool>> + Send;
     /// The account's session, if it has one.

@@ -186,6 +186,16 @@ pub fn redis_cluster_ports() -> Vec<u16> {
 /// Frozen Redis nodes (`RedisCluster::freeze`), thawed when this goes.
 pub struct Frozen(Vec<String>);
 
+impl Frozen {
+    /// Freeze the processes `pids` (SIGSTOP) until the returned guard goes.
+    pub fn pids(pids: Vec<String>) -> Frozen {
+        for pid in &pids {
+            RedisCluster::signal(pid, "-STOP");
+        }
+        Frozen(pids)
+    }
+}
+
 impl Drop for Frozen {
     fn drop(&mut self) {
         for pid in &self.0 {
@@ -356,11 +366,7 @@ impl RedisCluster {
     /// Freeze the nodes on `ports` (SIGSTOP: their sockets stay open and never answer, as a
     /// machine that died without closing them) until the returned guard goes.
     pub fn freeze(&self, ports: &[u16]) -> Frozen {
-        let pids: Vec<String> = ports.iter().map(|p| self.pid(*p)).collect();
-        for pid in &pids {
-            RedisCluster::signal(pid, "-STOP");
-        }
-        Frozen(pids)
+        Frozen::pids(ports.iter().map(|p| self.pid(*p)).collect())
     }
 
     /// SIGKILL the node on `port`.
@@ -434,12 +440,6 @@ impl RedisCluster {
         let via = self.ports[0];
         let old = self.primary_of(via, key).expect("a primary for the key");
         let replica = self.replica_of(old).expect("the primary's replica");
-        // asked about the cluster: neither the killed node nor the frozen one
-        let asker = *self
-            .ports
-            .iter()
-            .find(|p| **p != old && **p != replica)
-            .unwrap();
         if !lag.is_zero() {
             // the replica frozen, its link cut from the primary's side: what the primary
             // acknowledges from now on is on the primary alone (a frozen replica would still
@@ -451,6 +451,32 @@ impl RedisCluster {
             std::thread::sleep(lag);
         }
         self.kill(old);
+        self.replaced(key, old, replica)
+    }
+
+    /// The primary of `key`'s slot killed while its replica is frozen: the slot has no
+    /// primary until `replaced` (with the returned guard gone) sees the replica take over.
+    /// Returns (the killed port, the replica's port, the replica's freeze).
+    pub fn kill_primary_of(&self, key: &str) -> (u16, u16, Frozen) {
+        let old = self
+            .primary_of(self.ports[0], key)
+            .expect("a primary for the key");
+        let replica = self.replica_of(old).expect("the primary's replica");
+        let frozen = self.freeze(&[replica]);
+        self.kill(old);
+        (old, replica, frozen)
+    }
+
+    /// Wait until `replica` took over `key`'s slot from the killed `old` (by itself, or else
+    /// by force), then start `old` again and wait until it is back (a replica of the new
+    /// primary). Returns (old, the new primary's port).
+    pub fn replaced(&self, key: &str, old: u16, replica: u16) -> (u16, u16) {
+        // asked about the cluster: neither the killed node nor the frozen one
+        let asker = *self
+            .ports
+            .iter()
+            .find(|p| **p != old && **p != replica)
+            .unwrap();
         let t0 = std::time::Instant::now();
         let took_over = |c: &RedisCluster| {
             c.primary_of(asker, key).is_some_and(|p| p != old)
@@ -466,7 +492,7 @@ impl RedisCluster {
         }
         self.until("no replica took over", took_over);
         let new = self.primary_of(asker, key).unwrap();
-        println!("replica {new} took over {:?} after the kill", t0.elapsed());
+        println!("replica {new} took over {:?} after it could", t0.elapsed());
         self.node(old);
         self.until("the killed node did not come back", |c| {
             c.whole_from(old) && c.whole_from(asker)
@@ -864,7 +890,13 @@ impl Raw {
     pub async fn login(&mut self, app: &str, account: &str, token: &str) -> Value {
         self.send_value(json!(["login", {"vid": app, "account": account, "uid": 0, "token": token, "device": "websdk", "ip": ""}]))
             .await;
-        let r = self.recv().await.expect("login_ret");
+        let mut r = self.recv().await.expect("login_ret");
+        if r[0] == "multi" {
+            // what the session was told at once (a nudge to poll, say) came in its batch
+            let mut batch = r[1].as_array().cloned().unwrap_or_default().into_iter();
+            r = batch.next().unwrap_or_default();
+            self.pending.extend(batch);
+        }
         assert_eq!(r[0], "login_ret", "{r}");
         if r[1][0] == "" {
             let body: Value = serde_json::from_str(r[1][1].as_str().unwrap()).unwrap();

@@ -216,13 +216,11 @@ impl Keys {
         self.g("reap", &[node])
     }
 
-    /// The pub/sub topic of a node: on one Redis all it hears, on a cluster what is not
-    /// about an app (kicks).
+    /// The pub/sub topic of a node on one Redis: all it hears. (On a cluster a node has a
+    /// topic per app, `app_topic`, and none of its own: nothing it hears needs the slot of
+    /// the nodes' registry.)
     pub fn topic(&self, node: &str) -> String {
-        match self.sharded {
-            false => format!("{}n:{node}", self.p),
-            true => self.g("n", &[node]),
-        }
+        format!("{}n:{node}", self.p)
     }
 
     /// The pub/sub topic of a node for an app's deliveries (one Redis: the node's topic).

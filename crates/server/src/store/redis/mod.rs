@@ -240,12 +240,17 @@ struct Inner {
     login_turns: Box<[tokio::sync::Mutex<()>]>,
     /// Channel members on this node: "app channel" → (account, handle).
     members: DashMap<String, Vec<(String, ConnHandle)>>,
-    registered: AtomicBool,
+    /// When the last heartbeat that got through was sent (none before the first).
+    registered_at: Mutex<Option<tokio::time::Instant>>,
     stopping: AtomicBool,
     /// Crashed on purpose (tests): every operation fails, background tasks stop.
     halted: AtomicBool,
-    /// Short-lived cache of live node ids.
-    live: Mutex<(std::time::Instant, Vec<String>)>,
+    /// Short-lived cache of live node ids (kept, however old, while the registry cannot be
+    /// read: a node that cannot be checked is not taken for dead).
+    live: Mutex<(std::time::Instant, Option<Vec<String>>)>,
+    /// Since when this node's heartbeats have got through without a break or a lapse (none
+    /// before the first, and after one failed).
+    steady_since: Mutex<Option<tokio::time::Instant>>,
     work: Mutex<Option<WorkSender<Redis>>>,
     /// Messages waiting to be stored, by app: while an app's call of `mail_append.lua` runs,
     /// the app's next messages wait here and go in its next call together.
@@ -469,13 +474,11 @@ impl Redis {
             sessions: DashMap::new(),
             login_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
             members: DashMap::new(),
-            registered: AtomicBool::new(false),
+            registered_at: Mutex::new(None),
             stopping: AtomicBool::new(false),
             halted: AtomicBool::new(false),
-            live: Mutex::new((
-                std::time::Instant::now() - Duration::from_secs(10),
-                Vec::new(),
-            )),
+            live: Mutex::new((std::time::Instant::now() - Duration::from_secs(10), None)),
+            steady_since: Mutex::new(None),
             work: Mutex::new(None),
             mail_queues: Mutex::new(Default::default()),
             cfg,
@@ -488,12 +491,11 @@ impl Redis {
             None => {
                 tokio::spawn(subscriber(Arc::downgrade(&inner), subscribed_tx));
             }
-            Some(subs) => {
+            Some(_) => {
+                // a node's topics are per app (each subscribed before the app's first step
+                // on this node: `Inner::app`)
                 tokio::spawn(sharded_subscriber(Arc::downgrade(&inner), pushes));
-                let topic = inner.keys.topic(&inner.cfg.node_id);
-                if timed(subs.ssubscribe(&topic)).await.is_ok() {
-                    let _ = subscribed_tx.send(());
-                }
+                let _ = subscribed_tx.send(());
                 // unknown (an error): a failover then asks every client
                 inner.moved_apps().await;
             }
@@ -685,54 +687,156 @@ impl Inner {
     }
 
     async fn heartbeat_once(&self) -> SResult<()> {
-        let mut c = self.conn();
-        let key = self.keys.node(&self.cfg.node_id);
-        let prev: Option<String> = timed(
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(&self.cfg.public_url)
-                .arg("PX")
-                .arg(NODE_TTL_MS)
-                .arg("GET")
-                .query_async(&mut c),
-        )
-        .await?;
-        let _: () = timed(c.sadd(self.keys.nodes(), &self.cfg.node_id)).await?;
-        let was_registered = self.registered.swap(true, Ordering::SeqCst);
-        if was_registered && prev.is_none() {
-            // The cluster thought this node dead (Redis was unreachable too long) and may have
-            // ended its sessions: drop every connection so the clients reconnect and resume.
-            warn!("this node's registration had lapsed: reconnecting every client");
-            for c in self.conns.iter() {
-                c.drop_silently();
+        let sent = tokio::time::Instant::now();
+        let registering = async {
+            let mut c = self.conn();
+            let key = self.keys.node(&self.cfg.node_id);
+            let prev: Option<String> = timed(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&self.cfg.public_url)
+                    .arg("PX")
+                    .arg(NODE_TTL_MS)
+                    .arg("GET")
+                    .query_async(&mut c),
+            )
+            .await?;
+            let added: i64 = timed(c.sadd(self.keys.nodes(), &self.cfg.node_id)).await?;
+            SResult::Ok((prev, added))
+        };
+        let (prev, added) = match registering.await {
+            Ok(r) => r,
+            Err(e) => {
+                // other nodes may be out of reach too: no reaping until this one has held
+                // a while again ([`Inner::may_reap`])
+                *self.steady_since.lock() = None;
+                return Err(e);
+            }
+        };
+        let last = self.registered_at.lock().replace(sent);
+        // Lapsed: Redis says the registration had expired, or no heartbeat got through for
+        // as long as one lasts (one that timed out may have been applied late and registered
+        // the node again: Redis can no longer tell).
+        let ttl = Duration::from_millis(NODE_TTL_MS);
+        let lapsed = last.is_some_and(|t| prev.is_none() || t.elapsed() >= ttl);
+        {
+            let mut steady = self.steady_since.lock();
+            if lapsed || steady.is_none() {
+                // the other nodes' registrations may have lapsed with this one: this node's
+                // reaper gives them a registration's time to come back
+                *steady = Some(sent);
+            }
+        }
+        if lapsed {
+            // Redis was out of reach longer than a registration lasts (from here, or for
+            // every node: the registry's primary failing over). Reaped (its index gone from
+            // the list of nodes, or a reaper's lock on it: its sessions and memberships
+            // were, or are being, ended): drop every connection so the clients reconnect and
+            // resume. Else its sessions stand, but another node may have taken this one for
+            // dead meanwhile and let a login replace one of them without a kick.
+            let reaped = match added {
+                1 => Ok(true),
+                _ => {
+                    let lock = self.keys.reap(&self.cfg.node_id);
+                    timed(self.conn().exists::<_, bool>(lock)).await
+                }
+            };
+            match reaped {
+                Ok(false) => {
+                    warn!("this node's registration had lapsed, no node reaped it: checking its sessions");
+                    if let Err(e) = self.check_sessions().await {
+                        warn!("checking this node's sessions ({e}): reconnecting every client");
+                        self.drop_every_client();
+                    }
+                }
+                _ => {
+                    warn!("this node's registration had lapsed and it was reaped: reconnecting every client");
+                    self.drop_every_client();
+                }
             }
         }
         Ok(())
     }
 
-    async fn live_nodes(&self) -> Vec<String> {
-        {
-            let live = self.live.lock();
-            if live.0.elapsed() < Duration::from_millis(500) {
-                return live.1.clone();
+    fn drop_every_client(&self) {
+        for c in self.conns.iter() {
+            c.drop_silently();
+        }
+    }
+
+    /// Each session of this node as Redis holds it: a session another login replaced is
+    /// kicked (`onLogout(103)`), one Redis no longer holds is dropped (the client reconnects
+    /// and logs in again). One `MGET` per app and 500 sessions.
+    async fn check_sessions(&self) -> SResult<()> {
+        let mut by_app: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        for e in self.sessions.iter() {
+            if let Some((app, account)) = e.key().split_once(' ') {
+                let held = (account.to_string(), *e.value());
+                by_app.entry(app.to_string()).or_default().push(held);
             }
         }
         let mut c = self.conn();
-        let nodes: Vec<String> = timed(c.smembers(self.keys.nodes()))
-            .await
-            .unwrap_or_default();
-        let mut alive = Vec::new();
-        if !nodes.is_empty() {
-            let keys: Vec<String> = nodes.iter().map(|n| self.keys.node(n)).collect();
-            let urls: Vec<Option<String>> = timed(c.mget(&keys)).await.unwrap_or_default();
-            for (n, u) in nodes.into_iter().zip(urls) {
-                if u.is_some() {
-                    alive.push(n);
+        for (app, held) in &by_app {
+            for chunk in held.chunks(500) {
+                let keys: Vec<String> = chunk
+                    .iter()
+                    .map(|(account, _)| self.keys.session(app, account, &self.cfg.node_id).session)
+                    .collect();
+                let now: Vec<Option<String>> = timed(c.mget(&keys)).await?;
+                for ((_, conn), stored) in chunk.iter().zip(now) {
+                    let Some(h) = self.conns.get(conn) else {
+                        continue;
+                    };
+                    match stored {
+                        Some(s) if s == self.me(*conn).location() => {}
+                        Some(_) => h.kick(),
+                        None => h.drop_silently(),
+                    }
                 }
             }
         }
-        *self.live.lock() = (std::time::Instant::now(), alive.clone());
-        alive
+        Ok(())
+    }
+
+    /// Whether this node's reaper may take another node for dead: its own heartbeats have got
+    /// through for a registration's lifetime (after Redis was out of reach, maybe for every
+    /// node, each gets that long to register again before any is reaped).
+    fn may_reap(&self) -> bool {
+        let since = *self.steady_since.lock();
+        since.is_some_and(|t| t.elapsed() >= Duration::from_millis(NODE_TTL_MS))
+    }
+
+    /// The ids of the nodes whose registration holds (read at most every 500 ms). While the
+    /// registry cannot be read, the last list read, however old: an error when there is none.
+    async fn live_nodes(&self) -> SResult<Vec<String>> {
+        {
+            let live = self.live.lock();
+            if let (true, Some(l)) = (live.0.elapsed() < Duration::from_millis(500), &live.1) {
+                return Ok(l.clone());
+            }
+        }
+        match self.read_live_nodes().await {
+            Ok(alive) => {
+                *self.live.lock() = (std::time::Instant::now(), Some(alive.clone()));
+                Ok(alive)
+            }
+            Err(e) => self.live.lock().1.clone().ok_or(e),
+        }
+    }
+
+    async fn read_live_nodes(&self) -> SResult<Vec<String>> {
+        let mut c = self.conn();
+        let nodes: Vec<String> = timed(c.smembers(self.keys.nodes())).await?;
+        if nodes.is_empty() {
+            return Ok(nodes);
+        }
+        let keys: Vec<String> = nodes.iter().map(|n| self.keys.node(n)).collect();
+        let urls: Vec<Option<String>> = timed(c.mget(&keys)).await?;
+        Ok(nodes
+            .into_iter()
+            .zip(urls)
+            .filter_map(|(n, u)| u.map(|_| n))
+            .collect())
     }
 
     /// A channel script with its keys and the common arguments.
@@ -1168,13 +1272,18 @@ impl Store for Redis {
     async fn session_alive(&self, session: &NodeSession) -> bool {
         let inner = &self.inner;
         if session.node != inner.cfg.node_id {
-            return inner.live_nodes().await.contains(&session.node);
+            // a node that cannot be checked (the registry out of reach) is taken for alive:
+            // its session is kicked (over the app's topic), not left connected
+            return inner
+                .live_nodes()
+                .await
+                .map_or(true, |l| l.contains(&session.node));
         }
         let open = |c: u64| inner.conns.get(&c).is_some_and(|h| h.is_open());
         session.conn.is_some_and(open)
     }
 
-    async fn kick(&self, session: &NodeSession) -> SResult<()> {
+    async fn kick(&self, user: User<'_>, session: &NodeSession) -> SResult<()> {
         let inner = &self.inner;
         let Some(conn) = session.conn else {
             return Ok(());
@@ -1185,8 +1294,11 @@ impl Store for Redis {
             }
             return Ok(());
         }
+        // over the app's topic of that node (on a cluster: the app's slot, which a login
+        // there needs anyway, not the registry's)
         let msg = NodeMsg::Kick { conn }.encode();
-        inner.publish(&inner.keys.topic(&session.node), msg).await
+        let topic = inner.keys.app_topic(user.app, &session.node);
+        inner.publish(&topic, msg).await
     }
 
     async fn online(&self, user: User<'_>) -> SResult<bool> {
@@ -1848,7 +1960,7 @@ impl Store for Redis {
 
     async fn live_nodes(&self) -> Vec<String> {
         let inner = &self.inner;
-        let nodes = inner.live_nodes().await;
+        let nodes = inner.live_nodes().await.unwrap_or_default();
         if nodes.is_empty() {
             return Vec::new();
         }
@@ -1899,7 +2011,9 @@ impl Store for Redis {
         if watchers.is_empty() {
             return Ok(());
         }
-        let live = inner.live_nodes().await;
+        // the nodes not reaped yet: a node whose registration lapsed may be back (Redis out
+        // of every node's reach), and a watch ends with its session, when its node is reaped
+        let live: Vec<String> = timed(c.smembers(inner.keys.nodes())).await?;
         let mut gone = Vec::new();
         for w in &watchers {
             let Some((node, conn)) = w
@@ -1926,7 +2040,7 @@ impl Store for Redis {
                     .publish(&inner.keys.app_topic(user.app, node), msg)
                     .await?;
             } else {
-                // its node is gone: the watch with it
+                // its node was reaped: the watch went with it
                 gone.push(w.clone());
             }
         }
@@ -1978,7 +2092,7 @@ impl Store for Redis {
 
     async fn node_reports(&self) -> SResult<Vec<String>> {
         let inner = &self.inner;
-        let nodes = inner.live_nodes().await;
+        let nodes = inner.live_nodes().await?;
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
@@ -2170,31 +2284,20 @@ async fn resubscribe(inner: Weak<Inner>) {
         let node = &i.cfg.node_id;
         let apps = i.apps_known();
         let mut failed = BTreeSet::new();
-        let node_topic = timed(subs.ssubscribe(&i.keys.topic(node))).await;
         for app in &apps {
             if let Err(e) = timed(subs.ssubscribe(&i.keys.app_topic(app, node))).await {
                 warn!("subscribing this node's topic of app {app} again: {e}");
                 failed.insert(app.clone());
             }
         }
-        if let Err(e) = &node_topic {
-            // the nodes' own topic: the next round tries everything again
-            warn!("subscribing this node's topic again: {e}");
-            i.subs_lost.fetch_or(conn_lost, Ordering::SeqCst);
-        }
         // tried again (and told when subscribed) next round
         i.topics_lost.lock().extend(failed.iter().cloned());
         let lost_now = |apps: BTreeSet<String>| -> BTreeSet<String> {
             apps.into_iter().filter(|a| !failed.contains(a)).collect()
         };
-        let told = match (conn_lost, node_topic.is_ok()) {
-            (false, _) => Some(lost_now(unsubscribed)),
-            // everything again next round: the apps Redis unsubscribed are told then
-            (true, false) => {
-                i.topics_lost.lock().extend(unsubscribed);
-                Some(BTreeSet::new())
-            }
-            (true, true) => match i.moved_apps().await {
+        let told = match conn_lost {
+            false => Some(lost_now(unsubscribed)),
+            true => match i.moved_apps().await {
                 Some(mut m) => {
                     m.extend(unsubscribed);
                     Some(lost_now(m))
@@ -2368,7 +2471,7 @@ async fn reaper(inner: Weak<Inner>) {
         if i.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if i.work.lock().is_some() {
+        if i.work.lock().is_some() && i.may_reap() {
             if let Err(e) = reap_once(&i).await {
                 warn!("reaping: {e}");
             }
@@ -2378,6 +2481,11 @@ async fn reaper(inner: Weak<Inner>) {
 
 async fn reap_once(i: &Inner) -> SResult<()> {
     let mut c = i.conn();
+    if !timed(c.exists::<_, bool>(i.keys.node(&i.cfg.node_id))).await? {
+        // this node's own registration lapsed (Redis out of reach, maybe for every node):
+        // its heartbeat registers it again, and the others get their time (`may_reap`)
+        return Ok(());
+    }
     let nodes: Vec<String> = timed(c.smembers(i.keys.nodes())).await?;
     for node in nodes.into_iter().filter(|n| *n != i.cfg.node_id) {
         let alive: bool = timed(c.exists(i.keys.node(&node))).await?;
@@ -2415,6 +2523,11 @@ async fn reap_once(i: &Inner) -> SResult<()> {
             info!(node = %node, "a node taken for dead is back: not reaped");
             let _: () = timed(c.del(i.keys.reap(&node))).await?;
             continue;
+        }
+        if !i.may_reap() {
+            // this node's own heartbeats stopped getting through meanwhile
+            let _: () = timed(c.del(i.keys.reap(&node))).await?;
+            return Ok(());
         }
         // (app, account) → (conn, channels)
         let mut orphans: BTreeMap<(String, String), (Option<u64>, Vec<String>)> = BTreeMap::new();
