@@ -1140,14 +1140,7 @@ async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
     oli.login(&live_app, "oli", "").await;
     let mut pia = Raw::connect(&url).await;
     pia.login(&live_app, "pia", "").await;
-    let (err, _) = xena
-        .call(
-            "user_sendmsg",
-            1,
-            serde_json::json!({"peer": "yann", "content": "x0"}),
-        )
-        .await;
-    assert_eq!(err, "");
+    assert_eq!(xena.send_msg(1, "yann", "x0").await, "");
 
     // the replica frozen: a login is stored but no replica confirms it (`WAIT`), and is
     // refused — with its refusal alone, no welcome before it
@@ -1172,9 +1165,11 @@ async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let args = serde_json::json!({"peer": "yann", "content": format!("x{id}")});
-                let (err, _) = xena.call("user_sendmsg", id, args).await;
-                if !err.is_empty() {
+                if !xena
+                    .send_msg(id, "yann", &format!("x{id}"))
+                    .await
+                    .is_empty()
+                {
                     refused.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -1189,20 +1184,9 @@ async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
     .await;
     for i in 1..=10u64 {
         let text = format!("p{i}");
-        let (err, _) = oli
-            .call(
-                "user_sendmsg",
-                i,
-                serde_json::json!({"peer": "pia", "content": text}),
-            )
-            .await;
+        let err = oli.send_msg(i, "pia", &text).await;
         assert_eq!(err, "", "message {i} of the live app refused");
-        loop {
-            let f = pia.recv_flat().await.expect("pia's frames");
-            if f.to_string().contains(&text) {
-                break;
-            }
-        }
+        pia.until_text(&text).await;
     }
     let mut quinn = Raw::connect(&url).await;
     let r = quinn.login(&live_app, "quinn", "").await;
@@ -1420,19 +1404,7 @@ async fn the_registry_out_of_reach_past_a_registration_drops_no_client() {
     .await;
     assert!(ann.alive().await, "ann's connection was dropped");
     assert!(ben.alive().await, "ben's connection was dropped");
-    let (err, _) = ann
-        .call(
-            "user_sendmsg",
-            1,
-            serde_json::json!({"peer": "ben", "content": "still here"}),
-        )
-        .await;
-    assert_eq!(err, "");
-    loop {
-        let f = ben.recv_flat().await.expect("ben's frames");
-        if f.to_string().contains("still here") {
-            break;
-        }
-    }
+    assert_eq!(ann.send_msg(1, "ben", "still here").await, "");
+    ben.until_text("still here").await;
     drop(dan);
 }

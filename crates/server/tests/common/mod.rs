@@ -905,6 +905,22 @@ impl Raw {
         r
     }
 
+    /// Send `text` to `peer` (call `id`); the reply's error ("" once it is stored).
+    pub async fn send_msg(&mut self, id: u64, peer: &str, text: &str) -> String {
+        let args = json!({"peer": peer, "content": text});
+        self.call("user_sendmsg", id, args).await.0
+    }
+
+    /// Skip frames until one that carries `text` (panics when the connection ends first).
+    pub async fn until_text(&mut self, text: &str) {
+        loop {
+            let f = self.recv_flat().await.expect("a frame with the text");
+            if f.to_string().contains(text) {
+                return;
+            }
+        }
+    }
+
     /// Send a call2 and wait for its reply `[id, err, body]` (other frames are skipped).
     pub async fn call(&mut self, name: &str, id: u64, mut args: Value) -> (String, Value) {
         if args.get("line").is_none() {

@@ -783,12 +783,24 @@ impl Inner {
                     .map(|(account, _)| self.keys.session(app, account, &self.cfg.node_id).session)
                     .collect();
                 let now: Vec<Option<String>> = timed(c.mget(&keys)).await?;
-                for ((_, conn), stored) in chunk.iter().zip(now) {
+                for (((account, conn), stored), key) in chunk.iter().zip(now).zip(&keys) {
+                    let mine = self.me(*conn).location();
+                    if stored.as_ref() == Some(&mine) {
+                        continue;
+                    }
+                    // again between this node's logins of the account (one may have been
+                    // storing its session: it settles the account itself)
+                    let local = local(app, account);
+                    let _turn = self.login_turns[turn_of(&local)].lock().await;
+                    if self.sessions.get(&local).is_none_or(|v| *v != *conn) {
+                        continue;
+                    }
+                    let stored: Option<String> = timed(c.get(key)).await?;
                     let Some(h) = self.conns.get(conn) else {
                         continue;
                     };
                     match stored {
-                        Some(s) if s == self.me(*conn).location() => {}
+                        Some(s) if s == mine => {}
                         Some(_) => h.kick(),
                         None => h.drop_silently(),
                     }
