@@ -1408,3 +1408,48 @@ async fn the_registry_out_of_reach_past_a_registration_drops_no_client() {
     ben.until_text("still here").await;
     drop(dan);
 }
+
+/// A node whose registration lapsed while no node reaped it checks each of its sessions
+/// against Redis: one that another login took over meanwhile (a node that found this one
+/// dead did not kick it) is kicked, one Redis no longer holds is dropped (its client logs in
+/// again), the others stay.
+#[tokio::test]
+async fn a_node_whose_registration_lapsed_unreaped_checks_each_session() {
+    if !redis_store() {
+        println!("runs with OPENSIG_TEST_STORE=redis or redis-cluster");
+        return;
+    }
+    let prefix = unique_prefix();
+    let node = server_with(|c| {
+        c.redis_prefix = prefix.clone();
+        c.node_id = Some("solo".into());
+    })
+    .await;
+    let mut clients = vec![];
+    for account in ["ann", "cat", "dave"] {
+        let mut r = Raw::connect(&node.ws_url()).await;
+        assert_eq!(r.login(APP, account, "").await[1][0], "");
+        clients.push(r);
+    }
+    let [mut ann, mut cat, mut dave] = <[Raw; 3]>::try_from(clients).ok().unwrap();
+    // what a node that took this one for dead may have done meanwhile: cat's session taken
+    // over by a login elsewhere, dave's ended
+    let session = |account: &str| format!("{prefix}s {{{prefix}{APP}}} {account}");
+    redis_cli_cmd(&["SET", &session("cat"), "elsewhere 7", "PX", "60000"]);
+    assert_eq!(redis_cli_cmd(&["DEL", &session("dave")]), "1");
+    // and this node's registration lapses
+    let registration = format!("{prefix}node {{{prefix}~}} solo");
+    assert_eq!(redis_cli_cmd(&["DEL", &registration]), "1");
+    loop {
+        let f = cat.recv_flat().await.expect("cat kicked");
+        if f == serde_json::json!(["kick", ""]) {
+            break;
+        }
+    }
+    while let Some(f) = dave.recv_flat().await {
+        assert_ne!(f[0], "kick", "dave is dropped, not kicked");
+    }
+    assert!(!dave.alive().await, "dave's connection is closed");
+    assert!(ann.alive().await, "ann's session stands");
+    assert_eq!(redis_cli_cmd(&["EXISTS", &registration]), "1");
+}

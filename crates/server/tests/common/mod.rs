@@ -501,6 +501,19 @@ impl RedisCluster {
     }
 }
 
+/// A command to the test Redis by `redis-cli` (on a cluster: following its redirections); the
+/// reply as printed.
+pub fn redis_cli_cmd(args: &[&str]) -> String {
+    let mut c = std::process::Command::new("redis-cli");
+    if redis_cluster() && std::env::var("OPENSIG_TEST_REDIS").is_err() {
+        c.args(["-c", "-p", &redis_cluster_ports()[0].to_string()]);
+    } else {
+        c.args(["-u", &redis_url()]);
+    }
+    let out = c.args(args).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Every key matching `pattern` in the test Redis (on a cluster: on every primary).
 pub async fn redis_keys(pattern: &str) -> Vec<String> {
     redis_keys_with_ttl(pattern)
