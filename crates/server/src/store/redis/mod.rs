@@ -203,6 +203,9 @@ impl NodeSession {
     }
 }
 
+/// A node whose registration holds: `(id, public URL)`.
+type LiveNode = (String, String);
+
 struct Inner {
     defaults: ChannelSettings,
     /// How long a mailbox's numbering is kept after its last message or poll (ms).
@@ -245,9 +248,9 @@ struct Inner {
     stopping: AtomicBool,
     /// Crashed on purpose (tests): every operation fails, background tasks stop.
     halted: AtomicBool,
-    /// Short-lived cache of live node ids (kept, however old, while the registry cannot be
-    /// read: a node that cannot be checked is not taken for dead).
-    live: Mutex<(std::time::Instant, Option<Vec<String>>)>,
+    /// Short-lived cache of the live nodes, `(id, public URL)` (kept, however old, while the
+    /// registry cannot be read: a node that cannot be checked is not taken for dead).
+    live: Mutex<(std::time::Instant, Option<Vec<LiveNode>>)>,
     /// Since when this node's heartbeats have got through without a break or a lapse (none
     /// before the first, and after one failed).
     steady_since: Mutex<Option<tokio::time::Instant>>,
@@ -818,9 +821,10 @@ impl Inner {
         since.is_some_and(|t| t.elapsed() >= Duration::from_millis(NODE_TTL_MS))
     }
 
-    /// The ids of the nodes whose registration holds (read at most every 500 ms). While the
-    /// registry cannot be read, the last list read, however old: an error when there is none.
-    async fn live_nodes(&self) -> SResult<Vec<String>> {
+    /// The nodes whose registration holds, `(id, public URL)` (read at most every 500 ms).
+    /// While the registry cannot be read, the last list read, however old: an error when
+    /// there is none.
+    async fn live_nodes(&self) -> SResult<Vec<LiveNode>> {
         {
             let live = self.live.lock();
             if let (true, Some(l)) = (live.0.elapsed() < Duration::from_millis(500), &live.1) {
@@ -836,18 +840,18 @@ impl Inner {
         }
     }
 
-    async fn read_live_nodes(&self) -> SResult<Vec<String>> {
+    async fn read_live_nodes(&self) -> SResult<Vec<LiveNode>> {
         let mut c = self.conn();
         let nodes: Vec<String> = timed(c.smembers(self.keys.nodes())).await?;
         if nodes.is_empty() {
-            return Ok(nodes);
+            return Ok(Vec::new());
         }
         let keys: Vec<String> = nodes.iter().map(|n| self.keys.node(n)).collect();
         let urls: Vec<Option<String>> = timed(c.mget(&keys)).await?;
         Ok(nodes
             .into_iter()
             .zip(urls)
-            .filter_map(|(n, u)| u.map(|_| n))
+            .filter_map(|(n, u)| Some((n, u?)))
             .collect())
     }
 
@@ -1289,7 +1293,7 @@ impl Store for Redis {
             return inner
                 .live_nodes()
                 .await
-                .map_or(true, |l| l.contains(&session.node));
+                .map_or(true, |l| l.iter().any(|(n, _)| *n == session.node));
         }
         let open = |c: u64| inner.conns.get(&c).is_some_and(|h| h.is_open());
         session.conn.is_some_and(open)
@@ -1973,13 +1977,7 @@ impl Store for Redis {
     async fn live_nodes(&self) -> Vec<String> {
         let inner = &self.inner;
         let nodes = inner.live_nodes().await.unwrap_or_default();
-        if nodes.is_empty() {
-            return Vec::new();
-        }
-        let keys: Vec<String> = nodes.iter().map(|n| inner.keys.node(n)).collect();
-        let mut c = inner.conn();
-        let urls: Vec<Option<String>> = timed(c.mget(&keys)).await.unwrap_or_default();
-        let mut urls: Vec<String> = urls.into_iter().flatten().collect();
+        let mut urls: Vec<String> = nodes.into_iter().map(|(_, url)| url).collect();
         urls.sort();
         urls.dedup();
         urls
@@ -2025,7 +2023,7 @@ impl Store for Redis {
         }
         // the nodes not reaped yet: a node whose registration lapsed may be back (Redis out
         // of every node's reach), and a watch ends with its session, when its node is reaped
-        let live: Vec<String> = timed(c.smembers(inner.keys.nodes())).await?;
+        let listed: Vec<String> = timed(c.smembers(inner.keys.nodes())).await?;
         let mut gone = Vec::new();
         for w in &watchers {
             let Some((node, conn)) = w
@@ -2042,7 +2040,7 @@ impl Store for Redis {
                     }
                     _ => gone.push(w.clone()),
                 }
-            } else if live.iter().any(|n| n == node) {
+            } else if listed.iter().any(|n| n == node) {
                 let msg = NodeMsg::Frame {
                     conn,
                     frame: frame.to_string(),
@@ -2108,7 +2106,10 @@ impl Store for Redis {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = nodes.iter().map(|n| inner.keys.node_report(n)).collect();
+        let keys: Vec<String> = nodes
+            .iter()
+            .map(|(n, _)| inner.keys.node_report(n))
+            .collect();
         let reports: Vec<Option<String>> = timed(inner.conn().mget(&keys)).await?;
         Ok(reports.into_iter().flatten().collect())
     }
