@@ -1310,11 +1310,7 @@ impl Registry {
             Registry::Cluster { cluster, .. } => cluster.registry_primary(prefix),
             Registry::One { port, .. } => *port,
         };
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "EXISTS", &key])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
+        redis_cli(port, &["EXISTS", &key]).trim() == "1"
     }
 }
 

@@ -212,7 +212,8 @@ pub struct RedisCluster {
     dir: std::path::PathBuf,
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
+/// `redis-cli -p port args…`: the reply as printed (empty when it could not run).
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
     std::process::Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)
