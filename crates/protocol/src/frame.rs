@@ -701,15 +701,23 @@ pub struct Kept {
     pub account: String,
     /// The text.
     pub msg: String,
+    /// The send's identity, when the sender gave a message id: the same for every copy a
+    /// resend or a retry made (a number below 2^53, opaque to clients).
+    pub id: Option<u64>,
 }
 
 impl Kept {
-    /// `{"n":…,"seq":…,"ts":…,"account":…,"msg":…}`, as replies and the HTTP API show it.
+    /// `{"n":…,"seq":…,"ts":…,"account":…,"msg":…}` (and `"id"` when the send had one), as
+    /// replies and the HTTP API show it.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "n": self.n, "seq": self.seq, "ts": self.ts,
             "account": self.account, "msg": self.msg,
-        })
+        });
+        if let Some(id) = self.id {
+            v["id"] = id.into();
+        }
+        v
     }
 }
 
@@ -963,14 +971,19 @@ pub mod out {
     }
 
     /// A channel message event with its sequence number and (opensig) its message number
-    /// `n`, a fifth element the 1.4 client does not read:
-    /// `["notify",["channel2",channel,seq,"<msg string>",n]]`.
-    pub fn channel2_numbered(t: &Template, seq: u64, n: u64) -> String {
+    /// `n` and the send's identity `id` when it has one ([`Kept::id`]), elements the 1.4
+    /// client does not read:
+    /// `["notify",["channel2",channel,seq,"<msg string>",n(,id)]]`.
+    pub fn channel2_numbered(t: &Template, seq: u64, n: u64, id: Option<u64>) -> String {
         let mut s = t.fill(seq);
         if s.ends_with("]]") {
             s.truncate(s.len() - 2);
             s.push(',');
             crate::json::push_u64(&mut s, n);
+            if let Some(id) = id {
+                s.push(',');
+                crate::json::push_u64(&mut s, id);
+            }
             s.push_str("]]");
         }
         s
@@ -1432,20 +1445,30 @@ mod tests {
             ts: 1_700_000_000_000,
             account: "a".into(),
             msg: "hi".into(),
+            id: None,
+        };
+        let with_id = Kept {
+            id: Some(77),
+            ..kept.clone()
         };
         assert_eq!(
             reply(&Reply::History {
                 name: "c".into(),
                 last: 3,
-                msgs: vec![kept.clone()]
+                msgs: vec![kept.clone(), with_id]
             }),
             json!({"result": "ok", "name": "c", "last": 3,
-                   "msgs": [{"n": 2, "seq": 9, "ts": 1_700_000_000_000u64, "account": "a", "msg": "hi"}]})
+                   "msgs": [{"n": 2, "seq": 9, "ts": 1_700_000_000_000u64, "account": "a", "msg": "hi"},
+                            {"n": 2, "seq": 9, "ts": 1_700_000_000_000u64, "account": "a", "msg": "hi", "id": 77}]})
         );
         let t = out::channel2_template("c", "msg-v2 x");
         assert_eq!(
-            out::channel2_numbered(&t, 5, 2),
+            out::channel2_numbered(&t, 5, 2, None),
             r#"["notify",["channel2","c",5,"msg-v2 x",2]]"#
+        );
+        assert_eq!(
+            out::channel2_numbered(&t, 5, 2, Some(9_007_199_254_740_991)),
+            r#"["notify",["channel2","c",5,"msg-v2 x",2,9007199254740991]]"#
         );
         assert_eq!(
             reply(&Reply::Mail {

@@ -1388,7 +1388,8 @@ async fn timers_fire_once_and_rescheduling_replaces<S: Harness>() {
 }
 
 /// A channel message published as one: numbered (the fifth element of its frame), kept in the
-/// history within its size, read back after a number, on both nodes.
+/// history within its size, read back after a number, on both nodes; a send's identity is the
+/// sixth element and is kept with it.
 fn message<'a>(from: &'a str, text: &'a str, keep: bool) -> Message<'a> {
     Message {
         from,
@@ -1396,6 +1397,7 @@ fn message<'a>(from: &'a str, text: &'a str, keep: bool) -> Message<'a> {
         max_age: Duration::from_secs(3600),
         max_bytes: 1 << 20,
         keep,
+        id: None,
     }
 }
 
@@ -1491,15 +1493,20 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     assert_eq!(r.last_msg, 0);
     let frame = opensig_protocol::frame::out::channel2_template("hist", "x");
     let texts: Vec<String> = (1..=5).map(|i| format!("t{i}")).collect();
-    for t in &texts {
+    // the even ones with an identity (the largest one a JavaScript number holds exactly)
+    let id_of = |i: usize| (i % 2 == 0).then_some((1u64 << 53) - 1 - i as u64);
+    for (i, t) in texts.iter().enumerate() {
         let p = Publish {
             events: &NO_EVENTS,
-            message: Some(message("ann", t, true)),
+            message: Some(Message {
+                id: id_of(i + 1),
+                ..message("ann", t, true)
+            }),
             ..Publish::event(ev(&frame))
         };
         assert_eq!(s.publish(at, p).await.unwrap(), Published::Sent);
     }
-    // bob (on the other node) sees each with its sequence and message number
+    // bob (on the other node) sees each with its sequence, message number and identity
     let got: Vec<serde_json::Value> = cb.frames(6).await[1..6]
         .iter()
         .map(|f| serde_json::from_str(f).unwrap())
@@ -1507,6 +1514,12 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
     for (i, f) in got.iter().enumerate() {
         assert_eq!(f[1][4], i as u64 + 1, "{f}");
         assert_eq!(f[1][2], i as u64 + 1, "{f}");
+        assert_eq!(f[1][5].as_u64(), id_of(i + 1), "{f}");
+        assert_eq!(
+            f[1].as_array().unwrap().len(),
+            5 + usize::from(i % 2 == 1),
+            "{f}"
+        );
     }
     let h = other
         .history(at, 2, Duration::from_secs(3600))
@@ -1522,6 +1535,8 @@ async fn channel_history_numbers_keeps_and_trims<S: Harness>() {
         kept,
         vec![(3, "ann", "t3"), (4, "ann", "t4"), (5, "ann", "t5")]
     );
+    let ids: Vec<Option<u64>> = h.msgs.iter().map(|k| k.id).collect();
+    assert_eq!(ids, [id_of(3), id_of(4), id_of(5)]);
     assert!(h
         .msgs
         .windows(2)

@@ -233,12 +233,13 @@ impl<S: Store> Signaling<S> {
     }
 
     /// A channel message as the history keeps it, within the server's bounds (numbered but
-    /// not kept while the server is short of memory).
+    /// not kept while the server is short of memory), with its send's identity.
     pub(super) fn history_entry<'a>(
         &self,
         l: &Limits,
         from: &'a str,
         text: &'a str,
+        msg_id: Option<&str>,
     ) -> Message<'a> {
         Message {
             from,
@@ -246,6 +247,7 @@ impl<S: Store> Signaling<S> {
             max_age: Duration::from_secs(l.channel_history_max_secs),
             max_bytes: l.channel_history_max_bytes,
             keep: !self.short_of_memory(),
+            id: msg_id.map(|id| send_identity(from, id)),
         }
     }
 
@@ -361,7 +363,7 @@ impl<S: Store> Signaling<S> {
             member,
             dedup: self.dedup(from, msg_id),
             rate_limited: true,
-            message: Some(self.history_entry(l, from, msg)),
+            message: Some(self.history_entry(l, from, msg, msg_id)),
             events: &out,
             seen,
         };
@@ -639,4 +641,21 @@ impl<S: Store> Signaling<S> {
             list,
         })
     }
+}
+
+/// The identity of a channel send with message id `msg_id` from `from`: a number below 2^53
+/// (exact in a JavaScript number), the same on every node and for every copy of the send (the
+/// SDK's resend after a reconnect, a store's retry), so that a client drops a second copy the
+/// channel numbered anew after its write of the first was lost. (52 bits of a SHA-256: a
+/// message mistaken for one of the 16,384 a client remembers at most has odds of 2^-38.)
+fn send_identity(from: &str, msg_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(from.as_bytes());
+    h.update([0]);
+    h.update(msg_id.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b) >> 12
 }

@@ -284,10 +284,11 @@ impl Channel {
                         ts: now_ms(),
                         account: m.from.to_owned(),
                         msg: m.text.to_owned(),
+                        id: m.id,
                     });
                 }
                 self.trim_history(m.max_age, m.max_bytes);
-                out::channel2_numbered(event.frame, self.seq, self.msgs).into()
+                out::channel2_numbered(event.frame, self.seq, self.msgs, m.id).into()
             }
         };
         for (account, m) in &self.members {

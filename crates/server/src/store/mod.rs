@@ -730,6 +730,10 @@ pub struct Message<'a> {
     pub max_bytes: usize,
     /// Keep it (false: only numbered, e.g. when the server is short of memory).
     pub keep: bool,
+    /// The send's identity, when the sender gave a message id (the same for every copy a
+    /// resend or retry makes): with the event and the kept message, for clients to drop a
+    /// second copy the channel numbered anew.
+    pub id: Option<u64>,
 }
 
 /// A page of an app's channels.

@@ -1047,6 +1047,7 @@ impl Inner {
                 exclude: e.exclude.map(|a| a.to_string()),
                 number: 0,
                 msg_number: None,
+                msg_id: None,
                 frame: e.frame.clone(),
             }
             .encode_open(),
@@ -1140,6 +1141,7 @@ impl Inner {
                 exclude,
                 number,
                 msg_number,
+                msg_id,
                 frame,
             } => {
                 let Some(members) = self.members.get(&local(&app, &channel)) else {
@@ -1147,7 +1149,7 @@ impl Inner {
                 };
                 let frame: Frame = match msg_number {
                     None => frame.fill(number).into(),
-                    Some(n) => out::channel2_numbered(&frame, number, n).into(),
+                    Some(n) => out::channel2_numbered(&frame, number, n, msg_id).into(),
                 };
                 for (account, h) in members.iter() {
                     if Some(account) != exclude.as_ref() {
@@ -1515,14 +1517,15 @@ impl Store for Redis {
         inv.arg(if p.rate_limited { "1" } else { "0" });
         inv.arg(before).arg(after);
         match p.message {
-            None => inv.arg("0").arg("").arg("").arg(0).arg(0).arg("0"),
+            None => inv.arg("0").arg("").arg("").arg(0).arg(0).arg("0").arg(""),
             Some(m) => inv
                 .arg("1")
                 .arg(m.from)
                 .arg(m.text)
                 .arg(m.max_age.as_millis() as u64)
                 .arg(m.max_bytes)
-                .arg(if m.keep { "1" } else { "0" }),
+                .arg(if m.keep { "1" } else { "0" })
+                .arg(m.id.map(|i| i.to_string()).unwrap_or_default()),
         };
         inner.step_events(&mut inv, p.events);
         let r: String = inner.run(&inv).await?;
@@ -1665,13 +1668,14 @@ impl Store for Redis {
         let msgs = r
             .get(1..)
             .unwrap_or(&[])
-            .chunks_exact(5)
+            .chunks_exact(6)
             .map(|e| Kept {
                 n: num(&e[0]),
                 ts: num(&e[1]),
                 seq: num(&e[2]),
                 account: text(&e[3]),
                 msg: text(&e[4]),
+                id: text(&e[5]).parse().ok(),
             })
             .collect();
         Ok(History { last, msgs })

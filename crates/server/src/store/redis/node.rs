@@ -30,8 +30,10 @@ pub enum NodeMsg {
         exclude: Option<String>,
         /// The sequence.
         number: u64,
-        /// A channel message's number (a last field the script appends).
+        /// A channel message's number (a field the script appends).
         msg_number: Option<u64>,
+        /// A channel message's identity (a last field the script appends, after its number).
+        msg_id: Option<u64>,
         /// The frame.
         frame: Template,
     },
@@ -122,10 +124,16 @@ impl NodeMsg {
                 format!("{before}{number}{after}")
             }
             NodeMsg::Channel {
-                number, msg_number, ..
+                number,
+                msg_number,
+                msg_id,
+                ..
             } => {
                 let (before, after) = self.encode_open();
-                let extra = msg_number.map(|n| format!("{n};")).unwrap_or_default();
+                let mut extra = msg_number.map(|n| format!("{n};")).unwrap_or_default();
+                if let (Some(_), Some(id)) = (msg_number, msg_id) {
+                    extra.push_str(&format!("{id};"));
+                }
                 format!("{before}{number}{after}{extra}")
             }
             _ => self.writer().finish(),
@@ -164,16 +172,19 @@ impl NodeMsg {
                 let channel = r.text()?.to_string();
                 let exclude = r.opt_text()?.map(str::to_string);
                 let (frame, number) = template(&mut r)?;
-                let msg_number = match r.rest_is_empty() {
-                    true => None,
-                    false => Some(r.num()?),
+                let mut field = || match r.rest_is_empty() {
+                    true => Ok(None),
+                    false => r.num().map(Some).ok_or(()),
                 };
+                let msg_number = field().ok()?;
+                let msg_id = msg_number.and(field().ok()?);
                 NodeMsg::Channel {
                     app,
                     channel,
                     exclude,
                     number,
                     msg_number,
+                    msg_id,
                     frame,
                 }
             }
@@ -313,6 +324,16 @@ mod tests {
                 exclude: Some("x".into()),
                 number: 9_007_199_254_740_991,
                 msg_number: Some(4),
+                msg_id: None,
+                frame: t(),
+            },
+            NodeMsg::Channel {
+                app: "a".into(),
+                channel: "r".into(),
+                exclude: None,
+                number: 5,
+                msg_number: Some(4),
+                msg_id: Some(9_007_199_254_740_991),
                 frame: t(),
             },
             NodeMsg::Channel {
@@ -321,6 +342,7 @@ mod tests {
                 exclude: None,
                 number: 1,
                 msg_number: None,
+                msg_id: None,
                 frame: t(),
             },
             NodeMsg::Joined {

@@ -4,7 +4,7 @@
 --   take:     the member count if the membership changed since the last take, else false
 --   history:  +1 after (message number), +2 oldest (ms): {latest message number, then per
 --             kept message after `after`, of the latest `history` kept, and not older:
---             n, t, s, f, m}
+--             n, t, s, f, m, i ('' when none)}
 local op = ARGV[FIRST]
 local exists = redis.call('EXISTS', MEMBERS) + redis.call('EXISTS', ATTRS) + redis.call('EXISTS', HIST)
 if op == 'settings' then
@@ -28,6 +28,7 @@ elseif op == 'history' then
       out[#out + 1] = f.s
       out[#out + 1] = f.f
       out[#out + 1] = f.m
+      out[#out + 1] = f.i or ''
     end
   end
   return out

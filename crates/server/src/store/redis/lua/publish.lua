@@ -1,7 +1,7 @@
 -- ARGV after the common ones: +0 the member the sender must be ('' = anyone), +1 dedup key
 -- ('' = none), +2 dedup window ms, +3 rate limited (1/0), +4 event before, +5 event after,
 -- +6 a message (1/0: numbered and kept), +7 its sender, +8 its text, +9 history age ms,
--- +10 history bytes, +11 keep it (1/0).
+-- +10 history bytes, +11 keep it (1/0), +12 the send's identity ('' = none).
 -- Creates no state for a channel without members. Returns 'sent', 'duplicate',
 -- 'not_member' or 'rate_limited'.
 local member = ARGV[FIRST]
@@ -24,11 +24,16 @@ if ARGV[FIRST + 6] ~= '1' then
   return 'sent'
 end
 local n = next_number(HMETA, 'n', SEEN_MSG)
-local seq = publish(ARGV[FIRST + 4], ARGV[FIRST + 5], n .. ';')
+local id = ARGV[FIRST + 12]
+local seq = publish(ARGV[FIRST + 4], ARGV[FIRST + 5], n .. ';' .. (id ~= '' and id .. ';' or ''))
 local size = tonumber(setting('history')) or 0
 if ARGV[FIRST + 11] == '1' and size > 0 then
   local now, text, max_bytes = now_ms(), ARGV[FIRST + 8], tonumber(ARGV[FIRST + 10])
-  redis.call('XADD', HIST, n .. '-0', 't', now, 's', seq, 'f', ARGV[FIRST + 7], 'm', text)
+  if id ~= '' then
+    redis.call('XADD', HIST, n .. '-0', 't', now, 's', seq, 'f', ARGV[FIRST + 7], 'm', text, 'i', id)
+  else
+    redis.call('XADD', HIST, n .. '-0', 't', now, 's', seq, 'f', ARGV[FIRST + 7], 'm', text)
+  end
   local bytes = redis.call('HINCRBY', HMETA, 'b', #text)
   -- trimmed in batches: past the size by an eighth (at least 8), past the bytes at once, and
   -- every 64th message for age; readers see only the latest `size` and none too old
