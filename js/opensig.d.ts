@@ -197,6 +197,9 @@ export interface KeptMessage {
   ts: number;
   account: string;
   msg: string;
+  /** The send's identity, when it was sent with a message id (the same for every copy of
+   *  one send: a resend the server took again after Redis lost the first copy's write). */
+  id?: number;
 }
 
 export declare class Channel {

@@ -57,12 +57,13 @@ const count = (x) => Number.isSafeInteger(x) && x >= 0;
  * (io, conn: whose socket this is):
  *   op 0: a frame as it is (a: as received, or b: parsed)
  *   op 1: may the reader deliver this channel event? (x: seq, y: number or -1, kind: type
- *         index, a: channel)
+ *         index, a: channel, b: the message's identity or undefined)
  *   op 2: may the reader deliver this instant message? (x: mailbox version, a: msg-v3 id)
  *   op 4: the object numbered x (what answers to op 1 and 2 name)
- * `next(io, conn, Date.now(), op, kind, x, y)` asks with numbers only: op 1 as `enter` op 1 for
- * the channel op 1 named last (-1: the core was told another channel since; ask with the
- * name), op 2 as `enter` op 2 for a msg-v2 instant message (no id).
+ * `next(io, conn, Date.now(), op, kind, x, y, z)` asks with numbers only: op 1 as `enter` op 1
+ * for the channel op 1 named last (z: the identity or -1; answers -1 when the core was told
+ * another channel since: ask with the name), op 2 as `enter` op 2 for a msg-v2 instant message
+ * (no id).
  * The answers are numbers: bit 2, deliver it yourself (the core counts it as delivered) to the
  * object numbered by the bits above; else bit 1, hand the frame over as it is instead (nothing
  * was changed); bit 0, hand frames over as they are for now (a binary frame is being inflated
@@ -90,9 +91,9 @@ export function listen(ws, t, enter, next, io, conn) {
     return v === undefined ? '' : v;
   };
   const channel = (f, p) => {
-    const name = p[1], seq = p[2], text = p[3], num = p[4];
+    const name = p[1], seq = p[2], text = p[3], num = p[4], sent = p[5];
     if (typeof name !== 'string' || !count(seq) || typeof text !== 'string') return false;
-    if (num !== undefined && !count(num)) return false;
+    if ((num !== undefined && !count(num)) || (sent !== undefined && !count(sent))) return false;
     const v = split(text, P2, P3);
     const k = v ? kinds.get(field(text, v - 2)) : undefined;
     if (k === undefined) return false;
@@ -103,10 +104,10 @@ export function listen(ws, t, enter, next, io, conn) {
       return false;
     }
     const n = num === undefined ? -1 : num;
-    let r = name === last ? next(io, conn, Date.now(), 1, k, seq, n) : -1;
+    let r = name === last ? next(io, conn, Date.now(), 1, k, seq, n, sent === undefined ? -1 : sent) : -1;
     if (r < 0) {
       last = name;
-      r = enter(io, conn, Date.now(), 1, k, seq, n, name);
+      r = enter(io, conn, Date.now(), 1, k, seq, n, name, sent);
     }
     if (r & 4) {
       asIs = 0;
@@ -128,7 +129,7 @@ export function listen(ws, t, enter, next, io, conn) {
     if (!Array.isArray(pair) || !count(pair[0]) || typeof pair[1] !== 'string') return false;
     const s = pair[1], v = split(s, P2, P3);
     if (!v || field(s, v - 2) !== INSTANT) return false;
-    const r = v === 7 ? enter(io, conn, Date.now(), 2, 0, pair[0], 0, field(s, 1)) : next(io, conn, Date.now(), 2, 0, pair[0], 0);
+    const r = v === 7 ? enter(io, conn, Date.now(), 2, 0, pair[0], 0, field(s, 1)) : next(io, conn, Date.now(), 2, 0, pair[0], 0, -1);
     if (r & 4) {
       asIs = 0;
       fire(target(r), INSTANT_CB, 3, field(s, v - 5), 0, field(s, v));

@@ -113,7 +113,7 @@ pub fn reader_entry(
 
 /// What the reader of session IO `io`'s socket `conn` asks with numbers only, both ways (no JS
 /// value crosses) at `Date.now()` = `t`: op 1, may it deliver this channel event (`kind`, seq
-/// `x`, number `y` or -1) of the channel it named last (`enter` op 1)? op 2, this msg-v2
+/// `x`, number `y` or -1, identity `z` or -1) of the channel it named last (`enter` op 1)? op 2, this msg-v2
 /// instant message (mailbox version `x`)? Answers as `enter` does, or -1 when the core was
 /// last told another channel (nothing changed: ask with the name).
 ///
@@ -130,8 +130,9 @@ pub extern "C" fn __opensig_next(
     kind: u32,
     x: f64,
     y: f64,
+    z: f64,
 ) -> f64 {
-    io_of(io).map_or(0.0, |io| io.next(ConnId(conn), t, op, kind, x, y))
+    io_of(io).map_or(0.0, |io| io.next(ConnId(conn), t, op, kind, [x, y, z]))
 }
 
 /// Session IO number `io`, if it is still there (one copy for both entries: size).
@@ -411,10 +412,12 @@ impl Io {
         };
         let [op, kind] = op;
         match op {
-            // a channel event: channel name, sequence, number (or -1), type
+            // a channel event: channel name, sequence, number (or -1), identity (or
+            // undefined), type
             1 => {
                 *self.last_channel.borrow_mut() = (conn, a.as_string().unwrap_or_default());
-                self.channel_event(&hub, conn, t, kind, x, y).into()
+                let id = b.as_f64().unwrap_or(-1.0);
+                self.channel_event(&hub, conn, t, kind, [x, y, id]).into()
             }
             // an instant message: mailbox version, msg-v3 id (or undefined)
             2 => self.instant(&hub, conn, t, x, a.as_string()).into(),
@@ -436,17 +439,17 @@ impl Io {
 
     /// `__opensig_next`: a channel event of the channel the reader named last, or a msg-v2
     /// instant message.
-    fn next(&self, conn: ConnId, t: f64, op: u32, kind: u32, x: f64, y: f64) -> f64 {
+    fn next(&self, conn: ConnId, t: f64, op: u32, kind: u32, x: [f64; 3]) -> f64 {
         let Some(hub) = self.hub.upgrade() else {
             return 0.0;
         };
         if op == 2 {
-            return self.instant(&hub, conn, t, x, None);
+            return self.instant(&hub, conn, t, x[0], None);
         }
         if self.last_channel.borrow().0 != conn {
             return -1.0;
         }
-        self.channel_event(&hub, conn, t, kind, x, y)
+        self.channel_event(&hub, conn, t, kind, x)
     }
 
     /// Decide on an instant message (mailbox version `v`, msg-v3 id) (js/reader.js `listen`).
@@ -469,7 +472,8 @@ impl Io {
     /// Decide on a channel event of the channel in `last_channel` (js/reader.js `listen`).
     /// One copy for both entries (size).
     #[inline(never)]
-    fn channel_event(&self, hub: &Hub, conn: ConnId, t: f64, kind: u32, seq: f64, n: f64) -> f64 {
+    fn channel_event(&self, hub: &Hub, conn: ConnId, t: f64, kind: u32, x: [f64; 3]) -> f64 {
+        let [seq, n, id] = x;
         // not while received frames are logged: they are, as frames
         let decided = if hub.log.enabled(Level::Debug) {
             Direct::Full
@@ -480,6 +484,7 @@ impl Io {
                 seq: seq as u64,
                 number: (n >= 0.0).then_some(n as u64),
                 kind: kind as usize,
+                id: (id >= 0.0).then_some(id as u64),
             };
             let now = hub.at(t);
             hub.st.borrow_mut().core.channel_event_direct(conn, &e, now)

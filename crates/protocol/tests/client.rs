@@ -1445,6 +1445,13 @@ fn numbered(ch: &str, seq: u64, n: u64, text: &str) -> Value {
     ])
 }
 
+/// A numbered channel message with its send's identity (opensig: the sixth element).
+fn numbered_id(ch: &str, seq: u64, n: u64, text: &str, id: u64) -> Value {
+    let mut f = numbered(ch, seq, n, text);
+    f[1].as_array_mut().unwrap().push(json!(id));
+    f
+}
+
 fn channel_texts(ev: Vec<Event<Value>>) -> Vec<String> {
     ev.into_iter()
         .filter_map(|e| match e {
@@ -1657,6 +1664,68 @@ fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     assert_eq!(channel_texts(h.take_events()), vec!["m10"]);
 }
 
+/// A send the server took twice (the SDK resent it after a reconnect, or Redis ran it again,
+/// after the first copy went out but its write was lost with a primary) comes under another
+/// number with the same identity: delivered once, live or from the history, while the
+/// identity is among the latest thousands remembered (a bounded table).
+#[test]
+fn a_channel_message_the_server_took_twice_is_delivered_once() {
+    let mut h = in_room(3);
+    h.frame(numbered_id("room", 10, 4, "m4", 77));
+    h.frame(numbered_id("room", 11, 5, "m4 again", 77));
+    h.frame(numbered_id("room", 12, 6, "m6", 78));
+    assert_eq!(channel_texts(h.take_events()), vec!["m4", "m6"]);
+    // joined again (the server's notice): 7 and 8 are copies, live meanwhile a copy of 8
+    h.frame(json!(["notify", ["rejoin"]]));
+    let id = h.call_id("channel_join");
+    h.take_sent();
+    h.frame(numbered_id("room", 17, 10, "m8 again", 79));
+    h.reply(
+        id,
+        json!({"result": "ok", "list": [], "attrs": {}, "last_msg": 9}),
+    );
+    let hid = h.call_id("channel_history");
+    let kept = |n: u64, text: &str, id: Option<u64>| {
+        let mut k = json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": text});
+        if let Some(id) = id {
+            k["id"] = json!(id);
+        }
+        k
+    };
+    h.reply(
+        hid,
+        json!({"result": "ok", "name": "room", "last": 10, "msgs": [
+            kept(7, "m6 again", Some(78)), kept(8, "m8", Some(79)), kept(9, "m9", None)
+        ]}),
+    );
+    // nothing is lost: a copy counts as found
+    assert_eq!(channel_texts(h.take_events()), vec!["m8", "m9"]);
+    h.frame(numbered_id("room", 18, 11, "m11", 80));
+    assert_eq!(channel_texts(h.take_events()), vec!["m11"]);
+    // thousands of messages later (an hour at a message a second) a copy is still caught
+    for i in 0..4_000u64 {
+        h.frame(numbered_id("room", 19 + i, 12 + i, "", 1_000 + i * 7_919));
+    }
+    h.take_events();
+    h.frame(numbered_id("room", 5_000, 5_000, "m8 much later", 79));
+    h.frame(numbered_id("room", 5_001, 5_001, "m5001", 81));
+    assert_eq!(channel_texts(h.take_events()), vec!["m5001"]);
+    // a table of fixed size: an identity is forgotten once enough came after it (the set it
+    // falls in filled up)
+    for i in 0..4 {
+        h.frame(numbered_id(
+            "room",
+            5_002 + i,
+            5_002 + i,
+            "",
+            80 + 2_048 * (i + 1),
+        ));
+    }
+    h.take_events();
+    h.frame(numbered_id("room", 5_010, 5_010, "m11 again", 80));
+    assert_eq!(channel_texts(h.take_events()), vec!["m11 again"]);
+}
+
 #[test]
 fn a_failed_recovery_counts_everything_missed_as_lost() {
     let mut h = in_room(0);
@@ -1799,6 +1868,7 @@ fn read_by_driver(h: &mut H, frame: &Value) {
             seq,
             number: p[4].as_u64(),
             kind,
+            id: p[5].as_u64(),
         };
         let d = h.c.channel_event_direct(c, &e, h.now);
         if let Direct::Deliver(ch) = d {
@@ -1845,6 +1915,16 @@ fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
             None => json!(["notify", ["channel2", "a", seq, text]]),
         }
     };
+    let sent = |seq: u64, n: u64, text: &str, id: u64| {
+        let mut f = chan(
+            seq,
+            "channel_msg",
+            json!({"account": "bob", "msg": text}),
+            Some(n),
+        );
+        f[1].as_array_mut().unwrap().push(json!(id));
+        f
+    };
     let inst = |v: u64, id: &str, text: &str| {
         json!([
             "notify",
@@ -1887,6 +1967,9 @@ fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
         ),
         chan(5, "channel_user_leave", json!({"account": "carol"}), None),
         chan(6, "channel_msg", json!(["not", "an", "object"]), Some(3)),
+        sent(7, 4, "with an identity", 1 << 52),
+        sent(8, 5, "a copy under another number", 1 << 52),
+        sent(9, 6, "another identity", 1),
         inst(1, "x", "hello"),
         inst(2, "x", "the same id again"),
         inst(4, "z", "a gap"),
@@ -1906,7 +1989,7 @@ fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
         read_by_driver(&mut direct, f);
     }
     let events = core.take_events();
-    assert_eq!(events.len(), 7, "{events:?}");
+    assert_eq!(events.len(), 9, "{events:?}");
     assert_eq!(events, direct.take_events());
     assert_eq!(core.take_sent(), direct.take_sent());
     assert!(events.contains(&Event::ChannelMessage {

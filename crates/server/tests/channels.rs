@@ -146,6 +146,84 @@ async fn a_channel_goes_on_from_the_numbers_a_member_saw() {
     }
 }
 
+/// opensig: a channel message carries its send's identity (from its sender and `msgID`) as
+/// the sixth element of its frame and in the history, the same for every copy. A send the
+/// server took twice — here sent again past the server's dedup window, as when Redis lost the
+/// first copy's write and its dedup key with a primary after the copy went out, and the SDK
+/// sent it again after a reconnect — comes twice under two numbers, and reaches a member
+/// using the SDK once.
+#[tokio::test]
+async fn a_send_the_server_took_twice_reaches_an_sdk_member_once() {
+    let srv = server_with(|c| c.set_limit("dedup_window_secs=1").unwrap()).await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    bob.join("twice").await;
+    let mut a = Raw::connect(&srv.ws_url()).await;
+    a.login(APP, "alice", "").await;
+    let (err, _) = a.call("channel_join", 1, json!({"name": "twice"})).await;
+    assert_eq!(err, "");
+    let once = json!({"name": "twice", "msg": "once", "msgID": "m-1"});
+    let (err, _) = a.call("channel_sendmsg", 2, once.clone()).await;
+    assert_eq!(err, "");
+    // within the window: a duplicate, answered and not published
+    let (err, _) = a.call("channel_sendmsg", 3, once.clone()).await;
+    assert_eq!(err, "");
+    until_past(std::time::SystemTime::now() + Duration::from_millis(1100)).await;
+    let (err, _) = a.call("channel_sendmsg", 4, once).await;
+    assert_eq!(err, "");
+    let after = json!({"name": "twice", "msg": "after", "msgID": "m-2"});
+    let (err, _) = a.call("channel_sendmsg", 5, after).await;
+    assert_eq!(err, "");
+    // alice (raw frames) sees both copies: two numbers, one identity
+    let mut copies = vec![];
+    let last = loop {
+        let f = a.recv_flat().await.unwrap();
+        if f[0] != "notify" || f[1][0] != "channel2" {
+            continue;
+        }
+        let text = f[1][3].as_str().unwrap();
+        let (n, id) = (f[1][4].as_u64().unwrap(), f[1][5].as_u64());
+        assert!(id.is_some_and(|id| id < 1 << 53), "{f}");
+        if text.contains("\"msg\":\"after\"") {
+            break id;
+        }
+        copies.push((n, id));
+    };
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert!(copies[0].0 < copies[1].0 && copies[0].1 == copies[1].1);
+    assert_ne!(copies[0].1, last);
+    // bob (the SDK) gets it once
+    let mut got = vec![];
+    while got.last().map(String::as_str) != Some("after") {
+        if let Event::ChannelMessage { msg, .. } = bob
+            .expect(|e| matches!(e, Event::ChannelMessage { .. }))
+            .await
+        {
+            got.push(s(&msg));
+        }
+    }
+    assert_eq!(got, ["once", "after"]);
+    // the history keeps both copies with the identity (a recovering member drops the second)
+    let (err, h) = a
+        .call("channel_history", 6, json!({"name": "twice", "max": 10}))
+        .await;
+    assert_eq!(err, "");
+    let kept: Vec<(String, Option<u64>)> = h["msgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (s(&m["msg"]), m["id"].as_u64()))
+        .collect();
+    let id = copies[0].1;
+    assert_eq!(
+        kept,
+        [
+            ("once".into(), id),
+            ("once".into(), id),
+            ("after".into(), last)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn join_list_is_the_latest_members_including_the_joiner() {
     let srv = server_with(|c| c.limits.channel_list_max = 3).await;

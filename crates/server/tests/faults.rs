@@ -535,6 +535,8 @@ struct ChannelLedger {
     lossy: bool,
     /// Members that found their membership gone and joined again
     rejoined: usize,
+    /// receiver → what it saw, in order: "sender:seq" and its other events (for a failure)
+    trace: HashMap<String, Vec<String>>,
 }
 
 impl ChannelLedger {
@@ -545,10 +547,18 @@ impl ChannelLedger {
         let mut delivered = 0;
         for (receiver, by_sender) in &self.arrivals {
             for (sender, seqs) in by_sender {
-                assert!(
-                    seqs.windows(2).all(|w| w[0] < w[1]),
-                    "{receiver} got {sender}'s messages out of order or twice"
-                );
+                if let Some(i) = seqs.windows(2).position(|w| w[0] >= w[1]) {
+                    // what the receiver saw around the second arrival
+                    let trace = &self.trace[receiver];
+                    let second = format!("{sender}:{}", seqs[i + 1]);
+                    let at = trace.iter().rposition(|t| *t == second).unwrap_or(0);
+                    panic!(
+                        "{receiver} got {sender}'s messages out of order or twice: {:?} …; \
+                         what it saw around the second: {:#?}",
+                        &seqs[i.saturating_sub(3)..(i + 4).min(seqs.len())],
+                        &trace[at.saturating_sub(40)..(at + 10).min(trace.len())]
+                    );
+                }
                 for q in seqs {
                     let text = format!("{sender}:{q}");
                     if self.acked.contains(&text) {
@@ -690,6 +700,12 @@ async fn channel_member(
         let mut rejoin = false;
         {
             let mut l = ledger.lock().unwrap();
+            let seen = match &e {
+                Event::ChannelMessage { msg, .. } => Some(s_(msg)),
+                Event::Done { result: Ok(_), .. } => None,
+                other => Some(format!("{other:?}")),
+            };
+            l.trace.entry(me.clone()).or_default().extend(seen);
             match e {
                 Event::ChannelJoined { .. } if !member => {
                     (member, rejoining) = (true, false);

@@ -24,6 +24,9 @@ enum ChanState {
     Left,
 }
 
+/// A live event held back: a message's number and identity, and the event.
+type Held<V> = (Option<u64>, Option<u64>, Event<V>);
+
 #[derive(Clone, Debug)]
 struct Chan<V> {
     name: String,
@@ -33,8 +36,8 @@ struct Chan<V> {
     /// was joined); `None` while the server numbers no messages.
     last_msg: Option<u64>,
     /// Missed messages are being fetched after a rejoin: live events wait here, with their
-    /// message numbers, until the missed ones are delivered.
-    held: Option<Vec<(Option<u64>, Event<V>)>>,
+    /// message numbers and identities, until the missed ones are delivered.
+    held: Option<Vec<Held<V>>>,
     /// A rejoin after a reconnect is awaited (or in flight).
     rejoining: bool,
     /// The app called `channelJoin` again meanwhile: the rejoin's reply announces the channel
@@ -50,6 +53,8 @@ pub(super) struct Channels<V> {
     by_name: VecMap<String, u32>,
     /// The most recent join (events without a channel name go there, as in the original).
     current: Option<u32>,
+    /// The identities of the channel messages delivered lately.
+    seen: SeenIds,
 }
 
 impl<V> Default for Channels<V> {
@@ -58,7 +63,49 @@ impl<V> Default for Channels<V> {
             map: VecMap::default(),
             by_name: VecMap::default(),
             current: None,
+            seen: SeenIds::default(),
         }
+    }
+}
+
+/// The identities of the channel messages delivered lately, in a table of [`SEEN_SETS`] sets
+/// of [`SEEN_WAYS`] (an identity's set: the identity modulo the sets; a fifth one in a set
+/// pushes its oldest out): 64 KiB, made when the first identity comes.
+const SEEN_SETS: usize = 2048;
+const SEEN_WAYS: usize = 4;
+
+/// The identities (opensig: a `channel2` event's sixth element, a history entry's `id`) of
+/// the latest channel messages delivered (about 8,000: fewer when many land in one set). A
+/// send the server took twice — the SDK sent it again after a reconnect, or the store ran it
+/// again, while the first copy had gone out but its write was lost (a Redis primary that died
+/// before its replica had it) — comes again under another number with the same identity, and
+/// is dropped. (A fixed table, no tree: the WASM SDK's size.)
+#[derive(Default, Debug)]
+struct SeenIds(Vec<u64>);
+
+impl SeenIds {
+    /// Whether a message of identity `id` (none: not a resend's) is new; remembers it. (One
+    /// copy for its four callers: size.)
+    #[inline(never)]
+    fn first_time(&mut self, id: Option<u64>) -> bool {
+        let Some(id) = id else { return true };
+        if self.0.is_empty() {
+            self.0.resize(SEEN_SETS * SEEN_WAYS, 0);
+        }
+        let key = id.wrapping_add(1);
+        let at = (id as usize % SEEN_SETS) * SEEN_WAYS;
+        let Some(set) = self.0.get_mut(at..at + SEEN_WAYS) else {
+            return true;
+        };
+        if set.contains(&key) {
+            return false;
+        }
+        // the newest first; the oldest falls out
+        let mut carry = key;
+        for way in set {
+            core::mem::swap(way, &mut carry);
+        }
+        true
     }
 }
 
@@ -85,6 +132,8 @@ pub struct ChannelEvent<'a> {
     pub number: Option<u64>,
     /// Its type, as an index of [`msgtype::CHANNEL_EVENTS`].
     pub kind: usize,
+    /// A channel message's identity (opensig: the sixth element), if any.
+    pub id: Option<u64>,
 }
 
 /// The event a channel event of type `kind` (an index of [`msgtype::CHANNEL_EVENTS`]) raises
@@ -371,12 +420,12 @@ impl<V: JsonValue> Client<V> {
     }
 
     /// A channel event: routed by name (only an event without a name goes to the newest
-    /// channel); sequences at or below the last one seen are dropped.
+    /// channel); sequences at or below the last one seen are dropped, and so are messages
+    /// whose number or identity was delivered before.
     pub(super) fn on_channel2(
         &mut self,
         channel: &str,
-        seq: u64,
-        number: Option<u64>,
+        (seq, number, id): (u64, Option<u64>, Option<u64>),
         value: &V,
         text: &str,
     ) {
@@ -402,7 +451,7 @@ impl<V: JsonValue> Client<V> {
                 .filter(|_| !k.is_empty())
                 .unwrap_or_else(|| V::from_string(""))
         });
-        self.channel_event(ch, number, kind, fields);
+        self.channel_event(ch, (number, id), kind, fields);
     }
 
     /// A channel event the driver read and would deliver itself, decided without its
@@ -438,14 +487,16 @@ impl<V: JsonValue> Client<V> {
             return Direct::Full;
         }
         c.last_seq = e.seq;
-        if let Some(n) = e
-            .number
-            .filter(|_| msgtype::CHANNEL_EVENTS[e.kind].0 == msgtype::CHANNEL_MSG)
-        {
-            if c.last_msg.is_some_and(|last| n <= last) {
+        if msgtype::CHANNEL_EVENTS[e.kind].0 == msgtype::CHANNEL_MSG {
+            if let Some(n) = e.number {
+                if c.last_msg.is_some_and(|last| n <= last) {
+                    return Direct::Dropped;
+                }
+                c.last_msg = Some(n);
+            }
+            if !self.chans.seen.first_time(e.id) {
                 return Direct::Dropped;
             }
-            c.last_msg = Some(n);
         }
         Direct::Deliver(ChannelId(id))
     }
@@ -466,17 +517,23 @@ impl<V: JsonValue> Client<V> {
         Some(ch)
     }
 
-    fn channel_event(&mut self, ch: u32, number: Option<u64>, kind: usize, fields: [V; 3]) {
-        let id = ch;
+    fn channel_event(
+        &mut self,
+        ch: u32,
+        (number, id): (Option<u64>, Option<u64>),
+        kind: usize,
+        fields: [V; 3],
+    ) {
+        let at = ch;
         let ch = ChannelId(ch);
-        let name = msgtype::CHANNEL_EVENTS[kind].0;
+        let message = msgtype::CHANNEL_EVENTS[kind].0 == msgtype::CHANNEL_MSG;
         let ev = channel_event_of(ch, kind, fields);
-        let number = number.filter(|_| name == msgtype::CHANNEL_MSG);
-        let Some(c) = self.chans.map.get_mut(&id) else {
+        let (number, id) = if message { (number, id) } else { (None, None) };
+        let Some(c) = self.chans.map.get_mut(&at) else {
             return;
         };
         match &mut c.held {
-            Some(held) => held.push((number, ev)),
+            Some(held) => held.push((number, id, ev)),
             None => {
                 if let Some(n) = number {
                     if c.last_msg.is_some_and(|last| n <= last) {
@@ -484,14 +541,17 @@ impl<V: JsonValue> Client<V> {
                     }
                     c.last_msg = Some(n);
                 }
-                self.events.push_back(ev);
+                if self.chans.seen.first_time(id) {
+                    self.events.push_back(ev);
+                }
             }
         }
     }
 
     /// The missed messages of a rejoined channel arrived (`Some` reply) or could not be
     /// fetched: deliver those numbered up to `upto`, in order and once, after telling how many
-    /// of them are gone (`ChannelMessagesLost`); then what arrived live meanwhile.
+    /// of them are gone (`ChannelMessagesLost`); then what arrived live meanwhile. (A message
+    /// whose identity was delivered before counts as found, and is not delivered again.)
     pub(super) fn recovered(&mut self, ch: u32, after: u64, upto: u64, reply: Option<V>) {
         let Some(c) = self.chans.map.get_mut(&ch) else {
             return;
@@ -505,7 +565,7 @@ impl<V: JsonValue> Client<V> {
                 continue;
             };
             let n = m.get("n").as_ref().and_then(as_u64).unwrap_or(0);
-            let last = found.last().map_or(after, |(n, _)| *n);
+            let last = found.last().map_or(after, |(n, _, _)| *n);
             if n > last && n <= upto {
                 let get = |k: &str| m.get(k).unwrap_or_else(|| V::from_string(""));
                 let ev = Event::ChannelMessage {
@@ -514,7 +574,7 @@ impl<V: JsonValue> Client<V> {
                     uid: V::from_f64(0.0),
                     msg: get("msg"),
                 };
-                found.push((n, ev));
+                found.push((n, m.get("id").as_ref().and_then(as_u64), ev));
             }
         }
         let lost = (upto - after).saturating_sub(found.len() as u64);
@@ -524,8 +584,10 @@ impl<V: JsonValue> Client<V> {
                 count: lost,
             });
         }
-        for (_, ev) in found {
-            self.events.push_back(ev);
+        for (_, sent, ev) in found {
+            if self.chans.seen.first_time(sent) {
+                self.events.push_back(ev);
+            }
         }
         if let Some(c) = self.chans.map.get_mut(&ch) {
             c.last_msg = Some(upto);
@@ -535,21 +597,23 @@ impl<V: JsonValue> Client<V> {
     }
 
     /// Deliver the live events that waited, in order, each message once (numbered above
-    /// the last delivered, and above `floor`).
+    /// the last delivered, and above `floor`; of an identity not delivered before).
     fn release_held(&mut self, ch: u32, floor: u64) {
         let Some(c) = self.chans.map.get_mut(&ch) else {
             return;
         };
         let held = c.held.take().unwrap_or_default();
         let mut last = c.last_msg.unwrap_or(0).max(floor);
-        for (n, ev) in held {
+        for (n, sent, ev) in held {
             if let Some(n) = n {
                 if n <= last {
                     continue;
                 }
                 last = n;
             }
-            self.events.push_back(ev);
+            if self.chans.seen.first_time(sent) {
+                self.events.push_back(ev);
+            }
         }
         if c.last_msg.is_some() {
             c.last_msg = Some(last);
