@@ -80,6 +80,7 @@ fuzz_target!(|input: Input| {
                     exclude,
                     number,
                     msg_number: (number % 2 == 0).then_some(number / 2),
+                    msg_id: (number % 4 == 0).then_some(number / 4),
                     frame,
                 },
                 2 => NodeMsg::Joined {
