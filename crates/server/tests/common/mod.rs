@@ -404,6 +404,114 @@ impl RedisCluster {
         (old, replica)
     }
 
+    /// The node id of the node on `port`.
+    fn id_of(port: u16) -> String {
+        redis_cli(port, &["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    /// Move `key`'s slot to another primary as an operator's resharding does: the slot marked
+    /// `IMPORTING` on the new primary and `MIGRATING` on the old one, its keys moved `batch` at a
+    /// time (`MIGRATE`) while the old primary answers `ASK` for keys it no longer has, then
+    /// (once a step met `ASK` and ran on the new primary after `ASKING`) the slot given to the
+    /// new primary on every node. Returns (old port, new port, keys moved).
+    pub fn migrate(&self, key: &str, batch: usize) -> (u16, u16, usize) {
+        let via = self.ports[0];
+        let from = self.primary_of(via, key).expect("a primary for the key");
+        let to = self
+            .ports
+            .iter()
+            .copied()
+            .find(|p| {
+                *p != from && self.primary_of(*p, key).is_some() && {
+                    let me = redis_cli(*p, &["CLUSTER", "NODES"]);
+                    me.lines().any(|l| {
+                        l.contains("myself")
+                            && l.split_whitespace()
+                                .nth(2)
+                                .is_some_and(|f| f.contains("master"))
+                    })
+                }
+            })
+            .expect("another primary");
+        let slot = redis_cli(via, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .to_string();
+        let (from_id, to_id) = (RedisCluster::id_of(from), RedisCluster::id_of(to));
+        let ok = |what: &str, reply: String| {
+            assert!(reply.starts_with("OK"), "{what}: {reply}");
+        };
+        ok(
+            "IMPORTING",
+            redis_cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+        );
+        ok(
+            "MIGRATING",
+            redis_cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+        );
+        // one connection for the whole move (a process per batch would make it last seconds)
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{from}/"))
+            .and_then(|c| c.get_connection())
+            .expect("a connection to the old primary");
+        let mut moved = 0;
+        loop {
+            let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(&slot)
+                .arg(batch)
+                .query(&mut c)
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let reply: redis::RedisResult<String> = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut c);
+            // NOKEY: every one of them went meanwhile (expired, deleted)
+            assert!(
+                matches!(reply.as_deref(), Ok("OK" | "NOKEY")),
+                "MIGRATE: {reply:?}"
+            );
+            moved += keys.len();
+        }
+        // every key moved, the slot still the old primary's: every step of the app meets `ASK`
+        // now; the slot is handed over once one did and was taken on the new primary
+        self.until("no step met ASK", |c| {
+            c.stat(from, "errorstats", "errorstat_ASK:count=") > 0
+                && c.stat(to, "commandstats", "cmdstat_asking:calls=") > 0
+        });
+        // the new owner first, then the old one (which then answers MOVED), then the rest
+        let mut order = vec![to, from];
+        order.extend(self.ports.iter().filter(|p| **p != to && **p != from));
+        for p in order {
+            let reply = redis_cli(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            // a replica takes the slot's owner from its primary
+            assert!(
+                reply.starts_with("OK") || reply.contains("only with masters"),
+                "SETSLOT NODE on {p}: {reply}"
+            );
+        }
+        self.until("the slot did not move", |c| {
+            c.ports.iter().all(|p| c.primary_of(*p, key) == Some(to))
+        });
+        (from, to, moved)
+    }
+
+    /// A figure of the node on `port`'s `INFO section`: the number after `field` (0 when the
+    /// node has none yet).
+    pub fn stat(&self, port: u16, section: &str, field: &str) -> u64 {
+        redis_cli(port, &["INFO", section])
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.split([',', '\r']).next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The port of the replica of the primary on `primary`.
     pub fn replica_of(&self, primary: u16) -> Option<u16> {
         let nodes = redis_cli(primary, &["CLUSTER", "NODES"]);

@@ -92,6 +92,9 @@ pub struct Shards {
     /// The slot of the last request that named a key through this handle: a `WAIT` goes to
     /// its primary, on the connection the request went by.
     last: Option<u16>,
+    /// Where the last request that named a key ran, when a `MOVED` or `ASK` sent it to a node
+    /// the slot map did not name (yet): a `WAIT` or `SCRIPT LOAD` after it goes there.
+    redirected: Option<(String, u16)>,
 }
 
 impl Shards {
@@ -123,6 +126,7 @@ impl Shards {
             conns: std::sync::Arc::new(conns),
             of_slot: std::sync::Arc::new(of_slot),
             last: None,
+            redirected: None,
         })
     }
 
@@ -147,17 +151,175 @@ impl Shards {
     /// that primary, sent by that connection; a script it did not know is loaded where it is
     /// run, by a connection that knows where that is); anything else by the slot of the key
     /// it names.
-    fn route(&mut self, cmd: &Cmd) -> (ClusterConnection, Option<RoutingInfo>) {
+    /// Also says whether `cmd` names a key.
+    fn route(&mut self, cmd: &Cmd) -> (ClusterConnection, Option<RoutingInfo>, bool) {
         match command_slot(cmd) {
             Keyed::Slot(slot) => {
                 self.last = Some(slot);
-                (self.of(Some(slot)), None)
+                self.redirected = None;
+                (self.of(Some(slot)), None, true)
             }
-            Keyed::AfterKey => match self.last {
-                Some(slot) => (self.of(Some(slot)), Some(to_primary_of(slot))),
-                None => (self.general(), None),
+            Keyed::AfterKey => match (self.last, &self.redirected) {
+                (Some(slot), Some((host, port))) => {
+                    (self.of(Some(slot)), Some(by_address(host, *port)), false)
+                }
+                (Some(slot), None) => (self.of(Some(slot)), Some(to_primary_of(slot)), false),
+                (None, _) => (self.general(), None, false),
             },
-            Keyed::None => (self.general(), None),
+            Keyed::None => (self.general(), None, false),
+        }
+    }
+}
+
+/// How long a request that surely did not run is sent again before its error is the
+/// answer (the store's own timeout, `OP_TIMEOUT`, ends it sooner).
+const AGAIN_FOR: Duration = Duration::from_secs(2);
+
+/// The longest pause before a request is sent again (the first is 5 ms, doubling).
+const AGAIN_PAUSE: Duration = Duration::from_millis(200);
+
+/// What to do with a cluster request's error: the `redis` crate's own retries are off
+/// (`retries(0)`), because it also sends again a request whose connection was reset or timed
+/// out — one that may have run, so that a script would run twice (a message stored and
+/// delivered twice). Here only what surely did not run is sent again.
+#[derive(Debug, PartialEq)]
+enum Again {
+    /// Answer the error: the request may have run (reset, end of stream, timeout), or it
+    /// failed in itself.
+    No,
+    /// `MOVED`: the slot is another node's now; send it there (the crate refreshes its slot
+    /// map meanwhile).
+    To(String, u16),
+    /// `ASK`: the slot is being migrated and the keys are on that node; send it there after
+    /// `ASKING`, in one pipeline (nothing else on that connection can come between).
+    Asking(String, u16),
+    /// The cluster could not take it now (`TRYAGAIN` while a slot's keys move, `CLUSTERDOWN`,
+    /// `MASTERDOWN`, a node loading, a connection refused or missing while a failover goes
+    /// on): send it again after a pause.
+    Later,
+}
+
+fn again(e: &RedisError) -> Again {
+    use redis::ErrorKind as K;
+    let at = || {
+        let (addr, _slot) = e.redirect_node()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        Some((host.to_string(), port.parse().ok()?))
+    };
+    match e.kind() {
+        K::Moved => at().map_or(Again::Later, |(h, p)| Again::To(h, p)),
+        K::Ask => at().map_or(Again::Later, |(h, p)| Again::Asking(h, p)),
+        K::TryAgain
+        | K::ClusterDown
+        | K::MasterDown
+        | K::BusyLoadingError
+        | K::ClusterConnectionNotFound => Again::Later,
+        _ if e.is_connection_refusal() => Again::Later,
+        _ => Again::No,
+    }
+}
+
+/// To the node at `host:port`.
+fn by_address(host: &str, port: u16) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// A request on a cluster connection: one command (with the route [`Shards::route`] chose,
+/// `None`: by the slot map) or a part of a pipeline (every pipeline the store sends is of one
+/// slot, and safe to send whole again).
+enum Req<'a> {
+    One(&'a Cmd, Option<RoutingInfo>),
+    Many(&'a Pipeline, usize, usize),
+}
+
+/// What a [`Req`] got.
+enum Reply {
+    One(Value),
+    Many(Vec<Value>),
+}
+
+impl Req<'_> {
+    /// Send it once: as routed, or to the node `to` (after `ASKING` when `asking`).
+    async fn send(
+        &self,
+        c: &mut ClusterConnection,
+        to: Option<&(String, u16)>,
+        asking: bool,
+    ) -> RedisResult<Reply> {
+        match (self, to) {
+            (Req::One(cmd, _), Some((host, port))) if asking => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").add_command((*cmd).clone());
+                let to = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                let mut got = c.route_pipeline(&pipe, 1, 1, to).await?;
+                Ok(Reply::One(got.pop().unwrap_or(Value::Nil)))
+            }
+            (Req::One(cmd, _), Some((host, port))) => c
+                .route_command(cmd, by_address(host, *port))
+                .await
+                .map(Reply::One),
+            (Req::One(cmd, Some(route)), None) => {
+                c.route_command(cmd, route.clone()).await.map(Reply::One)
+            }
+            (Req::One(cmd, None), None) => c.req_packed_command(cmd).await.map(Reply::One),
+            (Req::Many(pipe, offset, count), Some((host, port))) => {
+                let to = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                c.route_pipeline(pipe, *offset, *count, to)
+                    .await
+                    .map(Reply::Many)
+            }
+            (Req::Many(pipe, offset, count), None) => c
+                .req_packed_commands(pipe, *offset, *count)
+                .await
+                .map(Reply::Many),
+        }
+    }
+
+    /// Send it, and again while its error says it did not run ([`again`]), for up to
+    /// [`AGAIN_FOR`]. Returns the reply and, when a redirection made it run on a node the
+    /// slot map did not name, that node.
+    async fn until_taken(
+        &self,
+        mut c: ClusterConnection,
+    ) -> (RedisResult<Reply>, Option<(String, u16)>) {
+        let start = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let (mut to, mut asking) = (None::<(String, u16)>, false);
+        loop {
+            let e = match self.send(&mut c, to.as_ref(), asking).await {
+                Ok(v) => return (Ok(v), to),
+                Err(e) => e,
+            };
+            let next = match again(&e) {
+                // a node the crate has no connection to (a primary new to the cluster): its
+                // slot map learns it from the MOVED that ends the migration
+                _ if to.is_some() && e.kind() == redis::ErrorKind::ClientError => Again::Later,
+                // `ASKING` covers one command: a pipeline waits for the migration's end
+                Again::Asking(..) if matches!(self, Req::Many(..)) => Again::Later,
+                next => next,
+            };
+            if next == Again::No || start.elapsed() >= AGAIN_FOR {
+                return (Err(e), to);
+            }
+            tracing::debug!(error = %e, "a Redis Cluster request that did not run, sent again");
+            (to, asking) = match next {
+                Again::To(h, p) => (Some((h, p)), false),
+                Again::Asking(h, p) => (Some((h, p)), true),
+                _ => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(AGAIN_PAUSE);
+                    (None, false)
+                }
+            };
         }
     }
 }
@@ -258,8 +420,8 @@ impl Conn {
                 let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(Duration::from_secs(2))
                     .response_timeout(timeout)
-                    .retries(3)
-                    .max_retry_wait(1000)
+                    // sent again here only when surely not run: see `again`
+                    .retries(0)
                     .build()?;
                 Ok(Conn::Cluster(Shards::open(&client).await?))
             }
@@ -352,12 +514,16 @@ impl ConnectionLike for Conn {
         match self {
             Conn::One(c) => c.req_packed_command(cmd),
             Conn::Cluster(s) => {
-                let (mut c, to) = s.route(cmd);
+                let (c, to, keyed) = s.route(cmd);
                 Box::pin(async move {
-                    match to {
-                        Some(to) => c.route_command(cmd, to).await,
-                        None => c.req_packed_command(cmd).await,
+                    let (r, at) = Req::One(cmd, to).until_taken(c).await;
+                    if keyed {
+                        s.redirected = at;
                     }
+                    r.map(|r| match r {
+                        Reply::One(v) => v,
+                        Reply::Many(mut v) => v.pop().unwrap_or(Value::Nil),
+                    })
                 })
             }
         }
@@ -375,12 +541,22 @@ impl ConnectionLike for Conn {
                 let slot = match pipeline_slot(cmd) {
                     Keyed::Slot(slot) => {
                         s.last = Some(slot);
+                        s.redirected = None;
                         Some(slot)
                     }
                     _ => None,
                 };
-                let mut c = s.of(slot);
-                Box::pin(async move { c.req_packed_commands(cmd, offset, count).await })
+                let c = s.of(slot);
+                Box::pin(async move {
+                    let (r, at) = Req::Many(cmd, offset, count).until_taken(c).await;
+                    if slot.is_some() {
+                        s.redirected = at;
+                    }
+                    r.map(|r| match r {
+                        Reply::Many(v) => v,
+                        Reply::One(v) => vec![v],
+                    })
+                })
             }
         }
     }
@@ -423,7 +599,7 @@ fn slot_owners(nodes: &str) -> Vec<(u16, u16, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{command_slot, pipeline_slot, slot_owners, Keyed, Target};
+    use super::{again, command_slot, pipeline_slot, slot_owners, Again, Keyed, Target};
     use crate::store::redis::keys::Keys;
 
     #[test]
@@ -464,6 +640,61 @@ mod tests {
             .arg(1)
             .arg(0);
         assert_eq!(pipeline_slot(&pipe), slot);
+    }
+
+    /// Only what surely did not run is sent again: a reset, an end of stream or a timeout
+    /// may come after the script ran, and a script run twice stores a message twice.
+    #[test]
+    fn only_a_request_that_surely_did_not_run_is_sent_again() {
+        use redis::{ErrorKind as K, RedisError};
+        use std::io::{Error, ErrorKind as Io};
+        let server = |kind, detail: &str| {
+            RedisError::from((kind, "An error was signalled by the server", detail.into()))
+        };
+        assert_eq!(
+            again(&server(K::Moved, "3999 127.0.0.1:6381")),
+            Again::To("127.0.0.1".into(), 6381)
+        );
+        assert_eq!(
+            again(&server(K::Ask, "3999 10.0.0.7:7002")),
+            Again::Asking("10.0.0.7".into(), 7002)
+        );
+        assert_eq!(again(&server(K::Moved, "garbled")), Again::Later);
+        for kind in [
+            K::TryAgain,
+            K::ClusterDown,
+            K::MasterDown,
+            K::BusyLoadingError,
+        ] {
+            assert_eq!(again(&server(kind, "")), Again::Later, "{kind:?}");
+        }
+        let missing = RedisError::from((K::ClusterConnectionNotFound, "No connections found"));
+        assert_eq!(again(&missing), Again::Later);
+        assert_eq!(
+            again(&RedisError::from(Error::from(Io::ConnectionRefused))),
+            Again::Later
+        );
+        for io in [
+            Io::ConnectionReset,
+            Io::UnexpectedEof,
+            Io::BrokenPipe,
+            Io::TimedOut,
+            Io::ConnectionAborted,
+        ] {
+            assert_eq!(
+                again(&RedisError::from(Error::from(io))),
+                Again::No,
+                "{io:?}"
+            );
+        }
+        for kind in [
+            K::ResponseError,
+            K::NoScriptError,
+            K::ReadOnly,
+            K::CrossSlot,
+        ] {
+            assert_eq!(again(&server(kind, "")), Again::No, "{kind:?}");
+        }
     }
 
     #[test]

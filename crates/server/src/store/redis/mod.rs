@@ -226,6 +226,9 @@ struct Inner {
     /// Apps whose sharded topic Redis unsubscribed this node from (their slot moved to
     /// another primary: an operator's failover, a slot migration).
     topics_lost: Mutex<BTreeSet<String>>,
+    /// What arrives on sharded topics whose subscription was lost, held until their clients
+    /// were told to poll and rejoin ([`HeldPushes`]).
+    held: Mutex<HeldPushes>,
     /// When the timer poller asks each app's timers next (absent: at the next tick).
     timers_next: Mutex<BTreeMap<String, tokio::time::Instant>>,
     /// On a Redis Cluster: the connection this node's sharded topics are subscribed on (one
@@ -470,6 +473,7 @@ impl Redis {
             resubscribing: AtomicBool::new(false),
             subs_lost: AtomicBool::new(false),
             topics_lost: Mutex::new(BTreeSet::new()),
+            held: Mutex::new(HeldPushes::default()),
             timers_next: Mutex::new(BTreeMap::new()),
             subs,
             owners: Mutex::new(Vec::new()),
@@ -2237,6 +2241,93 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
     }
 }
 
+/// At most this many bytes of pushes are held for topics whose subscription was lost
+/// ([`HeldPushes`]); past it they are dropped (the poll and the rejoin that their clients are
+/// told to make fetch the mail and the channel messages among them).
+const HELD_BYTES: usize = 16 << 20;
+
+/// Pushes held after a sharded topic's subscription was lost, until the clients of its app
+/// were told to poll their mailboxes and rejoin their channels. Messages published while no
+/// subscription heard them (a slot in migration runs its scripts on the new primary, where
+/// this node is not subscribed yet; a primary that died) are fetched by that poll and rejoin,
+/// from after the last one each client got: a push that reached a client before it was told
+/// would move that mark past the gap, and what is in the gap would be lost without a word.
+#[derive(Default)]
+struct HeldPushes {
+    /// Subscriptions lost so far (each a mark that a round of [`resubscribe`] tells up to).
+    lost: u64,
+    /// Since which loss every topic's pushes are held (a connection was lost: which topics
+    /// it carried is not known).
+    all_since: Option<u64>,
+    /// Topic → since which loss its pushes are held, and those held (oldest first).
+    topics: std::collections::HashMap<String, (u64, Vec<String>)>,
+    bytes: usize,
+}
+
+impl HeldPushes {
+    /// A subscription was lost: `topic`'s, or (`None`) a connection's with every topic.
+    fn lost(&mut self, topic: Option<String>) {
+        self.lost += 1;
+        let since = self.lost;
+        match topic {
+            Some(t) => {
+                self.topics.entry(t).or_insert((since, Vec::new()));
+            }
+            None => {
+                self.all_since.get_or_insert(since);
+            }
+        }
+    }
+
+    /// Some topic's pushes are held.
+    fn holding(&self) -> bool {
+        self.all_since.is_some() || !self.topics.is_empty()
+    }
+
+    /// Hold `payload` if `topic`'s pushes are held; false: deliver it now.
+    fn hold(&mut self, topic: &str, payload: &str) -> bool {
+        let held = match (self.topics.get_mut(topic), self.all_since) {
+            (Some((_, held)), _) => held,
+            (None, Some(since)) => {
+                &mut self
+                    .topics
+                    .entry(topic.to_string())
+                    .or_insert((since, Vec::new()))
+                    .1
+            }
+            (None, None) => return false,
+        };
+        if self.bytes + payload.len() <= HELD_BYTES {
+            self.bytes += payload.len();
+            held.push(payload.to_string());
+        }
+        true
+    }
+
+    /// Stop holding what was lost up to the mark `upto` (the clients were told), except the
+    /// topics in `still` (not subscribed yet: their turn comes in a next round); returns the
+    /// pushes held for them, to deliver in order.
+    fn release(&mut self, upto: u64, still: &BTreeSet<String>) -> Vec<String> {
+        if self.all_since.is_some_and(|s| s <= upto) {
+            self.all_since = None;
+        }
+        let done: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(t, (since, _))| *since <= upto && !still.contains(*t))
+            .map(|(t, _)| t.clone())
+            .collect();
+        let mut out = Vec::new();
+        for t in done {
+            if let Some((_, held)) = self.topics.remove(&t) {
+                self.bytes -= held.iter().map(String::len).sum::<usize>();
+                out.extend(held);
+            }
+        }
+        out
+    }
+}
+
 /// Receives this node's sharded topics (a Redis Cluster): each topic in order. When a
 /// connection to a Redis node drops (its primary died, or it moved), the subscriptions on it
 /// went with it: [`resubscribe`] takes over.
@@ -2250,17 +2341,27 @@ async fn sharded_subscriber(
             redis::PushKind::SMessage | redis::PushKind::Message => {
                 if let Some(RValue::BulkString(payload)) = p.data.get(1) {
                     if let Ok(payload) = std::str::from_utf8(payload) {
+                        let mut held = i.held.lock();
+                        if held.holding() {
+                            let topic = p.data.first().map(text).unwrap_or_default();
+                            if held.hold(&topic, payload) {
+                                continue;
+                            }
+                        }
+                        drop(held);
                         i.deliver(payload);
                     }
                 }
             }
             redis::PushKind::Disconnection => {
+                i.held.lock().lost(None);
                 i.subs_lost.store(true, Ordering::SeqCst);
                 i.resubscribe_soon();
             }
             // this node never unsubscribes: Redis did (the topic's slot moved)
             redis::PushKind::SUnsubscribe => {
                 let topic = p.data.first().map(text).unwrap_or_default();
+                i.held.lock().lost(Some(topic.clone()));
                 let node = &i.cfg.node_id;
                 if let Some(app) = i
                     .apps_known()
@@ -2296,6 +2397,7 @@ async fn resubscribe(inner: Weak<Inner>) {
             return;
         };
         // what was lost before this round's subscriptions (what is lost after comes again)
+        let upto = i.held.lock().lost;
         let conn_lost = i.subs_lost.swap(false, Ordering::SeqCst);
         let unsubscribed = std::mem::take(&mut *i.topics_lost.lock());
         let node = &i.cfg.node_id;
@@ -2333,9 +2435,18 @@ async fn resubscribe(inner: Weak<Inner>) {
             ),
             None => info!("this node's topics are subscribed again; clients poll their mailboxes and rejoin their channels"),
         }
-        if told.as_ref().is_none_or(|apps| !apps.is_empty()) {
-            tokio::spawn(i.clone().missed_pushes(told));
-        }
+        // the pushes held meanwhile go out once the clients were told (after the notices)
+        let still: BTreeSet<String> = failed.iter().map(|a| i.keys.app_topic(a, node)).collect();
+        let i2 = i.clone();
+        tokio::spawn(async move {
+            if told.as_ref().is_none_or(|apps| !apps.is_empty()) {
+                i2.clone().missed_pushes(told).await;
+            }
+            let mut held = i2.held.lock();
+            for payload in held.release(upto, &still) {
+                i2.deliver(&payload);
+            }
+        });
         i.resubscribing.store(false, Ordering::SeqCst);
         let more = i.subs_lost.load(Ordering::SeqCst) || !i.topics_lost.lock().is_empty();
         if !more || i.resubscribing.swap(true, Ordering::SeqCst) {
@@ -2617,7 +2728,48 @@ async fn reap_once(i: &Inner) -> SResult<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::moved_between;
+    use super::{moved_between, HeldPushes, HELD_BYTES};
+    use std::collections::BTreeSet;
+
+    /// A topic's pushes are held from the moment its subscription was lost until the round
+    /// that told its clients, in order; a loss after the round began waits for the next
+    /// round, a topic not subscribed yet stays held, and a lost connection holds every topic.
+    #[test]
+    fn pushes_after_a_lost_subscription_wait_until_the_clients_were_told() {
+        let none = BTreeSet::new();
+        let mut h = HeldPushes::default();
+        assert!(!h.holding());
+        assert!(!h.hold("t1", "a"));
+        h.lost(Some("t1".into()));
+        assert!(h.hold("t1", "b") && h.hold("t1", "c"));
+        assert!(!h.hold("t2", "x"), "another topic flows");
+        let round = h.lost;
+        // lost again while the round tells: that one is the next round's
+        h.lost(Some("t2".into()));
+        assert!(h.hold("t2", "y"));
+        assert_eq!(h.release(round, &none), ["b", "c"]);
+        assert!(!h.hold("t1", "d"), "told: flows again");
+        assert!(h.hold("t2", "z"));
+        let round = h.lost;
+        assert_eq!(h.release(round, &none), ["y", "z"]);
+        assert!(!h.holding() && h.bytes == 0);
+        // a connection lost: every topic held; one not subscribed again stays held
+        h.lost(None);
+        assert!(h.hold("t1", "e") && h.hold("t3", "f"));
+        let round = h.lost;
+        let still = BTreeSet::from(["t3".to_string()]);
+        assert_eq!(h.release(round, &still), ["e"]);
+        assert!(!h.hold("t1", "g"));
+        assert!(h.hold("t3", "h"));
+        assert_eq!(h.release(h.lost, &none), ["f", "h"]);
+        // bounded: past HELD_BYTES a push is dropped (held, never delivered)
+        h.lost(Some("t1".into()));
+        let big = "x".repeat(HELD_BYTES / 2 + 1);
+        assert!(h.hold("t1", &big) && h.hold("t1", &big) && h.hold("t1", "i"));
+        assert_eq!(h.bytes, big.len() + 1);
+        assert_eq!(h.release(h.lost, &none).len(), 2);
+        assert_eq!(h.bytes, 0);
+    }
 
     #[test]
     fn the_apps_a_failover_moved_are_those_of_the_slots_that_changed_hands() {
