@@ -409,7 +409,8 @@ impl RedisCluster {
         redis_cli(port, &["CLUSTER", "MYID"]).trim().to_string()
     }
 
-    /// Move `key`'s slot to another primary as an operator's resharding does: the slot marked
+    /// Move `key`'s slot to another primary (its script cache flushed first, as a primary new
+    /// to the cluster) as an operator's resharding does: the slot marked
     /// `IMPORTING` on the new primary and `MIGRATING` on the old one, its keys moved `batch` at a
     /// time (`MIGRATE`) while the old primary answers `ASK` for keys it no longer has, then
     /// (once a step met `ASK` and ran on the new primary after `ASKING`) the slot given to the
@@ -437,6 +438,8 @@ impl RedisCluster {
             .trim()
             .to_string();
         let (from_id, to_id) = (RedisCluster::id_of(from), RedisCluster::id_of(to));
+        // as a primary new to the cluster: it knows none of the store's scripts
+        assert!(redis_cli(to, &["SCRIPT", "FLUSH"]).starts_with("OK"));
         let ok = |what: &str, reply: String| {
             assert!(reply.starts_with("OK"), "{what}: {reply}");
         };
