@@ -589,6 +589,27 @@ impl Inner {
         }
     }
 
+    /// Deliver what came on `topic`, or hold it while the topic's subscription is being
+    /// made good ([`HeldPushes`]).
+    fn deliver_or_hold(&self, topic: &str, payload: &str) {
+        let mut held = self.held.lock();
+        if held.holding() && held.hold(topic, payload) {
+            return;
+        }
+        drop(held);
+        self.deliver(payload);
+    }
+
+    /// The clients were told of what was lost up to the mark `upto`: deliver what was held
+    /// since (but for the topics in `still`), in order — under the lock, so that nothing that
+    /// comes meanwhile goes ahead of it.
+    fn release_held(&self, upto: u64, still: &BTreeSet<String>) {
+        let mut held = self.held.lock();
+        for payload in held.release(upto, still) {
+            self.deliver(&payload);
+        }
+    }
+
     /// Start [`resubscribe`] unless it runs.
     fn resubscribe_soon(self: &Arc<Self>) {
         if !self.resubscribing.swap(true, Ordering::SeqCst) {
@@ -2224,9 +2245,14 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
             let _ = tx.send(());
         }
         if reconnected {
-            // pushes may have been lost while disconnected
+            // pushes may have been lost while disconnected: the clients are told, and what
+            // comes meanwhile is held until they were
             if let Some(i) = inner.upgrade() {
-                tokio::spawn(i.missed_pushes(None));
+                let upto = i.held.lock().lost;
+                tokio::spawn(async move {
+                    i.clone().missed_pushes(None).await;
+                    i.release_held(upto, &BTreeSet::new());
+                });
             }
         }
         reconnected = true;
@@ -2234,8 +2260,11 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
         while let Some(m) = stream.next().await {
             let Some(i) = inner.upgrade() else { return };
             if let Ok(payload) = std::str::from_utf8(m.get_payload_bytes()) {
-                i.deliver(payload);
+                i.deliver_or_hold(&topic, payload);
             }
+        }
+        if let Some(i) = inner.upgrade() {
+            i.held.lock().lost(None);
         }
         warn!("redis pub/sub connection lost; reconnecting");
     }
@@ -2246,8 +2275,9 @@ async fn subscriber(inner: Weak<Inner>, ready: tokio::sync::oneshot::Sender<()>)
 /// told to make fetch the mail and the channel messages among them).
 const HELD_BYTES: usize = 16 << 20;
 
-/// Pushes held after a sharded topic's subscription was lost, until the clients of its app
-/// were told to poll their mailboxes and rejoin their channels. Messages published while no
+/// Pushes held after a topic's subscription was lost (on a cluster, a sharded topic's; on
+/// one Redis, the node's pub/sub connection), until the clients concerned were told to poll
+/// their mailboxes and rejoin their channels. Messages published while no
 /// subscription heard them (a slot in migration runs its scripts on the new primary, where
 /// this node is not subscribed yet; a primary that died) are fetched by that poll and rejoin,
 /// from after the last one each client got: a push that reached a client before it was told
@@ -2341,15 +2371,8 @@ async fn sharded_subscriber(
             redis::PushKind::SMessage | redis::PushKind::Message => {
                 if let Some(RValue::BulkString(payload)) = p.data.get(1) {
                     if let Ok(payload) = std::str::from_utf8(payload) {
-                        let mut held = i.held.lock();
-                        if held.holding() {
-                            let topic = p.data.first().map(text).unwrap_or_default();
-                            if held.hold(&topic, payload) {
-                                continue;
-                            }
-                        }
-                        drop(held);
-                        i.deliver(payload);
+                        let topic = p.data.first();
+                        i.deliver_or_hold(&topic.map(text).unwrap_or_default(), payload);
                     }
                 }
             }
@@ -2442,10 +2465,7 @@ async fn resubscribe(inner: Weak<Inner>) {
             if told.as_ref().is_none_or(|apps| !apps.is_empty()) {
                 i2.clone().missed_pushes(told).await;
             }
-            let mut held = i2.held.lock();
-            for payload in held.release(upto, &still) {
-                i2.deliver(&payload);
-            }
+            i2.release_held(upto, &still);
         });
         i.resubscribing.store(false, Ordering::SeqCst);
         let more = i.subs_lost.load(Ordering::SeqCst) || !i.topics_lost.lock().is_empty();
