@@ -68,6 +68,14 @@ pub struct Shared<S: Store> {
 }
 
 impl<S: Store> Shared<S> {
+    /// The store's own lines of `/metrics` (a Redis Cluster's requests sent again, pushes
+    /// held).
+    pub fn store_metrics(&self) -> String {
+        let mut text = String::new();
+        self.store().render_metrics(&mut text);
+        text
+    }
+
     /// The webhook and event-stream lines of `/metrics`.
     pub fn webhooks_metrics(&self) -> String {
         let mut text = String::new();
@@ -433,6 +441,11 @@ impl Server {
     /// The webhook and event-stream lines of `/metrics`.
     pub fn webhooks_metrics(&self) -> String {
         each!(self, r => r.shared.webhooks_metrics())
+    }
+
+    /// The store's lines of `/metrics`.
+    pub fn store_metrics(&self) -> String {
+        each!(self, r => r.shared.store_metrics())
     }
 
     /// What the store holds (for leak checks).
@@ -853,7 +866,7 @@ fn host_allowed(host: &str, allowed: &BTreeSet<String>) -> bool {
 async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.stats.render() + &shared.webhooks_metrics(),
+        shared.stats.render() + &shared.webhooks_metrics() + &shared.store_metrics(),
     )
         .into_response()
 }

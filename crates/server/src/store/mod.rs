@@ -1271,6 +1271,11 @@ pub trait Store: Send + Sync + 'static {
     fn node_reports(&self) -> impl Future<Output = SResult<Vec<String>>> + Send;
     /// What the store holds on behalf of clients.
     fn footprint(&self) -> impl Future<Output = SResult<Footprint>> + Send;
+    /// The store's own Prometheus metrics, appended to `out` (none for a store that has no
+    /// figures of its own).
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
     /// Stop touching shared state at once, as a crashed node would (tests of failover).
     fn halt(&self) {}
 }

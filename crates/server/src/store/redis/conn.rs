@@ -95,6 +95,8 @@ pub struct Shards {
     /// Where the last request that named a key ran, when a `MOVED` or `ASK` sent it to a node
     /// the slot map did not name (yet): a `WAIT` or `SCRIPT LOAD` after it goes there.
     redirected: Option<(String, u16)>,
+    /// Requests sent again ([`Again`]): after `MOVED`, after `ASK`, after a pause.
+    sent_again: std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>,
 }
 
 impl Shards {
@@ -127,6 +129,7 @@ impl Shards {
             of_slot: std::sync::Arc::new(of_slot),
             last: None,
             redirected: None,
+            sent_again: Default::default(),
         })
     }
 
@@ -134,6 +137,13 @@ impl Shards {
     fn of(&self, slot: Option<u16>) -> ClusterConnection {
         let k = slot.map_or(0, |s| usize::from(self.of_slot[usize::from(s % 16384)]));
         self.conns[k].clone()
+    }
+
+    /// Requests sent again so far because the cluster said they did not run: (after
+    /// `MOVED`, after `ASK`, after a pause).
+    pub fn sent_again(&self) -> (u64, u64, u64) {
+        let n = |i: usize| self.sent_again[i].load(std::sync::atomic::Ordering::Relaxed);
+        (n(0), n(1), n(2))
     }
 
     /// The connection for what names no key.
@@ -290,6 +300,7 @@ impl Req<'_> {
     async fn until_taken(
         &self,
         mut c: ClusterConnection,
+        counts: &[std::sync::atomic::AtomicU64; 3],
     ) -> (RedisResult<Reply>, Option<(String, u16)>) {
         let start = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(5);
@@ -311,6 +322,12 @@ impl Req<'_> {
                 return (Err(e), to);
             }
             tracing::debug!(error = %e, "a Redis Cluster request that did not run, sent again");
+            let counted = match next {
+                Again::To(..) => 0,
+                Again::Asking(..) => 1,
+                _ => 2,
+            };
+            counts[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             (to, asking) = match next {
                 Again::To(h, p) => (Some((h, p)), false),
                 Again::Asking(h, p) => (Some((h, p)), true),
@@ -516,7 +533,7 @@ impl ConnectionLike for Conn {
             Conn::Cluster(s) => {
                 let (c, to, keyed) = s.route(cmd);
                 Box::pin(async move {
-                    let (r, at) = Req::One(cmd, to).until_taken(c).await;
+                    let (r, at) = Req::One(cmd, to).until_taken(c, &s.sent_again).await;
                     if keyed {
                         s.redirected = at;
                     }
@@ -548,7 +565,9 @@ impl ConnectionLike for Conn {
                 };
                 let c = s.of(slot);
                 Box::pin(async move {
-                    let (r, at) = Req::Many(cmd, offset, count).until_taken(c).await;
+                    let (r, at) = Req::Many(cmd, offset, count)
+                        .until_taken(c, &s.sent_again)
+                        .await;
                     if slot.is_some() {
                         s.redirected = at;
                     }

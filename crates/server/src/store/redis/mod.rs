@@ -2143,6 +2143,28 @@ impl Store for Redis {
         Ok(reports.into_iter().flatten().collect())
     }
 
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let i = &self.inner;
+        if let Conn::Cluster(s) = &i.conn {
+            let (moved, ask, pause) = s.sent_again();
+            let _ = writeln!(out, "# TYPE opensig_redis_sent_again_total counter");
+            for (after, n) in [("moved", moved), ("ask", ask), ("pause", pause)] {
+                let _ = writeln!(
+                    out,
+                    "opensig_redis_sent_again_total{{after=\"{after}\"}} {n}"
+                );
+            }
+        }
+        let held = i.held.lock();
+        let _ = writeln!(
+            out,
+            "# TYPE opensig_pushes_held_bytes gauge\nopensig_pushes_held_bytes {}\n\
+             # TYPE opensig_pushes_held_dropped_total counter\nopensig_pushes_held_dropped_total {}",
+            held.bytes, held.dropped
+        );
+    }
+
     /// The cluster's state (under this prefix) as Redis holds it, and this node's sessions.
     async fn footprint(&self) -> SResult<Footprint> {
         let inner = &self.inner;
@@ -2292,6 +2314,8 @@ struct HeldPushes {
     /// Topic → since which loss its pushes are held, and those held (oldest first).
     topics: std::collections::HashMap<String, (u64, Vec<String>)>,
     bytes: usize,
+    /// Pushes dropped since the node started, past [`HELD_BYTES`].
+    dropped: u64,
 }
 
 impl HeldPushes {
@@ -2330,6 +2354,8 @@ impl HeldPushes {
         if self.bytes + payload.len() <= HELD_BYTES {
             self.bytes += payload.len();
             held.push(payload.to_string());
+        } else {
+            self.dropped += 1;
         }
         true
     }
@@ -2786,7 +2812,7 @@ mod tests {
         h.lost(Some("t1".into()));
         let big = "x".repeat(HELD_BYTES / 2 + 1);
         assert!(h.hold("t1", &big) && h.hold("t1", &big) && h.hold("t1", "i"));
-        assert_eq!(h.bytes, big.len() + 1);
+        assert_eq!((h.bytes, h.dropped), (big.len() + 1, 1));
         assert_eq!(h.release(h.lost, &none).len(), 2);
         assert_eq!(h.bytes, 0);
     }
