@@ -226,8 +226,8 @@ struct Inner {
     /// Apps whose sharded topic Redis unsubscribed this node from (their slot moved to
     /// another primary: an operator's failover, a slot migration).
     topics_lost: Mutex<BTreeSet<String>>,
-    /// What arrives on sharded topics whose subscription was lost, held until their clients
-    /// were told to poll and rejoin ([`HeldPushes`]).
+    /// What arrives on topics whose subscription was lost, held until their clients were
+    /// told to poll and rejoin ([`HeldPushes`]).
     held: Mutex<HeldPushes>,
     /// When the timer poller asks each app's timers next (absent: at the next tick).
     timers_next: Mutex<BTreeMap<String, tokio::time::Instant>>,
@@ -2313,6 +2313,7 @@ struct HeldPushes {
     all_since: Option<u64>,
     /// Topic → since which loss its pushes are held, and those held (oldest first).
     topics: std::collections::HashMap<String, (u64, Vec<String>)>,
+    /// The bytes held, all topics together (at most [`HELD_BYTES`]).
     bytes: usize,
     /// Pushes dropped since the node started, past [`HELD_BYTES`].
     dropped: u64,
