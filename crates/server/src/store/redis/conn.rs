@@ -230,11 +230,16 @@ fn again(e: &RedisError) -> Again {
 }
 
 /// To the node at `host:port`.
-fn by_address(host: &str, port: u16) -> RoutingInfo {
-    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+fn node_at(host: &str, port: u16) -> SingleNodeRoutingInfo {
+    SingleNodeRoutingInfo::ByAddress {
         host: host.to_string(),
         port,
-    })
+    }
+}
+
+/// To the node at `host:port`, for one command.
+fn by_address(host: &str, port: u16) -> RoutingInfo {
+    RoutingInfo::SingleNode(node_at(host, port))
 }
 
 /// A request on a cluster connection: one command (with the route [`Shards::route`] chose,
@@ -263,11 +268,7 @@ impl Req<'_> {
             (Req::One(cmd, _), Some((host, port))) if asking => {
                 let mut pipe = redis::pipe();
                 pipe.cmd("ASKING").add_command((*cmd).clone());
-                let to = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
-                let mut got = c.route_pipeline(&pipe, 1, 1, to).await?;
+                let mut got = c.route_pipeline(&pipe, 1, 1, node_at(host, *port)).await?;
                 Ok(Reply::One(got.pop().unwrap_or(Value::Nil)))
             }
             (Req::One(cmd, _), Some((host, port))) => c
@@ -278,15 +279,10 @@ impl Req<'_> {
                 c.route_command(cmd, route.clone()).await.map(Reply::One)
             }
             (Req::One(cmd, None), None) => c.req_packed_command(cmd).await.map(Reply::One),
-            (Req::Many(pipe, offset, count), Some((host, port))) => {
-                let to = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
-                c.route_pipeline(pipe, *offset, *count, to)
-                    .await
-                    .map(Reply::Many)
-            }
+            (Req::Many(pipe, offset, count), Some((host, port))) => c
+                .route_pipeline(pipe, *offset, *count, node_at(host, *port))
+                .await
+                .map(Reply::Many),
             (Req::Many(pipe, offset, count), None) => c
                 .req_packed_commands(pipe, *offset, *count)
                 .await
@@ -509,12 +505,8 @@ impl Conn {
     pub async fn on_node(&mut self, at: Option<&(String, u16)>, cmd: &Cmd) -> RedisResult<Value> {
         match (self, at) {
             (Conn::Cluster(s), Some((host, port))) => {
-                let to = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
                 s.general()
-                    .route_command(cmd, RoutingInfo::SingleNode(to))
+                    .route_command(cmd, by_address(host, *port))
                     .await
             }
             (Conn::One(c), _) => cmd.query_async(c).await,
