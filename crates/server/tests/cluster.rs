@@ -306,6 +306,41 @@ async fn kick_across_nodes_and_special_channels() {
         .await;
 }
 
+/// Who `node`'s index of its channel memberships names (what reaping it would end).
+async fn members_index(nodes: &[opensig_server::Server], node: &str) -> Vec<String> {
+    let p = nodes[0].config().redis_prefix.clone();
+    let key = format!("{p}nc {{{p}{APP}}} {node}");
+    let out = redis_cli_cmd(&["SMEMBERS", &key]);
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_membership_that_moves_to_another_node_leaves_the_first_node_s_index() {
+    let nodes = cluster(2, |_| {}).await;
+    let mut first = User::login(&nodes[0].ws_url(), "mover").await;
+    first.join("room").await;
+    first.settled().await;
+    assert_eq!(members_index(&nodes, "node0").await.len(), 1);
+    // the same account on the other node, in the same channel: the membership moves there
+    // (by its join, or by the first session's leave when that comes first)
+    let mut second = User::login(&nodes[1].ws_url(), "mover").await;
+    second.join("room").await;
+    wait_for("the first node's index emptied", || async {
+        members_index(&nodes, "node0").await.is_empty()
+    })
+    .await;
+    assert_eq!(members_index(&nodes, "node1").await.len(), 1);
+    let r = second
+        .invoke("channel_query_num", json!({"name": "room"}))
+        .await
+        .unwrap();
+    assert_eq!(r["num"], 1);
+    drop(first);
+}
+
 #[tokio::test]
 async fn getaddr_lists_the_live_nodes() {
     let mut nodes = cluster(3, |_| {}).await;

@@ -5,8 +5,9 @@
 //! primaries. What is about the nodes rather than an app (the registry, reports, reaping
 //! locks) is `<prefix><kind> {<prefix>~} <name…>`: one slot of its own. The Lua scripts get
 //! every key they touch as `KEYS`, in the order each struct's `all()` gives, which the
-//! script's header names (a few are built in the script from a prefix given here, and stay in
-//! the prefix's slot).
+//! script's header names; none builds a key (debug builds check every `redis.call` of every
+//! script, `lua/keys_declared.lua`). What a script publishes to is a topic, not a key: built
+//! from a prefix given here, in the app's slot.
 
 /// Key names of one cluster (one prefix).
 #[derive(Clone, Debug)]
@@ -68,8 +69,10 @@ pub(super) struct ChannelKeys {
     pub history: String,
     /// The history's counters: `n` (the latest message number), `b` (bytes of kept text).
     pub history_meta: String,
-    /// Prefix of the rate buckets (`<rate> m`, `<rate> a <name>`).
-    pub rate: String,
+    /// The channel's message rate bucket.
+    pub msg_rate: String,
+    /// Prefix of the attributes' rate buckets (`attr_rate`).
+    rate: String,
     /// The app's ledger of channels with attributes: a sorted set, member = channel, score =
     /// when its state expires (ms; 2^53 - 1 while it has members).
     pub ledger: String,
@@ -80,8 +83,13 @@ pub(super) struct ChannelKeys {
 }
 
 impl ChannelKeys {
-    /// The keys a channel script takes, in its order.
-    pub fn all(&self) -> [&str; 13] {
+    /// The rate bucket of the attribute `name`.
+    pub fn attr_rate(&self, name: &str) -> String {
+        format!("{} a {name}", self.rate)
+    }
+
+    /// The keys a channel script takes first, in its order (channel.lua's header).
+    pub fn all(&self) -> [&str; 14] {
         [
             &self.members,
             &self.order,
@@ -96,6 +104,7 @@ impl ChannelKeys {
             &self.ledger_total,
             &self.history,
             &self.history_meta,
+            &self.msg_rate,
         ]
     }
 }
@@ -164,11 +173,6 @@ impl Keys {
     /// The node's index of its channel memberships in an app.
     pub fn node_members(&self, app: &str, node: &str) -> String {
         self.k("nc", &[app, node])
-    }
-
-    /// Prefix of `node_members` (the scripts add the node; the app's slot).
-    pub fn node_members_prefix(&self, app: &str) -> String {
-        self.k("nc", &[app, ""])
     }
 
     /// The node's registration (its public URL, with expiry).
@@ -280,6 +284,7 @@ impl Keys {
             changed: k("cc"),
             history: k("ch"),
             history_meta: k("cx"),
+            msg_rate: format!("{} m", k("cr")),
             rate: k("cr"),
             ledger: self.k("cl", &[app]),
             ledger_bytes: self.k("clb", &[app]),

@@ -94,14 +94,27 @@ fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
         Oom::Run => "#!lua flags=allow-oom",
     };
     let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
-    Script::new(&format!(
-        "{flags}\nlocal PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n\
+    let body = format!(
+        "local PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n\
          local CATCH_UP_MAX = {catch_up}\n{CLOCK}\n{EVENTS}\n{}",
         parts.join("\n"),
         step = super::QUOTA_EXPIRY_STEP.as_millis(),
         catch_up = super::CATCH_UP_MAX,
-    ))
+    );
+    match cfg!(debug_assertions) {
+        true => Script::new(&format!(
+            "{flags}\n{KEYS_DECLARED}\n{}",
+            body.replace("redis.call(", "keys_declared_call(")
+        )),
+        false => Script::new(&format!("{flags}\n{body}")),
+    }
 }
+
+/// Debug builds (the tests) run every script with each `redis.call` checked: a key it names
+/// must be one of the script's `KEYS`. Redis Cluster requires it (a key built in a script
+/// is not checked for its slot before the script runs), and so does partitioning an app's
+/// keys over several slots later.
+const KEYS_DECLARED: &str = include_str!("lua/keys_declared.lua");
 
 const CLOCK: &str = include_str!("lua/clock.lua");
 const EVENTS: &str = include_str!("lua/events.lua");
@@ -880,17 +893,24 @@ impl Inner {
             .collect())
     }
 
-    /// A channel script with its keys and the common arguments.
-    fn channel_call<'s>(&self, s: &'s Script, at: Chan<'_>, seen: Seen) -> ScriptInvocation<'s> {
+    /// A channel script with its keys and the common arguments; `own` is the one key of the
+    /// script's own (channel.lua's `OWN`; `None`: the app's unused key).
+    fn channel_call<'s>(
+        &self,
+        s: &'s Script,
+        at: Chan<'_>,
+        seen: Seen,
+        own: Option<String>,
+    ) -> ScriptInvocation<'s> {
         let k = self.keys.channel(at.app, at.channel);
         let mut inv = s.prepare_invoke();
         for key in k.all() {
             inv.key(key);
         }
         inv.key(self.keys.timers(at.app));
+        inv.key(own.unwrap_or_else(|| self.keys.unused(at.app)));
         let d = &self.defaults;
         inv.arg(self.keys.topic_prefix(at.app))
-            .arg(&k.rate)
             .arg(if d.notify { "1" } else { "0" })
             .arg(d.ttl_secs)
             .arg(d.sendmsg_limit)
@@ -1012,7 +1032,7 @@ impl Inner {
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
         self.app(at.app).await?;
-        let mut inv = self.channel_call(&self.scripts.channel_state, at, Seen::default());
+        let mut inv = self.channel_call(&self.scripts.channel_state, at, Seen::default(), None);
         inv.arg(op);
         let r = self.run(&inv).await;
         self.timers_touched(at.app);
@@ -1489,14 +1509,24 @@ impl Store for Redis {
             account: account.to_string(),
             conn: j.conn.id,
         };
-        let mut inv = inner.channel_call(&inner.scripts.join, at, j.seen);
-        inv.arg(account.as_str())
-            .arg(&inner.cfg.node_id)
-            .arg(j.conn.id);
+        let node = &inner.cfg.node_id;
+        let own = inner.keys.node_members(app, node);
+        // a membership that moves from another node leaves that node's index
+        let others: Vec<String> = (inner.live_nodes().await?.into_iter())
+            .map(|(id, _)| id)
+            .filter(|id| id != node)
+            .collect();
+        let mut inv = inner.channel_call(&inner.scripts.join, at, j.seen, Some(own));
+        for other in &others {
+            inv.key(inner.keys.node_members(app, other));
+        }
+        inv.arg(account.as_str()).arg(node).arg(j.conn.id);
         inv.arg(j.list_max).arg(before).arg(after);
         inv.arg(joined.encode()).arg(left_msg(at, account));
-        inv.arg(inner.keys.node_members_prefix(app));
         inv.arg(node::member_entry(app, channel, account));
+        for other in &others {
+            inv.arg(other);
+        }
         inner.step_events(&mut inv, j.events);
         let r = list(inner.run::<RValue>(&inv).await?);
         inner.timers_touched(app);
@@ -1519,10 +1549,10 @@ impl Store for Redis {
         inner.check()?;
         inner.app(at.app).await?;
         let (before, after) = inner.channel_msg(at, l.event);
-        let mut inv = inner.channel_call(&inner.scripts.leave, at, Seen::default());
+        let index = inner.keys.node_members(at.app, &l.session.node);
+        let mut inv = inner.channel_call(&inner.scripts.leave, at, Seen::default(), Some(index));
         inv.arg(l.account.as_str()).arg(l.session.location());
         inv.arg(before).arg(after).arg(left_msg(at, l.account));
-        inv.arg(inner.keys.node_members_prefix(at.app));
         inv.arg(node::member_entry(at.app, at.channel, l.account));
         inner.step_events(&mut inv, l.events);
         let r: i64 = inner.run(&inv).await?;
@@ -1536,9 +1566,10 @@ impl Store for Redis {
         let (before, after) = inner.channel_msg(at, Some(p.event));
         let dedup = p.dedup.map(|d| inner.keys.dedup(at.app, d.from, d.id));
         let window = p.dedup.map_or(1, |d| d.window.as_millis().max(1) as u64);
-        let mut inv = inner.channel_call(&inner.scripts.publish, at, p.seen);
+        let marked = if dedup.is_some() { "1" } else { "0" };
+        let mut inv = inner.channel_call(&inner.scripts.publish, at, p.seen, dedup);
         inv.arg(p.member.map_or("", |m| m.as_str()));
-        inv.arg(dedup.unwrap_or_default()).arg(window);
+        inv.arg(marked).arg(window);
         inv.arg(if p.rate_limited { "1" } else { "0" });
         inv.arg(before).arg(after);
         match p.message {
@@ -1589,7 +1620,8 @@ impl Store for Redis {
             _ => &inner.scripts.attr,
         };
         inner.app(at.app).await?;
-        let mut inv = inner.channel_call(script, at, Seen::default());
+        let bucket = rate.then(|| inner.keys.channel(at.app, at.channel).attr_rate(name));
+        let mut inv = inner.channel_call(script, at, Seen::default(), bucket);
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
         inv.arg(if rate { "1" } else { "0" })
             .arg(max.min(i64::MAX as usize));
@@ -1685,7 +1717,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let oldest = now_ms().saturating_sub(max_age.as_millis() as u64);
-        let mut inv = inner.channel_call(&inner.scripts.channel_state, at, Seen::default());
+        let mut inv = inner.channel_call(&inner.scripts.channel_state, at, Seen::default(), None);
         inv.arg("history").arg(after).arg(oldest);
         let r = list(inner.run::<RValue>(&inv).await?);
         let last = r.first().map(int).unwrap_or(0).max(0) as u64;

@@ -1,5 +1,5 @@
 -- ARGV after the common ones: +0 op (set|del|clear), +1 name, +2 value, +3 setting field
--- ('' = none), +4 setting value, +5 rate limited (1/0), +6 max attributes, +7 event before,
+-- ('' = none), +4 setting value, +5 rate limited (1/0: by the attribute's bucket, OWN), +6 max attributes, +7 event before,
 -- +8 event after, +9 the app's most channels with attributes, +10 the app's most attribute
 -- bytes (0: no cap). Returns 'done', 'rate_limited', 'too_many' or 'app_full'.
 local op, name, value = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
@@ -11,7 +11,7 @@ if resize then trim_history(tonumber(setting('history')) or 0, 0, NEVER) end
 if op == 'set' then
   if ARGV[FIRST + 5] == '1' then
     local limit = tonumber(setting('attr_rate')) or 0
-    if limit > 0 and not take_token(RATE .. ' a ' .. name, limit) then return 'rate_limited' end
+    if limit > 0 and not take_token(OWN, limit) then return 'rate_limited' end
   end
   local old = redis.call('HGET', ATTRS, name)
   if not old and redis.call('HLEN', ATTRS) >= tonumber(ARGV[FIRST + 6]) then

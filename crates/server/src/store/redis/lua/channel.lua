@@ -2,30 +2,33 @@
 local MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local LEDGER, LEDGER_BYTES, LEDGER_TOTAL = KEYS[9], KEYS[10], KEYS[11]
-local HIST, HMETA, TIMERS = KEYS[12], KEYS[13], KEYS[14]
+local HIST, HMETA, MSG_RATE, TIMERS, OWN = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 -- MEMBERS: account -> join order; ORDER: join counter; LOCATION: account -> "node conn";
 -- NODES: node -> members there; ATTRS: attributes; SETTINGS: notify, ttl, msg_rate,
 -- attr_rate, auto, history; SEQ: event sequence; CHANGED: membership changed.
 -- HIST: kept messages (a stream, ids '<n>-0', fields t, s, f, m); HMETA: n = the latest
--- message number, b = bytes of kept text. TIMERS: the cluster's timers (store::Timer).
+-- message number, b = bytes of kept text. MSG_RATE: the message rate bucket. TIMERS: the
+-- cluster's timers (store::Timer). OWN: the one key of the script's own (join, leave: the
+-- node's index of its memberships; publish: the resend marker; attr: the attribute's rate
+-- bucket; otherwise the app's unused key). KEYS after it: the script's (join's).
 -- The app's ledger of channels with attributes: LEDGER: channel -> when its state expires
 -- (ms; NEVER while it has members); LEDGER_BYTES: channel -> bytes of its attributes' names
 -- and values; LEDGER_TOTAL: their sum. A channel leaves it when its attributes go, or once
 -- its state has expired (its keys go by themselves).
--- ARGV 1..10 of every channel script: topic prefix, rate key prefix, the default settings
+-- ARGV 1..12 of every channel script: topic prefix, the default settings
 -- (notify, ttl, msg_rate, attr_rate, auto), the channel's name, the default history size,
 -- seconds an empty channel with kept messages (and no attributes) is kept, the channel's
 -- expiry timer (encoded; due when an empty channel's attributes go by themselves), the
 -- sequence and message number the calling member saw of the channel (0: none;
 -- opensig_protocol::frame::Seen).
-local TOPIC, RATE = ARGV[1], ARGV[2]
-local DEFAULTS = {notify = ARGV[3], ttl = ARGV[4], msg_rate = ARGV[5], attr_rate = ARGV[6],
-  auto = ARGV[7], history = ARGV[9]}
-local NAME = ARGV[8]
-local KEEP_EMPTY = tonumber(ARGV[10])
-local EXPIRED = ARGV[11]
-local SEEN_SEQ, SEEN_MSG = tonumber(ARGV[12]), tonumber(ARGV[13])
-local FIRST = 14
+local TOPIC = ARGV[1]
+local DEFAULTS = {notify = ARGV[2], ttl = ARGV[3], msg_rate = ARGV[4], attr_rate = ARGV[5],
+  auto = ARGV[6], history = ARGV[8]}
+local NAME = ARGV[7]
+local KEEP_EMPTY = tonumber(ARGV[9])
+local EXPIRED = ARGV[10]
+local SEEN_SEQ, SEEN_MSG = tonumber(ARGV[11]), tonumber(ARGV[12])
+local FIRST = 13
 local NEVER = 9007199254740991
 
 local function setting(name)
@@ -171,7 +174,7 @@ local function if_empty()
   end
   local attrs = redis.call('HLEN', ATTRS)
   if attrs == 0 and redis.call('EXISTS', HIST) == 0 then
-    redis.call('DEL', RATE .. ' m', unpack(CHANNEL_KEYS))
+    redis.call('DEL', MSG_RATE, unpack(CHANNEL_KEYS))
     ledger_expiry(0)
     redis.call('ZREM', TIMERS, EXPIRED)
     return

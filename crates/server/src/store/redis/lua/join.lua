@@ -1,11 +1,16 @@
 -- ARGV after the common ones: +0 account, +1 node, +2 conn, +3 list max, +4 event before
 -- ('' = no event), +5 event after, +6 joined message (to this node), +7 left message (to a
--- node the membership moves from), +8 node index prefix, +9 index entry.
+-- node the membership moves from), +8 index entry (in OWN, this node's index of its
+-- memberships), +9.. the other live nodes, whose indexes are KEYS 17.. in the same order (a
+-- membership that moves from one of them leaves its index; from another node, the reaper
+-- drops the entry when that node is gone).
 -- Returns {fresh, n, last message number, member1..memberN, attr name, value, ...}.
 catch_up_all()
 local account, node, conn = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
 local me = node .. ' ' .. conn
-local index, entry = ARGV[FIRST + 8], ARGV[FIRST + 9]
+local entry = ARGV[FIRST + 8]
+local index_of = {[node] = OWN}
+for i = 17, #KEYS do index_of[ARGV[FIRST + 9 + i - 17]] = KEYS[i] end
 local cur = redis.call('HGET', LOCATION, account)
 local fresh = 0
 if cur then
@@ -13,12 +18,12 @@ if cur then
     local onode = string.match(cur, '^(%S+) ')
     if onode then
       if redis.call('HINCRBY', NODES, onode, -1) <= 0 then redis.call('HDEL', NODES, onode) end
-      redis.call('SREM', index .. onode, entry)
+      if index_of[onode] then redis.call('SREM', index_of[onode], entry) end
       redis.call(PUBLISH, TOPIC .. onode, ARGV[FIRST + 7])
     end
     redis.call('HINCRBY', NODES, node, 1)
     redis.call('HSET', LOCATION, account, me)
-    redis.call('SADD', index .. node, entry)
+    redis.call('SADD', OWN, entry)
   end
 else
   fresh = 1
@@ -26,7 +31,7 @@ else
   redis.call('ZADD', MEMBERS, order, account)
   redis.call('HSET', LOCATION, account, me)
   redis.call('HINCRBY', NODES, node, 1)
-  redis.call('SADD', index .. node, entry)
+  redis.call('SADD', OWN, entry)
 end
 -- the first member of an empty channel keeps its state from expiring (a channel with members
 -- has no expiry: only an empty one is given one, if_empty)

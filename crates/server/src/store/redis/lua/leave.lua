@@ -1,7 +1,7 @@
 -- ARGV after the common ones: +0 account, +1 "node conn" of the membership ("node " alone:
 -- any connection of that node), +2 event before ('' = none), +3 event after, +4 left message,
--- +5 node index prefix, +6 index entry. Only that membership is removed. Returns 1 when it
--- left.
+-- +5 index entry (in OWN, the index of the membership's node). Only that membership is
+-- removed. Returns 1 when it left.
 local account, me = ARGV[FIRST], ARGV[FIRST + 1]
 local cur = redis.call('HGET', LOCATION, account)
 if not cur or (cur ~= me and not (string.sub(me, -1) == ' ' and string.sub(cur, 1, #me) == me)) then
@@ -11,7 +11,7 @@ local node = string.match(cur, '^(%S+) ')
 redis.call('ZREM', MEMBERS, account)
 redis.call('HDEL', LOCATION, account)
 if redis.call('HINCRBY', NODES, node, -1) <= 0 then redis.call('HDEL', NODES, node) end
-redis.call('SREM', ARGV[FIRST + 5] .. node, ARGV[FIRST + 6])
+redis.call('SREM', OWN, ARGV[FIRST + 5])
 redis.call(PUBLISH, TOPIC .. node, ARGV[FIRST + 4])
 redis.call('SET', CHANGED, '1')
 if ARGV[FIRST + 2] ~= '' and setting('notify') ~= '0' then

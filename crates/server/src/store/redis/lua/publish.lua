@@ -1,5 +1,5 @@
--- ARGV after the common ones: +0 the member the sender must be ('' = anyone), +1 dedup key
--- ('' = none), +2 dedup window ms, +3 rate limited (1/0), +4 event before, +5 event after,
+-- ARGV after the common ones: +0 the member the sender must be ('' = anyone), +1 a resend
+-- marker (OWN, 1/0), +2 its window ms, +3 rate limited (1/0), +4 event before, +5 event after,
 -- +6 a message (1/0: numbered and kept), +7 its sender, +8 its text, +9 history age ms,
 -- +10 history bytes, +11 keep it (1/0), +12 the send's identity ('' = none).
 -- Creates no state for a channel without members. Returns 'sent', 'duplicate',
@@ -7,14 +7,14 @@
 local member = ARGV[FIRST]
 if member ~= '' and redis.call('HEXISTS', LOCATION, member) == 0 then return 'not_member' end
 if redis.call('ZCARD', MEMBERS) == 0 then outbox('done') return 'sent' end
-local dedup = ARGV[FIRST + 1]
-if dedup ~= '' and not redis.call('SET', dedup, '1', 'NX', 'PX', ARGV[FIRST + 2]) then
+local dedup = ARGV[FIRST + 1] == '1'
+if dedup and not redis.call('SET', OWN, '1', 'NX', 'PX', ARGV[FIRST + 2]) then
   return 'duplicate'
 end
 if ARGV[FIRST + 3] == '1' then
   local limit = tonumber(setting('msg_rate')) or 0
-  if limit > 0 and not take_token(RATE .. ' m', limit) then
-    if dedup ~= '' then redis.call('DEL', dedup) end
+  if limit > 0 and not take_token(MSG_RATE, limit) then
+    if dedup then redis.call('DEL', OWN) end
     return 'rate_limited'
   end
 end
