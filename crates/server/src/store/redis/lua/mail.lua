@@ -70,6 +70,68 @@ local function push_flush()
   PUSHES = {}
 end
 
+-- The app's ledger as this call has it. In a mail_append.lua call of several messages
+-- (LEDGER_HELD: a call's messages are all of one app) the first message reads the fields it needs, the others read what this
+-- call does not have yet, and every write waits for the call's end (ledger_flush): a call's
+-- messages take two ledger commands together, not two each. Whatever else writes the ledger
+-- (ledger_prune, ledger_release) writes what is held first and drops it. LG: {key, index,
+-- f = field -> value (false: none), dirty = field -> true, expire_at = ms or nil}.
+local LEDGER_HELD = false
+local LG
+local function ledger_flush()
+  if not LG then return end
+  local set = {}
+  for f in pairs(LG.dirty) do set[#set + 1], set[#set + 2] = f, LG.f[f] end
+  if #set > 0 then redis.call('HSET', LG.key, unpack(set)) end
+  if LG.expire_at then
+    redis.call('PEXPIREAT', LG.key, LG.expire_at)
+    redis.call('PEXPIREAT', LG.index, LG.expire_at)
+  end
+  LG = nil
+end
+local function ledger_held(box)
+  if LG and LG.key ~= box.ledger then ledger_flush() end
+  if not LG then LG = {key = box.ledger, index = box.index, f = {}, dirty = {}} end
+  return LG
+end
+-- The ledger fields `fields` of `box`'s ledger (nil where there is none).
+local function ledger_get(box, fields)
+  if not LEDGER_HELD then return redis.call('HMGET', box.ledger, unpack(fields)) end
+  local l = ledger_held(box)
+  local missing = {}
+  for _, f in ipairs(fields) do
+    if l.f[f] == nil then missing[#missing + 1] = f end
+  end
+  if #missing > 0 then
+    local got = redis.call('HMGET', box.ledger, unpack(missing))
+    for i, f in ipairs(missing) do l.f[f] = got[i] or false end
+  end
+  local out = {}
+  for i, f in ipairs(fields) do
+    if l.f[f] then out[i] = l.f[f] end
+  end
+  return out
+end
+-- Set ledger fields (`set`: field, value, ...), and the ledger's and its index's expiry when
+-- `expire_at` (written at once unless LEDGER_HELD).
+local function ledger_put(box, set, expire_at)
+  if not LEDGER_HELD then
+    redis.call('HSET', box.ledger, unpack(set))
+    if expire_at then
+      redis.call('PEXPIREAT', box.ledger, expire_at)
+      redis.call('PEXPIREAT', box.index, expire_at)
+    end
+    return
+  end
+  local l = ledger_held(box)
+  for i = 1, #set, 2 do
+    local v = set[i + 1]
+    l.f[set[i]] = type(v) == 'number' and string.format('%d', v) or v
+    l.dirty[set[i]] = true
+  end
+  if expire_at then l.expire_at = expire_at end
+end
+
 local function int(v) return string.format('%d', tonumber(v)) end
 local function text_of(m) return string.match(m, '^%d+ %S+ (.*)$') or '' end
 -- The end of the ledger group of a message expiring at ms `expiry` (always after it).
@@ -84,6 +146,7 @@ end
 -- Count out of the ledger messages that left their mailbox: `gone` maps a group's end to
 -- {messages, bytes}. A group the ledger no longer has was counted out when it ended.
 local function ledger_release(box, gone)
+  ledger_flush()
   local fields, ends = {'n', 'b'}, {}
   for e in pairs(gone) do
     ends[#ends + 1] = e
@@ -166,6 +229,7 @@ end
 -- Count out the groups that have ended by `now` (up to 256 at a time) from the ledger's
 -- n and b; returns n, b and due after.
 local function ledger_prune(box, now, n, b)
+  ledger_flush()
   local ends = redis.call('ZRANGEBYSCORE', box.index, '-inf', now, 'LIMIT', 0, 256)
   if #ends > 0 then
     local fields = {}
@@ -226,7 +290,7 @@ local function append_mail(t)
   -- the app's ledger, its groups that have ended counted out first (again, while they stand
   -- between this message and the quota)
   local group = group_of(now + t.ttl_ms)
-  local ledger = redis.call('HMGET', t.ledger, 'n', 'b', 'due', 'kept', 'e' .. group)
+  local ledger = ledger_get(t, {'n', 'b', 'due', 'kept', 'e' .. group})
   local n, b, due = tonumber(ledger[1] or '0'), tonumber(ledger[2] or '0'), tonumber(ledger[3])
   local function over_quota()
     return (t.app_msgs > 0 and n >= t.app_msgs)
@@ -238,7 +302,10 @@ local function append_mail(t)
     if not over_quota() then break end
   end
   if over_quota() then return refuse(3) end
-  local s = redis.call('GET', t.session)
+  -- the recipient's session (read for the whole call by mail_append.lua: false when none)
+  local s = t.session_is
+  if s == nil then s = redis.call('GET', t.session) end
+  if not s then s = nil end
   if not s then
     if t.busy then return refuse(5) end
     if t.allowance > 0 then
@@ -277,11 +344,8 @@ local function append_mail(t)
     ledger_kept = now + box_ms
     lset[#lset + 1], lset[#lset + 2] = 'kept', ledger_kept
   end
-  redis.call('HSET', t.ledger, unpack(lset))
-  if ledger_kept ~= tonumber(ledger[4] or '0') or not ledger[5] then
-    redis.call('PEXPIREAT', t.ledger, ledger_kept)
-    redis.call('PEXPIREAT', t.index, ledger_kept)
-  end
+  local expire = ledger_kept ~= tonumber(ledger[4] or '0') or not ledger[5]
+  ledger_put(t, lset, expire and ledger_kept or nil)
   if s then
     local node = string.match(s, '^(%S+) ')
     if node then push(t.topic .. node, t.before .. last .. t.after) end
