@@ -1611,6 +1611,59 @@ fn the_server_s_rejoin_notice_recovers_what_its_node_missed() {
     assert_eq!(channel_texts(h.take_events()), vec!["m9"]);
 }
 
+/// A live message whose number skips some (their pushes were lost on the way, and nothing
+/// told the client): what was skipped comes from the history first, in order, then the live
+/// one and what came meanwhile; what the history no longer has is counted lost.
+#[test]
+fn a_skipped_message_number_fetches_what_was_missed_first() {
+    let mut h = in_room(3);
+    h.frame(numbered("room", 10, 4, "m4"));
+    assert_eq!(channel_texts(h.take_events()), vec!["m4"]);
+    h.take_sent();
+    // 5 and 6 never came
+    h.frame(numbered("room", 13, 7, "m7"));
+    h.frame(numbered("room", 14, 8, "m8"));
+    assert_eq!(channel_texts(h.take_events()), Vec::<String>::new());
+    let asked = h.calls("channel_history");
+    assert_eq!(asked.len(), 1, "asked once");
+    assert_eq!(
+        (asked[0]["after"].as_u64(), asked[0]["max"].as_u64()),
+        (Some(4), Some(2))
+    );
+    let hid = h.call_id("channel_history");
+    h.take_sent();
+    let kept =
+        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
+    h.reply(
+        hid,
+        json!({"result": "ok", "name": "room", "last": 8, "msgs": [kept(5), kept(6), kept(7)]}),
+    );
+    assert_eq!(channel_texts(h.take_events()), vec!["m5", "m6", "m7", "m8"]);
+    // the next number: delivered at once, nothing asked
+    h.frame(numbered("room", 15, 9, "m9"));
+    assert_eq!(channel_texts(h.take_events()), vec!["m9"]);
+    assert!(h.calls("channel_history").is_empty());
+    // the history no longer has one of the skipped: counted lost, the other delivered
+    h.frame(numbered("room", 18, 12, "m12"));
+    let hid = h.call_id("channel_history");
+    h.reply(
+        hid,
+        json!({"result": "ok", "name": "room", "last": 12, "msgs": [kept(11)]}),
+    );
+    assert_eq!(channel_texts(h.take_events()), vec!["lost 1", "m11", "m12"]);
+    // the history could not be read: all the skipped counted lost, the live one delivered
+    h.take_sent();
+    h.frame(numbered("room", 20, 15, "m15"));
+    let hid = h.call_id("channel_history");
+    h.reply(hid, json!({"result": "failed", "reason": "rate_limited"}));
+    assert_eq!(channel_texts(h.take_events()), vec!["lost 2", "m15"]);
+    // while a rejoin is on its way, the rejoin fetches what was missed: nothing asked here
+    h.take_sent();
+    h.frame(json!(["notify", ["rejoin"]]));
+    h.frame(numbered("room", 22, 17, "m17"));
+    assert!(h.calls("channel_history").is_empty());
+}
+
 #[test]
 fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     let mut h = in_room(3);
@@ -1707,22 +1760,22 @@ fn a_channel_message_the_server_took_twice_is_delivered_once() {
         h.frame(numbered_id("room", 19 + i, 12 + i, "", 1_000 + i * 7_919));
     }
     h.take_events();
-    h.frame(numbered_id("room", 5_000, 5_000, "m8 much later", 79));
-    h.frame(numbered_id("room", 5_001, 5_001, "m5001", 81));
-    assert_eq!(channel_texts(h.take_events()), vec!["m5001"]);
+    h.frame(numbered_id("room", 5_000, 4_012, "m8 much later", 79));
+    h.frame(numbered_id("room", 5_001, 4_013, "m4013", 81));
+    assert_eq!(channel_texts(h.take_events()), vec!["m4013"]);
     // a table of fixed size: an identity is forgotten once enough came after it (the set it
     // falls in filled up)
     for i in 0..4 {
         h.frame(numbered_id(
             "room",
             5_002 + i,
-            5_002 + i,
+            4_014 + i,
             "",
             80 + 2_048 * (i + 1),
         ));
     }
     h.take_events();
-    h.frame(numbered_id("room", 5_010, 5_010, "m11 again", 80));
+    h.frame(numbered_id("room", 5_010, 4_018, "m11 again", 80));
     assert_eq!(channel_texts(h.take_events()), vec!["m11 again"]);
 }
 
@@ -1966,10 +2019,12 @@ fn events_read_by_the_driver_follow_the_same_rules_as_frames() {
             None,
         ),
         chan(5, "channel_user_leave", json!({"account": "carol"}), None),
-        chan(6, "channel_msg", json!(["not", "an", "object"]), Some(3)),
-        sent(7, 4, "with an identity", 1 << 52),
-        sent(8, 5, "a copy under another number", 1 << 52),
-        sent(9, 6, "another identity", 1),
+        chan(6, "channel_msg", json!(["not", "an", "object"]), Some(2)),
+        sent(7, 3, "with an identity", 1 << 52),
+        sent(8, 4, "a copy under another number", 1 << 52),
+        sent(9, 5, "another identity", 1),
+        // 6 skipped: held while 6 is asked of the history
+        sent(10, 7, "past a skipped number", 2),
         inst(1, "x", "hello"),
         inst(2, "x", "the same id again"),
         inst(4, "z", "a gap"),

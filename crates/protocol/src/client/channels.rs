@@ -57,6 +57,19 @@ pub(super) struct Channels<V> {
     seen: SeenIds,
 }
 
+impl<V> Chan<V> {
+    /// The messages a live one numbered `number` shows were skipped, `(after, upto)`: the
+    /// server numbers a channel's messages one by one and sends each to every member in
+    /// order, so a number past the next one means the pushes between were lost (a push the
+    /// server could not deliver and did not tell of). Only while joined and not rejoining
+    /// (a rejoin fetches what was missed by itself).
+    fn gap_before(&self, number: Option<u64>) -> Option<(u64, u64)> {
+        let (n, last) = (number?, self.last_msg?);
+        let joined = self.state == ChanState::Joined && !self.rejoining;
+        (joined && n > last.saturating_add(1)).then(|| (last, n - 1))
+    }
+}
+
 impl<V> Default for Channels<V> {
     fn default() -> Self {
         Channels {
@@ -352,13 +365,7 @@ impl<V: JsonValue> Client<V> {
                     self.release_held(ch, 0);
                 }
                 if let Some((after, upto, name)) = recover {
-                    let body = Body::new()
-                        .s("name", &name)
-                        .n("after", after)
-                        .n("max", upto - after)
-                        .0;
-                    let kind = Kind::Recover { ch, after, upto };
-                    self.request_front(call::CHANNEL_HISTORY, body, kind, "channelJoin", now);
+                    self.fetch_missed(ch, &name, (after, upto), now);
                 }
                 if let Some(attrs) = body.get("attrs") {
                     let update = V::from_string(attr_change::UPDATE);
@@ -428,6 +435,7 @@ impl<V: JsonValue> Client<V> {
         (seq, number, id): (u64, Option<u64>, Option<u64>),
         value: &V,
         text: &str,
+        now: Millis,
     ) {
         let Some(ch) = self.channel_route(channel, seq) else {
             return;
@@ -451,7 +459,7 @@ impl<V: JsonValue> Client<V> {
                 .filter(|_| !k.is_empty())
                 .unwrap_or_else(|| V::from_string(""))
         });
-        self.channel_event(ch, (number, id), kind, fields);
+        self.channel_event(ch, (number, id), kind, fields, now);
     }
 
     /// A channel event the driver read and would deliver itself, decided without its
@@ -483,11 +491,12 @@ impl<V: JsonValue> Client<V> {
         if c.last_seq != 0 && e.seq <= c.last_seq {
             return Direct::Dropped;
         }
-        if c.held.is_some() {
+        let message = msgtype::CHANNEL_EVENTS[e.kind].0 == msgtype::CHANNEL_MSG;
+        if c.held.is_some() || (message && c.gap_before(e.number).is_some()) {
             return Direct::Full;
         }
         c.last_seq = e.seq;
-        if msgtype::CHANNEL_EVENTS[e.kind].0 == msgtype::CHANNEL_MSG {
+        if message {
             if let Some(n) = e.number {
                 if c.last_msg.is_some_and(|last| n <= last) {
                     return Direct::Dropped;
@@ -523,6 +532,7 @@ impl<V: JsonValue> Client<V> {
         (number, id): (Option<u64>, Option<u64>),
         kind: usize,
         fields: [V; 3],
+        now: Millis,
     ) {
         let at = ch;
         let ch = ChannelId(ch);
@@ -532,6 +542,14 @@ impl<V: JsonValue> Client<V> {
         let Some(c) = self.chans.map.get_mut(&at) else {
             return;
         };
+        if let (None, Some(missed)) = (&c.held, c.gap_before(number)) {
+            // numbers were skipped: what was missed comes from the history first, as after a
+            // rejoin, while this one and what follows wait
+            c.held = Some(Vec::from([(number, id, ev)]));
+            let name = c.name.clone();
+            self.fetch_missed(at, &name, missed, now);
+            return;
+        }
         match &mut c.held {
             Some(held) => held.push((number, id, ev)),
             None => {
@@ -546,6 +564,19 @@ impl<V: JsonValue> Client<V> {
                 }
             }
         }
+    }
+
+    /// Ask the history of channel `ch` for its messages numbered after `after` up to `upto`,
+    /// ahead of anything queued, while its live events wait: [`Client::recovered`] delivers
+    /// them.
+    fn fetch_missed(&mut self, ch: u32, name: &str, (after, upto): (u64, u64), now: Millis) {
+        let body = Body::new()
+            .s("name", name)
+            .n("after", after)
+            .n("max", upto - after)
+            .0;
+        let kind = Kind::Recover { ch, after, upto };
+        self.request_front(call::CHANNEL_HISTORY, body, kind, "channelJoin", now);
     }
 
     /// The missed messages of a rejoined channel arrived (`Some` reply) or could not be

@@ -116,7 +116,7 @@ impl<V: JsonValue> Client<V> {
                 let text = value.as_string().unwrap_or_default();
                 let number = p.at(4).as_ref().and_then(as_u64);
                 let id = p.at(5).as_ref().and_then(as_u64);
-                self.on_channel2(&channel, (seq, number, id), &value, &text);
+                self.on_channel2(&channel, (seq, number, id), &value, &text, now);
             }
             notify::MSG => {
                 let v = arg1.as_ref().and_then(as_u64).unwrap_or(0);
