@@ -1465,6 +1465,11 @@ fn channel_texts(ev: Vec<Event<Value>>) -> Vec<String> {
         .collect()
 }
 
+/// A message as the channel's history returns it: number `n`, text "m<n>", from bob.
+fn kept(n: u64) -> Value {
+    json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")})
+}
+
 /// Logged in and joined to "room", whose latest message number is `last_msg`.
 fn in_room(last_msg: u64) -> H {
     let mut h = H::logged_in(cfg(&["ws://a/"]));
@@ -1528,8 +1533,6 @@ fn joining_a_joined_channel_again_recovers_what_was_missed() {
         (Some(4), Some(2))
     );
     let hid = h.call_id("channel_history");
-    let kept =
-        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
     h.reply(
         hid,
         json!({"result": "ok", "name": "room", "last": 7, "msgs": [kept(5), kept(6), kept(7)]}),
@@ -1592,8 +1595,6 @@ fn the_server_s_rejoin_notice_recovers_what_its_node_missed() {
     );
     let hid = h.call_id("channel_history");
     h.take_sent();
-    let kept =
-        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
     h.reply(
         hid,
         json!({"result": "ok", "name": "room", "last": 7, "msgs": [kept(5), kept(6), kept(7)]}),
@@ -1632,8 +1633,6 @@ fn a_skipped_message_number_fetches_what_was_missed_first() {
     );
     let hid = h.call_id("channel_history");
     h.take_sent();
-    let kept =
-        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
     h.reply(
         hid,
         json!({"result": "ok", "name": "room", "last": 8, "msgs": [kept(5), kept(6), kept(7)]}),
@@ -1701,8 +1700,6 @@ fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     h.frame(numbered("room", 14, 9, "m9"));
     assert_eq!(channel_texts(h.take_events()), Vec::<String>::new());
     let hid = h.call_id("channel_history");
-    let kept =
-        |n: u64| json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")});
     h.reply(
         hid,
         json!({"result": "ok", "name": "room", "last": 9, "msgs": [kept(6), kept(7), kept(8), kept(9)]}),
