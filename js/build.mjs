@@ -230,7 +230,9 @@ for (const [k, v] of Object.entries(report)) console.log(`[build-sdk] ${k}: ${v}
 // node missed fetched from the history, after its subscriptions were gone with a Redis primary).
 // 2026-12-04: up to 58,250 / 63,050 for a channel send the server took twice delivered once
 // (each message's identity, the sixth element, looked up in a fixed table of the latest ones).
-const BUDGET = { npm: 58250, classic: 63050 }; // BENCHMARKS.md says what each raise bought
+// 2026-12-04: up to 58,450 / 63,300 for a live channel message whose number skips some (the
+// skipped ones fetched from the history first).
+const BUDGET = { npm: 58450, classic: 63300 }; // BENCHMARKS.md says what each raise bought
 const GOAL = { npm: ORIGINAL_GZIP, classic: Math.round(ORIGINAL_GZIP * 1.15) };
 const sizes = {
   npm: gz(bundlerWasm) + bundlerJs.reduce((a, b) => a + gz(b), 0),
