@@ -2555,6 +2555,97 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     assert!(about.is_empty(), "left behind: {about:?}");
 }
 
+/// Whether `want` comes among the timers of `rx` within `within`.
+async fn fires(
+    rx: &mut mpsc::UnboundedReceiver<Work<Redis>>,
+    want: Timer,
+    within: Duration,
+) -> bool {
+    let got = tokio::time::timeout(within, async {
+        loop {
+            if let Work::Timer { timer, .. } = rx.recv().await.expect("work") {
+                if timer == want {
+                    return;
+                }
+            }
+        }
+    });
+    got.await.is_ok()
+}
+
+/// Redis only: a timer one node scheduled fires on another when the first stops — whether
+/// that node had indexed the timer's app (the cluster's index of apps with timers) or stopped
+/// before it could (a node's apps are asked when it is reaped, or as it stops on purpose). The
+/// other node never served those apps: nothing else tells it of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_fires_on_another_node_when_its_node_stops() {
+    let prefix = common::unique_prefix();
+    let node = |n: &str| RedisConfig {
+        url: common::redis_url(),
+        wait_replicas: 0,
+        prefix: prefix.clone(),
+        node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
+        public_url: format!("ws://{n}/"),
+    };
+    let a = Redis::connect(node("a"), &limits()).await.unwrap();
+    let b = Redis::connect(node("b"), &limits()).await.unwrap();
+    let _a_work = work(&a);
+    let mut rx = work(&b);
+    // indexed: `a` asked its new timer's app and wrote when it is due, then stopped
+    let t1 = Timer::MemberNum(app("x1"), chan_name("room"));
+    a.schedule(t1.clone(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let index = format!("{prefix}due *");
+    let indexed = tokio::time::timeout(WAIT, async {
+        while common::redis_keys(&index).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(indexed.await.is_ok(), "the index never named the app");
+    a.halt();
+    assert!(
+        fires(&mut rx, t1, WAIT * 2).await,
+        "the indexed timer did not fire on the other node"
+    );
+    // before `a` could be reaped (its registration lasts 5 s): the index carried it
+    assert_eq!(
+        common::redis_keys(&format!("{prefix}reap *")).await,
+        Vec::<String>::new(),
+        "it fired only once its node was reaped"
+    );
+    // not indexed: `c` runs no timer poller (no rules), schedules and stops
+    let c = Redis::connect(node("c"), &limits()).await.unwrap();
+    let t2 = Timer::MemberNum(app("x2"), chan_name("room"));
+    c.schedule(t2.clone(), Duration::from_millis(10))
+        .await
+        .unwrap();
+    c.halt();
+    assert!(
+        fires(&mut rx, t2, WAIT * 6).await,
+        "the timer of a node that stopped before indexing it did not fire when it was reaped"
+    );
+    // a node that stops on purpose hands its apps' timers over as it goes (it is not reaped)
+    let d_cfg = node("d");
+    let d_id = d_cfg.node_id.clone();
+    let d = Redis::connect(d_cfg, &limits()).await.unwrap();
+    let t3 = Timer::MemberNum(app("x3"), chan_name("room"));
+    d.schedule(t3.clone(), Duration::from_millis(10))
+        .await
+        .unwrap();
+    d.deregister().await;
+    assert!(
+        fires(&mut rx, t3, WAIT).await,
+        "the timer of a node that stopped on purpose did not fire"
+    );
+    // and leaves no list of its apps behind
+    let lists = common::redis_keys(&format!("{prefix}napps *")).await;
+    assert!(
+        !lists.iter().any(|k| k.ends_with(&format!(" {d_id}"))),
+        "{lists:?}"
+    );
+}
+
 /// Redis only: every key of stored mail and of the app's mail quota expires by itself, through
 /// messages that expire, are acknowledged one by one and together, and fill the quota — a key
 /// without one would outlive everything it counts.

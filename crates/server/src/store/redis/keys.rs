@@ -71,8 +71,6 @@ pub(super) struct ChannelKeys {
     pub history_meta: String,
     /// The channel's message rate bucket.
     pub msg_rate: String,
-    /// Prefix of the attributes' rate buckets (`attr_rate`).
-    rate: String,
     /// The app's ledger of channels with attributes: a sorted set, member = channel, score =
     /// when its state expires (ms; 2^53 - 1 while it has members).
     pub ledger: String,
@@ -83,11 +81,6 @@ pub(super) struct ChannelKeys {
 }
 
 impl ChannelKeys {
-    /// The rate bucket of the attribute `name`.
-    pub fn attr_rate(&self, name: &str) -> String {
-        format!("{} a {name}", self.rate)
-    }
-
     /// The keys a channel script takes first, in its order (channel.lua's header).
     pub fn all(&self) -> [&str; 14] {
         [
@@ -180,8 +173,15 @@ impl Keys {
         self.g("node", &[node])
     }
 
-    /// Every app with state in the cluster (the timer poller's and reaper's list).
-    pub fn apps(&self) -> String {
+    /// The apps with timers, by when they need asking next (a sorted set, `timers_due.lua`):
+    /// how a node finds the timers another node scheduled without asking every app.
+    pub fn timers_due(&self) -> String {
+        self.g("due", &[])
+    }
+
+    /// Every app any node had served, as versions before the index of timers kept it (a set):
+    /// read once by a node that starts, which asks those apps and drops the list.
+    pub fn apps_before_the_index(&self) -> String {
         self.g("apps", &[])
     }
 
@@ -285,11 +285,15 @@ impl Keys {
             history: k("ch"),
             history_meta: k("cx"),
             msg_rate: format!("{} m", k("cr")),
-            rate: k("cr"),
             ledger: self.k("cl", &[app]),
             ledger_bytes: self.k("clb", &[app]),
             ledger_total: self.k("clt", &[app]),
         }
+    }
+
+    /// The rate bucket of a channel's attribute `name` (next to its message bucket).
+    pub fn channel_attr_rate(&self, app: &str, channel: &str, name: &str) -> String {
+        format!("{} a {name}", self.k("cr", &[app, channel]))
     }
 
     pub fn invite(&self, app: &str, caller: &str, channel: &str, callee: &str) -> InviteKeys {
@@ -366,6 +370,11 @@ mod tests {
             Keys::slot(k.app_topic("myapp", "n1")),
             Keys::slot(&k.mailbox("myapp", "bob").messages),
             "an app's topic is in its slot"
+        );
+        assert_eq!(
+            Keys::slot(k.channel_attr_rate("myapp", "room", "colour")),
+            Keys::slot(&k.channel("myapp", "room").members),
+            "an attribute's rate bucket is in its channel's slot"
         );
     }
 }

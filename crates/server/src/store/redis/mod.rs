@@ -24,7 +24,7 @@ pub mod node;
 
 pub use self::conn::Target;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -56,10 +56,19 @@ const NODE_TTL_MS: u64 = 5000;
 const SESSION_TTL_MS: u64 = 30_000;
 const SESSION_REFRESH: Duration = Duration::from_secs(10);
 const TIMER_POLL: Duration = Duration::from_millis(100);
-/// Longest an app's timers go unasked by a node that has not heard of a change to them (a
-/// node asks again when its own steps may have scheduled one, and when the next known one is
-/// due; this catches the timers of a node that died).
-const TIMER_RECHECK: Duration = Duration::from_secs(2);
+/// Longest an app of its own goes unasked by a node that has not heard of a change to its
+/// timers (a node asks again when its own steps may have scheduled one, and when the next
+/// known one is due; the cluster's index of timers, read every [`TIMER_TAKE`], tells it of
+/// the others'). This catches what the index lost (a failover losing its last writes).
+const TIMER_RECHECK: Duration = Duration::from_secs(30);
+/// How often a node reads the cluster's index of apps with timers (`timers_due.lua`).
+const TIMER_TAKE: Duration = Duration::from_millis(500);
+/// Apps a node takes from the index at once.
+const TIMER_TAKE_MAX: usize = 100;
+/// How long an app a node took from the index is left to it by the others.
+const TIMER_TAKE_LEASE_MS: u64 = 2000;
+/// A node does not write the index again for a due time this close to what it wrote last.
+const TIMER_SAID_CLOSE: Duration = Duration::from_millis(100);
 const TIMER_LEASE_MS: u64 = 10_000;
 const REAP_EVERY: Duration = Duration::from_millis(2000);
 /// Longest a Redis operation may take before the request gets `unavailable`.
@@ -141,6 +150,7 @@ struct Scripts {
     invite: Script,
     invite_grow: Script,
     timers: Script,
+    timers_due: Script,
     event_append: Script,
     event_lease: Script,
     watch: Script,
@@ -173,6 +183,7 @@ impl Scripts {
             invite: script(Run, &[MAIL, invite]),
             invite_grow: script(Refuse, &[MAIL, invite]),
             timers: script(Run, &[include_str!("lua/timers.lua")]),
+            timers_due: script(Run, &[include_str!("lua/timers_due.lua")]),
             event_append: script(Refuse, &[include_str!("lua/event_append.lua")]),
             event_lease: script(Run, &[include_str!("lua/event_lease.lua")]),
             watch: script(Refuse, &[include_str!("lua/watch.lua")]),
@@ -227,9 +238,9 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     conn: Conn,
-    /// Apps this node has registered in the cluster's list of apps (`Keys::apps`, and this
-    /// node's `Keys::node_apps`) — before its first write of their sessions, memberships or
-    /// timers, so the poller and a reaper find them.
+    /// Apps this node has registered in its list of apps (`Keys::node_apps`) — before its
+    /// first write of their sessions, memberships or timers, so that its timer poller asks
+    /// them and a reaper finds them.
     known_apps: DashMap<String, Arc<tokio::sync::OnceCell<()>>>,
     /// A task is subscribing this node's sharded topics again ([`resubscribe`]).
     resubscribing: AtomicBool,
@@ -244,6 +255,9 @@ struct Inner {
     held: Mutex<HeldPushes>,
     /// When the timer poller asks each app's timers next (absent: at the next tick).
     timers_next: Mutex<BTreeMap<String, tokio::time::Instant>>,
+    /// What this node last wrote in the cluster's index of timers for each app it asked: when
+    /// its next timer is due, or `None` (it had none and left the index).
+    timers_said: Mutex<HashMap<String, Option<tokio::time::Instant>>>,
     /// On a Redis Cluster: the connection this node's sharded topics are subscribed on (one
     /// for the node, one per app it registered).
     subs: Option<conn::Shards>,
@@ -488,6 +502,7 @@ impl Redis {
             topics_lost: Mutex::new(BTreeSet::new()),
             held: Mutex::new(HeldPushes::default()),
             timers_next: Mutex::new(BTreeMap::new()),
+            timers_said: Mutex::new(HashMap::new()),
             subs,
             owners: Mutex::new(Vec::new()),
             conns: DashMap::new(),
@@ -546,12 +561,17 @@ impl Redis {
     pub async fn deregister(&self) {
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
+        // what its steps scheduled since its poller last asked: another node asks now
+        if let Err(e) = inner.timers_soon(&inner.apps_known()).await {
+            warn!("handing this node's timers to the others: {e}");
+        }
         let mut c = inner.conn.clone();
         let node = &inner.cfg.node_id;
         let r: SResult<()> = timed(
             redis::pipe()
                 .del(inner.keys.node(node))
                 .srem(inner.keys.nodes(), node)
+                .del(inner.keys.node_apps(node))
                 .query_async(&mut c),
         )
         .await;
@@ -654,9 +674,8 @@ impl Inner {
         (!moved.is_empty()).then_some(moved)
     }
 
-    /// Register `app` in the cluster's list of apps and this node's, once per process (and
-    /// again with every session refresh, see `heartbeat`): the timer poller reads the one,
-    /// a node's reaper the other.
+    /// Register `app` in this node's list of apps, once per process (and again with every
+    /// session refresh, see `heartbeat`): what its timer poller asks, and a reaper reads.
     async fn app(&self, app: &str) -> SResult<()> {
         if let Some(done) = self.known_apps.get(app) {
             if done.initialized() {
@@ -671,15 +690,7 @@ impl Inner {
                 timed(subs.ssubscribe(&topic)).await?;
             }
             let mut c = self.conn();
-            timed(
-                redis::pipe()
-                    .sadd(self.keys.apps(), app)
-                    .ignore()
-                    .sadd(self.keys.node_apps(&self.cfg.node_id), app)
-                    .ignore()
-                    .query_async::<()>(&mut c),
-            )
-            .await
+            timed(c.sadd::<_, _, ()>(self.keys.node_apps(&self.cfg.node_id), app)).await
         })
         .await?;
         Ok(())
@@ -689,6 +700,108 @@ impl Inner {
     /// its next tick.
     fn timers_touched(&self, app: &str) {
         self.timers_next.lock().remove(app);
+    }
+
+    /// `timers_due.lua`'s `op` on the cluster's index of apps with timers.
+    async fn timers_index(&self, op: &str, args: &[&str]) -> SResult<RValue> {
+        let mut inv = self.scripts.timers_due.prepare_invoke();
+        inv.key(self.keys.timers_due()).arg(op);
+        for a in args {
+            inv.arg(*a);
+        }
+        timed(inv.invoke_async(&mut self.conn())).await
+    }
+
+    /// This node asked `app`'s timers: the next is due in `next_ms` (-1: none). The index
+    /// says so. An app without timers leaves it, and is asked once more after: a timer that
+    /// another node scheduled meanwhile (and indexed before this node dropped the app) is
+    /// then found and indexed again.
+    /// `taken`: from the index, which moved it by the take's lease, so it is written anyway.
+    async fn timers_indexed(
+        &self,
+        app: &str,
+        next_ms: i64,
+        now: tokio::time::Instant,
+        taken: bool,
+    ) {
+        let at = u64::try_from(next_ms)
+            .ok()
+            .map(|ms| now + Duration::from_millis(ms));
+        // what this node said last still holds (another node's word since is as good): most
+        // asks follow a step that changed no timer
+        let same = !taken
+            && match (self.timers_said.lock().get(app), at) {
+                (Some(None), None) => true,
+                (Some(Some(said)), Some(at)) => {
+                    *said > now
+                        && said.saturating_duration_since(at) < TIMER_SAID_CLOSE
+                        && at.saturating_duration_since(*said) < TIMER_SAID_CLOSE
+                }
+                _ => false,
+            };
+        if same {
+            return;
+        }
+        let r = async {
+            if next_ms >= 0 {
+                return self.timers_index("set", &[app, &next_ms.to_string()]).await;
+            }
+            self.timers_index("drop", &[app]).await?;
+            let next: Vec<String> = timed(
+                self.scripts
+                    .timers
+                    .key(self.keys.timers(app))
+                    .arg("claim")
+                    .arg(TIMER_LEASE_MS)
+                    .arg(0)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+            match next.last().and_then(|n| n.parse::<i64>().ok()) {
+                Some(n) if n >= 0 => self.timers_index("set", &[app, &n.to_string()]).await,
+                _ => Ok(RValue::Nil),
+            }
+        };
+        match r.await {
+            Ok(_) => {
+                self.timers_said.lock().insert(app.to_string(), at);
+            }
+            Err(e) => {
+                // this node asks its own apps again by itself; another node's, the next node
+                // that asks or reaps does
+                self.timers_said.lock().remove(app);
+                warn!("indexing an app's timers: {e}");
+            }
+        }
+    }
+
+    /// Have the cluster's index say `apps` are due now (a node that stopped may have
+    /// scheduled timers of them it did not index).
+    async fn timers_soon(&self, apps: &[String]) -> SResult<()> {
+        for chunk in apps.chunks(1000) {
+            let mut args: Vec<&str> = Vec::with_capacity(chunk.len());
+            args.extend(chunk.iter().map(String::as_str));
+            self.timers_index("soon", &args).await?;
+        }
+        Ok(())
+    }
+
+    /// Nodes of versions before the index of timers kept a list of every app instead (each
+    /// node asked every app every 2 s): its apps are asked once, through the index, and the
+    /// list goes.
+    async fn timers_index_from_the_apps_list(&self) {
+        let key = self.keys.apps_before_the_index();
+        let r = async {
+            let apps: Vec<String> = timed(self.conn().smembers(&key)).await?;
+            if !apps.is_empty() {
+                self.timers_soon(&apps).await?;
+                timed(self.conn().del::<_, ()>(&key)).await?;
+            }
+            SResult::Ok(())
+        };
+        if let Err(e) = r.await {
+            warn!("moving the apps list of an earlier version to the index of timers: {e}");
+        }
     }
 
     /// The apps registered by this node.
@@ -1620,7 +1733,7 @@ impl Store for Redis {
             _ => &inner.scripts.attr,
         };
         inner.app(at.app).await?;
-        let bucket = rate.then(|| inner.keys.channel(at.app, at.channel).attr_rate(name));
+        let bucket = rate.then(|| inner.keys.channel_attr_rate(at.app, at.channel, name));
         let mut inv = inner.channel_call(script, at, Seen::default(), bucket);
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
         inv.arg(if rate { "1" } else { "0" })
@@ -2568,18 +2681,10 @@ async fn heartbeat(inner: Weak<Inner>) {
                     }
                 }
             }
-            // the lists of apps again (a failover may have lost a write)
+            // the node's list of apps again (a failover may have lost a write)
             let apps = i.apps_known();
             if !apps.is_empty() {
-                let r: SResult<()> = timed(
-                    redis::pipe()
-                        .sadd(i.keys.apps(), &apps)
-                        .ignore()
-                        .sadd(i.keys.node_apps(&i.cfg.node_id), &apps)
-                        .ignore()
-                        .query_async(&mut c),
-                )
-                .await;
+                let r: SResult<()> = timed(c.sadd(i.keys.node_apps(&i.cfg.node_id), &apps)).await;
                 if let Err(e) = r {
                     warn!("registering this node's apps: {e}");
                 }
@@ -2592,8 +2697,11 @@ async fn heartbeat(inner: Weak<Inner>) {
 /// its lease runs out).
 async fn timers(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(TIMER_POLL);
-    // the cluster's list of apps, read again every second (this node's own are added to it)
-    let mut listed: (Option<tokio::time::Instant>, Vec<String>) = (None, Vec::new());
+    // when the cluster's index of apps with timers was last read
+    let mut read_at: Option<tokio::time::Instant> = None;
+    if let Some(i) = inner.upgrade() {
+        i.timers_index_from_the_apps_list().await;
+    }
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
@@ -2604,27 +2712,41 @@ async fn timers(inner: Weak<Inner>) {
             continue;
         }
         let mut c = i.conn();
-        // each app's timers are in its slot; an app is asked when its next timer is due, when
-        // a step of this node may have changed them, and every TIMER_RECHECK
+        // each app's timers are in its slot. This node asks an app of its own when its next
+        // timer is due, when a step of this node may have changed them, and every
+        // TIMER_RECHECK; any app, when the cluster's index says it is due (another node
+        // scheduled it and stopped, or asked it last)
         let now = tokio::time::Instant::now();
-        if listed
-            .0
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            match timed(c.smembers(i.keys.apps())).await {
-                Ok(a) => listed = (Some(now), a),
-                Err(e) => warn!("reading the cluster's apps: {e}"),
-            }
-        }
-        let apps: BTreeSet<String> = listed.1.iter().cloned().chain(i.apps_known()).collect();
-        for app in apps {
-            if i.timers_next.lock().get(&app).is_some_and(|t| *t > now) {
-                continue;
-            }
+        let mut apps: BTreeSet<String> = i
+            .apps_known()
+            .into_iter()
+            .filter(|a| i.timers_next.lock().get(a).is_none_or(|t| *t <= now))
+            .collect();
+        for app in &apps {
             // (set before asking: a step that schedules meanwhile clears it again)
             i.timers_next
                 .lock()
                 .insert(app.clone(), now + TIMER_RECHECK);
+        }
+        let mut taken = BTreeSet::new();
+        if read_at.is_none_or(|at| now.duration_since(at) >= TIMER_TAKE) {
+            read_at = Some(now);
+            match i
+                .timers_index(
+                    "take",
+                    &[
+                        &TIMER_TAKE_MAX.to_string(),
+                        &TIMER_TAKE_LEASE_MS.to_string(),
+                    ],
+                )
+                .await
+            {
+                Ok(v) => taken.extend(list(v).iter().map(text)),
+                Err(e) => warn!("reading the cluster's index of timers: {e}"),
+            }
+        }
+        apps.extend(taken.iter().cloned());
+        for app in apps {
             let due: SResult<Vec<String>> = timed(
                 i.scripts
                     .timers
@@ -2645,6 +2767,8 @@ async fn timers(inner: Weak<Inner>) {
                         *t = (*t).min(at);
                     }
                 }
+                i.timers_indexed(&app, next_ms, now, taken.contains(&app))
+                    .await;
             } else {
                 // not answered: ask again at the next tick
                 i.timers_touched(&app);
@@ -2714,6 +2838,8 @@ async fn reap_once(i: &Inner) -> SResult<()> {
         }
         info!(node = %node, "reaping a node that stopped");
         let apps: Vec<String> = timed(c.smembers(i.keys.node_apps(&node))).await?;
+        // it may have scheduled timers it did not index before it stopped
+        i.timers_soon(&apps).await?;
         // per app: its sessions' and memberships' index entries
         let mut read: Vec<(Vec<String>, Vec<String>)> = Vec::new();
         for app in &apps {
