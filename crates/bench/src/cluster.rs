@@ -614,5 +614,28 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
         MESSAGES * MEMBERS,
         &format!("channel message delivery ({MEMBERS} members on two nodes)"),
     );
+    // apps that do nothing: one session each, alternately on each node, then a quiet while
+    let mut idle = vec![];
+    for i in 0..IDLE_APPS {
+        let url = if i % 2 == 0 { url_a } else { url_b };
+        idle.push(login_to(&format!("idle{i}"), url, "someone").await?);
+    }
+    let quiet = Duration::from_secs(10);
+    let before = read()?;
+    tokio::time::sleep(quiet).await;
+    let after = read()?;
+    let (scripts, commands, cpu, _) = after.since(&before);
+    let secs = quiet.as_secs_f64();
+    println!(
+        "Redis work of {IDLE_APPS} idle apps (a session each, on two nodes): {:.1} scripts/s, \
+         {:.1} commands/s, {:.2} ms of Redis CPU per second",
+        scripts as f64 / secs,
+        commands as f64 / secs,
+        cpu * 1e3 / secs,
+    );
+    drop(idle);
     Ok(())
 }
+
+/// Apps of `other_work`'s idle reading.
+const IDLE_APPS: usize = 500;
