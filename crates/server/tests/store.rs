@@ -155,18 +155,22 @@ impl Harness for Memory {
     }
 }
 
+/// A node of the test Redis under `prefix`, its id `n` and a number of its own.
+fn node_cfg(prefix: &str, n: &str) -> RedisConfig {
+    RedisConfig {
+        url: common::redis_url(),
+        wait_replicas: 0,
+        prefix: prefix.into(),
+        node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
+        public_url: format!("ws://{n}/"),
+    }
+}
+
 impl Harness for Redis {
     async fn make_with(l: Limits) -> (Redis, Redis) {
         let prefix = common::unique_prefix();
-        let node = |n: &str| RedisConfig {
-            url: common::redis_url(),
-            wait_replicas: 0,
-            prefix: prefix.clone(),
-            node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
-            public_url: format!("ws://{n}/"),
-        };
-        let a = Redis::connect(node("a"), &l).await.unwrap();
-        let b = Redis::connect(node("b"), &l).await.unwrap();
+        let a = Redis::connect(node_cfg(&prefix, "a"), &l).await.unwrap();
+        let b = Redis::connect(node_cfg(&prefix, "b"), &l).await.unwrap();
         (a, b)
     }
 }
@@ -2513,13 +2517,7 @@ suite!(memory: Memory, redis: Redis);
 #[tokio::test]
 async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     let prefix = common::unique_prefix();
-    let cfg = RedisConfig {
-        url: common::redis_url(),
-        wait_replicas: 0,
-        prefix: prefix.clone(),
-        node_id: format!("k{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
-        public_url: "ws://k/".into(),
-    };
+    let cfg = node_cfg(&prefix, "k");
     let s = Redis::connect(cfg, &limits()).await.unwrap();
     let (a, ann, room) = (app("app"), acct("ann"), chan_name("passing"));
     let c = Conn::new();
@@ -2580,13 +2578,7 @@ async fn fires(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_fires_on_another_node_when_its_node_stops() {
     let prefix = common::unique_prefix();
-    let node = |n: &str| RedisConfig {
-        url: common::redis_url(),
-        wait_replicas: 0,
-        prefix: prefix.clone(),
-        node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
-        public_url: format!("ws://{n}/"),
-    };
+    let node = |n: &str| node_cfg(&prefix, n);
     let a = Redis::connect(node("a"), &limits()).await.unwrap();
     let b = Redis::connect(node("b"), &limits()).await.unwrap();
     let _a_work = work(&a);
@@ -2652,13 +2644,7 @@ async fn a_timer_fires_on_another_node_when_its_node_stops() {
 #[tokio::test]
 async fn redis_mail_and_quota_keys_always_expire() {
     let prefix = common::unique_prefix();
-    let cfg = RedisConfig {
-        url: common::redis_url(),
-        wait_replicas: 0,
-        prefix: prefix.clone(),
-        node_id: format!("q{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
-        public_url: "ws://q/".into(),
-    };
+    let cfg = node_cfg(&prefix, "q");
     let s = Redis::connect(cfg, &limits()).await.unwrap();
     let a = app("quota");
     let names = ["q0", "q1", "q2"].map(acct);
