@@ -63,7 +63,8 @@ const TIMER_POLL: Duration = Duration::from_millis(100);
 const TIMER_RECHECK: Duration = Duration::from_secs(30);
 /// How often a node reads the cluster's index of apps with timers (`timers_due.lua`).
 const TIMER_TAKE: Duration = Duration::from_millis(500);
-/// Apps a node takes from the index at once.
+/// Apps a node takes from the index at once (when it took as many, it reads again at the
+/// next tick: a reaped node's thousands of apps are asked within seconds).
 const TIMER_TAKE_MAX: usize = 100;
 /// How long an app a node took from the index is left to it by the others.
 const TIMER_TAKE_LEASE_MS: u64 = 2000;
@@ -2743,6 +2744,10 @@ async fn timers(inner: Weak<Inner>) {
             {
                 Ok(v) => taken.extend(list(v).iter().map(text)),
                 Err(e) => warn!("reading the cluster's index of timers: {e}"),
+            }
+            if taken.len() >= TIMER_TAKE_MAX {
+                // more are due (a reaped node's apps): read again at the next tick
+                read_at = None;
             }
         }
         apps.extend(taken.iter().cloned());
