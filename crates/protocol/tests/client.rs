@@ -1470,6 +1470,17 @@ fn kept(n: u64) -> Value {
     json!({"n": n, "seq": n + 6, "ts": 1, "account": "bob", "msg": format!("m{n}")})
 }
 
+/// Answer the channel history request sent last: "room" up to `last`, holding `nums` (as
+/// [`kept`] gives them).
+fn answer_history(h: &mut H, last: u64, nums: &[u64]) {
+    let hid = h.call_id("channel_history");
+    let msgs: Vec<Value> = nums.iter().map(|n| kept(*n)).collect();
+    h.reply(
+        hid,
+        json!({"result": "ok", "name": "room", "last": last, "msgs": msgs}),
+    );
+}
+
 /// Logged in and joined to "room", whose latest message number is `last_msg`.
 fn in_room(last_msg: u64) -> H {
     let mut h = H::logged_in(cfg(&["ws://a/"]));
@@ -1532,11 +1543,7 @@ fn joining_a_joined_channel_again_recovers_what_was_missed() {
         (asked[0]["after"].as_u64(), asked[0]["max"].as_u64()),
         (Some(4), Some(2))
     );
-    let hid = h.call_id("channel_history");
-    h.reply(
-        hid,
-        json!({"result": "ok", "name": "room", "last": 7, "msgs": [kept(5), kept(6), kept(7)]}),
-    );
+    answer_history(&mut h, 7, &[5, 6, 7]);
     let texts: Vec<String> = channel_texts(h.take_events())
         .into_iter()
         .filter(|t| t.starts_with('m'))
@@ -1593,12 +1600,8 @@ fn the_server_s_rejoin_notice_recovers_what_its_node_missed() {
         (asked[0]["after"].as_u64(), asked[0]["max"].as_u64()),
         (Some(4), Some(3))
     );
-    let hid = h.call_id("channel_history");
+    answer_history(&mut h, 7, &[5, 6, 7]);
     h.take_sent();
-    h.reply(
-        hid,
-        json!({"result": "ok", "name": "room", "last": 7, "msgs": [kept(5), kept(6), kept(7)]}),
-    );
     assert_eq!(channel_texts(h.take_events()), vec!["m5", "m6", "m7"]);
     // refused (its join budget spent): still joined, what waited is delivered
     h.frame(json!(["notify", ["rejoin"]]));
@@ -1631,12 +1634,8 @@ fn a_skipped_message_number_fetches_what_was_missed_first() {
         (asked[0]["after"].as_u64(), asked[0]["max"].as_u64()),
         (Some(4), Some(2))
     );
-    let hid = h.call_id("channel_history");
+    answer_history(&mut h, 8, &[5, 6, 7]);
     h.take_sent();
-    h.reply(
-        hid,
-        json!({"result": "ok", "name": "room", "last": 8, "msgs": [kept(5), kept(6), kept(7)]}),
-    );
     assert_eq!(channel_texts(h.take_events()), vec!["m5", "m6", "m7", "m8"]);
     // the next number: delivered at once, nothing asked
     h.frame(numbered("room", 15, 9, "m9"));
@@ -1644,11 +1643,7 @@ fn a_skipped_message_number_fetches_what_was_missed_first() {
     assert!(h.calls("channel_history").is_empty());
     // the history no longer has one of the skipped: counted lost, the other delivered
     h.frame(numbered("room", 18, 12, "m12"));
-    let hid = h.call_id("channel_history");
-    h.reply(
-        hid,
-        json!({"result": "ok", "name": "room", "last": 12, "msgs": [kept(11)]}),
-    );
+    answer_history(&mut h, 12, &[11]);
     assert_eq!(channel_texts(h.take_events()), vec!["lost 1", "m11", "m12"]);
     // the history could not be read: all the skipped counted lost, the live one delivered
     h.take_sent();
@@ -1699,11 +1694,7 @@ fn a_rejoin_recovers_missed_channel_messages_in_order_once_before_live_ones() {
     ]));
     h.frame(numbered("room", 14, 9, "m9"));
     assert_eq!(channel_texts(h.take_events()), Vec::<String>::new());
-    let hid = h.call_id("channel_history");
-    h.reply(
-        hid,
-        json!({"result": "ok", "name": "room", "last": 9, "msgs": [kept(6), kept(7), kept(8), kept(9)]}),
-    );
+    answer_history(&mut h, 9, &[6, 7, 8, 9]);
     assert_eq!(
         channel_texts(h.take_events()),
         vec!["lost 1", "m6", "m7", "m8", "joined cid", "m9"]
