@@ -2638,6 +2638,66 @@ async fn a_timer_fires_on_another_node_when_its_node_stops() {
     );
 }
 
+/// Redis only: a failover that loses the last writes of the registry's primary may lose the
+/// index's word on an app's timers. A node whose heartbeat finds the registry back after
+/// failing writes its apps' timers to the index again (the other nodes fire them from it if
+/// this one stops), not at its next periodic ask minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_indexes_its_timers_again_when_the_registry_comes_back() {
+    let own = SmallRedis::start("64mb");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &own.url])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let prefix = "back:";
+    let index = format!("{prefix}due {{{prefix}~}}");
+    let cfg = RedisConfig {
+        url: own.url.clone(),
+        ..node_cfg(prefix, "a")
+    };
+    let a = Redis::connect(cfg, &limits()).await.unwrap();
+    let _work = work(&a);
+    let x = app("x");
+    a.schedule(
+        Timer::MemberNum(x.clone(), chan_name("room")),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let named = |cli: &dyn Fn(&[&str]) -> String| cli(&["ZRANGE", &index, "0", "-1"]) == *x;
+    common::wait_for("the index to name the app", || async { named(&cli) }).await;
+    // the write is lost (as by a failover), and the registry is out of reach for longer
+    // than a Redis operation may take: the heartbeat fails, then gets through again
+    assert_eq!(cli(&["DEL", &index]), "1");
+    assert_eq!(cli(&["CLIENT", "PAUSE", "3000", "WRITE"]), "OK");
+    // (the pause, the heartbeat's timeout and the next tick: longer than `wait_for` waits)
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while !named(&cli) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index did not name the app again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let due: f64 = cli(&["ZSCORE", &index, &x]).parse().unwrap();
+    let now_ms: f64 = cli(&["TIME"])
+        .lines()
+        .next()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        * 1000.0;
+    assert!(
+        due > now_ms + 3_000_000.0,
+        "indexed as due in {} ms, not in about an hour",
+        due - now_ms
+    );
+}
+
 /// Redis only: every key of stored mail and of the app's mail quota expires by itself, through
 /// messages that expire, are acknowledged one by one and together, and fill the quota — a key
 /// without one would outlive everything it counts.

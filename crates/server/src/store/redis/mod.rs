@@ -57,10 +57,12 @@ const SESSION_TTL_MS: u64 = 30_000;
 const SESSION_REFRESH: Duration = Duration::from_secs(10);
 const TIMER_POLL: Duration = Duration::from_millis(100);
 /// Longest an app of its own goes unasked by a node that has not heard of a change to its
-/// timers (a node asks again when its own steps may have scheduled one, and when the next
-/// known one is due; the cluster's index of timers, read every [`TIMER_TAKE`], tells it of
-/// the others'). This catches what the index lost (a failover losing its last writes).
-const TIMER_RECHECK: Duration = Duration::from_secs(30);
+/// timers (a node asks again when its own steps may have scheduled one, when the next known
+/// one is due, and when its heartbeat finds the registry back after failing — a failover of
+/// its primary may have lost the index's last writes; the cluster's index of timers, read
+/// every [`TIMER_TAKE`], tells it of the others'). A backstop only, for a lost write no
+/// heartbeat saw: one script per app and node this often (10,000 apps: 17 a second).
+const TIMER_RECHECK: Duration = Duration::from_secs(600);
 /// How often a node reads the cluster's index of apps with timers (`timers_due.lua`).
 const TIMER_TAKE: Duration = Duration::from_millis(500);
 /// Apps a node takes from the index at once (when it took as many, it reads again at the
@@ -703,6 +705,14 @@ impl Inner {
         self.timers_next.lock().remove(app);
     }
 
+    /// The registry was out of this node's reach (its primary failing over, or Redis
+    /// restarting) and is back: what this node wrote to the index of timers last may be
+    /// lost. Its own apps are asked at the next tick and what they have is written again.
+    fn timers_index_again(&self) {
+        self.timers_said.lock().clear();
+        self.timers_next.lock().clear();
+    }
+
     /// `timers_due.lua`'s `op` on the cluster's index of apps with timers.
     async fn timers_index(&self, op: &str, args: &[&str]) -> SResult<RValue> {
         let mut inv = self.scripts.timers_due.prepare_invoke();
@@ -743,9 +753,12 @@ impl Inner {
         if same {
             return;
         }
+        // what the index says after: `at`, or what the second ask found
         let r = async {
             if next_ms >= 0 {
-                return self.timers_index("set", &[app, &next_ms.to_string()]).await;
+                self.timers_index("set", &[app, &next_ms.to_string()])
+                    .await?;
+                return SResult::Ok(at);
             }
             self.timers_index("drop", &[app]).await?;
             let next: Vec<String> = timed(
@@ -758,14 +771,17 @@ impl Inner {
                     .invoke_async(&mut self.conn()),
             )
             .await?;
-            match next.last().and_then(|n| n.parse::<i64>().ok()) {
-                Some(n) if n >= 0 => self.timers_index("set", &[app, &n.to_string()]).await,
-                _ => Ok(RValue::Nil),
+            match next.last().and_then(|n| n.parse::<u64>().ok()) {
+                Some(n) => {
+                    self.timers_index("set", &[app, &n.to_string()]).await?;
+                    Ok(Some(now + Duration::from_millis(n)))
+                }
+                None => Ok(None),
             }
         };
         match r.await {
-            Ok(_) => {
-                self.timers_said.lock().insert(app.to_string(), at);
+            Ok(said) => {
+                self.timers_said.lock().insert(app.to_string(), said);
             }
             Err(e) => {
                 // this node asks its own apps again by itself; another node's, the next node
@@ -874,13 +890,18 @@ impl Inner {
         // the node again: Redis can no longer tell).
         let ttl = Duration::from_millis(NODE_TTL_MS);
         let lapsed = last.is_some_and(|t| prev.is_none() || t.elapsed() >= ttl);
-        {
+        let back = {
             let mut steady = self.steady_since.lock();
-            if lapsed || steady.is_none() {
+            let back = lapsed || steady.is_none();
+            if back {
                 // the other nodes' registrations may have lapsed with this one: this node's
                 // reaper gives them a registration's time to come back
                 *steady = Some(sent);
             }
+            back
+        };
+        if back {
+            self.timers_index_again();
         }
         if lapsed {
             // Redis was out of reach longer than a registration lasts (from here, or for
@@ -2762,17 +2783,19 @@ async fn timers(inner: Weak<Inner>) {
                     .invoke_async(&mut c),
             )
             .await;
+            // (what Redis answered counts from when it answered: it may have been slow)
+            let answered = tokio::time::Instant::now();
             let mut due = due.unwrap_or_default();
             if due.len() % 2 == 1 {
                 let next_ms: i64 = due.pop().and_then(|n| n.parse().ok()).unwrap_or(-1);
                 if next_ms >= 0 {
-                    let at = now + Duration::from_millis(next_ms as u64);
+                    let at = answered + Duration::from_millis(next_ms as u64);
                     let mut next = i.timers_next.lock();
                     if let Some(t) = next.get_mut(&app) {
                         *t = (*t).min(at);
                     }
                 }
-                i.timers_indexed(&app, next_ms, now, taken.contains(&app))
+                i.timers_indexed(&app, next_ms, answered, taken.contains(&app))
                     .await;
             } else {
                 // not answered: ask again at the next tick
