@@ -126,6 +126,11 @@ pub struct Limits {
     /// Seconds a mailbox's numbering (its latest version and what was acknowledged) is kept
     /// after its last message or poll; an empty mailbox left longer starts again at 1.
     pub mailbox_state_keep_secs: u64,
+    /// Seconds an app without sessions, channel members or steps on a node stays in that
+    /// node's list of apps before the node forgets it (on Redis: the apps its timer poller
+    /// asks and a reaper reads, and on a Redis Cluster a subscription each; an app used again
+    /// is registered again).
+    pub idle_app_forget_secs: u64,
     /// Client: milliseconds between pings.
     pub ping_interval_ms: u64,
     /// Client: milliseconds without any frame from the server before the connection is
@@ -234,6 +239,7 @@ impl Default for Limits {
             outbound_queue: 4096,
             dedup_window_secs: 300,
             mailbox_state_keep_secs: 7 * 24 * 3600,
+            idle_app_forget_secs: 60,
             ping_interval_ms: 10_000,
             pong_timeout_ms: 35_000,
             connect_timeout_ms: 6_000,

@@ -233,6 +233,7 @@ pub const LIMITS_SET_AT_START: &[&str] = &[
     "attr_changes_per_second",
     "dedup_window_secs",
     "mailbox_state_keep_secs",
+    "idle_app_forget_secs",
     "channel_history_messages",
     "channel_history_keep_empty_secs",
 ];

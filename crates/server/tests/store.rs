@@ -2698,6 +2698,105 @@ async fn a_node_indexes_its_timers_again_when_the_registry_comes_back() {
     );
 }
 
+/// Redis only: a node forgets an app nothing on it uses any more (`idle_app_forget_secs`) —
+/// it leaves the node's list of apps and, on a Redis Cluster, its topic is unsubscribed — and
+/// keeps every app it still serves (a session, a channel member). An app used again is
+/// registered again, and messages reach its sessions on that node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_forgets_the_apps_it_no_longer_serves() {
+    let prefix = common::unique_prefix();
+    let cfg = node_cfg(&prefix, "a");
+    let napps = format!("{prefix}napps {{{prefix}~}} {}", cfg.node_id);
+    let topic = |app: &str| {
+        if common::redis_cluster() {
+            format!("{prefix}n {{{prefix}{app}}} {}", cfg.node_id)
+        } else {
+            String::new()
+        }
+    };
+    let quick = Limits {
+        idle_app_forget_secs: 1,
+        ..limits()
+    };
+    let a = Redis::connect(cfg.clone(), &quick).await.unwrap();
+    let b = Redis::connect(node_cfg(&prefix, "b"), &limits())
+        .await
+        .unwrap();
+    let (kept, member, gone) = (app("kept"), app("member"), app("gone"));
+    let ann = acct("ann");
+    let c_kept = Conn::new();
+    a.session_open(opening(&kept, &ann, &c_kept)).await.unwrap();
+    let c_member = Conn::new();
+    let room = Chan {
+        app: &member,
+        channel: &chan_name("room"),
+    };
+    a.join(room, joining(&ann, &c_member.h, None))
+        .await
+        .unwrap();
+    let c_gone = Conn::new();
+    let user = User {
+        app: &gone,
+        account: &ann,
+    };
+    a.session_open(opening(&gone, &ann, &c_gone)).await.unwrap();
+    let listed = || common::redis_cli_cmd(&["SMEMBERS", &napps]);
+    for app in [&kept, &member, &gone] {
+        assert!(
+            listed().lines().any(|l| l == app.as_str()),
+            "{app}: {}",
+            listed()
+        );
+    }
+    let session = a.session_of(&c_gone.h);
+    assert!(a.session_close(user, &session, &NO_EVENTS).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while listed().lines().any(|l| l == gone.as_str()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the app nothing uses was not forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // forgotten after a second unused; the others were in use all that time
+    for app in [&kept, &member] {
+        assert!(
+            listed().lines().any(|l| l == app.as_str()),
+            "{app}: {}",
+            listed()
+        );
+    }
+    let subscribers = |app: &str| -> u64 {
+        let topic = topic(app);
+        (common::redis_cluster_ports().iter())
+            .map(|p| {
+                let out = common::redis_cli(*p, &["PUBSUB", "SHARDNUMSUB", &topic]);
+                out.lines()
+                    .nth(1)
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    if common::redis_cluster() {
+        assert_eq!(subscribers(&kept), 1, "the kept app's topic");
+        assert_eq!(subscribers(&gone), 0, "the forgotten app's topic");
+    }
+    // used again: registered again, and what is sent to it arrives
+    let mut c_again = Conn::new();
+    a.session_open(opening(&gone, &ann, &c_again))
+        .await
+        .unwrap();
+    assert!(listed().lines().any(|l| l == gone.as_str()), "{}", listed());
+    let p = tpl("m");
+    let r = b.mail_append(user, item("i1", "hello", &p)).await.unwrap();
+    assert!(r.version().is_some(), "{r:?}");
+    assert_eq!(c_again.frames(2).await[1], "m#1");
+    if common::redis_cluster() {
+        assert_eq!(subscribers(&gone), 1, "the app's topic again");
+    }
+}
+
 /// Redis only: every key of stored mail and of the app's mail quota expires by itself, through
 /// messages that expire, are acknowledged one by one and together, and fill the quota — a key
 /// without one would outlive everything it counts.

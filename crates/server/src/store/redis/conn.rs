@@ -156,6 +156,11 @@ impl Shards {
         self.of(Some(Keys::slot(topic))).ssubscribe(topic).await
     }
 
+    /// Unsubscribe `topic` (a sharded one) on the connection for its slot.
+    pub async fn sunsubscribe(&self, topic: &str) -> RedisResult<()> {
+        self.of(Some(Keys::slot(topic))).sunsubscribe(topic).await
+    }
+
     /// The connection `cmd` goes by, and how: a `WAIT` or `SCRIPT LOAD` after a request that
     /// named a key goes to that key's primary on that request's connection (its writes are on
     /// that primary, sent by that connection; a script it did not know is loaded where it is

@@ -33,7 +33,7 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::{AsyncCommands, Script, ScriptInvocation, Value as RValue};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use opensig_protocol::frame::{out, Kept, Seen};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
@@ -243,8 +243,17 @@ struct Inner {
     conn: Conn,
     /// Apps this node has registered in its list of apps (`Keys::node_apps`) — before its
     /// first write of their sessions, memberships or timers, so that its timer poller asks
-    /// them and a reaper finds them.
-    known_apps: DashMap<String, Arc<tokio::sync::OnceCell<()>>>,
+    /// them and a reaper finds them — until it forgets them ([`Inner::forget_idle_apps`]).
+    known_apps: DashMap<String, Arc<KnownApp>>,
+    /// Registering an app and forgetting it take the app's turn (one of these, by the app's
+    /// hash), so that the list in Redis and the subscription follow the order they happen in.
+    app_turns: Box<[tokio::sync::Mutex<()>]>,
+    /// How long an app nothing on this node uses stays known (`idle_app_forget_secs`; none:
+    /// for ever).
+    forget_apps_after: Option<Duration>,
+    /// Sharded topics this node unsubscribed from itself (an app it forgot): Redis's word
+    /// that they are unsubscribed is no loss.
+    unsubscribing: Mutex<BTreeSet<String>>,
     /// A task is subscribing this node's sharded topics again ([`resubscribe`]).
     resubscribing: AtomicBool,
     /// A connection this node's sharded topics were subscribed on was lost (which topics it
@@ -351,6 +360,31 @@ const LOGIN_TURNS: usize = 64;
 fn turn_of(local: &str) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(local) as usize % LOGIN_TURNS
+}
+
+/// An app in this node's list of apps ([`Inner::app`]). The steps of the app hold it while
+/// they run (so it is in use while anything but `known_apps` holds it).
+struct KnownApp {
+    /// Set once the app is in the list in Redis (and its topic subscribed, on a cluster).
+    registered: tokio::sync::OnceCell<()>,
+    /// When a step last asked for it.
+    used: Mutex<tokio::time::Instant>,
+}
+
+impl KnownApp {
+    fn new() -> KnownApp {
+        KnownApp {
+            registered: tokio::sync::OnceCell::new(),
+            used: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Registered, held by no step, and asked for by none for `after`.
+    fn unused(self: &Arc<Self>, after: Duration) -> bool {
+        Arc::strong_count(self) == 1
+            && self.registered.initialized()
+            && self.used.lock().elapsed() >= after
+    }
 }
 
 /// The Redis store. Cloning shares the same node.
@@ -500,6 +534,10 @@ impl Redis {
             scripts: Scripts::new(matches!(target, Target::Cluster(_))),
             conn,
             known_apps: DashMap::new(),
+            app_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
+            forget_apps_after: (limits.idle_app_forget_secs > 0)
+                .then(|| Duration::from_secs(limits.idle_app_forget_secs)),
+            unsubscribing: Mutex::new(BTreeSet::new()),
             resubscribing: AtomicBool::new(false),
             subs_lost: AtomicBool::new(false),
             topics_lost: Mutex::new(BTreeSet::new()),
@@ -677,25 +715,104 @@ impl Inner {
         (!moved.is_empty()).then_some(moved)
     }
 
-    /// Register `app` in this node's list of apps, once per process (and again with every
-    /// session refresh, see `heartbeat`): what its timer poller asks, and a reaper reads.
-    async fn app(&self, app: &str) -> SResult<()> {
-        if let Some(done) = self.known_apps.get(app) {
-            if done.initialized() {
-                return Ok(());
+    /// Register `app` in this node's list of apps, once until the node forgets it (and again
+    /// with every session refresh, see `heartbeat`): what its timer poller asks, and a reaper
+    /// reads. The step that asks holds what this returns while it runs: the app is not
+    /// forgotten meanwhile.
+    async fn app(&self, app: &str) -> SResult<Arc<KnownApp>> {
+        // (a clone taken here keeps `forget_app` from removing it: it counts the holders)
+        let known = self.known_apps.get(app).map(|k| k.value().clone());
+        if let Some(known) = known.filter(|k| k.registered.initialized()) {
+            *known.used.lock() = tokio::time::Instant::now();
+            return Ok(known);
+        }
+        let _turn = self.app_turns[turn_of(app)].lock().await;
+        let known = (self.known_apps.entry(app.to_string()))
+            .or_insert_with(|| Arc::new(KnownApp::new()))
+            .clone();
+        *known.used.lock() = tokio::time::Instant::now();
+        known
+            .registered
+            .get_or_try_init(|| async {
+                if let Some(subs) = self.subs.clone() {
+                    // before anything of the app can be addressed to this node
+                    let topic = self.keys.app_topic(app, &self.cfg.node_id);
+                    self.unsubscribing.lock().remove(&topic);
+                    timed(subs.ssubscribe(&topic)).await?;
+                }
+                let mut c = self.conn();
+                timed(c.sadd::<_, _, ()>(self.keys.node_apps(&self.cfg.node_id), app)).await
+            })
+            .await?;
+        Ok(known)
+    }
+
+    /// Forget the apps nothing on this node has used for `idle_app_forget_secs`: no session
+    /// or channel member here, no step asking for them. The list of apps (and, on a cluster,
+    /// the subscriptions) of a node then holds what it serves, not every app it ever served.
+    async fn forget_idle_apps(&self) {
+        let Some(after) = self.forget_apps_after else {
+            return;
+        };
+        let app_of = |k: &String| k.split_once(' ').map(|(app, _)| app.to_string());
+        let mut in_use: BTreeSet<String> = self
+            .sessions
+            .iter()
+            .filter_map(|e| app_of(e.key()))
+            .collect();
+        in_use.extend(self.members.iter().filter_map(|e| app_of(e.key())));
+        let idle: Vec<String> = (self.known_apps.iter())
+            .filter(|e| !in_use.contains(e.key()) && e.value().unused(after))
+            .map(|e| e.key().clone())
+            .collect();
+        for app in idle {
+            if let Err(e) = self.forget_app(&app, after).await {
+                warn!(app = %app, "forgetting an app this node no longer serves: {e}");
             }
         }
-        let once = self.known_apps.entry(app.to_string()).or_default().clone();
-        once.get_or_try_init(|| async {
-            if let Some(subs) = self.subs.clone() {
-                // before anything of the app can be addressed to this node
-                let topic = self.keys.app_topic(app, &self.cfg.node_id);
-                timed(subs.ssubscribe(&topic)).await?;
-            }
-            let mut c = self.conn();
-            timed(c.sadd::<_, _, ()>(self.keys.node_apps(&self.cfg.node_id), app)).await
-        })
+    }
+
+    /// Forget `app` if it is still unused, and nothing of it is indexed under this node in
+    /// Redis (a membership whose `Joined` has not come back yet, a session whose close did not
+    /// get through): its timers are handed to the cluster's index, it leaves the list of
+    /// apps, and its topic is unsubscribed. A step of it after registers it again.
+    async fn forget_app(&self, app: &str, after: Duration) -> SResult<()> {
+        let _turn = self.app_turns[turn_of(app)].lock().await;
+        if !(self.known_apps.get(app)).is_some_and(|k| k.value().unused(after)) {
+            return Ok(());
+        }
+        let node = &self.cfg.node_id;
+        let (sessions, members): (u64, u64) = timed(
+            redis::pipe()
+                .scard(self.keys.node_sessions(app, node))
+                .scard(self.keys.node_members(app, node))
+                .query_async(&mut self.conn()),
+        )
         .await?;
+        if sessions + members > 0 {
+            return Ok(());
+        }
+        let Some((_, known)) = self.known_apps.remove_if(app, |_, k| k.unused(after)) else {
+            return Ok(());
+        };
+        let gone = async {
+            // what its timers are: asked by whichever node takes it from the index
+            self.timers_soon(&[app.to_string()]).await?;
+            timed(self.conn().srem::<_, _, ()>(self.keys.node_apps(node), app)).await
+        };
+        if let Err(e) = gone.await {
+            self.known_apps.insert(app.to_string(), known);
+            return Err(e);
+        }
+        self.timers_next.lock().remove(app);
+        self.timers_said.lock().remove(app);
+        if let Some(subs) = &self.subs {
+            let topic = self.keys.app_topic(app, node);
+            self.unsubscribing.lock().insert(topic.clone());
+            // (a subscription left by a failure here carries nothing this node delivers)
+            timed(subs.sunsubscribe(&topic)).await?;
+        }
+        debug!(app = %app, "forgot an app this node no longer serves");
         Ok(())
     }
 
@@ -825,7 +942,7 @@ impl Inner {
     fn apps_known(&self) -> Vec<String> {
         self.known_apps
             .iter()
-            .filter(|e| e.value().initialized())
+            .filter(|e| e.value().registered.initialized())
             .map(|e| e.key().clone())
             .collect()
     }
@@ -1166,7 +1283,7 @@ impl Inner {
     /// `channel_state.lua`'s `op` on a channel.
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
-        self.app(at.app).await?;
+        let _app = self.app(at.app).await?;
         let mut inv = self.channel_call(&self.scripts.channel_state, at, Seen::default(), None);
         inv.arg(op);
         let r = self.run(&inv).await;
@@ -1403,7 +1520,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
-        inner.app(app).await?;
+        let _app = inner.app(app).await?;
         let local = local(app, account);
         // held across the script: two logins of one account on this node must update
         // `sessions` in the order Redis applies them (the later one replaced the earlier)
@@ -1636,7 +1753,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let (app, channel, account) = (at.app, at.channel, j.account);
-        inner.app(app).await?;
+        let _app = inner.app(app).await?;
         let (before, after) = inner.channel_msg(at, j.event);
         let joined = NodeMsg::Joined {
             app: app.to_string(),
@@ -1682,7 +1799,7 @@ impl Store for Redis {
     async fn leave(&self, at: Chan<'_>, l: Leaving<'_, NodeSession>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        inner.app(at.app).await?;
+        let _app = inner.app(at.app).await?;
         let (before, after) = inner.channel_msg(at, l.event);
         let index = inner.keys.node_members(at.app, &l.session.node);
         let mut inv = inner.channel_call(&inner.scripts.leave, at, Seen::default(), Some(index));
@@ -1754,7 +1871,7 @@ impl Store for Redis {
             "set" => &inner.scripts.attr_grow,
             _ => &inner.scripts.attr,
         };
-        inner.app(at.app).await?;
+        let _app = inner.app(at.app).await?;
         let bucket = rate.then(|| inner.keys.channel_attr_rate(at.app, at.channel, name));
         let mut inv = inner.channel_call(script, at, Seen::default(), bucket);
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
@@ -1913,7 +2030,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let key = open.key;
-        inner.app(&key.app).await?;
+        let _app = inner.app(&key.app).await?;
         let ik = inner
             .keys
             .invite(&key.app, &key.caller, &key.channel, &key.callee);
@@ -2033,7 +2150,7 @@ impl Store for Redis {
     async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {
         let inner = &self.inner;
         inner.check()?;
-        inner.app(timer.app()).await?;
+        let _app = inner.app(timer.app()).await?;
         let mut inv = inner.scripts.timers.prepare_invoke();
         inv.key(inner.keys.timers(timer.app())).arg("schedule");
         inv.arg(timer.encode()).arg(after.as_millis() as u64);
@@ -2571,13 +2688,19 @@ async fn sharded_subscriber(
                 }
             }
             redis::PushKind::Disconnection => {
+                // (what this node was unsubscribing from went with the connection)
+                i.unsubscribing.lock().clear();
                 i.held.lock().lost(None);
                 i.subs_lost.store(true, Ordering::SeqCst);
                 i.resubscribe_soon();
             }
-            // this node never unsubscribes: Redis did (the topic's slot moved)
+            // Redis unsubscribed the node (the topic's slot moved), unless the node did
+            // itself (an app it forgot)
             redis::PushKind::SUnsubscribe => {
                 let topic = p.data.first().map(text).unwrap_or_default();
+                if i.unsubscribing.lock().remove(&topic) {
+                    continue;
+                }
                 i.held.lock().lost(Some(topic.clone()));
                 let node = &i.cfg.node_id;
                 if let Some(app) = i
@@ -2672,6 +2795,7 @@ async fn resubscribe(inner: Weak<Inner>) {
 async fn heartbeat(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     let mut last_refresh = tokio::time::Instant::now();
+    let mut last_forget = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
@@ -2680,6 +2804,15 @@ async fn heartbeat(inner: Weak<Inner>) {
         }
         if let Err(e) = i.heartbeat_once().await {
             warn!("heartbeat: {e}");
+        }
+        // (in this task: the refresh of the list of apps below never writes back an app
+        // forgotten meanwhile)
+        let forget_every = i
+            .forget_apps_after
+            .map(|a| (a / 2).clamp(HEARTBEAT, SESSION_REFRESH));
+        if forget_every.is_some_and(|every| last_forget.elapsed() >= every) {
+            last_forget = tokio::time::Instant::now();
+            i.forget_idle_apps().await;
         }
         if last_refresh.elapsed() >= SESSION_REFRESH {
             last_refresh = tokio::time::Instant::now();
