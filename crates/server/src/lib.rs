@@ -522,6 +522,7 @@ async fn serve<S: Store>(
     };
     let accept = Arc::new(listen::Accept::new(&config.limits, tls));
     let config = Arc::new(config);
+    let first_conn = store.first_conn_id();
     let dispatcher = Arc::new(webhooks::Dispatcher::new(ids.clone()));
     let signaling = Arc::new(Signaling::new(store, config.clone(), ids.clone()));
     signaling.start();
@@ -529,7 +530,7 @@ async fn serve<S: Store>(
     let shared = Arc::new(Shared {
         signaling,
         stats: Stats::default(),
-        conn_seq: AtomicU64::new(0),
+        conn_seq: AtomicU64::new(first_conn),
         conns: DashMap::new(),
         shutting_down: AtomicBool::new(false),
         login_rates: DashMap::new(),

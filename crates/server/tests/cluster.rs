@@ -8,6 +8,7 @@ use common::*;
 use opensig_protocol::client::{CallEvent, Event, State};
 use opensig_protocol::names::call;
 use opensig_protocol::Code;
+use opensig_server::config::ServerConfig;
 use serde_json::{json, Value};
 
 fn cfg_on(urls: &[String], account: &str) -> opensig_protocol::client::Config {
@@ -428,6 +429,62 @@ async fn a_dead_node_is_reaped_and_its_clients_fail_over() {
         .unwrap();
     assert_eq!(r["status"], 0);
     drop(carl);
+}
+
+/// A node that crashed and is started again under the same id before another node reaped it
+/// (none does once it is back) ends what its previous run left: its members leave their
+/// channels and go offline, as a dead node's would. Its new connections are not taken for
+/// the old ones, and one that logs in and joins meanwhile stays.
+#[tokio::test]
+async fn a_node_back_under_its_id_ends_what_its_previous_run_left() {
+    let prefix = unique_prefix();
+    let node = |id: &str| {
+        let c = ServerConfig {
+            listen: "127.0.0.1:0".into(),
+            redis_url: Some(redis_url()),
+            redis_prefix: prefix.clone(),
+            node_id: Some(id.into()),
+            ..ServerConfig::default()
+        };
+        async move { opensig_server::start(c).await.expect("node starts") }
+    };
+    let first = node("fixed").await;
+    let other = node("other").await;
+    let mut carl = User::login(&first.ws_url(), "carl").await;
+    carl.join("hall").await;
+    let mut dora = User::login(&other.ws_url(), "dora").await;
+    dora.join("hall").await;
+    first.kill().await;
+    drop(carl);
+    // back at once: the other node has not reaped it (it would wait 5 s at least)
+    let again = node("fixed").await;
+    let mut erin = User::login(&again.ws_url(), "erin").await;
+    erin.join("hall").await;
+    dora.expect_within(
+        Duration::from_secs(12),
+        |e| matches!(e, Event::ChannelUserLeft { account, .. } if account == "carl"),
+    )
+    .await;
+    let status = |account: &str| json!({ "account": account });
+    let r = dora
+        .invoke("user_query_user_status", status("carl"))
+        .await
+        .unwrap();
+    assert_eq!(r["status"], 0, "carl is offline");
+    let r = dora
+        .invoke("channel_query_num", json!({"name": "hall"}))
+        .await
+        .unwrap();
+    assert_eq!(r["num"], 2, "dora and erin");
+    let r = dora
+        .invoke("user_query_user_status", status("erin"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["status"], 1,
+        "erin's session on the node that came back stands"
+    );
+    drop(again);
 }
 
 #[tokio::test]

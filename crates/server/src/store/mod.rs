@@ -1278,6 +1278,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Stop touching shared state at once, as a crashed node would (tests of failover).
     fn halt(&self) {}
+    /// Where this node's connection ids start: past every id a previous run of the node (the
+    /// same node id, in a shared store) handed out, so that what that run left names none of
+    /// this run's connections (in memory: nothing outlives a run).
+    fn first_conn_id(&self) -> u64 {
+        0
+    }
 }
 
 #[cfg(test)]

@@ -254,6 +254,11 @@ struct Inner {
     /// Sharded topics this node unsubscribed from itself (an app it forgot): Redis's word
     /// that they are unsubscribed is no loss.
     unsubscribing: Mutex<BTreeSet<String>>,
+    /// This run's first connection id ([`Store::first_conn_id`]): what names a connection of
+    /// this node below it is a previous run's.
+    first_conn: u64,
+    /// What a previous run of this node left has been ended ([`Inner::end_previous_run`]).
+    previous_run_ended: AtomicBool,
     /// A task is subscribing this node's sharded topics again ([`resubscribe`]).
     resubscribing: AtomicBool,
     /// A connection this node's sharded topics were subscribed on was lost (which topics it
@@ -385,6 +390,16 @@ impl KnownApp {
             && self.registered.initialized()
             && self.used.lock().elapsed() >= after
     }
+}
+
+/// Where a run's connection ids start: the start's Unix time in ms × 1024 (a later run
+/// starts past every id an earlier one handed out unless that one took more than 1,024
+/// connections per millisecond it ran; below 2^53 until the year 2248).
+fn first_conn_id() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms.saturating_mul(1024)
 }
 
 /// The Redis store. Cloning shares the same node.
@@ -538,6 +553,8 @@ impl Redis {
             forget_apps_after: (limits.idle_app_forget_secs > 0)
                 .then(|| Duration::from_secs(limits.idle_app_forget_secs)),
             unsubscribing: Mutex::new(BTreeSet::new()),
+            first_conn: first_conn_id(),
+            previous_run_ended: AtomicBool::new(false),
             resubscribing: AtomicBool::new(false),
             subs_lost: AtomicBool::new(false),
             topics_lost: Mutex::new(BTreeSet::new()),
@@ -2300,6 +2317,10 @@ impl Store for Redis {
         self.inner.sessions.len()
     }
 
+    fn first_conn_id(&self) -> u64 {
+        self.inner.first_conn
+    }
+
     async fn watch(
         &self,
         app: &AppId,
@@ -2953,6 +2974,94 @@ async fn timers(inner: Weak<Inner>) {
     }
 }
 
+impl Inner {
+    /// Hand sessions and memberships of `node` to the rules, to end as their own node would
+    /// have: `(app, account, connection (none: any of the node's), channels)` each. `true`
+    /// when all ended.
+    async fn end_orphans(
+        &self,
+        node: &str,
+        orphans: impl Iterator<Item = (String, String, Option<u64>, Vec<String>)>,
+    ) -> bool {
+        let mut waits = Vec::new();
+        for (app, account, conn, channels) in orphans {
+            let (Some(app), Some(account)) =
+                (AppId::from_stored(&app), Account::from_stored(&account))
+            else {
+                continue;
+            };
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let sent = self.send_work(Work::Orphan {
+                app,
+                account,
+                session: NodeSession {
+                    node: node.to_string(),
+                    conn,
+                },
+                channels: channels
+                    .iter()
+                    .filter_map(|c| ChannelName::from_stored(c))
+                    .collect(),
+                done,
+            });
+            if sent {
+                waits.push(wait);
+            }
+        }
+        let mut all_done = true;
+        for w in waits {
+            all_done &= w.await.unwrap_or(false);
+        }
+        all_done
+    }
+
+    /// What a previous run of this node left (the same node id, stopped without leaving — a
+    /// crash — and back before another node reaped it: none does once it is back) ends as a
+    /// dead node's would: its sessions, and its memberships (each ended only where Redis
+    /// still names that run's connection: the scripts compare). Its connections are those
+    /// below this run's first id. `false`: some did not end yet (the next round tries again).
+    async fn end_previous_run(&self) -> SResult<bool> {
+        let node = &self.cfg.node_id;
+        let mut c = self.conn();
+        let apps: Vec<String> = timed(c.smembers(self.keys.node_apps(node))).await?;
+        // (app, account, connection) → channels
+        let mut orphans: BTreeMap<(String, String, u64), Vec<String>> = BTreeMap::new();
+        let own = |location: &str| -> Option<u64> {
+            let (at, conn) = location.split_once(' ')?;
+            let conn: u64 = conn.parse().ok()?;
+            (at == node.as_str() && conn < self.first_conn).then_some(conn)
+        };
+        for app in &apps {
+            let s: Vec<String> = timed(c.smembers(self.keys.node_sessions(app, node))).await?;
+            for (app, account, conn) in s.iter().filter_map(|e| node::read_session_entry(e)) {
+                if conn < self.first_conn {
+                    orphans.entry((app, account, conn)).or_default();
+                }
+            }
+            let m: Vec<String> = timed(c.smembers(self.keys.node_members(app, node))).await?;
+            for (app, ch, account) in m.iter().filter_map(|e| node::read_member_entry(e)) {
+                let location = self.keys.channel(&app, &ch).location;
+                let at: Option<String> = timed(c.hget(location, &account)).await?;
+                if let Some(conn) = at.as_deref().and_then(own) {
+                    orphans.entry((app, account, conn)).or_default().push(ch);
+                }
+            }
+        }
+        if orphans.is_empty() {
+            return Ok(true);
+        }
+        info!(
+            node = %node,
+            "ending {} session(s) and membership(s) a previous run of this node left",
+            orphans.len()
+        );
+        let all = orphans
+            .into_iter()
+            .map(|((app, account, conn), channels)| (app, account, Some(conn), channels));
+        Ok(self.end_orphans(node, all).await)
+    }
+}
+
 /// Hands the sessions and memberships of nodes whose heartbeat lapsed to the rules, to end
 /// as their own node would have (one reaper per dead node, by lock).
 async fn reaper(inner: Weak<Inner>) {
@@ -2962,6 +3071,13 @@ async fn reaper(inner: Weak<Inner>) {
         let Some(i) = inner.upgrade() else { return };
         if i.stopping.load(Ordering::SeqCst) {
             return;
+        }
+        if i.work.lock().is_some() && !i.previous_run_ended.load(Ordering::SeqCst) {
+            match i.end_previous_run().await {
+                Ok(true) => i.previous_run_ended.store(true, Ordering::SeqCst),
+                Ok(false) => warn!("some of what a previous run of this node left did not end yet"),
+                Err(e) => warn!("ending what a previous run of this node left: {e}"),
+            }
         }
         if i.work.lock().is_some() && i.may_reap() {
             if let Err(e) = reap_once(&i).await {
@@ -3035,36 +3151,10 @@ async fn reap_once(i: &Inner) -> SResult<()> {
                 orphans.entry((app, account)).or_default().1.push(ch);
             }
         }
-        let mut waits = Vec::new();
-        for ((app, account), (conn, channels)) in orphans {
-            let (Some(app), Some(account)) =
-                (AppId::from_stored(&app), Account::from_stored(&account))
-            else {
-                continue;
-            };
-            let (done, wait) = tokio::sync::oneshot::channel();
-            let sent = i.send_work(Work::Orphan {
-                app,
-                account,
-                session: NodeSession {
-                    node: node.clone(),
-                    conn,
-                },
-                channels: channels
-                    .iter()
-                    .filter_map(|c| ChannelName::from_stored(c))
-                    .collect(),
-                done,
-            });
-            if sent {
-                waits.push(wait);
-            }
-        }
-        let mut all_done = true;
-        for w in waits {
-            all_done &= w.await.unwrap_or(false);
-        }
-        if all_done {
+        let all = orphans
+            .into_iter()
+            .map(|((app, account), (conn, channels))| (app, account, conn, channels));
+        if i.end_orphans(&node, all).await {
             // what was ended leaves the indexes (not what a node that came back meanwhile
             // put there)
             for (app, (s, m)) in apps.iter().zip(&read) {
