@@ -16,7 +16,12 @@ use opensig_server::store::redis::{Redis, RedisConfig};
 use opensig_server::store::*;
 use tokio::sync::mpsc;
 
-static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+/// Connection ids of the tests: above every node run's first (`Store::first_conn_id`, its
+/// start in ms × 1024, below 2^52 until 2109), so that no node takes a test's connection for
+/// one a previous run of it left.
+static CONN_IDS: AtomicU64 = AtomicU64::new(1 << 52);
+/// Node ids of the tests (unique in the process).
+static NODE_IDS: AtomicU64 = AtomicU64::new(1);
 const WAIT: Duration = Duration::from_secs(5);
 
 fn limits() -> Limits {
@@ -161,7 +166,7 @@ fn node_cfg(prefix: &str, n: &str) -> RedisConfig {
         url: common::redis_url(),
         wait_replicas: 0,
         prefix: prefix.into(),
-        node_id: format!("{n}{}", CONN_IDS.fetch_add(1, Ordering::Relaxed)),
+        node_id: format!("{n}{}", NODE_IDS.fetch_add(1, Ordering::Relaxed)),
         public_url: format!("ws://{n}/"),
     }
 }
