@@ -434,28 +434,33 @@ async fn a_dead_node_is_reaped_and_its_clients_fail_over() {
 /// A node that crashed and is started again under the same id before another node reaped it
 /// (none does once it is back) ends what its previous run left: its members leave their
 /// channels and go offline, as a dead node's would. Its new connections are not taken for
-/// the old ones, and one that logs in and joins meanwhile stays.
+/// the old ones, and one that logs in and joins meanwhile stays; the apps the old run listed
+/// leave the node's list once nothing uses them.
 #[tokio::test]
 async fn a_node_back_under_its_id_ends_what_its_previous_run_left() {
     let prefix = unique_prefix();
     let node = |id: &str| {
-        let c = ServerConfig {
+        let mut c = ServerConfig {
             listen: "127.0.0.1:0".into(),
             redis_url: Some(redis_url()),
             redis_prefix: prefix.clone(),
             node_id: Some(id.into()),
             ..ServerConfig::default()
         };
+        c.set_limit("idle_app_forget_secs=1").unwrap();
         async move { opensig_server::start(c).await.expect("node starts") }
     };
     let first = node("fixed").await;
     let other = node("other").await;
     let mut carl = User::login(&first.ws_url(), "carl").await;
     carl.join("hall").await;
+    let mut frank = opensig_protocol::client::Config::new("otherapp", "frank", "");
+    frank.servers = vec![first.ws_url()];
+    let frank = User::login_with(frank).await;
     let mut dora = User::login(&other.ws_url(), "dora").await;
     dora.join("hall").await;
     first.kill().await;
-    drop(carl);
+    drop((carl, frank));
     // back at once: the other node has not reaped it (it would wait 5 s at least)
     let again = node("fixed").await;
     let mut erin = User::login(&again.ws_url(), "erin").await;
@@ -466,11 +471,22 @@ async fn a_node_back_under_its_id_ends_what_its_previous_run_left() {
     )
     .await;
     let status = |account: &str| json!({ "account": account });
-    let r = dora
-        .invoke("user_query_user_status", status("carl"))
-        .await
-        .unwrap();
-    assert_eq!(r["status"], 0, "carl is offline");
+    // (his channels are left first, then his session ends)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = dora
+            .invoke("user_query_user_status", status("carl"))
+            .await
+            .unwrap();
+        if r["status"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "carl is still online"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = dora
         .invoke("channel_query_num", json!({"name": "hall"}))
         .await
@@ -484,6 +500,18 @@ async fn a_node_back_under_its_id_ends_what_its_previous_run_left() {
         r["status"], 1,
         "erin's session on the node that came back stands"
     );
+    let napps = format!("{prefix}napps {{{prefix}~}} fixed");
+    let listed = || redis_cli_cmd(&["SMEMBERS", &napps]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while listed().lines().any(|l| l == "otherapp") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old run's app is still listed: {}",
+            listed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listed().lines().any(|l| l == APP), "{}", listed());
     drop(again);
 }
 

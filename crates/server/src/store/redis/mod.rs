@@ -3024,6 +3024,11 @@ impl Inner {
         let node = &self.cfg.node_id;
         let mut c = self.conn();
         let apps: Vec<String> = timed(c.smembers(self.keys.node_apps(node))).await?;
+        // the apps it listed are this run's too (subscribed, their timers asked), until
+        // forgotten like any other: the list then holds what this run serves
+        for app in &apps {
+            self.app(app).await?;
+        }
         // (app, account, connection) → channels
         let mut orphans: BTreeMap<(String, String, u64), Vec<String>> = BTreeMap::new();
         let own = |location: &str| -> Option<u64> {
