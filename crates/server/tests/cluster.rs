@@ -472,21 +472,7 @@ async fn a_node_back_under_its_id_ends_what_its_previous_run_left() {
     .await;
     let status = |account: &str| json!({ "account": account });
     // (his channels are left first, then his session ends)
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let r = dora
-            .invoke("user_query_user_status", status("carl"))
-            .await
-            .unwrap();
-        if r["status"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "carl is still online"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dora.wait_offline("carl").await;
     let r = dora
         .invoke("channel_query_num", json!({"name": "hall"}))
         .await
