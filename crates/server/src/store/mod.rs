@@ -767,6 +767,18 @@ impl<'a> Publish<'a> {
             seen: Seen::default(),
         }
     }
+
+    /// An event without conditions and with nothing else to it (no message, step events or
+    /// seen numbers): to a channel without members it does nothing at all.
+    pub fn is_bare_event(&self) -> bool {
+        self.member.is_none()
+            && self.dedup.is_none()
+            && !self.rate_limited
+            && self.message.is_none()
+            && self.events.is_empty()
+            && self.seen.seq == 0
+            && self.seen.msg == 0
+    }
 }
 
 /// An attribute change and the event that tells the members.

@@ -1832,6 +1832,18 @@ impl Store for Redis {
     async fn publish(&self, at: Chan<'_>, p: Publish<'_>) -> SResult<Published> {
         let inner = &self.inner;
         inner.check()?;
+        // A presence or firehose event (`__agora_user_online`, `__agora_channel_event`: one
+        // per login, logout, join and leave) most often goes to a channel nobody joined: one
+        // EXISTS finds that, not the channel's script. It happens at the EXISTS, as the
+        // script's own check of the members would.
+        if p.is_bare_event() {
+            let members = inner.keys.channel(at.app, at.channel).members;
+            let mut c = inner.conn();
+            let held: bool = timed(c.exists(members)).await?;
+            if !held {
+                return Ok(Published::Sent);
+            }
+        }
         let (before, after) = inner.channel_msg(at, Some(p.event));
         let dedup = p.dedup.map(|d| inner.keys.dedup(at.app, d.from, d.id));
         let window = p.dedup.map_or(1, |d| d.window.as_millis().max(1) as u64);
