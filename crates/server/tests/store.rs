@@ -2558,6 +2558,57 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     assert!(about.is_empty(), "left behind: {about:?}");
 }
 
+/// Redis only: a poll of a mailbox nobody wrote to (what every login does) keeps no key, and
+/// a poll that changes nothing leaves the numbering's expiry as the last message set it
+/// (a poll extends it as messages do: when an eighth of the keep time has passed).
+#[tokio::test]
+async fn redis_polls_that_change_nothing_write_nothing() {
+    let prefix = common::unique_prefix();
+    let s = Redis::connect(node_cfg(&prefix, "k"), &limits())
+        .await
+        .unwrap();
+    let a = app("app");
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let poll = |ver_clear| Poll::Versions {
+        ver_clear,
+        max: 10,
+        seen_id: None,
+    };
+    let to = |account| User { app: &a, account };
+    let page = s.mail_poll(to(&ann), poll(0)).await.unwrap();
+    assert!(page.msgs.is_empty());
+    let keys = common::redis_keys(&format!("{prefix}*")).await;
+    let about: Vec<&String> = keys.iter().filter(|k| k.ends_with(" ann")).collect();
+    assert!(about.is_empty(), "a poll of nothing left: {about:?}");
+    // bob's numbering is kept for the keep time and an eighth from his message
+    let p = tpl("p");
+    let r = s
+        .mail_append(to(&bob), item("id1", "t1", &p))
+        .await
+        .unwrap();
+    assert_eq!(r.version(), Some(1));
+    let page = s.mail_poll(to(&bob), poll(1)).await.unwrap();
+    assert!(page.msgs.is_empty());
+    let page = s.mail_poll(to(&bob), poll(1)).await.unwrap();
+    assert!(page.msgs.is_empty());
+    let keep = limits().mailbox_state_keep_secs as i64 * 1000;
+    let meta = common::redis_keys_with_ttl(&format!("{prefix}*"))
+        .await
+        .into_iter()
+        .find(|(k, _)| k.ends_with(" bob") && k.contains(":mbm "))
+        .expect("bob's numbering is kept");
+    assert!(
+        meta.1 > keep,
+        "a poll shortened the numbering's expiry: {meta:?}"
+    );
+    // and it goes on from there
+    let r = s
+        .mail_append(to(&bob), item("id2", "t2", &p))
+        .await
+        .unwrap();
+    assert_eq!(r.version(), Some(2));
+}
+
 /// Whether `want` comes among the timers of `rx` within `within`.
 async fn fires(
     rx: &mut mpsc::UnboundedReceiver<Work<Redis>>,

@@ -218,6 +218,18 @@ local function drop_mail_upto(box, v, items)
   return #items
 end
 
+-- The meta hash outlives the last message or poll by the box's keep time, extended by an
+-- eighth more at a time, so that a stream of messages or polls extends it once per eighth, not
+-- at every one: adds 'kept' to the fields `set` writes when an extension is due (`kept`: the
+-- field as read) and returns the expiry to give the hash then (nil: none due).
+local function keep_due(set, now, keep_ms, kept)
+  local keep = tonumber(keep_ms)
+  if now + keep <= tonumber(kept or '0') then return nil end
+  local ms = keep + math.floor(keep / 8)
+  set[#set + 1], set[#set + 2] = 'kept', now + ms
+  return ms
+end
+
 -- How many messages the mailbox holds: the meta hash's count while the mailbox is kept
 -- (`meta_held`, `meta_boxed`: its fields as read), else counted.
 local function held_in(box, now, meta_held, meta_boxed)
@@ -315,19 +327,17 @@ local function append_mail(t)
   end
   last = last + 1
   local expiry = now + t.ttl_ms
-  -- each key outlives its last message (the meta hash: by the keep time); extended by an eighth
+  -- each key outlives its last message (the meta hash: keep_due's); extended by an eighth
   -- more at a time, so a stream of messages extends it once per eighth, not at every message.
   -- The meta hash notes until when it and the mailbox are kept ('kept', 'boxed': a hash made
   -- anew has neither, and an empty mailbox is a new key), so that knowing costs nothing.
-  local keep = tonumber(t.keep_ms)
   local set = {'last', last, 'held', held_here + 1}
-  local kept = now + keep > tonumber(meta[2] or '0')
-  if kept then set[#set + 1], set[#set + 2] = 'kept', now + keep + math.floor(keep / 8) end
+  local kept = keep_due(set, now, t.keep_ms, meta[2])
   local boxed = held_here == 0 or expiry > tonumber(meta[3] or '0')
   local box_ms = t.ttl_ms + math.floor(t.ttl_ms / 8)
   if boxed then set[#set + 1], set[#set + 2] = 'boxed', now + box_ms end
   redis.call('HSET', t.meta, unpack(set))
-  if kept then redis.call('PEXPIRE', t.meta, keep + math.floor(keep / 8)) end
+  if kept then redis.call('PEXPIRE', t.meta, kept) end
   redis.call('ZADD', t.mb, last, expiry .. ' ' .. t.id .. ' ' .. t.text)
   if boxed then redis.call('PEXPIRE', t.mb, box_ms) end
   -- counted in its group; the ledger and its index outlive their last message like the

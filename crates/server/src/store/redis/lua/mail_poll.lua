@@ -8,7 +8,7 @@
 local box = box_at(1, 1)
 local a = BOX_ARGS + 1
 local now = now_ms()
-local meta = redis.call('HMGET', box.meta, 'cleared', 'last', 'held', 'boxed')
+local meta = redis.call('HMGET', box.meta, 'cleared', 'last', 'held', 'boxed', 'kept')
 local cleared, last = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
 -- what the mailbox holds, when the meta hash knows it (mail.lua)
 local held = tonumber(meta[3])
@@ -66,8 +66,16 @@ for i = 1, #items, 2 do
   end
 end
 dropped = dropped + drop_members(box, expired)
-local set = {'cleared', cleared, 'last', last, 'kept', now + box.keep_ms}
-if held then set[#set + 1], set[#set + 2] = 'held', math.max(held - dropped, 0) end
-redis.call('HSET', box.meta, unpack(set))
-redis.call('PEXPIRE', box.meta, box.keep_ms)
+-- the meta hash notes what changed, and is kept as mail.lua's keep_due says; a mailbox that
+-- never had a message and is polled from 0 (every login of an account nobody wrote to) leaves
+-- nothing behind
+local set = {}
+if cleared ~= tonumber(meta[1] or '0') then set[#set + 1], set[#set + 2] = 'cleared', cleared end
+if last ~= tonumber(meta[2] or '0') then set[#set + 1], set[#set + 2] = 'last', last end
+if held and dropped > 0 then set[#set + 1], set[#set + 2] = 'held', math.max(held - dropped, 0) end
+if meta[1] or meta[2] or meta[3] or meta[5] or #set > 0 then
+  local kept = keep_due(set, now, box.keep_ms, meta[5])
+  if #set > 0 then redis.call('HSET', box.meta, unpack(set)) end
+  if kept then redis.call('PEXPIRE', box.meta, kept) end
+end
 return out
