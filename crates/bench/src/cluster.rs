@@ -66,6 +66,7 @@ impl Redises {
             }
             sum.cpu_secs += w.cpu_secs;
             sum.script_usec += w.script_usec;
+            sum.used_memory += w.used_memory;
             for (name, u) in w.usec {
                 *sum.usec.entry(name).or_default() += u;
             }
@@ -187,6 +188,9 @@ pub(crate) struct RedisWork {
     pub script_usec: u64,
     /// Microseconds spent in each command (a script's commands in their own and in its call).
     pub usec: std::collections::BTreeMap<String, u64>,
+    /// Bytes the server holds for its data: `used_memory` less its replication backlog and
+    /// its clients' buffers (both bounded, and growing in a run however much is stored).
+    pub used_memory: u64,
 }
 
 impl RedisWork {
@@ -198,6 +202,7 @@ impl RedisWork {
             .context("redis-cli (scripts/setup installs it with redis-server)")?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut w = RedisWork::default();
+        let mut used = 0i64;
         for line in text.lines() {
             let line = line.trim();
             if let Some(rest) = line.strip_prefix("cmdstat_") {
@@ -217,6 +222,14 @@ impl RedisWork {
                 }
                 w.usec.insert(name.to_string(), usec);
                 w.calls.insert(name.to_string(), calls);
+            } else if let Some(v) = line.strip_prefix("used_memory:") {
+                used += v.parse::<i64>().unwrap_or(0);
+            } else if let Some(v) = ["mem_replication_backlog:", "mem_clients_normal:"]
+                .iter()
+                .chain(&["mem_clients_slaves:", "mem_aof_buffer:"])
+                .find_map(|p| line.strip_prefix(p))
+            {
+                used -= v.parse::<i64>().unwrap_or(0);
             } else if let Some(v) = line
                 .strip_prefix("used_cpu_sys:")
                 .or_else(|| line.strip_prefix("used_cpu_user:"))
@@ -224,6 +237,7 @@ impl RedisWork {
                 w.cpu_secs += v.parse::<f64>().unwrap_or(0.0);
             }
         }
+        w.used_memory = used.max(0) as u64;
         Ok(w)
     }
 
@@ -505,6 +519,16 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     println!(
         "µs per message, by command: {}",
         per_each(&took, 12, msgs, 1)
+    );
+    // what the acknowledged messages leave in Redis: each one's resend marker, kept for the
+    // dedup window (the mailboxes were emptied by the recipients' acknowledgements)
+    let kept = after.used_memory as f64 - before.used_memory as f64;
+    println!(
+        "Redis memory kept per p2p message once acknowledged: {:.0} B (its resend marker, for \
+         dedup_window_secs: at R msg/s, R × 300 s × that; data {:.1} → {:.1} MiB)",
+        kept / msgs,
+        before.used_memory as f64 / 1048576.0,
+        after.used_memory as f64 / 1048576.0
     );
     let cpu_us = cpu * 1e6 / msgs;
     if redises.primaries.len() > 1 {
