@@ -2465,6 +2465,73 @@ async fn a_poll_that_finds_the_numbering_went_back_numbers_again<S: Harness>() {
     );
 }
 
+/// A mailbox exists (for its numbering) only once a message was stored in it: a poll of one
+/// nobody wrote to (every login of such an account polls from 0) or a message refused keeps
+/// nothing, in either store.
+async fn a_mailbox_is_kept_only_once_written<S: Harness>() {
+    let (s, other) = S::make().await;
+    let a = app("app");
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let to = |account| User { app: &a, account };
+    let poll = |ver_clear| Poll::Versions {
+        ver_clear,
+        max: 10,
+        seen_id: None,
+    };
+    let p = tpl("p");
+    assert!(s
+        .mail_poll(to(&ann), poll(0))
+        .await
+        .unwrap()
+        .msgs
+        .is_empty());
+    let busy = MailItem {
+        quota: MailQuota {
+            busy: true,
+            ..MailQuota::default()
+        },
+        ..item("id0", "t0", &p)
+    };
+    assert_eq!(s.mail_append(to(&ann), busy).await.unwrap(), Appended::Busy);
+    assert!(other
+        .mail_poll(to(&ann), poll(0))
+        .await
+        .unwrap()
+        .msgs
+        .is_empty());
+    assert_eq!(s.footprint().await.unwrap().mailboxes, 0, "ann's");
+    let r = s
+        .mail_append(to(&bob), item("id1", "t1", &p))
+        .await
+        .unwrap();
+    assert_eq!(r.version(), Some(1));
+    assert!(other
+        .mail_poll(to(&bob), poll(1))
+        .await
+        .unwrap()
+        .msgs
+        .is_empty());
+    let fp = s.footprint().await.unwrap();
+    assert_eq!(
+        (fp.mailboxes, fp.stored_messages),
+        (1, 0),
+        "bob's numbering is kept, his message acknowledged"
+    );
+    assert!(s
+        .mail_poll(to(&ann), poll(0))
+        .await
+        .unwrap()
+        .msgs
+        .is_empty());
+    assert_eq!(s.footprint().await.unwrap().mailboxes, 1);
+    // and the numbering goes on
+    let r = other
+        .mail_append(to(&bob), item("id2", "t2", &p))
+        .await
+        .unwrap();
+    assert_eq!(r.version(), Some(2));
+}
+
 macro_rules! conformance {
     ($module:ident, $store:ty, $($test:ident),* $(,)?) => {
         mod $module {
@@ -2511,6 +2578,7 @@ macro_rules! suite {
             one_acknowledgement_frees_exactly_what_its_messages_held,
             node_reports_are_shared_replaced_and_expire,
             watches_are_bounded_pushed_and_ended,
+            a_mailbox_is_kept_only_once_written,
         );)*
     };
 }
@@ -2558,28 +2626,24 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     assert!(about.is_empty(), "left behind: {about:?}");
 }
 
-/// Redis only: a poll of a mailbox nobody wrote to (what every login does) keeps no key, and
-/// a poll that changes nothing leaves the numbering's expiry as the last message set it
-/// (a poll extends it as messages do: when an eighth of the keep time has passed).
+/// Redis only: a poll that changes nothing leaves the numbering's expiry as the last message
+/// set it, never shorter (a poll extends it as messages do: when an eighth of the keep time
+/// has passed). `a_mailbox_is_kept_only_once_written` has the poll of a mailbox nobody wrote
+/// to, in both stores.
 #[tokio::test]
-async fn redis_polls_that_change_nothing_write_nothing() {
+async fn redis_polls_extend_the_numbering_s_keep_as_messages_do() {
     let prefix = common::unique_prefix();
     let s = Redis::connect(node_cfg(&prefix, "k"), &limits())
         .await
         .unwrap();
     let a = app("app");
-    let (ann, bob) = (acct("ann"), acct("bob"));
+    let bob = acct("bob");
     let poll = |ver_clear| Poll::Versions {
         ver_clear,
         max: 10,
         seen_id: None,
     };
     let to = |account| User { app: &a, account };
-    let page = s.mail_poll(to(&ann), poll(0)).await.unwrap();
-    assert!(page.msgs.is_empty());
-    let keys = common::redis_keys(&format!("{prefix}*")).await;
-    let about: Vec<&String> = keys.iter().filter(|k| k.ends_with(" ann")).collect();
-    assert!(about.is_empty(), "a poll of nothing left: {about:?}");
     // bob's numbering is kept for the keep time and an eighth from his message
     let p = tpl("p");
     let r = s

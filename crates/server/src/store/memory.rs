@@ -902,12 +902,12 @@ impl Store for Memory {
         // a mailbox nobody wrote to, polled from 0 (every login of such an account), is
         // not made for that: it would hold nothing but zeros for the keep time
         let from_zero = matches!(poll, Poll::Versions { ver_clear: 0, .. } | Poll::Ids { .. });
-        if from_zero
-            && !self
-                .inner
-                .mailboxes
-                .contains_key(&key(user.app, user.account))
-        {
+        let keep = self.inner.mailbox_keep;
+        let held = |k| {
+            let mb = self.inner.mailboxes.get(&k);
+            mb.is_some_and(|m| !m.forgotten(now, keep))
+        };
+        if from_zero && !held(key(user.app, user.account)) {
             return Ok(MailPage::default());
         }
         let mut mb = self.inner.mailbox(user.app, user.account, now);
@@ -1477,6 +1477,7 @@ impl Store for Memory {
 
     async fn footprint(&self) -> SResult<Footprint> {
         let i = &self.inner;
+        let now = Instant::now();
         let mut channels = 0;
         let mut members = 0;
         for c in i.channels.iter() {
@@ -1492,6 +1493,11 @@ impl Store for Memory {
             members,
             invites: i.invites.len(),
             stored_messages: i.mailboxes.iter().map(|m| m.msgs.len()).sum(),
+            mailboxes: i
+                .mailboxes
+                .iter()
+                .filter(|m| !m.forgotten(now, i.mailbox_keep))
+                .count(),
             user_attrs: i.user_attrs.iter().map(|a| a.len()).sum(),
         })
     }

@@ -110,6 +110,9 @@ pub struct Footprint {
     pub invites: usize,
     /// Messages stored in mailboxes and not yet acknowledged.
     pub stored_messages: usize,
+    /// Mailboxes whose numbering is kept (they held a message within
+    /// `mailbox_state_keep_secs`); a mailbox nobody wrote to is none, whoever polled it.
+    pub mailboxes: usize,
     /// User attributes set.
     pub user_attrs: usize,
 }

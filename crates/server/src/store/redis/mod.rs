@@ -2497,6 +2497,7 @@ impl Store for Redis {
             members: inner.total(member_keys, true).await?,
             invites: inner.scan("inv").await?.len(),
             stored_messages: inner.total(inner.scan("mb").await?, true).await?,
+            mailboxes: inner.scan("mbm").await?.len(),
             user_attrs: inner.total(inner.scan("ua").await?, false).await?,
         })
     }
