@@ -2473,18 +2473,17 @@ async fn a_mailbox_is_kept_only_once_written<S: Harness>() {
     let a = app("app");
     let (ann, bob) = (acct("ann"), acct("bob"));
     let to = |account| User { app: &a, account };
-    let poll = |ver_clear| Poll::Versions {
-        ver_clear,
-        max: 10,
-        seen_id: None,
-    };
+    // a poll from `ver_clear` that finds nothing
+    async fn nothing<S: Store>(s: &S, who: User<'_>, ver_clear: u64) -> bool {
+        let poll = Poll::Versions {
+            ver_clear,
+            max: 10,
+            seen_id: None,
+        };
+        s.mail_poll(who, poll).await.unwrap().msgs.is_empty()
+    }
     let p = tpl("p");
-    assert!(s
-        .mail_poll(to(&ann), poll(0))
-        .await
-        .unwrap()
-        .msgs
-        .is_empty());
+    assert!(nothing(&s, to(&ann), 0).await);
     let busy = MailItem {
         quota: MailQuota {
             busy: true,
@@ -2493,43 +2492,21 @@ async fn a_mailbox_is_kept_only_once_written<S: Harness>() {
         ..item("id0", "t0", &p)
     };
     assert_eq!(s.mail_append(to(&ann), busy).await.unwrap(), Appended::Busy);
-    assert!(other
-        .mail_poll(to(&ann), poll(0))
-        .await
-        .unwrap()
-        .msgs
-        .is_empty());
+    assert!(nothing(&other, to(&ann), 0).await);
     assert_eq!(s.footprint().await.unwrap().mailboxes, 0, "ann's");
-    let r = s
-        .mail_append(to(&bob), item("id1", "t1", &p))
-        .await
-        .unwrap();
-    assert_eq!(r.version(), Some(1));
-    assert!(other
-        .mail_poll(to(&bob), poll(1))
-        .await
-        .unwrap()
-        .msgs
-        .is_empty());
+    let stored = |id, text| s.mail_append(to(&bob), item(id, text, &p));
+    assert_eq!(stored("id1", "t1").await.unwrap().version(), Some(1));
+    assert!(nothing(&other, to(&bob), 1).await);
     let fp = s.footprint().await.unwrap();
     assert_eq!(
         (fp.mailboxes, fp.stored_messages),
         (1, 0),
         "bob's numbering is kept, his message acknowledged"
     );
-    assert!(s
-        .mail_poll(to(&ann), poll(0))
-        .await
-        .unwrap()
-        .msgs
-        .is_empty());
+    assert!(nothing(&s, to(&ann), 0).await);
     assert_eq!(s.footprint().await.unwrap().mailboxes, 1);
     // and the numbering goes on
-    let r = other
-        .mail_append(to(&bob), item("id2", "t2", &p))
-        .await
-        .unwrap();
-    assert_eq!(r.version(), Some(2));
+    assert_eq!(stored("id2", "t2").await.unwrap().version(), Some(2));
 }
 
 macro_rules! conformance {
