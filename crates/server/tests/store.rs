@@ -2493,6 +2493,13 @@ async fn a_mailbox_is_kept_only_once_written<S: Harness>() {
     };
     assert_eq!(s.mail_append(to(&ann), busy).await.unwrap(), Appended::Busy);
     assert!(nothing(&other, to(&ann), 0).await);
+    // a mode-1 poll (by ids) too
+    let by_ids = Poll::Ids {
+        clear: &["id0".to_string()],
+        max: 10,
+    };
+    let page = s.mail_poll(to(&ann), by_ids).await.unwrap();
+    assert!(page.msgs.is_empty());
     assert_eq!(s.footprint().await.unwrap().mailboxes, 0, "ann's");
     let stored = |id, text| s.mail_append(to(&bob), item(id, text, &p));
     assert_eq!(stored("id1", "t1").await.unwrap().version(), Some(1));

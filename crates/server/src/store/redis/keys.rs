@@ -271,10 +271,15 @@ impl Keys {
         self.k("dd", &[app, from, id])
     }
 
+    /// A channel's members alone (what an event asks before running the channel's script).
+    pub fn channel_members(&self, app: &str, channel: &str) -> String {
+        self.k("cm", &[app, channel])
+    }
+
     pub fn channel(&self, app: &str, channel: &str) -> ChannelKeys {
         let k = |kind| self.k(kind, &[app, channel]);
         ChannelKeys {
-            members: k("cm"),
+            members: self.channel_members(app, channel),
             order: k("co"),
             location: k("cn"),
             nodes: k("cd"),

@@ -1837,7 +1837,7 @@ impl Store for Redis {
         // EXISTS finds that, not the channel's script. It happens at the EXISTS, as the
         // script's own check of the members would.
         if p.is_bare_event() {
-            let members = inner.keys.channel(at.app, at.channel).members;
+            let members = inner.keys.channel_members(at.app, at.channel);
             let mut c = inner.conn();
             let held: bool = timed(c.exists(members)).await?;
             if !held {

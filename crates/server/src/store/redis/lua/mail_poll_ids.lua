@@ -32,8 +32,11 @@ if lastv then
     gone = gone + drop_mail_upto(box, lastv)
   end
 end
--- the whole mailbox was read: what it holds now (mail.lua)
-redis.call('HSET', box.meta, 'held', #items / 2 - gone)
+-- the whole mailbox was read: what it holds now (mail.lua); a mailbox nobody wrote to keeps
+-- nothing
+if #items > 0 or redis.call('EXISTS', box.meta) == 1 then
+  redis.call('HSET', box.meta, 'held', #items / 2 - gone)
+end
 out[1] = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
 if redis.call('PEXPIRE', box.meta, box.keep_ms) == 1 then
   redis.call('HSET', box.meta, 'kept', now + box.keep_ms)
