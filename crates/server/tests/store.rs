@@ -2610,8 +2610,8 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     assert!(about.is_empty(), "left behind: {about:?}");
 }
 
-/// Redis only: a poll that changes nothing leaves the numbering's expiry as the last message
-/// set it, never shorter (a poll extends it as messages do: when an eighth of the keep time
+/// Redis only: a poll that changes nothing (by versions or, mode 1, by ids) leaves the
+/// numbering's expiry as the last message set it, never shorter (a poll extends it as messages do: when an eighth of the keep time
 /// has passed). `a_mailbox_is_kept_only_once_written` has the poll of a mailbox nobody wrote
 /// to, in both stores.
 #[tokio::test]
@@ -2638,6 +2638,13 @@ async fn redis_polls_extend_the_numbering_s_keep_as_messages_do() {
     let page = s.mail_poll(to(&bob), poll(1)).await.unwrap();
     assert!(page.msgs.is_empty());
     let page = s.mail_poll(to(&bob), poll(1)).await.unwrap();
+    assert!(page.msgs.is_empty());
+    // a mode-1 poll (by ids) keeps it by the same rule
+    let by_ids = Poll::Ids {
+        clear: &["id1".to_string()],
+        max: 10,
+    };
+    let page = s.mail_poll(to(&bob), by_ids).await.unwrap();
     assert!(page.msgs.is_empty());
     let keep = limits().mailbox_state_keep_secs as i64 * 1000;
     let meta = common::redis_keys_with_ttl(&format!("{prefix}*"))

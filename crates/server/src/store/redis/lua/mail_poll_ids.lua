@@ -25,20 +25,23 @@ for i = 1, #items, 2 do
   end
 end
 local gone = drop_members(box, dropped)
-if lastv then
-  local cleared = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
-  if lastv > cleared then
-    redis.call('HSET', box.meta, 'cleared', lastv)
-    gone = gone + drop_mail_upto(box, lastv)
-  end
+local meta = redis.call('HMGET', box.meta, 'cleared', 'held', 'kept')
+local cleared = tonumber(meta[1] or '0')
+local set = {}
+if lastv and lastv > cleared then
+  cleared = lastv
+  set[#set + 1], set[#set + 2] = 'cleared', cleared
+  gone = gone + drop_mail_upto(box, lastv)
 end
--- the whole mailbox was read: what it holds now (mail.lua); a mailbox nobody wrote to keeps
--- nothing
-if #items > 0 or redis.call('EXISTS', box.meta) == 1 then
-  redis.call('HSET', box.meta, 'held', #items / 2 - gone)
-end
-out[1] = tonumber(redis.call('HGET', box.meta, 'cleared') or '0')
-if redis.call('PEXPIRE', box.meta, box.keep_ms) == 1 then
-  redis.call('HSET', box.meta, 'kept', now + box.keep_ms)
+out[1] = cleared
+-- the whole mailbox was read: what it holds now (mail.lua); the meta hash notes what changed
+-- and is kept as mail.lua's keep_due says, as mail_poll.lua does; a mailbox nobody wrote to
+-- keeps nothing
+if #items > 0 or meta[1] or meta[2] or meta[3] then
+  local held = #items / 2 - gone
+  if held ~= tonumber(meta[2]) then set[#set + 1], set[#set + 2] = 'held', held end
+  local kept = keep_due(set, now, box.keep_ms, meta[3])
+  if #set > 0 then redis.call('HSET', box.meta, unpack(set)) end
+  if kept then redis.call('PEXPIRE', box.meta, kept) end
 end
 return out
