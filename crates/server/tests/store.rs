@@ -2908,6 +2908,59 @@ async fn a_node_forgets_the_apps_it_no_longer_serves() {
     }
 }
 
+/// Redis only: a membership that moves to another node leaves the index of the node it moved
+/// from even when the mover has not seen that node in the registry yet (it reads the registry
+/// at most every 500 ms), so that node forgets the app once nothing on it uses the app; an
+/// entry left there kept the app listed (and, on a cluster, subscribed) for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_moved_from_a_node_the_mover_did_not_know_leaves_its_index() {
+    let prefix = common::unique_prefix();
+    let b = Redis::connect(node_cfg(&prefix, "b"), &limits())
+        .await
+        .unwrap();
+    let x = app("moved");
+    let room = Chan {
+        app: &x,
+        channel: &chan_name("room"),
+    };
+    // b reads the registry for its first join: a is not in it yet
+    let c_bob = Conn::new();
+    let read = std::time::Instant::now();
+    b.join(room, joining(&acct("bob"), &c_bob.h, None))
+        .await
+        .unwrap();
+    let cfg = node_cfg(&prefix, "a");
+    let index = format!("{prefix}nc {{{prefix}{x}}} {}", cfg.node_id);
+    let napps = format!("{prefix}napps {{{prefix}~}} {}", cfg.node_id);
+    let quick = Limits {
+        idle_app_forget_secs: 1,
+        ..limits()
+    };
+    let a = Redis::connect(cfg, &quick).await.unwrap();
+    let ann = acct("ann");
+    let c_a = Conn::new();
+    a.join(room, joining(&ann, &c_a.h, None)).await.unwrap();
+    let held = || common::redis_cli_cmd(&["SCARD", &index]).trim().to_string();
+    assert_eq!(held(), "1", "a's index of its memberships");
+    // ann's membership moves to b
+    let c_b = Conn::new();
+    b.join(room, joining(&ann, &c_b.h, None)).await.unwrap();
+    if read.elapsed() >= Duration::from_millis(500) {
+        // (b read the registry again, a in it: the join took a's entry out by the other path)
+        eprintln!("b may have seen a: {:?} since it read the registry", read.elapsed());
+    }
+    assert_eq!(held(), "0", "the moved membership's entry stayed in a's index");
+    let listed = || common::redis_cli_cmd(&["SMEMBERS", &napps]);
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while listed().lines().any(|l| l == x.as_str()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a kept the app its only member moved away from"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Redis only: every key of stored mail and of the app's mail quota expires by itself, through
 /// messages that expire, are acknowledged one by one and together, and fill the quota — a key
 /// without one would outlive everything it counts.

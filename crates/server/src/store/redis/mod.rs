@@ -47,7 +47,7 @@ use super::{
     ChannelSettings, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen,
     InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem,
     MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents, Store,
-    StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender,
+    StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, NO_EVENTS,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -1162,6 +1162,29 @@ impl Inner {
             .collect())
     }
 
+    /// `leave.lua`: `account` leaves the channel if its membership is at `location` (`"node
+    /// conn"`, or `"node "`: any connection of that node), publishing `event`; an entry of that
+    /// node's index whose membership is elsewhere leaves the index. Whether it left.
+    async fn leave_call(
+        &self,
+        at: Chan<'_>,
+        account: &Account,
+        location: &str,
+        event: Option<Event<'_>>,
+        events: &StepEvents,
+    ) -> SResult<bool> {
+        let node = location.split(' ').next().unwrap_or_default();
+        let (before, after) = self.channel_msg(at, event);
+        let index = self.keys.node_members(at.app, node);
+        let mut inv = self.channel_call(&self.scripts.leave, at, Seen::default(), Some(index));
+        inv.arg(account.as_str()).arg(location);
+        inv.arg(before).arg(after).arg(left_msg(at, account));
+        inv.arg(node::member_entry(at.app, at.channel, account));
+        self.step_events(&mut inv, events);
+        let r: i64 = self.run(&inv).await?;
+        Ok(r == 1)
+    }
+
     /// A channel script with its keys and the common arguments; `own` is the one key of the
     /// script's own (channel.lua's `OWN`; `None`: the app's unused key).
     fn channel_call<'s>(
@@ -1802,9 +1825,22 @@ impl Store for Redis {
         let fresh = r.first().map(int).unwrap_or(0) == 1;
         let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
         let last_msg = r.get(2).map(int).unwrap_or(0).max(0) as u64;
-        let mut members: Vec<String> = r.iter().skip(3).take(n).map(text).collect();
+        let moved_from = r.get(3).map(text).unwrap_or_default();
+        let mut members: Vec<String> = r.iter().skip(4).take(n).map(text).collect();
         members.reverse();
-        let attrs = pairs(r.get(3 + n..).unwrap_or(&[]));
+        let attrs = pairs(r.get(4 + n..).unwrap_or(&[]));
+        if !moved_from.is_empty() {
+            // the membership moved from a node this one did not know of (registered since it
+            // last read the registry, or gone): its entry leaves that node's index, which
+            // would otherwise keep the app listed there (the join has happened either way)
+            let location = format!("{moved_from} ");
+            if let Err(e) = inner
+                .leave_call(at, account, &location, None, &NO_EVENTS)
+                .await
+            {
+                warn!(node = %moved_from, "a moved membership's entry left in that node's index: {e}");
+            }
+        }
         Ok(Joined {
             fresh,
             list: members,
@@ -1817,16 +1853,11 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let _app = inner.app(at.app).await?;
-        let (before, after) = inner.channel_msg(at, l.event);
-        let index = inner.keys.node_members(at.app, &l.session.node);
-        let mut inv = inner.channel_call(&inner.scripts.leave, at, Seen::default(), Some(index));
-        inv.arg(l.account.as_str()).arg(l.session.location());
-        inv.arg(before).arg(after).arg(left_msg(at, l.account));
-        inv.arg(node::member_entry(at.app, at.channel, l.account));
-        inner.step_events(&mut inv, l.events);
-        let r: i64 = inner.run(&inv).await?;
+        let location = l.session.location();
+        let left = inner.leave_call(at, l.account, &location, l.event, l.events);
+        let left = left.await?;
         inner.timers_touched(at.app);
-        Ok(r == 1)
+        Ok(left)
     }
 
     async fn publish(&self, at: Chan<'_>, p: Publish<'_>) -> SResult<Published> {

@@ -2,9 +2,11 @@
 -- ('' = no event), +5 event after, +6 joined message (to this node), +7 left message (to a
 -- node the membership moves from), +8 index entry (in OWN, this node's index of its
 -- memberships), +9.. the other live nodes, whose indexes are KEYS 17.. in the same order (a
--- membership that moves from one of them leaves its index; from another node, the reaper
--- drops the entry when that node is gone).
--- Returns {fresh, n, last message number, member1..memberN, attr name, value, ...}.
+-- membership that moves from one of them leaves its index here; from another node — one
+-- registered after this node last read the registry, or one gone — the caller has leave.lua
+-- take it out).
+-- Returns {fresh, n, last message number, the node the membership moved from when its index
+-- was not among KEYS ('' else), member1..memberN, attr name, value, ...}.
 catch_up_all()
 local account, node, conn = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
 local me = node .. ' ' .. conn
@@ -13,12 +15,17 @@ local index_of = {[node] = OWN}
 for i = 17, #KEYS do index_of[ARGV[FIRST + 9 + i - 17]] = KEYS[i] end
 local cur = redis.call('HGET', LOCATION, account)
 local fresh = 0
+local unindexed = ''
 if cur then
   if cur ~= me then
     local onode = string.match(cur, '^(%S+) ')
     if onode then
       if redis.call('HINCRBY', NODES, onode, -1) <= 0 then redis.call('HDEL', NODES, onode) end
-      if index_of[onode] then redis.call('SREM', index_of[onode], entry) end
+      if index_of[onode] then
+        redis.call('SREM', index_of[onode], entry)
+      else
+        unindexed = onode
+      end
       redis.call(PUBLISH, TOPIC .. onode, ARGV[FIRST + 7])
     end
     redis.call('HINCRBY', NODES, node, 1)
@@ -48,7 +55,7 @@ if fresh == 1 then
   outbox('done')
 end
 local list = redis.call('ZREVRANGE', MEMBERS, 0, tonumber(ARGV[FIRST + 3]) - 1)
-local out = {fresh, #list, tonumber(redis.call('HGET', HMETA, 'n') or '0')}
+local out = {fresh, #list, tonumber(redis.call('HGET', HMETA, 'n') or '0'), unindexed}
 for _, a in ipairs(list) do out[#out + 1] = a end
 for _, v in ipairs(redis.call('HGETALL', ATTRS)) do out[#out + 1] = v end
 return out

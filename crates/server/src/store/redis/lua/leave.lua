@@ -1,13 +1,15 @@
 -- ARGV after the common ones: +0 account, +1 "node conn" of the membership ("node " alone:
 -- any connection of that node), +2 event before ('' = none), +3 event after, +4 left message,
 -- +5 index entry (in OWN, the index of the membership's node). Only that membership is
--- removed. Returns 1 when it left.
+-- removed; when the account is no member through that node (any more), the entry is stale
+-- and leaves the index. Returns 1 when it left.
 local account, me = ARGV[FIRST], ARGV[FIRST + 1]
 local cur = redis.call('HGET', LOCATION, account)
+local node = cur and string.match(cur, '^(%S+) ')
 if not cur or (cur ~= me and not (string.sub(me, -1) == ' ' and string.sub(cur, 1, #me) == me)) then
+  if node ~= string.match(me, '^(%S+) ') then redis.call('SREM', OWN, ARGV[FIRST + 5]) end
   return 0
 end
-local node = string.match(cur, '^(%S+) ')
 redis.call('ZREM', MEMBERS, account)
 redis.call('HDEL', LOCATION, account)
 if redis.call('HINCRBY', NODES, node, -1) <= 0 then redis.call('HDEL', NODES, node) end
