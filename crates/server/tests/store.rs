@@ -2947,9 +2947,16 @@ async fn a_membership_moved_from_a_node_the_mover_did_not_know_leaves_its_index(
     b.join(room, joining(&ann, &c_b.h, None)).await.unwrap();
     if read.elapsed() >= Duration::from_millis(500) {
         // (b read the registry again, a in it: the join took a's entry out by the other path)
-        eprintln!("b may have seen a: {:?} since it read the registry", read.elapsed());
+        eprintln!(
+            "b may have seen a: {:?} since it read the registry",
+            read.elapsed()
+        );
     }
-    assert_eq!(held(), "0", "the moved membership's entry stayed in a's index");
+    assert_eq!(
+        held(),
+        "0",
+        "the moved membership's entry stayed in a's index"
+    );
     let listed = || common::redis_cli_cmd(&["SMEMBERS", &napps]);
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     while listed().lines().any(|l| l == x.as_str()) {

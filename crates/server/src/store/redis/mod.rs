@@ -74,6 +74,9 @@ const TIMER_TAKE_LEASE_MS: u64 = 2000;
 const TIMER_SAID_CLOSE: Duration = Duration::from_millis(100);
 const TIMER_LEASE_MS: u64 = 10_000;
 const REAP_EVERY: Duration = Duration::from_millis(2000);
+/// How many apps' node indexes a reaper (or a node ending its previous run) reads at once: a
+/// node of many apps is read in round trips of this many, not one per app.
+const NODE_INDEX_READS: usize = 16;
 /// Longest a Redis operation may take before the request gets `unavailable`.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Clients told at once that pushes may have been missed ([`Inner::missed_pushes`]): each then
@@ -3064,6 +3067,27 @@ impl Inner {
     /// dead node's would: its sessions, and its memberships (each ended only where Redis
     /// still names that run's connection: the scripts compare). Its connections are those
     /// below this run's first id. `false`: some did not end yet (the next round tries again).
+    /// Per app of `apps` (in their order): the entries of `node`'s index of its sessions and
+    /// of its memberships, read with one pipeline per app, [`NODE_INDEX_READS`] apps at a time.
+    async fn node_indexes(
+        &self,
+        apps: &[String],
+        node: &str,
+    ) -> SResult<Vec<(Vec<String>, Vec<String>)>> {
+        let mut read = Vec::with_capacity(apps.len());
+        for some in apps.chunks(NODE_INDEX_READS) {
+            let reads = some.iter().map(|app| {
+                let mut pipe = redis::pipe();
+                pipe.smembers(self.keys.node_sessions(app, node))
+                    .smembers(self.keys.node_members(app, node));
+                let mut c = self.conn();
+                async move { timed(pipe.query_async::<(Vec<String>, Vec<String>)>(&mut c)).await }
+            });
+            read.extend(futures_util::future::try_join_all(reads).await?);
+        }
+        Ok(read)
+    }
+
     async fn end_previous_run(&self) -> SResult<bool> {
         let node = &self.cfg.node_id;
         let mut c = self.conn();
@@ -3080,17 +3104,26 @@ impl Inner {
             let conn: u64 = conn.parse().ok()?;
             (at == node.as_str() && conn < self.first_conn).then_some(conn)
         };
-        for app in &apps {
-            let s: Vec<String> = timed(c.smembers(self.keys.node_sessions(app, node))).await?;
+        for (s, m) in self.node_indexes(&apps, node).await? {
             for (app, account, conn) in s.iter().filter_map(|e| node::read_session_entry(e)) {
                 if conn < self.first_conn {
                     orphans.entry((app, account, conn)).or_default();
                 }
             }
-            let m: Vec<String> = timed(c.smembers(self.keys.node_members(app, node))).await?;
-            for (app, ch, account) in m.iter().filter_map(|e| node::read_member_entry(e)) {
-                let location = self.keys.channel(&app, &ch).location;
-                let at: Option<String> = timed(c.hget(location, &account)).await?;
+            // where each membership is now: one pipeline (the app's slot)
+            let m: Vec<_> = m
+                .iter()
+                .filter_map(|e| node::read_member_entry(e))
+                .collect();
+            let mut pipe = redis::pipe();
+            for (app, ch, account) in &m {
+                pipe.hget(self.keys.channel(app, ch).location, account);
+            }
+            let at: Vec<Option<String>> = match m.is_empty() {
+                true => Vec::new(),
+                false => timed(pipe.query_async(&mut c)).await?,
+            };
+            for ((app, ch, account), at) in m.into_iter().zip(at) {
                 if let Some(conn) = at.as_deref().and_then(own) {
                     orphans.entry((app, account, conn)).or_default().push(ch);
                 }
@@ -3167,12 +3200,7 @@ async fn reap_once(i: &Inner) -> SResult<()> {
         // it may have scheduled timers it did not index before it stopped
         i.timers_soon(&apps).await?;
         // per app: its sessions' and memberships' index entries
-        let mut read: Vec<(Vec<String>, Vec<String>)> = Vec::new();
-        for app in &apps {
-            let s: Vec<String> = timed(c.smembers(i.keys.node_sessions(app, &node))).await?;
-            let m: Vec<String> = timed(c.smembers(i.keys.node_members(app, &node))).await?;
-            read.push((s, m));
-        }
+        let read = i.node_indexes(&apps, &node).await?;
         let sessions = read.iter().flat_map(|r| &r.0);
         let memberships = read.iter().flat_map(|r| &r.1);
         // A node that only seemed dead (Redis out of its reach longer than its expiry, as
