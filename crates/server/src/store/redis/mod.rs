@@ -1166,8 +1166,9 @@ impl Inner {
     }
 
     /// `leave.lua`: `account` leaves the channel if its membership is at `location` (`"node
-    /// conn"`, or `"node "`: any connection of that node), publishing `event`; an entry of that
-    /// node's index whose membership is elsewhere leaves the index. Whether it left.
+    /// conn"`, `"node "`: any connection of that node, `"node -"`: none), publishing `event`;
+    /// an entry of that node's index whose membership is elsewhere leaves the index. Whether
+    /// it left.
     async fn leave_call(
         &self,
         at: Chan<'_>,
@@ -1835,8 +1836,10 @@ impl Store for Redis {
         if !moved_from.is_empty() {
             // the membership moved from a node this one did not know of (registered since it
             // last read the registry, or gone): its entry leaves that node's index, which
-            // would otherwise keep the app listed there (the join has happened either way)
-            let location = format!("{moved_from} ");
+            // would otherwise keep the app listed there (the join has happened either way).
+            // "node -" names no connection: nobody leaves, even if the membership went back
+            // there meanwhile (its entry then stays)
+            let location = format!("{moved_from} -");
             if let Err(e) = inner
                 .leave_call(at, account, &location, None, &NO_EVENTS)
                 .await
@@ -3062,11 +3065,6 @@ impl Inner {
         all_done
     }
 
-    /// What a previous run of this node left (the same node id, stopped without leaving — a
-    /// crash — and back before another node reaped it: none does once it is back) ends as a
-    /// dead node's would: its sessions, and its memberships (each ended only where Redis
-    /// still names that run's connection: the scripts compare). Its connections are those
-    /// below this run's first id. `false`: some did not end yet (the next round tries again).
     /// Per app of `apps` (in their order): the entries of `node`'s index of its sessions and
     /// of its memberships, read with one pipeline per app, [`NODE_INDEX_READS`] apps at a time.
     async fn node_indexes(
@@ -3088,6 +3086,11 @@ impl Inner {
         Ok(read)
     }
 
+    /// What a previous run of this node left (the same node id, stopped without leaving — a
+    /// crash — and back before another node reaped it: none does once it is back) ends as a
+    /// dead node's would: its sessions, and its memberships (each ended only where Redis
+    /// still names that run's connection: the scripts compare). Its connections are those
+    /// below this run's first id. `false`: some did not end yet (the next round tries again).
     async fn end_previous_run(&self) -> SResult<bool> {
         let node = &self.cfg.node_id;
         let mut c = self.conn();
@@ -3110,19 +3113,19 @@ impl Inner {
                     orphans.entry((app, account, conn)).or_default();
                 }
             }
-            // where each membership is now: one pipeline (the app's slot)
+            // where each membership is now: pipelines of 1,000 (the app's slot)
             let m: Vec<_> = m
                 .iter()
                 .filter_map(|e| node::read_member_entry(e))
                 .collect();
-            let mut pipe = redis::pipe();
-            for (app, ch, account) in &m {
-                pipe.hget(self.keys.channel(app, ch).location, account);
+            let mut at: Vec<Option<String>> = Vec::with_capacity(m.len());
+            for some in m.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for (app, ch, account) in some {
+                    pipe.hget(self.keys.channel(app, ch).location, account);
+                }
+                at.extend(timed(pipe.query_async::<Vec<Option<String>>>(&mut c)).await?);
             }
-            let at: Vec<Option<String>> = match m.is_empty() {
-                true => Vec::new(),
-                false => timed(pipe.query_async(&mut c)).await?,
-            };
             for ((app, ch, account), at) in m.into_iter().zip(at) {
                 if let Some(conn) = at.as_deref().and_then(own) {
                     orphans.entry((app, account, conn)).or_default().push(ch);

@@ -1,5 +1,5 @@
 -- ARGV after the common ones: +0 account, +1 "node conn" of the membership ("node " alone:
--- any connection of that node), +2 event before ('' = none), +3 event after, +4 left message,
+-- any connection of that node; "node -": none, so that only a stale entry goes), +2 event before ('' = none), +3 event after, +4 left message,
 -- +5 index entry (in OWN, the index of the membership's node). Only that membership is
 -- removed; when the account is no member through that node (any more), the entry is stale
 -- and leaves the index. Returns 1 when it left.
