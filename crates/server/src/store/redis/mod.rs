@@ -74,9 +74,11 @@ const TIMER_TAKE_LEASE_MS: u64 = 2000;
 const TIMER_SAID_CLOSE: Duration = Duration::from_millis(100);
 const TIMER_LEASE_MS: u64 = 10_000;
 const REAP_EVERY: Duration = Duration::from_millis(2000);
-/// How many apps' node indexes a reaper (or a node ending its previous run) reads at once: a
-/// node of many apps is read in round trips of this many, not one per app.
-const NODE_INDEX_READS: usize = 16;
+/// How many pipelines of a node's background work over its apps (one per app: reading its
+/// indexes when reaping or ending a previous run, refreshing its sessions' expiry) are in
+/// flight at once: a node of many apps takes round trips of this many, not one per app, and
+/// Redis reads them together.
+const PIPELINES_AT_ONCE: usize = 16;
 /// Longest a Redis operation may take before the request gets `unavailable`.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Clients told at once that pushes may have been missed ([`Inner::missed_pushes`]): each then
@@ -2887,26 +2889,39 @@ async fn heartbeat(inner: Weak<Inner>) {
         }
         if last_refresh.elapsed() >= SESSION_REFRESH {
             last_refresh = tokio::time::Instant::now();
-            // by app: one pipeline per hash slot
-            let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            // pipelines of 500 keys, PIPELINES_AT_ONCE of them in flight: on a Redis Cluster
+            // one per app (a pipeline stays in one hash slot), on one Redis of every app's
+            let by_app = i.subs.is_some();
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for e in i.sessions.iter() {
                 if let Some((app, account)) = e.key().split_once(' ') {
                     let key = i.keys.session(app, account, &i.cfg.node_id).session;
-                    by_app.entry(app.to_string()).or_default().push(key);
+                    let group = if by_app { app } else { "" };
+                    groups.entry(group.to_string()).or_default().push(key);
                 }
             }
-            let mut c = i.conn();
-            for keys in by_app.values() {
-                for chunk in keys.chunks(500) {
+            let pipes: Vec<redis::Pipeline> = (groups.values())
+                .flat_map(|keys| keys.chunks(500))
+                .map(|chunk| {
                     let mut pipe = redis::pipe();
                     for k in chunk {
                         pipe.pexpire(k, SESSION_TTL_MS as i64).ignore();
                     }
-                    if let Err(e) = timed(pipe.query_async::<()>(&mut c)).await {
+                    pipe
+                })
+                .collect();
+            for some in pipes.chunks(PIPELINES_AT_ONCE) {
+                let sends = some.iter().map(|pipe| {
+                    let mut c = i.conn();
+                    async move { timed(pipe.query_async::<()>(&mut c)).await }
+                });
+                for r in futures_util::future::join_all(sends).await {
+                    if let Err(e) = r {
                         warn!("refreshing this node's sessions: {e}");
                     }
                 }
             }
+            let mut c = i.conn();
             // the node's list of apps again (a failover may have lost a write)
             let apps = i.apps_known();
             if !apps.is_empty() {
@@ -3066,14 +3081,14 @@ impl Inner {
     }
 
     /// Per app of `apps` (in their order): the entries of `node`'s index of its sessions and
-    /// of its memberships, read with one pipeline per app, [`NODE_INDEX_READS`] apps at a time.
+    /// of its memberships, read with one pipeline per app, [`PIPELINES_AT_ONCE`] apps at a time.
     async fn node_indexes(
         &self,
         apps: &[String],
         node: &str,
     ) -> SResult<Vec<(Vec<String>, Vec<String>)>> {
         let mut read = Vec::with_capacity(apps.len());
-        for some in apps.chunks(NODE_INDEX_READS) {
+        for some in apps.chunks(PIPELINES_AT_ONCE) {
             let reads = some.iter().map(|app| {
                 let mut pipe = redis::pipe();
                 pipe.smembers(self.keys.node_sessions(app, node))
