@@ -2968,6 +2968,46 @@ async fn a_membership_moved_from_a_node_the_mover_did_not_know_leaves_its_index(
     }
 }
 
+/// Redis only: a session's key expires by itself (30 s: what clears a session whose close did
+/// not get through) and its node renews that expiry while the session lasts (every 10 s, the
+/// keys of every app it serves): the expiry of sessions in two apps goes up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_node_renews_its_sessions_expiry() {
+    let prefix = common::unique_prefix();
+    let s = Redis::connect(node_cfg(&prefix, "r"), &limits())
+        .await
+        .unwrap();
+    let (one, two) = (app("one"), app("two"));
+    let ann = acct("ann");
+    let (c1, c2) = (Conn::new(), Conn::new());
+    s.session_open(opening(&one, &ann, &c1)).await.unwrap();
+    s.session_open(opening(&two, &ann, &c2)).await.unwrap();
+    let key = |a: &AppId| format!("{prefix}s {{{prefix}{a}}} ann");
+    let pttl = |a: &AppId| -> i64 {
+        let out = common::redis_cli_cmd(&["PTTL", &key(a)]);
+        out.trim().parse().unwrap_or(-2)
+    };
+    // the lowest expiry seen so far per app, and whether it went up again since
+    let mut low = [pttl(&one), pttl(&two)];
+    let mut renewed = [false, false];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while renewed != [true, true] {
+        for (i, a) in [&one, &two].into_iter().enumerate() {
+            let now = pttl(a);
+            assert!(now > 0, "{a}'s session key is gone or has no expiry: {now}");
+            if now > low[i] + 1_000 {
+                renewed[i] = true;
+            }
+            low[i] = low[i].min(now);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sessions' expiry was not renewed: {renewed:?}, {low:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Redis only: every key of stored mail and of the app's mail quota expires by itself, through
 /// messages that expire, are acknowledged one by one and together, and fill the quota — a key
 /// without one would outlive everything it counts.
