@@ -2861,14 +2861,7 @@ async fn a_node_forgets_the_apps_it_no_longer_serves() {
     }
     let session = a.session_of(&c_gone.h);
     assert!(a.session_close(user, &session, &NO_EVENTS).await.unwrap());
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    while listed().lines().any(|l| l == gone.as_str()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the app nothing uses was not forgotten"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_forgotten(&napps, &gone, "the app nothing uses was not forgotten").await;
     // forgotten after a second unused; the others were in use all that time
     for app in [&kept, &member] {
         assert!(
@@ -2957,13 +2950,15 @@ async fn a_membership_moved_from_a_node_the_mover_did_not_know_leaves_its_index(
         "0",
         "the moved membership's entry stayed in a's index"
     );
-    let listed = || common::redis_cli_cmd(&["SMEMBERS", &napps]);
+    until_forgotten(&napps, &x, "a kept the app its only member moved away from").await;
+}
+
+/// Wait until the node's list of apps `napps` no longer holds `app` (`why`: the failure).
+async fn until_forgotten(napps: &str, app: &AppId, why: &str) {
+    let listed = || common::redis_cli_cmd(&["SMEMBERS", napps]);
     let deadline = tokio::time::Instant::now() + WAIT * 2;
-    while listed().lines().any(|l| l == x.as_str()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a kept the app its only member moved away from"
-        );
+    while listed().lines().any(|l| l == app.as_str()) {
+        assert!(tokio::time::Instant::now() < deadline, "{why}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
