@@ -2610,6 +2610,77 @@ async fn redis_keeps_no_key_of_a_channel_joined_and_left() {
     assert!(about.is_empty(), "left behind: {about:?}");
 }
 
+/// Redis only: a channel with attributes is kept whole while it has members — a leave that
+/// leaves members gives none of its keys an expiry (the script skips the "empty?" step
+/// then) — and from its last member's leave for its ttl; the next first member (however
+/// long a member list it asks for: the script tells "first" from that list, or counts when
+/// the list is of one) takes the expiry off again.
+#[tokio::test]
+async fn redis_a_channel_expires_only_once_empty() {
+    let prefix = common::unique_prefix();
+    let s = Redis::connect(node_cfg(&prefix, "e"), &limits())
+        .await
+        .unwrap();
+    let (a, room) = (app("app"), chan_name("lasting"));
+    let at = Chan {
+        app: &a,
+        channel: &room,
+    };
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let (ca, cb) = (Conn::new(), Conn::new());
+    let frame = tpl("ev");
+    let expiring = || async {
+        let keys = common::redis_keys_with_ttl(&format!("{prefix}*")).await;
+        let about: Vec<(String, i64)> = keys
+            .into_iter()
+            .filter(|(k, _)| k.contains("lasting"))
+            .collect();
+        assert!(about.len() >= 3, "the channel's keys: {about:?}");
+        about
+            .into_iter()
+            .filter(|(_, ttl)| *ttl >= 0)
+            .collect::<Vec<_>>()
+    };
+    for (who, c) in [(&ann, &ca), (&bob, &cb)] {
+        s.join(at, joining(who, &c.h, Some(ev(&frame))))
+            .await
+            .unwrap();
+    }
+    let change = AttrChange {
+        events: &NO_EVENTS,
+        op: set_attr("topic", "x", 10),
+        event: ev(&frame),
+    };
+    s.attr_change(at, change).await.unwrap();
+    let leave = |who, session| Leaving {
+        events: &NO_EVENTS,
+        account: who,
+        session,
+        event: Some(ev(&frame)),
+    };
+    let (sa, sb) = (s.session_of(&ca.h), s.session_of(&cb.h));
+    assert!(s.leave(at, leave(&ann, &sa)).await.unwrap());
+    assert_eq!(expiring().await, vec![], "bob is still in");
+    assert!(s.leave(at, leave(&bob, &sb)).await.unwrap());
+    let kept = expiring().await;
+    assert!(kept.len() >= 3, "kept for its ttl once empty: {kept:?}");
+    // back, asking for a list of 10 members, then (after emptying it again) of one
+    for list_max in [10, 1] {
+        let j = Joining {
+            list_max,
+            ..joining(&ann, &ca.h, Some(ev(&frame)))
+        };
+        assert!(s.join(at, j).await.unwrap().fresh);
+        assert_eq!(
+            expiring().await,
+            vec![],
+            "a member again (list of {list_max})"
+        );
+        assert!(s.leave(at, leave(&ann, &sa)).await.unwrap());
+        assert!(!expiring().await.is_empty(), "empty again");
+    }
+}
+
 /// Redis only: a poll that changes nothing (by versions or, mode 1, by ids) leaves the
 /// numbering's expiry as the last message set it, never shorter (a poll extends it as messages do: when an eighth of the keep time
 /// has passed). `a_mailbox_is_kept_only_once_written` has the poll of a mailbox nobody wrote

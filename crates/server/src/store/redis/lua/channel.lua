@@ -90,13 +90,26 @@ local function catch_up_all()
 end
 
 -- Sequence an event and publish it once to every node with members: before .. seq .. after
--- (.. extra: a message's number field).
-local function publish(before, after, extra)
+-- (.. extra: a message's number field). `lead`: {node, message} for that node to have just
+-- before the event (a join's or leave's own message to the member's node), in one bundle
+-- with it (node.rs's unbundle), or alone when that node gets no event; sent at once when nil
+-- is given for the event (`before`).
+local function publish(before, after, extra, lead)
+  if not before then
+    redis.call(PUBLISH, TOPIC .. lead[1], lead[2])
+    return
+  end
   local seq = next_number(SEQ, nil, SEEN_SEQ)
   local msg = before .. seq .. after .. (extra or '')
   for _, n in ipairs(redis.call('HKEYS', NODES)) do
-    redis.call(PUBLISH, TOPIC .. n, msg)
+    if lead and n == lead[1] then
+      redis.call(PUBLISH, TOPIC .. n, 'b' .. #lead[2] .. ':' .. lead[2] .. #msg .. ':' .. msg)
+      lead = nil
+    else
+      redis.call(PUBLISH, TOPIC .. n, msg)
+    end
   end
+  if lead then redis.call(PUBLISH, TOPIC .. lead[1], lead[2]) end
   return seq
 end
 
@@ -166,9 +179,10 @@ local function ledger_prune(now, n)
 end
 
 -- An empty channel: gone at once without attributes or kept messages; kept for its ttl
--- with attributes, for KEEP_EMPTY with kept messages only.
-local function if_empty()
-  if redis.call('ZCARD', MEMBERS) > 0 then
+-- with attributes, for KEEP_EMPTY with kept messages only. `known_empty`: the caller has
+-- just counted no members.
+local function if_empty(known_empty)
+  if not known_empty and redis.call('ZCARD', MEMBERS) > 0 then
     ledger_expiry(NEVER)
     return
   end

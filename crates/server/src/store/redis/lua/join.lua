@@ -40,21 +40,28 @@ else
   redis.call('HINCRBY', NODES, node, 1)
   redis.call('SADD', OWN, entry)
 end
+local max = tonumber(ARGV[FIRST + 3])
+local list = redis.call('ZREVRANGE', MEMBERS, 0, max - 1)
 -- the first member of an empty channel keeps its state from expiring (a channel with members
--- has no expiry: only an empty one is given one, if_empty)
-local first = fresh == 1 and redis.call('ZCARD', MEMBERS) == 1
+-- has no expiry: only an empty one is given one, if_empty); a list of one, where it could
+-- have held two, is the whole membership
+local first = fresh == 1 and (max > 1 and #list == 1 or max <= 1 and redis.call('ZCARD', MEMBERS) == 1)
 if first then keep() end
--- from here on the joiner's node fans this channel out to it (in order with every event)
-redis.call(PUBLISH, TOPIC .. node, ARGV[FIRST + 6])
+-- from here on the joiner's node fans this channel out to it (in order with every event: the
+-- joiner's own event goes to its node in one bundle with it)
+local joined = {node, ARGV[FIRST + 6]}
 if fresh == 1 then
   redis.call('SET', CHANGED, '1')
   if ARGV[FIRST + 4] ~= '' and setting('notify') ~= '0' then
-    publish(ARGV[FIRST + 4], ARGV[FIRST + 5])
+    publish(ARGV[FIRST + 4], ARGV[FIRST + 5], nil, joined)
+  else
+    publish(nil, nil, nil, joined)
   end
   if first then outbox('first') end
   outbox('done')
+else
+  publish(nil, nil, nil, joined)
 end
-local list = redis.call('ZREVRANGE', MEMBERS, 0, tonumber(ARGV[FIRST + 3]) - 1)
 local out = {fresh, #list, tonumber(redis.call('HGET', HMETA, 'n') or '0'), unindexed}
 for _, a in ipairs(list) do out[#out + 1] = a end
 for _, v in ipairs(redis.call('HGETALL', ATTRS)) do out[#out + 1] = v end

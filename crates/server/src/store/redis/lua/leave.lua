@@ -14,12 +14,20 @@ redis.call('ZREM', MEMBERS, account)
 redis.call('HDEL', LOCATION, account)
 if redis.call('HINCRBY', NODES, node, -1) <= 0 then redis.call('HDEL', NODES, node) end
 redis.call('SREM', OWN, ARGV[FIRST + 5])
-redis.call(PUBLISH, TOPIC .. node, ARGV[FIRST + 4])
 redis.call('SET', CHANGED, '1')
+-- the node stops fanning this channel out to the member (in one bundle with the member's
+-- event, when that node still has members here)
+local left = {node, ARGV[FIRST + 4]}
 if ARGV[FIRST + 2] ~= '' and setting('notify') ~= '0' then
-  publish(ARGV[FIRST + 2], ARGV[FIRST + 3])
+  publish(ARGV[FIRST + 2], ARGV[FIRST + 3], nil, left)
+else
+  publish(nil, nil, nil, left)
 end
 outbox('done')
-if redis.call('ZCARD', MEMBERS) == 0 then outbox('last') end
-if_empty()
+-- a channel that still has members keeps its place in the ledger (join and attr.lua put it
+-- there): only the last member's leave changes it
+if redis.call('ZCARD', MEMBERS) == 0 then
+  outbox('last')
+  if_empty(true)
+end
 return 1
