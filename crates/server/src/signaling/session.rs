@@ -130,9 +130,12 @@ impl<S: Store> Signaling<S> {
             }
         }
         if !replaced {
-            self.presence(&app, &account, msgtype::CHANNEL_USER_JOIN)
-                .await;
-            self.watched_online(&app, &account).await;
+            // two independent tells, at once: their store steps go out together (one round
+            // trip to Redis, where one after the other took two or three)
+            tokio::join!(
+                self.presence(&app, &account, msgtype::CHANNEL_USER_JOIN),
+                self.watched_online(&app, &account)
+            );
         }
         if replaced {
             let kicked = Happened::UserKicked {
@@ -196,9 +199,10 @@ impl<S: Store> Signaling<S> {
             .await?
         {
             self.recorded(&out, |_| true);
-            self.presence(app, account, msgtype::CHANNEL_USER_LEAVE)
-                .await;
-            self.watched_gone(app, account, reason).await;
+            tokio::join!(
+                self.presence(app, account, msgtype::CHANNEL_USER_LEAVE),
+                self.watched_gone(app, account, reason)
+            );
             let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
             for (key, generation) in self.store.invites_by(user(app, account)).await? {
                 self.store
