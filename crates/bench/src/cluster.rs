@@ -578,7 +578,7 @@ async fn expect(
     }
 }
 
-/// The Redis work of a login, a join and a channel message (per delivery), on the same two
+/// The Redis work of a login, a join, a channel message (per delivery) and a leave, on the same two
 /// nodes after the p2p run: each step alone between two readings of the Redis's counters (the
 /// nodes' heartbeats and timer polls fall in the windows too and are counted).
 async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
@@ -610,8 +610,9 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
     per(&before, &after, LOGINS, "login");
     // the first MEMBERS of them join one channel
     let before = read()?;
+    let mut joined = vec![];
     for s in sessions.iter_mut().take(MEMBERS) {
-        s.with(|c, now| c.channel_join("work", now)).await;
+        joined.push(s.with(|c, now| c.channel_join("work", now)).await);
         expect(s, "joined", |e| matches!(e, Event::ChannelJoined { .. })).await?;
     }
     let after = read()?;
@@ -638,6 +639,14 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
         MESSAGES * MEMBERS,
         &format!("channel message delivery ({MEMBERS} members on two nodes)"),
     );
+    // and they leave it, one after the other (the last one empties it)
+    let before = read()?;
+    for (s, ch) in sessions.iter_mut().zip(joined) {
+        s.with(move |c, now| c.channel_leave(ch, "work", now)).await;
+        expect(s, "left", |e| matches!(e, Event::ChannelLeft { .. })).await?;
+    }
+    let after = read()?;
+    per(&before, &after, MEMBERS, "leave");
     // apps that do nothing: one session each, alternately on each node, then a quiet while,
     // read once what their logins started has settled (IDLE_SETTLE)
     let mut idle = vec![];
