@@ -2681,6 +2681,39 @@ async fn redis_a_channel_expires_only_once_empty() {
     }
 }
 
+/// Redis only: a poll from 0 skips its script only for a mailbox with neither messages nor
+/// numbering; one whose numbering went while its messages stay (evicted, or an operator's
+/// `mailbox_state_keep_secs` below a message's ttl) still hands its messages out.
+#[tokio::test]
+async fn redis_a_poll_from_0_finds_messages_without_their_numbering() {
+    let prefix = common::unique_prefix();
+    let s = Redis::connect(node_cfg(&prefix, "p"), &limits())
+        .await
+        .unwrap();
+    let a = app("app");
+    let (bob, cy) = (acct("bob"), acct("cy"));
+    let to = |account| User { app: &a, account };
+    let from_0 = Poll::Versions {
+        ver_clear: 0,
+        max: 10,
+        seen_id: None,
+    };
+    let p = tpl("p");
+    let r = s.mail_append(to(&bob), item("i", "hello", &p)).await;
+    assert!(r.unwrap().version().is_some());
+    let meta = common::redis_keys(&format!("{prefix}mbm *")).await;
+    assert_eq!(meta.len(), 1, "{meta:?}");
+    common::redis_cli_cmd(&["DEL", &meta[0]]);
+    let page = s.mail_poll(to(&bob), from_0).await.unwrap();
+    let texts: Vec<&str> = page.msgs.iter().map(|(_, t)| &**t).collect();
+    assert_eq!(texts, ["hello"]);
+    // nobody wrote to cy: nothing, and nothing kept
+    let page = s.mail_poll(to(&cy), from_0).await.unwrap();
+    assert_eq!((page.ver_clear, page.msgs.len()), (0, 0));
+    let kept = common::redis_keys(&format!("{prefix}mb* * cy")).await;
+    assert!(kept.is_empty(), "{kept:?}");
+}
+
 /// Redis only: a poll that changes nothing (by versions or, mode 1, by ids) leaves the
 /// numbering's expiry as the last message set it, never shorter (a poll extends it as messages do: when an eighth of the keep time
 /// has passed). `a_mailbox_is_kept_only_once_written` has the poll of a mailbox nobody wrote

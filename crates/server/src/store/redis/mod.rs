@@ -1760,6 +1760,20 @@ impl Store for Redis {
     async fn mail_poll(&self, user: User<'_>, poll: Poll<'_>) -> SResult<MailPage> {
         let inner = &self.inner;
         inner.check()?;
+        // A poll from 0 (a login's) of a mailbox with neither messages nor numbering (an
+        // account nobody wrote to, or not for the keep time): the script would find nothing
+        // and write nothing; one EXISTS of both keys finds that.
+        if let Poll::Versions { ver_clear: 0, .. } = poll {
+            let mb = inner.keys.mailbox(user.app, user.account);
+            let mut c = inner.conn();
+            let kept: usize = timed(c.exists(&[&mb.messages, &mb.meta])).await?;
+            if kept == 0 {
+                return Ok(MailPage {
+                    ver_clear: 0,
+                    msgs: vec![],
+                });
+            }
+        }
         let script = match poll {
             Poll::Versions { .. } => &inner.scripts.mail_poll,
             Poll::Ids { .. } => &inner.scripts.mail_poll_ids,
