@@ -103,7 +103,8 @@ enum Oom {
 /// (one Redis) or `SPUBLISH` (`sharded`: a Redis Cluster's sharded pub/sub, which goes to the
 /// primary of the topic's slot and its replicas only, where `PUBLISH` goes to every node).
 /// Every script starts with `QUOTA_STEP_MS` (mail.lua's ledger groups), `CATCH_UP_MAX`
-/// (channel.lua's `catch_up`), the clock and the event log (a step's events ride at the end of
+/// (channel.lua's `catch_up`), the clock, `publish_all` (one message to a node's topic, or
+/// several bundled) and the event log (a step's events ride at the end of
 /// its keys and arguments, see [`Inner::step_events`]).
 fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
     let flags = match oom {
@@ -113,7 +114,7 @@ fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
     let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
     let body = format!(
         "local PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n\
-         local CATCH_UP_MAX = {catch_up}\n{CLOCK}\n{EVENTS}\n{}",
+         local CATCH_UP_MAX = {catch_up}\n{CLOCK}\n{BUNDLE}\n{EVENTS}\n{}",
         parts.join("\n"),
         step = super::QUOTA_EXPIRY_STEP.as_millis(),
         catch_up = super::CATCH_UP_MAX,
@@ -134,6 +135,7 @@ fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
 const KEYS_DECLARED: &str = include_str!("lua/keys_declared.lua");
 
 const CLOCK: &str = include_str!("lua/clock.lua");
+const BUNDLE: &str = include_str!("lua/bundle.lua");
 const EVENTS: &str = include_str!("lua/events.lua");
 const MAIL: &str = include_str!("lua/mail.lua");
 const CHANNEL: &str = include_str!("lua/channel.lua");

@@ -91,26 +91,32 @@ end
 
 -- Sequence an event and publish it once to every node with members: before .. seq .. after
 -- (.. extra: a message's number field). `lead`: {node, message} for that node to have just
--- before the event (a join's or leave's own message to the member's node), in one bundle
--- with it (node.rs's unbundle), or alone when that node gets no event; sent at once when nil
--- is given for the event (`before`).
+-- before the event (a join's or leave's own message to the member's node): in one bundle
+-- with it, or alone when that node gets no event.
 local function publish(before, after, extra, lead)
-  if not before then
-    redis.call(PUBLISH, TOPIC .. lead[1], lead[2])
-    return
-  end
   local seq = next_number(SEQ, nil, SEEN_SEQ)
   local msg = before .. seq .. after .. (extra or '')
   for _, n in ipairs(redis.call('HKEYS', NODES)) do
     if lead and n == lead[1] then
-      redis.call(PUBLISH, TOPIC .. n, 'b' .. #lead[2] .. ':' .. lead[2] .. #msg .. ':' .. msg)
+      publish_all(TOPIC .. n, {lead[2], msg})
       lead = nil
     else
-      redis.call(PUBLISH, TOPIC .. n, msg)
+      publish_all(TOPIC .. n, {msg})
     end
   end
-  if lead then redis.call(PUBLISH, TOPIC .. lead[1], lead[2]) end
+  if lead then publish_all(TOPIC .. lead[1], {lead[2]}) end
   return seq
+end
+
+-- A member joined or left: its event (before .. seq .. after) when the caller has one
+-- (`before` ~= '') and the channel's notify setting is on; `lead` (publish's) goes to the
+-- member's node either way.
+local function member_event(before, after, lead)
+  if before ~= '' and setting('notify') ~= '0' then
+    publish(before, after, nil, lead)
+  else
+    publish_all(TOPIC .. lead[1], {lead[2]})
+  end
 end
 
 -- Drop kept messages beyond `size`, older than `oldest` (ms) or past `max_bytes` of text,

@@ -26,7 +26,7 @@ if cur then
       else
         unindexed = onode
       end
-      redis.call(PUBLISH, TOPIC .. onode, ARGV[FIRST + 7])
+      publish_all(TOPIC .. onode, {ARGV[FIRST + 7]})
     end
     redis.call('HINCRBY', NODES, node, 1)
     redis.call('HSET', LOCATION, account, me)
@@ -49,18 +49,14 @@ local first = fresh == 1 and (max > 1 and #list == 1 or max <= 1 and redis.call(
 if first then keep() end
 -- from here on the joiner's node fans this channel out to it (in order with every event: the
 -- joiner's own event goes to its node in one bundle with it)
-local joined = {node, ARGV[FIRST + 6]}
+local joined = ARGV[FIRST + 6]
 if fresh == 1 then
   redis.call('SET', CHANGED, '1')
-  if ARGV[FIRST + 4] ~= '' and setting('notify') ~= '0' then
-    publish(ARGV[FIRST + 4], ARGV[FIRST + 5], nil, joined)
-  else
-    publish(nil, nil, nil, joined)
-  end
+  member_event(ARGV[FIRST + 4], ARGV[FIRST + 5], {node, joined})
   if first then outbox('first') end
   outbox('done')
 else
-  publish(nil, nil, nil, joined)
+  publish_all(TOPIC .. node, {joined})
 end
 local out = {fresh, #list, tonumber(redis.call('HGET', HMETA, 'n') or '0'), unindexed}
 for _, a in ipairs(list) do out[#out + 1] = a end

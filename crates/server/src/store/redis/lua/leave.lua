@@ -17,12 +17,7 @@ redis.call('SREM', OWN, ARGV[FIRST + 5])
 redis.call('SET', CHANGED, '1')
 -- the node stops fanning this channel out to the member (in one bundle with the member's
 -- event, when that node still has members here)
-local left = {node, ARGV[FIRST + 4]}
-if ARGV[FIRST + 2] ~= '' and setting('notify') ~= '0' then
-  publish(ARGV[FIRST + 2], ARGV[FIRST + 3], nil, left)
-else
-  publish(nil, nil, nil, left)
-end
+member_event(ARGV[FIRST + 2], ARGV[FIRST + 3], {node, ARGV[FIRST + 4]})
 outbox('done')
 -- a channel that still has members keeps its place in the ledger (join and attr.lua put it
 -- there): only the last member's leave changes it

@@ -41,7 +41,7 @@ end
 
 -- Pushes to nodes: published at once, or, while PUSHES is a table (mail_append.lua's calls),
 -- kept in order and published by push_flush when the call ends: one PUBLISH per topic, the
--- pushes of a topic bundled ('b', then each as a text field, node.rs's unbundle).
+-- pushes of a topic bundled (publish_all).
 local PUSHES
 local function push(topic, msg)
   if not PUSHES then
@@ -57,16 +57,7 @@ local function push(topic, msg)
   l[#l + 1] = msg
 end
 local function push_flush()
-  for _, topic in ipairs(PUSHES) do
-    local l = PUSHES[topic]
-    if #l == 1 then
-      redis.call(PUBLISH, topic, l[1])
-    else
-      local parts = {'b'}
-      for _, m in ipairs(l) do parts[#parts + 1] = #m .. ':' .. m end
-      redis.call(PUBLISH, topic, table.concat(parts))
-    end
-  end
+  for _, topic in ipairs(PUSHES) do publish_all(topic, PUSHES[topic]) end
   PUSHES = {}
 end
 
