@@ -94,6 +94,34 @@ async fn a_watcher_hears_its_accounts_and_nobody_else() {
     srv.shutdown().await;
 }
 
+/// A login within the grace period ends the dropped connection's unreachable mark: after a
+/// logout that follows, the account is offline, not unreachable for what is left of a grace
+/// period (a long one here, so that only the login can have ended it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_back_within_the_grace_period_is_offline_once_it_logs_out() {
+    let srv = server_with(|c| {
+        c.limits.presence_grace_secs = 600;
+        c.no_firehose.insert("*".into());
+    })
+    .await;
+    let url = srv.ws_url();
+    let mut w = raw(&url, "watcher").await;
+    subscribe(&mut w, 1, &["bob"]).await;
+    let bob = raw(&url, "bob").await;
+    assert_eq!(next_status(&mut w).await, json!({"bob": "ONLINE"}));
+    drop(bob);
+    assert_eq!(next_status(&mut w).await, json!({"bob": "UNREACHABLE"}));
+    let mut bob = raw(&url, "bob").await;
+    assert_eq!(next_status(&mut w).await, json!({"bob": "ONLINE"}));
+    bob.call("user_logout", 1, json!({})).await;
+    assert_eq!(next_status(&mut w).await, json!({"bob": "OFFLINE"}));
+    let (_, q) = w
+        .call("user_query_status", 2, json!({"accounts": ["bob"]}))
+        .await;
+    assert_eq!(q["status"], json!({"bob": "OFFLINE"}));
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_are_bounded_per_session_per_call_rate_and_per_app() {
     let srv = server_with(|c| {

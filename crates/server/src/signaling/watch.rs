@@ -137,10 +137,15 @@ impl<S: Store> Signaling<S> {
         }
     }
 
-    /// The account came online (a login that did not replace a live session).
+    /// The account came online (a login that did not replace a live session). Its mark of a
+    /// dropped connection goes and its watchers are told at once (one round trip to Redis):
+    /// the session is stored already, and a session makes the account online whatever the
+    /// mark says (`peer_states`).
     pub(super) async fn watched_online(&self, app: &AppId, account: &Account) {
-        let _ = self.store.unreachable_set(user(app, account), None).await;
-        self.tell_watchers(app, account, peer_state::ONLINE).await;
+        let _ = tokio::join!(
+            self.store.unreachable_set(user(app, account), None),
+            self.tell_watchers(app, account, peer_state::ONLINE)
+        );
     }
 
     /// The account's session ended for `reason`: a dropped connection is unreachable for the

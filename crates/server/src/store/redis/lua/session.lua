@@ -5,8 +5,7 @@
 --          Compare-and-delete; returns 1 when this was the session.
 local op = ARGV[1]
 if op == 'open' then
-  local old = redis.call('GET', KEYS[1])
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  local old = redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], 'GET')
   redis.call('SADD', KEYS[2], ARGV[4])
   if not old then outbox('first') end
   outbox('done')
