@@ -240,6 +240,32 @@ async fn login_must_come_first_and_within_the_login_timeout() {
     assert!(raw.closed().await);
 }
 
+/// The connection timeout an account set holds for its next logins too (read with the
+/// session's open).
+#[tokio::test]
+async fn an_account_s_conn_timeout_holds_from_its_next_login() {
+    let srv = server_with(|c| c.limits.conn_timeout_min_secs = 1).await;
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "sleepy", "").await;
+    let (err, _) = raw
+        .call(
+            "user_set_attr",
+            1,
+            json!({"name": "_conn_timeout", "value": "1"}),
+        )
+        .await;
+    assert_eq!(err, "");
+    raw.call("user_logout", 2, json!({})).await;
+    // a new connection that says nothing after its login: closed after about a second (the
+    // default is two minutes)
+    let mut raw = Raw::connect(&srv.ws_url()).await;
+    raw.login(APP, "sleepy", "").await;
+    assert_eq!(
+        raw.recv_within(Duration::from_secs(10)).await.unwrap(),
+        json!(["close", ""])
+    );
+}
+
 #[tokio::test]
 async fn silent_connections_are_dropped_after_conn_timeout() {
     let srv = server_with(|c| c.limits.conn_timeout_min_secs = 1).await;

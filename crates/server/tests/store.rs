@@ -106,9 +106,13 @@ fn ev(frame: &Template) -> Event<'_> {
     }
 }
 
+/// The user attribute a session's open reads (the server asks for the connection timeout).
+const ATTR: &str = "timeout";
+
 fn opening<'a>(app: &'a AppId, account: &'a Account, conn: &'a Conn) -> Opening<'a> {
     Opening {
         events: &NO_EVENTS,
+        attr: ATTR,
         user: User { app, account },
         conn: &conn.h,
         welcome: "welcome".to_string().into(),
@@ -196,11 +200,9 @@ async fn sessions_replace_and_close_by_compare<S: Harness>() {
         account: &u,
     };
     let mut c1 = Conn::new();
-    assert!(s
-        .session_open(opening(&a, &u, &c1))
-        .await
-        .unwrap()
-        .is_none());
+    let opened = s.session_open(opening(&a, &u, &c1)).await.unwrap();
+    assert!(opened.previous.is_none());
+    assert_eq!(opened.attr, None, "the attribute asked, not set");
     assert_eq!(
         c1.frames(1).await[0],
         "welcome",
@@ -213,7 +215,16 @@ async fn sessions_replace_and_close_by_compare<S: Harness>() {
     );
     let first = s.session_of(&c1.h);
     let c2 = Conn::new();
-    let prev = s.session_open(opening(&a, &u, &c2)).await.unwrap();
+    // the attribute asked is read with the open; another one is not
+    s.user_attr_set(user, attr_set(ATTR, Some("90"), 3))
+        .await
+        .unwrap();
+    s.user_attr_set(user, attr_set("other", Some("1"), 3))
+        .await
+        .unwrap();
+    let opened = s.session_open(opening(&a, &u, &c2)).await.unwrap();
+    assert_eq!(opened.attr.as_deref(), Some("90"));
+    let prev = opened.previous;
     assert!(prev.is_some(), "the older session is returned");
     assert!(s.session_alive(prev.as_ref().unwrap()).await);
     // the old connection's teardown must not end the new session
@@ -236,18 +247,20 @@ async fn racing_logins_replace_exactly_one<S: Harness>() {
         };
         let o1 = Opening {
             events: &NO_EVENTS,
+            attr: ATTR,
             user,
             conn: &c1.h,
             welcome: "w".to_string().into(),
         };
         let o2 = Opening {
             events: &NO_EVENTS,
+            attr: ATTR,
             user,
             conn: &c2.h,
             welcome: "w".to_string().into(),
         };
         let (r1, r2) = tokio::join!(s.session_open(o1), other.session_open(o2));
-        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+        let (r1, r2) = (r1.unwrap().previous, r2.unwrap().previous);
         // the second to land saw the first; the first saw none (or a previous round's)
         let saw = [&r1, &r2]
             .iter()
@@ -283,7 +296,7 @@ async fn racing_logins_on_one_node_leave_the_winner_reachable<S: Harness>() {
             s.session_open(opening(&a, &u, &c1)),
             s.session_open(opening(&a, &u, &c2))
         );
-        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+        let (r1, r2) = (r1.unwrap().previous, r2.unwrap().previous);
         let names = |r: &Option<S::Session>, c: &Conn| {
             r.as_ref()
                 .is_some_and(|p| format!("{p:?}").contains(&format!("{}", c.h.id)))
@@ -452,6 +465,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     let online = Conn::new();
     let open = Opening {
         events: &NO_EVENTS,
+        attr: ATTR,
         user: to(&b, 0),
         conn: &online.h,
         welcome: "w".to_string().into(),
@@ -527,6 +541,7 @@ async fn mailboxes_number_push_acknowledge_and_bound<S: Harness>() {
     let mut c = Conn::new();
     let open = Opening {
         events: &NO_EVENTS,
+        attr: ATTR,
         user,
         conn: &c.h,
         welcome: "w".to_string().into(),
@@ -657,6 +672,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     for (who, c, store) in [(&ann, &ca, &s), (&bob, &cb, &other)] {
         let open = Opening {
             events: &NO_EVENTS,
+            attr: ATTR,
             user: User {
                 app: &a,
                 account: who,
@@ -724,6 +740,7 @@ async fn channels_sequence_events_for_members<S: Harness>() {
     let mut cb2 = Conn::new();
     let reopen = Opening {
         events: &NO_EVENTS,
+        attr: ATTR,
         user: User {
             app: &a,
             account: &bob,
@@ -782,6 +799,7 @@ async fn settings_gate_events_and_rates<S: Harness>() {
     let (mut ca, cb) = (Conn::new(), Conn::new());
     let open = Opening {
         events: &NO_EVENTS,
+        attr: ATTR,
         user: User {
             app: &a,
             account: &ann,
@@ -2206,6 +2224,7 @@ async fn messages_sent_at_once_each_get_their_own_outcome<S: Harness>() {
         .session_open(opening(&a, &carl, &c))
         .await
         .unwrap()
+        .previous
         .is_none());
     let to_carl = User {
         app: &a,
@@ -2263,13 +2282,13 @@ async fn steps_append_their_events_on_their_outcomes<S: Harness>() {
         events: &out,
         ..opening(&a, &ann, &ca)
     };
-    assert!(s.session_open(o).await.unwrap().is_none());
+    assert!(s.session_open(o).await.unwrap().previous.is_none());
     assert_eq!(appended().await, ["open:first", "open:done"]);
     let o = Opening {
         events: &out,
         ..opening(&a, &ann, &cb)
     };
-    let old = s.session_open(o).await.unwrap().unwrap();
+    let old = s.session_open(o).await.unwrap().previous.unwrap();
     assert_eq!(appended().await, ["open:done"]);
     let ann_user = User {
         app: &a,

@@ -14,7 +14,7 @@ use super::{chan, channel_event, event, user, RResult, Session, Signaling};
 use crate::delivery::{ConnHandle, Frame};
 use crate::events::Happened;
 use crate::ratelimit::Bucket;
-use crate::store::{Opening, Publish, Store, Timer, When};
+use crate::store::{Opened, Opening, Publish, Store, Timer, When};
 use crate::ServerConfig;
 
 /// Why a token is not accepted.
@@ -100,12 +100,6 @@ impl<S: Store> Signaling<S> {
     ) -> RResult<Session<S>> {
         let store = &self.store;
         let l = &self.limits();
-        let attrs = store.user_attrs(user(&app, &account)).await?;
-        let idle = attrs
-            .iter()
-            .find(|(n, _)| n == attr::CONN_TIMEOUT)
-            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
-            .map_or(l.conn_timeout_default_secs, |s| l.clamp_conn_timeout(s));
         // a session whose node died and was not reaped yet never went offline for the
         // backend: its account is back, not new
         let out = self.plan(&app, || {
@@ -119,8 +113,11 @@ impl<S: Store> Signaling<S> {
             conn,
             welcome,
             events: &out,
+            attr: attr::CONN_TIMEOUT,
         };
-        let previous = store.session_open(opening).await?;
+        let Opened { previous, attr } = store.session_open(opening).await?;
+        let idle = (attr.and_then(|v| v.trim().parse::<i64>().ok()))
+            .map_or(l.conn_timeout_default_secs, |s| l.clamp_conn_timeout(s));
         self.recorded(&out, |_| previous.is_none());
         let mut replaced = false;
         if let Some(old) = previous {

@@ -27,8 +27,8 @@ use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelPage, ChannelSettings,
     Dedup, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen, InviteRecord,
     InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem, MailPage, MailQuota,
-    Message, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents, Store, Take,
-    Timer, User, UserAttrSet, When, Work, WorkSender,
+    Message, Opened, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents,
+    Store, Take, Timer, User, UserAttrSet, When, Work, WorkSender,
 };
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
@@ -798,9 +798,10 @@ impl Store for Memory {
         conn.clone()
     }
 
-    async fn session_open(&self, s: Opening<'_>) -> SResult<Option<ConnHandle>> {
+    async fn session_open(&self, s: Opening<'_>) -> SResult<Opened<ConnHandle>> {
         s.conn.push(s.welcome);
         let k = key(s.user.app, s.user.account);
+        let attr = (self.inner.user_attrs.get(&k)).and_then(|a| a.get(s.attr).cloned());
         // under the account's entry: a racing open or close of the account waits
         let inner = &self.inner;
         let previous = match inner.sessions.entry(k) {
@@ -812,7 +813,7 @@ impl Store for Memory {
             }
         };
         inner.fire(s.events, When::Done);
-        Ok(previous)
+        Ok(Opened { previous, attr })
     }
 
     async fn session_close(

@@ -627,6 +627,18 @@ pub struct Opening<'a> {
     /// Appended with it: [`When::Done`] always, [`When::First`] when the account had no
     /// session.
     pub events: &'a StepEvents,
+    /// A user attribute of the account read in the same step (the login's connection
+    /// timeout): one step where a read before it took another.
+    pub attr: &'a str,
+}
+
+/// What [`Store::session_open`] found.
+#[derive(Debug)]
+pub struct Opened<S> {
+    /// The session it replaced.
+    pub previous: Option<S>,
+    /// The value of [`Opening::attr`], when the account has it.
+    pub attr: Option<String>,
 }
 
 /// Set (`value: Some`) or delete (`None`) a user attribute.
@@ -1009,11 +1021,11 @@ pub trait Store: Send + Sync + 'static {
     // ---------------------------------------------------------------- sessions
 
     /// Make the connection the account's session; its welcome is queued on it before the
-    /// session is visible to anyone. Returns the session it replaced.
+    /// session is visible to anyone. Returns the session it replaced and the attribute asked.
     fn session_open(
         &self,
         s: Opening<'_>,
-    ) -> impl Future<Output = SResult<Option<Self::Session>>> + Send;
+    ) -> impl Future<Output = SResult<Opened<Self::Session>>> + Send;
     /// End `session` if it is still the account's session; true when it was (then `events`'
     /// [`When::Done`] ones are appended with it).
     fn session_close(

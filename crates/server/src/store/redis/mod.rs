@@ -46,8 +46,8 @@ use super::{
     now_ms, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelPage,
     ChannelSettings, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen,
     InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem,
-    MailPage, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents, Store,
-    StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, NO_EVENTS,
+    MailPage, Opened, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents,
+    Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, NO_EVENTS,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -1564,7 +1564,7 @@ impl Store for Redis {
         self.inner.me(conn.id)
     }
 
-    async fn session_open(&self, s: Opening<'_>) -> SResult<Option<NodeSession>> {
+    async fn session_open(&self, s: Opening<'_>) -> SResult<Opened<NodeSession>> {
         let inner = &self.inner;
         inner.check()?;
         let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
@@ -1581,12 +1581,13 @@ impl Store for Redis {
         inner.sessions.insert(local.clone(), id);
         let k = inner.keys.session(app, account, &inner.cfg.node_id);
         let mut inv = inner.scripts.session_grow.prepare_invoke();
-        inv.key(k.session).key(k.node_index).arg("open");
+        inv.key(k.session).key(k.node_index);
+        inv.key(inner.keys.user_attrs(app, account)).arg("open");
         inv.arg(inner.me(id).location()).arg(SESSION_TTL_MS);
-        inv.arg(node::session_entry(app, account, id));
+        inv.arg(node::session_entry(app, account, id)).arg(s.attr);
         inner.step_events(&mut inv, s.events);
-        let old: SResult<Option<String>> = inner.run(&inv).await;
-        let old = old.inspect_err(|_| {
+        let r: SResult<(Option<String>, Option<String>)> = inner.run(&inv).await;
+        let (old, attr) = r.inspect_err(|_| {
             inner.conns.remove(&id);
             inner.sessions.remove_if(&local, |_, v| *v == id);
         })?;
@@ -1598,14 +1599,15 @@ impl Store for Redis {
         if let Some(mut conn) = entry {
             *conn = s.conn.clone();
         }
-        Ok(old.and_then(|o| {
+        let previous = old.and_then(|o| {
             let (node, conn) = o.split_once(' ')?;
             let conn = conn.parse().ok();
             Some(NodeSession {
                 node: node.into(),
                 conn,
             })
-        }))
+        });
+        Ok(Opened { previous, attr })
     }
 
     async fn session_close(
