@@ -162,14 +162,27 @@ async fn a_watcher_on_one_node_hears_an_account_on_another() {
     let nodes = cluster(2, |c| c.limits.presence_grace_secs = 1).await;
     let mut w = raw(&nodes[0].ws_url(), "watcher").await;
     assert_eq!(subscribe(&mut w, 1, &["alice"]).await.0, "");
+    // more watchers on that node (Redis tells a node once for all of them)
+    let mut more = vec![];
+    for i in 0..3 {
+        let mut m = raw(&nodes[0].ws_url(), &format!("watcher{i}")).await;
+        assert_eq!(subscribe(&mut m, 1, &["alice"]).await.0, "");
+        more.push(m);
+    }
     let mut alice = raw(&nodes[1].ws_url(), "alice").await;
     assert_eq!(next_status(&mut w).await, json!({"alice": "ONLINE"}));
+    for m in &mut more {
+        assert_eq!(next_status(m).await, json!({"alice": "ONLINE"}));
+    }
     let (_, q) = w
         .call("user_query_status", 2, json!({"accounts": ["alice"]}))
         .await;
     assert_eq!(q["status"], json!({"alice": "ONLINE"}));
     alice.call("user_logout", 1, json!({})).await;
     assert_eq!(next_status(&mut w).await, json!({"alice": "OFFLINE"}));
+    for m in &mut more {
+        assert_eq!(next_status(m).await, json!({"alice": "OFFLINE"}));
+    }
     // a kick through the backend API on the other node: offline too
     let mut alice = raw(&nodes[1].ws_url(), "alice").await;
     assert_eq!(next_status(&mut w).await, json!({"alice": "ONLINE"}));

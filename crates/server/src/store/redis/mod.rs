@@ -2424,10 +2424,9 @@ impl Store for Redis {
         if watchers.is_empty() {
             return Ok(());
         }
-        // the nodes not reaped yet: a node whose registration lapsed may be back (Redis out
-        // of every node's reach), and a watch ends with its session, when its node is reaped
-        let listed: Vec<String> = timed(c.smembers(inner.keys.nodes())).await?;
         let mut gone = Vec::new();
+        // the watchers on other nodes, by node: (their entries, a message to each)
+        let mut remote: BTreeMap<&str, (Vec<&String>, Vec<String>)> = BTreeMap::new();
         for w in &watchers {
             let Some((node, conn)) = w
                 .split_once(' ')
@@ -2443,18 +2442,27 @@ impl Store for Redis {
                     }
                     _ => gone.push(w.clone()),
                 }
-            } else if listed.iter().any(|n| n == node) {
-                let msg = NodeMsg::Frame {
-                    conn,
-                    frame: frame.to_string(),
-                }
-                .encode();
-                inner
-                    .publish(&inner.keys.app_topic(user.app, node), msg)
-                    .await?;
             } else {
-                // its node was reaped: the watch went with it
-                gone.push(w.clone());
+                let frame = frame.to_string();
+                let (entries, msgs) = remote.entry(node).or_default();
+                entries.push(w);
+                msgs.push(NodeMsg::Frame { conn, frame }.encode());
+            }
+        }
+        if !remote.is_empty() {
+            // the nodes not reaped yet: a node whose registration lapsed may be back (Redis
+            // out of every node's reach), and a watch ends with its session, when its node is
+            // reaped
+            let listed: Vec<String> = timed(c.smembers(inner.keys.nodes())).await?;
+            for (node, (entries, msgs)) in remote {
+                if listed.iter().any(|n| n == node) {
+                    // one message to each node, however many of its sessions watch
+                    let topic = inner.keys.app_topic(user.app, node);
+                    inner.publish(&topic, node::bundle(msgs)).await?;
+                } else {
+                    // its node was reaped: the watch went with it
+                    gone.extend(entries.into_iter().cloned());
+                }
             }
         }
         if !gone.is_empty() {

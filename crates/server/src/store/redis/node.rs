@@ -211,6 +211,15 @@ impl NodeMsg {
     }
 }
 
+/// Messages to one node's topic as one payload: the message alone, or several in a bundle
+/// that [`unbundle`] reads (lua/bundle.lua's `publish_all` writes the same).
+pub fn bundle(mut msgs: Vec<String>) -> String {
+    match msgs.len() {
+        1 => msgs.swap_remove(0),
+        _ => (msgs.iter().fold(Writer::new('b'), |w, m| w.text(m))).finish(),
+    }
+}
+
 /// The messages of a payload on a node's topic: one message, or a bundle of several that
 /// one script published together (`b`, then each message as a text field, in order).
 /// `None` when a bundle is malformed.
@@ -301,9 +310,11 @@ mod tests {
             frame: "b:1;x".into(),
         }
         .encode();
-        // as mail.lua's push_flush writes it
+        // as lua/bundle.lua's publish_all writes it
         let bundle = format!("b{}:{one}{}:{two}", one.len(), two.len());
         assert_eq!(unbundle(&bundle), Some(vec![one.as_str(), two.as_str()]));
+        assert_eq!(super::bundle(vec![one.clone(), two.clone()]), bundle);
+        assert_eq!(super::bundle(vec![one.clone()]), one);
         assert_eq!(unbundle(&one), Some(vec![one.as_str()]));
         assert_eq!(unbundle("b3:k1;9:cut"), None);
         assert_eq!(unbundle("b"), Some(vec![]));
