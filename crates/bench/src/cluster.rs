@@ -578,7 +578,7 @@ async fn expect(
     }
 }
 
-/// The Redis work of a login, a join, a channel message (per delivery) and a leave, on the same two
+/// The Redis work of a login, a join, a channel message (per delivery), a leave and a logout, on the same two
 /// nodes after the p2p run: each step alone between two readings of the Redis's counters (the
 /// nodes' heartbeats and timer polls fall in the windows too and are counted).
 async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
@@ -647,6 +647,14 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
     }
     let after = read()?;
     per(&before, &after, MEMBERS, "leave");
+    // and every session logs out, one after the other
+    let before = read()?;
+    for s in sessions.iter_mut() {
+        s.with(|c, now| c.logout(now)).await;
+        expect(s, "logged out", |e| matches!(e, Event::Logout { .. })).await?;
+    }
+    let after = read()?;
+    per(&before, &after, LOGINS, "logout");
     // apps that do nothing: one session each, alternately on each node, then a quiet while,
     // read once what their logins started has settled (IDLE_SETTLE)
     let mut idle = vec![];

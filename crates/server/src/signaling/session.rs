@@ -196,18 +196,21 @@ impl<S: Store> Signaling<S> {
             .await?
         {
             self.recorded(&out, |_| true);
-            tokio::join!(
+            // the tells and the two reads are independent: at once, one round trip to Redis
+            let (_, _, invites, attrs) = tokio::join!(
                 self.presence(app, account, msgtype::CHANNEL_USER_LEAVE),
-                self.watched_gone(app, account, reason)
+                self.watched_gone(app, account, reason),
+                self.store.invites_by(user(app, account)),
+                self.store.user_attr_count(user(app, account))
             );
             let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
-            for (key, generation) in self.store.invites_by(user(app, account)).await? {
+            for (key, generation) in invites? {
                 self.store
                     .schedule(Timer::CallerGone(key, generation), grace)
                     .await?;
             }
             // its attributes are kept for a while, then reclaimed (unless it is back)
-            if self.store.user_attr_count(user(app, account)).await? > 0 {
+            if attrs? > 0 {
                 let keep = Duration::from_secs(self.limits().user_attrs_keep_secs);
                 let timer = Timer::UserAttrs(app.clone(), account.clone());
                 self.store.schedule(timer, keep).await?;
