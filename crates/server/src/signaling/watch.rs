@@ -154,9 +154,14 @@ impl<S: Store> Signaling<S> {
         let grace = Duration::from_secs(self.limits().presence_grace_secs);
         if reason == domain::offline::CONNECTION_LOST && !grace.is_zero() {
             let who = user(app, account);
-            let marked = self.store.unreachable_set(who, Some(grace)).await;
             let timer = Timer::PresenceGrace(app.clone(), account.clone());
-            if marked.is_ok() && self.store.schedule(timer, grace).await.is_ok() {
+            // the mark and the timer that ends it, at once (one round trip to Redis): a timer
+            // without its mark finds the account offline and says so again, harmlessly
+            let (marked, scheduled) = tokio::join!(
+                self.store.unreachable_set(who, Some(grace)),
+                self.store.schedule(timer, grace)
+            );
+            if marked.is_ok() && scheduled.is_ok() {
                 self.tell_watchers(app, account, peer_state::UNREACHABLE)
                     .await;
                 return;
