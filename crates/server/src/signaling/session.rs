@@ -122,7 +122,12 @@ impl<S: Store> Signaling<S> {
         let mut replaced = false;
         if let Some(old) = previous {
             if store.session_alive(&old).await {
-                store.kick(user(&app, &account), &old).await?;
+                // the login is stored: it stands whether the old session hears its kick or
+                // not (a kick lost on the way leaves it as this would), where failing here
+                // would leave a stored session nobody holds, online until a next login
+                if let Err(e) = store.kick(user(&app, &account), &old).await {
+                    warn!(app = %app, account = %account, "the replaced session not kicked: {e}");
+                }
                 replaced = true;
             }
         }
