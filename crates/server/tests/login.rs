@@ -6,6 +6,7 @@ use common::*;
 use opensig_protocol::client::{Event, State};
 use opensig_protocol::token;
 use opensig_protocol::Code;
+use opensig_server::Server;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -240,10 +241,8 @@ async fn login_must_come_first_and_within_the_login_timeout() {
     assert!(raw.closed().await);
 }
 
-/// The connection timeout an account set holds for its next logins too (read with the
-/// session's open).
-#[tokio::test]
-async fn an_account_s_conn_timeout_holds_from_its_next_login() {
+/// A server that allows a 1 s connection timeout, and "sleepy" logged in, having set it.
+async fn sleepy_with_a_1s_conn_timeout() -> (Server, Raw) {
     let srv = server_with(|c| c.limits.conn_timeout_min_secs = 1).await;
     let mut raw = Raw::connect(&srv.ws_url()).await;
     raw.login(APP, "sleepy", "").await;
@@ -255,6 +254,14 @@ async fn an_account_s_conn_timeout_holds_from_its_next_login() {
         )
         .await;
     assert_eq!(err, "");
+    (srv, raw)
+}
+
+/// The connection timeout an account set holds for its next logins too (read with the
+/// session's open).
+#[tokio::test]
+async fn an_account_s_conn_timeout_holds_from_its_next_login() {
+    let (srv, mut raw) = sleepy_with_a_1s_conn_timeout().await;
     raw.call("user_logout", 2, json!({})).await;
     // a new connection that says nothing after its login: closed after about a second (the
     // default is two minutes)
@@ -268,17 +275,7 @@ async fn an_account_s_conn_timeout_holds_from_its_next_login() {
 
 #[tokio::test]
 async fn silent_connections_are_dropped_after_conn_timeout() {
-    let srv = server_with(|c| c.limits.conn_timeout_min_secs = 1).await;
-    let mut raw = Raw::connect(&srv.ws_url()).await;
-    raw.login(APP, "sleepy", "").await;
-    let (err, _) = raw
-        .call(
-            "user_set_attr",
-            1,
-            json!({"name": "_conn_timeout", "value": "1"}),
-        )
-        .await;
-    assert_eq!(err, "");
+    let (srv, mut raw) = sleepy_with_a_1s_conn_timeout().await;
     // stays open while it talks
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
