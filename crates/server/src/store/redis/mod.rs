@@ -235,6 +235,15 @@ impl NodeSession {
             None => format!("{} ", self.node),
         }
     }
+
+    /// A session as [`NodeSession::location`] records it (`None`: not a location).
+    fn from_location(s: &str) -> Option<NodeSession> {
+        let (node, conn) = s.split_once(' ')?;
+        Some(NodeSession {
+            node: node.into(),
+            conn: conn.parse().ok(),
+        })
+    }
 }
 
 /// A node whose registration holds: `(id, public URL)`.
@@ -1599,14 +1608,7 @@ impl Store for Redis {
         if let Some(mut conn) = entry {
             *conn = s.conn.clone();
         }
-        let previous = old.and_then(|o| {
-            let (node, conn) = o.split_once(' ')?;
-            let conn = conn.parse().ok();
-            Some(NodeSession {
-                node: node.into(),
-                conn,
-            })
-        });
+        let previous = old.as_deref().and_then(NodeSession::from_location);
         Ok(Opened { previous, attr })
     }
 
@@ -1684,13 +1686,7 @@ impl Store for Redis {
             .session(user.app, user.account, &inner.cfg.node_id);
         let mut c = inner.conn();
         let cur: Option<String> = timed(c.get(&k.session)).await?;
-        Ok(cur.and_then(|o| {
-            let (node, conn) = o.split_once(' ')?;
-            Some(NodeSession {
-                node: node.into(),
-                conn: conn.parse().ok(),
-            })
-        }))
+        Ok(cur.as_deref().and_then(NodeSession::from_location))
     }
 
     async fn user_attrs(&self, user: User<'_>) -> SResult<Vec<(String, String)>> {
