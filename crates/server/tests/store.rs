@@ -1310,6 +1310,51 @@ async fn invitations_live_step_and_end_once<S: Harness>() {
     assert!(s.invites_by(caller).await.unwrap().is_empty());
 }
 
+async fn a_caller_s_invitations_are_its_own<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, b) = (app("app"), app("app2"));
+    let p = tpl("invite");
+    // ann's, one to ann, and ann's of another app
+    let keys = [
+        invite_key(&a, "ann", "bob"),
+        invite_key(&a, "cat", "ann"),
+        invite_key(&b, "ann", "bob"),
+        invite_key(&a, "ann", "cat"),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let id = format!("inv{i}");
+        let open = InviteOpen {
+            key,
+            extra: "",
+            generation: i as u64,
+            mail: item(&id, "invite", &p),
+            timers: &[],
+        };
+        assert!(matches!(
+            s.invite_open(open).await.unwrap(),
+            Appended::Stored { .. }
+        ));
+    }
+    let ann = acct("ann");
+    let caller = User {
+        app: &a,
+        account: &ann,
+    };
+    let mut by_ann = other.invites_by(caller).await.unwrap();
+    by_ann.sort_by(|x, y| x.0.callee.cmp(&y.0.callee));
+    assert_eq!(by_ann, vec![(keys[0].clone(), 0), (keys[3].clone(), 3)]);
+    assert_eq!(s.footprint().await.unwrap().invites, 4);
+    // the last of them taken, it has none
+    let take = |generation| Take {
+        generation,
+        ringing_only: false,
+    };
+    assert!(s.invite_take(&keys[0], take(0)).await.unwrap().is_some());
+    assert!(s.invite_take(&keys[3], take(3)).await.unwrap().is_some());
+    assert!(other.invites_by(caller).await.unwrap().is_empty());
+    assert_eq!(s.footprint().await.unwrap().invites, 2);
+}
+
 async fn accept_and_timeout_race_to_one_outcome<S: Harness>() {
     let (s, other) = S::make().await;
     let a = app("app");
@@ -2569,6 +2614,7 @@ macro_rules! suite {
             channel_attributes_share_the_app_s_quota,
             racing_joins_leaves_and_attributes,
             invitations_live_step_and_end_once,
+            a_caller_s_invitations_are_its_own,
             accept_and_timeout_race_to_one_outcome,
             timers_fire_once_and_rescheduling_replaces,
             event_logs_number_bound_cursor_and_lease,

@@ -33,6 +33,17 @@ use super::{
 use crate::delivery::{ConnHandle, Frame};
 use crate::ratelimit::Bucket;
 
+/// Where an invitation is within its caller's (`Inner::invites`): the channel and the callee.
+type Callee = (ChannelName, Account);
+
+/// An invitation's caller (`Inner::invites`' key) and its place there.
+fn invite_at(k: &InviteKey) -> (String, Callee) {
+    (
+        key(&k.app, &k.caller),
+        (k.channel.clone(), k.callee.clone()),
+    )
+}
+
 fn key(app: &str, name: &str) -> String {
     let mut k = String::with_capacity(app.len() + name.len() + 1);
     k.push_str(app);
@@ -443,7 +454,8 @@ struct Inner {
     offline_sent: DashMap<String, Window>,
     user_attrs: DashMap<String, BTreeMap<String, String>>,
     channels: DashMap<String, Arc<Mutex<Channel>>>,
-    invites: DashMap<InviteKey, InviteRecord>,
+    /// Per caller: its invitations (a logout finds its own without a look at anyone else's).
+    invites: DashMap<String, HashMap<Callee, InviteRecord>>,
     seen: DashMap<String, Seen>,
     /// The pending timers: the token of each one's latest schedule.
     timers: Mutex<HashMap<Timer, u64>>,
@@ -562,6 +574,26 @@ struct Window {
 }
 
 impl Inner {
+    /// Remove the invitation when `take` says so (and its caller's entry with its last).
+    fn invite_remove_if(
+        &self,
+        k: &InviteKey,
+        take: impl FnOnce(&InviteRecord) -> bool,
+    ) -> Option<InviteRecord> {
+        let (caller, at) = invite_at(k);
+        let Entry::Occupied(mut calls) = self.invites.entry(caller) else {
+            return None;
+        };
+        let taken = match calls.get().get(&at) {
+            Some(r) if take(r) => calls.get_mut().remove(&at),
+            _ => None,
+        };
+        if calls.get().is_empty() {
+            calls.remove();
+        }
+        taken
+    }
+
     /// The account's mailbox (an empty one left `mailbox_keep` since its last message or
     /// poll starts again from version 1).
     fn mailbox(&self, app: &str, account: &str, now: Instant) -> RefMut<'_, String, Mailbox> {
@@ -1193,7 +1225,12 @@ impl Store for Memory {
                 msg_id: open.mail.id.to_string(),
                 generation: open.generation,
             };
-            self.inner.invites.insert(key.clone(), record);
+            let (caller, at) = invite_at(key);
+            self.inner
+                .invites
+                .entry(caller)
+                .or_default()
+                .insert(at, record);
             for (t, after) in open.timers {
                 self.schedule(t.clone(), *after).await?;
             }
@@ -1206,12 +1243,13 @@ impl Store for Memory {
         let mut live = false;
         for k in relay.keys {
             live |= match relay.step {
-                InviteStep::End => inner.invites.remove(k).is_some(),
-                step => inner
-                    .invites
-                    .get_mut(k)
-                    .map(|mut r| r.take_step(step))
-                    .is_some(),
+                InviteStep::End => inner.invite_remove_if(k, |_| true).is_some(),
+                step => {
+                    let (caller, at) = invite_at(k);
+                    let mut calls = inner.invites.get_mut(&caller);
+                    let r = calls.as_mut().and_then(|c| c.get_mut(&at));
+                    r.map(|r| r.take_step(step)).is_some()
+                }
             };
         }
         let appended = match relay.keys.first() {
@@ -1222,23 +1260,26 @@ impl Store for Memory {
     }
 
     async fn invite_get(&self, key: &InviteKey) -> SResult<Option<InviteRecord>> {
-        Ok(self.inner.invites.get(key).map(|r| r.clone()))
+        let (caller, at) = invite_at(key);
+        let calls = self.inner.invites.get(&caller);
+        Ok(calls.and_then(|c| c.get(&at).cloned()))
     }
 
     async fn invite_take(&self, key: &InviteKey, take: Take) -> SResult<Option<InviteRecord>> {
-        let taken = self.inner.invites.remove_if(key, |_, r| r.taken_by(take));
-        Ok(taken.map(|(_, r)| r))
+        Ok(self.inner.invite_remove_if(key, |r| r.taken_by(take)))
     }
 
     async fn invites_by(&self, caller: User<'_>) -> SResult<Vec<(InviteKey, u64)>> {
-        let inner = &self.inner;
-        let mine = |k: &InviteKey| k.app == *caller.app && k.caller == *caller.account;
-        Ok(inner
-            .invites
-            .iter()
-            .filter(|i| mine(i.key()))
-            .map(|i| (i.key().clone(), i.generation))
-            .collect())
+        let calls = self.inner.invites.get(&key(caller.app, caller.account));
+        let key_of = |(channel, callee): &Callee| InviteKey {
+            app: caller.app.clone(),
+            caller: caller.account.clone(),
+            channel: channel.clone(),
+            callee: callee.clone(),
+        };
+        Ok(calls.map_or_else(Vec::new, |c| {
+            c.iter().map(|(at, r)| (key_of(at), r.generation)).collect()
+        }))
     }
 
     async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {
@@ -1492,7 +1533,7 @@ impl Store for Memory {
             sessions: i.sessions.len(),
             channels,
             members,
-            invites: i.invites.len(),
+            invites: i.invites.iter().map(|c| c.len()).sum(),
             stored_messages: i.mailboxes.iter().map(|m| m.msgs.len()).sum(),
             mailboxes: i
                 .mailboxes
