@@ -358,28 +358,42 @@ async fn a_backend_sends_reads_changes_and_kicks() {
         json!({"count": 2, "members": ["alice"]})
     );
     alice.join("side").await;
-    let mut names = vec![];
+    alice.join("support-2").await;
+    alice.join("support-1").await;
+    // a page at a time, by name, each channel once
+    let mut pages = vec![];
     let mut cursor = String::new();
     loop {
         let v = b
-            .ok("GET", &format!("/channels?limit=1&cursor={cursor}"), None)
+            .ok("GET", &format!("/channels?limit=2&cursor={cursor}"), None)
             .await;
-        for c in v["channels"].as_array().unwrap() {
-            names.push((
-                c["name"].as_str().unwrap().to_string(),
-                c["members"].as_u64().unwrap(),
-            ));
-        }
+        pages.push(v["channels"].clone());
         match v["next"].as_str() {
             Some(n) => cursor = n.to_string(),
             None => break,
         }
     }
-    names.sort();
-    names.dedup();
+    let ch = |name, members| json!({"name": name, "members": members});
     assert_eq!(
-        names,
-        vec![("lobby".to_string(), 2), ("side".to_string(), 1)]
+        pages,
+        vec![
+            json!([ch("lobby", 2), ch("side", 1)]),
+            json!([ch("support-1", 1), ch("support-2", 1)]),
+        ]
+    );
+    // by prefix: its names, and nothing to go on from once past them
+    assert_eq!(
+        b.ok("GET", "/channels?prefix=support-", None).await,
+        json!({"channels": [ch("support-1", 1), ch("support-2", 1)], "next": null})
+    );
+    assert_eq!(
+        b.ok("GET", "/channels?prefix=s&limit=2", None).await,
+        json!({"channels": [ch("side", 1), ch("support-1", 1)], "next": "support-1"})
+    );
+    assert_eq!(
+        b.ok("GET", "/channels?prefix=s&limit=2&cursor=support-1", None)
+            .await,
+        json!({"channels": [ch("support-2", 1)], "next": null})
     );
     alice.channel_send("lobby", "from alice").await.unwrap();
     let h = b.ok("GET", "/channels/lobby/history", None).await;

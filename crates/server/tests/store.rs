@@ -1355,6 +1355,84 @@ async fn a_caller_s_invitations_are_its_own<S: Harness>() {
     assert_eq!(s.footprint().await.unwrap().invites, 2);
 }
 
+async fn channels_are_listed_by_name_a_page_at_a_time<S: Harness>() {
+    let (s, other) = S::make().await;
+    let (a, b) = (app("app"), app("app2"));
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let (ca, cb) = (Conn::new(), Conn::new());
+    // listed before any channel (the Redis store's first listing looks for older ones)
+    let none = s.channels(&a, "", 2).await.unwrap();
+    assert_eq!(none, ChannelPage::default());
+    for name in ["e", "b", "d", "a", "c"] {
+        let ch = chan_name(name);
+        let at = Chan {
+            app: &a,
+            channel: &ch,
+        };
+        s.join(at, joining(&ann, &ca.h, None)).await.unwrap();
+    }
+    // b has two members; another app's channel is not this app's
+    let (bc, zz) = (chan_name("b"), chan_name("zz"));
+    let at = |app, channel| Chan { app, channel };
+    other
+        .join(at(&a, &bc), joining(&bob, &cb.h, None))
+        .await
+        .unwrap();
+    other
+        .join(at(&b, &zz), joining(&bob, &cb.h, None))
+        .await
+        .unwrap();
+    // c empties
+    let c = chan_name("c");
+    let session = s.session_of(&ca.h);
+    let l = Leaving {
+        events: &NO_EVENTS,
+        account: &ann,
+        session: &session,
+        event: None,
+    };
+    assert!(s.leave(at(&a, &c), l).await.unwrap());
+    let named = |names: &[(&str, usize)]| -> Vec<(String, usize)> {
+        names.iter().map(|(n, m)| (n.to_string(), *m)).collect()
+    };
+    let first = other.channels(&a, "", 2).await.unwrap();
+    assert_eq!(first.channels, named(&[("a", 1), ("b", 2)]));
+    assert_eq!(first.next.as_deref(), Some("b"), "the page's last name");
+    let second = s.channels(&a, "b", 2).await.unwrap();
+    assert_eq!(second.channels, named(&[("d", 1), ("e", 1)]));
+    assert_eq!(second.next, None);
+    let all = other.channels(&a, "", 10).await.unwrap();
+    assert_eq!(
+        all.channels,
+        named(&[("a", 1), ("b", 2), ("d", 1), ("e", 1)])
+    );
+    let theirs = s.channels(&b, "", 10).await.unwrap();
+    assert_eq!(theirs.channels, named(&[("zz", 1)]));
+    // emptied and joined again: listed again
+    let l = Leaving {
+        events: &NO_EVENTS,
+        account: &ann,
+        session: &session,
+        event: None,
+    };
+    assert!(s.leave(at(&a, &bc), l).await.unwrap());
+    let l = Leaving {
+        events: &NO_EVENTS,
+        account: &bob,
+        session: &other.session_of(&cb.h),
+        event: None,
+    };
+    assert!(other.leave(at(&a, &bc), l).await.unwrap());
+    s.join(at(&a, &c), joining(&ann, &ca.h, None))
+        .await
+        .unwrap();
+    let all = other.channels(&a, "", 10).await.unwrap();
+    assert_eq!(
+        all.channels,
+        named(&[("a", 1), ("c", 1), ("d", 1), ("e", 1)])
+    );
+}
+
 async fn accept_and_timeout_race_to_one_outcome<S: Harness>() {
     let (s, other) = S::make().await;
     let a = app("app");
@@ -2613,6 +2691,7 @@ macro_rules! suite {
             empty_channels_keep_state_only_for_attributes,
             channel_attributes_share_the_app_s_quota,
             racing_joins_leaves_and_attributes,
+            channels_are_listed_by_name_a_page_at_a_time,
             invitations_live_step_and_end_once,
             a_caller_s_invitations_are_its_own,
             accept_and_timeout_race_to_one_outcome,
@@ -3469,4 +3548,70 @@ async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
         s.footprint().await.is_err(),
         "zeros from a Redis that is gone"
     );
+}
+
+/// Redis only: channels occupied before the store kept its index of them (an older version
+/// joined them) are listed too, from the app's first listing on; an index entry of a channel
+/// that has no members is dropped by the listing that finds it so.
+#[tokio::test]
+async fn channels_occupied_before_the_index_are_listed() {
+    let r = SmallRedis::start("64mb");
+    let cfg = RedisConfig {
+        url: r.url.clone(),
+        wait_replicas: 0,
+        prefix: "ix:".into(),
+        node_id: "n1".into(),
+        public_url: "ws://n1/".into(),
+    };
+    let s = Redis::connect(cfg, &limits()).await.unwrap();
+    let (a, ann) = (app("app"), acct("ann"));
+    let c = Conn::new();
+    for name in ["c", "a", "b"] {
+        let ch = chan_name(name);
+        let at = Chan {
+            app: &a,
+            channel: &ch,
+        };
+        s.join(at, joining(&ann, &c.h, None)).await.unwrap();
+    }
+    let mut raw = ::redis::Client::open(r.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // as an older version left it: no index; and an entry of a channel nobody is in
+    let index = "ix:clo {ix:app}";
+    let _: () = ::redis::cmd("DEL")
+        .arg(index)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("ZADD")
+        .arg(index)
+        .arg(0)
+        .arg("gone")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let page = s.channels(&a, "", 10).await.unwrap();
+    let names: Vec<&str> = page.channels.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let listed: Vec<String> = ::redis::cmd("ZRANGE")
+        .arg(index)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(listed, ["a", "b", "c"], "the empty one's entry dropped");
+    // found once: a channel that leaves the index now is not looked for again
+    let _: () = ::redis::cmd("ZREM")
+        .arg(index)
+        .arg("b")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let page = s.channels(&a, "", 10).await.unwrap();
+    let names: Vec<&str> = page.channels.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "c"]);
 }

@@ -200,8 +200,9 @@ impl<S: Store> Signaling<S> {
     }
 
     /// A page of the app's channels with members whose names start with `prefix` (`""`:
-    /// all). A prefix reads at most [`SCAN_PAGES`] of the store's pages per call; a page may
-    /// then be short (or empty) with a `next` to go on from.
+    /// all), by name. A prefix reads at most [`SCAN_PAGES`] of the store's pages per call
+    /// (and none past its names); a page may then be short (or empty) with a `next` to go on
+    /// from.
     pub async fn api_channels(
         &self,
         app: &AppId,
@@ -228,10 +229,17 @@ impl<S: Store> Signaling<S> {
                     .into_iter()
                     .filter(|(n, _)| n.starts_with(prefix)),
             );
-            out.next = page.next;
+            // pages go by name: past the prefix's names, none follows
+            let past = |n: &String| n.as_str() > prefix && !n.starts_with(prefix);
+            out.next = page.next.filter(|n| !past(n));
             if out.channels.len() >= limit {
                 break;
             }
+        }
+        if out.channels.len() > limit {
+            // the rest comes after the last one given
+            out.channels.truncate(limit);
+            out.next = out.channels.last().map(|(n, _)| n.clone());
         }
         Ok(out)
     }

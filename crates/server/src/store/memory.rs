@@ -6,7 +6,8 @@
 //! (versions assigned and pushes queued under it). No lock is held across an `await`, and no
 //! code holds two channel locks at once.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -219,6 +220,9 @@ struct Member {
 struct AppChannels {
     channels: AtomicUsize,
     bytes: AtomicUsize,
+    /// The names of the app's channels that have members, for listing them by name (taken
+    /// after a channel's lock, never before one).
+    occupied: Mutex<BTreeSet<String>>,
 }
 
 #[derive(Debug)]
@@ -1021,6 +1025,7 @@ impl Store for Memory {
                         ch.publish(e);
                     }
                     if ch.members.len() == 1 {
+                        ch.app.occupied.lock().insert(at.channel.to_string());
                         inner.fire(j.events, When::First);
                     }
                     inner.fire(j.events, When::Done);
@@ -1059,6 +1064,7 @@ impl Store for Memory {
             }
             inner.fire(l.events, When::Done);
             if ch.members.is_empty() {
+                ch.app.occupied.lock().remove(at.channel.as_str());
                 inner.fire(l.events, When::Last);
             }
             if empty_channel(inner, at.app, at.channel, &mut ch) {
@@ -1130,29 +1136,29 @@ impl Store for Memory {
 
     async fn channels(&self, app: &AppId, cursor: &str, limit: usize) -> SResult<ChannelPage> {
         // names in order, from after the cursor (the cursor is the last name of a page)
-        let prefix = key(app, "");
-        // (no channel lock is taken while the map is being walked)
-        let found: Vec<(String, Arc<Mutex<Channel>>)> = self
-            .inner
-            .channels
-            .iter()
-            .filter_map(|e| {
-                let name = e.key().strip_prefix(&prefix)?;
-                (name > cursor).then(|| (name.to_string(), e.value().clone()))
-            })
-            .collect();
-        let mut names: Vec<(String, usize)> = found
-            .into_iter()
-            .map(|(name, ch)| (name, ch.lock().members.len()))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        names.sort();
+        let inner = &self.inner;
+        let Some(listed) = inner.app_channels.get(app.as_str()).map(|a| a.clone()) else {
+            return Ok(ChannelPage::default());
+        };
+        let mut names: Vec<String> = {
+            let occupied = listed.occupied.lock();
+            let after = (Bound::Excluded(cursor), Bound::Unbounded);
+            (occupied.range::<str, _>(after).take(limit + 1).cloned()).collect()
+        };
         let more = names.len() > limit;
         names.truncate(limit);
-        let next = more.then(|| names.last().map(|(n, _)| n.clone())).flatten();
+        // (the index's lock is not held while a channel's is taken)
+        let count = |name: &str| {
+            let ch = inner.existing_channel(app, name);
+            ch.map_or(0, |c| c.lock().members.len())
+        };
+        let channels = (names.iter())
+            .map(|name| (name.clone(), count(name)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         Ok(ChannelPage {
-            channels: names,
-            next,
+            channels,
+            next: more.then(|| names.pop()).flatten(),
         })
     }
 

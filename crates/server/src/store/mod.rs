@@ -1136,9 +1136,11 @@ pub trait Store: Send + Sync + 'static {
         &self,
         at: Chan<'_>,
     ) -> impl Future<Output = SResult<Option<usize>>> + Send;
-    /// A page of the app's channels that have members, with their member counts, in an order
-    /// of the store's; `cursor` is `""` for the first page, then the `next` of the page
-    /// before (`None`: no more). A channel may appear on two pages.
+    /// A page of the app's channels that have members, with their member counts, by name (in
+    /// byte order): at most `limit`, those after `cursor`, which is `""` for the first page,
+    /// then the `next` of the page before (the page's last name; `None`: no more). Each
+    /// channel appears on one page; one that gains or loses its members meanwhile may or may
+    /// not (a page may be short when some emptied).
     fn channels(
         &self,
         app: &AppId,

@@ -78,11 +78,14 @@ pub(super) struct ChannelKeys {
     pub ledger_bytes: String,
     /// The ledger's total attribute bytes.
     pub ledger_total: String,
+    /// The app's channels that have members, for listing them: a sorted set, score 0,
+    /// member = the channel's name (so pages go by name, as `ZRANGEBYLEX` reads them).
+    pub occupied: String,
 }
 
 impl ChannelKeys {
     /// The keys a channel script takes first, in its order (channel.lua's header).
-    pub fn all(&self) -> [&str; 14] {
+    pub fn all(&self) -> [&str; 15] {
         [
             &self.members,
             &self.order,
@@ -98,6 +101,7 @@ impl ChannelKeys {
             &self.history,
             &self.history_meta,
             &self.msg_rate,
+            &self.occupied,
         ]
     }
 }
@@ -293,7 +297,19 @@ impl Keys {
             ledger: self.k("cl", &[app]),
             ledger_bytes: self.k("clb", &[app]),
             ledger_total: self.k("clt", &[app]),
+            occupied: self.channels_occupied(app),
         }
+    }
+
+    /// The app's channels that have members (`ChannelKeys::occupied`).
+    pub fn channels_occupied(&self, app: &str) -> String {
+        self.k("clo", &[app])
+    }
+
+    /// Set once `channels_occupied` holds every channel of the app that has members: the
+    /// first listing adds those occupied before the index was kept (found in the keyspace).
+    pub fn channels_indexed(&self, app: &str) -> String {
+        self.k("cli", &[app])
     }
 
     /// The rate bucket of a channel's attribute `name` (next to its message bucket).

@@ -1338,6 +1338,60 @@ impl Inner {
     }
 
     /// `channel_state.lua`'s `op` on a channel.
+    /// How many members each of the app's channels `names` has.
+    async fn member_counts(&self, app: &str, names: &[String]) -> SResult<Vec<usize>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.zcard(self.keys.channel_members(app, name));
+        }
+        timed(pipe.query_async(&mut self.conn())).await
+    }
+
+    /// Make the app's index of its channels with members hold those occupied before it was
+    /// kept (a version before it, or a node of one during a rolling upgrade, joined them):
+    /// once, by a walk of the app's channels in the keyspace, before the app's first listing.
+    async fn channels_index_built(&self, app: &str) -> SResult<()> {
+        let built = self.keys.channels_indexed(app);
+        let mut c = self.conn();
+        if timed(c.exists::<_, bool>(&built)).await? {
+            return Ok(());
+        }
+        let head = self.keys.channel_members(app, "");
+        let pattern = format!("{}*", glob_escape(&head));
+        let index = self.keys.channels_occupied(app);
+        let mut cur = "0".to_string();
+        loop {
+            // the app's keys are all on the primary of its slot
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(&cur)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let r = timed(c.on_slot_of(&head, &scan)).await?;
+            let (next, keys): (String, Vec<String>) = redis::from_redis_value(&r)?;
+            let names: Vec<String> = (keys.iter())
+                .filter_map(|k| Some(k.strip_prefix(&head)?.to_string()))
+                .collect();
+            let counts = self.member_counts(app, &names).await?;
+            let occupied: Vec<(u8, &String)> = (names.iter().zip(counts))
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, _)| (0, name))
+                .collect();
+            if !occupied.is_empty() {
+                timed(c.zadd_multiple::<_, _, _, i64>(&index, &occupied)).await?;
+            }
+            if next == "0" {
+                break;
+            }
+            cur = next;
+        }
+        timed(c.set::<_, _, ()>(&built, 1)).await
+    }
+
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
         let _app = self.app(at.app).await?;
@@ -1992,48 +2046,36 @@ impl Store for Redis {
     }
 
     async fn channels(&self, app: &AppId, cursor: &str, limit: usize) -> SResult<ChannelPage> {
-        // SCAN over the channels' member sets: the cursor is Redis's (a page holds one SCAN
-        // batch or more, about `limit` names)
+        // by name from the app's index of its channels with members (join.lua and
+        // leave.lua keep it): the cursor is the last name of the page before
         let inner = &self.inner;
         inner.check()?;
-        let head = inner.keys.channel(app, "").members;
-        let pattern = format!("{}*", glob_escape(&head));
-        let mut c = inner.conn();
-        let mut cur = if cursor.is_empty() {
-            "0".to_string()
-        } else {
-            cursor.to_string()
+        inner.channels_index_built(app).await?;
+        let index = inner.keys.channels_occupied(app);
+        let from = match cursor {
+            "" => "-".to_string(),
+            c => format!("({c}"),
         };
-        let mut keys: Vec<String> = Vec::new();
-        loop {
-            // the app's keys are all on the primary of its slot
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(&cur).arg("MATCH").arg(&pattern);
-            scan.arg("COUNT").arg(limit.max(10));
-            let r = timed(c.on_slot_of(&head, &scan)).await?;
-            let (next, batch): (String, Vec<String>) = redis::from_redis_value(&r)?;
-            keys.extend(batch);
-            cur = next;
-            if cur == "0" || keys.len() >= limit {
-                break;
+        let mut c = inner.conn();
+        let mut names: Vec<String> =
+            timed(c.zrangebylex_limit(&index, from, "+", 0, limit as isize + 1)).await?;
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let counts: Vec<usize> = inner.member_counts(app, &names).await?;
+        let mut channels = Vec::with_capacity(names.len());
+        for (name, n) in names.iter().zip(counts) {
+            if n > 0 {
+                channels.push((name.clone(), n));
+            } else if let Some(ch) = ChannelName::from_stored(name) {
+                // listed by the first listing of channels occupied before the index was
+                // kept, and emptied meanwhile: out, unless it has members again
+                let at = Chan { app, channel: &ch };
+                inner.channel_state(at, "unlist").await?;
             }
         }
-        let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.zcard(k);
-        }
-        let counts: Vec<usize> = timed(pipe.query_async(&mut c)).await?;
-        let mut channels: Vec<(String, usize)> = keys
-            .iter()
-            .zip(counts)
-            .filter(|(_, n)| *n > 0)
-            .filter_map(|(k, n)| Some((k.strip_prefix(&head)?.to_string(), n)))
-            .collect();
-        channels.sort();
-        channels.dedup();
         Ok(ChannelPage {
             channels,
-            next: (cur != "0").then_some(cur),
+            next: more.then(|| names.pop()).flatten(),
         })
     }
 

@@ -2,12 +2,14 @@
 local MEMBERS, ORDER, LOCATION, NODES, ATTRS, SETTINGS, SEQ, CHANGED =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local LEDGER, LEDGER_BYTES, LEDGER_TOTAL = KEYS[9], KEYS[10], KEYS[11]
-local HIST, HMETA, MSG_RATE, TIMERS, OWN = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local HIST, HMETA, MSG_RATE, OCCUPIED = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local TIMERS, OWN = KEYS[16], KEYS[17]
 -- MEMBERS: account -> join order; ORDER: join counter; LOCATION: account -> "node conn";
 -- NODES: node -> members there; ATTRS: attributes; SETTINGS: notify, ttl, msg_rate,
 -- attr_rate, auto, history; SEQ: event sequence; CHANGED: membership changed.
 -- HIST: kept messages (a stream, ids '<n>-0', fields t, s, f, m); HMETA: n = the latest
--- message number, b = bytes of kept text. MSG_RATE: the message rate bucket. TIMERS: the
+-- message number, b = bytes of kept text. MSG_RATE: the message rate bucket. OCCUPIED: the
+-- app's channels that have members (score 0, member = name: listed by name). TIMERS: the
 -- cluster's timers (store::Timer). OWN: the one key of the script's own (join, leave: the
 -- node's index of its memberships; publish: the resend marker; attr: the attribute's rate
 -- bucket; otherwise the app's unused key). KEYS after it: the script's (join's).
@@ -192,6 +194,7 @@ local function if_empty(known_empty)
     ledger_expiry(NEVER)
     return
   end
+  redis.call('ZREM', OCCUPIED, NAME)
   local attrs = redis.call('HLEN', ATTRS)
   if attrs == 0 and redis.call('EXISTS', HIST) == 0 then
     redis.call('DEL', MSG_RATE, unpack(CHANNEL_KEYS))
@@ -212,7 +215,9 @@ local function if_empty(known_empty)
   end
 end
 
+-- The channel's first member came.
 local function keep()
+  redis.call('ZADD', OCCUPIED, 0, NAME)
   for _, k in ipairs(CHANNEL_KEYS) do redis.call('PERSIST', k) end
   if redis.call('HLEN', ATTRS) > 0 then redis.call('ZADD', LEDGER, NEVER, NAME) end
   redis.call('ZREM', TIMERS, EXPIRED)

@@ -2,10 +2,15 @@
 --   settings: {exists (1/0), notify, ttl, msg_rate, attr_rate, auto}
 --   touch:    count the membership as changed (the flag expires with the channel)
 --   take:     the member count if the membership changed since the last take, else false
+--   unlist:   out of the app's channels with members, if it has none (a listing found it so)
 --   history:  +1 after (message number), +2 oldest (ms): {latest message number, then per
 --             kept message after `after`, of the latest `history` kept, and not older:
 --             n, t, s, f, m, i ('' when none)}
 local op = ARGV[FIRST]
+if op == 'unlist' then
+  if redis.call('ZCARD', MEMBERS) == 0 then redis.call('ZREM', OCCUPIED, NAME) end
+  return 0
+end
 local exists = redis.call('EXISTS', MEMBERS) + redis.call('EXISTS', ATTRS) + redis.call('EXISTS', HIST)
 if op == 'settings' then
   return {exists, setting('notify'), setting('ttl'), setting('msg_rate'), setting('attr_rate'),

@@ -1,7 +1,7 @@
 -- ARGV after the common ones: +0 account, +1 node, +2 conn, +3 list max, +4 event before
 -- ('' = no event), +5 event after, +6 joined message (to this node), +7 left message (to a
 -- node the membership moves from), +8 index entry (in OWN, this node's index of its
--- memberships), +9.. the other live nodes, whose indexes are KEYS 17.. in the same order (a
+-- memberships), +9.. the other live nodes, whose indexes are KEYS 18.. in the same order (a
 -- membership that moves from one of them leaves its index here; from another node — one
 -- registered after this node last read the registry, or one gone — the caller has leave.lua
 -- take it out).
@@ -12,7 +12,7 @@ local account, node, conn = ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2]
 local me = node .. ' ' .. conn
 local entry = ARGV[FIRST + 8]
 local index_of = {[node] = OWN}
-for i = 17, #KEYS do index_of[ARGV[FIRST + 9 + i - 17]] = KEYS[i] end
+for i = 18, #KEYS do index_of[ARGV[FIRST + 9 + i - 18]] = KEYS[i] end
 local cur = redis.call('HGET', LOCATION, account)
 local fresh = 0
 local unindexed = ''
