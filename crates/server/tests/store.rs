@@ -3358,6 +3358,17 @@ impl SmallRedis {
             url: format!("redis://127.0.0.1:{port}/"),
         }
     }
+
+    /// The one node of a test on this Redis, its keys under `prefix`.
+    fn node(&self, prefix: &str) -> RedisConfig {
+        RedisConfig {
+            url: self.url.clone(),
+            wait_replicas: 0,
+            prefix: prefix.into(),
+            node_id: "n1".into(),
+            public_url: "ws://n1/".into(),
+        }
+    }
 }
 
 impl Drop for SmallRedis {
@@ -3373,13 +3384,7 @@ impl Drop for SmallRedis {
 #[tokio::test]
 async fn a_full_redis_refuses_changes_whole_and_still_drains() {
     let small = SmallRedis::start("3mb");
-    let cfg = RedisConfig {
-        url: small.url.clone(),
-        wait_replicas: 0,
-        prefix: "full:".into(),
-        node_id: "n1".into(),
-        public_url: "ws://n1/".into(),
-    };
+    let cfg = small.node("full:");
     let s = Redis::connect(cfg, &limits()).await.unwrap();
     let (a, ann, bob, room) = (app("app"), acct("ann"), acct("bob"), chan_name("room"));
     let to_ann = User {
@@ -3526,13 +3531,7 @@ async fn a_full_redis_refuses_changes_whole_and_still_drains() {
 #[tokio::test]
 async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
     let mut r = SmallRedis::start("64mb");
-    let cfg = RedisConfig {
-        url: r.url.clone(),
-        wait_replicas: 0,
-        prefix: "fp:".into(),
-        node_id: "n1".into(),
-        public_url: "ws://n1/".into(),
-    };
+    let cfg = r.node("fp:");
     let s = Redis::connect(cfg, &limits()).await.unwrap();
     let (a, ann) = (app("app"), acct("ann"));
     let to_ann = User {
@@ -3556,13 +3555,7 @@ async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
 #[tokio::test]
 async fn channels_occupied_before_the_index_are_listed() {
     let r = SmallRedis::start("64mb");
-    let cfg = RedisConfig {
-        url: r.url.clone(),
-        wait_replicas: 0,
-        prefix: "ix:".into(),
-        node_id: "n1".into(),
-        public_url: "ws://n1/".into(),
-    };
+    let cfg = r.node("ix:");
     let s = Redis::connect(cfg, &limits()).await.unwrap();
     let (a, ann) = (app("app"), acct("ann"));
     let c = Conn::new();
