@@ -1355,6 +1355,16 @@ async fn a_caller_s_invitations_are_its_own<S: Harness>() {
     assert_eq!(s.footprint().await.unwrap().invites, 2);
 }
 
+/// `account` leaves through `session`, no event.
+fn leaving<'a, T>(account: &'a Account, session: &'a T) -> Leaving<'a, T> {
+    Leaving {
+        events: &NO_EVENTS,
+        account,
+        session,
+        event: None,
+    }
+}
+
 async fn channels_are_listed_by_name_a_page_at_a_time<S: Harness>() {
     let (s, other) = S::make().await;
     let (a, b) = (app("app"), app("app2"));
@@ -1385,13 +1395,7 @@ async fn channels_are_listed_by_name_a_page_at_a_time<S: Harness>() {
     // c empties
     let c = chan_name("c");
     let session = s.session_of(&ca.h);
-    let l = Leaving {
-        events: &NO_EVENTS,
-        account: &ann,
-        session: &session,
-        event: None,
-    };
-    assert!(s.leave(at(&a, &c), l).await.unwrap());
+    assert!(s.leave(at(&a, &c), leaving(&ann, &session)).await.unwrap());
     let named = |names: &[(&str, usize)]| -> Vec<(String, usize)> {
         names.iter().map(|(n, m)| (n.to_string(), *m)).collect()
     };
@@ -1409,20 +1413,12 @@ async fn channels_are_listed_by_name_a_page_at_a_time<S: Harness>() {
     let theirs = s.channels(&b, "", 10).await.unwrap();
     assert_eq!(theirs.channels, named(&[("zz", 1)]));
     // emptied and joined again: listed again
-    let l = Leaving {
-        events: &NO_EVENTS,
-        account: &ann,
-        session: &session,
-        event: None,
-    };
-    assert!(s.leave(at(&a, &bc), l).await.unwrap());
-    let l = Leaving {
-        events: &NO_EVENTS,
-        account: &bob,
-        session: &other.session_of(&cb.h),
-        event: None,
-    };
-    assert!(other.leave(at(&a, &bc), l).await.unwrap());
+    assert!(s.leave(at(&a, &bc), leaving(&ann, &session)).await.unwrap());
+    let session = other.session_of(&cb.h);
+    assert!(other
+        .leave(at(&a, &bc), leaving(&bob, &session))
+        .await
+        .unwrap());
     s.join(at(&a, &c), joining(&ann, &ca.h, None))
         .await
         .unwrap();
@@ -3574,36 +3570,16 @@ async fn channels_occupied_before_the_index_are_listed() {
         .unwrap();
     // as an older version left it: no index; and an entry of a channel nobody is in
     let index = "ix:clo {ix:app}";
-    let _: () = ::redis::cmd("DEL")
-        .arg(index)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let _: () = ::redis::cmd("ZADD")
-        .arg(index)
-        .arg(0)
-        .arg("gone")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    use ::redis::AsyncCommands;
+    let () = raw.del(index).await.unwrap();
+    let () = raw.zadd(index, "gone", 0).await.unwrap();
     let page = s.channels(&a, "", 10).await.unwrap();
     let names: Vec<&str> = page.channels.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["a", "b", "c"]);
-    let listed: Vec<String> = ::redis::cmd("ZRANGE")
-        .arg(index)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let listed: Vec<String> = raw.zrange(index, 0, -1).await.unwrap();
     assert_eq!(listed, ["a", "b", "c"], "the empty one's entry dropped");
     // found once: a channel that leaves the index now is not looked for again
-    let _: () = ::redis::cmd("ZREM")
-        .arg(index)
-        .arg("b")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let () = raw.zrem(index, "b").await.unwrap();
     let page = s.channels(&a, "", 10).await.unwrap();
     let names: Vec<&str> = page.channels.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["a", "c"]);
