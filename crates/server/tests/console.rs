@@ -180,13 +180,18 @@ async fn sign_in_is_hashed_locked_out_and_every_act_needs_the_token_and_the_role
     }
     assert_eq!(r.body["read_only"], false);
 
-    // a native user, in a channel
+    // a native user, in channels among others'
     let mut bob = User::login(&srv.ws_url(), "bob").await;
     let (ch, _) = bob.join("lobby").await;
+    let mut eve = User::login(&srv.ws_url(), "eve").await;
+    for name in ["attic", "cellar", "yard"] {
+        eve.join(name).await;
+    }
+    bob.join("yard").await;
     let u = admin.lookup("bob").await;
     assert_eq!(
-        (&u["online"], &u["channels"]),
-        (&json!(true), &json!(["lobby"]))
+        (&u["online"], &u["channels"], &u["complete"]),
+        (&json!(true), &json!(["lobby", "yard"]), &json!(true))
     );
 
     // no token, a wrong token, a foreign origin: refused, and bob still online

@@ -2,6 +2,7 @@
 //! a user's request, with the backend choosing who a message is from, and no membership
 //! needed. The HTTP layer authenticates the app and spends its API budget first.
 
+use futures_util::StreamExt;
 use opensig_protocol::frame::{Reply, Seen};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::names::{attr, attr_change, msgtype};
@@ -21,6 +22,8 @@ pub const STATUS_MAX_ACCOUNTS: usize = 256;
 pub const PAGE_MAX: usize = 1000;
 /// Pages of the store's channel list one prefix search or account lookup reads at most.
 pub const SCAN_PAGES: usize = 4;
+/// Channels an account lookup asks about at once.
+const LOOKUPS_AT_ONCE: usize = 64;
 
 /// An account as [`Signaling::api_user`] finds it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -258,13 +261,22 @@ impl<S: Store> Signaling<S> {
             for _ in 0..SCAN_PAGES {
                 let Some(at) = next.take() else { break };
                 let page = self.store.channels(app, &at, PAGE_MAX).await?;
-                for (name, _) in page.channels {
-                    let Ok(ch) = ChannelName::parse(&name, &self.limits()) else {
-                        continue;
-                    };
-                    if self.store.is_member(chan(app, &ch), &account).await? {
-                        channels.push(name);
+                let l = self.limits();
+                let names = page.channels.into_iter().map(|(n, _)| n);
+                let named = names.filter_map(|n| Some((ChannelName::parse(&n, &l).ok()?, n)));
+                // asked LOOKUPS_AT_ONCE at a time (on Redis: sent together, not one round
+                // trip each)
+                let member = |(ch, name): (ChannelName, String)| {
+                    let account = &account;
+                    async move {
+                        let is = self.store.is_member(chan(app, &ch), account).await;
+                        is.map(|is| is.then_some(name))
                     }
+                };
+                let mut asked =
+                    futures_util::stream::iter(named.map(member)).buffered(LOOKUPS_AT_ONCE);
+                while let Some(found) = asked.next().await {
+                    channels.extend(found?);
                 }
                 next = page.next;
             }
