@@ -1371,7 +1371,7 @@ async fn channels_are_listed_by_name_a_page_at_a_time<S: Harness>() {
     let (ann, bob) = (acct("ann"), acct("bob"));
     let (ca, cb) = (Conn::new(), Conn::new());
     // listed before any channel (the Redis store's first listing looks for older ones)
-    let none = s.channels(&a, "", 2).await.unwrap();
+    let none = s.channels(&a, "", "", 2).await.unwrap();
     assert_eq!(none, ChannelPage::default());
     for name in ["e", "b", "d", "a", "c"] {
         let ch = chan_name(name);
@@ -1399,19 +1399,27 @@ async fn channels_are_listed_by_name_a_page_at_a_time<S: Harness>() {
     let named = |names: &[(&str, usize)]| -> Vec<(String, usize)> {
         names.iter().map(|(n, m)| (n.to_string(), *m)).collect()
     };
-    let first = other.channels(&a, "", 2).await.unwrap();
+    let first = other.channels(&a, "", "", 2).await.unwrap();
     assert_eq!(first.channels, named(&[("a", 1), ("b", 2)]));
     assert_eq!(first.next.as_deref(), Some("b"), "the page's last name");
-    let second = s.channels(&a, "b", 2).await.unwrap();
+    let second = s.channels(&a, "b", "", 2).await.unwrap();
     assert_eq!(second.channels, named(&[("d", 1), ("e", 1)]));
     assert_eq!(second.next, None);
-    let all = other.channels(&a, "", 10).await.unwrap();
+    let all = other.channels(&a, "", "", 10).await.unwrap();
     assert_eq!(
         all.channels,
         named(&[("a", 1), ("b", 2), ("d", 1), ("e", 1)])
     );
-    let theirs = s.channels(&b, "", 10).await.unwrap();
+    let theirs = s.channels(&b, "", "", 10).await.unwrap();
     assert_eq!(theirs.channels, named(&[("zz", 1)]));
+    // from a name on (a prefix search), and after a cursor past it
+    let from_c = other.channels(&a, "", "c", 10).await.unwrap();
+    assert_eq!(from_c.channels, named(&[("d", 1), ("e", 1)]));
+    let from_b = s.channels(&a, "", "b", 1).await.unwrap();
+    assert_eq!(from_b.channels, named(&[("b", 2)]), "`from` itself");
+    assert_eq!(from_b.next.as_deref(), Some("b"));
+    let after_d = other.channels(&a, "d", "b", 10).await.unwrap();
+    assert_eq!(after_d.channels, named(&[("e", 1)]));
     // emptied and joined again: listed again
     assert!(s.leave(at(&a, &bc), leaving(&ann, &session)).await.unwrap());
     let session = other.session_of(&cb.h);
@@ -1422,7 +1430,7 @@ async fn channels_are_listed_by_name_a_page_at_a_time<S: Harness>() {
     s.join(at(&a, &c), joining(&ann, &ca.h, None))
         .await
         .unwrap();
-    let all = other.channels(&a, "", 10).await.unwrap();
+    let all = other.channels(&a, "", "", 10).await.unwrap();
     assert_eq!(
         all.channels,
         named(&[("a", 1), ("c", 1), ("d", 1), ("e", 1)])
@@ -3573,14 +3581,14 @@ async fn channels_occupied_before_the_index_are_listed() {
     use ::redis::AsyncCommands;
     let () = raw.del(index).await.unwrap();
     let () = raw.zadd(index, "gone", 0).await.unwrap();
-    let page = s.channels(&a, "", 10).await.unwrap();
+    let page = s.channels(&a, "", "", 10).await.unwrap();
     let names: Vec<&str> = page.channels.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["a", "b", "c"]);
     let listed: Vec<String> = raw.zrange(index, 0, -1).await.unwrap();
     assert_eq!(listed, ["a", "b", "c"], "the empty one's entry dropped");
     // found once: a channel that leaves the index now is not looked for again
     let () = raw.zrem(index, "b").await.unwrap();
-    let page = s.channels(&a, "", 10).await.unwrap();
+    let page = s.channels(&a, "", "", 10).await.unwrap();
     let names: Vec<&str> = page.channels.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["a", "c"]);
 }

@@ -203,9 +203,9 @@ impl<S: Store> Signaling<S> {
     }
 
     /// A page of the app's channels with members whose names start with `prefix` (`""`:
-    /// all), by name. A prefix reads at most [`SCAN_PAGES`] of the store's pages per call
-    /// (and none past its names); a page may then be short (or empty) with a `next` to go on
-    /// from.
+    /// all), by name. A prefix reads at most [`SCAN_PAGES`] of the store's pages per call,
+    /// from its first name and none past its last; a page may then be short (or empty) with
+    /// a `next` to go on from.
     pub async fn api_channels(
         &self,
         app: &AppId,
@@ -218,7 +218,7 @@ impl<S: Store> Signaling<S> {
         }
         let limit = limit.clamp(1, PAGE_MAX);
         if prefix.is_empty() {
-            return Ok(self.store.channels(app, cursor, limit).await?);
+            return Ok(self.store.channels(app, cursor, "", limit).await?);
         }
         let mut out = ChannelPage {
             channels: Vec::new(),
@@ -226,13 +226,14 @@ impl<S: Store> Signaling<S> {
         };
         for _ in 0..SCAN_PAGES {
             let Some(at) = out.next.take() else { break };
-            let page = self.store.channels(app, &at, PAGE_MAX).await?;
+            // pages go by name: from the prefix's first name
+            let page = self.store.channels(app, &at, prefix, PAGE_MAX).await?;
             out.channels.extend(
                 page.channels
                     .into_iter()
                     .filter(|(n, _)| n.starts_with(prefix)),
             );
-            // pages go by name: past the prefix's names, none follows
+            // and past its names, none follows
             let past = |n: &String| n.as_str() > prefix && !n.starts_with(prefix);
             out.next = page.next.filter(|n| !past(n));
             if out.channels.len() >= limit {
@@ -260,7 +261,7 @@ impl<S: Store> Signaling<S> {
         if session.is_some() {
             for _ in 0..SCAN_PAGES {
                 let Some(at) = next.take() else { break };
-                let page = self.store.channels(app, &at, PAGE_MAX).await?;
+                let page = self.store.channels(app, &at, "", PAGE_MAX).await?;
                 let l = self.limits();
                 let names = page.channels.into_iter().map(|(n, _)| n);
                 let named = names.filter_map(|n| Some((ChannelName::parse(&n, &l).ok()?, n)));

@@ -23,7 +23,7 @@ use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::limits::MAX_SAFE_INTEGER;
 use opensig_protocol::Limits;
 
-use super::now_ms;
+use super::{now_ms, page_start};
 use super::{
     Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, Chan, ChannelPage, ChannelSettings,
     Dedup, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen, InviteRecord,
@@ -1134,7 +1134,13 @@ impl Store for Memory {
         }
     }
 
-    async fn channels(&self, app: &AppId, cursor: &str, limit: usize) -> SResult<ChannelPage> {
+    async fn channels(
+        &self,
+        app: &AppId,
+        cursor: &str,
+        from: &str,
+        limit: usize,
+    ) -> SResult<ChannelPage> {
         // names in order, from after the cursor (the cursor is the last name of a page)
         let inner = &self.inner;
         let Some(listed) = inner.app_channels.get(app.as_str()).map(|a| a.clone()) else {
@@ -1142,7 +1148,7 @@ impl Store for Memory {
         };
         let mut names: Vec<String> = {
             let occupied = listed.occupied.lock();
-            let after = (Bound::Excluded(cursor), Bound::Unbounded);
+            let after = (page_start(cursor, from), Bound::Unbounded);
             (occupied.range::<str, _>(after).take(limit + 1).cloned()).collect()
         };
         let more = names.len() > limit;

@@ -632,6 +632,16 @@ pub struct Opening<'a> {
     pub attr: &'a str,
 }
 
+/// Where a page of [`Store::channels`] starts: after `cursor`, and at `from` or after it.
+pub fn page_start<'a>(cursor: &'a str, from: &'a str) -> std::ops::Bound<&'a str> {
+    use std::ops::Bound;
+    match (cursor, from) {
+        ("", "") => Bound::Unbounded,
+        (c, f) if f > c => Bound::Included(f),
+        (c, _) => Bound::Excluded(c),
+    }
+}
+
 /// What [`Store::session_open`] found.
 #[derive(Debug)]
 pub struct Opened<S> {
@@ -1140,11 +1150,13 @@ pub trait Store: Send + Sync + 'static {
     /// byte order): at most `limit`, those after `cursor`, which is `""` for the first page,
     /// then the `next` of the page before (the page's last name; `None`: no more). Each
     /// channel appears on one page; one that gains or loses its members meanwhile may or may
-    /// not (a page may be short when some emptied).
+    /// not (a page may be short when some emptied). None before `from` either (`""`: no
+    /// bound; a search by prefix starts at the prefix): [`page_start`].
     fn channels(
         &self,
         app: &AppId,
         cursor: &str,
+        from: &str,
         limit: usize,
     ) -> impl Future<Output = SResult<ChannelPage>> + Send;
     /// Every attribute of a channel (none when it has no state).

@@ -25,6 +25,7 @@ pub mod node;
 pub use self::conn::Target;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -43,11 +44,11 @@ use self::conn::Conn;
 use self::keys::Keys;
 use self::node::NodeMsg;
 use super::{
-    now_ms, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan, ChannelPage,
-    ChannelSettings, Event, EventCap, EventPage, Footprint, History, InviteKey, InviteOpen,
-    InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving, MailItem,
-    MailPage, Opened, Opening, Poll, Publish, Published, Relayed, SResult, Setting, StepEvents,
-    Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, NO_EVENTS,
+    now_ms, page_start, Appended, AttrChange, AttrOp, AttrOutcome, AttrQuota, AttrSet, Chan,
+    ChannelPage, ChannelSettings, Event, EventCap, EventPage, Footprint, History, InviteKey,
+    InviteOpen, InviteRecord, InviteRelay, InviteState, InviteStep, Joined, Joining, Leaving,
+    MailItem, MailPage, Opened, Opening, Poll, Publish, Published, Relayed, SResult, Setting,
+    StepEvents, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, NO_EVENTS,
 };
 use crate::delivery::{ConnHandle, Frame};
 
@@ -2045,16 +2046,23 @@ impl Store for Redis {
         }))
     }
 
-    async fn channels(&self, app: &AppId, cursor: &str, limit: usize) -> SResult<ChannelPage> {
+    async fn channels(
+        &self,
+        app: &AppId,
+        cursor: &str,
+        from: &str,
+        limit: usize,
+    ) -> SResult<ChannelPage> {
         // by name from the app's index of its channels with members (join.lua and
         // leave.lua keep it): the cursor is the last name of the page before
         let inner = &self.inner;
         inner.check()?;
         inner.channels_index_built(app).await?;
         let index = inner.keys.channels_occupied(app);
-        let from = match cursor {
-            "" => "-".to_string(),
-            c => format!("({c}"),
+        let from = match page_start(cursor, from) {
+            Bound::Unbounded => "-".to_string(),
+            Bound::Included(f) => format!("[{f}"),
+            Bound::Excluded(c) => format!("({c}"),
         };
         let mut c = inner.conn();
         let mut names: Vec<String> =
