@@ -1338,7 +1338,6 @@ impl Inner {
         Ok(())
     }
 
-    /// `channel_state.lua`'s `op` on a channel.
     /// How many members each of the app's channels `names` has.
     async fn member_counts(&self, app: &str, names: &[String]) -> SResult<Vec<usize>> {
         if names.is_empty() {
@@ -1393,6 +1392,7 @@ impl Inner {
         timed(c.set::<_, _, ()>(&built, 1)).await
     }
 
+    /// `channel_state.lua`'s `op` on a channel.
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
         let _app = self.app(at.app).await?;
