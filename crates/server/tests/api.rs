@@ -252,6 +252,20 @@ async fn a_backend_sends_reads_changes_and_kicks() {
         )
         .await;
     assert_eq!(v, json!({"status": {"alice": 1, "bob": 0}}));
+    // as many as one query may name (asked several at once): each answer is its account's
+    let mut many: Vec<String> = (0..255).map(|i| format!("nobody{i}")).collect();
+    many.insert(100, "alice".into());
+    let v = b
+        .ok("POST", "/users/status", Some(json!({ "accounts": many })))
+        .await;
+    let status = v["status"].as_object().expect("a map");
+    assert_eq!(status.len(), 256);
+    let on: Vec<&String> = status
+        .iter()
+        .filter(|(_, s)| **s == 1)
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(on, ["alice"]);
     let mut bob = secure_user(&url, "bob").await;
     bob.expect(|e| matches!(e, Event::MessageInstant { msg, .. } if msg == "later"))
         .await;

@@ -73,6 +73,21 @@ async fn a_watcher_hears_its_accounts_and_nobody_else() {
         q["status"],
         json!({"bob": "UNREACHABLE", "alice": "ONLINE", "nobody": "OFFLINE"})
     );
+    // many at once (asked of the store several at a time): each state is its account's
+    let mut many: Vec<String> = (0..298).map(|i| format!("nobody{i}")).collect();
+    many.insert(70, "alice".into());
+    many.insert(200, "bob".into());
+    let (err, q) = w
+        .call("user_query_status", 30, json!({ "accounts": many }))
+        .await;
+    assert_eq!(err, "");
+    let states = q["status"].as_object().expect("a map");
+    assert_eq!(states.len(), 300);
+    let not_offline: Vec<(&str, &str)> = (states.iter())
+        .filter(|(_, s)| *s != "OFFLINE")
+        .map(|(a, s)| (a.as_str(), s.as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(not_offline, [("alice", "ONLINE"), ("bob", "UNREACHABLE")]);
     bob = raw(&url, "bob").await;
     assert_eq!(next_status(&mut w).await, json!({"bob": "ONLINE"}));
     // dropped and not back: unreachable, then offline once the grace period is over

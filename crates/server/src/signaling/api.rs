@@ -2,7 +2,6 @@
 //! a user's request, with the backend choosing who a message is from, and no membership
 //! needed. The HTTP layer authenticates the app and spends its API budget first.
 
-use futures_util::StreamExt;
 use opensig_protocol::frame::{Reply, Seen};
 use opensig_protocol::ident::{Account, AppId, ChannelName};
 use opensig_protocol::names::{attr, attr_change, msgtype};
@@ -11,7 +10,7 @@ use opensig_protocol::ErrorKind;
 use opensig_protocol::names::api;
 
 use super::session::token_check;
-use super::{chan, user, RResult, Signaling};
+use super::{ask_each, chan, user, RResult, Signaling};
 use crate::events::Happened;
 use crate::store::{AttrOp, ChannelPage, ChannelSettings, Store};
 use opensig_protocol::names::domain;
@@ -22,8 +21,6 @@ pub const STATUS_MAX_ACCOUNTS: usize = 256;
 pub const PAGE_MAX: usize = 1000;
 /// Pages of the store's channel list one prefix search or account lookup reads at most.
 pub const SCAN_PAGES: usize = 4;
-/// Channels an account lookup asks about at once.
-const LOOKUPS_AT_ONCE: usize = 64;
 
 /// An account as [`Signaling::api_user`] finds it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -156,11 +153,9 @@ impl<S: Store> Signaling<S> {
             .iter()
             .map(|a| Account::parse(a, l))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::with_capacity(parsed.len());
-        for a in &parsed {
-            out.push(self.store.online(user(app, a)).await?);
-        }
-        Ok(out)
+        // (each owns its account: a future borrowing from the list is not Send for the router)
+        let online = |a: Account| async move { Ok(self.store.online(user(app, &a)).await?) };
+        ask_each(parsed.into_iter().map(online)).await
     }
 
     /// An account's attributes, in name order.
@@ -265,27 +260,20 @@ impl<S: Store> Signaling<S> {
                 let l = self.limits();
                 let names = page.channels.into_iter().map(|(n, _)| n);
                 let named = names.filter_map(|n| Some((ChannelName::parse(&n, &l).ok()?, n)));
-                // asked LOOKUPS_AT_ONCE at a time (on Redis: sent together, not one round
-                // trip each)
                 let member = |(ch, name): (ChannelName, String)| {
                     let account = &account;
                     async move {
-                        let is = self.store.is_member(chan(app, &ch), account).await;
-                        is.map(|is| is.then_some(name))
+                        let is = self.store.is_member(chan(app, &ch), account).await?;
+                        Ok(is.then_some(name))
                     }
                 };
-                let mut asked =
-                    futures_util::stream::iter(named.map(member)).buffered(LOOKUPS_AT_ONCE);
-                while let Some(found) = asked.next().await {
-                    channels.extend(found?);
-                }
+                channels.extend(ask_each(named.map(member)).await?.into_iter().flatten());
                 next = page.next;
             }
         } else {
             next = None;
         }
-        channels.sort();
-        channels.dedup();
+        // in name order, each once: the pages come by name, each channel on one of them
         Ok(UserLookup {
             online: session.is_some(),
             node,

@@ -96,6 +96,23 @@ impl From<StoreError> for ErrorKind {
 /// Result of a rule.
 pub type RResult<T> = Result<T, ErrorKind>;
 
+/// Store requests one rule has in flight at once when it asks the same of many accounts or
+/// channels (on Redis they go out together on the shared connection, where one after the
+/// other each waited for its own round trip).
+const ASKED_AT_ONCE: usize = 64;
+
+/// The answers of `asks`, [`ASKED_AT_ONCE`] in flight at a time, in their order; or the
+/// first error. Every ask runs to its end, whatever the others answer (none is dropped half
+/// way: a step that may have been applied is never left unaccounted).
+async fn ask_each<T, Fut>(asks: impl IntoIterator<Item = Fut>) -> RResult<Vec<T>>
+where
+    Fut: std::future::Future<Output = RResult<T>>,
+{
+    use futures_util::StreamExt;
+    let asked = futures_util::stream::iter(asks).buffered(ASKED_AT_ONCE);
+    asked.collect::<Vec<_>>().await.into_iter().collect()
+}
+
 impl<S: Store> Signaling<S> {
     /// The rules over `store`, configured by `config`. Call [`Signaling::start`] once the
     /// value is shared.

@@ -14,7 +14,7 @@ use opensig_protocol::names::{domain, peer_state};
 use opensig_protocol::ErrorKind;
 use tracing::warn;
 
-use super::{user, RResult, Session, Signaling};
+use super::{ask_each, user, RResult, Session, Signaling};
 use crate::store::{Store, Timer};
 
 impl<S: Store> Signaling<S> {
@@ -24,18 +24,18 @@ impl<S: Store> Signaling<S> {
         app: &AppId,
         accounts: &[Account],
     ) -> RResult<Vec<(String, &'static str)>> {
-        let mut out = Vec::with_capacity(accounts.len());
-        for a in accounts {
-            let state = if self.store.online(user(app, a)).await? {
+        // (each owns its account: a future borrowing from the list is not Send for the router)
+        ask_each(accounts.iter().cloned().map(|a| async move {
+            let state = if self.store.online(user(app, &a)).await? {
                 peer_state::ONLINE
-            } else if self.store.unreachable(user(app, a)).await? {
+            } else if self.store.unreachable(user(app, &a)).await? {
                 peer_state::UNREACHABLE
             } else {
                 peer_state::OFFLINE
             };
-            out.push((a.to_string(), state));
-        }
-        Ok(out)
+            Ok((a.to_string(), state))
+        }))
+        .await
     }
 
     /// The accounts of a subscribe, unsubscribe or query, spending the session's call budget.
