@@ -276,6 +276,37 @@ async fn logout_and_disconnect_leave_channels() {
     assert_eq!(r["num"], 1);
 }
 
+/// A logout leaves every channel of the session, however many (the leaves go several at a
+/// time): a member of each hears it in each, and each is left with that member alone.
+#[tokio::test]
+async fn a_logout_leaves_every_channel_of_its_session() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut bob = User::login(&srv.ws_url(), "bob").await;
+    let names: Vec<String> = (0..100).map(|i| format!("many{i}")).collect();
+    for n in &names {
+        alice.join(n).await;
+        bob.join(n).await;
+    }
+    bob.s.with(|c, now| c.logout(now)).await;
+    let mut left = std::collections::BTreeSet::new();
+    while left.len() < names.len() {
+        match alice
+            .expect(|e| matches!(e, Event::ChannelUserLeft { account, .. } if account == "bob"))
+            .await
+        {
+            Event::ChannelUserLeft { ch, .. } => assert!(left.insert(ch), "bob left twice"),
+            _ => unreachable!(),
+        }
+    }
+    for n in &names {
+        let r = alice
+            .invoke("channel_query_num", json!({ "name": n }))
+            .await;
+        assert_eq!(r.unwrap()["num"], 1, "{n}");
+    }
+}
+
 #[tokio::test]
 async fn user_notification_zero_silences_join_and_leave() {
     let srv = server().await;

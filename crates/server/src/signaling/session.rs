@@ -10,7 +10,7 @@ use opensig_protocol::names::{attr, domain, login_error, msgtype, special};
 use opensig_protocol::{token, ErrorKind};
 use tracing::warn;
 
-use super::{chan, channel_event, event, user, RResult, Session, Signaling};
+use super::{ask_each, chan, channel_event, event, user, RResult, Session, Signaling};
 use crate::delivery::{ConnHandle, Frame};
 use crate::events::Happened;
 use crate::ratelimit::Bucket;
@@ -174,9 +174,9 @@ impl<S: Store> Signaling<S> {
         }
     }
 
-    /// Leave `channels`, then end the session (if it still is the account's): the account
-    /// goes offline, and its unanswered invitations end unless it is back within the grace
-    /// period (702).
+    /// Leave `channels` (several at once: they are independent steps), then end the session
+    /// (if it still is the account's): the account goes offline, and its unanswered
+    /// invitations end unless it is back within the grace period (702).
     pub(super) async fn end_session(
         &self,
         app: &AppId,
@@ -185,9 +185,9 @@ impl<S: Store> Signaling<S> {
         channels: &[ChannelName],
         reason: &'static str,
     ) -> RResult<()> {
-        for ch in channels {
-            self.leave_channel(app, account, session, ch).await?;
-        }
+        let leave =
+            |ch: ChannelName| async move { self.leave_channel(app, account, session, &ch).await };
+        ask_each(channels.iter().cloned().map(leave)).await?;
         let out = self.plan(app, || {
             let offline = Happened::UserOffline {
                 account: account.to_string(),
@@ -209,11 +209,13 @@ impl<S: Store> Signaling<S> {
                 self.store.user_attr_count(user(app, account))
             );
             let grace = Duration::from_secs(self.limits().invite_offline_grace_secs);
-            for (key, generation) in invites? {
-                self.store
+            let end_later = |(key, generation)| async move {
+                Ok(self
+                    .store
                     .schedule(Timer::CallerGone(key, generation), grace)
-                    .await?;
-            }
+                    .await?)
+            };
+            ask_each(invites?.into_iter().map(end_later)).await?;
             // its attributes are kept for a while, then reclaimed (unless it is back)
             if attrs? > 0 {
                 let keep = Duration::from_secs(self.limits().user_attrs_keep_secs);
