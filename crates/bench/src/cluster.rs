@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use opensig_protocol::client::{Config, Event};
+use opensig_protocol::client::{Config, Event, PeersOp};
 use opensig_protocol::driver::Session;
 use tokio::sync::Mutex;
 
@@ -677,6 +677,122 @@ async fn other_work(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
         cpu * 1e3 / secs,
     );
     drop(idle);
+    lookups(redises, url_a, url_b).await
+}
+
+/// Accounts of `lookups`' status query: as many as a session may ask about.
+const QUERIED: usize = 512;
+/// Channels of `lookups`' logout.
+const LOGOUT_CHANNELS: usize = 100;
+/// Times each of `lookups`' steps is measured.
+const LOOKUP_RUNS: usize = 5;
+
+/// Steps that ask the store about many accounts or channels at once (after `other_work`'s
+/// other steps), each measured alone `LOOKUP_RUNS` times (wall time from the request to what shows it done; median and range)
+/// with its Redis work: a status query of `QUERIED` accounts (`queryPeersOnlineStatus`, some
+/// of them online), and a logout of a session in `LOGOUT_CHANNELS` channels until a member
+/// of each on the other node heard it leave all of them.
+async fn lookups(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
+    let read = || redises.read().map(|r| r.0);
+    // the asker, and one account in 25 of those it asks about online (on either node)
+    let mut asker = login(url_a, "asker").await?;
+    let mut online = vec![];
+    for i in 0..QUERIED.div_ceil(25) {
+        let url = if i % 2 == 0 { url_a } else { url_b };
+        online.push(login(url, &format!("online{i}")).await?);
+    }
+    // (wall times, Redis commands and CPU seconds summed over the runs)
+    let report = |what: &str, mut took: Vec<Duration>, commands: u64, cpu: f64| {
+        took.sort();
+        let n = took.len().max(1) as f64;
+        let us = |d: Duration| fmt_us(d.as_micros() as u64);
+        println!(
+            "{what}: {} (range {}–{}), {:.1} Redis commands and {:.0} µs of Redis CPU each",
+            us(took[took.len() / 2]),
+            us(took[0]),
+            us(took[took.len() - 1]),
+            commands as f64 / n,
+            cpu * 1e6 / n,
+        );
+    };
+    let accounts: Vec<String> = (0..QUERIED)
+        .map(|i| match i % 25 {
+            0 => format!("online{}", i / 25),
+            _ => format!("nobody{i}"),
+        })
+        .collect();
+    let asker = &mut asker;
+    let mut took = vec![];
+    let before = read()?;
+    for _ in 0..LOOKUP_RUNS {
+        let list = accounts.clone();
+        let t = Instant::now();
+        let req = asker
+            .with(move |c, now| c.peers(PeersOp::Query, &list, now))
+            .await;
+        expect(
+            asker,
+            "the query's reply",
+            |e| matches!(e, Event::Done { req: r, result: Ok(_) } if *r == req),
+        )
+        .await?;
+        took.push(t.elapsed());
+    }
+    let (_, commands, cpu, _) = read()?.since(&before);
+    report(
+        &format!("a status query of {QUERIED} accounts"),
+        took,
+        commands,
+        cpu,
+    );
+    // a member of every channel, on the other node, stays for all the runs
+    let mut observer = login(url_b, "observer").await?;
+    let names: Vec<String> = (0..LOGOUT_CHANNELS).map(|i| format!("many{i}")).collect();
+    for n in &names {
+        let n = n.clone();
+        observer.with(move |c, now| c.channel_join(&n, now)).await;
+        expect(&mut observer, "joined", |e| {
+            matches!(e, Event::ChannelJoined { .. })
+        })
+        .await?;
+    }
+    let (mut took, mut commands, mut cpu) = (vec![], 0, 0.0);
+    for run in 0..LOOKUP_RUNS {
+        let who = format!("leaver{run}");
+        let mut leaver = login(url_a, &who).await?;
+        for n in &names {
+            let n = n.clone();
+            leaver.with(move |c, now| c.channel_join(&n, now)).await;
+            expect(&mut leaver, "joined", |e| {
+                matches!(e, Event::ChannelJoined { .. })
+            })
+            .await?;
+        }
+        let before = read()?;
+        let t = Instant::now();
+        leaver.with(|c, now| c.logout(now)).await;
+        for _ in 0..LOGOUT_CHANNELS {
+            expect(
+                &mut observer,
+                "a leave",
+                |e| matches!(e, Event::ChannelUserLeft { account, .. } if *account == who),
+            )
+            .await?;
+        }
+        took.push(t.elapsed());
+        let (_, c, u, _) = read()?.since(&before);
+        commands += c;
+        cpu += u;
+    }
+    report(
+        &format!(
+            "a logout from {LOGOUT_CHANNELS} channels, until a member of each on the other \
+             node heard it leave all of them"
+        ),
+        took,
+        commands,
+        cpu,
+    );
     Ok(())
 }
 
