@@ -102,14 +102,23 @@ pub type RResult<T> = Result<T, ErrorKind>;
 const ASKED_AT_ONCE: usize = 64;
 
 /// The answers of `asks`, [`ASKED_AT_ONCE`] in flight at a time, in their order; or the
-/// first error. Every ask runs to its end, whatever the others answer (none is dropped half
-/// way: a step that may have been applied is never left unaccounted).
+/// first error.
 async fn ask_each<T, Fut>(asks: impl IntoIterator<Item = Fut>) -> RResult<Vec<T>>
 where
     Fut: std::future::Future<Output = RResult<T>>,
 {
+    ask_each_at(ASKED_AT_ONCE, asks).await
+}
+
+/// [`ask_each`] with `at_once` in flight. Every ask runs to its end, whatever the others
+/// answer (none is dropped half way: a step that may have been applied is never left
+/// unaccounted).
+async fn ask_each_at<T, Fut>(at_once: usize, asks: impl IntoIterator<Item = Fut>) -> RResult<Vec<T>>
+where
+    Fut: std::future::Future<Output = RResult<T>>,
+{
     use futures_util::StreamExt;
-    let asked = futures_util::stream::iter(asks).buffered(ASKED_AT_ONCE);
+    let asked = futures_util::stream::iter(asks).buffered(at_once.max(1));
     asked.collect::<Vec<_>>().await.into_iter().collect()
 }
 
@@ -171,6 +180,9 @@ impl<S: Store> Signaling<S> {
                         &session,
                         &channels,
                         domain::offline::NODE_DIED,
+                        // its channels one at a time: the gate above is what runs the
+                        // thousands of a dead node's sessions beside live traffic
+                        1,
                     )
                     .await;
                 let _ = done.send(ok.is_ok());

@@ -10,7 +10,9 @@ use opensig_protocol::names::{attr, domain, login_error, msgtype, special};
 use opensig_protocol::{token, ErrorKind};
 use tracing::warn;
 
-use super::{ask_each, chan, channel_event, event, user, RResult, Session, Signaling};
+use super::{
+    ask_each_at, chan, channel_event, event, user, RResult, Session, Signaling, ASKED_AT_ONCE,
+};
 use crate::delivery::{ConnHandle, Frame};
 use crate::events::Happened;
 use crate::ratelimit::Bucket;
@@ -167,15 +169,22 @@ impl<S: Store> Signaling<S> {
         let channels: Vec<ChannelName> = s.channels.iter().cloned().collect();
         self.unwatch_all(s).await;
         if let Err(e) = self
-            .end_session(&s.app, &s.account, &s.store_ref, &channels, reason)
+            .end_session(
+                &s.app,
+                &s.account,
+                &s.store_ref,
+                &channels,
+                reason,
+                ASKED_AT_ONCE,
+            )
             .await
         {
             warn!(app = %s.app, account = %s.account, "ending a session: {e:?}");
         }
     }
 
-    /// Leave `channels` (several at once: they are independent steps), then end the session
-    /// (if it still is the account's): the account goes offline, and its unanswered
+    /// Leave `channels` (`at_once` at a time: they are independent steps), then end the
+    /// session (if it still is the account's): the account goes offline, and its unanswered
     /// invitations end unless it is back within the grace period (702).
     pub(super) async fn end_session(
         &self,
@@ -184,10 +193,11 @@ impl<S: Store> Signaling<S> {
         session: &S::Session,
         channels: &[ChannelName],
         reason: &'static str,
+        at_once: usize,
     ) -> RResult<()> {
         let leave =
             |ch: ChannelName| async move { self.leave_channel(app, account, session, &ch).await };
-        ask_each(channels.iter().cloned().map(leave)).await?;
+        ask_each_at(at_once, channels.iter().cloned().map(leave)).await?;
         let out = self.plan(app, || {
             let offline = Happened::UserOffline {
                 account: account.to_string(),
@@ -215,7 +225,7 @@ impl<S: Store> Signaling<S> {
                     .schedule(Timer::CallerGone(key, generation), grace)
                     .await?)
             };
-            ask_each(invites?.into_iter().map(end_later)).await?;
+            ask_each_at(at_once, invites?.into_iter().map(end_later)).await?;
             // its attributes are kept for a while, then reclaimed (unless it is back)
             if attrs? > 0 {
                 let keep = Duration::from_secs(self.limits().user_attrs_keep_secs);
