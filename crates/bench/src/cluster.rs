@@ -748,26 +748,12 @@ async fn lookups(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
     // a member of every channel, on the other node, stays for all the runs
     let mut observer = login(url_b, "observer").await?;
     let names: Vec<String> = (0..LOGOUT_CHANNELS).map(|i| format!("many{i}")).collect();
-    for n in &names {
-        let n = n.clone();
-        observer.with(move |c, now| c.channel_join(&n, now)).await;
-        expect(&mut observer, "joined", |e| {
-            matches!(e, Event::ChannelJoined { .. })
-        })
-        .await?;
-    }
+    join_each(&mut observer, &names).await?;
     let (mut took, mut commands, mut cpu) = (vec![], 0, 0.0);
     for run in 0..LOOKUP_RUNS {
         let who = format!("leaver{run}");
         let mut leaver = login(url_a, &who).await?;
-        for n in &names {
-            let n = n.clone();
-            leaver.with(move |c, now| c.channel_join(&n, now)).await;
-            expect(&mut leaver, "joined", |e| {
-                matches!(e, Event::ChannelJoined { .. })
-            })
-            .await?;
-        }
+        join_each(&mut leaver, &names).await?;
         let before = read()?;
         let t = Instant::now();
         leaver.with(|c, now| c.logout(now)).await;
@@ -793,6 +779,16 @@ async fn lookups(redises: &Redises, url_a: &str, url_b: &str) -> Result<()> {
         commands,
         cpu,
     );
+    Ok(())
+}
+
+/// `s` joins each of `names`, one after the other.
+async fn join_each(s: &mut Session, names: &[String]) -> Result<()> {
+    for n in names {
+        let n = n.clone();
+        s.with(move |c, now| c.channel_join(&n, now)).await;
+        expect(s, "joined", |e| matches!(e, Event::ChannelJoined { .. })).await?;
+    }
     Ok(())
 }
 
