@@ -21,6 +21,7 @@ mod cluster;
 mod peers;
 mod presence;
 mod scenarios;
+mod script;
 mod sink;
 mod soak;
 mod stats;
@@ -228,6 +229,9 @@ enum Cmd {
     /// A bounded run with churn (logins, joins, leaves, messages, attributes, calls) at
     /// moderate load: server RSS and open fds must come back to baseline, no unexpected error.
     Soak(soak::SoakArgs),
+    /// Where a p2p message's Redis CPU goes: the script that stores it cut after each of its
+    /// steps, beside the floor of the three commands every design needs, on a private Redis.
+    Script(script::ScriptArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -1047,6 +1051,7 @@ async fn main() -> Result<()> {
         Cmd::Cluster(a) => cluster::run(a).await?,
         Cmd::Browser(a) => print_browser(&browser(a.messages, &c).await?),
         Cmd::Soak(a) => soak::run(a, &c.server_bin, &cores(&c)).await?,
+        Cmd::Script(a) => script::run(a)?,
         Cmd::Storm(a) => storm::run(a, &c.server_bin, &cores(&c)).await?,
         Cmd::Presence(a) => presence::run(a, &c.server_bin, &cores(&c)).await?,
         Cmd::Capacity(a) => capacity::run(a, &c.server_bin, &cores(&c)).await?,
