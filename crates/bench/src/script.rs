@@ -90,14 +90,17 @@ const QUOTA_STEP_MS: u64 = 100;
 /// The steps of `append_mail` (mail.lua), each named by the line that follows it: the script
 /// cut there returns as if it stored the message.
 const STEPS: [(&str, &str); 6] = [
-    ("+ clock, resend marker", "  local function refuse(status)"),
+    (
+        "+ clock, resend marker",
+        "  -- the numbering, until when the meta hash itself",
+    ),
     (
         "+ mailbox's numbering read",
         "  if held_here >= t.max or last",
     ),
     (
         "+ app's ledger read, quota",
-        "  if over_quota() then return refuse(3) end",
+        "  -- the recipient's session (read for the whole call",
     ),
     ("+ recipient's session", "  last = last + 1\n"),
     ("+ numbering written, stored", "  -- counted in its group;"),
