@@ -329,3 +329,30 @@ pub fn run(a: ScriptArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The steps `opensig-bench script` cuts the server's mail.lua at are each there once: an
+    /// edit of the script that moves one fails here, not in a benchmark run.
+    #[test]
+    fn every_step_is_in_the_servers_script_once() {
+        let scripts = scripts(None).unwrap();
+        let mail = &scripts.iter().find(|(n, _)| *n == "mail").unwrap().1;
+        for (name, line) in STEPS {
+            assert_eq!(mail.matches(line).count(), 1, "{name}: {line:?}");
+        }
+    }
+
+    /// A call's arguments as mail_append.lua reads them: the key count, then per message its
+    /// keys; the message count, then per message its arguments and its events' count.
+    #[test]
+    fn a_calls_arguments_are_laid_out_per_message() {
+        let a = message_args(3);
+        assert_eq!(a[0], "21");
+        assert_eq!(a[1 + 21], "3");
+        assert_eq!(a.len(), 1 + 21 + 1 + 3 * 15);
+        assert!(a[1 + 5].contains("__rand_int__") && a[1 + 7 + 5].starts_with("b:dd"));
+    }
+}
