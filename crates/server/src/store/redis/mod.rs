@@ -76,8 +76,8 @@ const TIMER_SAID_CLOSE: Duration = Duration::from_millis(100);
 const TIMER_LEASE_MS: u64 = 10_000;
 const REAP_EVERY: Duration = Duration::from_millis(2000);
 /// How many pipelines of a node's background work over its apps (one per app: reading its
-/// indexes when reaping or ending a previous run, refreshing its sessions' expiry) are in
-/// flight at once: a node of many apps takes round trips of this many, not one per app, and
+/// indexes when reaping or ending a previous run, subscribing a previous run's apps again,
+/// refreshing its sessions' expiry) are in flight at once: a node of many apps takes round trips of this many, not one per app, and
 /// Redis reads them together.
 const PIPELINES_AT_ONCE: usize = 16;
 /// Longest a Redis operation may take before the request gets `unavailable`.
@@ -3184,8 +3184,8 @@ impl Inner {
         let apps: Vec<String> = timed(c.smembers(self.keys.node_apps(node))).await?;
         // the apps it listed are this run's too (subscribed, their timers asked), until
         // forgotten like any other: the list then holds what this run serves
-        for app in &apps {
-            self.app(app).await?;
+        for some in apps.chunks(PIPELINES_AT_ONCE) {
+            futures_util::future::try_join_all(some.iter().map(|app| self.app(app))).await?;
         }
         // (app, account, connection) → channels
         let mut orphans: BTreeMap<(String, String, u64), Vec<String>> = BTreeMap::new();
