@@ -14,9 +14,9 @@ use crate::cluster::{start_redis, RedisWork};
 
 #[derive(clap::Args, Clone)]
 pub struct ScriptArgs {
-    /// Messages per measurement.
+    /// Messages per measurement (in calls of one message, of 4 or of 16).
     #[arg(long, default_value_t = 40_000)]
-    calls: usize,
+    messages: usize,
     /// Calls each connection keeps in flight (redis-benchmark -P).
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
@@ -310,14 +310,14 @@ pub fn run(a: ScriptArgs) -> Result<()> {
     for _ in 0..a.runs {
         for (i, (_, n, cmd)) in variants.iter().enumerate() {
             // the same number of messages in each
-            let calls = (a.calls / n).max(1000);
+            let calls = (a.messages / n).max(1000);
             got[i].push(measure(&url, &port, &a, calls, cmd)? / *n as f64);
         }
     }
     println!(
         "Redis CPU per p2p message stored by mail_append.lua ({} messages a run, calls {} in \
          flight per connection, 4 connections; median and range of {} runs)\n",
-        a.calls, a.pipeline, a.runs
+        a.messages, a.pipeline, a.runs
     );
     println!("| the script | µs per message | range |");
     println!("|---|---|---|");
