@@ -66,13 +66,21 @@ end
 -- call does not have yet, and every write waits for the call's end (ledger_flush): a call's
 -- messages take two ledger commands together, not two each. Whatever else writes the ledger
 -- (ledger_prune, ledger_release) writes what is held first and drops it. LG: {key, index,
--- f = field -> value (false: none), dirty = field -> true, expire_at = ms or nil}.
+-- f = field -> value (false: none; what the call wrote is kept as it wrote it, numbers and
+-- a group's {messages, bytes}, and turned into text once, when written), dirty = field ->
+-- true, expire_at = ms or nil}.
 local LEDGER_HELD = false
 local LG
+-- A held ledger value as Redis keeps it.
+local function ledger_text(v)
+  if type(v) == 'number' then return string.format('%d', v) end
+  if type(v) == 'table' then return string.format('%d %d', v[1], v[2]) end
+  return v
+end
 local function ledger_flush()
   if not LG then return end
   local set = {}
-  for f in pairs(LG.dirty) do set[#set + 1], set[#set + 2] = f, LG.f[f] end
+  for f in pairs(LG.dirty) do set[#set + 1], set[#set + 2] = f, ledger_text(LG.f[f]) end
   if #set > 0 then redis.call('HSET', LG.key, unpack(set)) end
   if LG.expire_at then
     redis.call('PEXPIREAT', LG.key, LG.expire_at)
@@ -116,8 +124,7 @@ local function ledger_put(box, set, expire_at)
   end
   local l = ledger_held(box)
   for i = 1, #set, 2 do
-    local v = set[i + 1]
-    l.f[set[i]] = type(v) == 'number' and string.format('%d', v) or v
+    l.f[set[i]] = set[i + 1]
     l.dirty[set[i]] = true
   end
   if expire_at then l.expire_at = expire_at end
@@ -130,6 +137,7 @@ local function group_of(expiry)
   return int((math.floor(tonumber(expiry) / QUOTA_STEP_MS) + 1) * QUOTA_STEP_MS)
 end
 local function group_parse(held)
+  if type(held) == 'table' then return held[1], held[2] end
   local n, b = string.match(held, '^(%d+) (%d+)$')
   return tonumber(n), tonumber(b)
 end
@@ -335,7 +343,13 @@ local function append_mail(t)
   -- mailbox, extended by an eighth more at a time
   local gn, gb = 0, 0
   if ledger[5] then gn, gb = group_parse(ledger[5]) end
-  local lset = {'n', n + 1, 'b', b + #t.text, 'e' .. group, (gn + 1) .. ' ' .. (gb + #t.text)}
+  local held_as
+  if LEDGER_HELD then
+    held_as = {gn + 1, gb + #t.text}
+  else
+    held_as = (gn + 1) .. ' ' .. (gb + #t.text)
+  end
+  local lset = {'n', n + 1, 'b', b + #t.text, 'e' .. group, held_as}
   local ledger_kept = tonumber(ledger[4] or '0')
   if not ledger[5] then
     redis.call('ZADD', t.index, group, group)
