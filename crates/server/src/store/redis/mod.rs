@@ -77,8 +77,8 @@ const TIMER_LEASE_MS: u64 = 10_000;
 const REAP_EVERY: Duration = Duration::from_millis(2000);
 /// How many pipelines of a node's background work over its apps (one per app: reading its
 /// indexes when reaping or ending a previous run, subscribing a previous run's apps again,
-/// refreshing its sessions' expiry) are in flight at once: a node of many apps takes round trips of this many, not one per app, and
-/// Redis reads them together.
+/// refreshing its sessions' expiry) are in flight at once: a node of many apps takes round
+/// trips of this many, not one per app, and Redis reads them together.
 const PIPELINES_AT_ONCE: usize = 16;
 /// Longest a Redis operation may take before the request gets `unavailable`.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
