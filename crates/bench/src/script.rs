@@ -11,6 +11,9 @@ use anyhow::{bail, Context, Result};
 use std::process::Command;
 
 use crate::cluster::{start_redis, RedisWork};
+// The server's scripts as compiled into it, and the text a release build sends (one place
+// for each).
+use opensig_server::store::redis::{release_text, MAIL_LUA as LUA};
 
 #[derive(clap::Args, Clone)]
 pub struct ScriptArgs {
@@ -30,30 +33,6 @@ pub struct ScriptArgs {
     lua: Option<std::path::PathBuf>,
 }
 
-/// The server's scripts, read where the server reads them (one place for each).
-const LUA: [(&str, &str); 5] = [
-    (
-        "clock",
-        include_str!("../../server/src/store/redis/lua/clock.lua"),
-    ),
-    (
-        "bundle",
-        include_str!("../../server/src/store/redis/lua/bundle.lua"),
-    ),
-    (
-        "events",
-        include_str!("../../server/src/store/redis/lua/events.lua"),
-    ),
-    (
-        "mail",
-        include_str!("../../server/src/store/redis/lua/mail.lua"),
-    ),
-    (
-        "mail_append",
-        include_str!("../../server/src/store/redis/lua/mail_append.lua"),
-    ),
-];
-
 /// The scripts by name, from `dir` or the server's.
 fn scripts(dir: Option<&std::path::Path>) -> Result<Vec<(&'static str, String)>> {
     LUA.iter()
@@ -68,24 +47,6 @@ fn scripts(dir: Option<&std::path::Path>) -> Result<Vec<(&'static str, String)>>
         })
         .collect()
 }
-
-/// A script as a release build of the server sends it (store::redis::script: the flags, the
-/// constants, the clock, publish_all, the event log, then the parts).
-fn assembled(lua: &impl Fn(&str) -> String, parts: &[&str]) -> String {
-    format!(
-        "#!lua\nlocal PUBLISH = 'PUBLISH'\nlocal QUOTA_STEP_MS = {QUOTA_STEP_MS}\n\
-         local CATCH_UP_MAX = {}\n{}\n{}\n{}\n{}",
-        opensig_protocol::limits::CATCH_UP_MAX,
-        lua("clock"),
-        lua("bundle"),
-        lua("events"),
-        parts.join("\n")
-    )
-}
-
-/// The server's `store::QUOTA_EXPIRY_STEP` in ms (the ledger's groups: what a message costs
-/// does not depend on it).
-const QUOTA_STEP_MS: u64 = 100;
 
 /// The steps of `append_mail` (mail.lua), each named by the line that follows it: the script
 /// cut there returns as if it stored the message.
@@ -236,7 +197,7 @@ pub fn run(a: ScriptArgs) -> Result<()> {
         found.map(|(_, s)| s.clone()).unwrap_or_default()
     };
     let (mail, append) = (lua("mail"), lua("mail_append"));
-    let full = load(&url, &assembled(&lua, &[&mail, &append]))?;
+    let full = load(&url, &release_text(&lua, &[&mail, &append]))?;
     let evalsha = |sha: &str, count: usize| {
         let mut c = vec!["EVALSHA".to_string(), sha.to_string()];
         c.extend(message_args(count));
@@ -262,14 +223,14 @@ pub fn run(a: ScriptArgs) -> Result<()> {
     let mut variants: Vec<(String, usize, Vec<String>)> = Vec::new();
     let empty = load(&url, "#!lua\nreturn 1")?;
     variants.push(("an empty script".into(), 1, evalsha(&empty, 1)));
-    let helpers = load(&url, &assembled(&lua, &[&mail, "return 1"]))?;
+    let helpers = load(&url, &release_text(&lua, &[&mail, "return 1"]))?;
     variants.push(("+ the helpers defined".into(), 1, evalsha(&helpers, 1)));
     for (name, line) in STEPS {
         if mail.matches(line).count() != 1 {
             bail!("mail.lua no longer has the step before {line:?}: update STEPS");
         }
         let cut = mail.replace(line, &format!("  do return {{0, 1, 0}} end\n{line}"));
-        let sha = load(&url, &assembled(&lua, &[&cut, &append]))?;
+        let sha = load(&url, &release_text(&lua, &[&cut, &append]))?;
         variants.push((name.into(), 1, evalsha(&sha, 1)));
     }
     variants.push(("+ pushed: the whole script".into(), 1, evalsha(&full, 1)));

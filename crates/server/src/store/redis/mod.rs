@@ -112,14 +112,7 @@ fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
         Oom::Refuse => "#!lua",
         Oom::Run => "#!lua flags=allow-oom",
     };
-    let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
-    let body = format!(
-        "local PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n\
-         local CATCH_UP_MAX = {catch_up}\n{CLOCK}\n{BUNDLE}\n{EVENTS}\n{}",
-        parts.join("\n"),
-        step = super::QUOTA_EXPIRY_STEP.as_millis(),
-        catch_up = super::CATCH_UP_MAX,
-    );
+    let body = body(sharded, [CLOCK, BUNDLE, EVENTS], parts);
     match cfg!(debug_assertions) {
         true => Script::new(&format!(
             "{flags}\n{KEYS_DECLARED}\n{}",
@@ -127,6 +120,39 @@ fn script(oom: Oom, sharded: bool, parts: &[&str]) -> Script {
         )),
         false => Script::new(&format!("{flags}\n{body}")),
     }
+}
+
+/// What [`script`] puts after the flags line: the constants, then `helpers` (clock, bundle
+/// and events, in that order), then `parts`.
+fn body(sharded: bool, helpers: [&str; 3], parts: &[&str]) -> String {
+    let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
+    let [clock, bundle, events] = helpers;
+    format!(
+        "local PUBLISH = '{publish}'\nlocal QUOTA_STEP_MS = {step}\n\
+         local CATCH_UP_MAX = {catch_up}\n{clock}\n{bundle}\n{events}\n{}",
+        parts.join("\n"),
+        step = super::QUOTA_EXPIRY_STEP.as_millis(),
+        catch_up = super::CATCH_UP_MAX,
+    )
+}
+
+/// The Lua files a p2p message's script is made of, by name, as compiled into the server:
+/// for `opensig-bench script`, which measures that script piece by piece.
+pub const MAIL_LUA: [(&str, &str); 5] = [
+    ("clock", CLOCK),
+    ("bundle", BUNDLE),
+    ("events", EVENTS),
+    ("mail", MAIL),
+    ("mail_append", MAIL_APPEND),
+];
+
+/// The text a release build sends to one Redis for a script that stores (refused when Redis
+/// is full) made of `parts`, with `lua` giving the helpers by the names of [`MAIL_LUA`] (the
+/// server's own, or an edited copy being measured against them).
+pub fn release_text(lua: &dyn Fn(&str) -> String, parts: &[&str]) -> String {
+    let helpers = [lua("clock"), lua("bundle"), lua("events")];
+    let body = body(false, helpers.each_ref().map(String::as_str), parts);
+    format!("#!lua\n{body}")
 }
 
 /// Debug builds (the tests) run every script with each `redis.call` checked: a key it names
@@ -139,6 +165,7 @@ const CLOCK: &str = include_str!("lua/clock.lua");
 const BUNDLE: &str = include_str!("lua/bundle.lua");
 const EVENTS: &str = include_str!("lua/events.lua");
 const MAIL: &str = include_str!("lua/mail.lua");
+const MAIL_APPEND: &str = include_str!("lua/mail_append.lua");
 const CHANNEL: &str = include_str!("lua/channel.lua");
 
 /// Every script; the ones whose operations both store and release come twice, flagged for
@@ -181,7 +208,7 @@ impl Scripts {
             session_grow: script(Refuse, &[session]),
             user_attr: script(Run, &[user_attr]),
             user_attr_grow: script(Refuse, &[user_attr]),
-            mail_append: script(Refuse, &[MAIL, include_str!("lua/mail_append.lua")]),
+            mail_append: script(Refuse, &[MAIL, MAIL_APPEND]),
             mail_poll: script(Run, &[MAIL, include_str!("lua/mail_poll.lua")]),
             mail_poll_ids: script(Run, &[MAIL, include_str!("lua/mail_poll_ids.lua")]),
             mail_withdraw: script(Run, &[MAIL, include_str!("lua/mail_withdraw.lua")]),
