@@ -424,6 +424,43 @@ impl RedisCluster {
             .copied()
             .find(|p| *p != from && redis_cli(*p, &["ROLE"]).starts_with("master"))
             .expect("another primary");
+        self.migrate_to(key, batch, to)
+    }
+
+    /// Add an empty primary to the cluster, as an operator scaling out does (a node started
+    /// and met, no slots yet: `CLUSTER SLOTS` does not name it, so a client that read the
+    /// cluster before knows nothing of it). Returns its port; it is not in `ports`.
+    pub fn add_primary(&self) -> u16 {
+        let port = loop {
+            let p = redis_port(10_000);
+            if !self.ports.contains(&p) {
+                break p;
+            }
+        };
+        self.node(port);
+        let via = self.ports[0];
+        let met = redis_cli(via, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]);
+        assert!(met.starts_with("OK"), "CLUSTER MEET: {met}");
+        let id = RedisCluster::id_of(port);
+        // every node knows it, and it knows every slot's owner (until then it refuses
+        // `CLUSTERDOWN`, a `MIGRATE` to it too)
+        self.until("the new primary was not met", |c| {
+            c.ports.iter().chain([&port]).all(|p| {
+                redis_cli(*p, &["CLUSTER", "NODES"]).lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.first() == Some(&id.as_str())
+                        && f.get(2).is_some_and(|flags| flags.contains("master"))
+                        && f.get(7) == Some(&"connected")
+                })
+            }) && redis_cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        });
+        port
+    }
+
+    /// [`RedisCluster::migrate`] to the primary on `to`.
+    pub fn migrate_to(&self, key: &str, batch: usize, to: u16) -> (u16, u16, usize) {
+        let via = self.ports[0];
+        let from = self.primary_of(via, key).expect("a primary for the key");
         let slot = redis_cli(via, &["CLUSTER", "KEYSLOT", key])
             .trim()
             .to_string();

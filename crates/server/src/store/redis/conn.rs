@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
@@ -97,12 +99,80 @@ pub struct Shards {
     redirected: Option<(String, u16)>,
     /// Requests sent again ([`Again`]): after `MOVED`, after `ASK`, after a pause.
     sent_again: std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>,
+    /// Connections of its own to the nodes a redirection named that the cluster connections
+    /// do not know.
+    direct: std::sync::Arc<Direct>,
+}
+
+/// Connections to the nodes a `MOVED` or `ASK` named that the `redis` crate's cluster
+/// connection has none to: a primary new to the cluster, before it serves a slot, is in no
+/// `CLUSTER SLOTS` reply, so the crate connects to it only once the migration that gives it
+/// its first slot has ended — every step of an app whose keys moved to it would wait until
+/// then (on a large app, for the whole migration). Here a request it must run goes to it on
+/// a connection of its own, made once and kept (one per such node; a broken one is dropped
+/// and made again when next needed).
+struct Direct {
+    /// A seed's URL (`redis://[auth@]host:port/`): its credentials are every node's.
+    seed: String,
+    /// Each request's timeout.
+    timeout: Duration,
+    conns: parking_lot::Mutex<std::collections::HashMap<(String, u16), MultiplexedConnection>>,
+}
+
+/// At most this many [`Direct`] connections: a cluster gains a few primaries at a time; past
+/// it the oldest-made is not told apart, all are dropped and made again as needed.
+const DIRECT_CONNS: usize = 16;
+
+impl Direct {
+    /// The connection to `host:port`, made now if there is none.
+    async fn conn(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+        let at = (host.to_string(), port);
+        if let Some(c) = self.conns.lock().get(&at) {
+            return Ok(c.clone());
+        }
+        let client = redis::Client::open(node_url(&self.seed, host, port))?;
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(self.timeout);
+        let c = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        let mut conns = self.conns.lock();
+        if conns.len() >= DIRECT_CONNS {
+            conns.clear();
+        }
+        Ok(conns.entry(at).or_insert(c).clone())
+    }
+
+    /// Forget the connection to `host:port` (it broke).
+    fn drop_conn(&self, host: &str, port: u16) {
+        self.conns.lock().remove(&(host.to_string(), port));
+    }
+}
+
+/// The URL of the node at `host:port`, with the credentials of `seed` (a seed's URL).
+fn node_url(seed: &str, host: &str, port: u16) -> String {
+    let auth = seed
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.rsplit_once('@'))
+        .map_or("", |(auth, _)| auth);
+    let at = if auth.is_empty() { "" } else { "@" };
+    format!("redis://{auth}{at}{host}:{port}/")
+}
+
+/// The crate's cluster connection has no connection to the node a request was sent to.
+fn unknown_node(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::ClientError && e.to_string().contains("connection not found")
 }
 
 impl Shards {
     /// One cluster connection of `client` for what names no key and one for each primary's
     /// slots (up to [`SHARD_CONNS`]).
-    async fn open(client: &redis::cluster::ClusterClient) -> RedisResult<Shards> {
+    async fn open(
+        client: &redis::cluster::ClusterClient,
+        seed: &str,
+        timeout: Duration,
+    ) -> RedisResult<Shards> {
         let general = client.get_async_connection().await?;
         let nodes = cluster_nodes(general.clone()).await?;
         let owners = slot_owners(&nodes);
@@ -130,6 +200,11 @@ impl Shards {
             last: None,
             redirected: None,
             sent_again: Default::default(),
+            direct: std::sync::Arc::new(Direct {
+                seed: seed.to_string(),
+                timeout,
+                conns: Default::default(),
+            }),
         })
     }
 
@@ -262,8 +337,85 @@ enum Reply {
 }
 
 impl Req<'_> {
-    /// Send it once: as routed, or to the node `to` (after `ASKING` when `asking`).
+    /// Send it once: as routed, or to the node `to` (after `ASKING` when `asking`); to a node
+    /// the cluster connection does not know, on a connection of its own ([`Direct`]).
     async fn send(
+        &self,
+        c: &mut ClusterConnection,
+        to: Option<&(String, u16)>,
+        asking: bool,
+        direct: &Direct,
+    ) -> RedisResult<Reply> {
+        match self.send_by(c, to, asking).await {
+            Err(e) if unknown_node(&e) => {
+                let node = match (self, to) {
+                    (_, Some((host, port))) => (host.as_str(), *port),
+                    (
+                        Req::One(
+                            _,
+                            Some(RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                host,
+                                port,
+                            })),
+                        ),
+                        None,
+                    ) => (host.as_str(), *port),
+                    _ => return Err(e),
+                };
+                self.send_direct(direct, node, asking).await
+            }
+            r => r,
+        }
+    }
+
+    /// Send it once on the [`Direct`] connection to `host:port`.
+    async fn send_direct(
+        &self,
+        direct: &Direct,
+        (host, port): (&str, u16),
+        asking: bool,
+    ) -> RedisResult<Reply> {
+        let mut c = direct.conn(host, port).await?;
+        // a connection of one node answers a command's error as a value: the cluster
+        // connection's way is an `Err` (what `again` reads), for a pipeline when any of its
+        // commands did not run
+        let one = |v: Value| match v {
+            Value::ServerError(e) => Err(RedisError::from(e)),
+            v => Ok(Reply::One(v)),
+        };
+        let r = match self {
+            Req::One(cmd, _) if asking => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").add_command((*cmd).clone());
+                let mut got = c.req_packed_commands(&pipe, 1, 1).await?;
+                one(got.pop().unwrap_or(Value::Nil))
+            }
+            Req::One(cmd, _) => c.req_packed_command(cmd).await.and_then(one),
+            Req::Many(pipe, offset, count) => {
+                let got = c.req_packed_commands(pipe, *offset, *count).await?;
+                let not_run = got.iter().find_map(|v| match v {
+                    Value::ServerError(e) => {
+                        let e = RedisError::from(e.clone());
+                        (again(&e) != Again::No).then_some(e)
+                    }
+                    _ => None,
+                });
+                match not_run {
+                    Some(e) => Err(e),
+                    None => Ok(Reply::Many(got)),
+                }
+            }
+        };
+        if let Err(e) = &r {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                direct.drop_conn(host, port);
+            }
+        }
+        r
+    }
+
+    /// Send it once by the cluster connection.
+    async fn send_by(
         &self,
         c: &mut ClusterConnection,
         to: Option<&(String, u16)>,
@@ -302,18 +454,18 @@ impl Req<'_> {
         &self,
         mut c: ClusterConnection,
         counts: &[std::sync::atomic::AtomicU64; 3],
+        direct: &Direct,
     ) -> (RedisResult<Reply>, Option<(String, u16)>) {
         let start = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(5);
         let (mut to, mut asking) = (None::<(String, u16)>, false);
         loop {
-            let e = match self.send(&mut c, to.as_ref(), asking).await {
+            let e = match self.send(&mut c, to.as_ref(), asking, direct).await {
                 Ok(v) => return (Ok(v), to),
                 Err(e) => e,
             };
             let next = match again(&e) {
-                // a node the crate has no connection to (a primary new to the cluster): its
-                // slot map learns it from the MOVED that ends the migration
+                // any other refusal by the client to send it where it was told to
                 _ if to.is_some() && e.kind() == redis::ErrorKind::ClientError => Again::Later,
                 // `ASKING` covers one command: a pipeline waits for the migration's end
                 Again::Asking(..) if matches!(self, Req::Many(..)) => Again::Later,
@@ -441,7 +593,10 @@ impl Conn {
                     // sent again here only when surely not run: see `again`
                     .retries(0)
                     .build()?;
-                Ok(Conn::Cluster(Shards::open(&client).await?))
+                Ok(Conn::Cluster(
+                    Shards::open(&client, seeds.first().map_or("", String::as_str), timeout)
+                        .await?,
+                ))
             }
         }
     }
@@ -461,7 +616,12 @@ impl Conn {
             .retries(3)
             .max_retry_wait(1000)
             .build()?;
-        Shards::open(&client).await
+        Shards::open(
+            &client,
+            seeds.first().map_or("", String::as_str),
+            Duration::from_secs(2),
+        )
+        .await
     }
 
     /// `cmd` on the primary that holds `key`'s slot (one Redis: on it).
@@ -530,7 +690,9 @@ impl ConnectionLike for Conn {
             Conn::Cluster(s) => {
                 let (c, to, keyed) = s.route(cmd);
                 Box::pin(async move {
-                    let (r, at) = Req::One(cmd, to).until_taken(c, &s.sent_again).await;
+                    let (r, at) = Req::One(cmd, to)
+                        .until_taken(c, &s.sent_again, &s.direct)
+                        .await;
                     if keyed {
                         s.redirected = at;
                     }
@@ -563,7 +725,7 @@ impl ConnectionLike for Conn {
                 let c = s.of(slot);
                 Box::pin(async move {
                     let (r, at) = Req::Many(cmd, offset, count)
-                        .until_taken(c, &s.sent_again)
+                        .until_taken(c, &s.sent_again, &s.direct)
                         .await;
                     if slot.is_some() {
                         s.redirected = at;
@@ -615,8 +777,23 @@ fn slot_owners(nodes: &str) -> Vec<(u16, u16, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{again, command_slot, pipeline_slot, slot_owners, Again, Keyed, Target};
+    use super::{again, command_slot, node_url, pipeline_slot, slot_owners, Again, Keyed, Target};
     use crate::store::redis::keys::Keys;
+
+    #[test]
+    fn a_node_new_to_the_client_is_reached_with_the_seeds_credentials() {
+        for (seed, url) in [
+            ("redis://10.0.0.1:7000/", "redis://10.0.0.9:7006/"),
+            ("redis://:pw@10.0.0.1:7000/", "redis://:pw@10.0.0.9:7006/"),
+            (
+                "redis://ops:p@ss@10.0.0.1:7000/",
+                "redis://ops:p@ss@10.0.0.9:7006/",
+            ),
+            ("", "redis://10.0.0.9:7006/"),
+        ] {
+            assert_eq!(node_url(seed, "10.0.0.9", 7006), url, "{seed}");
+        }
+    }
 
     #[test]
     fn a_request_goes_by_the_slot_of_the_key_it_names() {
