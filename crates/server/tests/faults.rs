@@ -1163,6 +1163,66 @@ async fn a_slot_moved_to_a_primary_new_to_the_cluster_loses_nothing_and_fails_no
     moved_and_nothing_lost(&r);
 }
 
+/// A slot whose keys have all moved while the old primary still owns it (a migration of a
+/// large app's slot lasts as long as its keys take to move): the old primary answers `ASK`
+/// to everything, to the pipelines the store sends too (a channel's member count and list:
+/// `ZCARD` and `ZREVRANGE`). Each command of a pipeline goes its own way then, after
+/// `ASKING`, at once — not retried until the migration ends, which failed it after 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_meets_ask_for_as_long_as_a_migration_lasts() {
+    let Some((_one, cluster, prefix)) = cluster_to_break().await else {
+        return;
+    };
+    let nodes = nodes_on(&cluster.url(), &prefix, "pa", 1, |_| {}).await;
+    let mut amy = User::login(&nodes[0].ws_url(), "amy").await;
+    let mut bob = User::login(&nodes[0].ws_url(), "bob").await;
+    amy.join("room").await;
+    bob.join("room").await;
+    let (c, tag) = (cluster.clone(), format!("{{{prefix}{APP}}}"));
+    let to = {
+        let via = cluster.ports[0];
+        let from = cluster.primary_of(via, &tag).expect("the app's primary");
+        *cluster
+            .ports
+            .iter()
+            .find(|p| **p != from && redis_cli(**p, &["ROLE"]).starts_with("master"))
+            .expect("another primary")
+    };
+    let t = tag.clone();
+    let m = tokio::task::spawn_blocking(move || c.keys_moved(&t, 100, to))
+        .await
+        .unwrap();
+    println!(
+        "every key of the app's slot on {} ({}), the slot still {}'s",
+        m.to, m.keys, m.from
+    );
+    let asked = cluster.stat(m.to, "commandstats", "cmdstat_asking:calls=");
+    let num = amy
+        .invoke("channel_query_num", serde_json::json!({"name": "room"}))
+        .await;
+    let list = amy
+        .invoke(
+            "channel_query_userlist",
+            serde_json::json!({"name": "room"}),
+        )
+        .await;
+    assert_eq!(
+        num.as_ref().map(|r| r["num"].clone()),
+        Ok(2.into()),
+        "{num:?}"
+    );
+    let list = list.expect("the member list");
+    assert_eq!(list["num"], 2, "{list}");
+    assert!(
+        cluster.stat(m.to, "commandstats", "cmdstat_asking:calls=") > asked,
+        "the queries ran on the new primary"
+    );
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.slot_given(&tag, &m))
+        .await
+        .unwrap();
+}
+
 /// What a slot moved under load must show: no send failed, nothing lost or twice, every
 /// channel delivery made; and the nodes' own doing (the `redis` crate's retries are off):
 /// the step that met ASK ran on the new primary, and the last ones met MOVED.

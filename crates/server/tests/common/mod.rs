@@ -206,6 +206,18 @@ impl Drop for Frozen {
 
 /// A private Redis Cluster of three primaries, each with a replica, in a folder of its own;
 /// it stops, and the folder goes, when the test process ends.
+/// A slot being moved ([`RedisCluster::keys_moved`]).
+pub struct Moving {
+    /// The old primary's port.
+    pub from: u16,
+    /// The new primary's port.
+    pub to: u16,
+    slot: String,
+    to_id: String,
+    /// How many keys moved.
+    pub keys: usize,
+}
+
 pub struct RedisCluster {
     /// Every node's port.
     pub ports: Vec<u16>,
@@ -459,6 +471,20 @@ impl RedisCluster {
 
     /// [`RedisCluster::migrate`] to the primary on `to`.
     pub fn migrate_to(&self, key: &str, batch: usize, to: u16) -> (u16, u16, usize) {
+        let m = self.keys_moved(key, batch, to);
+        // every key moved, the slot still the old primary's: every step of the app meets `ASK`
+        // now; the slot is handed over once one did and was taken on the new primary
+        self.until("no step met ASK", |c| {
+            c.stat(m.from, "errorstats", "errorstat_ASK:count=") > 0
+                && c.stat(m.to, "commandstats", "cmdstat_asking:calls=") > 0
+        });
+        self.slot_given(key, &m);
+        (m.from, m.to, m.keys)
+    }
+
+    /// The first half of [`RedisCluster::migrate_to`]: the slot marked, every key of it moved,
+    /// the slot still the old primary's (which answers `ASK` for every key of it).
+    pub fn keys_moved(&self, key: &str, batch: usize, to: u16) -> Moving {
         let via = self.ports[0];
         let from = self.primary_of(via, key).expect("a primary for the key");
         let slot = redis_cli(via, &["CLUSTER", "KEYSLOT", key])
@@ -509,12 +535,26 @@ impl RedisCluster {
             );
             moved += keys.len();
         }
-        // every key moved, the slot still the old primary's: every step of the app meets `ASK`
-        // now; the slot is handed over once one did and was taken on the new primary
-        self.until("no step met ASK", |c| {
-            c.stat(from, "errorstats", "errorstat_ASK:count=") > 0
-                && c.stat(to, "commandstats", "cmdstat_asking:calls=") > 0
-        });
+        Moving {
+            from,
+            to,
+            slot,
+            to_id,
+            keys: moved,
+        }
+    }
+
+    /// The second half of [`RedisCluster::migrate_to`]: the slot given to the new primary on
+    /// every node.
+    pub fn slot_given(&self, key: &str, m: &Moving) {
+        let Moving {
+            from,
+            to,
+            slot,
+            to_id,
+            ..
+        } = m;
+        let (from, to) = (*from, *to);
         // the new owner first, then the old one (which then answers MOVED), then the rest
         let mut order = vec![to, from];
         order.extend(self.ports.iter().filter(|p| **p != to && **p != from));
@@ -529,7 +569,6 @@ impl RedisCluster {
         self.until("the slot did not move", |c| {
             c.ports.iter().all(|p| c.primary_of(*p, key) == Some(to))
         });
-        (from, to, moved)
     }
 
     /// A figure of the node on `port`'s `INFO section`: the number after `field` (0 when the

@@ -464,10 +464,19 @@ impl Req<'_> {
                 Ok(v) => return (Ok(v), to),
                 Err(e) => e,
             };
+            // `ASKING` covers one command: a pipeline's commands go one by one, each its own
+            // way (the old primary answers for the keys it still has)
+            if let (Req::Many(pipe, 0, count), Again::Asking(..)) = (self, again(&e)) {
+                if !pipe.is_transaction() {
+                    counts[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return one_by_one(pipe, *count, c, counts, direct).await;
+                }
+            }
             let next = match again(&e) {
                 // any other refusal by the client to send it where it was told to
                 _ if to.is_some() && e.kind() == redis::ErrorKind::ClientError => Again::Later,
-                // `ASKING` covers one command: a pipeline waits for the migration's end
+                // `ASKING` covers one command, and a pipeline's transaction cannot be split:
+                // it waits for the migration's end
                 Again::Asking(..) if matches!(self, Req::Many(..)) => Again::Later,
                 next => next,
             };
@@ -492,6 +501,36 @@ impl Req<'_> {
             };
         }
     }
+}
+
+/// The first `count` commands of `pipe`, each sent as a request of its own ([`Req::until_taken`])
+/// — what a pipeline that met `ASK` does: it may have run in part on the old primary, so
+/// this sends again what ran, which every pipeline the store sends allows (reads, and writes
+/// that leave the same state when done twice: `DEL`, `SREM`, `HSET`, `PEXPIRE`).
+fn one_by_one<'a>(
+    pipe: &'a Pipeline,
+    count: usize,
+    c: ClusterConnection,
+    counts: &'a [std::sync::atomic::AtomicU64; 3],
+    direct: &'a Direct,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = (RedisResult<Reply>, Option<(String, u16)>)> + Send + 'a>,
+> {
+    Box::pin(async move {
+        let (mut out, mut at) = (Vec::with_capacity(count), None);
+        for cmd in pipe.cmd_iter().take(count) {
+            let (r, to) = Req::One(cmd, None)
+                .until_taken(c.clone(), counts, direct)
+                .await;
+            at = to;
+            match r {
+                Ok(Reply::One(v)) => out.push(v),
+                Ok(Reply::Many(mut v)) => out.push(v.pop().unwrap_or(Value::Nil)),
+                Err(e) => return (Err(e), at),
+            }
+        }
+        (Ok(Reply::Many(out)), at)
+    })
 }
 
 /// The cluster's `CLUSTER NODES` (asked of any node).
