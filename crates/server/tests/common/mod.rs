@@ -559,7 +559,7 @@ impl RedisCluster {
         let mut order = vec![to, from];
         order.extend(self.ports.iter().filter(|p| **p != to && **p != from));
         for p in order {
-            let reply = redis_cli(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            let reply = redis_cli(p, &["CLUSTER", "SETSLOT", slot, "NODE", to_id]);
             // a replica takes the slot's owner from its primary
             assert!(
                 reply.starts_with("OK") || reply.contains("only with masters"),

@@ -455,7 +455,7 @@ impl Req<'_> {
         mut c: ClusterConnection,
         counts: &[std::sync::atomic::AtomicU64; 3],
         direct: &Direct,
-    ) -> (RedisResult<Reply>, Option<(String, u16)>) {
+    ) -> Outcome {
         let start = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(5);
         let (mut to, mut asking) = (None::<(String, u16)>, false);
@@ -503,6 +503,12 @@ impl Req<'_> {
     }
 }
 
+/// What [`Req::until_taken`] gives: the reply, and the node a redirection made it run on.
+type Outcome = (RedisResult<Reply>, Option<(String, u16)>);
+
+/// [`one_by_one`]'s future (boxed: it calls [`Req::until_taken`], which may call it).
+type Taken<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>>;
+
 /// The first `count` commands of `pipe`, each sent as a request of its own ([`Req::until_taken`])
 /// — what a pipeline that met `ASK` does: it may have run in part on the old primary, so
 /// this sends again what ran, which every pipeline the store sends allows (reads, and writes
@@ -513,9 +519,7 @@ fn one_by_one<'a>(
     c: ClusterConnection,
     counts: &'a [std::sync::atomic::AtomicU64; 3],
     direct: &'a Direct,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = (RedisResult<Reply>, Option<(String, u16)>)> + Send + 'a>,
-> {
+) -> Taken<'a> {
     Box::pin(async move {
         let (mut out, mut at) = (Vec::with_capacity(count), None);
         for cmd in pipe.cmd_iter().take(count) {
