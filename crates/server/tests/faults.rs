@@ -1223,6 +1223,45 @@ async fn a_pipeline_meets_ask_for_as_long_as_a_migration_lasts() {
         .unwrap();
 }
 
+/// What the store holds is counted on every primary, a primary added since the node read the
+/// cluster too (its `SCAN` goes there on a connection of its own, as the steps that met
+/// `ASK` did): the leak checks and the console's figures do not fail, or miss its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_added_to_the_cluster_is_counted_at_once() {
+    let Some((_one, cluster, prefix)) = cluster_to_break().await else {
+        return;
+    };
+    let nodes = nodes_on(&cluster.url(), &prefix, "ac", 1, |_| {}).await;
+    let mut amy = User::login(&nodes[0].ws_url(), "amy").await;
+    amy.join("room").await;
+    let before = nodes[0].footprint().await.expect("a footprint");
+    let (c, tag) = (cluster.clone(), format!("{{{prefix}{APP}}}"));
+    let m = tokio::task::spawn_blocking(move || {
+        let new = c.add_primary();
+        let m = c.keys_moved(&tag, 100, new);
+        (m, c, tag)
+    })
+    .await
+    .unwrap();
+    // a step that meets ASK, then the slot is the new primary's
+    let r = amy
+        .invoke("channel_query_num", serde_json::json!({"name": "room"}))
+        .await;
+    assert_eq!(r.map(|r| r["num"].clone()), Ok(1.into()));
+    let (m, c, tag) = m;
+    let to = m.to;
+    tokio::task::spawn_blocking(move || c.slot_given(&tag, &m))
+        .await
+        .unwrap();
+    let after = nodes[0].footprint().await.expect("a footprint");
+    assert_eq!(
+        (after.sessions, after.channels, after.members),
+        (before.sessions, before.channels, before.members),
+        "the app's keys counted on {to}"
+    );
+    assert_eq!(after.members, 1);
+}
+
 /// What a slot moved under load must show: no send failed, nothing lost or twice, every
 /// channel delivery made; and the nodes' own doing (the `redis` crate's retries are off):
 /// the step that met ASK ran on the new primary, and the last ones met MOVED.

@@ -713,9 +713,21 @@ impl Conn {
     pub async fn on_node(&mut self, at: Option<&(String, u16)>, cmd: &Cmd) -> RedisResult<Value> {
         match (self, at) {
             (Conn::Cluster(s), Some((host, port))) => {
-                s.general()
+                match s
+                    .general()
                     .route_command(cmd, by_address(host, *port))
                     .await
+                {
+                    // a primary added since the crate read the cluster
+                    Err(e) if unknown_node(&e) => Req::One(cmd, None)
+                        .send_direct(&s.direct, (host, *port), false)
+                        .await
+                        .map(|r| match r {
+                            Reply::One(v) => v,
+                            Reply::Many(mut v) => v.pop().unwrap_or(Value::Nil),
+                        }),
+                    r => r,
+                }
             }
             (Conn::One(c), _) => cmd.query_async(c).await,
             (Conn::Cluster(_), None) => Err(RedisError::from((
