@@ -1134,15 +1134,11 @@ async fn a_redis_cluster_primary_killed_under_load_loses_nothing_acknowledged_wi
 /// not run, and these did not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_moved_to_another_primary_under_load_loses_nothing_and_fails_nothing() {
-    let Some(r) = under_load(0, false, "slot moved", |c, tag| {
+    moved_under_load("slot moved", |c, tag| {
         let (from, to, keys) = c.migrate(tag, 10);
         format!("the app's slot moved from {from} to {to}, {keys} keys")
     })
-    .await
-    else {
-        return;
-    };
-    moved_and_nothing_lost(&r);
+    .await;
 }
 
 /// The same to a primary the operator added to the cluster under load (scaling out): the
@@ -1151,16 +1147,12 @@ async fn a_slot_moved_to_another_primary_under_load_loses_nothing_and_fails_noth
 /// after the move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_moved_to_a_primary_new_to_the_cluster_loses_nothing_and_fails_nothing() {
-    let Some(r) = under_load(0, false, "slot moved to a new primary", |c, tag| {
+    moved_under_load("slot moved to a new primary", |c, tag| {
         let new = c.add_primary();
         let (from, to, keys) = c.migrate_to(tag, 10, new);
         format!("the app's slot moved from {from} to {to}, added to the cluster, {keys} keys")
     })
-    .await
-    else {
-        return;
-    };
-    moved_and_nothing_lost(&r);
+    .await;
 }
 
 /// A slot whose keys have all moved while the old primary still owns it (a migration of a
@@ -1262,10 +1254,17 @@ async fn a_primary_added_to_the_cluster_is_counted_at_once() {
     assert_eq!(after.members, 1);
 }
 
-/// What a slot moved under load must show: no send failed, nothing lost or twice, every
-/// channel delivery made; and the nodes' own doing (the `redis` crate's retries are off):
-/// the step that met ASK ran on the new primary, and the last ones met MOVED.
-fn moved_and_nothing_lost(r: &FailoverReport) {
+/// The app's slot moved by `move_slot` under load ([`under_load`]), and what that must show:
+/// no send failed, nothing lost or twice, every channel delivery made; and the nodes' own
+/// doing (the `redis` crate's retries are off): the step that met ASK ran on the new
+/// primary, and the last ones met MOVED.
+async fn moved_under_load(
+    mode: &str,
+    move_slot: impl FnOnce(&RedisCluster, &str) -> String + Send + 'static,
+) {
+    let Some(r) = under_load(0, false, mode, move_slot).await else {
+        return;
+    };
     assert_eq!(r.p2p.1, 0, "p2p sends failed");
     assert_eq!(r.p2p.2, 0, "acknowledged p2p messages lost");
     assert_eq!(r.p2p.3, 0, "p2p messages arrived twice");
