@@ -1171,15 +1171,8 @@ async fn a_pipeline_meets_ask_for_as_long_as_a_migration_lasts() {
     amy.join("room").await;
     bob.join("room").await;
     let (c, tag) = (cluster.clone(), format!("{{{prefix}{APP}}}"));
-    let to = {
-        let via = cluster.ports[0];
-        let from = cluster.primary_of(via, &tag).expect("the app's primary");
-        *cluster
-            .ports
-            .iter()
-            .find(|p| **p != from && redis_cli(**p, &["ROLE"]).starts_with("master"))
-            .expect("another primary")
-    };
+    let from = cluster.primary_of(cluster.ports[0], &tag);
+    let to = cluster.another_primary(from.expect("the app's primary"));
     let t = tag.clone();
     let m = tokio::task::spawn_blocking(move || c.keys_moved(&t, 100, to))
         .await

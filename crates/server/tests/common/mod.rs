@@ -204,8 +204,6 @@ impl Drop for Frozen {
     }
 }
 
-/// A private Redis Cluster of three primaries, each with a replica, in a folder of its own;
-/// it stops, and the folder goes, when the test process ends.
 /// A slot being moved ([`RedisCluster::keys_moved`]).
 pub struct Moving {
     /// The old primary's port.
@@ -218,6 +216,8 @@ pub struct Moving {
     pub keys: usize,
 }
 
+/// A private Redis Cluster of three primaries, each with a replica, in a folder of its own;
+/// it stops, and the folder goes, when the test process ends.
 pub struct RedisCluster {
     /// Every node's port.
     pub ports: Vec<u16>,
@@ -430,25 +430,23 @@ impl RedisCluster {
     pub fn migrate(&self, key: &str, batch: usize) -> (u16, u16, usize) {
         let via = self.ports[0];
         let from = self.primary_of(via, key).expect("a primary for the key");
-        let to = self
-            .ports
+        self.migrate_to(key, batch, self.another_primary(from))
+    }
+
+    /// A primary of the cluster other than the one on `port`.
+    pub fn another_primary(&self, port: u16) -> u16 {
+        self.ports
             .iter()
             .copied()
-            .find(|p| *p != from && redis_cli(*p, &["ROLE"]).starts_with("master"))
-            .expect("another primary");
-        self.migrate_to(key, batch, to)
+            .find(|p| *p != port && redis_cli(*p, &["ROLE"]).starts_with("master"))
+            .expect("another primary")
     }
 
     /// Add an empty primary to the cluster, as an operator scaling out does (a node started
     /// and met, no slots yet: `CLUSTER SLOTS` does not name it, so a client that read the
     /// cluster before knows nothing of it). Returns its port; it is not in `ports`.
     pub fn add_primary(&self) -> u16 {
-        let port = loop {
-            let p = redis_port(10_000);
-            if !self.ports.contains(&p) {
-                break p;
-            }
-        };
+        let port = redis_port(10_000);
         self.node(port);
         let via = self.ports[0];
         let met = redis_cli(via, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]);
@@ -547,19 +545,12 @@ impl RedisCluster {
     /// The second half of [`RedisCluster::migrate_to`]: the slot given to the new primary on
     /// every node.
     pub fn slot_given(&self, key: &str, m: &Moving) {
-        let Moving {
-            from,
-            to,
-            slot,
-            to_id,
-            ..
-        } = m;
-        let (from, to) = (*from, *to);
+        let (from, to) = (m.from, m.to);
         // the new owner first, then the old one (which then answers MOVED), then the rest
         let mut order = vec![to, from];
         order.extend(self.ports.iter().filter(|p| **p != to && **p != from));
         for p in order {
-            let reply = redis_cli(p, &["CLUSTER", "SETSLOT", slot, "NODE", to_id]);
+            let reply = redis_cli(p, &["CLUSTER", "SETSLOT", &m.slot, "NODE", &m.to_id]);
             // a replica takes the slot's owner from its primary
             assert!(
                 reply.starts_with("OK") || reply.contains("only with masters"),

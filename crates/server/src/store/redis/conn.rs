@@ -336,6 +336,16 @@ enum Reply {
     Many(Vec<Value>),
 }
 
+impl Reply {
+    /// The reply of one command (a pipeline's last).
+    fn one(self) -> Value {
+        match self {
+            Reply::One(v) => v,
+            Reply::Many(mut v) => v.pop().unwrap_or(Value::Nil),
+        }
+    }
+}
+
 impl Req<'_> {
     /// Send it once: as routed, or to the node `to` (after `ASKING` when `asking`); to a node
     /// the cluster connection does not know, on a connection of its own ([`Direct`]).
@@ -528,8 +538,7 @@ fn one_by_one<'a>(
                 .await;
             at = to;
             match r {
-                Ok(Reply::One(v)) => out.push(v),
-                Ok(Reply::Many(mut v)) => out.push(v.pop().unwrap_or(Value::Nil)),
+                Ok(r) => out.push(r.one()),
                 Err(e) => return (Err(e), at),
             }
         }
@@ -722,10 +731,7 @@ impl Conn {
                     Err(e) if unknown_node(&e) => Req::One(cmd, None)
                         .send_direct(&s.direct, (host, *port), false)
                         .await
-                        .map(|r| match r {
-                            Reply::One(v) => v,
-                            Reply::Many(mut v) => v.pop().unwrap_or(Value::Nil),
-                        }),
+                        .map(Reply::one),
                     r => r,
                 }
             }
@@ -751,10 +757,7 @@ impl ConnectionLike for Conn {
                     if keyed {
                         s.redirected = at;
                     }
-                    r.map(|r| match r {
-                        Reply::One(v) => v,
-                        Reply::Many(mut v) => v.pop().unwrap_or(Value::Nil),
-                    })
+                    r.map(Reply::one)
                 })
             }
         }
