@@ -312,14 +312,20 @@ pub fn render(id: &str, app: &str, time_ms: u64, happened: &Happened) -> String 
     serde_json::to_string(&r).unwrap_or_default()
 }
 
-/// The partition of an ordering key (FNV-1a: the same on every node and every build).
+/// The partition of an ordering key.
 pub fn partition(key: &str) -> u32 {
+    stable_hash(key) % PARTITIONS
+}
+
+/// FNV-1a of a name: the same on every node and every build (what places an event in its
+/// partition, and a channel in its app's unit on Redis).
+pub fn stable_hash(key: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in key.bytes() {
         h ^= b as u32;
         h = h.wrapping_mul(0x0100_0193);
     }
-    h % PARTITIONS
+    h
 }
 
 /// The bounds of one partition of an app's log, from the limits in force.

@@ -149,6 +149,23 @@ impl Keys {
         s
     }
 
+    /// The name of a unit: partition `p` of an app's keys. Partition 0 is the app's id (the
+    /// keys an app had before partitions); another is `"<app> <p>"` — a space, which no app
+    /// id holds, so no unit is another app's. Every key of a unit is in the unit's hash slot:
+    /// the functions below that take an `app` take a unit's name alike (ARCHITECTURE.md,
+    /// "Partitioning an app").
+    pub fn unit(app: &str, p: u32) -> std::borrow::Cow<'_, str> {
+        match p {
+            0 => app.into(),
+            p => format!("{app} {p}").into(),
+        }
+    }
+
+    /// The app of a unit's name ([`Keys::unit`]).
+    pub fn unit_app(unit: &str) -> &str {
+        unit.split_once(' ').map_or(unit, |(app, _)| app)
+    }
+
     /// `true` when every key's hash tag is the one `k` and `g` mean (a prefix with a brace
     /// would move it).
     pub fn prefix_ok(prefix: &str) -> bool {
@@ -391,6 +408,21 @@ mod tests {
             Keys::slot(k.app_topic("myapp", "n1")),
             Keys::slot(&k.mailbox("myapp", "bob").messages),
             "an app's topic is in its slot"
+        );
+        // a unit past the first is a slot of its own (here: another than partition 0's)
+        let unit = Keys::unit("myapp", 2);
+        assert_eq!(k.channel(&unit, "room").members, "os:cm {os:myapp 2} room");
+        assert_eq!(Keys::unit("myapp", 0), "myapp");
+        assert_eq!(Keys::unit_app(&unit), "myapp");
+        assert_eq!(Keys::unit_app("myapp"), "myapp");
+        assert_ne!(
+            Keys::slot(k.channel(&unit, "room").members),
+            Keys::slot(k.channel("myapp", "room").members)
+        );
+        assert_eq!(
+            Keys::slot(k.app_topic(&unit, "n1")),
+            Keys::slot(k.channel(&unit, "room").ledger),
+            "a unit's topic and ledgers are in its slot"
         );
         assert_eq!(
             Keys::slot(k.channel_attr_rate("myapp", "room", "colour")),

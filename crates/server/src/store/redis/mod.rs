@@ -24,6 +24,7 @@ pub mod node;
 
 pub use self::conn::Target;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,9 +286,15 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     conn: Conn,
-    /// Apps this node has registered in its list of apps (`Keys::node_apps`) — before its
-    /// first write of their sessions, memberships or timers, so that its timer poller asks
-    /// them and a reaper finds them — until it forgets them ([`Inner::forget_idle_apps`]).
+    /// How many units each app's keys are in (`Keys::unit`): 1 until partitioning an app
+    /// is built past its first stage (ARCHITECTURE.md, "Partitioning an app": the steps, the
+    /// node's subscriptions, timers, indexes and reaping go by unit; the listing of channels,
+    /// the event log's consumers and the quotas' shares are what more than one still needs).
+    partitions: u32,
+    /// Units this node has registered in its list of apps (`Keys::node_apps`; an app's
+    /// first unit is the app) — before its first write of their sessions, memberships or
+    /// timers, so that its timer poller asks them and a reaper finds them — until it forgets
+    /// them ([`Inner::forget_idle_apps`]).
     known_apps: DashMap<String, Arc<KnownApp>>,
     /// Registering an app and forgetting it take the app's turn (one of these, by the app's
     /// hash), so that the list in Redis and the subscription follow the order they happen in.
@@ -592,6 +599,7 @@ impl Redis {
             keys: Keys::new(&cfg.prefix, matches!(target, Target::Cluster(_))),
             scripts: Scripts::new(matches!(target, Target::Cluster(_))),
             conn,
+            partitions: 1,
             known_apps: DashMap::new(),
             app_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
             forget_apps_after: (limits.idle_app_forget_secs > 0)
@@ -688,9 +696,32 @@ impl Inner {
         self.conn.clone()
     }
 
+    /// The unit of a channel's keys (all of them, its rate buckets, the resend markers of
+    /// its messages, the events its steps append): its partition is a hash of its name.
+    fn channel_unit<'a>(&self, app: &'a str, channel: &str) -> Cow<'a, str> {
+        Keys::unit(app, crate::events::stable_hash(channel) % self.partitions)
+    }
+
+    /// The unit of a channel step.
+    fn unit_of<'a>(&self, at: Chan<'a>) -> Cow<'a, str> {
+        self.channel_unit(at.app.as_str(), at.channel.as_str())
+    }
+
+    /// The unit of a timer's entry: a channel's is with the channel's keys; any other is in
+    /// the app's first unit (an account's keys, an invitation's).
+    fn timer_unit<'a>(&self, timer: &'a Timer) -> Cow<'a, str> {
+        match timer {
+            Timer::MemberNum(app, ch) | Timer::ChannelExpired(app, ch) => {
+                self.channel_unit(app, ch)
+            }
+            other => Cow::Borrowed(other.app().as_str()),
+        }
+    }
+
     /// This node's subscriptions were gone for a while (its pub/sub connection, or a Redis
     /// primary that died before the node subscribed on its replica): what was published
-    /// meanwhile never came. Every client (of `only` these apps: those whose topics moved)
+    /// meanwhile never came. Every client (of `only` these units' apps: those whose topics
+    /// moved)
     /// polls its mailbox and joins its channels again (the opensig SDK fetches the messages
     /// it missed from their history).
     ///
@@ -700,6 +731,9 @@ impl Inner {
     async fn missed_pushes(self: Arc<Self>, only: Option<BTreeSet<String>>) {
         let poll: Frame = out::msg_notice(1).into();
         let rejoin: Frame = out::rejoin_notice().into();
+        // (units: a unit's loss is told to every client of its app)
+        let only: Option<BTreeSet<&str>> =
+            (only.as_ref()).map(|units| units.iter().map(|u| Keys::unit_app(u)).collect());
         let conns: Vec<ConnHandle> = match &only {
             None => self.conns.iter().map(|c| c.value().clone()).collect(),
             Some(apps) => self
@@ -815,13 +849,17 @@ impl Inner {
         let Some(after) = self.forget_apps_after else {
             return;
         };
+        // a session's unit: its app's first; a membership's: its channel's
         let app_of = |k: &String| k.split_once(' ').map(|(app, _)| app.to_string());
         let mut in_use: BTreeSet<String> = self
             .sessions
             .iter()
             .filter_map(|e| app_of(e.key()))
             .collect();
-        in_use.extend(self.members.iter().filter_map(|e| app_of(e.key())));
+        in_use.extend(self.members.iter().filter_map(|e| {
+            let (app, channel) = e.key().split_once(' ')?;
+            Some(self.channel_unit(app, channel).into_owned())
+        }));
         let idle: Vec<String> = (self.known_apps.iter())
             .filter(|e| !in_use.contains(e.key()) && e.value().unused(after))
             .map(|e| e.key().clone())
@@ -1220,18 +1258,20 @@ impl Inner {
     ) -> SResult<bool> {
         let node = location.split(' ').next().unwrap_or_default();
         let (before, after) = self.channel_msg(at, event);
-        let index = self.keys.node_members(at.app, node);
+        let unit = self.unit_of(at);
+        let index = self.keys.node_members(&unit, node);
         let mut inv = self.channel_call(&self.scripts.leave, at, Seen::default(), Some(index));
         inv.arg(account.as_str()).arg(location);
         inv.arg(before).arg(after).arg(left_msg(at, account));
         inv.arg(node::member_entry(at.app, at.channel, account));
-        self.step_events(&mut inv, events);
+        self.step_events(&mut inv, &unit, events);
         let r: i64 = self.run(&inv).await?;
         Ok(r == 1)
     }
 
-    /// A channel script with its keys and the common arguments; `own` is the one key of the
-    /// script's own (channel.lua's `OWN`; `None`: the app's unused key).
+    /// A channel script with its keys (the channel's unit's) and the common arguments; `own`
+    /// is the one key of the script's own (channel.lua's `OWN`; `None`: the unit's unused
+    /// key).
     fn channel_call<'s>(
         &self,
         s: &'s Script,
@@ -1239,15 +1279,16 @@ impl Inner {
         seen: Seen,
         own: Option<String>,
     ) -> ScriptInvocation<'s> {
-        let k = self.keys.channel(at.app, at.channel);
+        let unit = self.unit_of(at);
+        let k = self.keys.channel(&unit, at.channel);
         let mut inv = s.prepare_invoke();
         for key in k.all() {
             inv.key(key);
         }
-        inv.key(self.keys.timers(at.app));
-        inv.key(own.unwrap_or_else(|| self.keys.unused(at.app)));
+        inv.key(self.keys.timers(&unit));
+        inv.key(own.unwrap_or_else(|| self.keys.unused(&unit)));
         let d = &self.defaults;
-        inv.arg(self.keys.topic_prefix(at.app))
+        inv.arg(self.keys.topic_prefix(&unit))
             .arg(if d.notify { "1" } else { "0" })
             .arg(d.ttl_secs)
             .arg(d.sendmsg_limit)
@@ -1263,24 +1304,24 @@ impl Inner {
     }
 
     /// A step's events at the end of its keys and arguments, as events.lua takes them off:
-    /// (stream, meta) keys and (when, event) arguments per event, then the cap and the
-    /// marker. Call it last.
-    fn step_events(&self, inv: &mut impl Invoke, out: &StepEvents) {
+    /// (stream, meta) keys of `unit`'s log (the step's) and (when, event) arguments per
+    /// event, then the cap and the marker. Call it last.
+    fn step_events(&self, inv: &mut impl Invoke, unit: &str, out: &StepEvents) {
         if out.is_empty() {
             return;
         }
-        self.event_parts(inv, out);
+        self.event_parts(inv, unit, out);
         inv.arg(format!("\u{1f}outbox:{}", out.events.len()));
     }
 
-    /// A step's events, (stream, meta) keys and (when, event) arguments per event, then the
-    /// log's caps (none when there are no events).
-    fn event_parts(&self, inv: &mut impl Invoke, out: &StepEvents) {
+    /// A step's events, (stream, meta) keys of `unit`'s log and (when, event) arguments per
+    /// event, then the log's caps (none when there are no events).
+    fn event_parts(&self, inv: &mut impl Invoke, unit: &str, out: &StepEvents) {
         if out.is_empty() {
             return;
         }
         for e in &out.events {
-            let [stream, meta] = self.keys.event_log(&out.app, e.partition);
+            let [stream, meta] = self.keys.event_log(unit, e.partition);
             inv.key(stream).key(meta);
             inv.arg(e.when.name()).arg(&*e.text.get());
         }
@@ -1366,32 +1407,33 @@ impl Inner {
     }
 
     /// How many members each of the app's channels `names` has.
-    async fn member_counts(&self, app: &str, names: &[String]) -> SResult<Vec<usize>> {
+    /// The member counts of channels of one unit (one pipeline: the unit's slot).
+    async fn member_counts(&self, unit: &str, names: &[String]) -> SResult<Vec<usize>> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for name in names {
-            pipe.zcard(self.keys.channel_members(app, name));
+            pipe.zcard(self.keys.channel_members(unit, name));
         }
         timed(pipe.query_async(&mut self.conn())).await
     }
 
-    /// Make the app's index of its channels with members hold those occupied before it was
+    /// Make a unit's index of its channels with members hold those occupied before it was
     /// kept (a version before it, or a node of one during a rolling upgrade, joined them):
-    /// once, by a walk of the app's channels in the keyspace, before the app's first listing.
-    async fn channels_index_built(&self, app: &str) -> SResult<()> {
-        let built = self.keys.channels_indexed(app);
+    /// once, by a walk of the unit's channels in the keyspace, before its first listing.
+    async fn channels_index_built(&self, unit: &str) -> SResult<()> {
+        let built = self.keys.channels_indexed(unit);
         let mut c = self.conn();
         if timed(c.exists::<_, bool>(&built)).await? {
             return Ok(());
         }
-        let head = self.keys.channel_members(app, "");
+        let head = self.keys.channel_members(unit, "");
         let pattern = format!("{}*", glob_escape(&head));
-        let index = self.keys.channels_occupied(app);
+        let index = self.keys.channels_occupied(unit);
         let mut cur = "0".to_string();
         loop {
-            // the app's keys are all on the primary of its slot
+            // the unit's keys are all on the primary of its slot
             let mut scan = redis::cmd("SCAN");
             scan.arg(&cur)
                 .arg("MATCH")
@@ -1403,7 +1445,7 @@ impl Inner {
             let names: Vec<String> = (keys.iter())
                 .filter_map(|k| Some(k.strip_prefix(&head)?.to_string()))
                 .collect();
-            let counts = self.member_counts(app, &names).await?;
+            let counts = self.member_counts(unit, &names).await?;
             let occupied: Vec<(u8, &String)> = (names.iter().zip(counts))
                 .filter(|(_, n)| *n > 0)
                 .map(|(name, _)| (0, name))
@@ -1422,11 +1464,12 @@ impl Inner {
     /// `channel_state.lua`'s `op` on a channel.
     async fn channel_state(&self, at: Chan<'_>, op: &str) -> SResult<RValue> {
         self.check()?;
-        let _app = self.app(at.app).await?;
+        let unit = self.unit_of(at);
+        let _unit = self.app(&unit).await?;
         let mut inv = self.channel_call(&self.scripts.channel_state, at, Seen::default(), None);
         inv.arg(op);
         let r = self.run(&inv).await;
-        self.timers_touched(at.app);
+        self.timers_touched(&unit);
         r
     }
 
@@ -1676,7 +1719,7 @@ impl Store for Redis {
         inv.key(inner.keys.user_attrs(app, account)).arg("open");
         inv.arg(inner.me(id).location()).arg(SESSION_TTL_MS);
         inv.arg(node::session_entry(app, account, id)).arg(s.attr);
-        inner.step_events(&mut inv, s.events);
+        inner.step_events(&mut inv, &s.events.app, s.events);
         let r: SResult<(Option<String>, Option<String>)> = inner.run(&inv).await;
         let (old, attr) = r.inspect_err(|_| {
             inner.conns.remove(&id);
@@ -1713,7 +1756,7 @@ impl Store for Redis {
         let mut inv = inner.scripts.session.prepare_invoke();
         inv.key(k.session).key(k.node_index).arg("close");
         inv.arg(session.location()).arg(0).arg(entry);
-        inner.step_events(&mut inv, events);
+        inner.step_events(&mut inv, &events.app, events);
         let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
@@ -1818,7 +1861,7 @@ impl Store for Redis {
         inner.mail_call(&mut call, to.app, to.account, &item);
         // its events, as mail_append.lua reads them: their count first
         call.arg(item.events.events.len());
-        inner.event_parts(&mut call, item.events);
+        inner.event_parts(&mut call, &item.events.app, item.events);
         let (done, outcome) = tokio::sync::oneshot::channel();
         let lead = {
             let mut queues = inner.mail_queues.lock();
@@ -1895,7 +1938,8 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let (app, channel, account) = (at.app, at.channel, j.account);
-        let _app = inner.app(app).await?;
+        let unit = inner.unit_of(at);
+        let _unit = inner.app(&unit).await?;
         let (before, after) = inner.channel_msg(at, j.event);
         let joined = NodeMsg::Joined {
             app: app.to_string(),
@@ -1904,7 +1948,7 @@ impl Store for Redis {
             conn: j.conn.id,
         };
         let node = &inner.cfg.node_id;
-        let own = inner.keys.node_members(app, node);
+        let own = inner.keys.node_members(&unit, node);
         // a membership that moves from another node leaves that node's index
         let others: Vec<String> = (inner.live_nodes().await?.into_iter())
             .map(|(id, _)| id)
@@ -1912,7 +1956,7 @@ impl Store for Redis {
             .collect();
         let mut inv = inner.channel_call(&inner.scripts.join, at, j.seen, Some(own));
         for other in &others {
-            inv.key(inner.keys.node_members(app, other));
+            inv.key(inner.keys.node_members(&unit, other));
         }
         inv.arg(account.as_str()).arg(node).arg(j.conn.id);
         inv.arg(j.list_max).arg(before).arg(after);
@@ -1921,9 +1965,9 @@ impl Store for Redis {
         for other in &others {
             inv.arg(other);
         }
-        inner.step_events(&mut inv, j.events);
+        inner.step_events(&mut inv, &unit, j.events);
         let r = list(inner.run::<RValue>(&inv).await?);
-        inner.timers_touched(app);
+        inner.timers_touched(&unit);
         let fresh = r.first().map(int).unwrap_or(0) == 1;
         let n = r.get(1).map(int).unwrap_or(0).max(0) as usize;
         let last_msg = r.get(2).map(int).unwrap_or(0).max(0) as u64;
@@ -1956,11 +2000,12 @@ impl Store for Redis {
     async fn leave(&self, at: Chan<'_>, l: Leaving<'_, NodeSession>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let _app = inner.app(at.app).await?;
+        let unit = inner.unit_of(at);
+        let _unit = inner.app(&unit).await?;
         let location = l.session.location();
         let left = inner.leave_call(at, l.account, &location, l.event, l.events);
         let left = left.await?;
-        inner.timers_touched(at.app);
+        inner.timers_touched(&unit);
         Ok(left)
     }
 
@@ -1971,8 +2016,9 @@ impl Store for Redis {
         // per login, logout, join and leave) most often goes to a channel nobody joined: one
         // EXISTS finds that, not the channel's script. It happens at the EXISTS, as the
         // script's own check of the members would.
+        let unit = inner.unit_of(at);
         if p.is_bare_event() {
-            let members = inner.keys.channel_members(at.app, at.channel);
+            let members = inner.keys.channel_members(&unit, at.channel);
             let mut c = inner.conn();
             let held: bool = timed(c.exists(members)).await?;
             if !held {
@@ -1980,7 +2026,7 @@ impl Store for Redis {
             }
         }
         let (before, after) = inner.channel_msg(at, Some(p.event));
-        let dedup = p.dedup.map(|d| inner.keys.dedup(at.app, d.from, d.id));
+        let dedup = p.dedup.map(|d| inner.keys.dedup(&unit, d.from, d.id));
         let window = p.dedup.map_or(1, |d| d.window.as_millis().max(1) as u64);
         let marked = if dedup.is_some() { "1" } else { "0" };
         let mut inv = inner.channel_call(&inner.scripts.publish, at, p.seen, dedup);
@@ -1999,7 +2045,7 @@ impl Store for Redis {
                 .arg(if m.keep { "1" } else { "0" })
                 .arg(m.id.map(|i| i.to_string()).unwrap_or_default()),
         };
-        inner.step_events(&mut inv, p.events);
+        inner.step_events(&mut inv, &unit, p.events);
         let r: String = inner.run(&inv).await?;
         match r.as_str() {
             "sent" => Ok(Published::Sent),
@@ -2035,17 +2081,18 @@ impl Store for Redis {
             "set" => &inner.scripts.attr_grow,
             _ => &inner.scripts.attr,
         };
-        let _app = inner.app(at.app).await?;
-        let bucket = rate.then(|| inner.keys.channel_attr_rate(at.app, at.channel, name));
+        let unit = inner.unit_of(at);
+        let _unit = inner.app(&unit).await?;
+        let bucket = rate.then(|| inner.keys.channel_attr_rate(&unit, at.channel, name));
         let mut inv = inner.channel_call(script, at, Seen::default(), bucket);
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
         inv.arg(if rate { "1" } else { "0" })
             .arg(max.min(i64::MAX as usize));
         inv.arg(before).arg(after);
         inv.arg(quota.channels).arg(quota.bytes);
-        inner.step_events(&mut inv, ch.events);
+        inner.step_events(&mut inv, &unit, ch.events);
         let r: String = inner.run(&inv).await?;
-        inner.timers_touched(at.app);
+        inner.timers_touched(&unit);
         match r.as_str() {
             "done" => Ok(AttrOutcome::Done),
             "rate_limited" => Ok(AttrOutcome::RateLimited),
@@ -2080,23 +2127,43 @@ impl Store for Redis {
         from: &str,
         limit: usize,
     ) -> SResult<ChannelPage> {
-        // by name from the app's index of its channels with members (join.lua and
-        // leave.lua keep it): the cursor is the last name of the page before
+        // by name from each unit's index of its channels with members (join.lua and
+        // leave.lua keep it), merged: the cursor is the last name of the page before
         let inner = &self.inner;
         inner.check()?;
-        inner.channels_index_built(app).await?;
-        let index = inner.keys.channels_occupied(app);
         let from = match page_start(cursor, from) {
             Bound::Unbounded => "-".to_string(),
             Bound::Included(f) => format!("[{f}"),
             Bound::Excluded(c) => format!("({c}"),
         };
-        let mut c = inner.conn();
-        let mut names: Vec<String> =
-            timed(c.zrangebylex_limit(&index, from, "+", 0, limit as isize + 1)).await?;
+        let units: Vec<Cow<str>> = (0..inner.partitions).map(|p| Keys::unit(app, p)).collect();
+        // (unit, name): the first `limit + 1` names of the units together
+        let mut names: Vec<(usize, String)> = Vec::new();
+        for (u, unit) in units.iter().enumerate() {
+            inner.channels_index_built(unit).await?;
+            let index = inner.keys.channels_occupied(unit);
+            let mut c = inner.conn();
+            let some: Vec<String> =
+                timed(c.zrangebylex_limit(&index, &from, "+", 0, limit as isize + 1)).await?;
+            names.extend(some.into_iter().map(|n| (u, n)));
+        }
+        names.sort_by(|a, b| a.1.cmp(&b.1));
         let more = names.len() > limit;
         names.truncate(limit);
-        let counts: Vec<usize> = inner.member_counts(app, &names).await?;
+        let mut counts = vec![0; names.len()];
+        for (u, unit) in units.iter().enumerate() {
+            let (at, of_unit): (Vec<usize>, Vec<String>) = (names.iter().enumerate())
+                .filter(|(_, (nu, _))| *nu == u)
+                .map(|(i, (_, name))| (i, name.clone()))
+                .unzip();
+            for (i, n) in at
+                .into_iter()
+                .zip(inner.member_counts(unit, &of_unit).await?)
+            {
+                counts[i] = n;
+            }
+        }
+        let mut names: Vec<String> = names.into_iter().map(|(_, name)| name).collect();
         let mut channels = Vec::with_capacity(names.len());
         for (name, n) in names.iter().zip(counts) {
             if n > 0 {
@@ -2117,7 +2184,7 @@ impl Store for Redis {
     async fn channel_attrs(&self, at: Chan<'_>) -> SResult<Vec<(String, String)>> {
         let inner = &self.inner;
         inner.check()?;
-        let attrs = inner.keys.channel(at.app, at.channel).attrs;
+        let attrs = inner.keys.channel(&inner.unit_of(at), at.channel).attrs;
         let mut c = inner.conn();
         let mut all: Vec<(String, String)> = timed(c.hgetall(attrs)).await?;
         all.sort();
@@ -2164,7 +2231,7 @@ impl Store for Redis {
     async fn members(&self, at: Chan<'_>, max: usize) -> SResult<(usize, Vec<String>)> {
         let inner = &self.inner;
         inner.check()?;
-        let members = inner.keys.channel(at.app, at.channel).members;
+        let members = inner.keys.channel(&inner.unit_of(at), at.channel).members;
         let mut c = inner.conn();
         if max == 0 {
             return Ok((timed(c.zcard(&members)).await?, Vec::new()));
@@ -2180,7 +2247,7 @@ impl Store for Redis {
     async fn is_member(&self, at: Chan<'_>, account: &Account) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let location = inner.keys.channel(at.app, at.channel).location;
+        let location = inner.keys.channel(&inner.unit_of(at), at.channel).location;
         let mut c = inner.conn();
         timed(c.hexists(location, account.as_str())).await
     }
@@ -2205,7 +2272,7 @@ impl Store for Redis {
         for (t, after) in open.timers {
             inv.arg(t.encode()).arg(after.as_millis() as u64);
         }
-        inner.step_events(&mut inv, open.mail.events);
+        inner.step_events(&mut inv, &open.mail.events.app, open.mail.events);
         let r: Vec<i64> = inner.run(&inv).await?;
         inner.timers_touched(&key.app);
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
@@ -2234,7 +2301,7 @@ impl Store for Redis {
             inv.key(ik.record).key(ik.by_caller);
             inv.arg(node::invite_entry(&k.channel, &k.callee));
         }
-        inner.step_events(&mut inv, relay.mail.events);
+        inner.step_events(&mut inv, &relay.mail.events.app, relay.mail.events);
         let r: Vec<i64> = inner.run(&inv).await?;
         inner.timers_touched(app);
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
@@ -2309,19 +2376,20 @@ impl Store for Redis {
     async fn schedule(&self, timer: Timer, after: Duration) -> SResult<()> {
         let inner = &self.inner;
         inner.check()?;
-        let _app = inner.app(timer.app()).await?;
+        let unit = inner.timer_unit(&timer);
+        let _unit = inner.app(&unit).await?;
         let mut inv = inner.scripts.timers.prepare_invoke();
-        inv.key(inner.keys.timers(timer.app())).arg("schedule");
+        inv.key(inner.keys.timers(&unit)).arg("schedule");
         inv.arg(timer.encode()).arg(after.as_millis() as u64);
         inner.run::<i64>(&inv).await?;
-        inner.timers_touched(timer.app());
+        inner.timers_touched(&unit);
         Ok(())
     }
 
-    async fn timer_done(&self, (app, member, lease): (String, String, String)) {
+    async fn timer_done(&self, (unit, member, lease): (String, String, String)) {
         let inner = &self.inner;
         let mut inv = inner.scripts.timers.prepare_invoke();
-        inv.key(inner.keys.timers(&app))
+        inv.key(inner.keys.timers(&unit))
             .arg("done")
             .arg(member)
             .arg(lease);
@@ -3227,7 +3295,7 @@ impl Inner {
                     orphans.entry((app, account, conn)).or_default();
                 }
             }
-            // where each membership is now: pipelines of 1,000 (the app's slot)
+            // where each membership is now: pipelines of 1,000 (the index's unit's slot)
             let m: Vec<_> = m
                 .iter()
                 .filter_map(|e| node::read_member_entry(e))
@@ -3236,7 +3304,8 @@ impl Inner {
             for some in m.chunks(1000) {
                 let mut pipe = redis::pipe();
                 for (app, ch, account) in some {
-                    pipe.hget(self.keys.channel(app, ch).location, account);
+                    let unit = self.channel_unit(app, ch);
+                    pipe.hget(self.keys.channel(&unit, ch).location, account);
                 }
                 at.extend(timed(pipe.query_async::<Vec<Option<String>>>(&mut c)).await?);
             }
