@@ -34,6 +34,10 @@ pub struct ServerConfig {
     /// Replicas that must hold a step's writes before it is acknowledged (Redis `WAIT`;
     /// 0: Redis's asynchronous replication as it is).
     pub redis_wait_replicas: u32,
+    /// How many units (hash slots of a Redis Cluster) each app's channels are spread over
+    /// (1: an app on one; fixed for the life of the data, a node refuses to start with
+    /// another number than the cluster's).
+    pub redis_partitions: u32,
     /// This node's id in the cluster (default: random).
     pub node_id: Option<String>,
     /// PEM certificate chain: serve `wss://` and `https://` (with `tls_key`).
@@ -222,6 +226,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_wait_replicas", &self.redis_wait_replicas)
+            .field("redis_partitions", &self.redis_partitions)
             .field("node_id", &self.node_id)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -267,6 +272,7 @@ impl Default for ServerConfig {
             redis_url: None,
             redis_prefix: "opensig:".into(),
             redis_wait_replicas: 0,
+            redis_partitions: 1,
             node_id: None,
             tls_cert: None,
             tls_key: None,
@@ -429,6 +435,8 @@ pub struct FileConfig {
     pub redis_prefix: Option<String>,
     /// `redis_wait_replicas`.
     pub redis_wait_replicas: Option<u32>,
+    /// `redis_partitions`.
+    pub redis_partitions: Option<u32>,
     /// `node_id`.
     pub node_id: Option<String>,
     /// `no_firehose`.
@@ -497,6 +505,9 @@ impl FileConfig {
         set(&mut c.redis_prefix, &self.redis_prefix);
         if let Some(n) = self.redis_wait_replicas {
             c.redis_wait_replicas = n;
+        }
+        if let Some(n) = self.redis_partitions {
+            c.redis_partitions = n;
         }
         if self.public_url.is_some() {
             c.public_url.clone_from(&self.public_url);

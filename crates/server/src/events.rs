@@ -328,11 +328,12 @@ pub fn stable_hash(key: &str) -> u32 {
     h
 }
 
-/// The bounds of one partition of an app's log, from the limits in force.
-pub fn cap(l: &LimitsNow) -> EventCap {
+/// The bounds of one of the `partitions` of an app's log (the store's
+/// [`Store::event_partitions`]), from the limits in force: the app's bounds shared out.
+pub fn cap(l: &LimitsNow, partitions: u32) -> EventCap {
     let per = |n: usize| match n {
         0 => 0,
-        n => (n / PARTITIONS as usize).max(1),
+        n => (n / partitions.max(1) as usize).max(1),
     };
     EventCap {
         max_events: per(l.app_events_max),
@@ -347,10 +348,10 @@ pub const TAIL_ONLY_EVENTS: usize = 256;
 /// Seconds those are kept.
 pub const TAIL_ONLY_SECS: u64 = 60;
 
-/// The bounds of one partition of `app`'s log: [`cap`], or a short window when nothing but
-/// the console reads it.
-pub fn cap_of(l: &LimitsNow, app: &str) -> EventCap {
-    let mut c = cap(l);
+/// The bounds of one of the `partitions` of `app`'s log: [`cap`], or a short window when
+/// nothing but the console reads it.
+pub fn cap_of(l: &LimitsNow, app: &str, partitions: u32) -> EventCap {
+    let mut c = cap(l, partitions);
     if l.0.webhooks_of(app).next().is_none() {
         // (0 is "no cap": the window is tighter than any)
         let tighter = |n: usize, m: usize| if n == 0 { m } else { n.min(m) };
@@ -370,6 +371,8 @@ pub fn cap_of(l: &LimitsNow, app: &str) -> EventCap {
 pub struct Events {
     /// This process's id prefix (unique per boot): event ids are `<prefix>.<n>`.
     prefix: String,
+    /// The partitions of an app's log in the store ([`Store::event_partitions`]).
+    partitions: u32,
     seq: AtomicU64,
     /// Woken on every event this node appends (consumers poll for other nodes' events).
     pub appended: Arc<Notify>,
@@ -387,10 +390,11 @@ pub struct EventStats {
 }
 
 impl Events {
-    /// Events with ids starting `prefix`.
-    pub fn new(prefix: &str) -> Events {
+    /// Events with ids starting `prefix`, for a store whose app logs have `partitions`.
+    pub fn new(prefix: &str, partitions: u32) -> Events {
         Events {
             prefix: prefix.to_string(),
+            partitions,
             seq: AtomicU64::new(0),
             appended: Arc::new(Notify::new()),
             stats: EventStats::default(),
@@ -426,7 +430,7 @@ impl Events {
         StepEvents {
             app: app.to_string(),
             events,
-            cap: cap_of(limits, app),
+            cap: cap_of(limits, app, self.partitions),
         }
     }
 
@@ -453,7 +457,12 @@ impl Events {
         let key = happened.key();
         let text = render(&id, app, now_ms(), &happened);
         match store
-            .event_append(app, partition(&key), &text, cap_of(limits, app))
+            .event_append(
+                app,
+                partition(&key),
+                &text,
+                cap_of(limits, app, self.partitions),
+            )
             .await
         {
             Ok(_) => {

@@ -252,7 +252,7 @@ impl<E: Store> Running<E> {
         let lim = |c: &ServerConfig| serde_json::to_value(&c.limits).unwrap_or_default();
         let (old_limits, new_limits) = (lim(&old), lim(&new));
         let at_start = |name: &str| old_limits.get(name) != new_limits.get(name);
-        let fixed: [(&'static str, bool); 10] = [
+        let fixed: [(&'static str, bool); 11] = [
             ("listen", new.listen != old.listen),
             ("metrics_listen", new.metrics_listen != old.metrics_listen),
             ("console_listen", new.console_listen != old.console_listen),
@@ -261,6 +261,10 @@ impl<E: Store> Running<E> {
             (
                 "redis_wait_replicas",
                 new.redis_wait_replicas != old.redis_wait_replicas,
+            ),
+            (
+                "redis_partitions",
+                new.redis_partitions != old.redis_partitions,
             ),
             (
                 "node_id",
@@ -280,6 +284,7 @@ impl<E: Store> Running<E> {
         new.redis_url = old.redis_url.clone();
         new.redis_prefix = old.redis_prefix.clone();
         new.redis_wait_replicas = old.redis_wait_replicas;
+        new.redis_partitions = old.redis_partitions;
         new.node_id = old.node_id.clone();
         new.www_dir = old.www_dir.clone();
         new.pkg_dir = old.pkg_dir.clone();
@@ -481,6 +486,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<Server> {
         url,
         prefix: config.redis_prefix.clone(),
         wait_replicas: config.redis_wait_replicas,
+        partitions: config.redis_partitions,
         node_id: node_id.clone(),
         public_url,
     };

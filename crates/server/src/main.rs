@@ -112,6 +112,10 @@ struct Serve {
     /// replication].
     #[arg(long, env = "OPENSIG_REDIS_WAIT_REPLICAS")]
     redis_wait_replicas: Option<u32>,
+    /// Spread each app's channels over this many hash slots of a Redis Cluster (fixed for
+    /// the life of the cluster's data) [default: 1].
+    #[arg(long, env = "OPENSIG_REDIS_PARTITIONS")]
+    redis_partitions: Option<u32>,
     /// This node's id in the cluster (default: random).
     #[arg(long, env = "OPENSIG_NODE_ID")]
     node_id: Option<String>,
@@ -352,6 +356,9 @@ fn build_config(s: &Serve) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(n) = s.redis_wait_replicas {
         config.redis_wait_replicas = n;
+    }
+    if let Some(n) = s.redis_partitions {
+        config.redis_partitions = n;
     }
     if s.node_id.is_some() {
         config.node_id.clone_from(&s.node_id);

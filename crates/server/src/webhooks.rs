@@ -27,7 +27,7 @@ use sha2::Sha256;
 use tokio::time::Instant;
 
 use crate::config::{LimitsNow, Webhook};
-use crate::events::{render, Happened, PARTITIONS};
+use crate::events::{render, Happened};
 use crate::signaling::Signaling;
 use crate::store::{now_ms, Store};
 
@@ -328,11 +328,12 @@ impl Dispatcher {
             loop {
                 let Some(sig) = weak.upgrade() else { break };
                 let config = sig.config();
+                let partitions = sig.store().event_partitions();
                 drop(sig);
                 let wanted: HashSet<(Webhook, u32)> = config
                     .webhooks
                     .iter()
-                    .flat_map(|w| (0..PARTITIONS).map(move |p| (w.clone(), p)))
+                    .flat_map(|w| (0..partitions).map(move |p| (w.clone(), p)))
                     .collect();
                 // an endpoint removed, or changed (a new secret, URL or filter), stops here
                 workers.retain(|k, task| {

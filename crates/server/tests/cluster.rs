@@ -444,6 +444,7 @@ async fn a_node_back_under_its_id_ends_what_its_previous_run_left() {
             listen: "127.0.0.1:0".into(),
             redis_url: Some(redis_url()),
             redis_prefix: prefix.clone(),
+            redis_partitions: common::partitions(),
             node_id: Some(id.into()),
             ..ServerConfig::default()
         };

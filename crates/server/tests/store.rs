@@ -152,6 +152,10 @@ fn set_attr<'a>(name: &'a str, value: &'a str, max: usize) -> AttrOp<'a> {
 /// A store under test, its "second node", and its work.
 trait Harness: Store + Clone {
     fn make_with(l: Limits) -> impl std::future::Future<Output = (Self, Self)> + Send;
+    /// The units an app's channels are spread over (`RedisConfig::partitions`).
+    fn partitions() -> u32 {
+        1
+    }
     fn make() -> impl std::future::Future<Output = (Self, Self)> + Send {
         Self::make_with(limits())
     }
@@ -169,6 +173,7 @@ fn node_cfg(prefix: &str, n: &str) -> RedisConfig {
     RedisConfig {
         url: common::redis_url(),
         wait_replicas: 0,
+        partitions: common::partitions(),
         prefix: prefix.into(),
         node_id: format!("{n}{}", NODE_IDS.fetch_add(1, Ordering::Relaxed)),
         public_url: format!("ws://{n}/"),
@@ -176,6 +181,9 @@ fn node_cfg(prefix: &str, n: &str) -> RedisConfig {
 }
 
 impl Harness for Redis {
+    fn partitions() -> u32 {
+        common::partitions()
+    }
     async fn make_with(l: Limits) -> (Redis, Redis) {
         let prefix = common::unique_prefix();
         let a = Redis::connect(node_cfg(&prefix, "a"), &l).await.unwrap();
@@ -997,21 +1005,34 @@ async fn empty_channels_keep_state_only_for_attributes<S: Harness>() {
     }
 }
 
+/// `n` channel names whose keys are in one unit of `partitions` (any names with one).
+fn names_in_one_unit(n: usize, partitions: u32) -> Vec<ChannelName> {
+    (0..)
+        .map(|i| format!("c{i}"))
+        .filter(|name| opensig_server::events::stable_hash(name) % partitions == 0)
+        .take(n)
+        .map(|name| chan_name(&name))
+        .collect()
+}
+
 /// The attributes of all channels of an app share a quota (channels with attributes, and
 /// bytes of names and values), members or not, on every node; deleting, clearing, shrinking
-/// and the state's expiry free it; other apps are not affected.
+/// and the state's expiry free it; other apps are not affected. (With the app's channels in
+/// several units, each unit holds its share of the quota: channels of one unit here, and the
+/// quota that gives them these shares; `a_unit_holds_its_share_of_the_app_s_quotas`.)
 async fn channel_attributes_share_the_app_s_quota<S: Harness>() {
     let (s, other) = S::make().await;
     let (a, b) = (app("quota"), app("other"));
-    let names = ["c0", "c1", "c2", "c3", "c4"].map(chan_name);
+    let p = S::partitions() as usize;
+    let names = names_in_one_unit(5, S::partitions());
     let at = |app, i: usize| Chan {
         app,
         channel: &names[i],
     };
     let u = tpl("u");
     let quota = AttrQuota {
-        channels: 2,
-        bytes: 20,
+        channels: 2 * p,
+        bytes: 20 * p,
     };
     let set = |name, value| AttrChange {
         events: &NO_EVENTS,
@@ -3368,6 +3389,7 @@ impl SmallRedis {
         RedisConfig {
             url: self.url.clone(),
             wait_replicas: 0,
+            partitions: common::partitions(),
             prefix: prefix.into(),
             node_id: "n1".into(),
             public_url: "ws://n1/".into(),
@@ -3553,13 +3575,174 @@ async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
     );
 }
 
+/// Redis only: an app's channels spread over its units (`RedisConfig::partitions`), each a
+/// hash slot of its own, and everything about a channel stays whole: its members and their
+/// events across nodes, its timers, the listing (merged by name, in pages), the event log (a
+/// channel's events in its unit's partitions, among the `event_partitions()` a consumer
+/// reads) and the attribute quota (each unit holds its share). A node given another number
+/// of units than the cluster's refuses to start.
+#[tokio::test]
+async fn an_app_s_channels_spread_over_its_units() {
+    let prefix = common::unique_prefix();
+    let cfg = |n: &str| RedisConfig {
+        partitions: 3,
+        ..node_cfg(&prefix, n)
+    };
+    let s = Redis::connect(cfg("a"), &limits()).await.unwrap();
+    let other = Redis::connect(cfg("b"), &limits()).await.unwrap();
+    let mut rx = work(&s);
+    let _other_work = work(&other);
+    let refused = Redis::connect(
+        RedisConfig {
+            partitions: 2,
+            ..node_cfg(&prefix, "c")
+        },
+        &limits(),
+    )
+    .await;
+    let e = refused.err().expect("another number of units refused");
+    assert!(e.to_string().contains("redis_partitions"), "{e}");
+    assert_eq!(s.event_partitions(), 24);
+    let a = app("spread");
+    let (ann, bob) = (acct("ann"), acct("bob"));
+    let unit = |c: &ChannelName| opensig_server::events::stable_hash(c.as_str()) % 3;
+    let names: Vec<ChannelName> = (0..12).map(|i| chan_name(&format!("ch{i:02}"))).collect();
+    let in_unit = |u: u32| names.iter().filter(move |c| unit(c) == u);
+    assert!(
+        (0..3).all(|u| in_unit(u).count() >= 2),
+        "every unit has two"
+    );
+    let at = |c| Chan {
+        app: &a,
+        channel: c,
+    };
+    let (mut ca, mut cb) = (Conn::new(), Conn::new());
+    s.session_open(opening(&a, &ann, &ca)).await.unwrap();
+    other.session_open(opening(&a, &bob, &cb)).await.unwrap();
+    for c in &names {
+        s.join(at(c), joining(&ann, &ca.h, None)).await.unwrap();
+    }
+    // a channel of the third unit: bob on the other node hears ann's message, and the
+    // message's event is in that unit's first partition (16 of 24)
+    let far = in_unit(2).next().unwrap();
+    other
+        .join(at(far), joining(&bob, &cb.h, None))
+        .await
+        .unwrap();
+    let m = tpl("msg");
+    let cap = EventCap {
+        max_events: 0,
+        max_bytes: 0,
+        max_age: Duration::from_secs(3600),
+    };
+    let out = planned(&a, "far", &[When::Done], cap);
+    let said = Publish {
+        events: &out,
+        member: Some(&ann),
+        ..Publish::event(ev(&m))
+    };
+    assert_eq!(s.publish(at(far), said).await.unwrap(), Published::Sent);
+    assert_eq!(
+        cb.frames(2).await[1],
+        "msg#1",
+        "after the session's welcome"
+    );
+    assert_eq!(ca.frames(2).await[1], "msg#1");
+    let texts = |p: EventPage| {
+        p.events
+            .into_iter()
+            .map(|(_, t)| t.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        texts(other.event_read(&a, 16, 0, 10).await.unwrap()),
+        ["far:done"]
+    );
+    for q in (0..24).filter(|q| *q != 16) {
+        assert!(
+            s.event_read(&a, q, 0, 10).await.unwrap().events.is_empty(),
+            "{q}"
+        );
+    }
+    // the listing: every unit's channels, by name, five at a time
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = other.channels(&a, &cursor, "", 5).await.unwrap();
+        assert!(page.channels.len() <= 5);
+        listed.extend(page.channels);
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    let want: Vec<(String, usize)> = (names.iter())
+        .map(|c| (c.to_string(), if c == far { 2 } else { 1 }))
+        .collect();
+    assert_eq!(listed, want);
+    // a timer of a channel of the second unit fires
+    let t = Timer::MemberNum(a.clone(), in_unit(1).next().unwrap().clone());
+    s.schedule(t.clone(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    let Work::Timer { timer, claim } = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!("a timer")
+    };
+    assert_eq!(timer, t);
+    s.timer_done(claim).await;
+    // a quota of 3 channels with attributes: one per unit
+    let quota = AttrQuota {
+        channels: 3,
+        bytes: 0,
+    };
+    let u = tpl("u");
+    let set = || AttrChange {
+        events: &NO_EVENTS,
+        op: AttrOp::Set(AttrSet {
+            name: "topic",
+            value: "x",
+            setting: None,
+            rate_limited: false,
+            max: 10,
+            quota,
+        }),
+        event: ev(&u),
+    };
+    let mut ones = in_unit(1);
+    let (first, second) = (ones.next().unwrap(), ones.next().unwrap());
+    assert_eq!(
+        s.attr_change(at(first), set()).await.unwrap(),
+        AttrOutcome::Done
+    );
+    assert_eq!(
+        other.attr_change(at(second), set()).await.unwrap(),
+        AttrOutcome::AppFull,
+        "the unit's share is used"
+    );
+    for u in [0, 2] {
+        let c = in_unit(u).next().unwrap();
+        assert_eq!(
+            s.attr_change(at(c), set()).await.unwrap(),
+            AttrOutcome::Done
+        );
+    }
+}
+
 /// Redis only: channels occupied before the store kept its index of them (an older version
 /// joined them) are listed too, from the app's first listing on; an index entry of a channel
 /// that has no members is dropped by the listing that finds it so.
 #[tokio::test]
 async fn channels_occupied_before_the_index_are_listed() {
     let r = SmallRedis::start("64mb");
-    let cfg = r.node("ix:");
+    // (older versions kept an app in one unit)
+    let cfg = RedisConfig {
+        partitions: 1,
+        ..r.node("ix:")
+    };
     let s = Redis::connect(cfg, &limits()).await.unwrap();
     let (a, ann) = (app("app"), acct("ann"));
     let c = Conn::new();

@@ -41,7 +41,6 @@ use serde_json::{json, Value};
 
 pub use auth::Operator;
 
-use crate::events::PARTITIONS;
 use crate::store::{now_ms, Store};
 use crate::Shared;
 
@@ -596,15 +595,16 @@ async fn tail<S: Store>(
     tokio::spawn(async move {
         let _permit = permit;
         let store = sh.store();
-        // the partitions are read together (on Redis: one round trip, not eight)
-        let read_all = |after: [u64; PARTITIONS as usize], max: usize| {
+        // the partitions are read together (on Redis: requests sent at once)
+        let partitions = store.event_partitions();
+        let read_all = |after: Vec<u64>, max: usize| {
             let (store, app) = (&store, &app);
             let reads =
-                (0..PARTITIONS).map(move |p| store.event_read(app, p, after[p as usize], max));
+                (0..partitions).map(move |p| store.event_read(app, p, after[p as usize], max));
             futures_util::future::join_all(reads)
         };
-        let mut after = [0u64; PARTITIONS as usize];
-        let lasts = read_all([u64::MAX; PARTITIONS as usize], 1).await;
+        let mut after = vec![0u64; partitions as usize];
+        let lasts = read_all(vec![u64::MAX; partitions as usize], 1).await;
         for (a, page) in after.iter_mut().zip(lasts) {
             *a = page.map_or(0, |page| page.last);
         }
@@ -619,7 +619,7 @@ async fn tail<S: Store>(
         let appended = sh.signaling.events().appended.clone();
         loop {
             let woken = appended.notified();
-            let pages = read_all(after, TAIL_READ).await;
+            let pages = read_all(after.clone(), TAIL_READ).await;
             for (a, page) in after.iter_mut().zip(pages) {
                 let Ok(page) = page else {
                     continue;

@@ -127,11 +127,11 @@ impl<S: Store> Signaling<S> {
     /// value is shared.
     pub fn new(store: S, config: Arc<ServerConfig>, id_prefix: String) -> Signaling<S> {
         Signaling {
+            events: Events::new(&id_prefix, store.event_partitions()),
             store,
             config: Arc::new(ArcSwap::new(config)),
             id_seq: AtomicU64::new(0),
             generation: AtomicU64::new(rand::random::<u32>() as u64),
-            events: Events::new(&id_prefix),
             id_prefix,
         }
     }

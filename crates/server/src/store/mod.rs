@@ -1215,6 +1215,15 @@ pub trait Store: Send + Sync + 'static {
 
     // ---------------------------------------------------------------- the event log
 
+    /// How many partitions each app's log has: a consumer reads `0 .. event_partitions()`.
+    /// The events of a step go where the store puts the step's keys, each in the partition
+    /// of its ordering key there ([`crate::events::partition`], below
+    /// [`crate::events::PARTITIONS`]); a store that spreads an app over several places has
+    /// [`crate::events::PARTITIONS`] per place.
+    fn event_partitions(&self) -> u32 {
+        crate::events::PARTITIONS
+    }
+
     /// Append `event` to partition `partition` of the app's log under the partition's next
     /// sequence number (returned), then drop what falls outside `cap`.
     fn event_append(

@@ -34,6 +34,12 @@ pub fn redis_cluster() -> bool {
     std::env::var("OPENSIG_TEST_STORE").is_ok_and(|e| e == "redis-cluster")
 }
 
+/// The units each app's channels are spread over on Redis: `OPENSIG_TEST_PARTITIONS`
+/// (default 1).
+pub fn partitions() -> u32 {
+    std::env::var("OPENSIG_TEST_PARTITIONS").map_or(1, |p| p.parse().expect("a number"))
+}
+
 pub async fn server() -> Server {
     server_with(|_| {}).await
 }
@@ -58,6 +64,7 @@ pub async fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Server {
         c.redis_url = Some(redis_url());
         c.redis_prefix = unique_prefix();
     }
+    c.redis_partitions = partitions();
     f(&mut c);
     opensig_server::start(c).await.expect("server starts")
 }
@@ -71,6 +78,7 @@ pub async fn cluster(n: usize, f: impl Fn(&mut ServerConfig)) -> Vec<Server> {
             listen: "127.0.0.1:0".into(),
             redis_url: Some(redis_url()),
             redis_prefix: prefix.clone(),
+            redis_partitions: partitions(),
             node_id: Some(format!("node{i}")),
             ..ServerConfig::default()
         };

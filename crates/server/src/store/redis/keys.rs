@@ -194,6 +194,12 @@ impl Keys {
         self.g("node", &[node])
     }
 
+    /// The cluster's number of units per app (`RedisConfig::partitions`), as its first node
+    /// recorded it.
+    pub fn partitions(&self) -> String {
+        self.g("partitions", &[])
+    }
+
     /// The apps with timers, by when they need asking next (a sorted set, `timers_due.lua`):
     /// how a node finds the timers another node scheduled without asking every app.
     pub fn timers_due(&self) -> String {

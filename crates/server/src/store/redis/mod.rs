@@ -52,6 +52,7 @@ use super::{
     StepEvents, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, NO_EVENTS,
 };
 use crate::delivery::{ConnHandle, Frame};
+use crate::events::PARTITIONS;
 
 const HEARTBEAT: Duration = Duration::from_millis(1000);
 const NODE_TTL_MS: u64 = 5000;
@@ -240,11 +241,20 @@ pub struct RedisConfig {
     /// Replicas that must hold a step's writes before its caller hears it happened (`WAIT`
     /// after every script, on every primary this node wrote to; 0: none).
     pub wait_replicas: u32,
+    /// How many units each app's channels are spread over (1 ..= [`MAX_PARTITIONS`]; 1: an
+    /// app in one hash slot). Fixed for the life of the cluster's data: the first node to
+    /// start records it, and a node given another number refuses to start. Each unit past
+    /// the first costs, per app a node serves, one more sharded subscription (about 220 B of
+    /// Redis memory) and eight more partitions of the app's event log to read.
+    pub partitions: u32,
     /// This node's id (unique in the cluster; no spaces).
     pub node_id: String,
     /// The WebSocket URL clients use for this node (listed by `/getaddr`).
     pub public_url: String,
 }
+
+/// The most units an app's channels can be spread over (`RedisConfig::partitions`).
+pub const MAX_PARTITIONS: u32 = 64;
 
 /// A session of the cluster: a connection on a node (`conn: None` — any connection of that
 /// node, for sessions found through a dead node's memberships).
@@ -286,10 +296,8 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     conn: Conn,
-    /// How many units each app's keys are in (`Keys::unit`): 1 until partitioning an app
-    /// is built past its first stage (ARCHITECTURE.md, "Partitioning an app": the steps, the
-    /// node's subscriptions, timers, indexes and reaping go by unit; the listing of channels,
-    /// the event log's consumers and the quotas' shares are what more than one still needs).
+    /// How many units each app's channels are in (`Keys::unit`, `RedisConfig::partitions`;
+    /// its accounts are in the first).
     partitions: u32,
     /// Units this node has registered in its list of apps (`Keys::node_apps`; an app's
     /// first unit is the app) — before its first write of their sessions, memberships or
@@ -584,10 +592,41 @@ impl Redis {
                 "the key prefix must not contain { or } (they name Redis Cluster hash slots)",
             )));
         }
+        if !(1..=MAX_PARTITIONS).contains(&cfg.partitions) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "redis_partitions must be 1 to 64",
+            )));
+        }
         let target = Target::parse(&cfg.url).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis URL", e))
         })?;
         let conn = Conn::open(&target, OP_TIMEOUT).await?;
+        let keys = Keys::new(&cfg.prefix, matches!(target, Target::Cluster(_)));
+        // the cluster's number of units: the first node's, for the life of the data
+        let recorded: Option<u32> = timed(
+            redis::cmd("SET")
+                .arg(keys.partitions())
+                .arg(cfg.partitions)
+                .arg("NX")
+                .arg("GET")
+                .query_async(&mut conn.clone()),
+        )
+        .await
+        .map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "reading the cluster's redis_partitions",
+                e.to_string(),
+            ))
+        })?;
+        if let Some(n) = recorded.filter(|n| *n != cfg.partitions) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "redis_partitions differs from the cluster's (its data is placed by it: start with the cluster's)",
+                format!("this node's {}, the cluster's {n}", cfg.partitions),
+            )));
+        }
         let (pushes_tx, pushes) = tokio::sync::mpsc::unbounded_channel();
         let subs = match &target {
             Target::One(_) => None,
@@ -596,10 +635,10 @@ impl Redis {
         let inner = Arc::new(Inner {
             defaults: ChannelSettings::defaults(limits),
             mailbox_keep_ms: limits.mailbox_state_keep_secs.saturating_mul(1000).max(1),
-            keys: Keys::new(&cfg.prefix, matches!(target, Target::Cluster(_))),
+            keys,
             scripts: Scripts::new(matches!(target, Target::Cluster(_))),
             conn,
-            partitions: 1,
+            partitions: cfg.partitions,
             known_apps: DashMap::new(),
             app_turns: (0..LOGIN_TURNS).map(|_| Default::default()).collect(),
             forget_apps_after: (limits.idle_app_forget_secs > 0)
@@ -700,6 +739,23 @@ impl Inner {
     /// its messages, the events its steps append): its partition is a hash of its name.
     fn channel_unit<'a>(&self, app: &'a str, channel: &str) -> Cow<'a, str> {
         Keys::unit(app, crate::events::stable_hash(channel) % self.partitions)
+    }
+
+    /// A unit's share of a quota of the app's (0: none): a `P`th, rounded up — the quota
+    /// holds overall, and an app whose use is skewed to one unit meets it sooner there.
+    fn share(&self, bound: usize) -> usize {
+        match bound {
+            0 => 0,
+            n => n.div_ceil(self.partitions as usize),
+        }
+    }
+
+    /// Where the app's log partition `q` of `0 .. event_partitions()` is: the unit
+    /// `q / PARTITIONS`, its partition `q % PARTITIONS` there (the partition of a step's
+    /// event is its ordering key's, in the step's unit; one outside a step is in the
+    /// first unit, as every event keyed by an account is).
+    fn event_place<'a>(&self, app: &'a str, q: u32) -> (Cow<'a, str>, u32) {
+        (Keys::unit(app, q / PARTITIONS), q % PARTITIONS)
     }
 
     /// The unit of a channel step.
@@ -2089,7 +2145,9 @@ impl Store for Redis {
         inv.arg(if rate { "1" } else { "0" })
             .arg(max.min(i64::MAX as usize));
         inv.arg(before).arg(after);
-        inv.arg(quota.channels).arg(quota.bytes);
+        // (the unit's ledger holds its share of the app's quota)
+        inv.arg(inner.share(quota.channels))
+            .arg(inner.share(quota.bytes));
         inner.step_events(&mut inv, &unit, ch.events);
         let r: String = inner.run(&inv).await?;
         inner.timers_touched(&unit);
@@ -2399,6 +2457,10 @@ impl Store for Redis {
         }
     }
 
+    fn event_partitions(&self) -> u32 {
+        PARTITIONS * self.inner.partitions
+    }
+
     async fn event_append(
         &self,
         app: &AppId,
@@ -2408,7 +2470,8 @@ impl Store for Redis {
     ) -> SResult<u64> {
         let inner = &self.inner;
         inner.check()?;
-        let [stream, meta] = inner.keys.event_log(app, partition);
+        let (unit, partition) = inner.event_place(app, partition);
+        let [stream, meta] = inner.keys.event_log(&unit, partition);
         let mut inv = inner.scripts.event_append.prepare_invoke();
         inv.key(stream).key(meta);
         inv.arg(event)
@@ -2428,7 +2491,8 @@ impl Store for Redis {
     ) -> SResult<EventPage> {
         let inner = &self.inner;
         inner.check()?;
-        let [stream, meta] = inner.keys.event_log(app, partition);
+        let (unit, partition) = inner.event_place(app, partition);
+        let [stream, meta] = inner.keys.event_log(&unit, partition);
         let mut pipe = redis::pipe();
         pipe.hget(&meta, "last")
             .cmd("XRANGE")
@@ -2473,7 +2537,8 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let mut c = inner.conn();
-        let key = inner.keys.event_cursors(app, partition);
+        let (unit, partition) = inner.event_place(app, partition);
+        let key = inner.keys.event_cursors(&unit, partition);
         timed(c.hget(key, consumer)).await
     }
 
@@ -2487,7 +2552,8 @@ impl Store for Redis {
     ) -> SResult<()> {
         let inner = &self.inner;
         inner.check()?;
-        let key = inner.keys.event_cursors(app, partition);
+        let (unit, partition) = inner.event_place(app, partition);
+        let key = inner.keys.event_cursors(&unit, partition);
         let mut pipe = redis::pipe();
         pipe.hset(&key, consumer, seq)
             .ignore()
@@ -2508,7 +2574,8 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let mut inv = inner.scripts.event_lease.prepare_invoke();
-        inv.key(inner.keys.event_lease(app, consumer, partition));
+        let (unit, partition) = inner.event_place(app, partition);
+        inv.key(inner.keys.event_lease(&unit, consumer, partition));
         inv.arg(holder).arg(ttl.as_millis() as u64);
         let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
