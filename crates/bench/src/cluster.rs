@@ -36,6 +36,9 @@ pub struct ClusterArgs {
     /// Apps the pairs are spread over (an app's keys live on one primary of a cluster).
     #[arg(long, default_value_t = 1)]
     apps: usize,
+    /// The nodes' `--redis-partitions`: units each app's channels are spread over.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
 }
 
 /// The Redis servers whose work is read: one, or a cluster's primaries.
@@ -401,6 +404,8 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
             prefix.clone(),
             "--node-id".into(),
             id.into(),
+            "--redis-partitions".into(),
+            args.partitions.to_string(),
             "--limit".into(),
             "user_messages_per_second=100000".into(),
             "--limit".into(),
@@ -550,7 +555,72 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
          evenly: N × that (a single app stays on one primary)",
         1e6 / cpu_us.max(0.001)
     );
+    if redises.primaries.len() > 1 {
+        spread(&redises, &url_a, &url_b, args.partitions).await?;
+    }
     other_work(&redises, &url_a, &url_b).await
+}
+
+/// Channels of `spread`, each with a member on either node.
+const SPREAD_CHANNELS: usize = 24;
+/// Messages sent in each of them.
+const SPREAD_MESSAGES: usize = 25;
+
+/// How one app's channel traffic spreads over a cluster's primaries: `SPREAD_CHANNELS`
+/// channels of one app, a member of each on either node, `SPREAD_MESSAGES` messages in each;
+/// each primary's share of the commands of the messages' window.
+async fn spread(redises: &Redises, url_a: &str, url_b: &str, partitions: u32) -> Result<()> {
+    let mut pairs = vec![];
+    for i in 0..SPREAD_CHANNELS {
+        let name = format!("room{i}");
+        let mut sender = login_to("spread", url_a, &format!("spreads{i}")).await?;
+        let mut receiver = login_to("spread", url_b, &format!("spreadr{i}")).await?;
+        for s in [&mut sender, &mut receiver] {
+            let n = name.clone();
+            s.with(move |c, now| c.channel_join(&n, now)).await;
+            expect(s, "joined", |e| matches!(e, Event::ChannelJoined { .. })).await?;
+        }
+        pairs.push((name, sender, receiver));
+    }
+    let (before, before_each) = redises.read()?;
+    for (name, sender, _) in pairs.iter_mut() {
+        for m in 0..SPREAD_MESSAGES {
+            let (n, text) = (name.clone(), format!("m{m}"));
+            sender
+                .with(move |c, now| c.channel_send(&n, &text, false, now))
+                .await;
+        }
+    }
+    let last = format!("m{}", SPREAD_MESSAGES - 1);
+    for (_, _, receiver) in pairs.iter_mut() {
+        expect(receiver, "the last channel message", |e| {
+            matches!(e, Event::ChannelMessage { msg, .. } if msg.as_str() == Some(last.as_str()))
+        })
+        .await?;
+    }
+    let (after, after_each) = redises.read()?;
+    let (_, commands, cpu, _) = after.since(&before);
+    let done: Vec<u64> = after_each
+        .iter()
+        .zip(&before_each)
+        .map(|(a, b)| a - b)
+        .collect();
+    let n = (SPREAD_CHANNELS * SPREAD_MESSAGES) as f64;
+    println!(
+        "one app's channel messages ({SPREAD_CHANNELS} channels, a member on each node, \
+         redis_partitions = {partitions}): each primary's share of the commands {}; {:.1} \
+         commands, {:.1} µs of Redis CPU per message",
+        shares(&done),
+        commands as f64 / n,
+        cpu * 1e6 / n
+    );
+    for (_, mut sender, mut receiver) in pairs {
+        for s in [&mut sender, &mut receiver] {
+            s.with(|c, now| c.logout(now)).await;
+            expect(s, "logged out", |e| matches!(e, Event::Logout { .. })).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The first `n` of `(name, count)`, each divided by `per`, with `digits` decimals.

@@ -3602,6 +3602,13 @@ async fn an_app_s_channels_spread_over_its_units() {
     .await;
     let e = refused.err().expect("another number of units refused");
     assert!(e.to_string().contains("redis_partitions"), "{e}");
+    for bad in [0, 65] {
+        let cfg = RedisConfig {
+            partitions: bad,
+            ..node_cfg(&common::unique_prefix(), "d")
+        };
+        assert!(Redis::connect(cfg, &limits()).await.is_err(), "{bad} units");
+    }
     assert_eq!(s.event_partitions(), 24);
     let a = app("spread");
     let (ann, bob) = (acct("ann"), acct("bob"));

@@ -603,13 +603,16 @@ impl Redis {
         })?;
         let conn = Conn::open(&target, OP_TIMEOUT).await?;
         let keys = Keys::new(&cfg.prefix, matches!(target, Target::Cluster(_)));
-        // the cluster's number of units: the first node's, for the life of the data
-        let recorded: Option<u32> = timed(
-            redis::cmd("SET")
+        // the cluster's number of units: the first node's, for the life of the data (`SET NX`
+        // then `GET`: Redis 6.2 has no `SET NX GET`)
+        let (recorded,): (Option<u32>,) = timed(
+            redis::pipe()
+                .cmd("SET")
                 .arg(keys.partitions())
                 .arg(cfg.partitions)
                 .arg("NX")
-                .arg("GET")
+                .ignore()
+                .get(keys.partitions())
                 .query_async(&mut conn.clone()),
         )
         .await
@@ -2195,31 +2198,42 @@ impl Store for Redis {
             Bound::Excluded(c) => format!("({c}"),
         };
         let units: Vec<Cow<str>> = (0..inner.partitions).map(|p| Keys::unit(app, p)).collect();
-        // (unit, name): the first `limit + 1` names of the units together
-        let mut names: Vec<(usize, String)> = Vec::new();
-        for (u, unit) in units.iter().enumerate() {
-            inner.channels_index_built(unit).await?;
-            let index = inner.keys.channels_occupied(unit);
-            let mut c = inner.conn();
-            let some: Vec<String> =
-                timed(c.zrangebylex_limit(&index, &from, "+", 0, limit as isize + 1)).await?;
-            names.extend(some.into_iter().map(|n| (u, n)));
-        }
+        // (unit, name): the first `limit + 1` names of the units together (read at once)
+        let reads = units.iter().enumerate().map(|(u, unit)| {
+            let from = &from;
+            async move {
+                inner.channels_index_built(unit).await?;
+                let index = inner.keys.channels_occupied(unit);
+                let mut c = inner.conn();
+                let some: Vec<String> =
+                    timed(c.zrangebylex_limit(&index, from, "+", 0, limit as isize + 1)).await?;
+                SResult::Ok(some.into_iter().map(move |n| (u, n)))
+            }
+        });
+        let mut names: Vec<(usize, String)> = (futures_util::future::try_join_all(reads).await?)
+            .into_iter()
+            .flatten()
+            .collect();
         names.sort_by(|a, b| a.1.cmp(&b.1));
         let more = names.len() > limit;
         names.truncate(limit);
-        let mut counts = vec![0; names.len()];
-        for (u, unit) in units.iter().enumerate() {
+        // each unit's member counts (a pipeline each, at once)
+        let counted = units.iter().enumerate().map(|(u, unit)| {
             let (at, of_unit): (Vec<usize>, Vec<String>) = (names.iter().enumerate())
                 .filter(|(_, (nu, _))| *nu == u)
                 .map(|(i, (_, name))| (i, name.clone()))
                 .unzip();
-            for (i, n) in at
-                .into_iter()
-                .zip(inner.member_counts(unit, &of_unit).await?)
-            {
-                counts[i] = n;
+            async move {
+                let n = inner.member_counts(unit, &of_unit).await?;
+                SResult::Ok(at.into_iter().zip(n))
             }
+        });
+        let mut counts = vec![0; names.len()];
+        for (i, n) in (futures_util::future::try_join_all(counted).await?)
+            .into_iter()
+            .flatten()
+        {
+            counts[i] = n;
         }
         let mut names: Vec<String> = names.into_iter().map(|(_, name)| name).collect();
         let mut channels = Vec::with_capacity(names.len());
