@@ -1494,6 +1494,14 @@ async fn accept_and_timeout_race_to_one_outcome<S: Harness>() {
     }
 }
 
+/// The next work of `rx`, a timer due within [`WAIT`]: the timer and its claim.
+async fn fired<S: Store>(rx: &mut mpsc::UnboundedReceiver<Work<S>>) -> (Timer, S::Claim) {
+    match tokio::time::timeout(WAIT, rx.recv()).await {
+        Ok(Some(Work::Timer { timer, claim })) => (timer, claim),
+        _ => panic!("no timer due within {WAIT:?}"),
+    }
+}
+
 async fn timers_fire_once_and_rescheduling_replaces<S: Harness>() {
     let (s, _) = S::make().await;
     let mut rx = work(&s);
@@ -1503,26 +1511,14 @@ async fn timers_fire_once_and_rescheduling_replaces<S: Harness>() {
     s.schedule(t.clone(), Duration::from_millis(50))
         .await
         .unwrap();
-    let due = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let Work::Timer { timer, claim } = due else {
-        panic!("a timer")
-    };
+    let (timer, claim) = fired(&mut rx).await;
     assert_eq!(timer, t);
     // rescheduled while being handled: it comes again, once
     s.schedule(t.clone(), Duration::from_millis(50))
         .await
         .unwrap();
     s.timer_done(claim).await;
-    let again = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let Work::Timer { timer, claim } = again else {
-        panic!("a timer")
-    };
+    let (timer, claim) = fired(&mut rx).await;
     assert_eq!(timer, t);
     s.timer_done(claim).await;
     // scheduling again before it is due moves it (one firing, the later one)
@@ -1534,13 +1530,7 @@ async fn timers_fire_once_and_rescheduling_replaces<S: Harness>() {
         .await
         .unwrap();
     let start = tokio::time::Instant::now();
-    let Work::Timer { timer, claim } = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap()
-    else {
-        panic!("a timer")
-    };
+    let (timer, claim) = fired(&mut rx).await;
     assert_eq!(timer, m);
     assert!(
         start.elapsed() >= Duration::from_millis(200),
@@ -1552,14 +1542,7 @@ async fn timers_fire_once_and_rescheduling_replaces<S: Harness>() {
     s.schedule(marker.clone(), Duration::from_millis(10))
         .await
         .unwrap();
-    let Work::Timer { timer, .. } = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap()
-    else {
-        panic!("a timer")
-    };
-    assert_eq!(timer, marker);
+    assert_eq!(fired(&mut rx).await.0, marker);
 }
 
 /// A channel message published as one: numbered (the fifth element of its frame), kept in the
@@ -3692,13 +3675,7 @@ async fn an_app_s_channels_spread_over_its_units() {
     s.schedule(t.clone(), Duration::from_millis(20))
         .await
         .unwrap();
-    let Work::Timer { timer, claim } = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap()
-    else {
-        panic!("a timer")
-    };
+    let (timer, claim) = fired(&mut rx).await;
     assert_eq!(timer, t);
     s.timer_done(claim).await;
     // a quota of 3 channels with attributes: one per unit

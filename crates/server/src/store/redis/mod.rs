@@ -869,10 +869,11 @@ impl Inner {
         (!moved.is_empty()).then_some(moved)
     }
 
-    /// Register `app` in this node's list of apps, once until the node forgets it (and again
-    /// with every session refresh, see `heartbeat`): what its timer poller asks, and a reaper
-    /// reads. The step that asks holds what this returns while it runs: the app is not
-    /// forgotten meanwhile.
+    /// Register `app` — a unit's name (`Keys::unit`): the app itself for its accounts, the
+    /// channel's unit for a channel's step — in this node's list of apps and subscribe its
+    /// topic, once until the node forgets it (and again with every session refresh, see
+    /// `heartbeat`): what its timer poller asks, and a reaper reads. The step that asks holds
+    /// what this returns while it runs: the unit is not forgotten meanwhile.
     async fn app(&self, app: &str) -> SResult<Arc<KnownApp>> {
         // (a clone taken here keeps `forget_app` from removing it: it counts the holders)
         let known = self.known_apps.get(app).map(|k| k.value().clone());
