@@ -2203,7 +2203,11 @@ impl Store for Redis {
         let reads = units.iter().enumerate().map(|(u, unit)| {
             let from = &from;
             async move {
-                inner.channels_index_built(unit).await?;
+                // (versions before the index had one unit: only the first can hold channels
+                // it does not list)
+                if u == 0 {
+                    inner.channels_index_built(unit).await?;
+                }
                 let index = inner.keys.channels_occupied(unit);
                 let mut c = inner.conn();
                 let some: Vec<String> =
