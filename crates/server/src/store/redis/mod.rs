@@ -595,7 +595,8 @@ impl Redis {
         if !(1..=MAX_PARTITIONS).contains(&cfg.partitions) {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
-                "redis_partitions must be 1 to 64",
+                "redis_partitions out of range",
+                format!("1 to {MAX_PARTITIONS}, not {}", cfg.partitions),
             )));
         }
         let target = Target::parse(&cfg.url).map_err(|e| {
