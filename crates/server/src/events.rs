@@ -342,9 +342,17 @@ pub fn cap(l: &LimitsNow, partitions: u32) -> EventCap {
     }
 }
 
-/// Events kept per partition of an app that only the console's live tail reads (no webhook
-/// endpoint): a short window, not the retention a delivery needs.
-pub const TAIL_ONLY_EVENTS: usize = 256;
+/// Events kept of an app that only the console's live tail reads (no webhook endpoint), over
+/// all its log's partitions: a short window, not the retention a delivery needs. Shared out
+/// like [`cap`]'s bounds (256 per partition of the 8 of one store or one Redis unit; with more
+/// units each keeps fewer, down to [`TAIL_ONLY_EVENTS_MIN`]), so the window does not grow
+/// with `redis_partitions`.
+pub const TAIL_ONLY_EVENTS: usize = 2048;
+/// The fewest a partition keeps for the live tail, however many partitions share the window
+/// (the most is then 16 × 8 × 64 units = 8,192 events of an app).
+pub const TAIL_ONLY_EVENTS_MIN: usize = 16;
+/// Bytes a tail-only event counts for in the window's byte bound.
+const TAIL_ONLY_EVENT_BYTES: usize = 1024;
 /// Seconds those are kept.
 pub const TAIL_ONLY_SECS: u64 = 60;
 
@@ -355,8 +363,9 @@ pub fn cap_of(l: &LimitsNow, app: &str, partitions: u32) -> EventCap {
     if l.0.webhooks_of(app).next().is_none() {
         // (0 is "no cap": the window is tighter than any)
         let tighter = |n: usize, m: usize| if n == 0 { m } else { n.min(m) };
-        c.max_events = tighter(c.max_events, TAIL_ONLY_EVENTS);
-        c.max_bytes = tighter(c.max_bytes, TAIL_ONLY_EVENTS * 1024);
+        let window = (TAIL_ONLY_EVENTS / partitions.max(1) as usize).max(TAIL_ONLY_EVENTS_MIN);
+        c.max_events = tighter(c.max_events, window);
+        c.max_bytes = tighter(c.max_bytes, window * TAIL_ONLY_EVENT_BYTES);
         let window = Duration::from_secs(TAIL_ONLY_SECS);
         c.max_age = if c.max_age.is_zero() {
             window
@@ -502,5 +511,23 @@ mod tests {
         assert_eq!(v["time"], 7);
         assert!(partition("u:alice") < PARTITIONS);
         assert_eq!(partition("u:alice"), partition("u:alice"));
+    }
+
+    #[test]
+    fn the_tail_only_window_is_the_app_s_however_many_partitions_share_it() {
+        let l = LimitsNow(std::sync::Arc::new(crate::config::ServerConfig::default()));
+        let kept = |partitions: u32| {
+            let c = cap_of(&l, "app", partitions);
+            assert_eq!(c.max_age, Duration::from_secs(TAIL_ONLY_SECS));
+            assert_eq!(c.max_bytes, c.max_events * 1024);
+            c.max_events
+        };
+        // one store's 8 partitions, or one Redis unit's: 256 each
+        assert_eq!(kept(PARTITIONS), 256);
+        // 3 units: the same 2,048 of the app over 24 partitions
+        assert_eq!(kept(3 * PARTITIONS), 85);
+        assert!(kept(3 * PARTITIONS) * 3 * PARTITIONS as usize <= TAIL_ONLY_EVENTS);
+        // 64 units: the floor, 8,192 in all
+        assert_eq!(kept(64 * PARTITIONS), TAIL_ONLY_EVENTS_MIN);
     }
 }
