@@ -1321,7 +1321,8 @@ impl Inner {
         let (before, after) = self.channel_msg(at, event);
         let unit = self.unit_of(at);
         let index = self.keys.node_members(&unit, node);
-        let mut inv = self.channel_call(&self.scripts.leave, at, Seen::default(), Some(index));
+        let mut inv =
+            self.channel_call(&self.scripts.leave, at, &unit, Seen::default(), Some(index));
         inv.arg(account.as_str()).arg(location);
         inv.arg(before).arg(after).arg(left_msg(at, account));
         inv.arg(node::member_entry(at.app, at.channel, account));
@@ -1330,26 +1331,26 @@ impl Inner {
         Ok(r == 1)
     }
 
-    /// A channel script with its keys (the channel's unit's) and the common arguments; `own`
-    /// is the one key of the script's own (channel.lua's `OWN`; `None`: the unit's unused
-    /// key).
+    /// A channel script with its keys (in `unit`, the channel's: [`Inner::unit_of`]) and the
+    /// common arguments; `own` is the one key of the script's own (channel.lua's `OWN`;
+    /// `None`: the unit's unused key).
     fn channel_call<'s>(
         &self,
         s: &'s Script,
         at: Chan<'_>,
+        unit: &str,
         seen: Seen,
         own: Option<String>,
     ) -> ScriptInvocation<'s> {
-        let unit = self.unit_of(at);
-        let k = self.keys.channel(&unit, at.channel);
+        let k = self.keys.channel(unit, at.channel);
         let mut inv = s.prepare_invoke();
         for key in k.all() {
             inv.key(key);
         }
-        inv.key(self.keys.timers(&unit));
-        inv.key(own.unwrap_or_else(|| self.keys.unused(&unit)));
+        inv.key(self.keys.timers(unit));
+        inv.key(own.unwrap_or_else(|| self.keys.unused(unit)));
         let d = &self.defaults;
-        inv.arg(self.keys.topic_prefix(&unit))
+        inv.arg(self.keys.topic_prefix(unit))
             .arg(if d.notify { "1" } else { "0" })
             .arg(d.ttl_secs)
             .arg(d.sendmsg_limit)
@@ -1527,7 +1528,8 @@ impl Inner {
         self.check()?;
         let unit = self.unit_of(at);
         let _unit = self.app(&unit).await?;
-        let mut inv = self.channel_call(&self.scripts.channel_state, at, Seen::default(), None);
+        let script = &self.scripts.channel_state;
+        let mut inv = self.channel_call(script, at, &unit, Seen::default(), None);
         inv.arg(op);
         let r = self.run(&inv).await;
         self.timers_touched(&unit);
@@ -2015,7 +2017,7 @@ impl Store for Redis {
             .map(|(id, _)| id)
             .filter(|id| id != node)
             .collect();
-        let mut inv = inner.channel_call(&inner.scripts.join, at, j.seen, Some(own));
+        let mut inv = inner.channel_call(&inner.scripts.join, at, &unit, j.seen, Some(own));
         for other in &others {
             inv.key(inner.keys.node_members(&unit, other));
         }
@@ -2090,7 +2092,7 @@ impl Store for Redis {
         let dedup = p.dedup.map(|d| inner.keys.dedup(&unit, d.from, d.id));
         let window = p.dedup.map_or(1, |d| d.window.as_millis().max(1) as u64);
         let marked = if dedup.is_some() { "1" } else { "0" };
-        let mut inv = inner.channel_call(&inner.scripts.publish, at, p.seen, dedup);
+        let mut inv = inner.channel_call(&inner.scripts.publish, at, &unit, p.seen, dedup);
         inv.arg(p.member.map_or("", |m| m.as_str()));
         inv.arg(marked).arg(window);
         inv.arg(if p.rate_limited { "1" } else { "0" });
@@ -2145,7 +2147,7 @@ impl Store for Redis {
         let unit = inner.unit_of(at);
         let _unit = inner.app(&unit).await?;
         let bucket = rate.then(|| inner.keys.channel_attr_rate(&unit, at.channel, name));
-        let mut inv = inner.channel_call(script, at, Seen::default(), bucket);
+        let mut inv = inner.channel_call(script, at, &unit, Seen::default(), bucket);
         inv.arg(opname).arg(name).arg(value).arg(field).arg(fvalue);
         inv.arg(if rate { "1" } else { "0" })
             .arg(max.min(i64::MAX as usize));
@@ -2273,7 +2275,9 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let oldest = now_ms().saturating_sub(max_age.as_millis() as u64);
-        let mut inv = inner.channel_call(&inner.scripts.channel_state, at, Seen::default(), None);
+        let unit = inner.unit_of(at);
+        let script = &inner.scripts.channel_state;
+        let mut inv = inner.channel_call(script, at, &unit, Seen::default(), None);
         inv.arg("history").arg(after).arg(oldest);
         let r = list(inner.run::<RValue>(&inv).await?);
         let last = r.first().map(int).unwrap_or(0).max(0) as u64;
