@@ -34,9 +34,9 @@ pub struct ServerConfig {
     /// Replicas that must hold a step's writes before it is acknowledged (Redis `WAIT`;
     /// 0: Redis's asynchronous replication as it is).
     pub redis_wait_replicas: u32,
-    /// How many units (hash slots of a Redis Cluster) each app's channels are spread over
-    /// (1: an app on one; fixed for the life of the data, a node refuses to start with
-    /// another number than the cluster's).
+    /// How many units (hash slots of a Redis Cluster) each app's channels and accounts are
+    /// spread over (1: an app on one; fixed for the life of the data, a node refuses to start
+    /// with another number than the cluster's).
     pub redis_partitions: u32,
     /// This node's id in the cluster (default: random).
     pub node_id: Option<String>,

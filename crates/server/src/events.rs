@@ -317,6 +317,26 @@ pub fn partition(key: &str) -> u32 {
     stable_hash(key) % PARTITIONS
 }
 
+/// Which of `units` places a channel or an account is in, by its name: a store that spreads
+/// an app over several places (the Redis store's units, `redis_partitions`) keeps the
+/// channel's or the account's state there, and the events keyed by it.
+pub fn unit_of_name(name: &str, units: u32) -> u32 {
+    stable_hash(name) % units.max(1)
+}
+
+/// The partition of an ordering key among an app's `partitions` (the store's
+/// [`crate::store::Store::event_partitions`]: [`PARTITIONS`] per place): the place of the
+/// channel or account the key names ([`unit_of_name`]), then [`partition`] within it — so an
+/// event rides with the step of its channel or account, in the same place.
+pub fn partition_among(key: &str, partitions: u32) -> u32 {
+    let units = (partitions / PARTITIONS).max(1);
+    let unit = match key.split_at_checked(2) {
+        Some(("u:" | "c:", name)) => unit_of_name(name, units),
+        _ => 0,
+    };
+    unit * PARTITIONS + partition(key)
+}
+
 /// FNV-1a of a name: the same on every node and every build (what places an event in its
 /// partition, and a channel in its app's unit on Redis).
 pub fn stable_hash(key: &str) -> u32 {
@@ -431,7 +451,7 @@ impl Events {
                 let (id, app) = (self.next_id(), app.to_string());
                 Planned {
                     when,
-                    partition: partition(&happened.key()),
+                    partition: partition_among(&happened.key(), self.partitions),
                     text: EventText::Later(Arc::new(move || render(&id, &app, now, &happened))),
                 }
             })
@@ -468,7 +488,7 @@ impl Events {
         match store
             .event_append(
                 app,
-                partition(&key),
+                partition_among(&key, self.partitions),
                 &text,
                 cap_of(limits, app, self.partitions),
             )
@@ -511,6 +531,27 @@ mod tests {
         assert_eq!(v["time"], 7);
         assert!(partition("u:alice") < PARTITIONS);
         assert_eq!(partition("u:alice"), partition("u:alice"));
+    }
+
+    #[test]
+    fn an_event_is_placed_with_its_channel_or_account() {
+        // one place: the key's partition
+        for key in ["u:alice", "c:room", ""] {
+            assert_eq!(partition_among(key, PARTITIONS), partition(key));
+        }
+        // three: the place of the name, then the key's partition there
+        let p = 3 * PARTITIONS;
+        for (key, name) in [("u:alice", "alice"), ("c:room", "room"), ("u:bob", "bob")] {
+            let q = partition_among(key, p);
+            assert_eq!(q / PARTITIONS, unit_of_name(name, 3), "{key}");
+            assert_eq!(q % PARTITIONS, partition(key), "{key}");
+        }
+        // a key that names neither is in the first place
+        assert_eq!(partition_among("", p), partition(""));
+        let spread: std::collections::BTreeSet<u32> = (0..30)
+            .map(|i| partition_among(&format!("u:user{i}"), p) / PARTITIONS)
+            .collect();
+        assert_eq!(spread.len(), 3, "accounts land in every place");
     }
 
     #[test]

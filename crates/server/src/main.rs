@@ -112,8 +112,8 @@ struct Serve {
     /// replication].
     #[arg(long, env = "OPENSIG_REDIS_WAIT_REPLICAS")]
     redis_wait_replicas: Option<u32>,
-    /// Spread each app's channels over this many hash slots of a Redis Cluster (fixed for
-    /// the life of the cluster's data) [default: 1].
+    /// Spread each app's channels and accounts over this many hash slots of a Redis Cluster
+    /// (fixed for the life of the cluster's data) [default: 1].
     #[arg(long, env = "OPENSIG_REDIS_PARTITIONS")]
     redis_partitions: Option<u32>,
     /// This node's id in the cluster (default: random).

@@ -973,6 +973,9 @@ async fn under_load(
         c.set_limit("channel_messages_per_second=0").unwrap();
         c.set_limit("channel_history_messages=1000").unwrap();
         c.set_limit("mailbox_max_messages=1000").unwrap();
+        // (the mailer's allowance counts in each recipient's unit, a share of it each)
+        let allowance = format!("offline_mail_per_sender_per_hour={}", 1000 * partitions());
+        c.set_limit(&allowance).unwrap();
     })
     .await;
     let urls: Vec<String> = nodes.iter().map(|n| n.ws_url()).collect();
@@ -1342,15 +1345,24 @@ async fn a_dead_primary_holds_only_the_steps_of_its_own_apps() {
     })
     .await;
     let url = nodes[0].ws_url();
-    // the dead app's primary holds neither the nodes' registry nor the live app
-    let tag = |app: &str| format!("{{{prefix}{app}}}");
+    // the dead app's primary (of its accounts' unit) holds neither the nodes' registry nor
+    // the live app's accounts
+    let tag = |app: &str, account: &str| format!("{{{prefix}{}}}", account_unit(app, account));
     let via = cluster.ports[0];
     let registry = cluster.registry_primary(&prefix);
-    let primary = |app: &str| cluster.primary_of(via, &tag(app)).unwrap();
+    let primary = |app: &str, account: &str| cluster.primary_of(via, &tag(app, account)).unwrap();
     let apps = (0..).map(|i| format!("app{i}"));
-    let dead_app = apps.clone().find(|a| primary(a) != registry).unwrap();
-    let dead = primary(&dead_app);
-    let live_app = apps.clone().find(|a| primary(a) != dead).unwrap();
+    let dead_app = (apps.clone())
+        .find(|a| primary(a, "xena") != registry && primary(a, "yann") == primary(a, "xena"))
+        .unwrap();
+    let dead = primary(&dead_app, "xena");
+    let live_app = (apps.clone())
+        .find(|a| {
+            ["oli", "pia", "quinn"]
+                .iter()
+                .all(|x| primary(a, x) != dead)
+        })
+        .unwrap();
     let dead_replica = cluster.replica_of(dead).expect("the primary's replica");
 
     let mut xena = Raw::connect(&url).await;
@@ -1470,8 +1482,11 @@ impl Registry {
             return "app0".into();
         };
         let registry = cluster.registry_primary(prefix);
-        let primary =
-            |app: &str| cluster.primary_of(cluster.ports[0], &format!("{{{prefix}{app}}}"));
+        // (the unit of cat, who logs in while the registry is out of reach)
+        let primary = |app: &str| {
+            let unit = account_unit(app, "cat");
+            cluster.primary_of(cluster.ports[0], &format!("{{{prefix}{unit}}}"))
+        };
         (0..)
             .map(|i| format!("app{i}"))
             .find(|a| primary(a) != Some(registry))
@@ -1574,6 +1589,10 @@ async fn the_registry_out_of_reach_past_a_registration_drops_no_client() {
     let mut ann = raw(&nodes[0], "ann").await;
     let mut ben = raw(&nodes[1], "ben").await;
     let mut cat = raw(&nodes[0], "cat").await;
+    // node 1 serves cat's unit before the registry goes (a unit new to a node is listed in
+    // the registry first)
+    let pal: &'static str = names_in_unit_of("cat", "pal", 1).remove(0).leak();
+    let _pal = raw(&nodes[1], pal).await;
     let mut olga = user(&nodes[1], "olga").await;
     olga.join("room").await;
     let mut dan = user(&nodes[2], "dan").await;
@@ -1649,7 +1668,10 @@ async fn a_node_whose_registration_lapsed_unreaped_checks_each_session() {
     let [mut ann, mut cat, mut dave] = <[Raw; 3]>::try_from(clients).ok().unwrap();
     // what a node that took this one for dead may have done meanwhile: cat's session taken
     // over by a login elsewhere, dave's ended
-    let session = |account: &str| format!("{prefix}s {{{prefix}{APP}}} {account}");
+    let session = |account: &str| {
+        let unit = account_unit(APP, account);
+        format!("{prefix}s {{{prefix}{unit}}} {account}")
+    };
     redis_cli_cmd(&["SET", &session("cat"), "elsewhere 7", "PX", "60000"]);
     assert_eq!(redis_cli_cmd(&["DEL", &session("dave")]), "1");
     // and this node's registration lapses

@@ -476,7 +476,9 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
             // (app_quota_exceeded after that); messages to online accounts still go
             static RUN: AtomicUsize = AtomicUsize::new(0);
             let run = RUN.fetch_add(1, Ordering::SeqCst);
-            let recipients: Vec<String> = (0..OFFLINE_PER_SENDER).map(|i| format!("m27-r{run}-{i}")).collect();
+            // (in one unit, as the one too many: each unit holds its share of the app's
+            // quota and of a sender's allowance, which the server's limits scale to these)
+            let recipients = names_in_unit_of("one-too-many", &format!("m27-r{run}-"), OFFLINE_PER_SENDER);
             let big = "x".repeat(8000);
             let (mut accepted, mut senders) = (0, 0);
             let mut full = false;
@@ -940,8 +942,10 @@ async fn hostile_clients_change_nothing_for_anyone_else() {
         c.limits.invite_offline_grace_secs = 1;
         c.limits.user_attrs_keep_secs = 1;
         c.limits.channel_history_keep_empty_secs = 1;
-        c.limits.offline_mail_per_sender_per_hour = OFFLINE_PER_SENDER as u32;
-        c.limits.app_mail_max_messages = APP_MAIL_MAX;
+        // (with the app's accounts spread over units, each unit's share is these)
+        let units = partitions() as usize;
+        c.limits.offline_mail_per_sender_per_hour = (OFFLINE_PER_SENDER * units) as u32;
+        c.limits.app_mail_max_messages = APP_MAIL_MAX * units;
         c.limits.app_channels_with_attrs_max = ATTR_CHANNELS_MAX;
         c.limits.app_channel_attr_max_bytes = ATTR_BYTES_MAX;
     })

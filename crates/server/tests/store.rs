@@ -402,22 +402,25 @@ async fn user_attributes_and_a_racing_maximum<S: Harness>() {
 
 /// An app's mailboxes share a quota (messages and bytes, freed as mail is acknowledged or
 /// withdrawn, on every node); a sender's allowance counts only mail for offline recipients;
-/// a busy server refuses only mail that would wait. Other apps are not affected.
+/// a busy server refuses only mail that would wait. Other apps are not affected. (With an
+/// app's accounts in several units, each unit holds its share of the quota: recipients of
+/// one unit here, and the quota that gives them these shares.)
 async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
     let (s, other) = S::make().await;
     let (a, b) = (app("quota"), app("other"));
-    let names = ["r0", "r1", "r2", "r3"].map(acct);
+    let names: [Account; 4] = accounts_in_one_unit("r", S::partitions());
+    let units = S::partitions() as usize;
     let (sam, tom) = (acct("sam"), acct("tom"));
     let to = |app, i: usize| User {
         app,
         account: &names[i],
     };
-    let p = tpl("m");
     let quota = MailQuota {
-        app_messages: 3,
-        app_bytes: 12,
+        app_messages: 3 * units,
+        app_bytes: 12 * units,
         ..MailQuota::default()
     };
+    let p = tpl("m");
     let capped = |text| MailItem {
         events: &NO_EVENTS,
         quota,
@@ -483,7 +486,7 @@ async fn mail_quotas_per_app_and_per_sender<S: Harness>() {
         events: &NO_EVENTS,
         quota: MailQuota {
             sender: Some(sender),
-            offline_per_sender: 2,
+            offline_per_sender: 2 * units as u32,
             window: Duration::from_secs(3600),
             busy,
             ..MailQuota::default()
@@ -1006,6 +1009,19 @@ async fn empty_channels_keep_state_only_for_attributes<S: Harness>() {
 }
 
 /// `n` channel names whose keys are in one unit of `partitions` (any names with one).
+/// `n` accounts of one unit of an app spread over `partitions` (the one `events::unit_of_name`
+/// gives `prefix0`: what a unit holds a share of the app's quotas for).
+fn accounts_in_one_unit<const N: usize>(prefix: &str, partitions: u32) -> [Account; N] {
+    let first = opensig_server::events::unit_of_name(&format!("{prefix}0"), partitions);
+    let names: Vec<Account> = (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|name| opensig_server::events::unit_of_name(name, partitions) == first)
+        .take(N)
+        .map(|name| acct(&name))
+        .collect();
+    names.try_into().unwrap()
+}
+
 fn names_in_one_unit(n: usize, partitions: u32) -> Vec<ChannelName> {
     (0..)
         .map(|i| format!("c{i}"))
@@ -1898,25 +1914,41 @@ async fn watches_are_bounded_pushed_and_ended<S: Harness>() {
     let a = app("watching");
     let (ann, bob, cat) = (acct("ann"), acct("bob"), acct("cat"));
     let (mut w1, mut w2) = (Conn::new(), Conn::new());
-    s.session_open(opening(&a, &acct("w1"), &w1)).await.unwrap();
-    s.session_open(opening(&a, &acct("w2"), &w2)).await.unwrap();
+    let (w1_acct, w2_acct) = (acct("w1"), acct("w2"));
+    s.session_open(opening(&a, &w1_acct, &w1)).await.unwrap();
+    s.session_open(opening(&a, &w2_acct, &w2)).await.unwrap();
     let (s1, s2) = (s.session_of(&w1.h), s.session_of(&w2.h));
+    let (u1, u2) = (
+        User {
+            app: &a,
+            account: &w1_acct,
+        },
+        User {
+            app: &a,
+            account: &w2_acct,
+        },
+    );
+    // ann, bob and cat are in one unit, which holds a share of the app's bound: the bound
+    // that gives it 3
+    let unit = |x: &Account| opensig_server::events::unit_of_name(x.as_str(), S::partitions());
+    assert!(unit(&ann) == unit(&bob) && unit(&bob) == unit(&cat));
+    let max = 3 * S::partitions() as usize;
     assert!(s
-        .watch(&a, &s1, &[ann.clone(), bob.clone()], true, 3)
+        .watch(u1, &s1, &[ann.clone(), bob.clone()], true, max)
         .await
         .unwrap());
     // 2 + 2 new would pass 3: nothing of it is kept
     assert!(!s
-        .watch(&a, &s2, &[ann.clone(), cat.clone()], true, 3)
+        .watch(u2, &s2, &[ann.clone(), cat.clone()], true, max)
         .await
         .unwrap());
     assert!(s
-        .watch(&a, &s2, std::slice::from_ref(&ann), true, 3)
+        .watch(u2, &s2, std::slice::from_ref(&ann), true, max)
         .await
         .unwrap());
     // watching again what is watched costs nothing
     assert!(s
-        .watch(&a, &s1, std::slice::from_ref(&ann), true, 3)
+        .watch(u1, &s1, std::slice::from_ref(&ann), true, max)
         .await
         .unwrap());
     let to = |account| User { app: &a, account };
@@ -1927,11 +1959,11 @@ async fn watches_are_bounded_pushed_and_ended<S: Harness>() {
     assert_eq!(w2.frames(2).await[1..], ["to both"]);
     // unwatching frees the app's count
     assert!(s
-        .watch(&a, &s1, &[ann.clone(), bob.clone()], false, 0)
+        .watch(u1, &s1, &[ann.clone(), bob.clone()], false, 0)
         .await
         .unwrap());
     assert!(s
-        .watch(&a, &s2, &[bob.clone(), cat.clone()], true, 3)
+        .watch(u2, &s2, &[bob.clone(), cat.clone()], true, max)
         .await
         .unwrap());
     other.watchers_push(to(&ann), "to w2").await.unwrap();
@@ -1995,14 +2027,16 @@ async fn node_reports_are_shared_replaced_and_expire<S: Harness>() {
 async fn expired_mail_leaves_the_app_s_quota<S: Harness>() {
     let (s, other) = S::make().await;
     let a = app("expiring");
-    let names = ["e0", "e1", "e2"].map(acct);
+    // (one unit's, with its share of the app's quota)
+    let names: [Account; 3] = accounts_in_one_unit("e", S::partitions());
+    let share = S::partitions() as usize;
     let to = |i: usize| User {
         app: &a,
         account: &names[i],
     };
     let p = tpl("m");
     let quota = MailQuota {
-        app_messages: 2,
+        app_messages: 2 * share,
         ..MailQuota::default()
     };
     let short = |id| MailItem {
@@ -2028,15 +2062,17 @@ async fn expired_mail_leaves_the_app_s_quota<S: Harness>() {
 async fn one_acknowledgement_frees_exactly_what_its_messages_held<S: Harness>() {
     let (s, other) = S::make().await;
     let a = app("acked");
-    let names = ["k0", "k1", "k2"].map(acct);
+    // (one unit's, with its share of the app's quota)
+    let names: [Account; 3] = accounts_in_one_unit("k", S::partitions());
+    let share = S::partitions() as usize;
     let to = |i: usize| User {
         app: &a,
         account: &names[i],
     };
     let p = tpl("m");
     let quota = MailQuota {
-        app_messages: 4,
-        app_bytes: 10,
+        app_messages: 4 * share,
+        app_bytes: 10 * share,
         ..MailQuota::default()
     };
     let mail = |text, ttl_ms| MailItem {
@@ -2284,7 +2320,8 @@ async fn messages_sent_at_once_each_get_their_own_outcome<S: Harness>() {
             window: Duration::from_secs(300),
         }),
         quota: MailQuota {
-            app_messages: 40,
+            // (bob's unit's share of it: 40)
+            app_messages: 40 * S::partitions() as usize,
             ..MailQuota::default()
         },
         events: &plans[i],
@@ -2339,8 +2376,10 @@ async fn messages_sent_at_once_each_get_their_own_outcome<S: Harness>() {
         .map(|(v, i)| (*v, texts[*i].clone()))
         .collect();
     assert_eq!(got, want);
-    // each stored message appended its own two events, in the order they were stored
-    let log = s.event_read(&a, 0, 0, 1000).await.unwrap();
+    // each stored message appended its own two events, in the order they were stored (in
+    // the first partition of bob's unit)
+    let first = opensig_server::events::unit_of_name("bob", S::partitions()) * 8;
+    let log = s.event_read(&a, first, 0, 1000).await.unwrap();
     let events: Vec<String> = log.events.iter().map(|(_, t)| t.to_string()).collect();
     let want: Vec<String> = stored
         .values()
@@ -2394,17 +2433,19 @@ async fn steps_append_their_events_on_their_outcomes<S: Harness>() {
         max_bytes: 0,
         max_age: Duration::from_secs(3600),
     };
-    // every event of a step in partition 0, named after its outcome and the step
+    // every event of a step in its first partition (with several units: its unit's), named
+    // after its outcome and the step; what each step appended, read from every partition
     let all = [When::First, When::Done, When::Last, When::Offline];
     let plan = |step: &str| planned(&a, step, &all, cap);
-    let mut seen = 0u64;
+    let mut seen = vec![0u64; other.event_partitions() as usize];
     let mut appended = async || {
-        let page = other.event_read(&a, 0, seen, 100).await.unwrap();
-        seen = page.last;
-        page.events
-            .iter()
-            .map(|(_, t)| t.to_string())
-            .collect::<Vec<_>>()
+        let mut texts = Vec::new();
+        for (q, seen) in seen.iter_mut().enumerate() {
+            let page = other.event_read(&a, q as u32, *seen, 100).await.unwrap();
+            *seen = page.last;
+            texts.extend(page.events.iter().map(|(_, t)| t.to_string()));
+        }
+        texts
     };
     // sessions: the first one of an account, another, a close that is not the session's
     let (ca, cb) = (Conn::new(), Conn::new());
@@ -3072,7 +3113,12 @@ async fn a_node_indexes_its_timers_again_when_the_registry_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_forgets_the_apps_it_no_longer_serves() {
     let prefix = common::unique_prefix();
-    let cfg = node_cfg(&prefix, "a");
+    // (each app one unit: the lists below name apps)
+    let one = |n: &str| RedisConfig {
+        partitions: 1,
+        ..node_cfg(&prefix, n)
+    };
+    let cfg = one("a");
     let napps = format!("{prefix}napps {{{prefix}~}} {}", cfg.node_id);
     let topic = |app: &str| {
         if common::redis_cluster() {
@@ -3086,9 +3132,7 @@ async fn a_node_forgets_the_apps_it_no_longer_serves() {
         ..limits()
     };
     let a = Redis::connect(cfg.clone(), &quick).await.unwrap();
-    let b = Redis::connect(node_cfg(&prefix, "b"), &limits())
-        .await
-        .unwrap();
+    let b = Redis::connect(one("b"), &limits()).await.unwrap();
     let (kept, member, gone) = (app("kept"), app("member"), app("gone"));
     let ann = acct("ann");
     let c_kept = Conn::new();
@@ -3225,9 +3269,12 @@ async fn until_forgotten(napps: &str, app: &AppId, why: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_node_renews_its_sessions_expiry() {
     let prefix = common::unique_prefix();
-    let s = Redis::connect(node_cfg(&prefix, "r"), &limits())
-        .await
-        .unwrap();
+    // (each app one unit: the keys below are named so)
+    let cfg = RedisConfig {
+        partitions: 1,
+        ..node_cfg(&prefix, "r")
+    };
+    let s = Redis::connect(cfg, &limits()).await.unwrap();
     let (one, two) = (app("one"), app("two"));
     let ann = acct("ann");
     let (c1, c2) = (Conn::new(), Conn::new());
@@ -3265,7 +3312,11 @@ async fn redis_a_node_renews_its_sessions_expiry() {
 #[tokio::test]
 async fn redis_mail_and_quota_keys_always_expire() {
     let prefix = common::unique_prefix();
-    let cfg = node_cfg(&prefix, "q");
+    // (each app one unit: the keys below are named so)
+    let cfg = RedisConfig {
+        partitions: 1,
+        ..node_cfg(&prefix, "q")
+    };
     let s = Redis::connect(cfg, &limits()).await.unwrap();
     let a = app("quota");
     let names = ["q0", "q1", "q2"].map(acct);
@@ -3714,6 +3765,216 @@ async fn an_app_s_channels_spread_over_its_units() {
             AttrOutcome::Done
         );
     }
+}
+
+/// Redis only: an app's accounts spread over its units with its channels
+/// (`RedisConfig::partitions`): an account's session, mailbox and what a message to it checks
+/// are in its unit (a message across nodes and units pushed, its event in the recipient's
+/// unit), each unit holds its share of the mail quota, an invitation's record, index and
+/// timers are with its caller and its message with its callee (two steps where they differ,
+/// each appending the events keyed by its unit), and watches cross units. A record of a
+/// version that spread only channels is refused.
+#[tokio::test]
+async fn an_app_s_accounts_spread_over_their_units() {
+    use opensig_server::events::{partition_among, unit_of_name};
+    let prefix = common::unique_prefix();
+    let cfg = |n: &str| RedisConfig {
+        partitions: 3,
+        ..node_cfg(&prefix, n)
+    };
+    let s = Redis::connect(cfg("a"), &limits()).await.unwrap();
+    let other = Redis::connect(cfg("b"), &limits()).await.unwrap();
+    let mut rx = work(&s);
+    let _other_work = work(&other);
+    let a = app("spread");
+    let unit = |x: &Account| unit_of_name(x.as_str(), 3);
+    // the first of an account's log partitions, and one account of each unit
+    let log_of = |x: &Account| partition_among(&format!("u:{x}"), 24);
+    let in_unit = |u: u32, skip: usize| {
+        (0..)
+            .map(|i| acct(&format!("user{i}")))
+            .filter(|x| unit(x) == u)
+            .nth(skip)
+            .unwrap()
+    };
+    let [u0, u1, u2] = [0, 1, 2].map(|u| in_unit(u, 0));
+    let user = |x| User {
+        app: &a,
+        account: x,
+    };
+    let (c0, mut c1, mut c2) = (Conn::new(), Conn::new(), Conn::new());
+    s.session_open(opening(&a, &u0, &c0)).await.unwrap();
+    other.session_open(opening(&a, &u1, &c1)).await.unwrap();
+    s.session_open(opening(&a, &u2, &c2)).await.unwrap();
+    for x in [&u0, &u1, &u2] {
+        assert!(other.online(user(x)).await.unwrap(), "{x}");
+    }
+    let cap = EventCap {
+        max_events: 0,
+        max_bytes: 0,
+        max_age: Duration::from_secs(3600),
+    };
+    let about = |x: &Account, step: &str| StepEvents {
+        app: a.to_string(),
+        events: vec![Planned {
+            when: When::Done,
+            partition: log_of(x),
+            text: format!("{step}:done").into(),
+        }],
+        cap,
+    };
+    let texts = |p: EventPage| {
+        (p.events.into_iter())
+            .map(|(_, t)| t.to_string())
+            .collect::<Vec<_>>()
+    };
+    // a message from node a to u1 on node b: pushed there, its event in u1's unit
+    let m = tpl("m");
+    let out = about(&u1, "mail");
+    let mail = MailItem {
+        events: &out,
+        ..item("m1", "hello", &m)
+    };
+    let stored = Appended::Stored {
+        version: 1,
+        offline: false,
+    };
+    assert_eq!(s.mail_append(user(&u1), mail).await.unwrap(), stored);
+    assert_eq!(c1.frames(2).await[1], "m#1");
+    assert_eq!(
+        texts(other.event_read(&a, log_of(&u1), 0, 10).await.unwrap()),
+        ["mail:done"]
+    );
+    // the mail quota of 3 messages: a share of one per unit
+    let quota = MailQuota {
+        app_messages: 3,
+        ..MailQuota::default()
+    };
+    let capped = |id| MailItem {
+        quota,
+        ..item(id, "x", &m)
+    };
+    assert!(matches!(
+        other.mail_append(user(&u2), capped("q1")).await.unwrap(),
+        Appended::Stored { .. }
+    ));
+    let refused = [&u2, &u1].map(|x| s.mail_append(user(x), capped("q2")));
+    for r in futures_util::future::join_all(refused).await {
+        assert_eq!(r.unwrap(), Appended::AppFull, "the unit's share is used");
+    }
+    assert!(matches!(
+        s.mail_append(user(&u0), capped("q3")).await.unwrap(),
+        Appended::Stored { .. }
+    ));
+    // an invitation from u0 to u2: the message in u2's unit (pushed), the record, the caller's
+    // index and the timer in u0's, with the event keyed by the caller
+    let key = InviteKey {
+        app: a.clone(),
+        caller: u0.clone(),
+        channel: chan_name("call"),
+        callee: u2.clone(),
+    };
+    let p = tpl("inv");
+    let timeout = Timer::InviteTimeout(key.clone(), 7);
+    let out = about(&u0, "open");
+    let open = InviteOpen {
+        key: &key,
+        extra: "{}",
+        generation: 7,
+        mail: MailItem {
+            events: &out,
+            ..item("i1", "invite", &p)
+        },
+        timers: &[(timeout.clone(), Duration::from_millis(20))],
+    };
+    let Appended::Stored { version, .. } = s.invite_open(open).await.unwrap() else {
+        panic!("not stored");
+    };
+    assert_eq!(c2.frames(3).await[2], format!("inv#{version}"));
+    let r = other.invite_get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (r.version, r.generation, r.msg_id.as_str()),
+        (version, 7, "i1")
+    );
+    assert_eq!(
+        other.invites_by(user(&u0)).await.unwrap(),
+        vec![(key.clone(), 7)]
+    );
+    assert_eq!(
+        texts(s.event_read(&a, log_of(&u0), 0, 10).await.unwrap()),
+        ["open:done"]
+    );
+    for q in (0..24).filter(|q| *q / 8 == unit(&u2)) {
+        assert!(
+            s.event_read(&a, q, 0, 10).await.unwrap().events.is_empty(),
+            "{q}"
+        );
+    }
+    let (timer, claim) = fired(&mut rx).await;
+    assert_eq!(timer, timeout);
+    s.timer_done(claim).await;
+    // the caller's bye: its record (u0's unit) ends, then the message to u2 (u2's unit)
+    let reverse = InviteKey {
+        caller: u2.clone(),
+        callee: u0.clone(),
+        ..key.clone()
+    };
+    let keys = [reverse, key.clone()];
+    let out = about(&u0, "bye");
+    let b = tpl("bye");
+    let bye = InviteRelay {
+        keys: &keys,
+        step: InviteStep::End,
+        require_live: true,
+        to: &u2,
+        mail: MailItem {
+            events: &out,
+            ..item("b1", "bye", &b)
+        },
+    };
+    let r = s.invite_relay(bye).await.unwrap();
+    assert!(r.live);
+    let Appended::Stored { version, .. } = r.appended else {
+        panic!("{:?}", r.appended);
+    };
+    assert_eq!(c2.frames(4).await[3], format!("bye#{version}"));
+    assert!(other.invite_get(&key).await.unwrap().is_none());
+    assert!(other.invites_by(user(&u0)).await.unwrap().is_empty());
+    assert_eq!(
+        texts(s.event_read(&a, log_of(&u0), 1, 10).await.unwrap()),
+        ["bye:done"]
+    );
+    // again: no invitation is live, nothing is stored
+    let again = other.invite_relay(bye).await.unwrap();
+    assert!(!again.live);
+    assert_eq!(again.appended, Appended::Duplicate);
+    // u1 (node b) watches u0 and u2 (node a pushes): within each unit's share of 3 watches
+    let w = other.session_of(&c1.h);
+    let watched = [u0.clone(), u2.clone()];
+    assert!(other.watch(user(&u1), &w, &watched, true, 3).await.unwrap());
+    s.watchers_push(user(&u0), "u0 here").await.unwrap();
+    s.watchers_push(user(&u2), "u2 here").await.unwrap();
+    assert_eq!(c1.frames(4).await[2..], ["u0 here", "u2 here"]);
+    // another of u0's unit passes its share: refused, and the watch of u1's unit with it
+    let (more, mine) = (in_unit(0, 1), in_unit(1, 1));
+    let refused = [mine.clone(), more];
+    assert!(!other.watch(user(&u1), &w, &refused, true, 3).await.unwrap());
+    s.watchers_push(user(&mine), "not watched").await.unwrap();
+    s.watchers_push(user(&u2), "still watched").await.unwrap();
+    assert_eq!(c1.frames(5).await[4], "still watched");
+    // a record of a version that spread only channels
+    let old = common::unique_prefix();
+    common::redis_cli_cmd(&["SET", &format!("{old}partitions {{{old}~}}"), "3"]);
+    let refused = Redis::connect(
+        RedisConfig {
+            partitions: 3,
+            ..node_cfg(&old, "c")
+        },
+        &limits(),
+    )
+    .await;
+    let e = refused.err().expect("the old placement refused");
+    assert!(e.to_string().contains("redis_prefix"), "{e}");
 }
 
 /// Redis only: channels occupied before the store kept its index of them (an older version

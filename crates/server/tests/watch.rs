@@ -139,31 +139,35 @@ async fn an_account_back_within_the_grace_period_is_offline_once_it_logs_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_are_bounded_per_session_per_call_rate_and_per_app() {
+    // (the watched accounts in one unit, which holds its share of the app's bound: the bound
+    // that gives it 6)
     let srv = server_with(|c| {
         c.limits.watch_peers_per_session = 4;
         c.limits.watch_calls_per_5s = 3;
-        c.limits.app_watches_max = 6;
+        c.limits.app_watches_max = 6 * partitions() as usize;
     })
     .await;
+    let n = names_in_unit_of("n0", "n", 9);
+    let n = |i: usize| n[i].as_str();
     let url = srv.ws_url();
     let mut w = raw(&url, "w1").await;
-    assert_eq!(subscribe(&mut w, 1, &["a", "b", "c", "d"]).await.0, "");
+    assert_eq!(subscribe(&mut w, 1, &[n(0), n(1), n(2), n(3)]).await.0, "");
     // a fifth account overflows the session (RTM's OVERFLOW), the watches stay as they were
-    assert_eq!(subscribe(&mut w, 2, &["e"]).await.0, "too_many_peers");
+    assert_eq!(subscribe(&mut w, 2, &[n(4)]).await.0, "too_many_peers");
     // the fourth call within 5 s is refused (RTM's TOO_OFTEN)
-    assert_eq!(subscribe(&mut w, 3, &["a"]).await.0, "");
-    assert_eq!(subscribe(&mut w, 4, &["a"]).await.0, "rate_limited");
+    assert_eq!(subscribe(&mut w, 3, &[n(0)]).await.0, "");
+    assert_eq!(subscribe(&mut w, 4, &[n(0)]).await.0, "rate_limited");
     // the app holds 4; another session may add 2, not 3
     let mut v = raw(&url, "w2").await;
     assert_eq!(
-        subscribe(&mut v, 1, &["x", "y", "z"]).await.0,
+        subscribe(&mut v, 1, &[n(5), n(6), n(7)]).await.0,
         "too_many_peers"
     );
-    assert_eq!(subscribe(&mut v, 2, &["x", "y"]).await.0, "");
+    assert_eq!(subscribe(&mut v, 2, &[n(5), n(6)]).await.0, "");
     // a session's watches end with it: room for another's
     v.call("user_logout", 3, json!({})).await;
     let mut u = raw(&url, "w3").await;
-    assert_eq!(subscribe(&mut u, 1, &["p", "q"]).await.0, "");
+    assert_eq!(subscribe(&mut u, 1, &[n(7), n(8)]).await.0, "");
     // bad input
     let (err, _) = u
         .call("user_subscribe_status", 2, json!({"accounts": "alice"}))

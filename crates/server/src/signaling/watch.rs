@@ -69,7 +69,7 @@ impl<S: Store> Signaling<S> {
         let accounts = self.watch_request(s, accounts)?;
         if !on {
             self.store
-                .watch(&s.app, &s.store_ref, &accounts, false, 0)
+                .watch(user(&s.app, &s.account), &s.store_ref, &accounts, false, 0)
                 .await?;
             for a in &accounts {
                 s.watching.remove(a);
@@ -92,7 +92,13 @@ impl<S: Store> Signaling<S> {
         drop(l);
         if !self
             .store
-            .watch(&s.app, &s.store_ref, &fresh, true, app_max)
+            .watch(
+                user(&s.app, &s.account),
+                &s.store_ref,
+                &fresh,
+                true,
+                app_max,
+            )
             .await?
         {
             return Err(ErrorKind::TooManyPeers);
@@ -121,7 +127,7 @@ impl<S: Store> Signaling<S> {
         let accounts: Vec<Account> = s.watching.iter().cloned().collect();
         if let Err(e) = self
             .store
-            .watch(&s.app, &s.store_ref, &accounts, false, 0)
+            .watch(user(&s.app, &s.account), &s.store_ref, &accounts, false, 0)
             .await
         {
             // the store drops watches of gone sessions when it next pushes to them

@@ -1406,13 +1406,13 @@ impl Store for Memory {
 
     async fn watch(
         &self,
-        app: &AppId,
+        user: User<'_>,
         watcher: &ConnHandle,
         accounts: &[Account],
         on: bool,
         app_max: usize,
     ) -> SResult<bool> {
-        let i = &self.inner;
+        let (i, app) = (&self.inner, user.app);
         // the app's count is held while the watches change: the bound is exact
         let mut count = i.app_watches.entry(app.to_string()).or_insert(0);
         if on {

@@ -1276,8 +1276,8 @@ pub trait Store: Send + Sync + 'static {
     /// would pass `app_max`; stopping is never refused.
     fn watch(
         &self,
-        app: &AppId,
-        watcher: &Self::Session,
+        watcher: User<'_>,
+        session: &Self::Session,
         accounts: &[Account],
         on: bool,
         app_max: usize,

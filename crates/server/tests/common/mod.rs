@@ -40,6 +40,27 @@ pub fn partitions() -> u32 {
     std::env::var("OPENSIG_TEST_PARTITIONS").map_or(1, |p| p.parse().expect("a number"))
 }
 
+/// The unit of an app's account on Redis (its keys' hash tag names it): the app, or
+/// `"<app> <p>"` when the account is in the app's unit `p` > 0 of [`partitions`].
+pub fn account_unit(app: &str, account: &str) -> String {
+    match opensig_server::events::unit_of_name(account, partitions()) {
+        0 => app.to_string(),
+        p => format!("{app} {p}"),
+    }
+}
+
+/// `n` account names `<prefix><i>` in the unit of `like` (with the app's accounts over
+/// [`partitions`] units, each holds a share of the app's quotas: a test of a quota writes to
+/// accounts of one unit, with the quota scaled to give the unit what it tests).
+pub fn names_in_unit_of(like: &str, prefix: &str, n: usize) -> Vec<String> {
+    let unit = |name: &str| opensig_server::events::unit_of_name(name, partitions());
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|name| unit(name) == unit(like))
+        .take(n)
+        .collect()
+}
+
 pub async fn server() -> Server {
     server_with(|_| {}).await
 }

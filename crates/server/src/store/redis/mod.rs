@@ -52,7 +52,7 @@ use super::{
     StepEvents, Store, StoreError, Take, Timer, User, UserAttrSet, Work, WorkSender, NO_EVENTS,
 };
 use crate::delivery::{ConnHandle, Frame};
-use crate::events::PARTITIONS;
+use crate::events::{self, PARTITIONS};
 
 const HEARTBEAT: Duration = Duration::from_millis(1000);
 const NODE_TTL_MS: u64 = 5000;
@@ -241,8 +241,8 @@ pub struct RedisConfig {
     /// Replicas that must hold a step's writes before its caller hears it happened (`WAIT`
     /// after every script, on every primary this node wrote to; 0: none).
     pub wait_replicas: u32,
-    /// How many units each app's channels are spread over (1 ..= [`MAX_PARTITIONS`]; 1: an
-    /// app in one hash slot). Fixed for the life of the cluster's data: the first node to
+    /// How many units each app's channels and accounts are spread over (1 ..=
+    /// [`MAX_PARTITIONS`]; 1: an app in one hash slot). Fixed for the life of the cluster's data: the first node to
     /// start records it, and a node given another number refuses to start. Each unit past
     /// the first costs, per app a node serves, one more sharded subscription (about 220 B of
     /// Redis memory) and eight more partitions of the app's event log to read.
@@ -253,8 +253,12 @@ pub struct RedisConfig {
     pub public_url: String,
 }
 
-/// The most units an app's channels can be spread over (`RedisConfig::partitions`).
+/// The most units an app can be spread over (`RedisConfig::partitions`).
 pub const MAX_PARTITIONS: u32 = 64;
+
+/// What the units of a cluster with several place, in its record of their number: channels
+/// by channel, accounts by account.
+const PLACED: &str = "channels accounts";
 
 /// A session of the cluster: a connection on a node (`conn: None` — any connection of that
 /// node, for sessions found through a dead node's memberships).
@@ -361,8 +365,8 @@ struct Inner {
     /// before the first, and after one failed).
     steady_since: Mutex<Option<tokio::time::Instant>>,
     work: Mutex<Option<WorkSender<Redis>>>,
-    /// Messages waiting to be stored, by app: while an app's call of `mail_append.lua` runs,
-    /// the app's next messages wait here and go in its next call together.
+    /// Messages waiting to be stored, by their recipients' unit: while a unit's call of
+    /// `mail_append.lua` runs, its next messages wait here and go in its next call together.
     mail_queues: Mutex<std::collections::HashMap<String, MailQueue>>,
 }
 
@@ -370,7 +374,7 @@ struct Inner {
 /// time in Redis, whatever waits behind it).
 const MAIL_BATCH_MAX: usize = 64;
 
-/// An app's messages waiting to be stored; `running` while a task sends them.
+/// A unit's messages waiting to be stored; `running` while a task sends them.
 #[derive(Default)]
 struct MailQueue {
     waiting: std::collections::VecDeque<MailWaiting>,
@@ -576,7 +580,63 @@ fn setting_field(s: Option<Setting>) -> (&'static str, String) {
     }
 }
 
+/// An invitation's timers as invite.lua reads them: their count, then member and delay (ms)
+/// of each.
+fn timer_args(inv: &mut ScriptInvocation<'_>, timers: &[(Timer, Duration)]) {
+    inv.arg(timers.len());
+    for (t, after) in timers {
+        inv.arg(t.encode()).arg(after.as_millis() as u64);
+    }
+}
+
 impl Redis {
+    /// An invitation whose caller and callee are in different units: its message in the
+    /// callee's unit, then the record, the caller's index and the timers in the caller's
+    /// `unit`, with the events (keyed by the caller). A failure between the two leaves a
+    /// message without a record: the caller was told the step failed, and its resend (a
+    /// duplicate of the message) writes the record, its version not known.
+    async fn invite_open_apart(
+        &self,
+        open: InviteOpen<'_>,
+        unit: &str,
+        ik: keys::InviteKeys,
+        entry: &str,
+    ) -> SResult<Appended> {
+        let inner = &self.inner;
+        let key = open.key;
+        let callee_unit = inner.account_unit(&key.app, &key.callee);
+        let mail_events = inner.events_in(open.mail.events, &callee_unit);
+        let mail = MailItem {
+            events: &mail_events,
+            ..open.mail
+        };
+        let mut inv = inner.scripts.invite_grow.prepare_invoke();
+        inv.arg("relay");
+        inner.mail_call(&mut inv, &key.app, &key.callee, &mail);
+        inv.arg("keep").arg("0");
+        inner.step_events(&mut inv, &callee_unit, &mail_events);
+        let r: Vec<i64> = inner.run(&inv).await?;
+        let get = |i: usize| r.get(i).copied().unwrap_or(0);
+        let (status, version, offline) = (get(1), get(2), get(3));
+        // stored, or a resend (its record may be missing); refused: no record
+        if status > 1 {
+            return Ok(appended(status, version, offline));
+        }
+        let mut inv = inner.scripts.invite_grow.prepare_invoke();
+        inv.arg("record");
+        inv.key(ik.record)
+            .key(ik.by_caller)
+            .key(inner.keys.timers(unit));
+        inv.arg(status).arg(version).arg(offline);
+        inv.arg(open.extra).arg(open.generation).arg(entry);
+        inv.arg(open.mail.id).arg(open.mail.ttl.as_millis() as u64);
+        timer_args(&mut inv, open.timers);
+        inner.step_events(&mut inv, unit, &inner.events_in(open.mail.events, unit));
+        let _: i64 = inner.run(&inv).await?;
+        inner.timers_touched(unit);
+        Ok(appended(status, version, offline))
+    }
+
     /// Connect, register this node and start its background tasks (subscriber, heartbeat,
     /// timers, reaper).
     pub async fn connect(cfg: RedisConfig, limits: &Limits) -> Result<Redis, redis::RedisError> {
@@ -605,12 +665,17 @@ impl Redis {
         let conn = Conn::open(&target, OP_TIMEOUT).await?;
         let keys = Keys::new(&cfg.prefix, matches!(target, Target::Cluster(_)));
         // the cluster's number of units: the first node's, for the life of the data (`SET NX`
-        // then `GET`: Redis 6.2 has no `SET NX GET`)
-        let (recorded,): (Option<u32>,) = timed(
+        // then `GET`: Redis 6.2 has no `SET NX GET`); with several, what they place
+        // ([`PLACED`]: a record without it is of a version that spread channels only)
+        let record = match cfg.partitions {
+            1 => "1".to_string(),
+            n => format!("{n} {PLACED}"),
+        };
+        let (recorded,): (Option<String>,) = timed(
             redis::pipe()
                 .cmd("SET")
                 .arg(keys.partitions())
-                .arg(cfg.partitions)
+                .arg(&record)
                 .arg("NX")
                 .ignore()
                 .get(keys.partitions())
@@ -624,12 +689,23 @@ impl Redis {
                 e.to_string(),
             ))
         })?;
-        if let Some(n) = recorded.filter(|n| *n != cfg.partitions) {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "redis_partitions differs from the cluster's (its data is placed by it: start with the cluster's)",
-                format!("this node's {}, the cluster's {n}", cfg.partitions),
-            )));
+        match recorded.filter(|r| *r != record) {
+            None => {}
+            Some(r) if r == cfg.partitions.to_string() => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "this prefix's data was written by a version that spread only channels over the units (accounts are spread too now): start with a new redis_prefix",
+                    format!("the cluster's record {r:?}"),
+                )));
+            }
+            Some(r) => {
+                let n = r.split(' ').next().unwrap_or_default();
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "redis_partitions differs from the cluster's (its data is placed by it: start with the cluster's)",
+                    format!("this node's {}, the cluster's {n}", cfg.partitions),
+                )));
+            }
         }
         let (pushes_tx, pushes) = tokio::sync::mpsc::unbounded_channel();
         let subs = match &target {
@@ -742,7 +818,15 @@ impl Inner {
     /// The unit of a channel's keys (all of them, its rate buckets, the resend markers of
     /// its messages, the events its steps append): its partition is a hash of its name.
     fn channel_unit<'a>(&self, app: &'a str, channel: &str) -> Cow<'a, str> {
-        Keys::unit(app, crate::events::stable_hash(channel) % self.partitions)
+        Keys::unit(app, events::unit_of_name(channel, self.partitions))
+    }
+
+    /// The unit of an account's keys (its session, user attributes, unreachable mark and
+    /// watchers; its mailbox and numbering, and what a message to it checks — the resend
+    /// marker, the sender's offline allowance; the invitations it made, their caller's
+    /// index and timers; the events keyed by it): its partition is a hash of its name.
+    fn account_unit<'a>(&self, app: &'a str, account: &str) -> Cow<'a, str> {
+        Keys::unit(app, events::unit_of_name(account, self.partitions))
     }
 
     /// A unit's share of a quota of the app's (0: none): a `P`th, rounded up — the quota
@@ -755,11 +839,66 @@ impl Inner {
     }
 
     /// Where the app's log partition `q` of `0 .. event_partitions()` is: the unit
-    /// `q / PARTITIONS`, its partition `q % PARTITIONS` there (the partition of a step's
-    /// event is its ordering key's, in the step's unit; one outside a step is in the
-    /// first unit, as every event keyed by an account is).
+    /// `q / PARTITIONS`, its partition `q % PARTITIONS` there (`events::partition_among`
+    /// places an event keyed by a channel or an account in that one's unit, where the steps
+    /// that append it run).
     fn event_place<'a>(&self, app: &'a str, q: u32) -> (Cow<'a, str>, u32) {
         (Keys::unit(app, q / PARTITIONS), q % PARTITIONS)
+    }
+
+    /// The events of `out` keyed by a channel or account of `unit` (a step that spans two
+    /// units appends each event with the part in its unit).
+    fn events_in(&self, out: &StepEvents, unit: &str) -> StepEvents {
+        let app = Keys::unit_app(unit);
+        StepEvents {
+            app: out.app.clone(),
+            events: (out.events.iter())
+                .filter(|e| self.event_place(app, e.partition).0 == unit)
+                .cloned()
+                .collect(),
+            cap: out.cap,
+        }
+    }
+
+    /// A watch's entry in the watched account's set: the watcher's session's location, and
+    /// with several units the partition of the watcher's unit (`"node conn p"`), whose topic
+    /// of its node carries the pushes to it.
+    fn watch_entry(&self, watcher: User<'_>, session: &NodeSession) -> String {
+        match self.partitions {
+            1 => session.location(),
+            n => {
+                let p = events::unit_of_name(watcher.account, n);
+                format!("{} {p}", session.location())
+            }
+        }
+    }
+
+    /// `watch.lua` in `unit` for `accounts` of it (`on`: watched by `entry`, within the
+    /// unit's share of `app_max`; else not any more).
+    async fn watch_call(
+        &self,
+        unit: &str,
+        entry: &str,
+        accounts: &[&Account],
+        on: bool,
+        app_max: usize,
+    ) -> SResult<bool> {
+        let mut inv = self.scripts.watch.prepare_invoke();
+        inv.key(self.keys.app_watches(unit));
+        for a in accounts {
+            inv.key(self.keys.watchers(unit, a));
+        }
+        inv.arg(entry)
+            .arg(if on { "1" } else { "0" })
+            .arg(self.share(app_max));
+        let ok: i64 = self.run(&inv).await?;
+        Ok(ok == 1)
+    }
+
+    /// An account's user attributes (in its unit).
+    fn user_attrs_key(&self, user: User<'_>) -> String {
+        let unit = self.account_unit(user.app, user.account);
+        self.keys.user_attrs(&unit, user.account)
     }
 
     /// The unit of a channel step.
@@ -767,14 +906,17 @@ impl Inner {
         self.channel_unit(at.app.as_str(), at.channel.as_str())
     }
 
-    /// The unit of a timer's entry: a channel's is with the channel's keys; any other is in
-    /// the app's first unit (an account's keys, an invitation's).
+    /// The unit of a timer's entry: a channel's is with the channel's keys, an account's
+    /// with the account's, an invitation's with its caller's (where its record is).
     fn timer_unit<'a>(&self, timer: &'a Timer) -> Cow<'a, str> {
         match timer {
             Timer::MemberNum(app, ch) | Timer::ChannelExpired(app, ch) => {
                 self.channel_unit(app, ch)
             }
-            other => Cow::Borrowed(other.app().as_str()),
+            Timer::UserAttrs(app, a) | Timer::PresenceGrace(app, a) => self.account_unit(app, a),
+            Timer::InviteOffline(k, _) | Timer::InviteTimeout(k, _) | Timer::CallerGone(k, _) => {
+                self.account_unit(&k.app, &k.caller)
+            }
         }
     }
 
@@ -910,12 +1052,12 @@ impl Inner {
         let Some(after) = self.forget_apps_after else {
             return;
         };
-        // a session's unit: its app's first; a membership's: its channel's
-        let app_of = |k: &String| k.split_once(' ').map(|(app, _)| app.to_string());
-        let mut in_use: BTreeSet<String> = self
-            .sessions
-            .iter()
-            .filter_map(|e| app_of(e.key()))
+        // a session's unit: its account's; a membership's: its channel's
+        let mut in_use: BTreeSet<String> = (self.sessions.iter())
+            .filter_map(|e| {
+                let (app, account) = e.key().split_once(' ')?;
+                Some(self.account_unit(app, account).into_owned())
+            })
             .collect();
         in_use.extend(self.members.iter().filter_map(|e| {
             let (app, channel) = e.key().split_once(' ')?;
@@ -1219,21 +1361,26 @@ impl Inner {
 
     /// Each session of this node as Redis holds it: a session another login replaced is
     /// kicked (`onLogout(103)`), one Redis no longer holds is dropped (the client reconnects
-    /// and logs in again). One `MGET` per app and 500 sessions.
+    /// and logs in again). One `MGET` per unit and 500 sessions.
     async fn check_sessions(&self) -> SResult<()> {
-        let mut by_app: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        // unit → (app, [(account, connection)])
+        let mut by_unit: BTreeMap<String, (String, Vec<(String, u64)>)> = BTreeMap::new();
         for e in self.sessions.iter() {
             if let Some((app, account)) = e.key().split_once(' ') {
                 let held = (account.to_string(), *e.value());
-                by_app.entry(app.to_string()).or_default().push(held);
+                let unit = self.account_unit(app, account).into_owned();
+                let at = by_unit
+                    .entry(unit)
+                    .or_insert_with(|| (app.to_string(), vec![]));
+                at.1.push(held);
             }
         }
         let mut c = self.conn();
-        for (app, held) in &by_app {
+        for (unit, (app, held)) in &by_unit {
             for chunk in held.chunks(500) {
                 let keys: Vec<String> = chunk
                     .iter()
-                    .map(|(account, _)| self.keys.session(app, account, &self.cfg.node_id).session)
+                    .map(|(account, _)| self.keys.session(unit, account, &self.cfg.node_id).session)
                     .collect();
                 let now: Vec<Option<String>> = timed(c.mget(&keys)).await?;
                 for (((account, conn), stored), key) in chunk.iter().zip(now).zip(&keys) {
@@ -1383,7 +1530,9 @@ impl Inner {
             return;
         }
         for e in &out.events {
-            let [stream, meta] = self.keys.event_log(unit, e.partition);
+            // in the step's unit (an event rides with the step of the channel or account it
+            // is keyed by: `events::partition_among`), its partition there
+            let [stream, meta] = self.keys.event_log(unit, e.partition % PARTITIONS);
             inv.key(stream).key(meta);
             inv.arg(e.when.name()).arg(&*e.text.get());
         }
@@ -1392,14 +1541,14 @@ impl Inner {
             .arg(out.cap.max_age.as_millis() as u64);
     }
 
-    /// Store an app's waiting messages, up to [`MAIL_BATCH_MAX`] per call of
+    /// Store a unit's waiting messages, up to [`MAIL_BATCH_MAX`] per call of
     /// `mail_append.lua`, until none waits (messages whose sender stopped waiting are left
     /// out: it was told the store did not answer).
-    async fn store_mail(self: Arc<Inner>, app: String) {
+    async fn store_mail(self: Arc<Inner>, unit: String) {
         loop {
             let batch: Vec<MailWaiting> = {
                 let mut queues = self.mail_queues.lock();
-                let Some(q) = queues.get_mut(&app) else {
+                let Some(q) = queues.get_mut(&unit) else {
                     return;
                 };
                 let mut batch = Vec::new();
@@ -1411,7 +1560,7 @@ impl Inner {
                     }
                 }
                 if batch.is_empty() {
-                    queues.remove(&app);
+                    queues.remove(&unit);
                     return;
                 }
                 batch
@@ -1596,33 +1745,42 @@ impl Inner {
         }
     }
 
-    /// A mailbox's keys and arguments, as mail.lua's `box_at` reads them.
-    fn box_call(&self, inv: &mut impl Invoke, app: &str, account: &str) {
-        let mb = self.keys.mailbox(app, account);
+    /// A mailbox's keys (in `unit`, the account's) and arguments, as mail.lua's `box_at`
+    /// reads them.
+    fn box_call(&self, inv: &mut impl Invoke, unit: &str, account: &str) {
+        let mb = self.keys.mailbox(unit, account);
         for k in mb.all() {
             inv.key(k);
         }
         inv.arg(self.mailbox_keep_ms);
     }
 
-    /// A message's keys and arguments, as mail.lua's `mail_at` reads them.
+    /// A message's keys and arguments, as mail.lua's `mail_at` reads them: all in the
+    /// recipient's unit (its resend marker and its sender's offline allowance too), which
+    /// holds a share of the app's mail quota and of the sender's allowance
+    /// ([`Inner::share`]).
     fn mail_call(&self, inv: &mut impl Invoke, app: &str, to: &str, m: &MailItem<'_>) {
-        self.box_call(inv, app, to);
-        // a key not used stands in the app's slot (window 0, allowance 0) for one not needed
+        let unit = self.account_unit(app, to);
+        let unit = unit.as_ref();
+        self.box_call(inv, unit, to);
+        // a key not used stands in the unit's slot (window 0, allowance 0) for one not needed
         let dedup = m
             .dedup
-            .map(|d| self.keys.dedup(app, d.from, d.id))
-            .unwrap_or_else(|| self.keys.unused(app));
+            .map(|d| self.keys.dedup(unit, d.from, d.id))
+            .unwrap_or_else(|| self.keys.unused(unit));
         let window = m.dedup.map_or(0, |d| d.window.as_millis().max(1) as u64);
         let q = &m.quota;
         let sender = q.sender.filter(|_| q.offline_per_sender > 0);
+        // (each unit holds its share of a sender's allowance: it counts in the recipient's)
         let allowance = if sender.is_some() {
-            q.offline_per_sender
+            self.share(q.offline_per_sender as usize)
         } else {
             0
         };
-        let sender =
-            sender.map_or_else(|| self.keys.unused(app), |s| self.keys.offline_sent(app, s));
+        let sender = sender.map_or_else(
+            || self.keys.unused(unit),
+            |s| self.keys.offline_sent(unit, s),
+        );
         let (before, after) = NodeMsg::Push {
             app: app.into(),
             account: to.into(),
@@ -1630,7 +1788,7 @@ impl Inner {
             frame: m.push.clone(),
         }
         .encode_open();
-        inv.key(self.keys.session(app, to, &self.cfg.node_id).session)
+        inv.key(self.keys.session(unit, to, &self.cfg.node_id).session)
             .key(dedup)
             .key(sender)
             .arg(window)
@@ -1638,11 +1796,11 @@ impl Inner {
             .arg(m.max)
             .arg(m.id)
             .arg(m.text)
-            .arg(self.keys.topic_prefix(app))
+            .arg(self.keys.topic_prefix(unit))
             .arg(before)
             .arg(after)
-            .arg(q.app_messages)
-            .arg(q.app_bytes)
+            .arg(self.share(q.app_messages))
+            .arg(self.share(q.app_bytes))
             .arg(allowance)
             .arg(q.window.as_millis().max(1) as u64)
             .arg(if q.busy { "1" } else { "0" });
@@ -1765,7 +1923,8 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let (app, account, id) = (s.user.app, s.user.account, s.conn.id);
-        let _app = inner.app(app).await?;
+        let unit = inner.account_unit(app, account);
+        let _unit = inner.app(&unit).await?;
         let local = local(app, account);
         // held across the script: two logins of one account on this node must update
         // `sessions` in the order Redis applies them (the later one replaced the earlier)
@@ -1776,13 +1935,13 @@ impl Store for Redis {
         let (stand_in, held) = s.conn.stand_in();
         inner.conns.insert(id, stand_in);
         inner.sessions.insert(local.clone(), id);
-        let k = inner.keys.session(app, account, &inner.cfg.node_id);
+        let k = inner.keys.session(&unit, account, &inner.cfg.node_id);
         let mut inv = inner.scripts.session_grow.prepare_invoke();
         inv.key(k.session).key(k.node_index);
-        inv.key(inner.keys.user_attrs(app, account)).arg("open");
+        inv.key(inner.keys.user_attrs(&unit, account)).arg("open");
         inv.arg(inner.me(id).location()).arg(SESSION_TTL_MS);
         inv.arg(node::session_entry(app, account, id)).arg(s.attr);
-        inner.step_events(&mut inv, &s.events.app, s.events);
+        inner.step_events(&mut inv, &unit, s.events);
         let r: SResult<(Option<String>, Option<String>)> = inner.run(&inv).await;
         let (old, attr) = r.inspect_err(|_| {
             inner.conns.remove(&id);
@@ -1814,12 +1973,13 @@ impl Store for Redis {
             let local = local(app, account);
             inner.sessions.remove_if(&local, |_, v| *v == conn);
         }
-        let k = inner.keys.session(app, account, &session.node);
+        let unit = inner.account_unit(app, account);
+        let k = inner.keys.session(&unit, account, &session.node);
         let entry = node::session_entry(app, account, session.conn.unwrap_or(0));
         let mut inv = inner.scripts.session.prepare_invoke();
         inv.key(k.session).key(k.node_index).arg("close");
         inv.arg(session.location()).arg(0).arg(entry);
-        inner.step_events(&mut inv, &events.app, events);
+        inner.step_events(&mut inv, &unit, events);
         let r: i64 = inner.run(&inv).await?;
         Ok(r == 1)
     }
@@ -1849,10 +2009,11 @@ impl Store for Redis {
             }
             return Ok(());
         }
-        // over the app's topic of that node (on a cluster: the app's slot, which a login
-        // there needs anyway, not the registry's)
+        // over the topic of the account's unit on that node (on a cluster: the unit's slot,
+        // which the session's login there subscribed, not the registry's)
         let msg = NodeMsg::Kick { conn }.encode();
-        let topic = inner.keys.app_topic(user.app, &session.node);
+        let unit = inner.account_unit(user.app, user.account);
+        let topic = inner.keys.app_topic(&unit, &session.node);
         inner.publish(&topic, msg).await
     }
 
@@ -1869,9 +2030,8 @@ impl Store for Redis {
     async fn session_get(&self, user: User<'_>) -> SResult<Option<NodeSession>> {
         let inner = &self.inner;
         inner.check()?;
-        let k = inner
-            .keys
-            .session(user.app, user.account, &inner.cfg.node_id);
+        let unit = inner.account_unit(user.app, user.account);
+        let k = inner.keys.session(&unit, user.account, &inner.cfg.node_id);
         let mut c = inner.conn();
         let cur: Option<String> = timed(c.get(&k.session)).await?;
         Ok(cur.as_deref().and_then(NodeSession::from_location))
@@ -1881,7 +2041,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let mut c = inner.conn();
-        let key = inner.keys.user_attrs(user.app, user.account);
+        let key = inner.user_attrs_key(user);
         let m: BTreeMap<String, String> = timed(c.hgetall(key)).await?;
         Ok(m.into_iter().collect())
     }
@@ -1894,7 +2054,7 @@ impl Store for Redis {
             None => &inner.scripts.user_attr,
         };
         let mut inv = script.prepare_invoke();
-        inv.key(inner.keys.user_attrs(user.app, user.account));
+        inv.key(inner.user_attrs_key(user));
         inv.arg(set.name).arg(set.value.unwrap_or("")).arg(set.max);
         inv.arg(if set.value.is_some() { "set" } else { "del" });
         let r: i64 = inner.run(&inv).await?;
@@ -1905,7 +2065,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let mut c = inner.conn();
-        let key = inner.keys.user_attrs(user.app, user.account);
+        let key = inner.user_attrs_key(user);
         timed(c.hlen(key)).await
     }
 
@@ -1913,7 +2073,7 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let mut c = inner.conn();
-        let key = inner.keys.user_attrs(user.app, user.account);
+        let key = inner.user_attrs_key(user);
         timed(c.del::<_, ()>(key)).await
     }
 
@@ -1922,18 +2082,19 @@ impl Store for Redis {
         inner.check()?;
         let mut call = Call::default();
         inner.mail_call(&mut call, to.app, to.account, &item);
+        let unit = inner.account_unit(to.app, to.account).into_owned();
         // its events, as mail_append.lua reads them: their count first
         call.arg(item.events.events.len());
-        inner.event_parts(&mut call, &item.events.app, item.events);
+        inner.event_parts(&mut call, &unit, item.events);
         let (done, outcome) = tokio::sync::oneshot::channel();
         let lead = {
             let mut queues = inner.mail_queues.lock();
-            let q = queues.entry(to.app.to_string()).or_default();
+            let q = queues.entry(unit.clone()).or_default();
             q.waiting.push_back(MailWaiting { call, done });
             !std::mem::replace(&mut q.running, true)
         };
         if lead {
-            tokio::spawn(Inner::store_mail(self.inner.clone(), to.app.to_string()));
+            tokio::spawn(Inner::store_mail(self.inner.clone(), unit));
         }
         // the call before its own and its own, each a script and a WAIT within the operation's
         // time (a message not sent yet when its sender stops waiting is left out)
@@ -1951,8 +2112,9 @@ impl Store for Redis {
         // A poll from 0 (a login's) of a mailbox with neither messages nor numbering (an
         // account nobody wrote to, or not for the keep time): the script would find nothing
         // and write nothing; one EXISTS of both keys finds that.
+        let unit = inner.account_unit(user.app, user.account);
         if let Poll::Versions { ver_clear: 0, .. } = poll {
-            let mb = inner.keys.mailbox(user.app, user.account);
+            let mb = inner.keys.mailbox(&unit, user.account);
             let mut c = inner.conn();
             let kept: usize = timed(c.exists(&[&mb.messages, &mb.meta])).await?;
             if kept == 0 {
@@ -1967,7 +2129,7 @@ impl Store for Redis {
             Poll::Ids { .. } => &inner.scripts.mail_poll_ids,
         };
         let mut inv = script.prepare_invoke();
-        inner.box_call(&mut inv, user.app, user.account);
+        inner.box_call(&mut inv, &unit, user.account);
         match poll {
             Poll::Versions {
                 ver_clear,
@@ -1991,7 +2153,8 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let mut inv = inner.scripts.mail_withdraw.prepare_invoke();
-        inner.box_call(&mut inv, user.app, user.account);
+        let unit = inner.account_unit(user.app, user.account);
+        inner.box_call(&mut inv, &unit, user.account);
         inv.arg(version).arg(id);
         let n: i64 = inner.run(&inv).await?;
         Ok(n > 0)
@@ -2338,25 +2501,28 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let key = open.key;
-        let _app = inner.app(&key.app).await?;
+        // the record, the caller's index and the timers in the caller's unit; the message
+        // in the callee's
+        let unit = inner.account_unit(&key.app, &key.caller);
+        let _unit = inner.app(&unit).await?;
         let ik = inner
             .keys
-            .invite(&key.app, &key.caller, &key.channel, &key.callee);
+            .invite(&unit, &key.caller, &key.channel, &key.callee);
+        let entry = node::invite_entry(&key.channel, &key.callee);
+        if inner.account_unit(&key.app, &key.callee) != unit {
+            return self.invite_open_apart(open, &unit, ik, &entry).await;
+        }
         let mut inv = inner.scripts.invite_grow.prepare_invoke();
         inv.arg("open");
         inner.mail_call(&mut inv, &key.app, &key.callee, &open.mail);
         inv.key(ik.record)
             .key(ik.by_caller)
-            .key(inner.keys.timers(&key.app));
-        inv.arg(open.extra).arg(open.generation);
-        inv.arg(node::invite_entry(&key.channel, &key.callee));
-        inv.arg(open.timers.len());
-        for (t, after) in open.timers {
-            inv.arg(t.encode()).arg(after.as_millis() as u64);
-        }
-        inner.step_events(&mut inv, &open.mail.events.app, open.mail.events);
+            .key(inner.keys.timers(&unit));
+        inv.arg(open.extra).arg(open.generation).arg(&entry);
+        timer_args(&mut inv, open.timers);
+        inner.step_events(&mut inv, &unit, open.mail.events);
         let r: Vec<i64> = inner.run(&inv).await?;
-        inner.timers_touched(&key.app);
+        inner.timers_touched(&unit);
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         Ok(appended(get(0), get(1), get(2)))
     }
@@ -2367,29 +2533,65 @@ impl Store for Redis {
         let Some(app) = relay.keys.first().map(|k| &k.app) else {
             return Err(StoreError::BadReply("a relay about no invitation".into()));
         };
-        let mut inv = inner.scripts.invite_grow.prepare_invoke();
-        inv.arg("relay");
-        inner.mail_call(&mut inv, app, relay.to, &relay.mail);
+        // each record is in its caller's unit, the message in its recipient's: the records
+        // of other units take their step first, each unit's in a script of its own (with
+        // the events keyed by their callers), then the message with those of its unit
+        let mail_unit = inner.account_unit(app, relay.to);
+        let mut apart: BTreeMap<Cow<'_, str>, Vec<&InviteKey>> = BTreeMap::new();
+        let mut here = Vec::new();
+        for k in relay.keys {
+            match inner.account_unit(&k.app, &k.caller) {
+                u if u == mail_unit => here.push(k),
+                u => apart.entry(u).or_default().push(k),
+            }
+        }
         let step = match relay.step {
             InviteStep::Keep => "keep",
             InviteStep::Ack => "ack",
             InviteStep::Accept => "accept",
             InviteStep::End => "end",
         };
-        inv.arg(step)
-            .arg(if relay.require_live { "1" } else { "0" });
-        for k in relay.keys {
-            let ik = inner.keys.invite(&k.app, &k.caller, &k.channel, &k.callee);
+        let mut live_apart = false;
+        for (unit, keys) in &apart {
+            let mut inv = inner.scripts.invite.prepare_invoke();
+            inv.arg("records").arg(step);
+            for k in keys {
+                let ik = inner.keys.invite(unit, &k.caller, &k.channel, &k.callee);
+                inv.key(ik.record).key(ik.by_caller);
+                inv.arg(node::invite_entry(&k.channel, &k.callee));
+            }
+            inner.step_events(&mut inv, unit, &inner.events_in(relay.mail.events, unit));
+            let live: i64 = inner.run(&inv).await?;
+            live_apart |= live == 1;
+            inner.timers_touched(unit);
+        }
+        let events = match apart.is_empty() {
+            true => Cow::Borrowed(relay.mail.events),
+            false => Cow::Owned(inner.events_in(relay.mail.events, &mail_unit)),
+        };
+        let mail = MailItem {
+            events: &events,
+            ..relay.mail
+        };
+        let mut inv = inner.scripts.invite_grow.prepare_invoke();
+        inv.arg("relay");
+        inner.mail_call(&mut inv, app, relay.to, &mail);
+        let require_live = relay.require_live && !live_apart;
+        inv.arg(step).arg(if require_live { "1" } else { "0" });
+        for k in here {
+            let ik = inner
+                .keys
+                .invite(&mail_unit, &k.caller, &k.channel, &k.callee);
             inv.key(ik.record).key(ik.by_caller);
             inv.arg(node::invite_entry(&k.channel, &k.callee));
         }
-        inner.step_events(&mut inv, &relay.mail.events.app, relay.mail.events);
+        inner.step_events(&mut inv, &mail_unit, &events);
         let r: Vec<i64> = inner.run(&inv).await?;
-        inner.timers_touched(app);
+        inner.timers_touched(&mail_unit);
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         let appended = appended(get(1), get(2), get(3));
         Ok(Relayed {
-            live: get(0) == 1,
+            live: live_apart || get(0) == 1,
             appended,
         })
     }
@@ -2397,9 +2599,10 @@ impl Store for Redis {
     async fn invite_get(&self, key: &InviteKey) -> SResult<Option<InviteRecord>> {
         let inner = &self.inner;
         inner.check()?;
+        let unit = inner.account_unit(&key.app, &key.caller);
         let ik = inner
             .keys
-            .invite(&key.app, &key.caller, &key.channel, &key.callee);
+            .invite(&unit, &key.caller, &key.channel, &key.callee);
         let mut inv = inner.scripts.invite.prepare_invoke();
         inv.key(ik.record).arg("get");
         let r: Option<Vec<Option<String>>> = inner.run(&inv).await?;
@@ -2409,9 +2612,10 @@ impl Store for Redis {
     async fn invite_take(&self, key: &InviteKey, take: Take) -> SResult<Option<InviteRecord>> {
         let inner = &self.inner;
         inner.check()?;
+        let unit = inner.account_unit(&key.app, &key.caller);
         let ik = inner
             .keys
-            .invite(&key.app, &key.caller, &key.channel, &key.callee);
+            .invite(&unit, &key.caller, &key.channel, &key.callee);
         let mut inv = inner.scripts.invite.prepare_invoke();
         inv.key(ik.record)
             .key(ik.by_caller)
@@ -2426,10 +2630,8 @@ impl Store for Redis {
     async fn invites_by(&self, caller: User<'_>) -> SResult<Vec<(InviteKey, u64)>> {
         let inner = &self.inner;
         inner.check()?;
-        let index = inner
-            .keys
-            .invite(caller.app, caller.account, "", "")
-            .by_caller;
+        let unit = inner.account_unit(caller.app, caller.account);
+        let index = inner.keys.invite(&unit, caller.account, "", "").by_caller;
         let mut c = inner.conn();
         let entries: Vec<String> = timed(c.smembers(&index)).await?;
         let mut out = Vec::new();
@@ -2624,46 +2826,58 @@ impl Store for Redis {
 
     async fn watch(
         &self,
-        app: &AppId,
-        watcher: &NodeSession,
+        watcher: User<'_>,
+        session: &NodeSession,
         accounts: &[Account],
         on: bool,
         app_max: usize,
     ) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        if accounts.is_empty() {
-            return Ok(true);
-        }
-        let mut inv = inner.scripts.watch.prepare_invoke();
-        inv.key(inner.keys.app_watches(app));
+        let entry = inner.watch_entry(watcher, session);
+        // a step per unit of the watched accounts (each holds a share of the app's bound):
+        // one refused, or failing, takes back the new watches of the others
+        let mut by_unit: BTreeMap<Cow<'_, str>, Vec<&Account>> = BTreeMap::new();
         for a in accounts {
-            inv.key(inner.keys.watchers(app, a));
+            by_unit
+                .entry(inner.account_unit(watcher.app, a))
+                .or_default()
+                .push(a);
         }
-        inv.arg(watcher.location())
-            .arg(if on { "1" } else { "0" })
-            .arg(app_max);
-        let ok: i64 = inner.run(&inv).await?;
-        Ok(ok == 1)
+        let mut done: Vec<(&Cow<'_, str>, &Vec<&Account>)> = Vec::new();
+        for (unit, some) in &by_unit {
+            let r = inner.watch_call(unit, &entry, some, on, app_max).await;
+            if on && !matches!(r, Ok(true)) {
+                for (unit, some) in done {
+                    if let Err(e) = inner.watch_call(unit, &entry, some, false, 0).await {
+                        warn!(app = %watcher.app, "taking back watches: {e}");
+                    }
+                }
+                return r;
+            }
+            r?;
+            done.push((unit, some));
+        }
+        Ok(true)
     }
 
     async fn watchers_push(&self, user: User<'_>, frame: &str) -> SResult<()> {
         let inner = &self.inner;
         inner.check()?;
-        let key = inner.keys.watchers(user.app, user.account);
+        let unit = inner.account_unit(user.app, user.account);
+        let key = inner.keys.watchers(&unit, user.account);
         let mut c = inner.conn();
         let watchers: Vec<String> = timed(c.smembers(&key)).await?;
         if watchers.is_empty() {
             return Ok(());
         }
         let mut gone = Vec::new();
-        // the watchers on other nodes, by node: (their entries, a message to each)
-        let mut remote: BTreeMap<&str, (Vec<&String>, Vec<String>)> = BTreeMap::new();
+        // the watchers on other nodes, by node and the watchers' unit's partition: (their
+        // entries, a message to each)
+        type Watchers<'w> = (Vec<&'w String>, Vec<String>);
+        let mut remote: BTreeMap<(&str, u32), Watchers<'_>> = BTreeMap::new();
         for w in &watchers {
-            let Some((node, conn)) = w
-                .split_once(' ')
-                .and_then(|(n, c)| Some((n, c.parse::<u64>().ok()?)))
-            else {
+            let Some((node, conn, p)) = read_watch_entry(w) else {
                 gone.push(w.clone());
                 continue;
             };
@@ -2676,7 +2890,7 @@ impl Store for Redis {
                 }
             } else {
                 let frame = frame.to_string();
-                let (entries, msgs) = remote.entry(node).or_default();
+                let (entries, msgs) = remote.entry((node, p)).or_default();
                 entries.push(w);
                 msgs.push(NodeMsg::Frame { conn, frame }.encode());
             }
@@ -2686,10 +2900,11 @@ impl Store for Redis {
             // out of every node's reach), and a watch ends with its session, when its node is
             // reaped
             let listed: Vec<String> = timed(c.smembers(inner.keys.nodes())).await?;
-            for (node, (entries, msgs)) in remote {
+            for ((node, p), (entries, msgs)) in remote {
                 if listed.iter().any(|n| n == node) {
-                    // one message to each node, however many of its sessions watch
-                    let topic = inner.keys.app_topic(user.app, node);
+                    // one message to each node (over the topic of the watchers' unit, which
+                    // their logins subscribed), however many of its sessions watch
+                    let topic = inner.keys.app_topic(&Keys::unit(user.app, p), node);
                     inner.publish(&topic, node::bundle(msgs)).await?;
                 } else {
                     // its node was reaped: the watch went with it
@@ -2700,7 +2915,7 @@ impl Store for Redis {
         if !gone.is_empty() {
             let removed: i64 = timed(c.srem(&key, &gone)).await?;
             if removed > 0 {
-                let _: i64 = timed(c.decr(inner.keys.app_watches(user.app), removed)).await?;
+                let _: i64 = timed(c.decr(inner.keys.app_watches(&unit), removed)).await?;
             }
         }
         Ok(())
@@ -2709,7 +2924,9 @@ impl Store for Redis {
     async fn unreachable_set(&self, user: User<'_>, grace: Option<Duration>) -> SResult<()> {
         let inner = &self.inner;
         inner.check()?;
-        let key = inner.keys.unreachable(user.app, user.account);
+        let key = inner
+            .keys
+            .unreachable(&inner.account_unit(user.app, user.account), user.account);
         let mut c = inner.conn();
         match grace {
             Some(g) => {
@@ -2726,7 +2943,9 @@ impl Store for Redis {
     async fn unreachable(&self, user: User<'_>) -> SResult<bool> {
         let inner = &self.inner;
         inner.check()?;
-        let key = inner.keys.unreachable(user.app, user.account);
+        let key = inner
+            .keys
+            .unreachable(&inner.account_unit(user.app, user.account), user.account);
         let mut c = inner.conn();
         timed(c.exists(key)).await
     }
@@ -2824,6 +3043,19 @@ fn moved_between(
 }
 
 /// The key of this node's maps (`sessions`, `members`): "app account" or "app channel".
+/// A watch entry's node, connection and the partition of its watcher's unit (0 when the
+/// entry names none: one unit).
+fn read_watch_entry(entry: &str) -> Option<(&str, u64, u32)> {
+    let mut parts = entry.split(' ');
+    let node = parts.next()?;
+    let conn = parts.next()?.parse().ok()?;
+    let p = match parts.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    parts.next().is_none().then_some((node, conn, p))
+}
+
 fn local(app: impl std::fmt::Display, name: impl std::fmt::Display) -> String {
     format!("{app} {name}")
 }
@@ -3148,14 +3380,19 @@ async fn heartbeat(inner: Weak<Inner>) {
         if last_refresh.elapsed() >= SESSION_REFRESH {
             last_refresh = tokio::time::Instant::now();
             // pipelines of 500 keys, PIPELINES_AT_ONCE of them in flight: on a Redis Cluster
-            // one per app (a pipeline stays in one hash slot), on one Redis of every app's
-            let by_app = i.subs.is_some();
+            // one per unit (a pipeline stays in one hash slot), on one Redis of every unit's
+            let by_unit = i.subs.is_some();
             let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for e in i.sessions.iter() {
                 if let Some((app, account)) = e.key().split_once(' ') {
-                    let key = i.keys.session(app, account, &i.cfg.node_id).session;
-                    let group = if by_app { app } else { "" };
-                    groups.entry(group.to_string()).or_default().push(key);
+                    let unit = i.account_unit(app, account);
+                    let key = i.keys.session(&unit, account, &i.cfg.node_id).session;
+                    let group = if by_unit {
+                        unit.into_owned()
+                    } else {
+                        String::new()
+                    };
+                    groups.entry(group).or_default().push(key);
                 }
             }
             let pipes: Vec<redis::Pipeline> = (groups.values())
