@@ -566,9 +566,10 @@ const SPREAD_CHANNELS: usize = 24;
 /// Messages sent in each of them.
 const SPREAD_MESSAGES: usize = 25;
 
-/// How one app's channel traffic spreads over a cluster's primaries: `SPREAD_CHANNELS`
-/// channels of one app, a member of each on either node, `SPREAD_MESSAGES` messages in each;
-/// each primary's share of the commands of the messages' window.
+/// How one app's traffic spreads over a cluster's primaries: `SPREAD_CHANNELS` channels of
+/// one app, a member of each on either node, `SPREAD_MESSAGES` messages in each, then as many
+/// p2p messages from each channel's first member to its second; each primary's share of the
+/// commands of each window.
 async fn spread(redises: &Redises, url_a: &str, url_b: &str, partitions: u32) -> Result<()> {
     let mut pairs = vec![];
     for i in 0..SPREAD_CHANNELS {
@@ -608,6 +609,37 @@ async fn spread(redises: &Redises, url_a: &str, url_b: &str, partitions: u32) ->
     let n = (SPREAD_CHANNELS * SPREAD_MESSAGES) as f64;
     println!(
         "one app's channel messages ({SPREAD_CHANNELS} channels, a member on each node, \
+         redis_partitions = {partitions}): each primary's share of the commands {}; {:.1} \
+         commands, {:.1} µs of Redis CPU per message",
+        shares(&done),
+        commands as f64 / n,
+        cpu * 1e6 / n
+    );
+    // the same accounts' p2p messages, each sender to its receiver on the other node: each
+    // message is a step in its recipient's unit
+    let (before, before_each) = redises.read()?;
+    for (i, (_, sender, _)) in pairs.iter_mut().enumerate() {
+        for m in 0..SPREAD_MESSAGES {
+            let (to, text) = (format!("spreadr{i}"), format!("p{m}"));
+            sender
+                .with(move |c, now| c.message_instant_send(&to, &text, now))
+                .await;
+        }
+    }
+    let last = format!("p{}", SPREAD_MESSAGES - 1);
+    for (_, _, receiver) in pairs.iter_mut() {
+        expect(receiver, "the last p2p message", |e| {
+            matches!(e, Event::MessageInstant { msg, .. } if msg.as_str() == Some(last.as_str()))
+        })
+        .await?;
+    }
+    let (after, after_each) = redises.read()?;
+    let (_, commands, cpu, _) = after.since(&before);
+    let done: Vec<u64> = (after_each.iter().zip(&before_each))
+        .map(|(a, b)| a - b)
+        .collect();
+    println!(
+        "one app's p2p messages ({SPREAD_CHANNELS} receivers on the other node, \
          redis_partitions = {partitions}): each primary's share of the commands {}; {:.1} \
          commands, {:.1} µs of Redis CPU per message",
         shares(&done),
