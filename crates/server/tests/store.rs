@@ -3772,8 +3772,9 @@ async fn an_app_s_channels_spread_over_its_units() {
 /// are in its unit (a message across nodes and units pushed, its event in the recipient's
 /// unit), each unit holds its share of the mail quota, an invitation's record, index and
 /// timers are with its caller and its message with its callee (two steps where they differ,
-/// each appending the events keyed by its unit), and watches cross units. A record of a
-/// version that spread only channels is refused.
+/// each appending the events keyed by its unit; a resend after a failure between them writes
+/// the record), and watches cross units. A record of a version that spread only channels is
+/// refused.
 #[tokio::test]
 async fn an_app_s_accounts_spread_over_their_units() {
     use opensig_server::events::{partition_among, unit_of_name};
@@ -3948,6 +3949,46 @@ async fn an_app_s_accounts_spread_over_their_units() {
     let again = other.invite_relay(bye).await.unwrap();
     assert!(!again.live);
     assert_eq!(again.appended, Appended::Duplicate);
+    // an invitation's message stored and its record not (a failure between the two steps):
+    // the caller's resend finds the message a duplicate and writes the record
+    let key2 = InviteKey {
+        channel: chan_name("call2"),
+        ..key.clone()
+    };
+    let once = Dedup {
+        from: &u0,
+        id: "i2",
+        window: Duration::from_secs(60),
+    };
+    let open2 = |generation| InviteOpen {
+        key: &key2,
+        extra: "{}",
+        generation,
+        mail: MailItem {
+            dedup: Some(once),
+            ..item("i2", "invite", &p)
+        },
+        timers: &[],
+    };
+    let first = s.invite_open(open2(8)).await.unwrap();
+    assert!(matches!(first, Appended::Stored { .. }), "{first:?}");
+    assert_eq!(unit(&u0), 0, "the record's key below is the first unit's");
+    let record = format!("{prefix}inv {{{prefix}{a}}} {u0} call2 {u2}");
+    assert_eq!(common::redis_cli_cmd(&["DEL", &record]), "1");
+    assert!(other.invite_get(&key2).await.unwrap().is_none());
+    assert_eq!(s.invite_open(open2(9)).await.unwrap(), Appended::Duplicate);
+    let r = other.invite_get(&key2).await.unwrap().unwrap();
+    assert_eq!(
+        (r.version, r.generation, r.msg_id.as_str()),
+        (0, 9, "i2"),
+        "written again, its version not known"
+    );
+    // a resend of one whose record is there changes nothing
+    assert_eq!(s.invite_open(open2(10)).await.unwrap(), Appended::Duplicate);
+    assert_eq!(
+        other.invite_get(&key2).await.unwrap().unwrap().generation,
+        9
+    );
     // u1 (node b) watches u0 and u2 (node a pushes): within each unit's share of 3 watches
     let w = other.session_of(&c1.h);
     let watched = [u0.clone(), u2.clone()];
