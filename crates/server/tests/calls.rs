@@ -16,6 +16,51 @@ async fn invite(u: &mut User, channel: &str, peer: &str, extra: Value) -> CallId
     u.s.with(move |cl, now| cl.invite(&c, &p, &x, now).0).await
 }
 
+/// Caller and callee in two units of the app when it is spread (`OPENSIG_TEST_PARTITIONS` 3:
+/// the invitation's record with alice, its messages in eve's mailbox and alice's): the
+/// caller's end takes three steps, and the next invitation rings again.
+#[tokio::test]
+async fn a_call_between_two_units_is_answered_and_ended_by_the_caller() {
+    let srv = server().await;
+    let mut alice = User::login(&srv.ws_url(), "alice").await;
+    let mut eve = User::login(&srv.ws_url(), "eve").await;
+    if partitions() == 3 {
+        assert_ne!(account_unit("a", "alice"), account_unit("a", "eve"));
+    }
+    for round in 0..2 {
+        let out = invite(&mut alice, "r1", "eve", json!(round)).await;
+        let e = eve
+            .expect(|e| matches!(e, Event::InviteReceived { .. }))
+            .await;
+        let Event::InviteReceived { call: incoming, .. } = e else {
+            unreachable!()
+        };
+        eve.s
+            .with(move |c, now| {
+                c.call_reply(
+                    incoming,
+                    call::VOIP_INVITE_ACCEPT,
+                    "r1",
+                    "alice",
+                    "\"\"",
+                    now,
+                )
+            })
+            .await;
+        alice.expect(call_event(CallEvent::AcceptedByPeer)).await;
+        alice
+            .s
+            .with(move |c, now| c.call_reply(out, call::VOIP_INVITE_BYE, "r1", "eve", "\"\"", now))
+            .await;
+        alice.expect(call_event(CallEvent::EndByMyself)).await;
+        let e = eve.expect(call_event(CallEvent::EndByPeer)).await;
+        assert!(
+            matches!(e, Event::Call { call, .. } if call == incoming),
+            "{e:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn invite_ack_accept_dtmf_bye() {
     let srv = server().await;

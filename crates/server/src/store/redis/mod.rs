@@ -895,6 +895,27 @@ impl Inner {
         Ok(ok == 1)
     }
 
+    /// `step` (keep: none) on invitations of `unit` without a message (`invite.lua`
+    /// `records`), with `events` when it changed one: whether one is live.
+    async fn invite_records(
+        &self,
+        unit: &str,
+        keys: &[&InviteKey],
+        step: &str,
+        events: &StepEvents,
+    ) -> SResult<bool> {
+        let mut inv = self.scripts.invite.prepare_invoke();
+        inv.arg("records").arg(step);
+        for k in keys {
+            let ik = self.keys.invite(unit, &k.caller, &k.channel, &k.callee);
+            inv.key(ik.record).key(ik.by_caller);
+            inv.arg(node::invite_entry(&k.channel, &k.callee));
+        }
+        self.step_events(&mut inv, unit, events);
+        let live: i64 = self.run(&inv).await?;
+        Ok(live == 1)
+    }
+
     /// An account's user attributes (in its unit).
     fn user_attrs_key(&self, user: User<'_>) -> String {
         let unit = self.account_unit(user.app, user.account);
@@ -2534,8 +2555,11 @@ impl Store for Redis {
             return Err(StoreError::BadReply("a relay about no invitation".into()));
         };
         // each record is in its caller's unit, the message in its recipient's: the records
-        // of other units take their step first, each unit's in a script of its own (with
-        // the events keyed by their callers), then the message with those of its unit
+        // of other units are asked whether one is live (a script per unit), then the message
+        // goes with the records of its unit, then the others take their step (with the
+        // events keyed by their callers: when it changed a record). A failure before that
+        // last step leaves them as they were, and the resend (its message a duplicate) takes
+        // it.
         let mail_unit = inner.account_unit(app, relay.to);
         let mut apart: BTreeMap<Cow<'_, str>, Vec<&InviteKey>> = BTreeMap::new();
         let mut here = Vec::new();
@@ -2553,17 +2577,7 @@ impl Store for Redis {
         };
         let mut live_apart = false;
         for (unit, keys) in &apart {
-            let mut inv = inner.scripts.invite.prepare_invoke();
-            inv.arg("records").arg(step);
-            for k in keys {
-                let ik = inner.keys.invite(unit, &k.caller, &k.channel, &k.callee);
-                inv.key(ik.record).key(ik.by_caller);
-                inv.arg(node::invite_entry(&k.channel, &k.callee));
-            }
-            inner.step_events(&mut inv, unit, &inner.events_in(relay.mail.events, unit));
-            let live: i64 = inner.run(&inv).await?;
-            live_apart |= live == 1;
-            inner.timers_touched(unit);
+            live_apart |= inner.invite_records(unit, keys, "keep", &NO_EVENTS).await?;
         }
         let events = match apart.is_empty() {
             true => Cow::Borrowed(relay.mail.events),
@@ -2588,6 +2602,12 @@ impl Store for Redis {
         inner.step_events(&mut inv, &mail_unit, &events);
         let r: Vec<i64> = inner.run(&inv).await?;
         inner.timers_touched(&mail_unit);
+        if live_apart && step != "keep" {
+            for (unit, keys) in &apart {
+                let events = inner.events_in(relay.mail.events, unit);
+                inner.invite_records(unit, keys, step, &events).await?;
+            }
+        }
         let get = |i: usize| r.get(i).copied().unwrap_or(0);
         let appended = appended(get(1), get(2), get(3));
         Ok(Relayed {

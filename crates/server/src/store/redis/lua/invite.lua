@@ -2,8 +2,9 @@
 -- version (the callee's mailbox version of the invitation; 0: not known), gen, mid (its
 -- msg-v3 id). The caller's index lists its invitations (entries made by the caller of the
 -- script). Records, the caller's index and the timers are in the caller's unit; a message
--- is in its recipient's: where the two differ, a step is two scripts (`record` after the
--- callee's mail, `records` before the mail to the other party).
+-- is in its recipient's: where the two differ, a step is two or three scripts (`record`
+-- after the callee's mail; `records` to ask before the mail to the other party and to
+-- change after it).
 -- ARGV 1 op. The mail part (mail.lua's mail_at: MAIL_KEYS keys, MAIL_ARGS arguments) comes
 -- first, from KEYS[1] and ARGV[2]; "M+n" below is the n-th key or argument after it.
 --   open: KEYS M+1 record, M+2 caller index, M+3 timers. ARGV M+1 extra, M+2 gen, M+3 index
@@ -19,8 +20,8 @@
 --         accept | end), M+2 require live (1/0), then an index entry per invitation.
 --         Returns {live, status, version, offline}.
 --   records: (no mail part) KEYS record and caller index per invitation. ARGV 2 step,
---         then an index entry per invitation. The step without the mail; its events when
---         an invitation was live. Returns live (1/0).
+--         then an index entry per invitation. The step without the mail (keep: none, to ask
+--         whether one is live); its events when it changed a record. Returns live (1/0).
 --   take:  KEYS 1 record, 2 caller index. ARGV 2 gen, 3 ringing only (1/0), 4 index entry.
 --         Removes and returns {extra, state, version, gen, mid} when it matches, else false.
 --   get:   KEYS 1 record. Returns {extra, state, version, gen, mid} or false.
@@ -28,9 +29,9 @@ local op = ARGV[1]
 local K, A = MAIL_KEYS, 1 + MAIL_ARGS
 
 -- `step` on the `count` records from KEYS[k0 + 1] (record, caller index pairs), their index
--- entries from ARGV[a0 + 1]. Returns 1 when any of them exists.
+-- entries from ARGV[a0 + 1]. Returns 1 when any of them exists, then 1 when it changed one.
 local function apply(step, k0, a0, count)
-  local live = 0
+  local live, changed = 0, 0
   for i = 0, count - 1 do
     local rec, idx = KEYS[k0 + 1 + 2 * i], KEYS[k0 + 2 + 2 * i]
     if redis.call('EXISTS', rec) == 1 then
@@ -38,14 +39,19 @@ local function apply(step, k0, a0, count)
       if step == 'end' then
         redis.call('DEL', rec)
         redis.call('SREM', idx, ARGV[a0 + 1 + i])
+        changed = 1
       elseif step == 'ack' then
-        if redis.call('HGET', rec, 'state') == 'ringing' then redis.call('HSET', rec, 'state', 'acked') end
+        if redis.call('HGET', rec, 'state') == 'ringing' then
+          redis.call('HSET', rec, 'state', 'acked')
+          changed = 1
+        end
       elseif step == 'accept' then
+        if redis.call('HGET', rec, 'state') ~= 'accepted' then changed = 1 end
         redis.call('HSET', rec, 'state', 'accepted')
       end
     end
   end
-  return live
+  return live, changed
 end
 
 -- A ringing record, its caller's index entry and its timers (ARGV from `a`: count, then
@@ -87,8 +93,8 @@ elseif op == 'relay' then
   local r = append_mail(mail_at(1, 2))
   return {live, r[1], r[2], r[3] or 0}
 elseif op == 'records' then
-  local live = apply(ARGV[2], 0, 2, #KEYS / 2)
-  if live == 1 then outbox('done') end
+  local live, changed = apply(ARGV[2], 0, 2, #KEYS / 2)
+  if changed == 1 then outbox('done') end
   return live
 elseif op == 'take' then
   local f = redis.call('HMGET', KEYS[1], 'extra', 'state', 'version', 'gen', 'mid')
