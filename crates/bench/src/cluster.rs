@@ -599,22 +599,11 @@ async fn spread(redises: &Redises, url_a: &str, url_b: &str, partitions: u32) ->
         })
         .await?;
     }
-    let (after, after_each) = redises.read()?;
-    let (_, commands, cpu, _) = after.since(&before);
-    let done: Vec<u64> = after_each
-        .iter()
-        .zip(&before_each)
-        .map(|(a, b)| a - b)
-        .collect();
-    let n = (SPREAD_CHANNELS * SPREAD_MESSAGES) as f64;
-    println!(
+    let what = format!(
         "one app's channel messages ({SPREAD_CHANNELS} channels, a member on each node, \
-         redis_partitions = {partitions}): each primary's share of the commands {}; {:.1} \
-         commands, {:.1} µs of Redis CPU per message",
-        shares(&done),
-        commands as f64 / n,
-        cpu * 1e6 / n
+         redis_partitions = {partitions})"
     );
+    spread_report(&what, &before, &before_each, &redises.read()?);
     // the same accounts' p2p messages, each sender to its receiver on the other node: each
     // message is a step in its recipient's unit
     let (before, before_each) = redises.read()?;
@@ -633,19 +622,11 @@ async fn spread(redises: &Redises, url_a: &str, url_b: &str, partitions: u32) ->
         })
         .await?;
     }
-    let (after, after_each) = redises.read()?;
-    let (_, commands, cpu, _) = after.since(&before);
-    let done: Vec<u64> = (after_each.iter().zip(&before_each))
-        .map(|(a, b)| a - b)
-        .collect();
-    println!(
+    let what = format!(
         "one app's p2p messages ({SPREAD_CHANNELS} receivers on the other node, \
-         redis_partitions = {partitions}): each primary's share of the commands {}; {:.1} \
-         commands, {:.1} µs of Redis CPU per message",
-        shares(&done),
-        commands as f64 / n,
-        cpu * 1e6 / n
+         redis_partitions = {partitions})"
     );
+    spread_report(&what, &before, &before_each, &redises.read()?);
     for (_, mut sender, mut receiver) in pairs {
         for s in [&mut sender, &mut receiver] {
             s.with(|c, now| c.logout(now)).await;
@@ -653,6 +634,30 @@ async fn spread(redises: &Redises, url_a: &str, url_b: &str, partitions: u32) ->
         }
     }
     Ok(())
+}
+
+/// What the spread's `SPREAD_CHANNELS × SPREAD_MESSAGES` messages cost, from the readings
+/// before them (summed, and each primary's commands) to `after`: each primary's share of the
+/// commands, and the commands and Redis CPU per message.
+fn spread_report(
+    what: &str,
+    before: &RedisWork,
+    before_each: &[u64],
+    after: &(RedisWork, Vec<u64>),
+) {
+    let (after, after_each) = after;
+    let (_, commands, cpu, _) = after.since(before);
+    let done: Vec<u64> = (after_each.iter().zip(before_each))
+        .map(|(a, b)| a - b)
+        .collect();
+    let n = (SPREAD_CHANNELS * SPREAD_MESSAGES) as f64;
+    println!(
+        "{what}: each primary's share of the commands {}; {:.1} commands, {:.1} µs of Redis \
+         CPU per message",
+        shares(&done),
+        commands as f64 / n,
+        cpu * 1e6 / n
+    );
 }
 
 /// The first `n` of `(name, count)`, each divided by `per`, with `digits` decimals.

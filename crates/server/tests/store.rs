@@ -3609,6 +3609,20 @@ async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
     );
 }
 
+/// Two nodes on `prefix` with each app spread over 3 units, and what each finds due.
+async fn two_nodes_in_three_units(prefix: &str) -> ([Redis; 2], WorkRx, WorkRx) {
+    let cfg = |n: &str| RedisConfig {
+        partitions: 3,
+        ..node_cfg(prefix, n)
+    };
+    let s = Redis::connect(cfg("a"), &limits()).await.unwrap();
+    let other = Redis::connect(cfg("b"), &limits()).await.unwrap();
+    let (rx, other_rx) = (work(&s), work(&other));
+    ([s, other], rx, other_rx)
+}
+
+type WorkRx = mpsc::UnboundedReceiver<Work<Redis>>;
+
 /// Redis only: an app's channels spread over its units (`RedisConfig::partitions`), each a
 /// hash slot of its own, and everything about a channel stays whole: its members and their
 /// events across nodes, its timers, the listing (merged by name, in pages), the event log (a
@@ -3618,14 +3632,7 @@ async fn a_footprint_redis_cannot_answer_is_an_error_not_zeros() {
 #[tokio::test]
 async fn an_app_s_channels_spread_over_its_units() {
     let prefix = common::unique_prefix();
-    let cfg = |n: &str| RedisConfig {
-        partitions: 3,
-        ..node_cfg(&prefix, n)
-    };
-    let s = Redis::connect(cfg("a"), &limits()).await.unwrap();
-    let other = Redis::connect(cfg("b"), &limits()).await.unwrap();
-    let mut rx = work(&s);
-    let _other_work = work(&other);
+    let ([s, other], mut rx, _other_work) = two_nodes_in_three_units(&prefix).await;
     let refused = Redis::connect(
         RedisConfig {
             partitions: 2,
@@ -3779,14 +3786,7 @@ async fn an_app_s_channels_spread_over_its_units() {
 async fn an_app_s_accounts_spread_over_their_units() {
     use opensig_server::events::{partition_among, unit_of_name};
     let prefix = common::unique_prefix();
-    let cfg = |n: &str| RedisConfig {
-        partitions: 3,
-        ..node_cfg(&prefix, n)
-    };
-    let s = Redis::connect(cfg("a"), &limits()).await.unwrap();
-    let other = Redis::connect(cfg("b"), &limits()).await.unwrap();
-    let mut rx = work(&s);
-    let _other_work = work(&other);
+    let ([s, other], mut rx, _other_work) = two_nodes_in_three_units(&prefix).await;
     let a = app("spread");
     let unit = |x: &Account| unit_of_name(x.as_str(), 3);
     // the first of an account's log partitions, and one account of each unit
