@@ -3062,7 +3062,6 @@ fn moved_between(
         .collect()
 }
 
-/// The key of this node's maps (`sessions`, `members`): "app account" or "app channel".
 /// A watch entry's node, connection and the partition of its watcher's unit (0 when the
 /// entry names none: one unit).
 fn read_watch_entry(entry: &str) -> Option<(&str, u64, u32)> {
@@ -3076,6 +3075,7 @@ fn read_watch_entry(entry: &str) -> Option<(&str, u64, u32)> {
     parts.next().is_none().then_some((node, conn, p))
 }
 
+/// The key of this node's maps (`sessions`, `members`): "app account" or "app channel".
 fn local(app: impl std::fmt::Display, name: impl std::fmt::Display) -> String {
     format!("{app} {name}")
 }
