@@ -612,7 +612,7 @@ impl Redis {
         };
         let mut inv = inner.scripts.invite_grow.prepare_invoke();
         inv.arg("relay");
-        inner.mail_call(&mut inv, &key.app, &key.callee, &mail);
+        inner.mail_call(&mut inv, &callee_unit, &key.callee, &mail);
         inv.arg("keep").arg("0");
         inner.step_events(&mut inv, &callee_unit, &mail_events);
         let r: Vec<i64> = inner.run(&inv).await?;
@@ -1776,13 +1776,12 @@ impl Inner {
         inv.arg(self.mailbox_keep_ms);
     }
 
-    /// A message's keys and arguments, as mail.lua's `mail_at` reads them: all in the
-    /// recipient's unit (its resend marker and its sender's offline allowance too), which
-    /// holds a share of the app's mail quota and of the sender's allowance
-    /// ([`Inner::share`]).
-    fn mail_call(&self, inv: &mut impl Invoke, app: &str, to: &str, m: &MailItem<'_>) {
-        let unit = self.account_unit(app, to);
-        let unit = unit.as_ref();
+    /// A message's keys and arguments, as mail.lua's `mail_at` reads them: all in `unit`,
+    /// the recipient's ([`Inner::account_unit`]; its resend marker and its sender's offline
+    /// allowance too), which holds a share of the app's mail quota and of the sender's
+    /// allowance ([`Inner::share`]).
+    fn mail_call(&self, inv: &mut impl Invoke, unit: &str, to: &str, m: &MailItem<'_>) {
+        let app = Keys::unit_app(unit);
         self.box_call(inv, unit, to);
         // a key not used stands in the unit's slot (window 0, allowance 0) for one not needed
         let dedup = m
@@ -2102,8 +2101,8 @@ impl Store for Redis {
         let inner = &self.inner;
         inner.check()?;
         let mut call = Call::default();
-        inner.mail_call(&mut call, to.app, to.account, &item);
         let unit = inner.account_unit(to.app, to.account).into_owned();
+        inner.mail_call(&mut call, &unit, to.account, &item);
         // its events, as mail_append.lua reads them: their count first
         call.arg(item.events.events.len());
         inner.event_parts(&mut call, &unit, item.events);
@@ -2535,7 +2534,8 @@ impl Store for Redis {
         }
         let mut inv = inner.scripts.invite_grow.prepare_invoke();
         inv.arg("open");
-        inner.mail_call(&mut inv, &key.app, &key.callee, &open.mail);
+        // (the callee's unit is the caller's here)
+        inner.mail_call(&mut inv, &unit, &key.callee, &open.mail);
         inv.key(ik.record)
             .key(ik.by_caller)
             .key(inner.keys.timers(&unit));
@@ -2589,7 +2589,7 @@ impl Store for Redis {
         };
         let mut inv = inner.scripts.invite_grow.prepare_invoke();
         inv.arg("relay");
-        inner.mail_call(&mut inv, app, relay.to, &mail);
+        inner.mail_call(&mut inv, &mail_unit, relay.to, &mail);
         let require_live = relay.require_live && !live_apart;
         inv.arg(step).arg(if require_live { "1" } else { "0" });
         for k in here {
